@@ -1,1 +1,14 @@
+//! pgshift's stages and their orchestration.
 
+pub mod copy_stage;
+pub mod error;
+pub mod inspect;
+pub mod migrate;
+pub mod plan;
+pub mod postdata;
+pub mod preflight;
+pub mod progress;
+pub mod state;
+pub mod verify;
+
+pub use error::{Error, Result};

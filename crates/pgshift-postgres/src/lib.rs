@@ -1,1 +1,14 @@
+//! Everything pgshift says to PostgreSQL: connections, catalog introspection, DDL
+//! rendering, COPY streams, checksums and the replication protocol.
 
+pub mod catalog;
+pub mod checksum;
+pub mod conn;
+pub mod copy;
+pub mod ddl;
+pub mod error;
+pub mod replication;
+pub mod sql;
+
+pub use conn::ConnInfo;
+pub use error::PgError;

@@ -1,0 +1,159 @@
+//! The bulk load: N workers, each with one source and one target connection, take
+//! chunks from a shared queue. A chunk is one source transaction under the exported
+//! snapshot and one target transaction that holds its rows and its checkpoint.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pgshift_postgres::copy::{copy_in_sql, copy_out_sql, pipe};
+use pgshift_postgres::error::Context;
+use pgshift_postgres::sql::quote_literal;
+use pgshift_postgres::ConnInfo;
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+use crate::error::Result;
+use crate::plan::TablePlan;
+use crate::progress::Progress;
+use crate::state;
+
+#[derive(Clone, Debug)]
+pub struct CopyJob {
+    pub plan: Arc<TablePlan>,
+    pub chunk_no: i32,
+    pub predicate: Option<String>,
+    /// On resume, rows of this range may be on the target from a newer source state
+    /// than the snapshot we now read: clear the range in the same transaction.
+    pub clear_first: bool,
+}
+
+pub struct CopyContext {
+    pub source: ConnInfo,
+    pub target: ConnInfo,
+    /// Exported snapshot to read under; None = each chunk takes its own (resume).
+    pub snapshot: Option<String>,
+    pub run_id: i64,
+    pub jobs: usize,
+    pub progress: Arc<dyn Progress>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TableSummary {
+    pub table: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+struct TableAcc {
+    chunks_left: usize,
+    rows: u64,
+    bytes: u64,
+    started: Option<Instant>,
+}
+
+struct Shared {
+    queue: Mutex<VecDeque<CopyJob>>,
+    tables: Mutex<HashMap<String, TableAcc>>,
+    failed: AtomicBool,
+}
+
+pub async fn copy_chunks(ctx: Arc<CopyContext>, jobs: Vec<CopyJob>) -> Result<Vec<TableSummary>> {
+    let mut tables: HashMap<String, TableAcc> = HashMap::new();
+    for j in &jobs {
+        tables.entry(j.plan.name()).or_insert(TableAcc { chunks_left: 0, rows: 0, bytes: 0, started: None }).chunks_left += 1;
+    }
+    let workers = ctx.jobs.max(1).min(jobs.len().max(1));
+    let shared = Arc::new(Shared { queue: Mutex::new(jobs.into()), tables: Mutex::new(tables), failed: AtomicBool::new(false) });
+    let mut set = JoinSet::new();
+    for _ in 0..workers {
+        let (ctx, shared) = (ctx.clone(), shared.clone());
+        set.spawn(async move {
+            let result = worker(&ctx, &shared).await;
+            if result.is_err() {
+                shared.failed.store(true, Ordering::SeqCst);
+            }
+            result
+        });
+    }
+    let mut first_error = None;
+    let mut summaries = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        match joined.expect("copy worker panicked") {
+            Ok(mut done) => summaries.append(&mut done),
+            Err(e) if first_error.is_none() => first_error = Some(e),
+            Err(_) => {}
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    summaries.sort_by(|a, b| a.table.cmp(&b.table));
+    Ok(summaries)
+}
+
+async fn worker(ctx: &CopyContext, shared: &Shared) -> Result<Vec<TableSummary>> {
+    let (src_name, dst_name) = (ctx.source.endpoint(), ctx.target.endpoint());
+    let source = ctx.source.connect().await?;
+    let target = ctx.target.connect().await?;
+    // A lost commit after a target crash only loses the chunk's checkpoint with its
+    // rows, and the chunk is copied again: safe, and much faster.
+    target.batch_execute("SET synchronous_commit = off").await.context(&dst_name, || "configure copy session".into())?;
+    let mut finished = Vec::new();
+    loop {
+        if shared.failed.load(Ordering::SeqCst) {
+            return Ok(finished);
+        }
+        let Some(job) = shared.queue.lock().unwrap().pop_front() else { return Ok(finished) };
+        let table = job.plan.name();
+        let first = {
+            let mut t = shared.tables.lock().unwrap();
+            let acc = t.get_mut(&table).unwrap();
+            acc.started.is_none().then(|| acc.started = Some(Instant::now())).is_some()
+        };
+        if first {
+            ctx.progress.table_started(&table, job.plan.table.row_estimate.max(0) as u64);
+        }
+
+        let mut begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY".to_string();
+        if let Some(s) = &ctx.snapshot {
+            begin.push_str(&format!("; SET TRANSACTION SNAPSHOT {}", quote_literal(s)));
+        }
+        source.batch_execute(&begin).await.context(&src_name, || format!("open snapshot for {table}"))?;
+        target.batch_execute("BEGIN").await.context(&dst_name, || format!("begin chunk of {table}"))?;
+        if job.clear_first {
+            let sql = match &job.predicate {
+                Some(p) => format!("DELETE FROM ONLY {} WHERE {p}", job.plan.table.qualified()),
+                None => format!("TRUNCATE ONLY {}", job.plan.table.qualified()),
+            };
+            target.batch_execute(&sql).await.context(&dst_name, || format!("clear {table} before re-copy"))?;
+        }
+        let out_sql = copy_out_sql(&job.plan.table, job.predicate.as_deref(), job.plan.format);
+        let in_sql = copy_in_sql(&job.plan.table, job.plan.format);
+        let mut reported = 0u64;
+        let stats = pipe((&source, src_name), (&target, dst_name), &out_sql, &in_sql, |bytes| {
+            ctx.progress.table_bytes(&table, bytes - reported);
+            reported = bytes;
+        })
+        .await?;
+        state::mark_chunk_done(&target, dst_name, ctx.run_id, &table, job.chunk_no, stats.rows, stats.bytes).await?;
+        target.batch_execute("COMMIT").await.context(&dst_name, || format!("commit chunk of {table}"))?;
+        source.batch_execute("COMMIT").await.context(&src_name, || "end snapshot transaction".into())?;
+        ctx.progress.chunk_done(&table, stats.rows);
+
+        let done = {
+            let mut t = shared.tables.lock().unwrap();
+            let acc = t.get_mut(&table).unwrap();
+            acc.chunks_left -= 1;
+            acc.rows += stats.rows;
+            acc.bytes += stats.bytes;
+            (acc.chunks_left == 0).then(|| (acc.rows, acc.bytes, acc.started.map_or(Duration::ZERO, |s| s.elapsed())))
+        };
+        if let Some((rows, bytes, elapsed)) = done {
+            ctx.progress.table_done(&table, rows, bytes, elapsed);
+            finished.push(TableSummary { table, rows, bytes, seconds: elapsed.as_secs_f64() });
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! `pgshift inspect`: what the source holds, how each table would move, what is in
+//! the way, and (with a target) whether the target's tables already match.
+
+use pgshift_postgres::catalog::{self, Table};
+use pgshift_postgres::copy::CopyFormat;
+use pgshift_postgres::error::Context;
+use pgshift_postgres::ConnInfo;
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::preflight;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct KeyReport {
+    pub name: String,
+    pub columns: Vec<String>,
+    pub first_type: String,
+    /// Integer or uuid first column: the table can be split into key ranges.
+    pub splittable: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ColumnReport {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TableReport {
+    pub table: String,
+    pub kind: pgshift_postgres::catalog::TableKind,
+    pub partition_of: Option<String>,
+    pub rows_estimate: i64,
+    pub exact_rows: Option<i64>,
+    pub size_bytes: i64,
+    pub primary_key: Option<KeyReport>,
+    pub replica_identity: &'static str,
+    pub copy_format: CopyFormat,
+    pub columns: Vec<ColumnReport>,
+    /// None without --target.
+    pub in_target: Option<bool>,
+    /// Column differences from the target's table of the same name.
+    pub target_differences: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct InspectReport {
+    pub source: String,
+    pub server_version_num: i32,
+    pub extensions: Vec<String>,
+    pub tables: Vec<TableReport>,
+    pub problems: Vec<String>,
+}
+
+pub async fn inspect(source: &ConnInfo, target: Option<&ConnInfo>, exact_counts: bool) -> Result<InspectReport> {
+    let src = source.connect().await?;
+    let catalog = catalog::inspect(&src, &source.endpoint()).await?;
+    let target_catalog = match target {
+        Some(t) => {
+            let dst = t.connect().await?;
+            Some((catalog::inspect(&dst, &t.endpoint()).await?, dst, t.endpoint().to_string()))
+        }
+        None => None,
+    };
+    let all: Vec<&Table> = catalog.tables.iter().collect();
+    let mut problems = preflight::warnings(&all);
+    if let Some((_, dst, name)) = &target_catalog {
+        problems.extend(preflight::extension_problems((dst, name), &catalog).await?);
+    }
+    let mut tables = Vec::new();
+    for t in &catalog.tables {
+        let exact_rows = if exact_counts && t.holds_rows() {
+            let sql = format!("SELECT count(*) FROM ONLY {}", t.qualified());
+            Some(src.query_one(&sql, &[]).await.context(&source.endpoint(), || format!("count {}", t.display_name()))?.get(0))
+        } else {
+            None
+        };
+        let (in_target, target_differences) = match &target_catalog {
+            Some((tc, _, _)) => match tc.table(&t.schema, &t.name) {
+                Some(other) => (Some(true), differences(t, other)),
+                None => (Some(false), Vec::new()),
+            },
+            None => (None, Vec::new()),
+        };
+        tables.push(TableReport {
+            table: t.display_name(),
+            kind: t.kind.clone(),
+            partition_of: t.partition_of.as_ref().map(|(s, n, _)| format!("{s}.{n}")),
+            rows_estimate: t.row_estimate,
+            exact_rows,
+            size_bytes: t.size_bytes,
+            primary_key: t.primary_key.as_ref().map(|k| KeyReport {
+                name: k.name.clone(),
+                columns: k.columns.clone(),
+                first_type: k.first_type.clone(),
+                splittable: matches!(k.first_type.as_str(), "smallint" | "integer" | "bigint" | "uuid"),
+            }),
+            replica_identity: match t.replica_identity.as_str() {
+                "d" => "default",
+                "n" => "nothing",
+                "f" => "full",
+                _ => "index",
+            },
+            copy_format: CopyFormat::for_table(t),
+            columns: t.columns.iter().map(|c| ColumnReport { name: c.name.clone(), type_name: c.type_name.clone() }).collect(),
+            in_target,
+            target_differences,
+        });
+    }
+    Ok(InspectReport {
+        source: source.endpoint().to_string(),
+        server_version_num: catalog.server_version_num,
+        extensions: catalog.extensions.iter().map(|e| format!("{} {}", e.name, e.version)).collect(),
+        tables,
+        problems,
+    })
+}
+
+fn differences(source: &Table, target: &Table) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in &source.columns {
+        match target.columns.iter().find(|x| x.name == c.name) {
+            None => out.push(format!("column {} missing on target", c.name)),
+            Some(x) if x.type_name != c.type_name => {
+                out.push(format!("column {}: {} on source, {} on target", c.name, c.type_name, x.type_name))
+            }
+            _ => {}
+        }
+    }
+    for x in &target.columns {
+        if !source.columns.iter().any(|c| c.name == x.name) {
+            out.push(format!("column {} only on target", x.name));
+        }
+    }
+    out
+}

@@ -1,0 +1,326 @@
+//! `pgshift migrate`: preflight, pre-data schema, slot with exported snapshot,
+//! parallel copy with checkpoints, post-data, sequence values.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use pgshift_postgres::catalog::{self, Catalog, Table};
+use pgshift_postgres::ddl;
+use pgshift_postgres::error::Context;
+use pgshift_postgres::replication::{CreatedSlot, ReplicationConn};
+use pgshift_postgres::ConnInfo;
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use crate::copy_stage::{copy_chunks, CopyContext, CopyJob, TableSummary};
+use crate::error::{Error, Result};
+use crate::plan::{plan_tables, select_tables, Chunk, PlanOptions, SplitKind, TablePlan};
+use crate::postdata::{self, PostDataOptions};
+use crate::preflight::{self, Checks};
+use crate::progress::Progress;
+use crate::state::{self, phase, Run};
+
+#[derive(Clone, Debug)]
+pub struct MigrateOptions {
+    pub plan: PlanOptions,
+    pub jobs: usize,
+    pub dry_run: bool,
+    pub resume: bool,
+    /// Create a logical slot whose snapshot the copy reads, and keep it for catch-up.
+    pub follow: bool,
+    pub maintenance_work_mem: String,
+}
+
+impl Default for MigrateOptions {
+    fn default() -> Self {
+        MigrateOptions {
+            plan: PlanOptions::default(),
+            jobs: 4,
+            dry_run: false,
+            resume: false,
+            follow: true,
+            maintenance_work_mem: "256MB".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PlannedTable {
+    pub table: String,
+    pub rows_estimate: i64,
+    pub size_bytes: i64,
+    pub format: pgshift_postgres::copy::CopyFormat,
+    pub split: SplitKind,
+    pub chunks: Vec<Chunk>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MigrateReport {
+    pub dry_run: bool,
+    pub run_id: Option<i64>,
+    pub slot_name: Option<String>,
+    pub start_lsn: Option<String>,
+    pub plan: Vec<PlannedTable>,
+    pub pre_data: Vec<String>,
+    pub post_data: Vec<String>,
+    pub warnings: Vec<String>,
+    pub tables: Vec<TableSummary>,
+    pub copy_seconds: f64,
+    pub post_data_seconds: f64,
+    pub total_seconds: f64,
+}
+
+pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions, progress: Arc<dyn Progress>) -> Result<MigrateReport> {
+    let started = Instant::now();
+    let (src_name, dst_name) = (source.endpoint(), target.endpoint());
+    progress.phase("inspect");
+    let src = source.connect().await?;
+    let dst = target.connect().await?;
+    let catalog = catalog::inspect(&src, &src_name).await?;
+    let unfinished = state::unfinished_run(&dst, dst_name).await?;
+    match (&unfinished, opts.resume) {
+        (Some(run), false) => {
+            return Err(Error::State(format!(
+                "the target holds an unfinished run {} (phase {}): pass --resume to continue it",
+                run.run_id, run.phase
+            )))
+        }
+        (None, true) => return Err(Error::State("--resume: the target holds no unfinished pgshift run".into())),
+        _ => {}
+    }
+    let tables = match &unfinished {
+        Some(run) => tables_of_run(&dst, dst_name, run, &catalog).await?,
+        None => select_tables(&catalog, &opts.plan.patterns)?,
+    };
+    let checks = Checks { needs_slot: opts.follow && unfinished.as_ref().is_none_or(|r| r.start_lsn.is_none()), resume: opts.resume };
+    preflight::check((&src, src_name), (&dst, dst_name), &catalog, &tables, &checks).await?;
+
+    let plans = plan_tables(&src, src_name, &tables, &opts.plan).await?;
+    let pre_data = ddl::pre_data(&catalog, &tables);
+    let post_steps = ddl::post_data(&tables);
+    let mut report = MigrateReport {
+        dry_run: opts.dry_run,
+        plan: plans.iter().map(planned).collect(),
+        pre_data: pre_data.clone(),
+        post_data: post_steps.iter().map(|s| s.sql.clone()).collect(),
+        warnings: preflight::warnings(&tables),
+        ..Default::default()
+    };
+    if opts.dry_run {
+        return Ok(report);
+    }
+
+    let run = match unfinished {
+        Some(run) => run,
+        None => {
+            progress.phase("schema");
+            create_schema_and_run(&dst, dst_name, source, &pre_data, &plans).await?
+        }
+    };
+    report.run_id = Some(run.run_id);
+
+    // The snapshot must stay exported until every chunk transaction has imported it:
+    // the holder lives until the copy ends.
+    let (holder, snapshot, run) = open_snapshot(source, &src, &dst, dst_name, run, opts.follow).await?;
+    report.slot_name = if opts.follow { run.slot_name.clone() } else { None };
+    report.start_lsn = run.start_lsn.clone();
+
+    if run.phase == phase::COPY {
+        progress.phase("copy");
+        let copy_started = Instant::now();
+        let jobs = copy_jobs(&dst, dst_name, &run, &plans, snapshot.is_some()).await?;
+        let ctx = Arc::new(CopyContext {
+            source: source.clone(),
+            target: target.clone(),
+            snapshot: snapshot.clone(),
+            run_id: run.run_id,
+            jobs: opts.jobs,
+            progress: progress.clone(),
+        });
+        report.tables = copy_chunks(ctx, jobs).await?;
+        report.copy_seconds = copy_started.elapsed().as_secs_f64();
+        state::set_phase(&dst, dst_name, run.run_id, phase::POST_DATA).await?;
+    }
+    holder.close().await;
+
+    progress.phase("post-data");
+    let post_started = Instant::now();
+    let pd = PostDataOptions { jobs: opts.jobs, maintenance_work_mem: opts.maintenance_work_mem.clone() };
+    postdata::run(target, &post_steps, &pd, progress.clone()).await?;
+    for sql in ddl::sequence_values(&catalog, &tables) {
+        dst.batch_execute(&sql).await.context(&dst_name, || sql.clone())?;
+    }
+    report.post_data_seconds = post_started.elapsed().as_secs_f64();
+    state::set_phase(&dst, dst_name, run.run_id, if opts.follow { phase::LOADED } else { phase::DONE }).await?;
+    report.total_seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn planned(p: &TablePlan) -> PlannedTable {
+    PlannedTable {
+        table: p.name(),
+        rows_estimate: p.table.row_estimate,
+        size_bytes: p.table.size_bytes,
+        format: p.format,
+        split: p.split,
+        chunks: p.chunks.clone(),
+    }
+}
+
+/// Pre-data DDL, the state schema and the run with its chunks, in one transaction:
+/// a failure leaves the target as it was.
+async fn create_schema_and_run(dst: &Client, dst_name: &str, source: &ConnInfo, pre_data: &[String], plans: &[TablePlan]) -> Result<Run> {
+    let tx_sql = |s: &str| s.to_string();
+    dst.batch_execute("BEGIN").await.context(&dst_name, || "begin schema transaction".into())?;
+    let result = async {
+        dst.batch_execute(state::SCHEMA_DDL).await.context(&dst_name, || "create the pgshift state schema".into())?;
+        for sql in pre_data {
+            dst.batch_execute(sql).await.context(&dst_name, || tx_sql(sql))?;
+        }
+        state::create_run(dst, dst_name, source.endpoint(), plans).await
+    }
+    .await;
+    match result {
+        Ok(run_id) => {
+            dst.batch_execute("COMMIT").await.context(&dst_name, || "commit the schema".into())?;
+            state::run_by_id(dst, dst_name, run_id).await
+        }
+        Err(e) => {
+            let _ = dst.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
+
+enum SnapshotHolder {
+    Slot(ReplicationConn),
+    Transaction(Client),
+    None,
+}
+
+impl SnapshotHolder {
+    async fn close(self) {
+        match self {
+            SnapshotHolder::Slot(conn) => conn.close().await,
+            SnapshotHolder::Transaction(client) => drop(client),
+            SnapshotHolder::None => {}
+        }
+    }
+}
+
+/// With catch-up: a new slot exports the snapshot and fixes L0. Without: a plain
+/// exported snapshot. A resumed run whose L0 is already recorded reads each chunk
+/// under a fresh snapshot; catch-up from L0 makes the target converge.
+async fn open_snapshot(
+    source: &ConnInfo,
+    src: &Client,
+    dst: &Client,
+    dst_name: &str,
+    run: Run,
+    follow: bool,
+) -> Result<(SnapshotHolder, Option<String>, Run)> {
+    let src_name = source.endpoint();
+    if run.start_lsn.is_some() {
+        if let Some(slot) = &run.slot_name {
+            let exists: bool = src
+                .query_one("SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)", &[slot])
+                .await
+                .context(&src_name, || "look for the run's slot".into())?
+                .get(0);
+            if !exists {
+                return Err(Error::State(format!(
+                    "slot {slot} of run {} no longer exists on the source, so changes since the load began are lost: \
+                     drop the migrated tables and the pgshift schema on the target and start over",
+                    run.run_id
+                )));
+            }
+        }
+        return Ok((SnapshotHolder::None, None, run));
+    }
+    if !follow {
+        let holder = source.connect().await?;
+        holder
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .context(&src_name, || "open the snapshot transaction".into())?;
+        let snap: String = holder
+            .query_one("SELECT pg_export_snapshot()", &[])
+            .await
+            .context(&src_name, || "export a snapshot".into())?
+            .get(0);
+        return Ok((SnapshotHolder::Transaction(holder), Some(snap), run));
+    }
+    let slot_name = run.slot_name.clone().expect("runs get a slot name when created");
+    // A slot made by a run that died before recording L0 cannot be trusted: remake it.
+    src.execute(
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active",
+        &[&slot_name],
+    )
+    .await
+    .context(&src_name, || format!("drop stale slot {slot_name}"))?;
+    let mut conn = ReplicationConn::connect(source).await?;
+    let CreatedSlot { consistent_point, snapshot_name, .. } = conn.create_slot_with_snapshot(&slot_name).await?;
+    state::set_start_lsn(dst, dst_name, run.run_id, &consistent_point).await?;
+    tracing::info!(slot = %slot_name, lsn = %consistent_point, "created replication slot");
+    let run = state::run_by_id(dst, dst_name, run.run_id).await?;
+    Ok((SnapshotHolder::Slot(conn), Some(snapshot_name), run))
+}
+
+/// The chunks still to copy. A fresh run copies all. A resumed run clears each
+/// unfinished key range before re-copying it, and re-copies a ctid-split table whole
+/// when any of its chunks is unfinished (its rows may have moved between blocks).
+async fn copy_jobs(dst: &Client, dst_name: &str, run: &Run, plans: &[TablePlan], fresh_snapshot_for_all: bool) -> Result<Vec<CopyJob>> {
+    let states = state::chunks(dst, dst_name, run.run_id).await?;
+    let resumed = states.iter().any(|c| c.done) || !fresh_snapshot_for_all;
+    let mut jobs = Vec::new();
+    for plan in plans {
+        let plan = Arc::new(plan.clone());
+        let name = plan.name();
+        let mine: Vec<_> = states.iter().filter(|c| c.table_name == name).collect();
+        let pending: Vec<_> = mine.iter().filter(|c| !c.done).collect();
+        if pending.is_empty() {
+            continue;
+        }
+        let split = mine[0].split;
+        if resumed && split == SplitKind::Ctid && pending.len() < mine.len() {
+            dst.batch_execute(&format!("BEGIN; TRUNCATE ONLY {}", plan.table.qualified()))
+                .await
+                .context(&dst_name, || format!("clear {name} for a whole re-copy"))?;
+            state::reset_table_chunks(dst, dst_name, run.run_id, &name).await?;
+            dst.batch_execute("COMMIT").await.context(&dst_name, || "commit".into())?;
+            for c in &mine {
+                jobs.push(CopyJob { plan: plan.clone(), chunk_no: c.chunk_no, predicate: c.predicate.clone(), clear_first: false });
+            }
+            continue;
+        }
+        for c in pending {
+            jobs.push(CopyJob { plan: plan.clone(), chunk_no: c.chunk_no, predicate: c.predicate.clone(), clear_first: resumed });
+        }
+    }
+    Ok(jobs)
+}
+
+/// The tables a run was started with, looked up in today's source catalog.
+async fn tables_of_run<'a>(dst: &Client, dst_name: &str, run: &Run, catalog: &'a Catalog) -> Result<Vec<&'a Table>> {
+    let names: Vec<String> = state::chunks(dst, dst_name, run.run_id).await?.into_iter().map(|c| c.table_name).collect();
+    let mut tables: Vec<&Table> = Vec::new();
+    for name in names {
+        let t = catalog.tables.iter().find(|t| t.display_name() == name).ok_or_else(|| {
+            Error::State(format!("run {} copies table {name}, which is no longer in the source", run.run_id))
+        })?;
+        if !tables.iter().any(|x| x.oid == t.oid) {
+            tables.push(t);
+        }
+    }
+    // Partitioned parents hold no chunks but own keys and indexes.
+    let mut i = 0;
+    while i < tables.len() {
+        if let Some(parent) = tables[i].partition_of.as_ref().and_then(|(s, n, _)| catalog.table(s, n)) {
+            if !tables.iter().any(|x| x.oid == parent.oid) {
+                tables.push(parent);
+            }
+        }
+        i += 1;
+    }
+    Ok(catalog.tables.iter().filter(|t| tables.iter().any(|x| x.oid == t.oid)).collect())
+}

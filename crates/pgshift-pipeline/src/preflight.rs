@@ -1,0 +1,155 @@
+//! Checks that run before anything is written, each problem with its fix. All
+//! problems are collected so a user fixes them in one round.
+
+use pgshift_postgres::catalog::{Catalog, Table};
+use pgshift_postgres::error::Context;
+use pgshift_postgres::sql::qualified;
+use tokio_postgres::Client;
+
+use crate::error::{Error, Result};
+
+pub struct Checks {
+    /// A logical slot will be created (catch-up follows the load).
+    pub needs_slot: bool,
+    /// Continuing an earlier run: target tables are expected to exist.
+    pub resume: bool,
+}
+
+/// Problems that only warrant a warning: the load works, catch-up will not.
+pub fn warnings(tables: &[&Table]) -> Vec<String> {
+    tables
+        .iter()
+        .filter(|t| t.holds_rows() && !t.has_replica_identity())
+        .map(|t| {
+            format!(
+                "table {} has no primary key or replica identity: updates and deletes cannot be replicated; \
+                 run on the source: ALTER TABLE {} REPLICA IDENTITY FULL (or add a primary key)",
+                t.display_name(),
+                t.qualified()
+            )
+        })
+        .collect()
+}
+
+pub async fn check(
+    source: (&Client, &str),
+    target: (&Client, &str),
+    catalog: &Catalog,
+    tables: &[&Table],
+    checks: &Checks,
+) -> Result<()> {
+    let mut problems = Vec::new();
+    if checks.needs_slot {
+        source_replication(source, &mut problems).await?;
+    }
+    problems.extend(extension_problems(target, catalog).await?);
+    if !checks.resume {
+        target_tables_absent(target, tables, &mut problems).await?;
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Preflight(problems))
+    }
+}
+
+async fn source_replication((client, endpoint): (&Client, &str), problems: &mut Vec<String>) -> Result<()> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('wal_level'), current_setting('max_replication_slots')::int, \
+             (SELECT count(*)::int FROM pg_replication_slots), current_setting('max_wal_senders')::int, \
+             (SELECT count(*)::int FROM pg_stat_replication), \
+             (SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user), current_user::text",
+            &[],
+        )
+        .await
+        .context(&endpoint, || "read replication settings".into())?;
+    let (wal_level, max_slots, used_slots, max_senders, senders): (String, i32, i32, i32, i32) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    let (can_replicate, user): (bool, String) = (row.get(5), row.get(6));
+    if wal_level != "logical" {
+        problems.push(format!(
+            "source {endpoint} has wal_level = {wal_level}; logical replication needs wal_level = logical: \
+             run ALTER SYSTEM SET wal_level = logical and restart the server (or pass --no-follow to copy without catch-up)"
+        ));
+    }
+    if used_slots >= max_slots {
+        problems.push(format!(
+            "source {endpoint} uses {used_slots} of max_replication_slots = {max_slots}; pgshift needs one more: \
+             raise max_replication_slots (ALTER SYSTEM SET max_replication_slots = {}) and restart, or drop an unused slot",
+            used_slots + 1
+        ));
+    }
+    if senders >= max_senders {
+        problems.push(format!(
+            "source {endpoint} uses {senders} of max_wal_senders = {max_senders}; raise max_wal_senders and restart"
+        ));
+    }
+    if !can_replicate {
+        problems.push(format!(
+            "source user {user} may not replicate: run ALTER ROLE {user} WITH REPLICATION (on managed services, grant the provider's replication role)"
+        ));
+    }
+    Ok(())
+}
+
+/// Extensions the source uses that the target cannot create.
+pub async fn extension_problems((client, endpoint): (&Client, &str), catalog: &Catalog) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let rows = client
+        .query("SELECT name FROM pg_available_extensions", &[])
+        .await
+        .context(&endpoint, || "list available extensions".into())?;
+    let available: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    for e in &catalog.extensions {
+        if available.contains(&e.name) {
+            continue;
+        }
+        if e.name == "vector" {
+            problems.push(format!(
+                "target {endpoint} has no pgvector, which the source's vector columns need: use a server with the \
+                 extension installed (e.g. the pgvector/pgvector:pg16 image, or your provider's \"vector\" extension)"
+            ));
+        } else {
+            problems.push(format!(
+                "target {endpoint} cannot create extension {} (used by the source): install it on the target server",
+                e.name
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+async fn target_tables_absent((client, endpoint): (&Client, &str), tables: &[&Table], problems: &mut Vec<String>) -> Result<()> {
+    for t in tables {
+        let exists: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified(&t.schema, &t.name)])
+            .await
+            .context(&endpoint, || "look for existing tables".into())?
+            .get(0);
+        if !exists {
+            continue;
+        }
+        let has_rows: bool = client
+            .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {})", t.qualified()), &[])
+            .await
+            .context(&endpoint, || format!("look into {}", t.display_name()))?
+            .get(0);
+        problems.push(if has_rows {
+            format!(
+                "target table {} already holds rows; pgshift will not write over data: drop or empty it \
+                 (DROP TABLE {} CASCADE), or pass --resume to continue an earlier run",
+                t.display_name(),
+                t.qualified()
+            )
+        } else {
+            format!(
+                "target table {} already exists; pgshift creates the schema itself: drop it (DROP TABLE {} CASCADE) \
+                 or pass --resume to continue an earlier run",
+                t.display_name(),
+                t.qualified()
+            )
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! How stages report what they do. The CLI draws bars on a terminal and plain log
+//! lines elsewhere; tests use [`Silent`].
+
+use std::time::Duration;
+
+pub trait Progress: Send + Sync {
+    fn phase(&self, _name: &str) {}
+    /// A table's copy begins; `rows_estimate` sizes its bar.
+    fn table_started(&self, _table: &str, _rows_estimate: u64) {}
+    /// More bytes of a table went through.
+    fn table_bytes(&self, _table: &str, _delta: u64) {}
+    fn chunk_done(&self, _table: &str, _rows: u64) {}
+    fn table_done(&self, _table: &str, _rows: u64, _bytes: u64, _elapsed: Duration) {}
+    fn step(&self, _message: &str) {}
+}
+
+pub struct Silent;
+impl Progress for Silent {}

@@ -1,0 +1,187 @@
+//! Run state in the target's `pgshift` schema: visible to SQL, to a second machine,
+//! and the basis of `--resume`. A chunk is marked done in the same transaction that
+//! writes its rows, so a chunk is either fully there and marked, or neither.
+
+use pgshift_postgres::error::Context;
+use tokio_postgres::{Client, GenericClient};
+
+use crate::error::Result;
+use crate::plan::{SplitKind, TablePlan};
+
+pub const SCHEMA_DDL: &str = "
+CREATE SCHEMA IF NOT EXISTS pgshift;
+CREATE TABLE IF NOT EXISTS pgshift.runs (
+    run_id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    source      text NOT NULL,
+    slot_name   text,
+    start_lsn   pg_lsn,
+    phase       text NOT NULL,
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz
+);
+CREATE TABLE IF NOT EXISTS pgshift.chunks (
+    run_id     bigint NOT NULL REFERENCES pgshift.runs ON DELETE CASCADE,
+    table_name text NOT NULL,
+    chunk_no   int NOT NULL,
+    split      text NOT NULL,
+    predicate  text,
+    rows       bigint,
+    bytes      bigint,
+    done_at    timestamptz,
+    PRIMARY KEY (run_id, table_name, chunk_no)
+);";
+
+/// Phases a run goes through, in order.
+pub mod phase {
+    pub const COPY: &str = "copy";
+    pub const POST_DATA: &str = "post-data";
+    /// Loaded and indexed; the slot waits for catch-up.
+    pub const LOADED: &str = "loaded";
+    pub const DONE: &str = "done";
+}
+
+#[derive(Clone, Debug)]
+pub struct Run {
+    pub run_id: i64,
+    pub slot_name: Option<String>,
+    pub start_lsn: Option<String>,
+    pub phase: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct ChunkState {
+    pub table_name: String,
+    pub chunk_no: i32,
+    pub split: SplitKind,
+    pub predicate: Option<String>,
+    pub done: bool,
+}
+
+pub async fn has_state_schema(client: &Client, endpoint: &str) -> Result<bool> {
+    let row = client
+        .query_one("SELECT to_regclass('pgshift.runs') IS NOT NULL", &[])
+        .await
+        .context(&endpoint, || "look for pgshift state".into())?;
+    Ok(row.get(0))
+}
+
+/// The newest run that has not finished, if any.
+pub async fn unfinished_run(client: &Client, endpoint: &str) -> Result<Option<Run>> {
+    if !has_state_schema(client, endpoint).await? {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt(
+            "SELECT run_id, slot_name, start_lsn::text, phase FROM pgshift.runs \
+             WHERE phase NOT IN ('loaded', 'done') ORDER BY run_id DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .context(&endpoint, || "read pgshift.runs".into())?;
+    Ok(row.map(|r| Run { run_id: r.get(0), slot_name: r.get(1), start_lsn: r.get(2), phase: r.get(3) }))
+}
+
+/// Records a new run and all its chunks (not done). Runs inside the caller's
+/// transaction together with the pre-data DDL.
+pub async fn create_run(tx: &impl GenericClient, endpoint: &str, source: &str, plans: &[TablePlan]) -> Result<i64> {
+    let ctx = || "record the run in pgshift.runs".to_string();
+    let row = tx
+        .query_one("INSERT INTO pgshift.runs (source, phase) VALUES ($1, $2) RETURNING run_id", &[&source, &phase::COPY])
+        .await
+        .context(&endpoint, ctx)?;
+    let run_id: i64 = row.get(0);
+    let slot = format!("pgshift_{run_id}_{:x}", std::process::id());
+    tx.execute("UPDATE pgshift.runs SET slot_name = $2 WHERE run_id = $1", &[&run_id, &slot]).await.context(&endpoint, ctx)?;
+    for p in plans {
+        for c in &p.chunks {
+            tx.execute(
+                "INSERT INTO pgshift.chunks (run_id, table_name, chunk_no, split, predicate) VALUES ($1, $2, $3, $4, $5)",
+                &[&run_id, &p.name(), &c.no, &p.split.as_str(), &c.predicate],
+            )
+            .await
+            .context(&endpoint, ctx)?;
+        }
+    }
+    Ok(run_id)
+}
+
+pub async fn run_by_id(client: &Client, endpoint: &str, run_id: i64) -> Result<Run> {
+    let r = client
+        .query_one("SELECT run_id, slot_name, start_lsn::text, phase FROM pgshift.runs WHERE run_id = $1", &[&run_id])
+        .await
+        .context(&endpoint, || "read pgshift.runs".into())?;
+    Ok(Run { run_id: r.get(0), slot_name: r.get(1), start_lsn: r.get(2), phase: r.get(3) })
+}
+
+pub async fn set_start_lsn(client: &Client, endpoint: &str, run_id: i64, lsn: &str) -> Result<()> {
+    client
+        .execute("UPDATE pgshift.runs SET start_lsn = $2::text::pg_lsn, updated_at = now() WHERE run_id = $1", &[&run_id, &lsn])
+        .await
+        .context(&endpoint, || "record the slot's LSN".into())?;
+    Ok(())
+}
+
+pub async fn set_phase(client: &Client, endpoint: &str, run_id: i64, phase: &str) -> Result<()> {
+    client
+        .execute(
+            "UPDATE pgshift.runs SET phase = $2, updated_at = now(), \
+             finished_at = CASE WHEN $2 IN ('loaded', 'done') THEN now() END WHERE run_id = $1",
+            &[&run_id, &phase],
+        )
+        .await
+        .context(&endpoint, || format!("set the run's phase to {phase}"))?;
+    Ok(())
+}
+
+pub async fn chunks(client: &Client, endpoint: &str, run_id: i64) -> Result<Vec<ChunkState>> {
+    let rows = client
+        .query(
+            "SELECT table_name, chunk_no, split, predicate, done_at IS NOT NULL FROM pgshift.chunks \
+             WHERE run_id = $1 ORDER BY table_name, chunk_no",
+            &[&run_id],
+        )
+        .await
+        .context(&endpoint, || "read pgshift.chunks".into())?;
+    Ok(rows
+        .iter()
+        .map(|r| ChunkState {
+            table_name: r.get(0),
+            chunk_no: r.get(1),
+            split: SplitKind::parse(r.get(2)),
+            predicate: r.get(3),
+            done: r.get(4),
+        })
+        .collect())
+}
+
+/// Marks a chunk done; call inside the transaction that wrote its rows.
+pub async fn mark_chunk_done(
+    tx: &impl GenericClient,
+    endpoint: &str,
+    run_id: i64,
+    table: &str,
+    chunk_no: i32,
+    rows: u64,
+    bytes: u64,
+) -> Result<()> {
+    tx.execute(
+        "UPDATE pgshift.chunks SET rows = $4, bytes = $5, done_at = now() WHERE run_id = $1 AND table_name = $2 AND chunk_no = $3",
+        &[&run_id, &table, &chunk_no, &(rows as i64), &(bytes as i64)],
+    )
+    .await
+    .context(&endpoint, || format!("checkpoint chunk {chunk_no} of {table}"))?;
+    Ok(())
+}
+
+/// Forgets the progress of a table's chunks (used before re-copying a ctid-split
+/// table whole).
+pub async fn reset_table_chunks(tx: &impl GenericClient, endpoint: &str, run_id: i64, table: &str) -> Result<()> {
+    tx.execute(
+        "UPDATE pgshift.chunks SET rows = NULL, bytes = NULL, done_at = NULL WHERE run_id = $1 AND table_name = $2",
+        &[&run_id, &table],
+    )
+    .await
+    .context(&endpoint, || format!("reset chunks of {table}"))?;
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! Connection strings and connections. A [`ConnInfo`] keeps the parsed URL; only its
+//! redacted endpoint (`user@host:port/db`) is ever shown.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use tokio_postgres::config::Host;
+use tokio_postgres::{Client, Config, NoTls};
+
+use crate::error::{describe, PgError};
+
+/// Session settings that make text forms (and so checksums) identical on both sides.
+pub const STABLE_TEXT_SETTINGS: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; \
+     SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'; \
+     SET search_path = pg_catalog";
+
+#[derive(Clone)]
+pub struct ConnInfo {
+    config: Config,
+    endpoint: String,
+}
+
+impl ConnInfo {
+    /// Parses a `postgresql://` URL or a `key=value` string. `role` ("source",
+    /// "target") names the setting in errors; the error never repeats the string,
+    /// which may hold a password.
+    pub fn parse(url: &str, role: &str) -> Result<ConnInfo, PgError> {
+        let mut config = Config::from_str(url).map_err(|e| PgError::BadUrl {
+            role: role.to_string(),
+            reason: redact_reason(&e.to_string(), url),
+        })?;
+        if config.get_hosts().is_empty() {
+            config.host("localhost");
+        }
+        if config.get_user().is_none() {
+            config.user(std::env::var("USER").unwrap_or_else(|_| "postgres".into()));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("pgshift");
+        }
+        config.connect_timeout(Duration::from_secs(10));
+        let endpoint = endpoint_of(&config);
+        Ok(ConnInfo { config, endpoint })
+    }
+
+    /// `user@host:port/db`, safe to print.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn user(&self) -> &str {
+        self.config.get_user().unwrap_or("postgres")
+    }
+
+    pub fn dbname(&self) -> &str {
+        self.config.get_dbname().unwrap_or_else(|| self.user())
+    }
+
+    pub fn password(&self) -> Option<&[u8]> {
+        self.config.get_password()
+    }
+
+    pub fn host(&self) -> String {
+        match self.config.get_hosts().first() {
+            Some(Host::Tcp(h)) => h.clone(),
+            Some(Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".into(),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.config.get_ports().first().copied().unwrap_or(5432)
+    }
+
+    /// A new connection with stable text settings; failures name the endpoint and
+    /// say whether the server was unreachable or refused the credentials.
+    pub async fn connect(&self) -> Result<Client, PgError> {
+        let (client, connection) = self.config.connect(NoTls).await.map_err(|e| self.connect_error(&e))?;
+        let endpoint = self.endpoint.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%endpoint, error = %describe(&e), "connection closed");
+            }
+        });
+        client.batch_execute(STABLE_TEXT_SETTINGS).await.map_err(|e| self.connect_error(&e))?;
+        Ok(client)
+    }
+
+    pub fn connect_error(&self, e: &tokio_postgres::Error) -> PgError {
+        let endpoint = self.endpoint.clone();
+        if let Some(db) = e.as_db_error() {
+            let code = db.code().code();
+            // 28P01 invalid_password, 28000 invalid_authorization_specification
+            if code == "28P01" || code == "28000" {
+                return PgError::AuthFailed { endpoint };
+            }
+            return PgError::Query { endpoint, context: "connect".into(), detail: describe(e), code: Some(code.into()) };
+        }
+        let text = e.to_string();
+        if text.contains("password missing") {
+            return PgError::AuthFailed { endpoint };
+        }
+        PgError::Unreachable { endpoint, reason: redact_reason(&text, "") }
+    }
+}
+
+impl fmt::Display for ConnInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.endpoint)
+    }
+}
+
+impl fmt::Debug for ConnInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConnInfo({})", self.endpoint)
+    }
+}
+
+fn endpoint_of(config: &Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config.get_user().unwrap_or("postgres");
+    let db = config.get_dbname().unwrap_or(user);
+    format!("{user}@{host}:{port}/{db}")
+}
+
+/// Parser messages may quote the input; never let the raw string through.
+fn redact_reason(reason: &str, url: &str) -> String {
+    if !url.is_empty() && reason.contains(url) {
+        return "the string could not be parsed (expected postgresql://user:password@host:port/dbname)".into();
+    }
+    reason.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_never_shows_the_password() {
+        let c = ConnInfo::parse("postgresql://app:s3cr3t@db.example:6543/shop", "source").unwrap();
+        assert_eq!(c.endpoint(), "app@db.example:6543/shop");
+        assert!(!format!("{c} {c:?}").contains("s3cr3t"));
+        assert_eq!(c.password(), Some(&b"s3cr3t"[..]));
+    }
+
+    #[test]
+    fn bad_url_error_does_not_echo_the_input() {
+        let err = ConnInfo::parse("postgresql://app:s3cr3t@host:notaport/db", "target").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("target"), "{text}");
+        assert!(!text.contains("s3cr3t"), "{text}");
+    }
+}

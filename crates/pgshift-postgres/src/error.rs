@@ -1,0 +1,61 @@
+use std::fmt;
+
+/// Errors from talking to PostgreSQL. Every message names the server by its redacted
+/// endpoint (never the password) and, where we know it, what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("invalid connection URL for {role}: {reason}")]
+    BadUrl { role: String, reason: String },
+    #[error("cannot reach {endpoint}: {reason}. Check the host and port, and that the server is running and accepts TCP connections")]
+    Unreachable { endpoint: String, reason: String },
+    #[error("authentication failed for {endpoint}: check the user name and password in the connection URL")]
+    AuthFailed { endpoint: String },
+    #[error("{endpoint}: {context}: {detail}")]
+    Query { endpoint: String, context: String, detail: String, code: Option<String> },
+    #[error("{endpoint}: replication protocol: {message}")]
+    Protocol { endpoint: String, message: String },
+}
+
+impl PgError {
+    /// The SQLSTATE of a server error, if this is one.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            PgError::Query { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// A server error as one line: message, detail and hint, with no connection secrets
+/// (tokio-postgres errors never carry the password).
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = db.message().to_string();
+            if let Some(d) = db.detail() {
+                s.push_str(&format!(" ({d})"));
+            }
+            if let Some(h) = db.hint() {
+                s.push_str(&format!("; hint: {h}"));
+            }
+            s
+        }
+        None => e.to_string(),
+    }
+}
+
+/// Adds "which server, doing what" to query errors.
+pub trait Context<T> {
+    fn context(self, endpoint: &dyn fmt::Display, what: impl FnOnce() -> String) -> Result<T, PgError>;
+}
+
+impl<T> Context<T> for Result<T, tokio_postgres::Error> {
+    fn context(self, endpoint: &dyn fmt::Display, what: impl FnOnce() -> String) -> Result<T, PgError> {
+        self.map_err(|e| PgError::Query {
+            endpoint: endpoint.to_string(),
+            context: what(),
+            detail: describe(&e),
+            code: e.code().map(|c| c.code().to_string()),
+        })
+    }
+}
