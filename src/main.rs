@@ -1,1 +1,182 @@
-fn main(){}
+//! pgshift: move a live PostgreSQL database into a pgvector PostgreSQL.
+
+mod output;
+mod progress;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use pgshift_pipeline::migrate::MigrateOptions;
+use pgshift_pipeline::plan::PlanOptions;
+use pgshift_pipeline::verify::VerifyOptions;
+use pgshift_postgres::ConnInfo;
+
+#[derive(Parser)]
+#[command(
+    name = "pgshift",
+    version,
+    about = "Move a live PostgreSQL database into a pgvector-enabled PostgreSQL with near-zero downtime",
+    long_about = "Move a live PostgreSQL database into a pgvector-enabled PostgreSQL with near-zero downtime.\n\n\
+        A typical cutover:\n  \
+        1. pgshift inspect --source $OLD --target $NEW     see what moves and what is in the way\n  \
+        2. pgshift migrate --source $OLD --target $NEW --dry-run   read the plan and every DDL statement\n  \
+        3. pgshift migrate --source $OLD --target $NEW     schema, parallel binary COPY, indexes\n  \
+        4. pgshift verify  --source $OLD --target $NEW     counts and checksums, exit 1 on a difference\n\n\
+        Connection strings may carry passwords; pgshift only ever prints user@host:port/db."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// No progress output (results still go to stdout).
+    #[arg(long, short, global = true, env = "PGSHIFT_QUIET")]
+    quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the source's tables: sizes, keys, replica identity, exact column types and problems.
+    Inspect(InspectArgs),
+    /// Copy schema and data into the target: tables, parallel COPY under one snapshot, then indexes and constraints.
+    Migrate(MigrateArgs),
+    /// Compare row counts and content checksums of every table; exit 1 when anything differs.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args)]
+struct SourceArg {
+    /// Source database URL, e.g. postgresql://user:password@host:5432/app
+    #[arg(long, env = "PGSHIFT_SOURCE", hide_env_values = true)]
+    source: String,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    #[command(flatten)]
+    source: SourceArg,
+    /// Also compare with this target database.
+    #[arg(long, env = "PGSHIFT_TARGET", hide_env_values = true)]
+    target: Option<String>,
+    /// Count rows exactly (a scan per table) instead of the planner's estimate.
+    #[arg(long)]
+    count: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct MigrateArgs {
+    #[command(flatten)]
+    source: SourceArg,
+    /// Target database URL (needs pgvector when the source uses vectors).
+    #[arg(long, env = "PGSHIFT_TARGET", hide_env_values = true)]
+    target: String,
+    /// Parallel copy and index workers (each holds one source and one target connection).
+    #[arg(long, short, env = "PGSHIFT_JOBS", default_value_t = 4)]
+    jobs: usize,
+    /// Only these tables: glob patterns over schema.table or table, e.g. 'public.*' 'orders_*'.
+    #[arg(long, num_args = 1.., env = "PGSHIFT_TABLES", value_delimiter = ',')]
+    tables: Vec<String>,
+    /// Split tables with more (estimated) rows than this into ranges copied in parallel.
+    #[arg(long, env = "PGSHIFT_SPLIT_ROWS", default_value_t = 500_000)]
+    split_rows: u64,
+    /// maintenance_work_mem for index builds on the target.
+    #[arg(long, env = "PGSHIFT_MAINTENANCE_WORK_MEM", default_value = "256MB")]
+    maintenance_work_mem: String,
+    /// Print the plan and every DDL statement; write nothing anywhere.
+    #[arg(long)]
+    dry_run: bool,
+    /// Continue the target's unfinished run: finished chunks are kept, the rest copied again.
+    #[arg(long)]
+    resume: bool,
+    /// Copy without a replication slot (no catch-up afterwards; wal_level may be replica).
+    #[arg(long)]
+    no_follow: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    source: SourceArg,
+    #[arg(long, env = "PGSHIFT_TARGET", hide_env_values = true)]
+    target: String,
+    /// Only these tables (glob patterns, as for migrate).
+    #[arg(long, num_args = 1.., value_delimiter = ',')]
+    tables: Vec<String>,
+    /// Check tables with more rows than this per key range, so a difference points at a range.
+    #[arg(long, default_value_t = 500_000)]
+    split_rows: u64,
+    #[arg(long, short, default_value_t = 4)]
+    jobs: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PGSHIFT_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pgshift: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let progress: Arc<dyn pgshift_pipeline::progress::Progress> = Arc::from(progress::reporter(cli.quiet));
+    match cli.command {
+        Command::Inspect(a) => {
+            let source = ConnInfo::parse(&a.source.source, "--source")?;
+            let target = a.target.as_deref().map(|t| ConnInfo::parse(t, "--target")).transpose()?;
+            let report = pgshift_pipeline::inspect::inspect(&source, target.as_ref(), a.count).await?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                output::print_inspect(&report);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate(a) => {
+            let source = ConnInfo::parse(&a.source.source, "--source")?;
+            let target = ConnInfo::parse(&a.target, "--target")?;
+            let options = MigrateOptions {
+                plan: PlanOptions { patterns: a.tables, split_rows: a.split_rows },
+                jobs: a.jobs,
+                dry_run: a.dry_run,
+                resume: a.resume,
+                follow: !a.no_follow,
+                maintenance_work_mem: a.maintenance_work_mem,
+            };
+            let report = pgshift_pipeline::migrate::migrate(&source, &target, &options, progress).await?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                output::print_migrate(&report);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify(a) => {
+            let source = ConnInfo::parse(&a.source.source, "--source")?;
+            let target = ConnInfo::parse(&a.target, "--target")?;
+            let options = VerifyOptions { patterns: a.tables, split_rows: a.split_rows, jobs: a.jobs };
+            let report = pgshift_pipeline::verify::verify(&source, &target, &options).await?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                output::print_verify(&report);
+            }
+            Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+    }
+}

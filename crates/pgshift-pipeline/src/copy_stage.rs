@@ -114,7 +114,7 @@ async fn worker(ctx: &CopyContext, shared: &Shared) -> Result<Vec<TableSummary>>
             acc.started.is_none().then(|| acc.started = Some(Instant::now())).is_some()
         };
         if first {
-            ctx.progress.table_started(&table, job.plan.table.row_estimate.max(0) as u64);
+            ctx.progress.table_started(&table, job.plan.table.size_bytes.max(0) as u64);
         }
 
         let mut begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY".to_string();

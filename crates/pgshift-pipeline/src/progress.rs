@@ -5,8 +5,8 @@ use std::time::Duration;
 
 pub trait Progress: Send + Sync {
     fn phase(&self, _name: &str) {}
-    /// A table's copy begins; `rows_estimate` sizes its bar.
-    fn table_started(&self, _table: &str, _rows_estimate: u64) {}
+    /// A table's copy begins; its size on the source sizes its bar.
+    fn table_started(&self, _table: &str, _size_bytes: u64) {}
     /// More bytes of a table went through.
     fn table_bytes(&self, _table: &str, _delta: u64) {}
     fn chunk_done(&self, _table: &str, _rows: u64) {}

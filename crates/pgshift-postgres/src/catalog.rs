@@ -364,12 +364,14 @@ async fn read_tables(client: &Client, endpoint: &dyn std::fmt::Display) -> Resul
         .await
         .context(endpoint, ctx)?;
     let mut tables = Vec::with_capacity(rows.len());
+    let mut unanalysed = Vec::with_capacity(rows.len());
     for r in rows {
         let oid: u32 = r.get(0);
         let parent: Option<String> = r.get(6);
         let reltuples: f64 = r.get(9);
         let size_bytes: i64 = r.get(10);
         let pages: i64 = r.get(11);
+        unanalysed.push(reltuples < 0.0);
         tables.push(Table {
             oid,
             schema: r.get(1),
@@ -389,11 +391,18 @@ async fn read_tables(client: &Client, endpoint: &dyn std::fmt::Display) -> Resul
             comment: r.get(12),
         });
     }
-    for t in &mut tables {
+    for (t, unanalysed) in tables.iter_mut().zip(unanalysed) {
         read_keys_and_indexes(client, endpoint, t).await?;
+        // Never analysed: a small table is cheaper to count than to misjudge.
+        if unanalysed && t.kind == TableKind::Regular && t.size_bytes < EXACT_COUNT_BELOW_BYTES {
+            let sql = format!("SELECT count(*) FROM ONLY {}", t.qualified());
+            t.row_estimate = client.query_one(&sql, &[]).await.context(endpoint, || format!("count {}", t.display_name()))?.get(0);
+        }
     }
     Ok(tables)
 }
+
+const EXACT_COUNT_BELOW_BYTES: i64 = 64 << 20;
 
 async fn read_columns(client: &Client, endpoint: &dyn std::fmt::Display, oid: u32) -> Result<Vec<Column>, PgError> {
     let rows = client

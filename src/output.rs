@@ -1,0 +1,159 @@
+//! Human-readable reports on stdout. `--json` prints the same structs as JSON.
+
+use pgshift_pipeline::inspect::InspectReport;
+use pgshift_pipeline::migrate::MigrateReport;
+use pgshift_pipeline::verify::VerifyReport;
+
+use crate::progress::human_bytes;
+
+fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("  {}", padded.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    line(widths.iter().map(|w| "-".repeat(*w)).collect());
+    for r in rows {
+        line(r.clone());
+    }
+}
+
+pub fn print_inspect(r: &InspectReport) {
+    println!("source {} (server_version_num {})", r.source, r.server_version_num);
+    if !r.extensions.is_empty() {
+        println!("extensions: {}", r.extensions.join(", "));
+    }
+    let rows: Vec<Vec<String>> = r
+        .tables
+        .iter()
+        .map(|t| {
+            vec![
+                t.table.clone(),
+                t.exact_rows.map_or(format!("~{}", t.rows_estimate.max(0)), |n| n.to_string()),
+                human_bytes(t.size_bytes.max(0) as u64),
+                t.primary_key.as_ref().map_or("-".into(), |k| format!("{} ({})", k.columns.join(","), k.first_type)),
+                t.replica_identity.to_string(),
+                format!("{:?}", t.copy_format).to_lowercase(),
+                match t.in_target {
+                    None => String::new(),
+                    Some(false) => "absent".into(),
+                    Some(true) if t.target_differences.is_empty() => "same shape".into(),
+                    Some(true) => format!("differs: {}", t.target_differences.join("; ")),
+                },
+            ]
+        })
+        .collect();
+    table(&["table", "rows", "size", "primary key", "replica id", "copy", "target"], &rows);
+    for t in &r.tables {
+        println!("\n{}{}", t.table, t.partition_of.as_ref().map(|p| format!(" (partition of {p})")).unwrap_or_default());
+        for c in &t.columns {
+            println!("    {} {}", c.name, c.type_name);
+        }
+    }
+    print_problems(&r.problems);
+}
+
+fn print_problems(problems: &[String]) {
+    if problems.is_empty() {
+        return;
+    }
+    println!("\nproblems:");
+    for p in problems {
+        println!("  - {p}");
+    }
+}
+
+pub fn print_migrate(r: &MigrateReport) {
+    if r.dry_run {
+        println!("dry run: nothing was written\n\nplan:");
+        let rows: Vec<Vec<String>> = r
+            .plan
+            .iter()
+            .map(|p| {
+                vec![
+                    p.table.clone(),
+                    format!("~{}", p.rows_estimate.max(0)),
+                    human_bytes(p.size_bytes.max(0) as u64),
+                    format!("{:?}", p.format).to_lowercase(),
+                    format!("{} x {:?}", p.chunks.len(), p.split).to_lowercase(),
+                ]
+            })
+            .collect();
+        table(&["table", "rows", "size", "copy", "chunks"], &rows);
+        println!("\n-- pre-data (before the load)");
+        for s in &r.pre_data {
+            println!("{s};");
+        }
+        println!("\n-- post-data (after the load)");
+        for s in &r.post_data {
+            println!("{s};");
+        }
+        print_problems(&r.warnings);
+        return;
+    }
+    let rows: Vec<Vec<String>> = r
+        .tables
+        .iter()
+        .map(|t| {
+            vec![
+                t.table.clone(),
+                t.rows.to_string(),
+                human_bytes(t.bytes),
+                format!("{:.1}s", t.seconds),
+                format!("{:.0}", t.rows as f64 / t.seconds.max(0.001)),
+            ]
+        })
+        .collect();
+    println!("run {} loaded:", r.run_id.unwrap_or_default());
+    table(&["table", "rows", "bytes", "time", "rows/s"], &rows);
+    let (rows_total, bytes_total) = r.tables.iter().fold((0, 0), |(a, b), t| (a + t.rows, b + t.bytes));
+    println!(
+        "\n{rows_total} rows, {} copied in {:.1}s; indexes and constraints {:.1}s; total {:.1}s",
+        human_bytes(bytes_total),
+        r.copy_seconds,
+        r.post_data_seconds,
+        r.total_seconds
+    );
+    if let (Some(slot), Some(lsn)) = (&r.slot_name, &r.start_lsn) {
+        println!(
+            "replication slot {slot} holds changes since {lsn} for catch-up. It keeps WAL on the source until it is \
+             consumed; if you will not catch up, drop it: SELECT pg_drop_replication_slot('{slot}');"
+        );
+    }
+    print_problems(&r.warnings);
+}
+
+pub fn print_verify(r: &VerifyReport) {
+    let rows: Vec<Vec<String>> = r
+        .tables
+        .iter()
+        .map(|t| {
+            vec![
+                t.table.clone(),
+                t.source_rows.to_string(),
+                t.target_rows.map_or("-".into(), |n| n.to_string()),
+                t.ranges.to_string(),
+                if t.matches { "ok".into() } else { t.problem.clone().unwrap_or_else(|| "DIFFERS".into()) },
+            ]
+        })
+        .collect();
+    table(&["table", "source rows", "target rows", "ranges", "result"], &rows);
+    for t in r.tables.iter().filter(|t| !t.matches) {
+        for m in &t.mismatched_ranges {
+            println!(
+                "  {} {}: source {} rows, target {}",
+                t.table,
+                m.range.as_deref().unwrap_or("(whole table)"),
+                m.source.rows,
+                m.target.as_ref().map_or("missing".into(), |d| format!("{} rows", d.rows))
+            );
+        }
+    }
+    println!("{}", if r.ok { "verify: all tables match" } else { "verify: DIFFERENCES FOUND" });
+}

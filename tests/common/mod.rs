@@ -1,0 +1,129 @@
+//! Shared helpers for the end-to-end tests: run the real binary against real clusters.
+#![allow(dead_code)]
+
+use std::process::{Command, Output};
+
+use pgshift_testkit::{Cluster, PASSWORD};
+
+pub fn pgshift(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_pgshift")).args(args).env("PGSHIFT_LOG", "warn").output().expect("run pgshift");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!text.contains(PASSWORD), "the password leaked into pgshift's output:\n{text}");
+    out
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs pgshift and panics with its output unless it exits with `code`.
+pub fn pgshift_expect(code: i32, args: &[&str]) -> Output {
+    let out = pgshift(args);
+    assert_eq!(out.status.code(), Some(code), "pgshift {args:?}\nstdout:\n{}\nstderr:\n{}", stdout(&out), stderr(&out));
+    out
+}
+
+pub fn migrate(source: &Cluster, target: &Cluster, extra: &[&str]) -> Output {
+    let (s, t) = (source.url("app"), target.url("app"));
+    let mut args = vec!["migrate", "--source", &s, "--target", &t];
+    args.extend_from_slice(extra);
+    pgshift_expect(0, &args)
+}
+
+pub fn verify(source: &Cluster, target: &Cluster, extra: &[&str]) -> Output {
+    let (s, t) = (source.url("app"), target.url("app"));
+    let mut args = vec!["verify", "--source", &s, "--target", &t];
+    args.extend_from_slice(extra);
+    pgshift(&args)
+}
+
+/// A source and an empty target, each with an `app` database.
+pub fn pair(source: pgshift_testkit::PgVersion, target: pgshift_testkit::PgVersion) -> (Cluster, Cluster) {
+    let (s, t) = std::thread::scope(|scope| {
+        let s = scope.spawn(|| Cluster::start(source));
+        let t = scope.spawn(|| Cluster::start(target));
+        (s.join().unwrap(), t.join().unwrap())
+    });
+    s.create_database("app");
+    t.create_database("app");
+    (s, t)
+}
+
+/// Every kind of column and table that binary COPY must carry.
+pub const TYPES_FIXTURE: &str = r#"
+CREATE SCHEMA sales;
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE DOMAIN positive_int AS integer CHECK (VALUE > 0);
+CREATE TYPE money_pair AS (amount numeric(12,2), currency text);
+CREATE TABLE kinds (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    amount numeric(20,6),
+    big_amount numeric,
+    at timestamptz,
+    local_at timestamp,
+    day date,
+    span interval,
+    doc jsonb,
+    plain_json json,
+    tags text[],
+    matrix int[][],
+    ident uuid UNIQUE,
+    blob bytea,
+    feeling mood,
+    feelings mood[],
+    qty positive_int,
+    price money_pair,
+    note text,
+    ratio double precision,
+    small real,
+    flag boolean,
+    addr inet,
+    total numeric GENERATED ALWAYS AS (amount * 2) STORED,
+    CONSTRAINT amount_not_negative CHECK (amount >= 0)
+);
+COMMENT ON TABLE kinds IS 'every type we carry';
+COMMENT ON COLUMN kinds.note IS 'free text, unicode';
+INSERT INTO kinds (amount, big_amount, at, local_at, day, span, doc, plain_json, tags, matrix, ident, blob, feeling, feelings, qty, price, note, ratio, small, flag, addr)
+SELECT i * 1.5, (10::numeric ^ 30) + i, '2024-02-29 12:34:56.789+05:30'::timestamptz + i * interval '1 hour',
+       '2001-01-01 00:00:00'::timestamp + i * interval '1 minute', '1999-12-31'::date + i,
+       make_interval(days => i, secs => i * 1.25), jsonb_build_object('i', i, 'nested', jsonb_build_array(i, 'x', null)),
+       '{"raw": true}', ARRAY['a', 'b''c', NULL, 'Grüße ' || i], ARRAY[[i, i + 1], [i + 2, i + 3]],
+       md5(i::text)::uuid, decode(md5(i::text), 'hex'), (ARRAY['sad', 'ok', 'happy'])[1 + i % 3]::mood,
+       ARRAY['ok', 'happy']::mood[], i, ROW(i * 0.5, 'EUR')::money_pair,
+       'naïve café — 日本語 — emoji 🐘 ' || i, pi() * i, 1.5 * i, i % 2 = 0, ('10.0.0.' || i % 250)::inet
+FROM generate_series(1, 500) i;
+INSERT INTO kinds (note) VALUES (NULL), ('');
+CREATE INDEX kinds_at_idx ON kinds (at DESC);
+CREATE INDEX kinds_doc_idx ON kinds USING gin (doc);
+CREATE TABLE wide AS SELECT i AS id, repeat(md5(i::text), 300) AS big_text, repeat('x', 100) AS c1, repeat('y', 100) AS c2 FROM generate_series(1, 40) i;
+ALTER TABLE wide ADD PRIMARY KEY (id);
+CREATE TABLE toasty (id serial PRIMARY KEY, payload text, data jsonb);
+INSERT INTO toasty (payload, data) SELECT string_agg(md5(random()::text), '') , jsonb_build_object('k', string_agg(md5(g::text), ''))
+FROM generate_series(1, 4000) g, generate_series(1, 3) r GROUP BY r;
+CREATE TABLE empty_one (id int PRIMARY KEY, v text);
+CREATE TABLE no_pk (a int, b text);
+INSERT INTO no_pk SELECT i, 'row ' || i FROM generate_series(1, 300) i;
+INSERT INTO no_pk SELECT 1, 'row 1';
+CREATE TABLE sales.customers (id uuid PRIMARY KEY DEFAULT md5(random()::text)::uuid, name text NOT NULL);
+INSERT INTO sales.customers (id, name) SELECT md5('c' || i)::uuid, 'customer ' || i FROM generate_series(1, 50) i;
+CREATE TABLE sales.orders (
+    id bigserial,
+    customer_id uuid NOT NULL REFERENCES sales.customers (id),
+    placed_at timestamptz NOT NULL,
+    amount numeric(10,2) NOT NULL,
+    PRIMARY KEY (id, placed_at)
+) PARTITION BY RANGE (placed_at);
+CREATE TABLE sales.orders_2023 PARTITION OF sales.orders FOR VALUES FROM ('2023-01-01') TO ('2024-01-01');
+CREATE TABLE sales.orders_2024 PARTITION OF sales.orders FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE INDEX orders_placed_idx ON sales.orders (placed_at);
+INSERT INTO sales.orders (customer_id, placed_at, amount)
+SELECT md5('c' || (1 + i % 50))::uuid, '2023-06-01'::timestamptz + i * interval '1 day', i * 3.33 FROM generate_series(1, 400) i;
+CREATE TABLE sales.notes (id int PRIMARY KEY, customer_id uuid REFERENCES sales.customers (id) ON DELETE CASCADE, body text);
+INSERT INTO sales.notes SELECT i, md5('c' || (1 + i % 50))::uuid, 'note ' || i FROM generate_series(1, 100) i;
+CREATE SEQUENCE standalone_seq START 100 INCREMENT 5;
+SELECT nextval('standalone_seq'), nextval('standalone_seq');
+"#;
