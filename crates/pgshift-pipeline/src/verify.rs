@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 
 use crate::error::Result;
-use crate::plan::{select_tables, split_table};
+use crate::plan::{select_tables, split_table, SplitKind};
 
 #[derive(Clone, Debug)]
 pub struct VerifyOptions {
@@ -78,10 +78,13 @@ pub async fn verify(source: &ConnInfo, target: &ConnInfo, opts: &VerifyOptions) 
             ranges: 0,
         };
         let pieces = (t.row_estimate.max(0) as u64).div_ceil(opts.split_rows.max(1));
-        let ranges: Vec<Option<String>> = if pieces > 1 {
-            split_table(&src, source.endpoint(), t, pieces).await?.1.into_iter().map(|c| c.predicate).collect()
-        } else {
-            vec![None]
+        // Only key ranges hold the same rows on both sides; block ranges do not.
+        let ranges: Vec<Option<String>> = match pieces > 1 {
+            true => match split_table(&src, source.endpoint(), t, pieces).await? {
+                (SplitKind::IntKey | SplitKind::UuidKey, chunks) => chunks.into_iter().map(|c| c.predicate).collect(),
+                _ => vec![None],
+            },
+            false => vec![None],
         };
         check.ranges = ranges.len();
         let table = Arc::new(t.clone());

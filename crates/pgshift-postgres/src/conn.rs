@@ -101,7 +101,12 @@ impl ConnInfo {
             }
             return PgError::Query { endpoint, context: "connect".into(), detail: describe(e), code: Some(code.into()) };
         }
-        let text = e.to_string();
+        let mut text = e.to_string();
+        let mut cause = std::error::Error::source(e);
+        while let Some(c) = cause {
+            text.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
         if text.contains("password missing") {
             return PgError::AuthFailed { endpoint };
         }
