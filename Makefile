@@ -1,0 +1,21 @@
+# Everything a new machine needs is installed by scripts/bootstrap.sh (idempotent).
+.PHONY: bootstrap build demo demo-stop test bench
+
+bootstrap:
+	./scripts/bootstrap.sh
+
+build: bootstrap
+	cargo build --release --locked
+
+demo: build
+	./scripts/demo.sh
+
+demo-stop:
+	./scripts/demo.sh stop
+
+test: bootstrap
+	cargo test --workspace --locked
+
+bench: build
+	PGSHIFT_BENCH=1 ./scripts/bootstrap.sh
+	./benches/side_by_side.sh

