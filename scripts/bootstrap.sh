@@ -28,7 +28,7 @@ apt_install() {
 # Debian's PostgreSQL 15 is the "standard PostgreSQL" source in tests; pgbench and
 # psql come with it. unzip unpacks the pgvector wheel.
 apt_install postgresql-15 postgresql-client-15 postgresql-contrib unzip
-if [ "${PGSHIFT_BENCH:-0}" = "1" ]; then apt_install pgcopydb time; fi
+if [ "${PGSHIFT_BENCH:-0}" = "1" ]; then apt_install pgcopydb time bc; fi
 
 # PostgreSQL refuses to run as root: tests start clusters as this unprivileged user.
 if [ "$(id -u)" -eq 0 ] && ! id "$PG_USER" >/dev/null 2>&1; then
