@@ -58,7 +58,8 @@ INSERT INTO documents SELECT i, md5(i::text)::uuid,
   '2020-01-01'::timestamptz + i * interval '1 second'
 FROM generate_series(1, $ROWS) i;
 CREATE INDEX documents_created_idx ON documents (created_at);
-VACUUM ANALYZE documents;"
+"
+psql_at $SPORT bench -c "VACUUM ANALYZE documents"
 SIZE=$(psql_at $SPORT bench -At -c "SELECT pg_size_pretty(pg_table_size('documents'))")
 
 fresh_target() {
