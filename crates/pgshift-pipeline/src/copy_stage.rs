@@ -110,8 +110,10 @@ async fn worker(ctx: &CopyContext, shared: &Shared) -> Result<Vec<TableSummary>>
         let table = job.plan.name();
         let first = {
             let mut t = shared.tables.lock().unwrap();
-            let acc = t.get_mut(&table).unwrap();
-            acc.started.is_none().then(|| acc.started = Some(Instant::now())).is_some()
+            let started = &mut t.get_mut(&table).unwrap().started;
+            let first = started.is_none();
+            started.get_or_insert_with(Instant::now);
+            first
         };
         if first {
             ctx.progress.table_started(&table, job.plan.table.size_bytes.max(0) as u64);

@@ -170,12 +170,11 @@ fn planned(p: &TablePlan) -> PlannedTable {
 /// Pre-data DDL, the state schema and the run with its chunks, in one transaction:
 /// a failure leaves the target as it was.
 async fn create_schema_and_run(dst: &Client, dst_name: &str, source: &ConnInfo, pre_data: &[String], plans: &[TablePlan]) -> Result<Run> {
-    let tx_sql = |s: &str| s.to_string();
     dst.batch_execute("BEGIN").await.context(&dst_name, || "begin schema transaction".into())?;
     let result = async {
         dst.batch_execute(state::SCHEMA_DDL).await.context(&dst_name, || "create the pgshift state schema".into())?;
         for sql in pre_data {
-            dst.batch_execute(sql).await.context(&dst_name, || tx_sql(sql))?;
+            dst.batch_execute(sql).await.context(&dst_name, || sql.clone())?;
         }
         state::create_run(dst, dst_name, source.endpoint(), plans).await
     }
