@@ -14,7 +14,7 @@ demo-stop:
 	./scripts/demo.sh stop
 
 test: bootstrap
-	cargo test --workspace --locked
+	./scripts/test.sh
 
 bench: build
 	PGSHIFT_BENCH=1 ./scripts/bootstrap.sh
