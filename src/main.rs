@@ -140,11 +140,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let source = ConnInfo::parse(&a.source.source, "--source")?;
             let target = a.target.as_deref().map(|t| ConnInfo::parse(t, "--target")).transpose()?;
             let report = pgshift_pipeline::inspect::inspect(&source, target.as_ref(), a.count).await?;
-            if a.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                output::print_inspect(&report);
-            }
+            emit(a.json, &report, output::print_inspect)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate(a) => {
@@ -159,11 +155,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 maintenance_work_mem: a.maintenance_work_mem,
             };
             let report = pgshift_pipeline::migrate::migrate(&source, &target, &options, progress).await?;
-            if a.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                output::print_migrate(&report);
-            }
+            emit(a.json, &report, output::print_migrate)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify(a) => {
@@ -171,12 +163,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let target = ConnInfo::parse(&a.target, "--target")?;
             let options = VerifyOptions { patterns: a.tables, split_rows: a.split_rows, jobs: a.jobs };
             let report = pgshift_pipeline::verify::verify(&source, &target, &options).await?;
-            if a.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                output::print_verify(&report);
-            }
+            emit(a.json, &report, output::print_verify)?;
             Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
     }
+}
+
+/// The report as JSON with --json, else in its human form.
+fn emit<T: serde::Serialize>(json: bool, report: &T, human: fn(&T)) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        human(report);
+    }
+    Ok(())
 }

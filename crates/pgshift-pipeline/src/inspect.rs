@@ -15,6 +15,8 @@ pub struct KeyReport {
     pub name: String,
     pub columns: Vec<String>,
     pub first_type: String,
+    /// The first key column is an integer type.
+    pub numeric: bool,
     /// Integer or uuid first column: the table can be split into key ranges.
     pub splittable: bool,
 }
@@ -94,6 +96,7 @@ pub async fn inspect(source: &ConnInfo, target: Option<&ConnInfo>, exact_counts:
                 name: k.name.clone(),
                 columns: k.columns.clone(),
                 first_type: k.first_type.clone(),
+                numeric: matches!(k.first_type.as_str(), "smallint" | "integer" | "bigint"),
                 splittable: matches!(k.first_type.as_str(), "smallint" | "integer" | "bigint" | "uuid"),
             }),
             replica_identity: match t.replica_identity.as_str() {

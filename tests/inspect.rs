@@ -1,0 +1,49 @@
+//! `pgshift inspect` reports what the catalog says, compares with a target, and lists
+//! problems with their fix.
+
+mod common;
+
+use common::*;
+use pgshift_testkit::PgVersion;
+
+#[test]
+fn inspect_reports_types_keys_problems_and_target_shape() {
+    let (source, target) = pair(PgVersion::V15, PgVersion::V16);
+    source.psql("app", TYPES_FIXTURE);
+    target.psql("app", "CREATE TABLE wide (id integer, big_text varchar(10))");
+    let (s, t) = (source.url("app"), target.url("app"));
+    let out = pgshift_expect(0, &["inspect", "--source", &s, "--target", &t, "--count", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let table = |name: &str| report["tables"].as_array().unwrap().iter().find(|x| x["table"] == name).unwrap().clone();
+
+    let kinds = table("public.kinds");
+    assert_eq!(kinds["exact_rows"], 502);
+    assert_eq!(kinds["primary_key"]["first_type"], "bigint");
+    assert_eq!(kinds["primary_key"]["numeric"], true);
+    assert_eq!(kinds["copy_format"], "text", "mood[] and a composite embed type OIDs");
+    let ty = |col: &str| kinds["columns"].as_array().unwrap().iter().find(|c| c["name"] == col).unwrap()["type"].clone();
+    assert_eq!(ty("amount"), "numeric(20,6)");
+    assert_eq!(ty("feelings"), "public.mood[]");
+    assert_eq!(ty("matrix"), "integer[]");
+    assert_eq!(kinds["in_target"], false);
+
+    let customers = table("sales.customers");
+    assert_eq!(customers["primary_key"]["numeric"], false);
+    assert_eq!(customers["primary_key"]["splittable"], true);
+    assert_eq!(table("sales.orders")["kind"], "partitioned");
+    assert_eq!(table("sales.orders_2023")["partition_of"], "sales.orders");
+
+    let wide = table("public.wide");
+    assert_eq!(wide["in_target"], true);
+    let diffs: Vec<String> = wide["target_differences"].as_array().unwrap().iter().map(|d| d.as_str().unwrap().to_string()).collect();
+    assert!(diffs.contains(&"column big_text: text on source, character varying(10) on target".to_string()), "{diffs:?}");
+    assert!(diffs.contains(&"column c1 missing on target".to_string()), "{diffs:?}");
+
+    let problems = report["problems"].to_string();
+    assert!(problems.contains("public.no_pk has no primary key or replica identity"), "{problems}");
+    assert!(problems.contains("REPLICA IDENTITY FULL"), "{problems}");
+
+    // The human form names the same things.
+    let text = stdout(&pgshift_expect(0, &["inspect", "--source", &s]));
+    assert!(text.contains("public.no_pk") && text.contains("problems:"), "{text}");
+}
