@@ -19,6 +19,7 @@ fn migrate_types_and_check(source_version: PgVersion, target_version: PgVersion)
     // The checksums cover the rows; these cover what checksums cannot see.
     for sql in [
         "SELECT count(*) FROM pg_indexes WHERE indexname IN ('kinds_at_idx', 'kinds_doc_idx', 'orders_placed_idx', 'kinds_pkey', 'kinds_ident_key')",
+        "SELECT string_agg(conname, ',' ORDER BY conname) FROM pg_constraint WHERE contype = 'x'",
         "SELECT string_agg(conname || ':' || convalidated, ',' ORDER BY conname) FROM pg_constraint WHERE contype IN ('f', 'c') AND connamespace NOT IN (SELECT oid FROM pg_namespace WHERE nspname IN ('pg_catalog', 'information_schema', 'pgshift'))",
         "SELECT obj_description('kinds'::regclass, 'pg_class') || ' / ' || col_description('kinds'::regclass, 18)",
         "SELECT last_value || ' ' || is_called FROM standalone_seq",

@@ -124,6 +124,8 @@ INSERT INTO sales.orders (customer_id, placed_at, amount)
 SELECT md5('c' || (1 + i % 50))::uuid, '2023-06-01'::timestamptz + i * interval '1 day', i * 3.33 FROM generate_series(1, 400) i;
 CREATE TABLE sales.notes (id int PRIMARY KEY, customer_id uuid REFERENCES sales.customers (id) ON DELETE CASCADE, body text);
 INSERT INTO sales.notes SELECT i, md5('c' || (1 + i % 50))::uuid, 'note ' || i FROM generate_series(1, 100) i;
+CREATE TABLE bookings (id int PRIMARY KEY, during tsrange NOT NULL, EXCLUDE USING gist (during WITH &&));
+INSERT INTO bookings SELECT i, tsrange('2024-01-01'::timestamp + i * interval '1 hour', '2024-01-01'::timestamp + (i + 1) * interval '1 hour') FROM generate_series(1, 50) i;
 CREATE SEQUENCE standalone_seq START 100 INCREMENT 5;
 SELECT nextval('standalone_seq'), nextval('standalone_seq');
 "#;

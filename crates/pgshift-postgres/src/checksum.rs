@@ -18,10 +18,8 @@ pub struct Digest {
 
 pub fn digest_sql(t: &Table, columns: &[&str], predicate: Option<&str>) -> String {
     let row = columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
-    // ROW(x) of a single column would print without parentheses the same way on both
-    // sides; the (...)::text form is stable either way.
     format!(
-        "SELECT count(*), coalesce(sum(('x' || left(md5(ROW({row}, NULL::int)::text), 16))::bit(64)::bigint::numeric), 0)::text \
+        "SELECT count(*), coalesce(sum(('x' || left(md5(ROW({row})::text), 16))::bit(64)::bigint::numeric), 0)::text \
          FROM ONLY {} {}",
         t.qualified(),
         predicate.map(|p| format!("WHERE {p}")).unwrap_or_default()
