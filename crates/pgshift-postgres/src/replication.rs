@@ -3,7 +3,7 @@
 //! for `CREATE_REPLICATION_SLOT ... EXPORT_SNAPSHOT`: the exported snapshot stays
 //! importable only while this connection is open and idle.
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
 use postgres_protocol::message::backend::{ErrorFields, Message};
@@ -172,11 +172,11 @@ impl ReplicationConn {
             if let Some(msg) = Message::parse(&mut self.buf).map_err(|e| self.protocol(e.to_string()))? {
                 return Ok(msg);
             }
+            self.buf.reserve(8192);
             let n = self.stream.read_buf(&mut self.buf).await.map_err(|e| self.protocol(e.to_string()))?;
             if n == 0 {
                 return Err(self.protocol("server closed the connection".into()));
             }
-            self.buf.reserve(8192usize.saturating_sub(self.buf.remaining()));
         }
     }
 
