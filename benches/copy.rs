@@ -61,7 +61,7 @@ fn bench_copy(c: &mut Criterion) {
     group.bench_function("pgshift pipe", |b| {
         b.iter(|| {
             rt.block_on(async {
-                dst.batch_execute("TRUNCATE docs").await.unwrap();
+                dst.batch_execute("TRUNCATE public.docs").await.unwrap();
                 let stats = pipe((&src, "source"), (&dst, "target"), &out_sql, &in_sql, |_| {}).await.unwrap();
                 assert_eq!(stats.rows, rows);
             })

@@ -1,9 +1,8 @@
 //! Checks that run before anything is written, each problem with its fix. All
 //! problems are collected so a user fixes them in one round.
 
-use pgshift_postgres::catalog::{Catalog, Table};
+use pgshift_postgres::catalog::{relation_exists, Catalog, Table};
 use pgshift_postgres::error::Context;
-use pgshift_postgres::sql::qualified;
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
@@ -122,11 +121,7 @@ pub async fn extension_problems((client, endpoint): (&Client, &str), catalog: &C
 
 async fn target_tables_absent((client, endpoint): (&Client, &str), tables: &[&Table], problems: &mut Vec<String>) -> Result<()> {
     for t in tables {
-        let exists: bool = client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified(&t.schema, &t.name)])
-            .await
-            .context(&endpoint, || "look for existing tables".into())?
-            .get(0);
+        let exists = relation_exists(client, endpoint, &t.schema, &t.name).await?;
         if !exists {
             continue;
         }

@@ -2,6 +2,7 @@
 //! and the basis of `--resume`. A chunk is marked done in the same transaction that
 //! writes its rows, so a chunk is either fully there and marked, or neither.
 
+use pgshift_postgres::catalog::relation_exists;
 use pgshift_postgres::error::Context;
 use tokio_postgres::{Client, GenericClient};
 
@@ -59,11 +60,7 @@ pub struct ChunkState {
 }
 
 pub async fn has_state_schema(client: &Client, endpoint: &str) -> Result<bool> {
-    let row = client
-        .query_one("SELECT to_regclass('pgshift.runs') IS NOT NULL", &[])
-        .await
-        .context(&endpoint, || "look for pgshift state".into())?;
-    Ok(row.get(0))
+    Ok(relation_exists(client, endpoint, "pgshift", "runs").await?)
 }
 
 /// The newest run that has not finished, if any.

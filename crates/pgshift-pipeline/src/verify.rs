@@ -6,8 +6,6 @@ use std::sync::{Arc, Mutex};
 
 use pgshift_postgres::catalog::{self, Table};
 use pgshift_postgres::checksum::{digest, Digest};
-use pgshift_postgres::error::Context;
-use pgshift_postgres::sql::qualified;
 use pgshift_postgres::ConnInfo;
 use serde::Serialize;
 use tokio::task::JoinSet;
@@ -63,11 +61,7 @@ pub async fn verify(source: &ConnInfo, target: &ConnInfo, opts: &VerifyOptions) 
     let mut checks = Vec::new();
     let mut units = VecDeque::new();
     for t in tables.into_iter().filter(|t| t.holds_rows()) {
-        let exists: bool = dst
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified(&t.schema, &t.name)])
-            .await
-            .context(&target.endpoint(), || "look for tables".into())?
-            .get(0);
+        let exists = catalog::relation_exists(&dst, target.endpoint(), &t.schema, &t.name).await?;
         let mut check = TableCheck {
             table: t.display_name(),
             source_rows: 0,

@@ -182,6 +182,15 @@ impl Catalog {
     }
 }
 
+/// Whether a table (or any relation) of this name exists on that server.
+pub async fn relation_exists(client: &Client, endpoint: &str, schema: &str, name: &str) -> Result<bool, PgError> {
+    let row = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified(schema, name)])
+        .await
+        .context(&endpoint, || format!("look for {schema}.{name}"))?;
+    Ok(row.get(0))
+}
+
 pub async fn inspect(client: &Client, endpoint: &dyn std::fmt::Display) -> Result<Catalog, PgError> {
     let q = |what: &'static str| move || format!("read the catalog ({what})");
     let server_version_num: i32 = client
