@@ -18,7 +18,7 @@ use crate::plan::{plan_tables, select_tables, Chunk, PlanOptions, SplitKind, Tab
 use crate::postdata::{self, PostDataOptions};
 use crate::preflight::{self, Checks};
 use crate::progress::Progress;
-use crate::state::{self, phase, Run};
+use crate::state::{self, phase, ChunkState, Run};
 
 #[derive(Clone, Debug)]
 pub struct MigrateOptions {
@@ -265,38 +265,48 @@ async fn open_snapshot(
     Ok((SnapshotHolder::Slot(conn), Some(snapshot_name), run))
 }
 
-/// The chunks still to copy. A fresh run copies all. A resumed run clears each
-/// unfinished key range before re-copying it, and re-copies a ctid-split table whole
-/// when any of its chunks is unfinished (its rows may have moved between blocks).
-async fn copy_jobs(dst: &Client, dst_name: &str, run: &Run, plans: &[TablePlan], fresh_snapshot_for_all: bool) -> Result<Vec<CopyJob>> {
+/// The chunks still to copy. A fresh run copies all; a resumed one (some chunk done,
+/// or no shared snapshot) follows [`resume_plan`].
+async fn copy_jobs(dst: &Client, dst_name: &str, run: &Run, plans: &[TablePlan], shared_snapshot: bool) -> Result<Vec<CopyJob>> {
     let states = state::chunks(dst, dst_name, run.run_id).await?;
-    let resumed = states.iter().any(|c| c.done) || !fresh_snapshot_for_all;
+    let resumed = states.iter().any(|c| c.done) || !shared_snapshot;
     let mut jobs = Vec::new();
     for plan in plans {
         let plan = Arc::new(plan.clone());
         let name = plan.name();
-        let mine: Vec<_> = states.iter().filter(|c| c.table_name == name).collect();
-        let pending: Vec<_> = mine.iter().filter(|c| !c.done).collect();
-        if pending.is_empty() {
-            continue;
-        }
-        let split = mine[0].split;
-        if resumed && split == SplitKind::Ctid && pending.len() < mine.len() {
+        let mine: Vec<&ChunkState> = states.iter().filter(|c| c.table_name == name).collect();
+        let (truncate, todo) = resume_plan(&mine, resumed);
+        if truncate {
             dst.batch_execute(&format!("BEGIN; TRUNCATE ONLY {}", plan.table.qualified()))
                 .await
                 .context(&dst_name, || format!("clear {name} for a whole re-copy"))?;
             state::reset_table_chunks(dst, dst_name, run.run_id, &name).await?;
             dst.batch_execute("COMMIT").await.context(&dst_name, || "commit".into())?;
-            for c in &mine {
-                jobs.push(CopyJob { plan: plan.clone(), chunk_no: c.chunk_no, predicate: c.predicate.clone(), clear_first: false });
-            }
-            continue;
         }
-        for c in pending {
-            jobs.push(CopyJob { plan: plan.clone(), chunk_no: c.chunk_no, predicate: c.predicate.clone(), clear_first: resumed });
+        for (c, clear_first) in todo {
+            jobs.push(CopyJob { plan: plan.clone(), chunk_no: c.chunk_no, predicate: c.predicate.clone(), clear_first });
         }
     }
     Ok(jobs)
+}
+
+/// For one table's chunks: whether to empty the table first, and which chunks to copy,
+/// each with whether to clear its range on the target first.
+///
+/// A resumed key-range chunk clears its range (rows of a newer source state may sit
+/// there). A block (ctid) range means nothing on the target, whose rows sit in other
+/// blocks, so a resumed ctid-split table is never cleared by range: with some chunks
+/// done it is emptied and copied whole (updates move rows between blocks), otherwise
+/// it is still empty and its chunks just run.
+fn resume_plan<'a>(chunks: &[&'a ChunkState], resumed: bool) -> (bool, Vec<(&'a ChunkState, bool)>) {
+    let pending = chunks.iter().filter(|c| !c.done).count();
+    if pending == 0 {
+        return (false, Vec::new());
+    }
+    if resumed && chunks[0].split == SplitKind::Ctid {
+        return (pending < chunks.len(), chunks.iter().map(|c| (*c, false)).collect());
+    }
+    (false, chunks.iter().filter(|c| !c.done).map(|c| (*c, resumed)).collect())
 }
 
 /// The tables a run was started with, looked up in today's source catalog.
@@ -322,4 +332,48 @@ async fn tables_of_run<'a>(dst: &Client, dst_name: &str, run: &Run, catalog: &'a
         i += 1;
     }
     Ok(catalog.tables.iter().filter(|t| tables.iter().any(|x| x.oid == t.oid)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(no: i32, split: SplitKind, done: bool) -> ChunkState {
+        let predicate = Some(format!("range {no}"));
+        ChunkState { table_name: "public.t".into(), chunk_no: no, split, predicate, done }
+    }
+
+    fn plan_of(chunks: &[ChunkState], resumed: bool) -> (bool, Vec<(i32, bool)>) {
+        let refs: Vec<&ChunkState> = chunks.iter().collect();
+        let (truncate, todo) = resume_plan(&refs, resumed);
+        (truncate, todo.into_iter().map(|(c, clear)| (c.chunk_no, clear)).collect())
+    }
+
+    #[test]
+    fn a_fresh_run_copies_every_chunk_without_clearing() {
+        let chunks = [chunk(0, SplitKind::Ctid, false), chunk(1, SplitKind::Ctid, false)];
+        assert_eq!(plan_of(&chunks, false), (false, vec![(0, false), (1, false)]));
+    }
+
+    #[test]
+    fn resumed_key_ranges_clear_and_recopy_only_unfinished_chunks() {
+        let chunks = [chunk(0, SplitKind::IntKey, true), chunk(1, SplitKind::IntKey, false), chunk(2, SplitKind::IntKey, false)];
+        assert_eq!(plan_of(&chunks, true), (false, vec![(1, true), (2, true)]));
+    }
+
+    #[test]
+    fn resumed_block_ranges_are_never_cleared_by_range() {
+        // Partly done: empty the table, copy it whole.
+        let chunks = [chunk(0, SplitKind::Ctid, true), chunk(1, SplitKind::Ctid, false)];
+        assert_eq!(plan_of(&chunks, true), (true, vec![(0, false), (1, false)]));
+        // Not started: a DELETE by block range would hit rows another chunk just wrote.
+        let chunks = [chunk(0, SplitKind::Ctid, false), chunk(1, SplitKind::Ctid, false)];
+        assert_eq!(plan_of(&chunks, true), (false, vec![(0, false), (1, false)]));
+    }
+
+    #[test]
+    fn a_finished_table_has_nothing_to_do() {
+        let chunks = [chunk(0, SplitKind::Whole, true)];
+        assert_eq!(plan_of(&chunks, true), (false, vec![]));
+    }
 }
