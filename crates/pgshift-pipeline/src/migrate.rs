@@ -14,7 +14,7 @@ use tokio_postgres::Client;
 
 use crate::copy_stage::{copy_chunks, CopyContext, CopyJob, TableSummary};
 use crate::error::{Error, Result};
-use crate::plan::{plan_tables, select_tables, Chunk, PlanOptions, SplitKind, TablePlan};
+use crate::plan::{plan_tables, select_tables, with_partition_parents, Chunk, PlanOptions, SplitKind, TablePlan};
 use crate::postdata::{self, PostDataOptions};
 use crate::preflight::{self, Checks};
 use crate::progress::Progress;
@@ -322,16 +322,7 @@ async fn tables_of_run<'a>(dst: &Client, dst_name: &str, run: &Run, catalog: &'a
         }
     }
     // Partitioned parents hold no chunks but own keys and indexes.
-    let mut i = 0;
-    while i < tables.len() {
-        if let Some(parent) = tables[i].partition_of.as_ref().and_then(|(s, n, _)| catalog.table(s, n)) {
-            if !tables.iter().any(|x| x.oid == parent.oid) {
-                tables.push(parent);
-            }
-        }
-        i += 1;
-    }
-    Ok(catalog.tables.iter().filter(|t| tables.iter().any(|x| x.oid == t.oid)).collect())
+    Ok(with_partition_parents(catalog, tables))
 }
 
 #[cfg(test)]

@@ -88,22 +88,24 @@ pub fn select_tables<'a>(catalog: &'a Catalog, patterns: &[String]) -> Result<Ve
             )));
         }
     }
-    let mut chosen: Vec<&Table> =
+    let chosen: Vec<&Table> =
         catalog.tables.iter().filter(|t| patterns.is_empty() || patterns.iter().any(|p| table_matches(t, p))).collect();
-    // A chosen partition needs its parents to exist on the target.
+    Ok(with_partition_parents(catalog, chosen))
+}
+
+/// The chosen tables plus every partitioned parent of a chosen partition (the target
+/// needs the parent to exist), in catalog order: parents before partitions.
+pub fn with_partition_parents<'a>(catalog: &'a Catalog, mut chosen: Vec<&'a Table>) -> Vec<&'a Table> {
     let mut i = 0;
     while i < chosen.len() {
-        if let Some((ps, pn, _)) = &chosen[i].partition_of {
-            if !chosen.iter().any(|t| &t.schema == ps && &t.name == pn) {
-                if let Some(parent) = catalog.table(ps, pn) {
-                    chosen.push(parent);
-                }
+        if let Some(parent) = chosen[i].partition_of.as_ref().and_then(|(s, n, _)| catalog.table(s, n)) {
+            if !chosen.iter().any(|t| t.oid == parent.oid) {
+                chosen.push(parent);
             }
         }
         i += 1;
     }
-    // Keep catalog order: parents before partitions.
-    Ok(catalog.tables.iter().filter(|t| chosen.iter().any(|c| c.oid == t.oid)).collect())
+    catalog.tables.iter().filter(|t| chosen.iter().any(|c| c.oid == t.oid)).collect()
 }
 
 fn table_matches(t: &Table, pattern: &str) -> bool {
