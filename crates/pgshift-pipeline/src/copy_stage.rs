@@ -2,8 +2,7 @@
 //! chunks from a shared queue. A chunk is one source transaction under the exported
 //! snapshot and one target transaction that holds its rows and its checkpoint.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,12 +11,12 @@ use pgshift_postgres::error::Context;
 use pgshift_postgres::sql::quote_literal;
 use pgshift_postgres::ConnInfo;
 use serde::Serialize;
-use tokio::task::JoinSet;
 
 use crate::error::Result;
 use crate::plan::TablePlan;
 use crate::progress::Progress;
 use crate::state;
+use crate::workers::{run_workers, WorkQueue};
 
 #[derive(Clone, Debug)]
 pub struct CopyJob {
@@ -54,47 +53,25 @@ struct TableAcc {
     started: Option<Instant>,
 }
 
-struct Shared {
-    queue: Mutex<VecDeque<CopyJob>>,
-    tables: Mutex<HashMap<String, TableAcc>>,
-    failed: AtomicBool,
-}
+type Tables = Mutex<HashMap<String, TableAcc>>;
 
 pub async fn copy_chunks(ctx: Arc<CopyContext>, jobs: Vec<CopyJob>) -> Result<Vec<TableSummary>> {
     let mut tables: HashMap<String, TableAcc> = HashMap::new();
     for j in &jobs {
         tables.entry(j.plan.name()).or_insert(TableAcc { chunks_left: 0, rows: 0, bytes: 0, started: None }).chunks_left += 1;
     }
-    let workers = ctx.jobs.max(1).min(jobs.len().max(1));
-    let shared = Arc::new(Shared { queue: Mutex::new(jobs.into()), tables: Mutex::new(tables), failed: AtomicBool::new(false) });
-    let mut set = JoinSet::new();
-    for _ in 0..workers {
-        let (ctx, shared) = (ctx.clone(), shared.clone());
-        set.spawn(async move {
-            let result = worker(&ctx, &shared).await;
-            if result.is_err() {
-                shared.failed.store(true, Ordering::SeqCst);
-            }
-            result
-        });
-    }
-    let mut first_error = None;
-    let mut summaries = Vec::new();
-    while let Some(joined) = set.join_next().await {
-        match joined.expect("copy worker panicked") {
-            Ok(mut done) => summaries.append(&mut done),
-            Err(e) if first_error.is_none() => first_error = Some(e),
-            Err(_) => {}
-        }
-    }
-    if let Some(e) = first_error {
-        return Err(e);
-    }
+    let tables = Arc::new(Mutex::new(tables));
+    let done = run_workers(ctx.jobs, jobs, |queue| {
+        let (ctx, tables) = (ctx.clone(), tables.clone());
+        async move { worker(&ctx, &queue, &tables).await }
+    })
+    .await?;
+    let mut summaries: Vec<TableSummary> = done.into_iter().flatten().collect();
     summaries.sort_by(|a, b| a.table.cmp(&b.table));
     Ok(summaries)
 }
 
-async fn worker(ctx: &CopyContext, shared: &Shared) -> Result<Vec<TableSummary>> {
+async fn worker(ctx: &CopyContext, queue: &WorkQueue<CopyJob>, tables: &Tables) -> Result<Vec<TableSummary>> {
     let (src_name, dst_name) = (ctx.source.endpoint(), ctx.target.endpoint());
     let source = ctx.source.connect().await?;
     let target = ctx.target.connect().await?;
@@ -102,14 +79,10 @@ async fn worker(ctx: &CopyContext, shared: &Shared) -> Result<Vec<TableSummary>>
     // rows, and the chunk is copied again: safe, and much faster.
     target.batch_execute("SET synchronous_commit = off").await.context(&dst_name, || "configure copy session".into())?;
     let mut finished = Vec::new();
-    loop {
-        if shared.failed.load(Ordering::SeqCst) {
-            return Ok(finished);
-        }
-        let Some(job) = shared.queue.lock().unwrap().pop_front() else { return Ok(finished) };
+    while let Some(job) = queue.pop() {
         let table = job.plan.name();
         let first = {
-            let mut t = shared.tables.lock().unwrap();
+            let mut t = tables.lock().unwrap();
             let started = &mut t.get_mut(&table).unwrap().started;
             let first = started.is_none();
             started.get_or_insert_with(Instant::now);
@@ -146,7 +119,7 @@ async fn worker(ctx: &CopyContext, shared: &Shared) -> Result<Vec<TableSummary>>
         ctx.progress.chunk_done(&table, stats.rows);
 
         let done = {
-            let mut t = shared.tables.lock().unwrap();
+            let mut t = tables.lock().unwrap();
             let acc = t.get_mut(&table).unwrap();
             acc.chunks_left -= 1;
             acc.rows += stats.rows;
@@ -158,4 +131,5 @@ async fn worker(ctx: &CopyContext, shared: &Shared) -> Result<Vec<TableSummary>>
             finished.push(TableSummary { table, rows, bytes, seconds: elapsed.as_secs_f64() });
         }
     }
+    Ok(finished)
 }

@@ -10,5 +10,6 @@ pub mod preflight;
 pub mod progress;
 pub mod state;
 pub mod verify;
+pub mod workers;
 
 pub use error::{Error, Result};

@@ -3,17 +3,16 @@
 //! Steps whose object already exists are skipped, so a resumed run picks up where
 //! the last one stopped.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use pgshift_postgres::ddl::{PostDataKind, PostDataStep};
 use pgshift_postgres::error::Context;
 use pgshift_postgres::ConnInfo;
-use tokio::task::JoinSet;
 use tokio_postgres::Client;
 
 use crate::error::Result;
 use crate::progress::Progress;
+use crate::workers::run_workers;
 
 pub struct PostDataOptions {
     pub jobs: usize,
@@ -22,43 +21,30 @@ pub struct PostDataOptions {
 }
 
 pub async fn run(target: &ConnInfo, steps: &[PostDataStep], options: &PostDataOptions, progress: Arc<dyn Progress>) -> Result<()> {
+    let settings = format!(
+        "SET maintenance_work_mem = '{}'; SET max_parallel_maintenance_workers = 2",
+        options.maintenance_work_mem.replace('\'', "")
+    );
     for kind in [PostDataKind::Index, PostDataKind::ForeignKey, PostDataKind::Validate, PostDataKind::Comment] {
-        let batch: VecDeque<PostDataStep> = steps.iter().filter(|s| s.kind == kind).cloned().collect();
-        if batch.is_empty() {
-            continue;
-        }
+        let batch: Vec<PostDataStep> = steps.iter().filter(|s| s.kind == kind).cloned().collect();
         // Foreign keys take locks on two tables each: one at a time avoids deadlocks.
-        let jobs = if kind == PostDataKind::ForeignKey { 1 } else { options.jobs.max(1).min(batch.len()) };
-        let queue = Arc::new(Mutex::new(batch));
-        let mut set = JoinSet::new();
-        for _ in 0..jobs {
-            let (queue, target, progress) = (queue.clone(), target.clone(), progress.clone());
-            let settings = format!(
-                "SET maintenance_work_mem = '{}'; SET max_parallel_maintenance_workers = 2",
-                options.maintenance_work_mem.replace('\'', "")
-            );
-            set.spawn(async move {
+        let jobs = if kind == PostDataKind::ForeignKey { 1 } else { options.jobs };
+        run_workers(jobs, batch, |queue| {
+            let (target, progress, settings) = (target.clone(), progress.clone(), settings.clone());
+            async move {
                 let client = target.connect().await?;
                 client.batch_execute(&settings).await.context(&target.endpoint(), || "configure index session".into())?;
-                loop {
-                    let Some(step) = queue.lock().unwrap().pop_front() else { return Ok::<(), crate::Error>(()) };
+                while let Some(step) = queue.pop() {
                     if already_done(&client, target.endpoint(), &step).await? {
                         continue;
                     }
                     progress.step(&format!("{}: {}", step.table, first_words(&step.sql)));
                     client.batch_execute(&step.sql).await.context(&target.endpoint(), || step.sql.clone())?;
                 }
-            });
-        }
-        let mut first_error = None;
-        while let Some(r) = set.join_next().await {
-            if let Err(e) = r.expect("post-data worker panicked") {
-                first_error.get_or_insert(e);
+                Ok(())
             }
-        }
-        if let Some(e) = first_error {
-            return Err(e);
-        }
+        })
+        .await?;
     }
     Ok(())
 }

@@ -1,17 +1,16 @@
 //! `pgshift verify`: row counts and content checksums per table, per key range for
 //! large tables, computed on both servers at once.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use pgshift_postgres::catalog::{self, Table};
 use pgshift_postgres::checksum::{digest, Digest};
 use pgshift_postgres::ConnInfo;
 use serde::Serialize;
-use tokio::task::JoinSet;
 
 use crate::error::Result;
 use crate::plan::{select_tables, split_table, SplitKind};
+use crate::workers::run_workers;
 
 #[derive(Clone, Debug)]
 pub struct VerifyOptions {
@@ -59,7 +58,7 @@ pub async fn verify(source: &ConnInfo, target: &ConnInfo, opts: &VerifyOptions) 
     let catalog = catalog::inspect(&src, &source.endpoint()).await?;
     let tables = select_tables(&catalog, &opts.patterns)?;
     let mut checks = Vec::new();
-    let mut units = VecDeque::new();
+    let mut units = Vec::new();
     for t in tables.into_iter().filter(|t| t.holds_rows()) {
         let exists = catalog::relation_exists(&dst, target.endpoint(), &t.schema, &t.name).await?;
         let mut check = TableCheck {
@@ -83,19 +82,16 @@ pub async fn verify(source: &ConnInfo, target: &ConnInfo, opts: &VerifyOptions) 
         check.ranges = ranges.len();
         let table = Arc::new(t.clone());
         for range in ranges {
-            units.push_back(Unit { table: table.clone(), range });
+            units.push(Unit { table: table.clone(), range });
         }
         checks.push(check);
     }
-    let queue = Arc::new(Mutex::new(units));
-    let mut set = JoinSet::new();
-    for _ in 0..opts.jobs.max(1) {
-        let (queue, source, target) = (queue.clone(), source.clone(), target.clone());
-        set.spawn(async move {
+    let done = run_workers(opts.jobs, units, |queue| {
+        let (source, target) = (source.clone(), target.clone());
+        async move {
             let (src, dst) = (source.connect().await?, target.connect().await?);
             let mut results = Vec::new();
-            loop {
-                let Some(unit) = queue.lock().unwrap().pop_front() else { return Ok::<_, crate::Error>(results) };
+            while let Some(unit) = queue.pop() {
                 let columns: Vec<&str> = unit.table.columns.iter().map(|c| c.name.as_str()).collect();
                 let range = unit.range.as_deref();
                 let (s, d) = tokio::join!(
@@ -105,19 +101,19 @@ pub async fn verify(source: &ConnInfo, target: &ConnInfo, opts: &VerifyOptions) 
                 // A table missing on the target has no digest there.
                 results.push((unit.table.display_name(), RangeCheck { range: unit.range.clone(), source: s?, target: d.ok() }));
             }
-        });
-    }
-    while let Some(done) = set.join_next().await {
-        for (table, range) in done.expect("verify worker panicked")? {
-            let check = checks.iter_mut().find(|c| c.table == table).expect("unit of a listed table");
-            check.source_rows += range.source.rows;
-            if let Some(t) = &range.target {
-                *check.target_rows.get_or_insert(0) += t.rows;
-            }
-            if range.target.as_ref() != Some(&range.source) {
-                check.matches = false;
-                check.mismatched_ranges.push(range);
-            }
+            Ok(results)
+        }
+    })
+    .await?;
+    for (table, range) in done.into_iter().flatten() {
+        let check = checks.iter_mut().find(|c| c.table == table).expect("unit of a listed table");
+        check.source_rows += range.source.rows;
+        if let Some(t) = &range.target {
+            *check.target_rows.get_or_insert(0) += t.rows;
+        }
+        if range.target.as_ref() != Some(&range.source) {
+            check.matches = false;
+            check.mismatched_ranges.push(range);
         }
     }
     for c in &mut checks {
