@@ -31,7 +31,10 @@ fn inspect_reports_types_keys_problems_and_target_shape() {
     assert_eq!(customers["primary_key"]["numeric"], false);
     assert_eq!(customers["primary_key"]["splittable"], true);
     assert_eq!(table("sales.orders")["kind"], "partitioned");
-    assert_eq!(table("sales.orders_2023")["partition_of"], "sales.orders");
+    let partition = table("sales.orders_2023");
+    assert_eq!(partition["partition_of"], "sales.orders");
+    // The key comes from the parent, and still makes the partition splittable.
+    assert_eq!(partition["primary_key"]["columns"], serde_json::json!(["id", "placed_at"]));
 
     let wide = table("public.wide");
     assert_eq!(wide["in_target"], true);

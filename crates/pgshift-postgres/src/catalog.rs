@@ -447,17 +447,19 @@ async fn read_columns(client: &Client, endpoint: &dyn std::fmt::Display, oid: u3
 }
 
 async fn read_keys_and_indexes(client: &Client, endpoint: &dyn std::fmt::Display, t: &mut Table) -> Result<(), PgError> {
-    // Inherited constraints (conislocal = false) come from the parent's; NOT NULL
-    // constraints (PG18 'n') are rendered inline with the column.
+    // Inherited constraints (conislocal = false, or a partition's copy of its parent's)
+    // are created by the parent's, but an inherited primary key is still this table's
+    // key. NOT NULL constraints (PG18 'n') are rendered inline with the column.
     let rows = client
         .query(
             "SELECT c.conname, c.contype::text, pg_get_constraintdef(c.oid), \
              ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, i) \
                    JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i), \
              (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
-              WHERE a.attrelid = c.conrelid AND a.attnum = c.conkey[1]) \
+              WHERE a.attrelid = c.conrelid AND a.attnum = c.conkey[1]), \
+             c.conislocal AND c.conparentid = 0 \
              FROM pg_constraint c WHERE c.conrelid = $1 AND c.contype IN ('p', 'u', 'c', 'x', 'f') \
-             AND c.conislocal AND c.conparentid = 0 ORDER BY c.contype, c.conname",
+             ORDER BY c.contype, c.conname",
             &[&t.oid],
         )
         .await
@@ -467,22 +469,9 @@ async fn read_keys_and_indexes(client: &Client, endpoint: &dyn std::fmt::Display
         if c.kind == "p" {
             t.primary_key = Some(PrimaryKey { name: c.name.clone(), columns: r.get(3), first_type: r.get(4) });
         }
-        t.constraints.push(c);
-    }
-    // Partitions of the primary key's index on a partitioned parent: the key still exists.
-    if t.primary_key.is_none() && t.partition_of.is_some() {
-        let inherited = client
-            .query_opt(
-                "SELECT c.conname, ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, i) \
-                   JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i), \
-                 (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
-                  WHERE a.attrelid = c.conrelid AND a.attnum = c.conkey[1]) \
-                 FROM pg_constraint c WHERE c.conrelid = $1 AND c.contype = 'p'",
-                &[&t.oid],
-            )
-            .await
-            .context(endpoint, || format!("read the primary key of {}", t.display_name()))?;
-        t.primary_key = inherited.map(|r| PrimaryKey { name: r.get(0), columns: r.get(1), first_type: r.get(2) });
+        if r.get::<_, bool>(5) {
+            t.constraints.push(c);
+        }
     }
     // Indexes that back constraints come with the constraint; partition indexes come
     // with the parent's index.
