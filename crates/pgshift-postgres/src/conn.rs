@@ -40,8 +40,9 @@ impl ConnInfo {
             config.application_name("pgshift");
         }
         config.connect_timeout(Duration::from_secs(10));
-        let endpoint = endpoint_of(&config);
-        Ok(ConnInfo { config, endpoint })
+        let mut info = ConnInfo { config, endpoint: String::new() };
+        info.endpoint = format!("{}@{}:{}/{}", info.user(), info.host(), info.port(), info.dbname());
+        Ok(info)
     }
 
     /// `user@host:port/db`, safe to print.
@@ -124,18 +125,6 @@ impl fmt::Debug for ConnInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ConnInfo({})", self.endpoint)
     }
-}
-
-fn endpoint_of(config: &Config) -> String {
-    let host = match config.get_hosts().first() {
-        Some(Host::Tcp(h)) => h.clone(),
-        Some(Host::Unix(p)) => p.display().to_string(),
-        None => "localhost".into(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let user = config.get_user().unwrap_or("postgres");
-    let db = config.get_dbname().unwrap_or(user);
-    format!("{user}@{host}:{port}/{db}")
 }
 
 /// Parser messages may quote the input; never let the raw string through.
