@@ -116,7 +116,6 @@ async fn worker(ctx: &CopyContext, queue: &WorkQueue<CopyJob>, tables: &Tables) 
         state::mark_chunk_done(&target, dst_name, ctx.run_id, &table, job.chunk_no, stats.rows, stats.bytes).await?;
         target.batch_execute("COMMIT").await.context(&dst_name, || format!("commit chunk of {table}"))?;
         source.batch_execute("COMMIT").await.context(&src_name, || "end snapshot transaction".into())?;
-        ctx.progress.chunk_done(&table, stats.rows);
 
         let done = {
             let mut t = tables.lock().unwrap();

@@ -9,7 +9,6 @@ pub trait Progress: Send + Sync {
     fn table_started(&self, _table: &str, _size_bytes: u64) {}
     /// More bytes of a table went through.
     fn table_bytes(&self, _table: &str, _delta: u64) {}
-    fn chunk_done(&self, _table: &str, _rows: u64) {}
     fn table_done(&self, _table: &str, _rows: u64, _bytes: u64, _elapsed: Duration) {}
     fn step(&self, _message: &str) {}
 }
