@@ -63,12 +63,8 @@ pub fn pre_data(catalog: &Catalog, tables: &[&Table]) -> Vec<String> {
         let attrs: Vec<String> = c.attributes.iter().map(|(n, t)| format!("{} {t}", quote_ident(n))).collect();
         out.push(format!("CREATE TYPE {} AS ({})", qualified(&c.schema, &c.name), attrs.join(", ")));
     }
-    let wanted = |schema: &str, name: &str| tables.iter().any(|t| t.schema == schema && t.name == name);
-    let sequences: Vec<&Sequence> = catalog
-        .sequences
-        .iter()
-        .filter(|s| !s.identity && s.owned_by.as_ref().is_none_or(|(sch, t, _)| wanted(sch, t)))
-        .collect();
+    // Identity sequences come with their column.
+    let sequences: Vec<&Sequence> = sequences_of(catalog, tables).filter(|s| !s.identity).collect();
     for s in &sequences {
         out.push(create_sequence(s));
     }
@@ -86,6 +82,12 @@ pub fn pre_data(catalog: &Catalog, tables: &[&Table]) -> Vec<String> {
         }
     }
     out
+}
+
+/// Free-standing sequences, and those owned by a column of one of `tables`.
+fn sequences_of<'a>(catalog: &'a Catalog, tables: &'a [&Table]) -> impl Iterator<Item = &'a Sequence> {
+    let wanted = move |schema: &str, name: &str| tables.iter().any(|t| t.schema == schema && t.name == name);
+    catalog.sequences.iter().filter(move |s| s.owned_by.as_ref().is_none_or(|(sch, t, _)| wanted(sch, t)))
 }
 
 fn create_sequence(s: &Sequence) -> String {
@@ -141,11 +143,7 @@ fn column_definition(c: &Column) -> String {
 /// `setval` for every sequence of the migrated tables, with the values read from the
 /// source catalog. Identity sequences are found through their column.
 pub fn sequence_values(catalog: &Catalog, tables: &[&Table]) -> Vec<String> {
-    let wanted = |schema: &str, name: &str| tables.iter().any(|t| t.schema == schema && t.name == name);
-    catalog
-        .sequences
-        .iter()
-        .filter(|s| s.owned_by.as_ref().is_none_or(|(sch, t, _)| wanted(sch, t)))
+    sequences_of(catalog, tables)
         .filter_map(|s| {
             let (value, called) = s.value?;
             let target = match (&s.owned_by, s.identity) {
