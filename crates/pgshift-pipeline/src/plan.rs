@@ -143,12 +143,7 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 pub async fn plan_tables(source: &Client, endpoint: &str, tables: &[&Table], options: &PlanOptions) -> Result<Vec<TablePlan>> {
     let mut plans = Vec::new();
     for t in tables.iter().filter(|t| t.holds_rows()) {
-        let pieces = (t.row_estimate.max(0) as u64).div_ceil(options.split_rows.max(1)).max(1);
-        let (split, chunks) = if pieces <= 1 {
-            (SplitKind::Whole, vec![Chunk { no: 0, predicate: None }])
-        } else {
-            split_table(source, endpoint, t, pieces).await?
-        };
+        let (split, chunks) = chunk_table(source, endpoint, t, options.split_rows).await?;
         plans.push(TablePlan { table: (*t).clone(), format: CopyFormat::for_table(t), split, chunks });
     }
     // Largest first keeps the workers busy to the end.
@@ -156,8 +151,21 @@ pub async fn plan_tables(source: &Client, endpoint: &str, tables: &[&Table], opt
     Ok(plans)
 }
 
-/// Predicates for the same ranges the copy used, for per-range verification.
-pub async fn split_table(source: &Client, endpoint: &str, t: &Table, pieces: u64) -> Result<(SplitKind, Vec<Chunk>)> {
+/// One chunk for a table of at most `split_rows` (estimated) rows, else ranges of
+/// about that many rows. Verify calls this too, to check the ranges the copy used.
+pub async fn chunk_table(source: &Client, endpoint: &str, t: &Table, split_rows: u64) -> Result<(SplitKind, Vec<Chunk>)> {
+    let pieces = (t.row_estimate.max(0) as u64).div_ceil(split_rows.max(1));
+    if pieces <= 1 {
+        return Ok(whole_table());
+    }
+    split_table(source, endpoint, t, pieces).await
+}
+
+fn whole_table() -> (SplitKind, Vec<Chunk>) {
+    (SplitKind::Whole, vec![Chunk { no: 0, predicate: None }])
+}
+
+async fn split_table(source: &Client, endpoint: &str, t: &Table, pieces: u64) -> Result<(SplitKind, Vec<Chunk>)> {
     let key = t.primary_key.as_ref().map(|k| (k.columns[0].clone(), k.first_type.as_str()));
     let (kind, column, bounds): (SplitKind, String, Vec<String>) = match key {
         Some((col, "smallint" | "integer" | "bigint")) => {
@@ -165,7 +173,7 @@ pub async fn split_table(source: &Client, endpoint: &str, t: &Table, pieces: u64
             let row = source.query_one(&sql, &[]).await.context(&endpoint, || format!("find key range of {}", t.display_name()))?;
             let (lo, hi): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
             let (Some(lo), Some(hi)) = (lo, hi) else {
-                return Ok((SplitKind::Whole, vec![Chunk { no: 0, predicate: None }]));
+                return Ok(whole_table());
             };
             let span = (hi as i128 - lo as i128 + 1).max(1);
             let bounds = (1..pieces as i128).map(|i| (lo as i128 + span * i / pieces as i128).to_string()).collect();
@@ -194,13 +202,10 @@ pub async fn split_table(source: &Client, endpoint: &str, t: &Table, pieces: u64
             (SplitKind::Ctid, "ctid".into(), bounds)
         }
     };
-    let bounds: Vec<String> = {
-        let mut b = bounds;
-        b.dedup();
-        b
-    };
+    let mut bounds = bounds;
+    bounds.dedup();
     if bounds.is_empty() {
-        return Ok((SplitKind::Whole, vec![Chunk { no: 0, predicate: None }]));
+        return Ok(whole_table());
     }
     let mut chunks = Vec::with_capacity(bounds.len() + 1);
     for i in 0..=bounds.len() {

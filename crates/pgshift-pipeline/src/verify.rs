@@ -9,7 +9,7 @@ use pgshift_postgres::ConnInfo;
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::plan::{select_tables, split_table, SplitKind};
+use crate::plan::{chunk_table, select_tables, SplitKind};
 use crate::workers::run_workers;
 
 #[derive(Clone, Debug)]
@@ -70,14 +70,10 @@ pub async fn verify(source: &ConnInfo, target: &ConnInfo, opts: &VerifyOptions) 
             mismatched_ranges: Vec::new(),
             ranges: 0,
         };
-        let pieces = (t.row_estimate.max(0) as u64).div_ceil(opts.split_rows.max(1));
         // Only key ranges hold the same rows on both sides; block ranges do not.
-        let ranges: Vec<Option<String>> = match pieces > 1 {
-            true => match split_table(&src, source.endpoint(), t, pieces).await? {
-                (SplitKind::IntKey | SplitKind::UuidKey, chunks) => chunks.into_iter().map(|c| c.predicate).collect(),
-                _ => vec![None],
-            },
-            false => vec![None],
+        let ranges: Vec<Option<String>> = match chunk_table(&src, source.endpoint(), t, opts.split_rows).await? {
+            (SplitKind::IntKey | SplitKind::UuidKey, chunks) => chunks.into_iter().map(|c| c.predicate).collect(),
+            _ => vec![None],
         };
         check.ranges = ranges.len();
         let table = Arc::new(t.clone());
