@@ -76,7 +76,7 @@ pub async fn unfinished_run(client: &Client, endpoint: &str) -> Result<Option<Ru
         )
         .await
         .context(&endpoint, || "read pgshift.runs".into())?;
-    Ok(row.map(|r| Run { run_id: r.get(0), slot_name: r.get(1), start_lsn: r.get(2), phase: r.get(3) }))
+    Ok(row.as_ref().map(run_from))
 }
 
 /// Records a new run and all its chunks (not done). Runs inside the caller's
@@ -108,7 +108,12 @@ pub async fn run_by_id(client: &Client, endpoint: &str, run_id: i64) -> Result<R
         .query_one("SELECT run_id, slot_name, start_lsn::text, phase FROM pgshift.runs WHERE run_id = $1", &[&run_id])
         .await
         .context(&endpoint, || "read pgshift.runs".into())?;
-    Ok(Run { run_id: r.get(0), slot_name: r.get(1), start_lsn: r.get(2), phase: r.get(3) })
+    Ok(run_from(&r))
+}
+
+/// Rows of `SELECT run_id, slot_name, start_lsn::text, phase FROM pgshift.runs`.
+fn run_from(r: &tokio_postgres::Row) -> Run {
+    Run { run_id: r.get(0), slot_name: r.get(1), start_lsn: r.get(2), phase: r.get(3) }
 }
 
 pub async fn set_start_lsn(client: &Client, endpoint: &str, run_id: i64, lsn: &str) -> Result<()> {
