@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+use pgshift_pipeline::follow::{FollowOptions, Until};
 use pgshift_pipeline::migrate::MigrateOptions;
 use pgshift_pipeline::plan::PlanOptions;
 use pgshift_pipeline::verify::VerifyOptions;
@@ -22,8 +23,9 @@ use pgshift_postgres::ConnInfo;
         A typical cutover:\n  \
         1. pgshift inspect --source $OLD --target $NEW     see what moves and what is in the way\n  \
         2. pgshift migrate --source $OLD --target $NEW --dry-run   read the plan and every DDL statement\n  \
-        3. pgshift migrate --source $OLD --target $NEW     schema, parallel binary COPY, indexes\n  \
-        4. pgshift verify  --source $OLD --target $NEW     counts and checksums, exit 1 on a difference\n\n\
+        3. pgshift migrate --source $OLD --target $NEW     schema, parallel binary COPY, indexes, then follow changes\n  \
+        4. pgshift verify  --source $OLD --target $NEW     counts and checksums, exit 1 on a difference\n  \
+        5. pgshift cutover --source $OLD --target $NEW     pause writes, apply the rest, sync sequences, switch\n\n\
         Connection strings may carry passwords; pgshift only ever prints user@host:port/db."
 )]
 struct Cli {
@@ -40,6 +42,8 @@ enum Command {
     Inspect(InspectArgs),
     /// Copy schema and data into the target: tables, parallel COPY under one snapshot, then indexes and constraints.
     Migrate(MigrateArgs),
+    /// Apply the source's changes since the load to the target (logical replication), until stopped.
+    Follow(FollowArgs),
     /// Compare row counts and content checksums of every table; exit 1 when anything differs.
     Verify(VerifyArgs),
 }
@@ -92,9 +96,50 @@ struct MigrateArgs {
     #[arg(long)]
     resume: bool,
     /// Copy without a replication slot (no catch-up afterwards; wal_level may be replica).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "load_only")]
     no_follow: bool,
+    /// Stop after the load, keeping the slot: run `pgshift follow` later to catch up.
+    #[arg(long)]
+    load_only: bool,
+    #[command(flatten)]
+    follow: FollowTuning,
     /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct FollowTuning {
+    /// Exit once every change the source had when catch-up began is applied, instead of following until stopped.
+    #[arg(long)]
+    until_caught_up: bool,
+    /// Changes held in memory before they are written to the target.
+    #[arg(long, env = "PGSHIFT_BATCH_ROWS", default_value_t = 20_000)]
+    batch_rows: usize,
+    /// Longest wait before applied changes are committed on the target, in milliseconds.
+    #[arg(long, env = "PGSHIFT_COMMIT_DELAY_MS", default_value_t = 200)]
+    commit_delay_ms: u64,
+}
+
+impl FollowTuning {
+    fn options(&self) -> FollowOptions {
+        FollowOptions {
+            until: if self.until_caught_up { Until::CaughtUp } else { Until::Stopped },
+            batch_rows: self.batch_rows.max(1),
+            commit_delay: std::time::Duration::from_millis(self.commit_delay_ms),
+        }
+    }
+}
+
+#[derive(Args)]
+struct FollowArgs {
+    #[command(flatten)]
+    source: SourceArg,
+    #[arg(long, env = "PGSHIFT_TARGET", hide_env_values = true)]
+    target: String,
+    #[command(flatten)]
+    tuning: FollowTuning,
+    /// Print the final report as JSON.
     #[arg(long)]
     json: bool,
 }
@@ -154,8 +199,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 follow: !a.no_follow,
                 maintenance_work_mem: a.maintenance_work_mem,
             };
-            let report = pgshift_pipeline::migrate::migrate(&source, &target, &options, progress).await?;
+            let report = pgshift_pipeline::migrate::migrate(&source, &target, &options, progress.clone()).await?;
             emit(a.json, &report, output::print_migrate)?;
+            if options.follow && !a.load_only && !a.dry_run {
+                let report = pgshift_pipeline::follow::follow(&source, &target, &a.follow.options(), progress).await?;
+                emit(a.json, &report, output::print_follow)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Follow(a) => {
+            let source = ConnInfo::parse(&a.source.source, "--source")?;
+            let target = ConnInfo::parse(&a.target, "--target")?;
+            let report = pgshift_pipeline::follow::follow(&source, &target, &a.tuning.options(), progress).await?;
+            emit(a.json, &report, output::print_follow)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify(a) => {

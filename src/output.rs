@@ -1,6 +1,7 @@
 //! Human-readable reports on stdout. `--json` prints the same structs as JSON.
 
 use pgshift_pipeline::inspect::InspectReport;
+use pgshift_pipeline::follow::FollowReport;
 use pgshift_pipeline::migrate::MigrateReport;
 use pgshift_pipeline::verify::VerifyReport;
 
@@ -90,6 +91,10 @@ pub fn print_migrate(r: &MigrateReport) {
         for s in &r.pre_data {
             println!("{s};");
         }
+        if let Some(p) = &r.publication {
+            println!("\n-- on the source, before the replication slot");
+            println!("{p};");
+        }
         println!("\n-- post-data (after the load)");
         for s in &r.post_data {
             println!("{s};");
@@ -122,11 +127,29 @@ pub fn print_migrate(r: &MigrateReport) {
     );
     if let (Some(slot), Some(lsn)) = (&r.slot_name, &r.start_lsn) {
         println!(
-            "replication slot {slot} holds changes since {lsn} for catch-up. It keeps WAL on the source until it is \
-             consumed; if you will not catch up, drop it: SELECT pg_drop_replication_slot('{slot}');"
+            "replication slot {slot} holds changes since {lsn} for catch-up (pgshift follow). It keeps WAL on the \
+             source until it is consumed; if you will not catch up, drop it: SELECT pg_drop_replication_slot('{slot}'); \
+             DROP PUBLICATION {slot};"
         );
     }
     print_problems(&r.warnings);
+}
+
+pub fn print_follow(r: &FollowReport) {
+    println!(
+        "run {}: applied {} transactions ({} inserts, {} updates, {} deletes, {} truncated tables) in {:.1}s; \
+         confirmed {} (started at {}), lag {}",
+        r.run_id,
+        r.transactions,
+        r.inserts,
+        r.updates,
+        r.deletes,
+        r.truncates,
+        r.seconds,
+        r.confirmed_lsn,
+        r.started_at_lsn,
+        human_bytes(r.lag_bytes)
+    );
 }
 
 pub fn print_verify(r: &VerifyReport) {

@@ -11,7 +11,7 @@ fn q(c: &Cluster, sql: &str) -> String {
 
 fn migrate_types_and_check(source_version: PgVersion, target_version: PgVersion) {
     let (source, target) = pair(source_version, target_version);
-    q(&source, TYPES_FIXTURE);
+    q(&source, &format!("{TYPES_FIXTURE}; {NO_PK_FULL}"));
     migrate(&source, &target, &["--jobs", "3"]);
     let out = verify(&source, &target, &[]);
     assert_eq!(out.status.code(), Some(0), "verify failed:\n{}{}", stdout(&out), stderr(&out));
@@ -86,7 +86,7 @@ fn large_table_is_split_into_key_ranges_and_verified_per_range() {
 #[test]
 fn dry_run_prints_the_plan_and_writes_nothing() {
     let (source, target) = pair(PgVersion::V15, PgVersion::V16);
-    q(&source, TYPES_FIXTURE);
+    q(&source, &format!("{TYPES_FIXTURE}; {NO_PK_FULL}"));
     let out = migrate(&source, &target, &["--dry-run"]);
     let text = stdout(&out);
     assert!(text.contains("CREATE TABLE \"public\".\"kinds\""), "{text}");
@@ -114,7 +114,7 @@ fn a_second_run_refuses_to_write_over_loaded_tables() {
 #[test]
 fn tables_pattern_selects_and_a_typo_is_an_error() {
     let (source, target) = pair(PgVersion::V15, PgVersion::V16);
-    q(&source, TYPES_FIXTURE);
+    q(&source, &format!("{TYPES_FIXTURE}; {NO_PK_FULL}"));
     migrate(&source, &target, &["--tables", "sales.*", "--no-follow"]);
     assert_eq!(q(&target, "SELECT count(*) FROM sales.orders"), "400");
     assert_eq!(q(&target, "SELECT to_regclass('public.kinds') IS NULL"), "t");

@@ -27,11 +27,29 @@ pub fn pgshift_expect(code: i32, args: &[&str]) -> Output {
     out
 }
 
+/// `pgshift migrate` that stops after the load (unless it copies without a slot).
 pub fn migrate(source: &Cluster, target: &Cluster, extra: &[&str]) -> Output {
     let (s, t) = (source.url("app"), target.url("app"));
     let mut args = vec!["migrate", "--source", &s, "--target", &t];
     args.extend_from_slice(extra);
+    if !extra.contains(&"--no-follow") {
+        args.push("--load-only");
+    }
     pgshift_expect(0, &args)
+}
+
+/// `pgshift follow --until-caught-up`.
+pub fn follow(source: &Cluster, target: &Cluster, extra: &[&str]) -> Output {
+    let (s, t) = (source.url("app"), target.url("app"));
+    let mut args = vec!["follow", "--source", &s, "--target", &t, "--until-caught-up"];
+    args.extend_from_slice(extra);
+    pgshift_expect(0, &args)
+}
+
+/// Verify must pass; the panic shows what differs.
+pub fn assert_verified(source: &Cluster, target: &Cluster) {
+    let out = verify(source, target, &[]);
+    assert_eq!(out.status.code(), Some(0), "verify failed:\n{}{}", stdout(&out), stderr(&out));
 }
 
 pub fn verify(source: &Cluster, target: &Cluster, extra: &[&str]) -> Output {
@@ -129,3 +147,6 @@ INSERT INTO bookings SELECT i, tsrange('2024-01-01'::timestamp + i * interval '1
 CREATE SEQUENCE standalone_seq START 100 INCREMENT 5;
 SELECT nextval('standalone_seq'), nextval('standalone_seq');
 "#;
+
+/// Lets the fixture's key-less table take part in catch-up.
+pub const NO_PK_FULL: &str = "ALTER TABLE no_pk REPLICA IDENTITY FULL";

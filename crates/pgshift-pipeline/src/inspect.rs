@@ -66,7 +66,7 @@ pub async fn inspect(source: &ConnInfo, target: Option<&ConnInfo>, exact_counts:
         None => None,
     };
     let all: Vec<&Table> = catalog.tables.iter().collect();
-    let mut problems = preflight::warnings(&all);
+    let mut problems = preflight::identity_problems(&all);
     if let Some((_, dst, name)) = &target_catalog {
         problems.extend(preflight::extension_problems((dst, name), &catalog).await?);
     }

@@ -2,6 +2,7 @@
 
 pub mod copy_stage;
 pub mod error;
+pub mod follow;
 pub mod inspect;
 pub mod migrate;
 pub mod plan;

@@ -8,12 +8,14 @@ use pgshift_postgres::catalog::{self, Catalog, Table};
 use pgshift_postgres::ddl;
 use pgshift_postgres::error::Context;
 use pgshift_postgres::replication::{CreatedSlot, ReplicationConn};
+use pgshift_postgres::sql::quote_ident;
 use pgshift_postgres::ConnInfo;
 use serde::Serialize;
 use tokio_postgres::Client;
 
 use crate::copy_stage::{copy_chunks, CopyContext, CopyJob, TableSummary};
 use crate::error::{Error, Result};
+use crate::follow::publication_name;
 use crate::plan::{plan_tables, select_tables, with_partition_parents, Chunk, PlanOptions, SplitKind, TablePlan};
 use crate::postdata::{self, PostDataOptions};
 use crate::preflight::{self, Checks};
@@ -62,6 +64,8 @@ pub struct MigrateReport {
     pub start_lsn: Option<String>,
     pub plan: Vec<PlannedTable>,
     pub pre_data: Vec<String>,
+    /// Created on the source before the slot, so the slot's stream sees it from L0.
+    pub publication: Option<String>,
     pub post_data: Vec<String>,
     pub warnings: Vec<String>,
     pub tables: Vec<TableSummary>,
@@ -92,7 +96,8 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
         Some(run) => tables_of_run(&dst, dst_name, run, &catalog).await?,
         None => select_tables(&catalog, &opts.plan.patterns)?,
     };
-    let checks = Checks { needs_slot: opts.follow && unfinished.as_ref().is_none_or(|r| r.start_lsn.is_none()), resume: opts.resume };
+    let needs_slot = opts.follow && unfinished.as_ref().is_none_or(|r| r.start_lsn.is_none());
+    let checks = Checks { needs_slot, resume: opts.resume, follow: opts.follow };
     preflight::check((&src, src_name), (&dst, dst_name), &catalog, &tables, &checks).await?;
 
     let plans = plan_tables(&src, src_name, &tables, &opts.plan).await?;
@@ -103,7 +108,8 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
         plan: plans.iter().map(planned).collect(),
         pre_data: pre_data.clone(),
         post_data: post_steps.iter().map(|s| s.sql.clone()).collect(),
-        warnings: preflight::warnings(&tables),
+        warnings: if opts.follow { Vec::new() } else { preflight::identity_problems(&tables) },
+        publication: needs_slot.then(|| publication_sql("<slot name>", &plans)),
         ..Default::default()
     };
     if opts.dry_run {
@@ -121,7 +127,7 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
 
     // The snapshot must stay exported until every chunk transaction has imported it:
     // the holder lives until the copy ends.
-    let (holder, snapshot, run) = open_snapshot(source, &src, &dst, dst_name, run, opts.follow).await?;
+    let (holder, snapshot, run) = open_snapshot(source, &src, &dst, dst_name, run, opts.follow, &plans).await?;
     report.slot_name = if opts.follow { run.slot_name.clone() } else { None };
     report.start_lsn = run.start_lsn.clone();
 
@@ -138,6 +144,15 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
             progress: progress.clone(),
         });
         report.tables = copy_chunks(ctx, jobs).await?;
+        if snapshot.is_none() && opts.follow {
+            // Chunks read under fresh snapshots may hold rows newer than L0.
+            let lsn: String = src
+                .query_one("SELECT pg_current_wal_lsn()::text", &[])
+                .await
+                .context(&src_name, || "read the source's WAL position".into())?
+                .get(0);
+            state::set_converge_lsn(&dst, dst_name, run.run_id, &lsn).await?;
+        }
         report.copy_seconds = copy_started.elapsed().as_secs_f64();
         state::set_phase(&dst, dst_name, run.run_id, phase::POST_DATA).await?;
     }
@@ -217,6 +232,7 @@ async fn open_snapshot(
     dst_name: &str,
     run: Run,
     follow: bool,
+    plans: &[TablePlan],
 ) -> Result<(SnapshotHolder, Option<String>, Run)> {
     let src_name = source.endpoint();
     if run.start_lsn.is_some() {
@@ -257,12 +273,24 @@ async fn open_snapshot(
     )
     .await
     .context(&src_name, || format!("drop stale slot {slot_name}"))?;
+    // pgoutput reads publications as of each change's position: the publication
+    // must exist before the slot's consistent point, or changes right after L0 fail.
+    let publication = publication_sql(&slot_name, plans);
+    src.batch_execute(&publication).await.context(&src_name, || publication.clone())?;
     let mut conn = ReplicationConn::connect(source).await?;
     let CreatedSlot { consistent_point, snapshot_name, .. } = conn.create_slot_with_snapshot(&slot_name).await?;
     state::set_start_lsn(dst, dst_name, run.run_id, &consistent_point).await?;
     tracing::info!(slot = %slot_name, lsn = %consistent_point, "created replication slot");
     let run = state::run_by_id(dst, dst_name, run.run_id).await?;
     Ok((SnapshotHolder::Slot(conn), Some(snapshot_name), run))
+}
+
+/// The source publication that names the run's tables for pgoutput.
+fn publication_sql(name: &str, plans: &[TablePlan]) -> String {
+    let name = quote_ident(publication_name(name));
+    let tables: Vec<String> = plans.iter().map(|p| p.table.qualified()).collect();
+    let scope = if tables.is_empty() { String::new() } else { format!(" FOR TABLE {}", tables.join(", ")) };
+    format!("DROP PUBLICATION IF EXISTS {name}; CREATE PUBLICATION {name}{scope}")
 }
 
 /// The chunks still to copy. A fresh run copies all; a resumed one (some chunk done,

@@ -12,10 +12,13 @@ pub struct Checks {
     pub needs_slot: bool,
     /// Continuing an earlier run: target tables are expected to exist.
     pub resume: bool,
+    /// Catch-up will replicate changes: every table needs a replica identity.
+    pub follow: bool,
 }
 
-/// Problems that only warrant a warning: the load works, catch-up will not.
-pub fn warnings(tables: &[&Table]) -> Vec<String> {
+/// Tables whose updates and deletes logical replication cannot carry. Errors when
+/// the run follows the source, warnings for a plain copy.
+pub fn identity_problems(tables: &[&Table]) -> Vec<String> {
     tables
         .iter()
         .filter(|t| t.holds_rows() && !t.has_replica_identity())
@@ -42,6 +45,9 @@ pub async fn check(
         source_replication(source, &mut problems).await?;
     }
     problems.extend(extension_problems(target, catalog).await?);
+    if checks.follow {
+        problems.extend(identity_problems(tables).into_iter().map(|p| p + ", or copy without catch-up (--no-follow)"));
+    }
     if !checks.resume {
         target_tables_absent(target, tables, &mut problems).await?;
     }

@@ -31,7 +31,13 @@ CREATE TABLE IF NOT EXISTS pgshift.chunks (
     bytes      bigint,
     done_at    timestamptz,
     PRIMARY KEY (run_id, table_name, chunk_no)
-);";
+);
+-- Up to this source position the target may hold rows newer than the stream
+-- (chunks re-read after a resume): catch-up applies idempotently until it passes it.
+ALTER TABLE pgshift.runs ADD COLUMN IF NOT EXISTS converge_lsn pg_lsn;";
+
+/// The columns [`run_from`] reads, in its order.
+const RUN_COLUMNS: &str = "run_id, slot_name, start_lsn::text, phase, converge_lsn::text";
 
 /// Phases a run goes through, in order.
 pub mod phase {
@@ -48,6 +54,7 @@ pub struct Run {
     pub slot_name: Option<String>,
     pub start_lsn: Option<String>,
     pub phase: String,
+    pub converge_lsn: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -70,8 +77,7 @@ pub async fn unfinished_run(client: &Client, endpoint: &str) -> Result<Option<Ru
     }
     let row = client
         .query_opt(
-            "SELECT run_id, slot_name, start_lsn::text, phase FROM pgshift.runs \
-             WHERE phase NOT IN ('loaded', 'done') ORDER BY run_id DESC LIMIT 1",
+            &format!("SELECT {RUN_COLUMNS} FROM pgshift.runs WHERE phase NOT IN ('loaded', 'done') ORDER BY run_id DESC LIMIT 1"),
             &[],
         )
         .await
@@ -105,15 +111,35 @@ pub async fn create_run(tx: &impl GenericClient, endpoint: &str, source: &str, p
 
 pub async fn run_by_id(client: &Client, endpoint: &str, run_id: i64) -> Result<Run> {
     let r = client
-        .query_one("SELECT run_id, slot_name, start_lsn::text, phase FROM pgshift.runs WHERE run_id = $1", &[&run_id])
+        .query_one(&format!("SELECT {RUN_COLUMNS} FROM pgshift.runs WHERE run_id = $1"), &[&run_id])
         .await
         .context(&endpoint, || "read pgshift.runs".into())?;
     Ok(run_from(&r))
 }
 
-/// Rows of `SELECT run_id, slot_name, start_lsn::text, phase FROM pgshift.runs`.
+/// The newest run whose load finished and whose changes are still to follow.
+pub async fn loaded_run(client: &Client, endpoint: &str) -> Result<Option<Run>> {
+    if !has_state_schema(client, endpoint).await? {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt(&format!("SELECT {RUN_COLUMNS} FROM pgshift.runs WHERE phase = 'loaded' ORDER BY run_id DESC LIMIT 1"), &[])
+        .await
+        .context(&endpoint, || "read pgshift.runs".into())?;
+    Ok(row.as_ref().map(run_from))
+}
+
+/// Rows of `SELECT {RUN_COLUMNS} FROM pgshift.runs`.
 fn run_from(r: &tokio_postgres::Row) -> Run {
-    Run { run_id: r.get(0), slot_name: r.get(1), start_lsn: r.get(2), phase: r.get(3) }
+    Run { run_id: r.get(0), slot_name: r.get(1), start_lsn: r.get(2), phase: r.get(3), converge_lsn: r.get(4) }
+}
+
+pub async fn set_converge_lsn(client: &Client, endpoint: &str, run_id: i64, lsn: &str) -> Result<()> {
+    client
+        .execute("UPDATE pgshift.runs SET converge_lsn = $2::text::pg_lsn, updated_at = now() WHERE run_id = $1", &[&run_id, &lsn])
+        .await
+        .context(&endpoint, || "record the convergence LSN".into())?;
+    Ok(())
 }
 
 pub async fn set_start_lsn(client: &Client, endpoint: &str, run_id: i64, lsn: &str) -> Result<()> {

@@ -7,6 +7,9 @@ pub mod conn;
 pub mod copy;
 pub mod ddl;
 pub mod error;
+pub mod apply;
+pub mod lsn;
+pub mod pgoutput;
 pub mod replication;
 pub mod sql;
 

@@ -1,9 +1,10 @@
 //! A connection in `replication=database` mode, spoken directly on
 //! postgres-protocol because tokio-postgres cannot open one. The bulk load needs it
-//! for `CREATE_REPLICATION_SLOT ... EXPORT_SNAPSHOT`: the exported snapshot stays
-//! importable only while this connection is open and idle.
+//! for `CREATE_REPLICATION_SLOT ... EXPORT_SNAPSHOT` (the exported snapshot stays
+//! importable only while this connection is open and idle); catch-up streams the
+//! slot through it (`START_REPLICATION`, CopyBoth framing, status updates).
 
-use bytes::BytesMut;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
 use postgres_protocol::message::backend::{ErrorFields, Message};
@@ -13,7 +14,8 @@ use tokio::net::{TcpStream, UnixStream};
 
 use crate::conn::ConnInfo;
 use crate::error::PgError;
-use crate::sql::quote_ident;
+use crate::lsn::Lsn;
+use crate::sql::{quote_ident, quote_literal};
 use fallible_iterator::FallibleIterator;
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -32,6 +34,24 @@ pub struct CreatedSlot {
     /// The LSN from which decoding starts: the snapshot shows exactly the data before it.
     pub consistent_point: String,
     pub snapshot_name: String,
+}
+
+/// What the server sends while streaming.
+#[derive(Debug)]
+pub enum WalEvent {
+    /// One pgoutput message starting at `wal_start`.
+    Data { wal_start: Lsn, wal_end: Lsn, data: Bytes },
+    /// The server's current end of WAL; `reply_requested` asks for a status update now.
+    Keepalive { wal_end: Lsn, reply_requested: bool },
+}
+
+/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
+const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
+
+/// Now, in PostgreSQL's timestamp form (microseconds since 2000-01-01).
+pub fn pg_now_micros() -> i64 {
+    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    unix.as_micros() as i64 - PG_EPOCH_OFFSET_MICROS
 }
 
 impl ReplicationConn {
@@ -150,6 +170,102 @@ impl ReplicationConn {
         let row = rows.into_iter().next().ok_or_else(|| self.protocol("CREATE_REPLICATION_SLOT returned no row".into()))?;
         let col = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
         Ok(CreatedSlot { slot_name: col(0), consistent_point: col(1), snapshot_name: col(2) })
+    }
+
+    /// Starts streaming `slot` from `start` with the given pgoutput options; returns
+    /// once the server has switched to CopyBoth mode.
+    pub async fn start_logical(&mut self, slot: &str, start: Lsn, options: &[(&str, String)]) -> Result<(), PgError> {
+        let opts: Vec<String> = options.iter().map(|(k, v)| format!("{} {}", quote_ident(k), quote_literal(v))).collect();
+        let sql = format!("START_REPLICATION SLOT {} LOGICAL {start} ({})", quote_ident(slot), opts.join(", "));
+        let mut out = BytesMut::new();
+        frontend::query(&sql, &mut out).map_err(|e| self.protocol(e.to_string()))?;
+        self.send(&out).await?;
+        loop {
+            let (tag, body) = self.next_frame().await?;
+            match tag {
+                b'W' => return Ok(()),
+                b'E' => return Err(self.error_frame(tag, body, &sql)),
+                b'N' | b'S' => {}
+                other => return Err(self.protocol(format!("unexpected message {:?} after START_REPLICATION", other as char))),
+            }
+        }
+    }
+
+    /// The next XLogData or keepalive. Cancel-safe: partial reads stay buffered.
+    pub async fn next_event(&mut self) -> Result<WalEvent, PgError> {
+        loop {
+            let (tag, mut body) = self.next_frame().await?;
+            match tag {
+                b'd' if body.first() == Some(&b'w') && body.len() >= 25 => {
+                    body.advance(1);
+                    let (wal_start, wal_end) = (Lsn(body.get_u64()), Lsn(body.get_u64()));
+                    body.advance(8);
+                    return Ok(WalEvent::Data { wal_start, wal_end, data: body });
+                }
+                b'd' if body.first() == Some(&b'k') && body.len() >= 18 => {
+                    body.advance(1);
+                    let wal_end = Lsn(body.get_u64());
+                    body.advance(8);
+                    return Ok(WalEvent::Keepalive { wal_end, reply_requested: body.get_u8() == 1 });
+                }
+                b'E' => return Err(self.error_frame(tag, body, "replication stream")),
+                b'c' => return Err(self.protocol("the server ended the replication stream".into())),
+                b'N' => {}
+                other => return Err(self.protocol(format!("unexpected message {:?} while streaming", other as char))),
+            }
+        }
+    }
+
+    /// Standby status update: `flush` is what the target has durably applied; the
+    /// server may recycle WAL before it.
+    pub async fn send_status(&mut self, received: Lsn, flush: Lsn, reply_requested: bool) -> Result<(), PgError> {
+        let mut body = BytesMut::with_capacity(34);
+        body.put_u8(b'r');
+        body.put_u64(received.0);
+        body.put_u64(flush.0);
+        body.put_u64(flush.0);
+        body.put_i64(pg_now_micros());
+        body.put_u8(reply_requested as u8);
+        let mut out = BytesMut::with_capacity(40);
+        out.put_u8(b'd');
+        out.put_i32(4 + body.len() as i32);
+        out.put_slice(&body);
+        self.send(&out).await
+    }
+
+    /// One raw message: tag and body. Used while streaming, where postgres-protocol's
+    /// parser does not know CopyBothResponse.
+    async fn next_frame(&mut self) -> Result<(u8, Bytes), PgError> {
+        loop {
+            if self.buf.len() >= 5 {
+                let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+                if len < 4 {
+                    return Err(self.protocol(format!("invalid message length {len}")));
+                }
+                if self.buf.len() > len {
+                    let mut frame = self.buf.split_to(1 + len).freeze();
+                    let tag = frame.get_u8();
+                    frame.advance(4);
+                    return Ok((tag, frame));
+                }
+            }
+            self.buf.reserve(64 * 1024);
+            let n = self.stream.read_buf(&mut self.buf).await.map_err(|e| self.protocol(e.to_string()))?;
+            if n == 0 {
+                return Err(self.protocol("server closed the connection".into()));
+            }
+        }
+    }
+
+    fn error_frame(&self, tag: u8, body: Bytes, context: &str) -> PgError {
+        let mut raw = BytesMut::with_capacity(body.len() + 5);
+        raw.put_u8(tag);
+        raw.put_i32(4 + body.len() as i32);
+        raw.put_slice(&body);
+        match Message::parse(&mut raw) {
+            Ok(Some(Message::ErrorResponse(e))) => self.server_error(e.fields(), context),
+            _ => self.protocol("unreadable error message".into()),
+        }
     }
 
     pub async fn close(mut self) {

@@ -1,0 +1,349 @@
+//! Catch-up: stream the run's slot from where the target left off, apply changes in
+//! batches that end on source transaction boundaries, confirm to the source only
+//! what the target committed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pgshift_postgres::apply::{Applied, Applier};
+use pgshift_postgres::catalog::{self, Table};
+use pgshift_postgres::copy::CopyFormat;
+use pgshift_postgres::error::Context;
+use pgshift_postgres::lsn::Lsn;
+use pgshift_postgres::pgoutput::{self, LogicalMessage};
+use pgshift_postgres::replication::{pg_now_micros, ReplicationConn, WalEvent};
+use pgshift_postgres::{ConnInfo, PgError};
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::state::{self, phase, Run};
+
+/// Prefix of the logical messages pgshift writes into the source's WAL to mark a
+/// position (caught-up probes, cutover fences).
+pub const MARK_PREFIX: &str = "pgshift.mark";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Until {
+    /// Until interrupted (SIGINT/SIGTERM) or until a cutover finishes the run.
+    Stopped,
+    /// Until everything the source had written when following began is applied.
+    CaughtUp,
+}
+
+#[derive(Clone, Debug)]
+pub struct FollowOptions {
+    pub until: Until,
+    /// Changes held in memory before they are written to the target.
+    pub batch_rows: usize,
+    /// How long applied changes may wait before their target transaction commits.
+    pub commit_delay: Duration,
+}
+
+impl Default for FollowOptions {
+    fn default() -> Self {
+        FollowOptions { until: Until::Stopped, batch_rows: 20_000, commit_delay: Duration::from_millis(200) }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct FollowReport {
+    pub run_id: i64,
+    pub slot_name: String,
+    pub started_at_lsn: String,
+    pub confirmed_lsn: String,
+    pub lag_bytes: u64,
+    pub transactions: u64,
+    pub inserts: u64,
+    pub updates: u64,
+    pub deletes: u64,
+    pub truncates: u64,
+    pub seconds: f64,
+}
+
+/// Publication and origin share the slot's name: one name finds all three.
+pub fn publication_name(slot: &str) -> &str {
+    slot
+}
+
+pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, progress: Arc<dyn Progress>) -> Result<FollowReport> {
+    let started = Instant::now();
+    let (src_name, dst_name) = (source.endpoint(), target.endpoint());
+    let src = source.connect().await?;
+    let dst = target.connect().await?;
+    let run = state::loaded_run(&dst, dst_name)
+        .await?
+        .ok_or_else(|| Error::State("the target holds no loaded pgshift run to follow: run pgshift migrate first".into()))?;
+    let slot = run.slot_name.clone().ok_or_else(|| Error::State(format!("run {} has no replication slot", run.run_id)))?;
+    check_slot(&src, src_name, &slot).await?;
+    let version: i32 = src.query_one("SELECT current_setting('server_version_num')::int", &[]).await.context(&src_name, || "read the server version".into())?.get(0);
+    if version < 140000 {
+        return Err(Error::Input(format!("catch-up needs PostgreSQL 14 or newer on the source ({src_name} runs {})", version / 10000)));
+    }
+
+    let target_catalog = catalog::inspect(&dst, &dst_name).await?;
+    let tables = run_tables(&dst, dst_name, &run, &target_catalog).await?;
+    let format = if tables.iter().all(|t| CopyFormat::for_table(t) == CopyFormat::Binary) { CopyFormat::Binary } else { CopyFormat::Text };
+    let apply_client = target.connect().await?;
+    let (mut applier, origin_lsn) = Applier::new(apply_client, dst_name, format, target_catalog, &slot).await?;
+    let l0: Lsn = run.start_lsn.as_deref().unwrap_or("0/0").parse().map_err(Error::State)?;
+    let converge_until: Option<Lsn> = run.converge_lsn.as_deref().map(str::parse).transpose().map_err(Error::State)?;
+    let start = origin_lsn.max(l0);
+
+    let mut repl = ReplicationConn::connect(source).await?;
+    let options = [
+        ("proto_version", "1".to_string()),
+        ("publication_names", publication_name(&slot).to_string()),
+        ("binary", (format == CopyFormat::Binary).to_string()),
+        ("messages", "true".to_string()),
+    ];
+    repl.start_logical(&slot, start, &options).await.map_err(|e| slot_error(e, &slot))?;
+    progress.phase("catch-up");
+    tracing::info!(slot = %slot, from = %start, ?format, "streaming changes");
+
+    let probe = match opts.until {
+        Until::CaughtUp => Some(emit_mark(&src, src_name, "caught-up").await?),
+        Until::Stopped => None,
+    };
+    let mut f = Follower {
+        applier: &mut applier,
+        skip_before: origin_lsn,
+        converge_until,
+        confirmed: start,
+        received: start,
+        uncommitted_end: None,
+        in_transaction: false,
+        skipping: false,
+        batch_started: None,
+        transactions: 0,
+        last_commit_time: None,
+        server_end: start,
+    };
+    let mut shutdown = Box::pin(shutdown_signal());
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut last_status = Instant::now();
+    let mut last_check = Instant::now();
+    let mut reached_probe = false;
+    loop {
+        tokio::select! {
+            event = repl.next_event() => {
+                match event.map_err(|e| slot_error(e, &slot))? {
+                    WalEvent::Data { wal_start, data, .. } => {
+                        f.received = f.received.max(wal_start);
+                        let msg = pgoutput::decode(data).map_err(|e| Error::State(e.to_string()))?;
+                        if let Some(mark) = f.handle(msg, opts).await? {
+                            f.confirmed = f.confirmed.max(mark);
+                            repl.send_status(f.received, f.confirmed, false).await?;
+                            reached_probe |= probe.is_some_and(|p| mark >= p);
+                        }
+                    }
+                    WalEvent::Keepalive { wal_end, reply_requested } => {
+                        f.server_end = f.server_end.max(wal_end);
+                        f.received = f.received.max(wal_end);
+                        if f.idle() {
+                            f.confirmed = f.confirmed.max(wal_end);
+                        }
+                        if reply_requested {
+                            repl.send_status(f.received, f.confirmed, false).await?;
+                        }
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                if !f.in_transaction && f.uncommitted_end.is_some() && f.batch_started.is_some_and(|t| t.elapsed() >= opts.commit_delay) {
+                    f.commit().await?;
+                }
+                if last_status.elapsed() >= Duration::from_secs(1) {
+                    repl.send_status(f.received, f.confirmed, false).await?;
+                    last_status = Instant::now();
+                }
+                if last_check.elapsed() >= Duration::from_secs(2) {
+                    last_check = Instant::now();
+                    let lag = lag_bytes(&src, src_name, f.confirmed).await?;
+                    let secs = f.lag_seconds(lag);
+                    progress.step(&format!("lag {lag} bytes, {secs:.1}s; applied {} transactions", f.transactions));
+                    if state::run_by_id(&dst, dst_name, run.run_id).await?.phase == phase::DONE {
+                        break;
+                    }
+                }
+            }
+            _ = &mut shutdown => {
+                tracing::info!("stopping: committing what is complete");
+                break;
+            }
+        }
+        if reached_probe && f.idle() {
+            break;
+        }
+    }
+    if !f.in_transaction {
+        f.commit().await?;
+    }
+    let _ = repl.send_status(f.received, f.confirmed, false).await;
+    repl.close().await;
+    let applied: Applied = f.applier.applied;
+    Ok(FollowReport {
+        run_id: run.run_id,
+        slot_name: slot,
+        started_at_lsn: start.to_string(),
+        confirmed_lsn: f.confirmed.to_string(),
+        lag_bytes: lag_bytes(&src, src_name, f.confirmed).await?,
+        transactions: f.transactions,
+        inserts: applied.inserts,
+        updates: applied.updates,
+        deletes: applied.deletes,
+        truncates: applied.truncates,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+struct Follower<'a> {
+    applier: &'a mut Applier,
+    /// Transactions committing before this were applied by an earlier session.
+    skip_before: Lsn,
+    converge_until: Option<Lsn>,
+    /// What the source may forget: everything up to here is committed on the target.
+    confirmed: Lsn,
+    received: Lsn,
+    /// End of the last source transaction applied but not yet committed on the target.
+    uncommitted_end: Option<Lsn>,
+    in_transaction: bool,
+    skipping: bool,
+    batch_started: Option<Instant>,
+    transactions: u64,
+    last_commit_time: Option<i64>,
+    server_end: Lsn,
+}
+
+impl Follower<'_> {
+    fn idle(&self) -> bool {
+        !self.in_transaction && self.uncommitted_end.is_none()
+    }
+
+    fn lag_seconds(&self, lag_bytes: u64) -> f64 {
+        match (lag_bytes, self.last_commit_time) {
+            (0, _) | (_, None) => 0.0,
+            (_, Some(t)) => (pg_now_micros() - t).max(0) as f64 / 1e6,
+        }
+    }
+
+    async fn commit(&mut self) -> Result<()> {
+        if let Some(end) = self.uncommitted_end.take() {
+            self.applier.commit(end).await?;
+            self.confirmed = self.confirmed.max(end);
+        }
+        self.batch_started = None;
+        Ok(())
+    }
+
+    /// Applies one message. Returns a position the source may now forget when the
+    /// message was one of pgshift's marks (everything before it is committed).
+    async fn handle(&mut self, msg: LogicalMessage, opts: &FollowOptions) -> Result<Option<Lsn>> {
+        match msg {
+            LogicalMessage::Begin { final_lsn, .. } => {
+                self.in_transaction = true;
+                self.skipping = final_lsn < self.skip_before;
+                self.applier.set_converge(self.converge_until.is_some_and(|c| final_lsn <= c)).await?;
+                self.batch_started.get_or_insert_with(Instant::now);
+            }
+            LogicalMessage::Commit { end_lsn, commit_time, .. } => {
+                self.in_transaction = false;
+                if !self.skipping {
+                    self.uncommitted_end = Some(end_lsn);
+                    self.transactions += 1;
+                    self.last_commit_time = Some(commit_time);
+                }
+                self.skipping = false;
+                let due = self.batch_started.is_some_and(|t| t.elapsed() >= opts.commit_delay);
+                if self.applier.pending_rows() >= opts.batch_rows || due {
+                    self.commit().await?;
+                }
+            }
+            LogicalMessage::Relation(rel) => self.applier.relation(rel).await?,
+            _ if self.skipping => {}
+            LogicalMessage::Insert { relation, new } => self.applier.insert(relation, new).await?,
+            LogicalMessage::Update { relation, old, new } => self.applier.update(relation, old, new).await?,
+            LogicalMessage::Delete { relation, old } => self.applier.delete(relation, old.1).await?,
+            LogicalMessage::Truncate { relations, cascade, restart_identity } => {
+                self.applier.truncate(&relations, cascade, restart_identity).await?
+            }
+            LogicalMessage::Message { prefix, lsn, transactional: false, .. } if prefix == MARK_PREFIX => {
+                self.commit().await?;
+                return Ok(Some(lsn));
+            }
+            LogicalMessage::Origin { .. } | LogicalMessage::Type { .. } | LogicalMessage::Message { .. } => {}
+        }
+        if self.in_transaction && self.applier.pending_rows() >= opts.batch_rows {
+            // A large source transaction: write what we hold, commit with its end.
+            self.applier.flush().await?;
+        }
+        Ok(None)
+    }
+}
+
+/// Writes a mark into the source's WAL and returns its position.
+pub async fn emit_mark(src: &Client, src_name: &str, what: &str) -> Result<Lsn> {
+    let lsn: String = src
+        .query_one("SELECT pg_logical_emit_message(false, $1, $2)::text", &[&MARK_PREFIX, &what])
+        .await
+        .context(&src_name, || "write a position mark into the source's WAL".into())?
+        .get(0);
+    lsn.parse().map_err(Error::State)
+}
+
+async fn lag_bytes(src: &Client, src_name: &str, confirmed: Lsn) -> Result<u64> {
+    let current: String = src
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .context(&src_name, || "read the source's WAL position".into())?
+        .get(0);
+    Ok(current.parse::<Lsn>().map_err(Error::State)?.bytes_after(confirmed))
+}
+
+/// Refuses a slot that lost WAL it needed: following it would skip changes.
+async fn check_slot(src: &Client, src_name: &str, slot: &str) -> Result<()> {
+    let row = src
+        .query_opt("SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+        .await
+        .context(&src_name, || "read the run's slot".into())?;
+    match row.map(|r| r.get::<_, Option<String>>(0)) {
+        None => Err(Error::State(format!(
+            "slot {slot} no longer exists on the source, so changes since the load began are lost: \
+             drop the migrated tables and the pgshift schema on the target and run pgshift migrate again"
+        ))),
+        Some(Some(s)) if s == "lost" => Err(lost_slot(slot)),
+        _ => Ok(()),
+    }
+}
+
+fn lost_slot(slot: &str) -> Error {
+    Error::State(format!(
+        "slot {slot} was invalidated on the source (WAL it needed was removed, see max_slot_wal_keep_size): \
+         changes since the load are lost. Drop the migrated tables and the pgshift schema on the target and run \
+         pgshift migrate again (or only the affected tables with --tables)"
+    ))
+}
+
+fn slot_error(e: PgError, slot: &str) -> Error {
+    let text = e.to_string();
+    if text.contains("can no longer get changes") || text.contains("has been invalidated") || text.contains("already been removed") {
+        lost_slot(slot)
+    } else {
+        e.into()
+    }
+}
+
+/// The tables the run copies, as the target has them now.
+async fn run_tables<'a>(dst: &Client, dst_name: &str, run: &Run, target: &'a catalog::Catalog) -> Result<Vec<&'a Table>> {
+    let names: Vec<String> = state::chunks(dst, dst_name, run.run_id).await?.into_iter().map(|c| c.table_name).collect();
+    Ok(target.tables.iter().filter(|t| names.contains(&t.display_name())).collect())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,395 @@
+//! Applies decoded changes to the target in batches: per table, the net effect of a
+//! batch goes in with a few set-based statements (plain COPY for new rows; a staging
+//! table joined for updates and deletes), not row by row. Every target transaction
+//! advances a replication origin, which makes the apply exactly-once across restarts.
+
+mod encode;
+mod net;
+mod table;
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{pin_mut, SinkExt};
+use tokio_postgres::Client;
+
+use crate::catalog::Catalog;
+use crate::copy::CopyFormat;
+use crate::error::{Context, PgError};
+use crate::lsn::Lsn;
+use crate::pgoutput::{OldKind, Relation, Tuple};
+use crate::sql::quote_literal;
+use encode::{put_row, Field, BINARY_HEADER, BINARY_TRAILER};
+use net::{Net, NetChanges};
+pub use table::ApplyTable;
+use table::RowParam;
+
+/// Changes to a table without a key, kept in order and applied one by one.
+enum RowOp {
+    Insert(Tuple),
+    Update(Tuple, Tuple),
+    Delete(Tuple),
+}
+
+enum Pending {
+    Keyed(NetChanges),
+    Ordered(Vec<RowOp>),
+}
+
+/// Counts of what one flush wrote.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Applied {
+    pub inserts: u64,
+    pub updates: u64,
+    pub deletes: u64,
+    pub truncates: u64,
+}
+
+pub struct Applier {
+    client: Client,
+    endpoint: String,
+    format: CopyFormat,
+    target: Catalog,
+    tables: HashMap<u32, ApplyTable>,
+    pending: HashMap<u32, Pending>,
+    pending_rows: usize,
+    converge: bool,
+    /// Changes of different tables may be applied out of order only when the target
+    /// fires no foreign-key triggers (session_replication_role = replica).
+    reorder: bool,
+    last_table: Option<u32>,
+    in_transaction: bool,
+    staged: HashSet<u32>,
+    staging_made: HashSet<u32>,
+    pub applied: Applied,
+}
+
+impl Applier {
+    /// `origin` names the replication origin the target's transactions advance.
+    /// Returns the applier and the origin's progress (where streaming should resume).
+    pub async fn new(client: Client, endpoint: &str, format: CopyFormat, target: Catalog, origin: &str) -> Result<(Applier, Lsn), PgError> {
+        let ep = endpoint.to_string();
+        client
+            .batch_execute(&format!(
+                "SELECT pg_replication_origin_create({o}) WHERE NOT EXISTS \
+                 (SELECT 1 FROM pg_replication_origin WHERE roname = {o}); \
+                 SELECT pg_replication_origin_session_setup({o})",
+                o = quote_literal(origin)
+            ))
+            .await
+            .context(&ep, || format!("set up replication origin {origin} (needs superuser or EXECUTE on the pg_replication_origin_* functions)"))?;
+        let progress: Option<String> = client
+            .query_one("SELECT pg_replication_origin_progress($1, true)::text", &[&origin])
+            .await
+            .context(&ep, || "read the replication origin's progress".into())?
+            .get(0);
+        let reorder = client.batch_execute("SET session_replication_role = replica").await.is_ok();
+        if !reorder {
+            tracing::warn!("{ep}: cannot set session_replication_role = replica; changes are applied in source order per table switch (slower)");
+        }
+        let lsn = progress.and_then(|p| p.parse().ok()).unwrap_or_default();
+        let applier = Applier {
+            client,
+            endpoint: ep,
+            format,
+            target,
+            tables: HashMap::new(),
+            pending: HashMap::new(),
+            pending_rows: 0,
+            converge: false,
+            reorder,
+            last_table: None,
+            in_transaction: false,
+            staged: HashSet::new(),
+            staging_made: HashSet::new(),
+            applied: Applied::default(),
+        };
+        Ok((applier, lsn))
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Rows waiting in memory for the next flush.
+    pub fn pending_rows(&self) -> usize {
+        self.pending_rows
+    }
+
+    /// Idempotent apply (inserts as upserts) while the target may hold rows newer
+    /// than the stream.
+    pub async fn set_converge(&mut self, converge: bool) -> Result<(), PgError> {
+        if converge != self.converge {
+            self.flush().await?;
+            self.converge = converge;
+        }
+        Ok(())
+    }
+
+    pub async fn relation(&mut self, rel: Relation) -> Result<(), PgError> {
+        if self.tables.get(&rel.oid).is_some_and(|t| t.relation == rel) {
+            return Ok(());
+        }
+        self.flush().await?;
+        let table = ApplyTable::new(rel, &self.target)?;
+        self.staging_made.remove(&table.relation.oid);
+        self.tables.insert(table.relation.oid, table);
+        Ok(())
+    }
+
+    fn table(&self, oid: u32) -> Result<&ApplyTable, PgError> {
+        self.tables
+            .get(&oid)
+            .ok_or_else(|| PgError::Protocol { endpoint: self.endpoint.clone(), message: format!("change for relation {oid} before its Relation message") })
+    }
+
+    async fn pending_for(&mut self, oid: u32) -> Result<&mut Pending, PgError> {
+        if !self.reorder && self.last_table.is_some_and(|t| t != oid) {
+            self.flush().await?;
+        }
+        self.last_table = Some(oid);
+        self.pending_rows += 1;
+        let table = self.table(oid)?;
+        let keyed = table.key.is_some();
+        let converge = self.converge;
+        if converge && !keyed {
+            return Err(table.error(
+                "has no key, and rows copied after a resumed load may already hold the changes now arriving, which \
+                 cannot be told apart without a key: add a primary key (or REPLICA IDENTITY USING INDEX) on the source, \
+                 then copy the table again"
+                    .into(),
+            ));
+        }
+        Ok(self.pending.entry(oid).or_insert_with(|| if keyed { Pending::Keyed(NetChanges::new(converge)) } else { Pending::Ordered(Vec::new()) }))
+    }
+
+    pub async fn insert(&mut self, oid: u32, new: Tuple) -> Result<(), PgError> {
+        let key = self.table(oid)?.key_of(&new);
+        match self.pending_for(oid).await? {
+            Pending::Keyed(n) => n.insert(key.expect("keyed table"), new),
+            Pending::Ordered(ops) => ops.push(RowOp::Insert(new)),
+        }
+        Ok(())
+    }
+
+    pub async fn update(&mut self, oid: u32, old: Option<(OldKind, Tuple)>, new: Tuple) -> Result<(), PgError> {
+        let table = self.table(oid)?;
+        let new_key = table.key_of(&new);
+        let old_key = old.as_ref().and_then(|(_, t)| table.key_of(t)).or_else(|| new_key.clone());
+        let moved = match self.pending_for(oid).await? {
+            Pending::Keyed(n) => n.update(old_key.clone().expect("keyed"), new_key.expect("keyed"), new).err(),
+            Pending::Ordered(ops) => {
+                let (_, old) = old.ok_or_else(|| PgError::Protocol {
+                    endpoint: String::new(),
+                    message: format!("update without old row for relation {oid}, which has no key"),
+                })?;
+                ops.push(RowOp::Update(old, new));
+                None
+            }
+        };
+        if let Some(new) = moved {
+            // A key change whose unchanged TOAST values only the target knows.
+            self.flush().await?;
+            let table = self.table(oid)?;
+            let (sql, params) = table.move_row(old_key.expect("keyed"), &new, self.format);
+            self.exec_row(&sql, params).await?;
+            self.applied.updates += 1;
+        }
+        Ok(())
+    }
+
+    pub async fn delete(&mut self, oid: u32, old: Tuple) -> Result<(), PgError> {
+        let key = self.table(oid)?.key_of(&old);
+        match self.pending_for(oid).await? {
+            Pending::Keyed(n) => n.delete(key.expect("keyed")),
+            Pending::Ordered(ops) => ops.push(RowOp::Delete(old)),
+        }
+        Ok(())
+    }
+
+    pub async fn truncate(&mut self, oids: &[u32], cascade: bool, restart_identity: bool) -> Result<(), PgError> {
+        self.flush().await?;
+        let names: Vec<String> = oids.iter().map(|o| self.table(*o).map(|t| t.qualified.clone())).collect::<Result<_, _>>()?;
+        let sql = format!(
+            "TRUNCATE ONLY {}{}{}",
+            names.join(", "),
+            if restart_identity { " RESTART IDENTITY" } else { "" },
+            if cascade { " CASCADE" } else { "" }
+        );
+        self.begin().await?;
+        self.client.batch_execute(&sql).await.context(&self.endpoint, || sql.clone())?;
+        self.applied.truncates += names.len() as u64;
+        Ok(())
+    }
+
+    async fn begin(&mut self) -> Result<(), PgError> {
+        if !self.in_transaction {
+            self.client.batch_execute("BEGIN").await.context(&self.endpoint, || "begin apply transaction".into())?;
+            self.in_transaction = true;
+        }
+        Ok(())
+    }
+
+    /// Writes everything pending into the open target transaction.
+    pub async fn flush(&mut self) -> Result<(), PgError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.begin().await?;
+        for (oid, pending) in std::mem::take(&mut self.pending) {
+            match pending {
+                Pending::Keyed(n) => self.flush_keyed(oid, n).await?,
+                Pending::Ordered(ops) => self.flush_ordered(oid, ops).await?,
+            }
+        }
+        self.pending_rows = 0;
+        self.last_table = None;
+        Ok(())
+    }
+
+    /// Flushes and commits, recording `end_lsn` as the origin's progress in the same
+    /// transaction: the target holds a change exactly when the origin says so.
+    pub async fn commit(&mut self, end_lsn: Lsn) -> Result<(), PgError> {
+        self.flush().await?;
+        if !self.in_transaction {
+            return Ok(());
+        }
+        let sql = format!("SELECT pg_replication_origin_xact_setup('{end_lsn}', now()); COMMIT");
+        self.client.batch_execute(&sql).await.context(&self.endpoint, || format!("commit applied changes up to {end_lsn}"))?;
+        self.in_transaction = false;
+        self.staged.clear();
+        Ok(())
+    }
+
+    async fn flush_keyed(&mut self, oid: u32, changes: NetChanges) -> Result<(), PgError> {
+        let format = self.format;
+        let table = self.tables.get(&oid).expect("relation known");
+        let (mut stage, mut direct) = (BytesMut::new(), BytesMut::new());
+        let mut masks: Vec<String> = Vec::new();
+        let (mut sets, mut patches, mut deletes, mut inserts) = (0u64, 0u64, 0u64, 0u64);
+        for (key, net) in &changes.states {
+            let (op, tuple, mask) = match net {
+                Net::Absent => continue,
+                Net::Insert(t) => {
+                    inserts += 1;
+                    put_row(&mut direct, format, &t.iter().map(Field::Datum).collect::<Vec<_>>()).map_err(|e| table.error(e))?;
+                    continue;
+                }
+                Net::Set(t) => {
+                    sets += 1;
+                    ("s", t.clone(), String::new())
+                }
+                Net::Patch(t) => {
+                    patches += 1;
+                    let mask = table.mask(t);
+                    if !masks.contains(&mask) {
+                        masks.push(mask.clone());
+                    }
+                    ("p", t.clone(), mask)
+                }
+                Net::Delete => {
+                    deletes += 1;
+                    ("d", table.key_row(key, format), String::new())
+                }
+            };
+            let mut fields: Vec<Field> = tuple.iter().map(Field::Datum).collect();
+            fields.push(Field::Own(op));
+            fields.push(Field::Own(&mask));
+            put_row(&mut stage, format, &fields).map_err(|e| table.error(e))?;
+        }
+        let mut statements = Vec::new();
+        if deletes > 0 {
+            statements.push(Some(table.delete_sql()));
+        }
+        if sets > 0 {
+            statements.push(if self.converge { table.upsert_sql() } else { table.set_sql() });
+        }
+        statements.extend(masks.iter().map(|m| table.patch_sql(m)));
+        let (in_direct, in_stage) = (table.copy_in_sql(format), table.stage_copy_sql(format));
+        if !stage.is_empty() {
+            self.prepare_stage(oid).await?;
+            self.copy_in(&in_stage, stage).await?;
+            for sql in statements.iter().flatten() {
+                self.client.batch_execute(sql).await.context(&self.endpoint, || sql.clone())?;
+            }
+            self.staged.insert(oid);
+        }
+        if !direct.is_empty() {
+            self.copy_in(&in_direct, direct).await?;
+        }
+        self.applied.inserts += inserts;
+        self.applied.updates += sets + patches;
+        self.applied.deletes += deletes;
+        Ok(())
+    }
+
+    /// Creates the table's staging table once per session, and empties it when an
+    /// earlier flush of this transaction used it.
+    async fn prepare_stage(&mut self, oid: u32) -> Result<(), PgError> {
+        let table = &self.tables[&oid];
+        let sql = if !self.staging_made.contains(&oid) {
+            table.create_stage_sql()
+        } else if self.staged.contains(&oid) {
+            format!("DELETE FROM {}", table.stage)
+        } else {
+            return Ok(());
+        };
+        self.client.batch_execute(&sql).await.context(&self.endpoint, || sql.clone())?;
+        self.staging_made.insert(oid);
+        Ok(())
+    }
+
+    async fn flush_ordered(&mut self, oid: u32, ops: Vec<RowOp>) -> Result<(), PgError> {
+        let format = self.format;
+        let mut direct = BytesMut::new();
+        for op in ops {
+            let table = &self.tables[&oid];
+            if let RowOp::Insert(t) = &op {
+                put_row(&mut direct, format, &t.iter().map(Field::Datum).collect::<Vec<_>>()).map_err(|e| table.error(e))?;
+                self.applied.inserts += 1;
+                continue;
+            }
+            let in_direct = table.copy_in_sql(format);
+            let statement = match &op {
+                RowOp::Update(old, new) => table.update_by_row(old, new, format),
+                RowOp::Delete(old) => table.delete_by_row(old, format),
+                RowOp::Insert(_) => unreachable!(),
+            };
+            if !direct.is_empty() {
+                self.copy_in(&in_direct, direct.split()).await?;
+            }
+            if let Some((sql, params)) = statement {
+                self.exec_row(&sql, params).await?;
+            }
+            match op {
+                RowOp::Update(..) => self.applied.updates += 1,
+                _ => self.applied.deletes += 1,
+            }
+        }
+        if !direct.is_empty() {
+            let in_direct = self.tables[&oid].copy_in_sql(format);
+            self.copy_in(&in_direct, direct).await?;
+        }
+        Ok(())
+    }
+
+    async fn exec_row(&self, sql: &str, params: Vec<RowParam>) -> Result<(), PgError> {
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.iter().map(|p| p as _).collect();
+        self.client.execute(sql, &refs).await.context(&self.endpoint, || sql.to_string())?;
+        Ok(())
+    }
+
+    async fn copy_in(&self, sql: &str, rows: BytesMut) -> Result<(), PgError> {
+        let sink = self.client.copy_in::<_, Bytes>(sql).await.context(&self.endpoint, || sql.to_string())?;
+        pin_mut!(sink);
+        if self.format == CopyFormat::Binary {
+            sink.send(Bytes::from_static(BINARY_HEADER)).await.context(&self.endpoint, || sql.to_string())?;
+        }
+        sink.send(rows.freeze()).await.context(&self.endpoint, || sql.to_string())?;
+        if self.format == CopyFormat::Binary {
+            sink.send(Bytes::from_static(BINARY_TRAILER)).await.context(&self.endpoint, || sql.to_string())?;
+        }
+        sink.finish().await.context(&self.endpoint, || sql.to_string())?;
+        Ok(())
+    }
+}
