@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+use pgshift_pipeline::cutover::CutoverOptions;
 use pgshift_pipeline::follow::{FollowOptions, Until};
 use pgshift_pipeline::migrate::MigrateOptions;
 use pgshift_pipeline::plan::PlanOptions;
@@ -44,6 +45,8 @@ enum Command {
     Migrate(MigrateArgs),
     /// Apply the source's changes since the load to the target (logical replication), until stopped.
     Follow(FollowArgs),
+    /// Pause writes on the source, apply the last changes, sync sequences, compare counts, hand over.
+    Cutover(CutoverArgs),
     /// Compare row counts and content checksums of every table; exit 1 when anything differs.
     Verify(VerifyArgs),
 }
@@ -145,6 +148,42 @@ struct FollowArgs {
 }
 
 #[derive(Args)]
+struct CutoverArgs {
+    #[command(flatten)]
+    source: SourceArg,
+    #[arg(long, env = "PGSHIFT_TARGET", hide_env_values = true)]
+    target: String,
+    /// Longest write pause on the source (waiting for locks and for the target), e.g. 5s or 800ms.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    timeout: std::time::Duration,
+    /// Refuse to start while the target is more than this many MiB of WAL behind.
+    #[arg(long, default_value_t = 16)]
+    max_lag_mb: u64,
+    /// Leave the source writable afterwards (by default new sessions are read-only and waiting writers are ended).
+    #[arg(long)]
+    keep_source_writable: bool,
+    /// Print the steps and the current lag; pause nothing, write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+/// `5s`, `800ms`, `2m` or plain seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (number, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = number.parse().map_err(|_| format!("not a duration: {s:?} (e.g. 5s, 800ms)"))?;
+    let seconds = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("unknown unit {unit:?} in {s:?}: use ms, s or m")),
+    };
+    Ok(std::time::Duration::from_secs_f64(seconds))
+}
+
+#[derive(Args)]
 struct VerifyArgs {
     #[command(flatten)]
     source: SourceArg,
@@ -212,6 +251,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let target = ConnInfo::parse(&a.target, "--target")?;
             let report = pgshift_pipeline::follow::follow(&source, &target, &a.tuning.options(), progress).await?;
             emit(a.json, &report, output::print_follow)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cutover(a) => {
+            let source = ConnInfo::parse(&a.source.source, "--source")?;
+            let target = ConnInfo::parse(&a.target, "--target")?;
+            let options = CutoverOptions {
+                timeout: a.timeout,
+                max_lag_bytes: a.max_lag_mb * 1024 * 1024,
+                keep_source_writable: a.keep_source_writable,
+                dry_run: a.dry_run,
+            };
+            let report = pgshift_pipeline::cutover::cutover(&source, &target, &options).await?;
+            emit(a.json, &report, output::print_cutover)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify(a) => {

@@ -1,6 +1,7 @@
 //! Human-readable reports on stdout. `--json` prints the same structs as JSON.
 
 use pgshift_pipeline::inspect::InspectReport;
+use pgshift_pipeline::cutover::CutoverReport;
 use pgshift_pipeline::follow::FollowReport;
 use pgshift_pipeline::migrate::MigrateReport;
 use pgshift_pipeline::verify::VerifyReport;
@@ -150,6 +151,29 @@ pub fn print_follow(r: &FollowReport) {
         r.started_at_lsn,
         human_bytes(r.lag_bytes)
     );
+}
+
+pub fn print_cutover(r: &CutoverReport) {
+    if r.dry_run {
+        println!("dry run: nothing was paused or written. Target lag now {}. Steps:", human_bytes(r.lag_bytes_before));
+        for (i, step) in r.steps.iter().enumerate() {
+            println!("  {}. {step}", i + 1);
+        }
+        return;
+    }
+    let rows: Vec<Vec<String>> = r.counts.iter().map(|c| vec![c.table.clone(), c.source_rows.to_string(), c.target_rows.to_string()]).collect();
+    table(&["table", "source rows", "target rows"], &rows);
+    println!(
+        "\ncutover of run {} done: writes on the source were paused for {:.0} ms; fence at {}; {} sequences copied.",
+        r.run_id,
+        r.write_pause_ms,
+        r.fence_lsn.as_deref().unwrap_or("-"),
+        r.sequences_synced
+    );
+    if r.source_read_only {
+        println!("The source database is now read-only for new sessions (ALTER DATABASE ... RESET default_transaction_read_only undoes it).");
+    }
+    println!("Switch the application's DATABASE_URL to {} now.", r.switch_to);
 }
 
 pub fn print_verify(r: &VerifyReport) {

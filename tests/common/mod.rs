@@ -150,3 +150,49 @@ SELECT nextval('standalone_seq'), nextval('standalone_seq');
 
 /// Lets the fixture's key-less table take part in catch-up.
 pub const NO_PK_FULL: &str = "ALTER TABLE no_pk REPLICA IDENTITY FULL";
+
+/// A background process (pgshift, pgbench) killed when the test ends, pass or fail.
+pub struct Background(pub std::process::Child);
+
+impl Background {
+    pub fn pgshift(args: &[&str]) -> Background {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+            .args(args)
+            .env("PGSHIFT_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start pgshift");
+        Background(child)
+    }
+
+    /// Waits for the process to end by itself and returns its output.
+    pub fn wait(mut self, timeout: std::time::Duration) -> Output {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.0.try_wait().unwrap().is_none() {
+            assert!(std::time::Instant::now() < deadline, "background process did not end within {timeout:?}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let child = std::mem::replace(&mut self.0, std::process::Command::new("true").spawn().unwrap());
+        let out = child.wait_with_output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!text.contains(PASSWORD), "the password leaked into pgshift's output:\n{text}");
+        out
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `condition` every 50 ms until it holds; panics with `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: std::time::Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -30,7 +30,13 @@ pub enum Until {
     Stopped,
     /// Until everything the source had written when following began is applied.
     CaughtUp,
+    /// Until a cutover's fence mark is applied (the cutover runs the follower itself
+    /// when no other process follows the slot).
+    Fence,
 }
+
+/// Content of the mark a cutover writes while the source is fenced.
+pub const FENCE: &str = "fence";
 
 #[derive(Clone, Debug)]
 pub struct FollowOptions {
@@ -103,8 +109,8 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
     tracing::info!(slot = %slot, from = %start, ?format, "streaming changes");
 
     let probe = match opts.until {
-        Until::CaughtUp => Some(emit_mark(&src, src_name, "caught-up").await?),
-        Until::Stopped => None,
+        Until::CaughtUp => Some(emit_mark(&src, &src, src_name, "caught-up").await?),
+        Until::Stopped | Until::Fence => None,
     };
     let mut f = Follower {
         applier: &mut applier,
@@ -118,7 +124,6 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
         batch_started: None,
         transactions: 0,
         last_commit_time: None,
-        server_end: start,
     };
     let mut shutdown = Box::pin(shutdown_signal());
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -128,18 +133,23 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
     loop {
         tokio::select! {
             event = repl.next_event() => {
-                match event.map_err(|e| slot_error(e, &slot))? {
+                let event = match event {
+                    Ok(event) => event,
+                    // A finished cutover ends the stream (and drops the slot).
+                    Err(_) if run_done(&dst, dst_name, run.run_id).await? => break,
+                    Err(e) => return Err(slot_error(e, &slot)),
+                };
+                match event {
                     WalEvent::Data { wal_start, data, .. } => {
                         f.received = f.received.max(wal_start);
                         let msg = pgoutput::decode(data).map_err(|e| Error::State(e.to_string()))?;
-                        if let Some(mark) = f.handle(msg, opts).await? {
+                        if let Some((mark, content)) = f.handle(msg, opts).await? {
                             f.confirmed = f.confirmed.max(mark);
                             repl.send_status(f.received, f.confirmed, false).await?;
-                            reached_probe |= probe.is_some_and(|p| mark >= p);
+                            reached_probe |= probe.is_some_and(|p| mark >= p) || (opts.until == Until::Fence && content == FENCE);
                         }
                     }
                     WalEvent::Keepalive { wal_end, reply_requested } => {
-                        f.server_end = f.server_end.max(wal_end);
                         f.received = f.received.max(wal_end);
                         if f.idle() {
                             f.confirmed = f.confirmed.max(wal_end);
@@ -163,7 +173,7 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
                     let lag = lag_bytes(&src, src_name, f.confirmed).await?;
                     let secs = f.lag_seconds(lag);
                     progress.step(&format!("lag {lag} bytes, {secs:.1}s; applied {} transactions", f.transactions));
-                    if state::run_by_id(&dst, dst_name, run.run_id).await?.phase == phase::DONE {
+                    if run_done(&dst, dst_name, run.run_id).await? {
                         break;
                     }
                 }
@@ -213,7 +223,6 @@ struct Follower<'a> {
     batch_started: Option<Instant>,
     transactions: u64,
     last_commit_time: Option<i64>,
-    server_end: Lsn,
 }
 
 impl Follower<'_> {
@@ -239,7 +248,7 @@ impl Follower<'_> {
 
     /// Applies one message. Returns a position the source may now forget when the
     /// message was one of pgshift's marks (everything before it is committed).
-    async fn handle(&mut self, msg: LogicalMessage, opts: &FollowOptions) -> Result<Option<Lsn>> {
+    async fn handle(&mut self, msg: LogicalMessage, opts: &FollowOptions) -> Result<Option<(Lsn, String)>> {
         match msg {
             LogicalMessage::Begin { final_lsn, .. } => {
                 self.in_transaction = true;
@@ -268,9 +277,9 @@ impl Follower<'_> {
             LogicalMessage::Truncate { relations, cascade, restart_identity } => {
                 self.applier.truncate(&relations, cascade, restart_identity).await?
             }
-            LogicalMessage::Message { prefix, lsn, transactional: false, .. } if prefix == MARK_PREFIX => {
+            LogicalMessage::Message { prefix, lsn, transactional: false, content } if prefix == MARK_PREFIX => {
                 self.commit().await?;
-                return Ok(Some(lsn));
+                return Ok(Some((lsn, String::from_utf8_lossy(&content).into_owned())));
             }
             LogicalMessage::Origin { .. } | LogicalMessage::Type { .. } | LogicalMessage::Message { .. } => {}
         }
@@ -282,17 +291,28 @@ impl Follower<'_> {
     }
 }
 
-/// Writes a mark into the source's WAL and returns its position.
-pub async fn emit_mark(src: &Client, src_name: &str, what: &str) -> Result<Lsn> {
-    let lsn: String = src
+async fn run_done(dst: &Client, dst_name: &str, run_id: i64) -> Result<bool> {
+    Ok(state::run_by_id(dst, dst_name, run_id).await?.phase == phase::DONE)
+}
+
+/// Writes a mark into the source's WAL through `client` and returns its position.
+/// The walsender only sends flushed WAL, and a lone message record is not flushed by
+/// itself (until PostgreSQL 17's flush argument), so a tiny committed transaction on
+/// `flusher` (a connection outside any transaction) pushes it out.
+pub async fn emit_mark(client: &Client, flusher: &Client, src_name: &str, what: &str) -> Result<Lsn> {
+    let lsn: String = client
         .query_one("SELECT pg_logical_emit_message(false, $1, $2)::text", &[&MARK_PREFIX, &what])
         .await
         .context(&src_name, || "write a position mark into the source's WAL".into())?
         .get(0);
+    flusher
+        .batch_execute("SET synchronous_commit = on; SELECT pg_current_xact_id()")
+        .await
+        .context(&src_name, || "flush the source's WAL".into())?;
     lsn.parse().map_err(Error::State)
 }
 
-async fn lag_bytes(src: &Client, src_name: &str, confirmed: Lsn) -> Result<u64> {
+pub(crate) async fn lag_bytes(src: &Client, src_name: &str, confirmed: Lsn) -> Result<u64> {
     let current: String = src
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
         .await
@@ -302,7 +322,7 @@ async fn lag_bytes(src: &Client, src_name: &str, confirmed: Lsn) -> Result<u64> 
 }
 
 /// Refuses a slot that lost WAL it needed: following it would skip changes.
-async fn check_slot(src: &Client, src_name: &str, slot: &str) -> Result<()> {
+pub(crate) async fn check_slot(src: &Client, src_name: &str, slot: &str) -> Result<()> {
     let row = src
         .query_opt("SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
         .await
@@ -335,7 +355,7 @@ fn slot_error(e: PgError, slot: &str) -> Error {
 }
 
 /// The tables the run copies, as the target has them now.
-async fn run_tables<'a>(dst: &Client, dst_name: &str, run: &Run, target: &'a catalog::Catalog) -> Result<Vec<&'a Table>> {
+pub(crate) async fn run_tables<'a>(dst: &Client, dst_name: &str, run: &Run, target: &'a catalog::Catalog) -> Result<Vec<&'a Table>> {
     let names: Vec<String> = state::chunks(dst, dst_name, run.run_id).await?.into_iter().map(|c| c.table_name).collect();
     Ok(target.tables.iter().filter(|t| names.contains(&t.display_name())).collect())
 }

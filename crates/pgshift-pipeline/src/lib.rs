@@ -1,6 +1,7 @@
 //! pgshift's stages and their orchestration.
 
 pub mod copy_stage;
+pub mod cutover;
 pub mod error;
 pub mod follow;
 pub mod inspect;

@@ -191,7 +191,7 @@ pub async fn relation_exists(client: &Client, endpoint: &str, schema: &str, name
     Ok(row.get(0))
 }
 
-pub async fn inspect(client: &Client, endpoint: &dyn std::fmt::Display) -> Result<Catalog, PgError> {
+pub async fn inspect(client: &Client, endpoint: &(dyn std::fmt::Display + Sync)) -> Result<Catalog, PgError> {
     let q = |what: &'static str| move || format!("read the catalog ({what})");
     let server_version_num: i32 = client
         .query_one("SELECT current_setting('server_version_num')::int", &[])
@@ -303,7 +303,7 @@ pub async fn inspect(client: &Client, endpoint: &dyn std::fmt::Display) -> Resul
     Ok(Catalog { server_version_num, extensions, schemas, enums, domains, composites, sequences, tables })
 }
 
-async fn read_sequences(client: &Client, endpoint: &dyn std::fmt::Display) -> Result<Vec<Sequence>, PgError> {
+async fn read_sequences(client: &Client, endpoint: &(dyn std::fmt::Display + Sync)) -> Result<Vec<Sequence>, PgError> {
     let rows = client
         .query(
             &format!(
@@ -349,7 +349,7 @@ async fn read_sequences(client: &Client, endpoint: &dyn std::fmt::Display) -> Re
         .collect())
 }
 
-async fn read_tables(client: &Client, endpoint: &dyn std::fmt::Display) -> Result<Vec<Table>, PgError> {
+async fn read_tables(client: &Client, endpoint: &(dyn std::fmt::Display + Sync)) -> Result<Vec<Table>, PgError> {
     let ctx = || "read the catalog (tables)".to_string();
     // Parents sort before their partitions: pg_inherits depth, then name.
     let rows = client
@@ -413,7 +413,7 @@ async fn read_tables(client: &Client, endpoint: &dyn std::fmt::Display) -> Resul
 
 const EXACT_COUNT_BELOW_BYTES: i64 = 64 << 20;
 
-async fn read_columns(client: &Client, endpoint: &dyn std::fmt::Display, oid: u32) -> Result<Vec<Column>, PgError> {
+async fn read_columns(client: &Client, endpoint: &(dyn std::fmt::Display + Sync), oid: u32) -> Result<Vec<Column>, PgError> {
     let rows = client
         .query(
             "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid, a.attnotnull, \
@@ -446,7 +446,7 @@ async fn read_columns(client: &Client, endpoint: &dyn std::fmt::Display, oid: u3
         .collect())
 }
 
-async fn read_keys_and_indexes(client: &Client, endpoint: &dyn std::fmt::Display, t: &mut Table) -> Result<(), PgError> {
+async fn read_keys_and_indexes(client: &Client, endpoint: &(dyn std::fmt::Display + Sync), t: &mut Table) -> Result<(), PgError> {
     // Inherited constraints (conislocal = false, or a partition's copy of its parent's)
     // are created by the parent's, but an inherited primary key is still this table's
     // key. NOT NULL constraints (PG18 'n') are rendered inline with the column.

@@ -85,7 +85,7 @@ pub fn pre_data(catalog: &Catalog, tables: &[&Table]) -> Vec<String> {
 }
 
 /// Free-standing sequences, and those owned by a column of one of `tables`.
-fn sequences_of<'a>(catalog: &'a Catalog, tables: &'a [&Table]) -> impl Iterator<Item = &'a Sequence> {
+pub fn sequences_of<'a>(catalog: &'a Catalog, tables: &'a [&Table]) -> impl Iterator<Item = &'a Sequence> {
     let wanted = move |schema: &str, name: &str| tables.iter().any(|t| t.schema == schema && t.name == name);
     catalog.sequences.iter().filter(move |s| s.owned_by.as_ref().is_none_or(|(sch, t, _)| wanted(sch, t)))
 }

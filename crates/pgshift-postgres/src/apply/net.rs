@@ -25,7 +25,7 @@ pub enum Net {
 }
 
 pub fn is_partial(t: &Tuple) -> bool {
-    t.iter().any(|d| *d == Datum::Unchanged)
+    t.contains(&Datum::Unchanged)
 }
 
 /// Fills unchanged values of `new` from `prev`.

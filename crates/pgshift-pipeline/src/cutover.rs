@@ -1,0 +1,277 @@
+//! `pgshift cutover`: pause writes on the source, let catch-up apply the last
+//! changes, copy sequence values, compare row counts, and hand over.
+//!
+//! The fence is `LOCK TABLE ... IN EXCLUSIVE MODE` on the run's tables inside one
+//! source transaction. It waits for running writers to finish and blocks new ones,
+//! while readers go on; it needs no superuser and ends by itself (lock_timeout,
+//! ROLLBACK) if anything fails, so a failed cutover leaves the source as it was.
+//! When the switch succeeds, the source database is made read-only for new sessions
+//! and the sessions that were waiting to write are ended before the locks go, so no
+//! write can land on the old database unseen.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pgshift_postgres::catalog::{self, Catalog};
+use pgshift_postgres::ddl;
+use pgshift_postgres::error::Context;
+use pgshift_postgres::lsn::Lsn;
+use pgshift_postgres::sql::{qualified, quote_ident, quote_literal};
+use pgshift_postgres::ConnInfo;
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use crate::error::{Error, Result};
+use crate::follow::{self, emit_mark, FollowOptions, Until, FENCE};
+use crate::progress::{Progress, Silent};
+use crate::state::{self, phase};
+
+#[derive(Clone, Debug)]
+pub struct CutoverOptions {
+    /// Longest write pause: waiting for the lock and for the target together.
+    pub timeout: Duration,
+    /// Refuse to start while the target is further behind than this.
+    pub max_lag_bytes: u64,
+    /// Leave the source writable after the switch (you stop the application yourself).
+    pub keep_source_writable: bool,
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TableCount {
+    pub table: String,
+    pub source_rows: i64,
+    pub target_rows: i64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CutoverReport {
+    pub run_id: i64,
+    pub dry_run: bool,
+    /// What the cutover does (or, with --dry-run, would do), in order.
+    pub steps: Vec<String>,
+    pub lag_bytes_before: u64,
+    pub fence_lsn: Option<String>,
+    /// How long writers on the source were blocked.
+    pub write_pause_ms: f64,
+    pub sequences_synced: usize,
+    pub counts: Vec<TableCount>,
+    pub source_read_only: bool,
+    /// The database the application should use from now on (redacted).
+    pub switch_to: String,
+}
+
+pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions) -> Result<CutoverReport> {
+    let (src_name, dst_name) = (source.endpoint(), target.endpoint());
+    let src = source.connect().await?;
+    let dst = target.connect().await?;
+    let run = state::loaded_run(&dst, dst_name)
+        .await?
+        .ok_or_else(|| Error::State("the target holds no loaded pgshift run: run pgshift migrate first".into()))?;
+    let slot = run.slot_name.clone().ok_or_else(|| Error::State(format!("run {} has no replication slot", run.run_id)))?;
+    follow::check_slot(&src, src_name, &slot).await?;
+    let row = src
+        .query_one("SELECT confirmed_flush_lsn::text, active FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+        .await
+        .context(&src_name, || "read the run's slot".into())?;
+    let confirmed: Lsn = row.get::<_, Option<String>>(0).unwrap_or_default().parse().unwrap_or_default();
+    let follower_running: bool = row.get(1);
+    let lag = follow::lag_bytes(&src, src_name, confirmed).await?;
+    let catalog = catalog::inspect(&src, &src_name).await?;
+    let target_catalog = catalog::inspect(&dst, &dst_name).await?;
+    let tables = follow::run_tables(&dst, dst_name, &run, &target_catalog).await?;
+    let names: Vec<String> = tables.iter().map(|t| t.qualified()).collect();
+    let source_tables: Vec<_> = catalog.tables.iter().filter(|t| names.contains(&t.qualified())).collect();
+
+    let mut report = CutoverReport { run_id: run.run_id, dry_run: opts.dry_run, lag_bytes_before: lag, switch_to: dst_name.to_string(), ..Default::default() };
+    report.steps = vec![
+        format!("on the source: LOCK TABLE {} IN EXCLUSIVE MODE (lock_timeout {} ms)", names.join(", "), opts.timeout.as_millis()),
+        "write a fence mark into the source's WAL and wait until the target applied it".into(),
+        format!("copy {} sequence values to the target", ddl::sequence_values(&catalog, &source_tables).len()),
+        format!("compare row counts of {} tables", names.len()),
+        if opts.keep_source_writable {
+            "release the locks; the source stays writable (--keep-source-writable)".into()
+        } else {
+            "make the source database read-only for new sessions and end the sessions waiting to write, then release the locks".into()
+        },
+        format!("mark run {} done, drop slot {slot} and its publication on the source", run.run_id),
+    ];
+    if lag > opts.max_lag_bytes {
+        return Err(Error::State(format!(
+            "the target is {lag} bytes of WAL behind the source (limit {}): let pgshift follow catch up first, \
+             or raise --max-lag",
+            opts.max_lag_bytes
+        )));
+    }
+    if opts.dry_run {
+        return Ok(report);
+    }
+
+    // Without a running follower, this process applies the last changes itself.
+    let own_follower = (!follower_running).then(|| {
+        let (s, t) = (source.clone(), target.clone());
+        let fo = FollowOptions { until: Until::Fence, commit_delay: Duration::from_millis(20), ..Default::default() };
+        tokio::spawn(async move { follow::follow(&s, &t, &fo, Arc::new(Silent) as Arc<dyn Progress>).await })
+    });
+    if own_follower.is_some() {
+        wait_for_follower(&src, src_name, &slot, opts.timeout).await?;
+    }
+
+    let fence = source.connect().await?;
+    let lock = format!(
+        "BEGIN; SET LOCAL lock_timeout = {}; LOCK TABLE {} IN EXCLUSIVE MODE",
+        opts.timeout.as_millis(),
+        if names.is_empty() { "pg_catalog.pg_class".to_string() } else { names.join(", ") }
+    );
+    fence.batch_execute(&lock).await.context(&src_name, || "fence writes (LOCK TABLE ... IN EXCLUSIVE MODE)".into())?;
+    let paused = Instant::now();
+    let result = fenced(&fence, &src, &dst, (src_name, dst_name), &slot, &catalog, &names, paused, opts).await;
+    match result {
+        Ok((fence_lsn, sequences, counts)) => {
+            if !opts.keep_source_writable {
+                make_read_only(&fence, src_name, source.dbname()).await?;
+                report.source_read_only = true;
+            }
+            fence.batch_execute("COMMIT").await.context(&src_name, || "release the fence".into())?;
+            report.write_pause_ms = paused.elapsed().as_secs_f64() * 1000.0;
+            report.fence_lsn = Some(fence_lsn.to_string());
+            report.sequences_synced = sequences;
+            report.counts = counts;
+        }
+        Err(e) => {
+            let _ = fence.batch_execute("ROLLBACK").await;
+            return Err(Error::State(format!("cutover aborted, writes on the source resumed and nothing was switched: {e}")));
+        }
+    }
+    state::set_phase(&dst, dst_name, run.run_id, phase::DONE).await?;
+    if let Some(task) = own_follower {
+        let _ = task.await;
+    }
+    drop_slot(&src, src_name, &slot).await?;
+    Ok(report)
+}
+
+/// Everything that happens while writes are paused. Any error here rolls the fence back.
+#[allow(clippy::too_many_arguments)]
+async fn fenced(
+    fence: &Client,
+    src: &Client,
+    dst: &Client,
+    (src_name, dst_name): (&str, &str),
+    slot: &str,
+    catalog: &Catalog,
+    names: &[String],
+    paused: Instant,
+    opts: &CutoverOptions,
+) -> Result<(Lsn, usize, Vec<TableCount>)> {
+    let fence_lsn = emit_mark(fence, src, src_name, FENCE).await?;
+    loop {
+        let confirmed: Option<String> = src
+            .query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+            .await
+            .context(&src_name, || "read the slot's confirmed position".into())?
+            .get(0);
+        if confirmed.and_then(|c| c.parse::<Lsn>().ok()).is_some_and(|c| c >= fence_lsn) {
+            break;
+        }
+        if paused.elapsed() >= opts.timeout {
+            return Err(Error::State(format!(
+                "the target did not apply the changes up to the fence at {fence_lsn} within {} ms (is pgshift follow running?)",
+                opts.timeout.as_millis()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let sequences = sync_sequences(fence, dst, (src_name, dst_name), catalog, names).await?;
+    let counts = compare_counts(fence, dst, (src_name, dst_name), names).await?;
+    Ok((fence_lsn, sequences, counts))
+}
+
+/// Waits (before fencing) until the follower this process started has caught up.
+async fn wait_for_follower(src: &Client, src_name: &str, slot: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout.max(Duration::from_secs(30));
+    loop {
+        let row = src
+            .query_one("SELECT active, pg_current_wal_lsn() - confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+            .await
+            .context(&src_name, || "read the run's slot".into())?;
+        let lag: Option<f64> = row.try_get::<_, Option<String>>(1).ok().flatten().and_then(|s| s.parse().ok());
+        if row.get::<_, bool>(0) && lag.is_some_and(|l| l < 1024.0 * 1024.0) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::State("catch-up did not start in time; run pgshift follow first".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sets every sequence of the run on the target to the source's current value.
+async fn sync_sequences(fence: &Client, dst: &Client, (src_name, dst_name): (&str, &str), catalog: &Catalog, names: &[String]) -> Result<usize> {
+    let tables: Vec<_> = catalog.tables.iter().filter(|t| names.contains(&t.qualified())).collect();
+    let mut current = catalog.clone();
+    for s in current.sequences.iter_mut() {
+        let sql = format!("SELECT last_value, is_called FROM {}", qualified(&s.schema, &s.name));
+        let row = fence.query_one(&sql, &[]).await.context(&src_name, || sql.clone())?;
+        s.value = Some((row.get(0), row.get(1)));
+    }
+    let statements = ddl::sequence_values(&current, &tables);
+    for sql in &statements {
+        dst.batch_execute(sql).await.context(&dst_name, || sql.clone())?;
+    }
+    Ok(statements.len())
+}
+
+async fn compare_counts(fence: &Client, dst: &Client, (src_name, dst_name): (&str, &str), names: &[String]) -> Result<Vec<TableCount>> {
+    let mut counts = Vec::new();
+    let mut differ = Vec::new();
+    for name in names {
+        let sql = format!("SELECT count(*) FROM ONLY {name}");
+        let (s, d) = tokio::join!(fence.query_one(&sql, &[]), dst.query_one(&sql, &[]));
+        let c = TableCount { table: name.clone(), source_rows: s.context(&src_name, || sql.clone())?.get(0), target_rows: d.context(&dst_name, || sql.clone())?.get(0) };
+        if c.source_rows != c.target_rows {
+            differ.push(format!("{name}: source {} rows, target {}", c.source_rows, c.target_rows));
+        }
+        counts.push(c);
+    }
+    if !differ.is_empty() {
+        return Err(Error::State(format!("row counts differ ({}); run pgshift verify for details", differ.join("; "))));
+    }
+    Ok(counts)
+}
+
+/// New sessions of the source database start read-only; sessions waiting on the
+/// fence are ended so that none of them writes to the old database afterwards.
+async fn make_read_only(fence: &Client, src_name: &str, dbname: &str) -> Result<()> {
+    let sql = format!(
+        "ALTER DATABASE {} SET default_transaction_read_only = on; \
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend' \
+           AND application_name <> 'pgshift'",
+        quote_ident(dbname)
+    );
+    fence.batch_execute(&sql).await.context(&src_name, || "make the source read-only (needs the database owner or a superuser)".into())?;
+    Ok(())
+}
+
+async fn drop_slot(src: &Client, src_name: &str, slot: &str) -> Result<()> {
+    // A follower in another process still streams from it: end its connection.
+    let sql = format!(
+        "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = {s} AND active_pid IS NOT NULL; \
+         DROP PUBLICATION IF EXISTS {p}",
+        s = quote_literal(slot),
+        p = quote_ident(follow::publication_name(slot))
+    );
+    src.batch_execute(&sql).await.context(&src_name, || "stop streaming from the slot".into())?;
+    for _ in 0..100 {
+        let dropped = src
+            .execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active", &[&slot])
+            .await;
+        if dropped.is_ok_and(|n| n > 0) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::warn!("{src_name}: could not drop slot {slot}; drop it yourself: SELECT pg_drop_replication_slot('{slot}')");
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! Cutover under a live pgbench workload: the target ends identical to the source,
+//! sequences continue, the source is fenced, the slot is gone.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use pgshift_testkit::{Cluster, PgVersion, PASSWORD};
+
+fn pgbench(source: &Cluster, args: &[&str]) -> Command {
+    let mut cmd = Command::new(source.bin_dir().join("pgbench"));
+    cmd.args(["-h", "127.0.0.1", "-U", "postgres", "-p", &source.port.to_string()]).args(args).arg("app").env("PGPASSWORD", PASSWORD);
+    cmd
+}
+
+#[test]
+fn cutover_under_pgbench_ends_with_identical_databases() {
+    let (source, target) = pair(PgVersion::V15, PgVersion::V16);
+    let init = pgbench(&source, &["-i", "-s", "2", "-q"]).output().unwrap();
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    // pgbench_history has no key; it is insert-only, so FULL identity costs nothing.
+    source.psql("app", "ALTER TABLE pgbench_history REPLICA IDENTITY FULL; CREATE TABLE orders (id bigserial PRIMARY KEY, note text)");
+    let workload = "\\set aid random(1, 200000)\n\\set delta random(-5000, 5000)\n\
+        UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;\n\
+        INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, :aid, :delta, now());\n\
+        INSERT INTO orders (note) VALUES ('order');\n";
+    let script = std::env::temp_dir().join(format!("pgshift-bench-{}.sql", std::process::id()));
+    std::fs::write(&script, workload).unwrap();
+    let bench = pgbench(&source, &["-n", "-T", "60", "-c", "4", "-R", "300", "-f", script.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _bench = Background(bench);
+
+    // migrate loads and then follows until the cutover finishes the run.
+    let (s, t) = (source.url("app"), target.url("app"));
+    let migrating = Background::pgshift(&["migrate", "--source", &s, "--target", &t, "--jobs", "2"]);
+    wait_until("the load to finish and catch-up to start", Duration::from_secs(120), || {
+        target.psql("app", "SELECT count(*) FROM pg_tables WHERE schemaname = 'pgshift' AND tablename = 'runs'") == "1"
+            && target.psql("app", "SELECT count(*) FROM pgshift.runs WHERE phase = 'loaded'") == "1"
+            && source.psql("app", "SELECT count(*) FROM pg_replication_slots WHERE active") == "1"
+    });
+    std::thread::sleep(Duration::from_secs(2));
+
+    let dry = pgshift_expect(0, &["cutover", "--source", &s, "--target", &t, "--dry-run"]);
+    assert!(stdout(&dry).contains("LOCK TABLE"), "{}", stdout(&dry));
+    assert_eq!(target.psql("app", "SELECT phase FROM pgshift.runs"), "loaded");
+
+    let out = pgshift_expect(0, &["cutover", "--source", &s, "--target", &t, "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["write_pause_ms"].as_f64().unwrap() > 0.0, "{report}");
+    assert_eq!(report["source_read_only"], true);
+    let orders = report["counts"].as_array().unwrap().iter().find(|c| c["table"] == "\"public\".\"orders\"").cloned().unwrap();
+    assert!(orders["source_rows"].as_i64().unwrap() > 0, "pgbench wrote nothing: {report}");
+
+    // The follower saw the run end and stopped cleanly.
+    let followed = migrating.wait(Duration::from_secs(30));
+    assert!(followed.status.success(), "{}", stderr(&followed));
+
+    assert_verified(&source, &target);
+    assert_eq!(target.psql("app", "SELECT phase FROM pgshift.runs"), "done");
+    assert_eq!(source.psql("app", "SELECT count(*) FROM pg_replication_slots"), "0");
+    assert_eq!(source.psql("app", "SELECT count(*) FROM pg_publication"), "0");
+    // Sequences continue past the source's values on the target.
+    let max = source.psql("app", "SELECT max(id) FROM orders").parse::<i64>().unwrap();
+    assert!(target.psql("app", "SELECT nextval('orders_id_seq')").parse::<i64>().unwrap() > max);
+    // New sessions on the old database cannot write.
+    let write = Command::new(source.bin_dir().join("psql"))
+        .args(["-X", "-h", "127.0.0.1", "-U", "postgres", "-p", &source.port.to_string(), "-d", "app", "-c", "INSERT INTO orders (note) VALUES ('late')"])
+        .env("PGPASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&write.stderr).contains("read-only transaction"), "{write:?}");
+    let _ = std::fs::remove_file(script);
+}
