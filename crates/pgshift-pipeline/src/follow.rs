@@ -129,7 +129,10 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_status = Instant::now();
     let mut last_check = Instant::now();
-    let mut reached_probe = false;
+    // Set when the stop mark was applied; the loop then waits briefly for the
+    // keepalive that confirms the WAL written after the mark (its flushing commit).
+    let mut reached_mark: Option<Instant> = None;
+    let mut confirmed_past_mark = false;
     loop {
         tokio::select! {
             event = repl.next_event() => {
@@ -146,13 +149,16 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
                         if let Some((mark, content)) = f.handle(msg, opts).await? {
                             f.confirmed = f.confirmed.max(mark);
                             repl.send_status(f.received, f.confirmed, false).await?;
-                            reached_probe |= probe.is_some_and(|p| mark >= p) || (opts.until == Until::Fence && content == FENCE);
+                            if probe.is_some_and(|p| mark >= p) || (opts.until == Until::Fence && content == FENCE) {
+                                reached_mark.get_or_insert_with(Instant::now);
+                            }
                         }
                     }
                     WalEvent::Keepalive { wal_end, reply_requested } => {
                         f.received = f.received.max(wal_end);
                         if f.idle() {
                             f.confirmed = f.confirmed.max(wal_end);
+                            confirmed_past_mark = reached_mark.is_some();
                         }
                         if reply_requested {
                             repl.send_status(f.received, f.confirmed, false).await?;
@@ -183,7 +189,7 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
                 break;
             }
         }
-        if reached_probe && f.idle() {
+        if reached_mark.is_some_and(|t| confirmed_past_mark || t.elapsed() >= Duration::from_secs(1)) && f.idle() {
             break;
         }
     }
