@@ -10,8 +10,9 @@ use pgshift_postgres::catalog::{self, Table};
 use pgshift_postgres::copy::CopyFormat;
 use pgshift_postgres::error::Context;
 use pgshift_postgres::lsn::Lsn;
-use pgshift_postgres::pgoutput::{self, LogicalMessage};
-use pgshift_postgres::replication::{pg_now_micros, ReplicationConn, WalEvent};
+use pgshift_postgres::logical_stream::{LogicalStream, StreamItem};
+use pgshift_postgres::pgoutput::LogicalMessage;
+use pgshift_postgres::replication::{pg_now_micros, ReplicationConn};
 use pgshift_postgres::{ConnInfo, PgError};
 use serde::Serialize;
 use tokio_postgres::Client;
@@ -34,6 +35,9 @@ pub enum Until {
     /// when no other process follows the slot).
     Fence,
 }
+
+/// Decoded messages read ahead of the apply.
+const STREAM_QUEUE: usize = 8192;
 
 /// Content of the mark a cutover writes while the source is fenced.
 pub const FENCE: &str = "fence";
@@ -105,6 +109,7 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
         ("messages", "true".to_string()),
     ];
     repl.start_logical(&slot, start, &options).await.map_err(|e| slot_error(e, &slot))?;
+    let mut stream = LogicalStream::spawn(repl, STREAM_QUEUE);
     progress.phase("catch-up");
     tracing::info!(slot = %slot, from = %start, ?format, "streaming changes");
 
@@ -135,33 +140,30 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
     let mut confirmed_past_mark = false;
     loop {
         tokio::select! {
-            event = repl.next_event() => {
-                let event = match event {
-                    Ok(event) => event,
+            item = stream.next() => {
+                let item = match item {
+                    Some(Ok(item)) => item,
                     // A finished cutover ends the stream (and drops the slot).
-                    Err(_) if run_done(&dst, dst_name, run.run_id).await? => break,
-                    Err(e) => return Err(slot_error(e, &slot)),
+                    _ if run_done(&dst, dst_name, run.run_id).await? => break,
+                    Some(Err(e)) => return Err(slot_error(e, &slot)),
+                    None => return Err(Error::State("the replication stream ended".into())),
                 };
-                match event {
-                    WalEvent::Data { wal_start, data, .. } => {
+                match item {
+                    StreamItem::Message { wal_start, message } => {
                         f.received = f.received.max(wal_start);
-                        let msg = pgoutput::decode(data).map_err(|e| Error::State(e.to_string()))?;
-                        if let Some((mark, content)) = f.handle(msg, opts).await? {
+                        if let Some((mark, content)) = f.handle(message, opts).await? {
                             f.confirmed = f.confirmed.max(mark);
-                            repl.send_status(f.received, f.confirmed, false).await?;
+                            stream.confirm(f.received, f.confirmed);
                             if probe.is_some_and(|p| mark >= p) || (opts.until == Until::Fence && content == FENCE) {
                                 reached_mark.get_or_insert_with(Instant::now);
                             }
                         }
                     }
-                    WalEvent::Keepalive { wal_end, reply_requested } => {
+                    StreamItem::Keepalive { wal_end } => {
                         f.received = f.received.max(wal_end);
                         if f.idle() {
                             f.confirmed = f.confirmed.max(wal_end);
                             confirmed_past_mark = reached_mark.is_some();
-                        }
-                        if reply_requested {
-                            repl.send_status(f.received, f.confirmed, false).await?;
                         }
                     }
                 }
@@ -171,7 +173,7 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
                     f.commit().await?;
                 }
                 if last_status.elapsed() >= Duration::from_secs(1) {
-                    repl.send_status(f.received, f.confirmed, false).await?;
+                    stream.confirm(f.received, f.confirmed);
                     last_status = Instant::now();
                 }
                 if last_check.elapsed() >= Duration::from_secs(2) {
@@ -196,8 +198,8 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
     if !f.in_transaction {
         f.commit().await?;
     }
-    let _ = repl.send_status(f.received, f.confirmed, false).await;
-    repl.close().await;
+    stream.confirm(f.received, f.confirmed);
+    stream.close().await;
     let applied: Applied = f.applier.applied;
     Ok(FollowReport {
         run_id: run.run_id,

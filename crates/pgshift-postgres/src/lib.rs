@@ -8,6 +8,7 @@ pub mod copy;
 pub mod ddl;
 pub mod error;
 pub mod apply;
+pub mod logical_stream;
 pub mod lsn;
 pub mod pgoutput;
 pub mod replication;

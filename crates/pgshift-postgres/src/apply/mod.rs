@@ -267,7 +267,7 @@ impl Applier {
         let (mut stage, mut direct) = (BytesMut::new(), BytesMut::new());
         let mut masks: Vec<String> = Vec::new();
         let (mut sets, mut patches, mut deletes, mut inserts) = (0u64, 0u64, 0u64, 0u64);
-        for (key, net) in &changes.states {
+        for (key, net) in changes.states {
             let (op, tuple, mask) = match net {
                 Net::Absent => continue,
                 Net::Insert(t) => {
@@ -277,19 +277,19 @@ impl Applier {
                 }
                 Net::Set(t) => {
                     sets += 1;
-                    ("s", t.clone(), String::new())
+                    ("s", t, String::new())
                 }
                 Net::Patch(t) => {
                     patches += 1;
-                    let mask = table.mask(t);
+                    let mask = table.mask(&t);
                     if !masks.contains(&mask) {
                         masks.push(mask.clone());
                     }
-                    ("p", t.clone(), mask)
+                    ("p", t, mask)
                 }
                 Net::Delete => {
                     deletes += 1;
-                    ("d", table.key_row(key, format), String::new())
+                    ("d", table.key_row(&key, format), String::new())
                 }
             };
             let mut fields: Vec<Field> = tuple.iter().map(Field::Datum).collect();
