@@ -19,3 +19,5 @@ test: bootstrap
 bench: build
 	PGSHIFT_BENCH=1 ./scripts/bootstrap.sh
 	./benches/side_by_side.sh
+	./benches/catchup.sh
+	./benches/cutover.sh
