@@ -53,7 +53,7 @@ fn target_without_pgvector_and_table_without_identity_are_refused_together() {
 fn source_without_logical_wal_or_free_slots_is_refused_with_the_fix() {
     let source = Cluster::start_with(
         PgVersion::V15,
-        &ClusterOptions { extra_conf: vec!["wal_level = replica".into(), "max_replication_slots = 1".into()] },
+        &ClusterOptions { extra_conf: vec!["wal_level = replica".into(), "max_replication_slots = 1".into()], ..Default::default() },
     );
     let target = Cluster::start(PgVersion::V16);
     source.create_database("app");

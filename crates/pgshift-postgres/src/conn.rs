@@ -5,10 +5,15 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use tokio_postgres::config::Host;
+use std::sync::Arc;
+
+use rustls::ClientConfig;
+use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::{describe, PgError};
+use crate::tls::{client_config, split_tls_options, TlsMode};
 
 /// Session settings that make text forms (and so checksums) identical on both sides.
 pub const STABLE_TEXT_SETTINGS: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; \
@@ -19,6 +24,8 @@ pub const STABLE_TEXT_SETTINGS: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'I
 pub struct ConnInfo {
     config: Config,
     endpoint: String,
+    tls_mode: TlsMode,
+    tls: Option<Arc<ClientConfig>>,
 }
 
 impl ConnInfo {
@@ -26,10 +33,15 @@ impl ConnInfo {
     /// "target") names the setting in errors; the error never repeats the string,
     /// which may hold a password.
     pub fn parse(url: &str, role: &str) -> Result<ConnInfo, PgError> {
-        let mut config = Config::from_str(url).map_err(|e| PgError::BadUrl {
-            role: role.to_string(),
-            reason: redact_reason(&e.to_string(), url),
-        })?;
+        let bad = |reason: String| PgError::BadUrl { role: role.to_string(), reason };
+        let (rest, tls_mode) = split_tls_options(url).map_err(bad)?;
+        let tls = client_config(&tls_mode).map_err(bad)?.map(Arc::new);
+        let mut config = Config::from_str(&rest).map_err(|e| bad(redact_reason(&e.to_string(), &rest)))?;
+        config.ssl_mode(match tls_mode {
+            TlsMode::Disable => SslMode::Disable,
+            TlsMode::Prefer => SslMode::Prefer,
+            TlsMode::Require | TlsMode::Verify { .. } => SslMode::Require,
+        });
         if config.get_hosts().is_empty() {
             config.host("localhost");
         }
@@ -40,7 +52,7 @@ impl ConnInfo {
             config.application_name("pgshift");
         }
         config.connect_timeout(Duration::from_secs(10));
-        let mut info = ConnInfo { config, endpoint: String::new() };
+        let mut info = ConnInfo { config, endpoint: String::new(), tls_mode, tls };
         info.endpoint = format!("{}@{}:{}/{}", info.user(), info.host(), info.port(), info.dbname());
         Ok(info)
     }
@@ -74,6 +86,15 @@ impl ConnInfo {
         }
     }
 
+    pub fn tls_mode(&self) -> &TlsMode {
+        &self.tls_mode
+    }
+
+    /// The TLS configuration, unless `sslmode=disable`.
+    pub fn tls_config(&self) -> Option<Arc<ClientConfig>> {
+        self.tls.clone()
+    }
+
     pub fn port(&self) -> u16 {
         self.config.get_ports().first().copied().unwrap_or(5432)
     }
@@ -81,21 +102,42 @@ impl ConnInfo {
     /// A new connection with stable text settings; failures name the endpoint and
     /// say whether the server was unreachable or refused the credentials.
     pub async fn connect(&self) -> Result<Client, PgError> {
-        let (client, connection) = self.config.connect(NoTls).await.map_err(|e| self.connect_error(&e))?;
+        let client = match &self.tls {
+            Some(tls) => {
+                let (client, connection) =
+                    self.config.connect(MakeRustlsConnect::new((**tls).clone())).await.map_err(|e| self.connect_error(&e))?;
+                self.drive(connection);
+                client
+            }
+            None => {
+                let (client, connection) = self.config.connect(NoTls).await.map_err(|e| self.connect_error(&e))?;
+                self.drive(connection);
+                client
+            }
+        };
+        client.batch_execute(STABLE_TEXT_SETTINGS).await.map_err(|e| self.connect_error(&e))?;
+        Ok(client)
+    }
+
+    fn drive<F>(&self, connection: F)
+    where
+        F: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+    {
         let endpoint = self.endpoint.clone();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(%endpoint, error = %describe(&e), "connection closed");
             }
         });
-        client.batch_execute(STABLE_TEXT_SETTINGS).await.map_err(|e| self.connect_error(&e))?;
-        Ok(client)
     }
 
     pub fn connect_error(&self, e: &tokio_postgres::Error) -> PgError {
         let endpoint = self.endpoint.clone();
         if let Some(db) = e.as_db_error() {
             let code = db.code().code();
+            if db.message().contains("pg_hba.conf") {
+                return refused_by_hba(endpoint, db.message());
+            }
             // 28P01 invalid_password, 28000 invalid_authorization_specification
             if code == "28P01" || code == "28000" {
                 return PgError::AuthFailed { endpoint };
@@ -111,6 +153,9 @@ impl ConnInfo {
         if text.contains("password missing") {
             return PgError::AuthFailed { endpoint };
         }
+        if text.contains("TLS") || text.contains("certificate") {
+            return PgError::Tls { endpoint, reason: redact_reason(&text, "") };
+        }
         PgError::Unreachable { endpoint, reason: redact_reason(&text, "") }
     }
 }
@@ -124,6 +169,16 @@ impl fmt::Display for ConnInfo {
 impl fmt::Debug for ConnInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ConnInfo({})", self.endpoint)
+    }
+}
+
+/// pg_hba.conf has no line for this connection: not a password problem.
+pub fn refused_by_hba(endpoint: String, message: &str) -> PgError {
+    PgError::Query {
+        endpoint,
+        context: "the server refused the connection (pg_hba.conf); if it only accepts TLS, add sslmode=require to the URL".into(),
+        detail: message.to_string(),
+        code: Some("28000".into()),
     }
 }
 

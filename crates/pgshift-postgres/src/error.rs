@@ -8,6 +8,8 @@ pub enum PgError {
     BadUrl { role: String, reason: String },
     #[error("cannot reach {endpoint}: {reason}. Check the host and port, and that the server is running and accepts TCP connections")]
     Unreachable { endpoint: String, reason: String },
+    #[error("TLS with {endpoint} failed: {reason}. Check sslmode, and that sslrootcert names the CA certificate that signed the server's")]
+    Tls { endpoint: String, reason: String },
     #[error("authentication failed for {endpoint}: check the user name and password in the connection URL")]
     AuthFailed { endpoint: String },
     #[error("{endpoint}: {context}: {detail}")]

@@ -13,6 +13,7 @@ pub mod lsn;
 pub mod pgoutput;
 pub mod replication;
 pub mod sql;
+pub mod tls;
 
 pub use conn::ConnInfo;
 pub use error::PgError;

@@ -16,6 +16,8 @@ use crate::conn::ConnInfo;
 use crate::error::PgError;
 use crate::lsn::Lsn;
 use crate::sql::{quote_ident, quote_literal};
+use crate::tls::server_name;
+use tokio_rustls::TlsConnector;
 use fallible_iterator::FallibleIterator;
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -36,6 +38,16 @@ pub struct ReplicationConn {
 /// halves the apply rate. Pausing lets messages gather in the socket buffer.
 const SMALL_READ: usize = 32 * 1024;
 const READ_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Asks the server to switch to TLS; true when it agrees.
+async fn ssl_request(tcp: &mut TcpStream) -> std::io::Result<bool> {
+    let mut out = BytesMut::new();
+    frontend::ssl_request(&mut out);
+    tcp.write_all(&out).await?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await?;
+    Ok(answer[0] == b'S')
+}
 
 /// What `CREATE_REPLICATION_SLOT ... EXPORT_SNAPSHOT` returns.
 #[derive(Clone, Debug)]
@@ -73,12 +85,32 @@ impl ReplicationConn {
             let path = format!("{host}/.s.PGSQL.{}", info.port());
             Box::new(UnixStream::connect(path).await.map_err(unreachable)?)
         } else {
-            let tcp = tokio::time::timeout(std::time::Duration::from_secs(10), TcpStream::connect((host.as_str(), info.port())))
+            let mut tcp = tokio::time::timeout(std::time::Duration::from_secs(10), TcpStream::connect((host.as_str(), info.port())))
                 .await
                 .map_err(|_| PgError::Unreachable { endpoint: endpoint.clone(), reason: "connection timed out".into() })?
                 .map_err(unreachable)?;
             tcp.set_nodelay(true).ok();
-            Box::new(tcp)
+            let tls = match info.tls_config() {
+                Some(tls) if ssl_request(&mut tcp).await.map_err(unreachable)? => Some(tls),
+                _ => None,
+            };
+            match tls {
+                Some(tls) => {
+                    let name = server_name(&host).map_err(|reason| PgError::Unreachable { endpoint: endpoint.clone(), reason })?;
+                    let tls = TlsConnector::from(tls)
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|e| PgError::Tls { endpoint: endpoint.clone(), reason: format!("handshake: {e}") })?;
+                    Box::new(tls)
+                }
+                None if info.tls_mode().required() => {
+                    return Err(PgError::Unreachable {
+                        endpoint,
+                        reason: "the server does not accept TLS, which sslmode requires".into(),
+                    })
+                }
+                None => Box::new(tcp),
+            }
         };
         let mut conn = ReplicationConn { stream, buf: BytesMut::with_capacity(8192), endpoint, streaming: false, wait_before_read: false };
         conn.startup(info).await?;
@@ -323,6 +355,9 @@ impl ReplicationConn {
                 b'H' => hint = format!("; hint: {value}"),
                 _ => {}
             }
+        }
+        if message.contains("pg_hba.conf") {
+            return crate::conn::refused_by_hba(self.endpoint.clone(), &message);
         }
         if code == "28P01" || code == "28000" {
             return PgError::AuthFailed { endpoint: self.endpoint.clone() };

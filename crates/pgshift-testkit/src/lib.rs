@@ -63,10 +63,13 @@ pub fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache"))
 }
 
-/// Extra `postgresql.conf` lines, e.g. `wal_level = replica` to test refusals.
 #[derive(Clone, Debug, Default)]
 pub struct ClusterOptions {
+    /// Extra `postgresql.conf` lines, e.g. `wal_level = replica` to test refusals.
     pub extra_conf: Vec<String>,
+    /// Accept TCP connections only over TLS, with a self-signed certificate for
+    /// 127.0.0.1 (see [`Cluster::tls_cert`]). Needs a server built with OpenSSL.
+    pub tls_only: bool,
 }
 
 pub struct Cluster {
@@ -109,6 +112,11 @@ impl Cluster {
             "initdb",
         );
 
+        let mut tls_conf = Vec::new();
+        if options.tls_only {
+            tls_conf = make_tls_only(&dir, &data, owner);
+        }
+
         // A port can be taken between our probe and the server's bind: retry.
         for attempt in 0..5 {
             let port = free_port();
@@ -124,6 +132,7 @@ impl Cluster {
                 "shared_buffers = 64MB".into(),
                 "max_connections = 60".into(),
             ];
+            conf.extend(tls_conf.iter().cloned());
             conf.extend(options.extra_conf.iter().cloned());
             std::fs::write(data.join("postgresql.auto.conf"), conf.join("\n") + "\n").unwrap();
             let out = as_server_user(Command::new(bin.join("pg_ctl")), owner)
@@ -180,6 +189,11 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).trim_end().to_string()
     }
 
+    /// The CA that signed a `tls_only` cluster's certificate (use it as `sslrootcert`).
+    pub fn tls_cert(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
     pub fn bin_dir(&self) -> &Path {
         &self.bin
     }
@@ -187,6 +201,49 @@ impl Cluster {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }
+}
+
+/// Writes a self-signed certificate for 127.0.0.1 and a pg_hba.conf that refuses
+/// TCP without TLS; returns the configuration lines that turn TLS on.
+fn make_tls_only(dir: &Path, data: &Path, owner: Option<(u32, u32)>) -> Vec<String> {
+    let (ca, ca_key, crt, key, csr, ext) =
+        (dir.join("ca.crt"), dir.join("ca.key"), dir.join("server.crt"), dir.join("server.key"), dir.join("server.csr"), dir.join("ext"));
+    run_checked(
+        Command::new("openssl")
+            .args(["req", "-x509", "-new", "-nodes", "-days", "2", "-subj", "/CN=pgshift-test-ca", "-keyout"])
+            .arg(&ca_key)
+            .arg("-out")
+            .arg(&ca),
+        "openssl",
+    );
+    run_checked(
+        Command::new("openssl").args(["req", "-new", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout"]).arg(&key).arg("-out").arg(&csr),
+        "openssl",
+    );
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+    run_checked(
+        Command::new("openssl")
+            .args(["x509", "-req", "-days", "2", "-in"])
+            .arg(&csr)
+            .arg("-CA")
+            .arg(&ca)
+            .arg("-CAkey")
+            .arg(&ca_key)
+            .args(["-CAcreateserial", "-out"])
+            .arg(&crt)
+            .arg("-extfile")
+            .arg(&ext),
+        "openssl",
+    );
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    if let Some((uid, gid)) = owner {
+        for f in [&crt, &key] {
+            std::os::unix::fs::chown(f, Some(uid), Some(gid)).unwrap();
+        }
+    }
+    let hba = "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl replication all 127.0.0.1/32 scram-sha-256\n";
+    std::fs::write(data.join("pg_hba.conf"), hba).unwrap();
+    vec!["ssl = on".into(), format!("ssl_cert_file = '{}'", crt.display()), format!("ssl_key_file = '{}'", key.display())]
 }
 
 impl Drop for Cluster {
