@@ -47,6 +47,8 @@ enum Command {
     Follow(FollowArgs),
     /// Pause writes on the source, apply the last changes, sync sequences, compare counts, hand over.
     Cutover(CutoverArgs),
+    /// Switch back after `cutover --reverse`: pause writes on the new database, apply its last changes to the old one, make the old one writable.
+    Rollback(SwitchArgs),
     /// Compare row counts and content checksums of every table; exit 1 when anything differs.
     Verify(VerifyArgs),
 }
@@ -150,16 +152,29 @@ struct FollowArgs {
 #[derive(Args)]
 struct CutoverArgs {
     #[command(flatten)]
+    switch: SwitchArgs,
+    /// Keep the old database as a warm rollback: replicate the new one's changes back to it
+    /// (run `pgshift follow --source NEW --target OLD`; switch back with `pgshift rollback`).
+    #[arg(long)]
+    reverse: bool,
+}
+
+/// Cutover and rollback take the same two URLs: --source is always the old
+/// database, --target the new one.
+#[derive(Args)]
+struct SwitchArgs {
+    #[command(flatten)]
     source: SourceArg,
+    /// The new database (the migration's target).
     #[arg(long, env = "PGSHIFT_TARGET", hide_env_values = true)]
     target: String,
-    /// Longest write pause on the source (waiting for locks and for the target), e.g. 5s or 800ms.
+    /// Longest write pause (waiting for locks and for the other side to apply), e.g. 5s or 800ms.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     timeout: std::time::Duration,
     /// Refuse to start while the target is more than this many MiB of WAL behind.
     #[arg(long, default_value_t = 16)]
     max_lag_mb: u64,
-    /// Leave the source writable afterwards (by default new sessions are read-only and waiting writers are ended).
+    /// Leave the database being switched away from writable (by default its new sessions are read-only and waiting writers are ended).
     #[arg(long)]
     keep_source_writable: bool,
     /// Print the steps and the current lag; pause nothing, write nothing.
@@ -253,19 +268,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             emit(a.json, &report, output::print_follow)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Cutover(a) => {
-            let source = ConnInfo::parse(&a.source.source, "--source")?;
-            let target = ConnInfo::parse(&a.target, "--target")?;
-            let options = CutoverOptions {
-                timeout: a.timeout,
-                max_lag_bytes: a.max_lag_mb * 1024 * 1024,
-                keep_source_writable: a.keep_source_writable,
-                dry_run: a.dry_run,
-            };
-            let report = pgshift_pipeline::cutover::cutover(&source, &target, &options).await?;
-            emit(a.json, &report, output::print_cutover)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Cutover(a) => switch(&a.switch, a.reverse, false).await,
+        Command::Rollback(a) => switch(&a, false, true).await,
         Command::Verify(a) => {
             let source = ConnInfo::parse(&a.source.source, "--source")?;
             let target = ConnInfo::parse(&a.target, "--target")?;
@@ -275,6 +279,24 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
     }
+}
+
+/// Cutover (old -> new) or rollback (new -> old, so the roles swap).
+async fn switch(a: &SwitchArgs, reverse: bool, rollback: bool) -> Result<ExitCode> {
+    let old = ConnInfo::parse(&a.source.source, "--source")?;
+    let new = ConnInfo::parse(&a.target, "--target")?;
+    let options = CutoverOptions {
+        timeout: a.timeout,
+        max_lag_bytes: a.max_lag_mb * 1024 * 1024,
+        keep_source_writable: a.keep_source_writable,
+        reverse,
+        rollback,
+        dry_run: a.dry_run,
+    };
+    let (from, to) = if rollback { (&new, &old) } else { (&old, &new) };
+    let report = pgshift_pipeline::cutover::cutover(from, to, &options).await?;
+    emit(a.json, &report, output::print_cutover)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The report as JSON with --json, else in its human form.

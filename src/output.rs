@@ -171,7 +171,13 @@ pub fn print_cutover(r: &CutoverReport) {
         r.sequences_synced
     );
     if r.source_read_only {
-        println!("The source database is now read-only for new sessions (ALTER DATABASE ... RESET default_transaction_read_only undoes it).");
+        println!("The database switched away from is now read-only for new sessions (ALTER DATABASE ... RESET default_transaction_read_only undoes it).");
+    }
+    if let Some(slot) = &r.reverse_slot {
+        println!(
+            "Reverse replication is ready (slot {slot} on the new database): run pgshift follow --source NEW --target OLD \
+             to keep the old database current; pgshift rollback --source OLD --target NEW switches back."
+        );
     }
     println!("Switch the application's DATABASE_URL to {} now.", r.switch_to);
 }

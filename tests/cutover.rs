@@ -76,3 +76,43 @@ fn cutover_under_pgbench_ends_with_identical_databases() {
     assert!(String::from_utf8_lossy(&write.stderr).contains("read-only transaction"), "{write:?}");
     let _ = std::fs::remove_file(script);
 }
+
+#[test]
+fn cutover_with_reverse_replication_then_rollback_returns_to_the_old_database() {
+    let (old, new) = pair(PgVersion::V15, PgVersion::V16);
+    old.psql("app", "CREATE TABLE items (id bigserial PRIMARY KEY, v text); INSERT INTO items (v) SELECT 'old ' || i FROM generate_series(1, 500) i");
+    migrate(&old, &new, &[]);
+    old.psql("app", "INSERT INTO items (v) VALUES ('after the load'); UPDATE items SET v = 'edited' WHERE id = 1");
+    let (o, n) = (old.url("app"), new.url("app"));
+
+    // No follower runs: the cutover applies the last changes itself.
+    let out = pgshift_expect(0, &["cutover", "--source", &o, "--target", &n, "--reverse", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["reverse_slot"], "pgshift_rev_1", "{report}");
+    assert_verified(&old, &new);
+
+    // The application now writes to the new database; the old one follows it.
+    new.psql("app", "INSERT INTO items (v) VALUES ('written to the new database'); DELETE FROM items WHERE id = 2");
+    pgshift_expect(0, &["follow", "--source", &n, "--target", &o, "--until-caught-up"]);
+    assert_eq!(old.psql("app", "SELECT count(*) FROM items WHERE v = 'written to the new database'"), "1");
+    // (verify compares its --source with its --target: the new database is the source now.)
+    let out = pgshift(&["verify", "--source", &n, "--target", &o]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+
+    new.psql("app", "INSERT INTO items (v) VALUES ('last write before the rollback')");
+    pgshift_expect(0, &["rollback", "--source", &o, "--target", &n]);
+    assert_eq!(old.psql("app", "SELECT count(*) FROM items WHERE v = 'last write before the rollback'"), "1");
+    // The old database takes writes again, and its sequence continues past the new one's ids.
+    let id: i64 = old.psql("app", "INSERT INTO items (v) VALUES ('back home') RETURNING id").parse().unwrap();
+    assert!(id > new.psql("app", "SELECT max(id) FROM items").parse::<i64>().unwrap());
+    assert_eq!(new.psql("app", "SELECT count(*) FROM pg_replication_slots"), "0");
+    assert_eq!(old.psql("app", "SELECT count(*) FROM pg_replication_slots"), "0");
+    // The new database is fenced now, as the old one was after the cutover.
+    assert_eq!(new.psql("app", "SHOW default_transaction_read_only"), "on");
+    let fresh = Command::new(new.bin_dir().join("psql"))
+        .args(["-X", "-h", "127.0.0.1", "-U", "postgres", "-p", &new.port.to_string(), "-d", "app", "-c", "INSERT INTO items (v) VALUES ('x')"])
+        .env("PGPASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&fresh.stderr).contains("read-only transaction"), "{fresh:?}");
+}

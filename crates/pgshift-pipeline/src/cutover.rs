@@ -24,6 +24,7 @@ use tokio_postgres::Client;
 use crate::error::{Error, Result};
 use crate::follow::{self, emit_mark, FollowOptions, Until, FENCE};
 use crate::progress::{Progress, Silent};
+use crate::reverse;
 use crate::state::{self, phase};
 
 #[derive(Clone, Debug)]
@@ -34,6 +35,10 @@ pub struct CutoverOptions {
     pub max_lag_bytes: u64,
     /// Leave the source writable after the switch (you stop the application yourself).
     pub keep_source_writable: bool,
+    /// Set up replication back to the old database (target -> source) for rollback.
+    pub reverse: bool,
+    /// This is `pgshift rollback`: the "target" is the old database, made writable again.
+    pub rollback: bool,
     pub dry_run: bool,
 }
 
@@ -57,6 +62,8 @@ pub struct CutoverReport {
     pub sequences_synced: usize,
     pub counts: Vec<TableCount>,
     pub source_read_only: bool,
+    /// The slot on the target that carries changes back to the source (--reverse).
+    pub reverse_slot: Option<String>,
     /// The database the application should use from now on (redacted).
     pub switch_to: String,
 }
@@ -65,6 +72,10 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
     let (src_name, dst_name) = (source.endpoint(), target.endpoint());
     let src = source.connect().await?;
     let dst = target.connect().await?;
+    if opts.rollback {
+        // The old database was made read-only by the cutover; this session writes to it.
+        dst.batch_execute("SET default_transaction_read_only = off").await.context(&dst_name, || "leave read-only mode".into())?;
+    }
     let run = state::loaded_run(&dst, dst_name)
         .await?
         .ok_or_else(|| Error::State("the target holds no loaded pgshift run: run pgshift migrate first".into()))?;
@@ -96,6 +107,13 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
         },
         format!("mark run {} done, drop slot {slot} and its publication on the source", run.run_id),
     ];
+    if opts.reverse {
+        reverse::check_possible(&dst, dst_name).await?;
+        report.steps.insert(4, "on the target: create a publication and a slot for replication back to the source".into());
+    }
+    if opts.rollback {
+        report.steps.insert(4, format!("make {dst_name} writable again (ALTER DATABASE ... RESET default_transaction_read_only)"));
+    }
     if lag > opts.max_lag_bytes {
         return Err(Error::State(format!(
             "the target is {lag} bytes of WAL behind the source (limit {}): let pgshift follow catch up first, \
@@ -113,8 +131,13 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
         let fo = FollowOptions { until: Until::Fence, commit_delay: Duration::from_millis(20), ..Default::default() };
         tokio::spawn(async move { follow::follow(&s, &t, &fo, Arc::new(Silent) as Arc<dyn Progress>).await })
     });
-    if own_follower.is_some() {
-        wait_for_follower(&src, src_name, &slot, opts.timeout).await?;
+    if let Some(task) = &own_follower {
+        if let Err(e) = wait_for_follower(&src, src_name, &slot, opts.timeout, task).await {
+            return match own_follower.expect("checked").await {
+                Ok(Err(follow_error)) => Err(follow_error),
+                _ => Err(e),
+            };
+        }
     }
 
     let fence = source.connect().await?;
@@ -125,7 +148,18 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
     );
     fence.batch_execute(&lock).await.context(&src_name, || "fence writes (LOCK TABLE ... IN EXCLUSIVE MODE)".into())?;
     let paused = Instant::now();
-    let result = fenced(&fence, &src, &dst, (src_name, dst_name), &slot, &catalog, &names, paused, opts).await;
+    let result = async {
+        let done = fenced(&fence, &src, &dst, (src_name, dst_name), &slot, &catalog, &names, paused, opts).await?;
+        if opts.reverse {
+            report.reverse_slot = Some(reverse::set_up(&src, src_name, &dst, target, run.run_id, &names).await?);
+        }
+        if opts.rollback {
+            let sql = format!("ALTER DATABASE {} RESET default_transaction_read_only", quote_ident(target.dbname()));
+            dst.batch_execute(&sql).await.context(&dst_name, || sql.clone())?;
+        }
+        Ok::<_, Error>(done)
+    }
+    .await;
     match result {
         Ok((fence_lsn, sequences, counts)) => {
             if !opts.keep_source_writable {
@@ -188,16 +222,22 @@ async fn fenced(
 }
 
 /// Waits (before fencing) until the follower this process started has caught up.
-async fn wait_for_follower(src: &Client, src_name: &str, slot: &str, timeout: Duration) -> Result<()> {
+async fn wait_for_follower<T>(src: &Client, src_name: &str, slot: &str, timeout: Duration, follower: &tokio::task::JoinHandle<T>) -> Result<()> {
     let deadline = Instant::now() + timeout.max(Duration::from_secs(30));
     loop {
         let row = src
-            .query_one("SELECT active, pg_current_wal_lsn() - confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+            .query_one(
+                "SELECT active, (pg_current_wal_lsn() - confirmed_flush_lsn)::float8 FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
             .await
             .context(&src_name, || "read the run's slot".into())?;
-        let lag: Option<f64> = row.try_get::<_, Option<String>>(1).ok().flatten().and_then(|s| s.parse().ok());
+        let lag: Option<f64> = row.get(1);
         if row.get::<_, bool>(0) && lag.is_some_and(|l| l < 1024.0 * 1024.0) {
             return Ok(());
+        }
+        if follower.is_finished() {
+            return Err(Error::State("catch-up stopped before the cutover could begin".into()));
         }
         if Instant::now() >= deadline {
             return Err(Error::State("catch-up did not start in time; run pgshift follow first".into()));

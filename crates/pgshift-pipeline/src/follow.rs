@@ -289,6 +289,9 @@ impl Follower<'_> {
                 self.commit().await?;
                 return Ok(Some((lsn, String::from_utf8_lossy(&content).into_owned())));
             }
+            // Changes pgshift itself applied on this server (the other direction of a
+            // reverse replication) must not travel back.
+            LogicalMessage::Origin { name, .. } if name.starts_with("pgshift_") => self.skipping = true,
             LogicalMessage::Origin { .. } | LogicalMessage::Type { .. } | LogicalMessage::Message { .. } => {}
         }
         if self.in_transaction && self.applier.pending_rows() >= opts.batch_rows {

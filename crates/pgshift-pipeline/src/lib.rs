@@ -10,6 +10,7 @@ pub mod plan;
 pub mod postdata;
 pub mod preflight;
 pub mod progress;
+pub mod reverse;
 pub mod state;
 pub mod verify;
 pub mod workers;

@@ -109,6 +109,31 @@ pub async fn create_run(tx: &impl GenericClient, endpoint: &str, source: &str, p
     Ok(run_id)
 }
 
+/// Records a run whose data is already in place and whose slot already exists (the
+/// reverse run of a cutover, kept in the old database): ready to follow.
+pub async fn create_loaded_run(client: &Client, endpoint: &str, source: &str, slot: &str, start_lsn: &str, tables: &[String]) -> Result<i64> {
+    let ctx = || "record the reverse run in pgshift.runs".to_string();
+    client.batch_execute(SCHEMA_DDL).await.context(&endpoint, || "create the pgshift state schema".into())?;
+    let row = client
+        .query_one(
+            "INSERT INTO pgshift.runs (source, slot_name, start_lsn, phase, finished_at) VALUES ($1, $2, $3::text::pg_lsn, $4, now()) RETURNING run_id",
+            &[&source, &slot, &start_lsn, &phase::LOADED],
+        )
+        .await
+        .context(&endpoint, ctx)?;
+    let run_id: i64 = row.get(0);
+    for table in tables {
+        client
+            .execute(
+                "INSERT INTO pgshift.chunks (run_id, table_name, chunk_no, split, done_at) VALUES ($1, $2, 0, 'whole', now())",
+                &[&run_id, table],
+            )
+            .await
+            .context(&endpoint, ctx)?;
+    }
+    Ok(run_id)
+}
+
 pub async fn run_by_id(client: &Client, endpoint: &str, run_id: i64) -> Result<Run> {
     let r = client
         .query_one(&format!("SELECT {RUN_COLUMNS} FROM pgshift.runs WHERE run_id = $1"), &[&run_id])

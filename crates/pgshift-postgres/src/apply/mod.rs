@@ -73,7 +73,8 @@ impl Applier {
             .batch_execute(&format!(
                 "SELECT pg_replication_origin_create({o}) WHERE NOT EXISTS \
                  (SELECT 1 FROM pg_replication_origin WHERE roname = {o}); \
-                 SELECT pg_replication_origin_session_setup({o})",
+                 SELECT pg_replication_origin_session_setup({o}); \
+                 SET default_transaction_read_only = off",
                 o = quote_literal(origin)
             ))
             .await

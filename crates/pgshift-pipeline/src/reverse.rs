@@ -1,0 +1,73 @@
+//! The way back after a cutover: replication from the new database to the old one,
+//! so the old one stays a warm copy, and `pgshift rollback` can switch back with the
+//! same fence as the cutover.
+//!
+//! The reverse slot is created inside the cutover's fence, when both databases hold
+//! the same rows and nobody writes to the new one yet: its consistent point is where
+//! the old database stands. The reverse run is recorded in the old database's
+//! `pgshift` schema, so `pgshift follow --source NEW --target OLD` and
+//! `pgshift rollback` find it like any loaded run.
+
+use pgshift_postgres::error::Context;
+use pgshift_postgres::sql::quote_ident;
+use pgshift_postgres::ConnInfo;
+use tokio_postgres::Client;
+
+use crate::error::{Error, Result};
+use crate::follow::publication_name;
+use crate::state;
+
+pub fn reverse_slot_name(run_id: i64) -> String {
+    format!("pgshift_rev_{run_id}")
+}
+
+/// What must hold on the new database before a cutover promises a way back.
+pub async fn check_possible(new: &Client, new_name: &str) -> Result<()> {
+    let row = new
+        .query_one(
+            "SELECT current_setting('wal_level'), \
+             current_setting('max_replication_slots')::int - (SELECT count(*)::int FROM pg_replication_slots), \
+             (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user)",
+            &[],
+        )
+        .await
+        .context(&new_name, || "check the target for reverse replication".into())?;
+    let mut problems = Vec::new();
+    let wal_level: String = row.get(0);
+    if wal_level != "logical" {
+        problems.push(format!("--reverse: target {new_name} has wal_level = {wal_level}; set wal_level = logical and restart it"));
+    }
+    if row.get::<_, i32>(1) < 1 {
+        problems.push(format!("--reverse: target {new_name} has no free replication slot; raise max_replication_slots"));
+    }
+    if !row.get::<_, bool>(2) {
+        problems.push("--reverse: the target's user needs the REPLICATION attribute (ALTER ROLE ... REPLICATION)".into());
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Preflight(problems))
+    }
+}
+
+/// Creates publication and slot on the new database and records the reverse run in
+/// the old one. Runs while the old database is fenced.
+pub async fn set_up(old: &Client, old_name: &str, new: &Client, new_info: &ConnInfo, run_id: i64, tables: &[String]) -> Result<String> {
+    let new_name = new_info.endpoint();
+    let slot = reverse_slot_name(run_id);
+    let publication = quote_ident(publication_name(&slot));
+    let sql = format!("DROP PUBLICATION IF EXISTS {publication}; CREATE PUBLICATION {publication} FOR TABLE {}", tables.join(", "));
+    new.batch_execute(&sql).await.context(&new_name, || sql.clone())?;
+    // Left over from an aborted cutover: nothing streams from it yet.
+    new.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active", &[&slot])
+        .await
+        .context(&new_name, || format!("drop stale slot {slot}"))?;
+    let lsn: String = new
+        .query_one("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot])
+        .await
+        .context(&new_name, || format!("create reverse slot {slot}"))?
+        .get(0);
+    let names: Vec<String> = tables.iter().map(|t| t.replace('"', "")).collect();
+    state::create_loaded_run(old, old_name, new_name, &slot, &lsn, &names).await?;
+    Ok(slot)
+}
