@@ -86,3 +86,24 @@ fn a_malformed_url_names_the_flag_without_echoing_it() {
     let err = migrate_fails(&format!("postgresql://u:{PASSWORD}@host:notaport/db"), "postgresql://localhost/x");
     assert!(err.contains("--source"), "{err}");
 }
+
+#[test]
+fn invalidated_slot_stops_catch_up_with_the_way_to_recover() {
+    let source = Cluster::start_with(PgVersion::V15, &ClusterOptions { extra_conf: vec!["max_slot_wal_keep_size = 1MB".into()], ..Default::default() });
+    let target = Cluster::start(PgVersion::V16);
+    source.create_database("app");
+    target.create_database("app");
+    source.psql("app", "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT generate_series(1, 100), 'x'");
+    migrate(&source, &target, &[]);
+    // More WAL than the slot may keep, then a checkpoint: the server invalidates it.
+    for _ in 0..4 {
+        source.psql("app", "INSERT INTO t SELECT i, 'y' FROM generate_series(1000, 1100) i ON CONFLICT DO NOTHING; SELECT pg_switch_wal()");
+    }
+    source.psql("app", "CHECKPOINT");
+    assert_eq!(source.psql("app", "SELECT wal_status FROM pg_replication_slots"), "lost");
+    let (s, t) = (source.url("app"), target.url("app"));
+    let out = pgshift_expect(2, &["follow", "--source", &s, "--target", &t, "--until-caught-up"]);
+    let err = stderr(&out);
+    assert!(err.contains("was invalidated") && err.contains("max_slot_wal_keep_size"), "{err}");
+    assert!(err.contains("run pgshift migrate again"), "{err}");
+}
