@@ -53,7 +53,7 @@ fn cutover_under_pgbench_ends_with_identical_databases() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["write_pause_ms"].as_f64().unwrap() > 0.0, "{report}");
     assert_eq!(report["source_read_only"], true);
-    let orders = report["counts"].as_array().unwrap().iter().find(|c| c["table"] == "\"public\".\"orders\"").cloned().unwrap();
+    let orders = report["counts"].as_array().unwrap().iter().find(|c| c["table"] == "public.orders").cloned().unwrap();
     assert!(orders["source_rows"].as_i64().unwrap() > 0, "pgbench wrote nothing: {report}");
 
     // The follower saw the run end and stopped cleanly.

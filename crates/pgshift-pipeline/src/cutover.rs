@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pgshift_postgres::catalog::{self, Catalog};
+use pgshift_postgres::catalog::{self, Catalog, Table};
 use pgshift_postgres::ddl;
 use pgshift_postgres::error::Context;
 use pgshift_postgres::lsn::Lsn;
@@ -149,7 +149,7 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
     fence.batch_execute(&lock).await.context(&src_name, || "fence writes (LOCK TABLE ... IN EXCLUSIVE MODE)".into())?;
     let paused = Instant::now();
     let result = async {
-        let done = fenced(&fence, &src, &dst, (src_name, dst_name), &slot, &catalog, &names, paused, opts).await?;
+        let done = fenced(&fence, &src, &dst, (src_name, dst_name), &slot, &catalog, &tables, paused, opts).await?;
         if opts.reverse {
             report.reverse_slot = Some(reverse::set_up(&src, src_name, &dst, target, run.run_id, &names).await?);
         }
@@ -194,7 +194,7 @@ async fn fenced(
     (src_name, dst_name): (&str, &str),
     slot: &str,
     catalog: &Catalog,
-    names: &[String],
+    tables: &[&Table],
     paused: Instant,
     opts: &CutoverOptions,
 ) -> Result<(Lsn, usize, Vec<TableCount>)> {
@@ -216,8 +216,9 @@ async fn fenced(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let sequences = sync_sequences(fence, dst, (src_name, dst_name), catalog, names).await?;
-    let counts = compare_counts(fence, dst, (src_name, dst_name), names).await?;
+    let names: Vec<String> = tables.iter().map(|t| t.qualified()).collect();
+    let sequences = sync_sequences(fence, dst, (src_name, dst_name), catalog, &names).await?;
+    let counts = compare_counts(fence, dst, (src_name, dst_name), tables).await?;
     Ok((fence_lsn, sequences, counts))
 }
 
@@ -262,11 +263,11 @@ async fn sync_sequences(fence: &Client, dst: &Client, (src_name, dst_name): (&st
     Ok(statements.len())
 }
 
-async fn compare_counts(fence: &Client, dst: &Client, (src_name, dst_name): (&str, &str), names: &[String]) -> Result<Vec<TableCount>> {
+async fn compare_counts(fence: &Client, dst: &Client, (src_name, dst_name): (&str, &str), tables: &[&Table]) -> Result<Vec<TableCount>> {
     let mut counts = Vec::new();
     let mut differ = Vec::new();
-    for name in names {
-        let sql = format!("SELECT count(*) FROM ONLY {name}");
+    for t in tables {
+        let (sql, name) = (format!("SELECT count(*) FROM ONLY {}", t.qualified()), t.display_name());
         let (s, d) = tokio::join!(fence.query_one(&sql, &[]), dst.query_one(&sql, &[]));
         let c = TableCount { table: name.clone(), source_rows: s.context(&src_name, || sql.clone())?.get(0), target_rows: d.context(&dst_name, || sql.clone())?.get(0) };
         if c.source_rows != c.target_rows {
