@@ -13,6 +13,7 @@ use pgshift_postgres::ConnInfo;
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::metrics;
 use crate::plan::TablePlan;
 use crate::progress::Progress;
 use crate::state;
@@ -110,12 +111,15 @@ async fn worker(ctx: &CopyContext, queue: &WorkQueue<CopyJob>, tables: &Tables) 
         let mut reported = 0u64;
         let stats = pipe((&source, src_name), (&target, dst_name), &out_sql, &in_sql, |bytes| {
             ctx.progress.table_bytes(&table, bytes - reported);
+            metrics::BYTES_COPIED.with_label_values(&[&table]).inc_by(bytes - reported);
             reported = bytes;
         })
         .await?;
         state::mark_chunk_done(&target, dst_name, ctx.run_id, &table, job.chunk_no, stats.rows, stats.bytes).await?;
         target.batch_execute("COMMIT").await.context(&dst_name, || format!("commit chunk of {table}"))?;
         source.batch_execute("COMMIT").await.context(&src_name, || "end snapshot transaction".into())?;
+        metrics::ROWS_COPIED.with_label_values(&[&table]).inc_by(stats.rows);
+        metrics::CHUNKS_DONE.inc();
 
         let done = {
             let mut t = tables.lock().unwrap();

@@ -140,6 +140,7 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
         }
     }
 
+    crate::metrics::set_phase("cutover");
     let fence = source.connect().await?;
     let lock = format!(
         "BEGIN; SET LOCAL lock_timeout = {}; LOCK TABLE {} IN EXCLUSIVE MODE",
@@ -182,6 +183,7 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
         let _ = task.await;
     }
     drop_slot(&src, src_name, &slot).await?;
+    crate::metrics::set_phase("done");
     Ok(report)
 }
 

@@ -18,6 +18,7 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
+use crate::metrics;
 use crate::progress::Progress;
 use crate::state::{self, phase, Run};
 
@@ -110,7 +111,7 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
     ];
     repl.start_logical(&slot, start, &options).await.map_err(|e| slot_error(e, &slot))?;
     let mut stream = LogicalStream::spawn(repl, STREAM_QUEUE);
-    progress.phase("catch-up");
+    crate::progress::enter(&*progress, "catch-up");
     tracing::info!(slot = %slot, from = %start, ?format, "streaming changes");
 
     let probe = match opts.until {
@@ -129,6 +130,7 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
         batch_started: None,
         transactions: 0,
         last_commit_time: None,
+        counted: Applied::default(),
     };
     let mut shutdown = Box::pin(shutdown_signal());
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -180,6 +182,8 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
                     last_check = Instant::now();
                     let lag = lag_bytes(&src, src_name, f.confirmed).await?;
                     let secs = f.lag_seconds(lag);
+                    metrics::LAG_BYTES.set(lag as i64);
+                    metrics::LAG_SECONDS.set(secs);
                     progress.step(&format!("lag {lag} bytes, {secs:.1}s; applied {} transactions", f.transactions));
                     if run_done(&dst, dst_name, run.run_id).await? {
                         break;
@@ -231,11 +235,27 @@ struct Follower<'a> {
     batch_started: Option<Instant>,
     transactions: u64,
     last_commit_time: Option<i64>,
+    /// Applier counts already added to the metrics.
+    counted: Applied,
 }
 
 impl Follower<'_> {
     fn idle(&self) -> bool {
         !self.in_transaction && self.uncommitted_end.is_none()
+    }
+
+    /// Moves the applied-changes counters by what the applier did since last time.
+    fn count_applied(&mut self) {
+        let (now, before) = (self.applier.applied, self.counted);
+        for (op, n) in [
+            ("insert", now.inserts - before.inserts),
+            ("update", now.updates - before.updates),
+            ("delete", now.deletes - before.deletes),
+            ("truncate", now.truncates - before.truncates),
+        ] {
+            metrics::APPLIED.with_label_values(&[op]).inc_by(n);
+        }
+        self.counted = now;
     }
 
     fn lag_seconds(&self, lag_bytes: u64) -> f64 {
@@ -247,7 +267,10 @@ impl Follower<'_> {
 
     async fn commit(&mut self) -> Result<()> {
         if let Some(end) = self.uncommitted_end.take() {
+            let started = Instant::now();
             self.applier.commit(end).await?;
+            metrics::APPLY_BATCH_SECONDS.observe(started.elapsed().as_secs_f64());
+            self.count_applied();
             self.confirmed = self.confirmed.max(end);
         }
         self.batch_started = None;

@@ -5,6 +5,7 @@ pub mod cutover;
 pub mod error;
 pub mod follow;
 pub mod inspect;
+pub mod metrics;
 pub mod migrate;
 pub mod plan;
 pub mod postdata;
@@ -12,6 +13,7 @@ pub mod preflight;
 pub mod progress;
 pub mod reverse;
 pub mod state;
+pub mod status;
 pub mod verify;
 pub mod workers;
 

@@ -77,7 +77,7 @@ pub struct MigrateReport {
 pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions, progress: Arc<dyn Progress>) -> Result<MigrateReport> {
     let started = Instant::now();
     let (src_name, dst_name) = (source.endpoint(), target.endpoint());
-    progress.phase("inspect");
+    crate::progress::enter(&*progress, "inspect");
     let src = source.connect().await?;
     let dst = target.connect().await?;
     let catalog = catalog::inspect(&src, &src_name).await?;
@@ -119,7 +119,7 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
     let run = match unfinished {
         Some(run) => run,
         None => {
-            progress.phase("schema");
+            crate::progress::enter(&*progress, "schema");
             create_schema_and_run(&dst, dst_name, source, &pre_data, &plans).await?
         }
     };
@@ -132,9 +132,12 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
     report.start_lsn = run.start_lsn.clone();
 
     if run.phase == phase::COPY {
-        progress.phase("copy");
+        crate::progress::enter(&*progress, "copy");
         let copy_started = Instant::now();
         let jobs = copy_jobs(&dst, dst_name, &run, &plans, snapshot.is_some()).await?;
+        let total: usize = plans.iter().map(|p| p.chunks.len()).sum();
+        crate::metrics::CHUNKS_TOTAL.set(total as i64);
+        crate::metrics::CHUNKS_DONE.set((total - jobs.len()) as i64);
         let ctx = Arc::new(CopyContext {
             source: source.clone(),
             target: target.clone(),
@@ -158,7 +161,7 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
     }
     holder.close().await;
 
-    progress.phase("post-data");
+    crate::progress::enter(&*progress, "post-data");
     let post_started = Instant::now();
     let pd = PostDataOptions { jobs: opts.jobs, maintenance_work_mem: opts.maintenance_work_mem.clone() };
     postdata::run(target, &post_steps, &pd, progress.clone()).await?;

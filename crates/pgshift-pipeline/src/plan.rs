@@ -80,16 +80,24 @@ impl Default for PlanOptions {
 
 /// Tables of the catalog that the patterns select (all when there are none); a
 /// pattern that selects nothing is an error, so a typo cannot silently skip data.
+/// Tables matching any pattern (all when none is given) and no `!pattern`.
 pub fn select_tables<'a>(catalog: &'a Catalog, patterns: &[String]) -> Result<Vec<&'a Table>> {
-    for p in patterns {
+    let (excludes, includes): (Vec<&str>, Vec<&str>) =
+        patterns.iter().map(String::as_str).partition(|p| p.starts_with('!'));
+    let excludes: Vec<&str> = excludes.iter().map(|p| &p[1..]).collect();
+    for p in includes.iter().chain(&excludes) {
         if !catalog.tables.iter().any(|t| table_matches(t, p)) {
             return Err(Error::Input(format!(
                 "--tables {p:?} matches no table in the source (patterns match schema.table or table, with * and ?)"
             )));
         }
     }
-    let chosen: Vec<&Table> =
-        catalog.tables.iter().filter(|t| patterns.is_empty() || patterns.iter().any(|p| table_matches(t, p))).collect();
+    let chosen: Vec<&Table> = catalog
+        .tables
+        .iter()
+        .filter(|t| includes.is_empty() || includes.iter().any(|p| table_matches(t, p)))
+        .filter(|t| !excludes.iter().any(|p| table_matches(t, p)))
+        .collect();
     Ok(with_partition_parents(catalog, chosen))
 }
 

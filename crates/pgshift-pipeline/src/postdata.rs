@@ -25,6 +25,8 @@ pub async fn run(target: &ConnInfo, steps: &[PostDataStep], options: &PostDataOp
         "SET maintenance_work_mem = '{}'; SET max_parallel_maintenance_workers = 2",
         options.maintenance_work_mem.replace('\'', "")
     );
+    crate::metrics::INDEX_STEPS_TOTAL.set(steps.len() as i64);
+    crate::metrics::INDEX_STEPS_DONE.set(0);
     for kind in [PostDataKind::Index, PostDataKind::ForeignKey, PostDataKind::Validate, PostDataKind::Comment] {
         let batch: Vec<PostDataStep> = steps.iter().filter(|s| s.kind == kind).cloned().collect();
         // Foreign keys take locks on two tables each: one at a time avoids deadlocks.
@@ -35,11 +37,11 @@ pub async fn run(target: &ConnInfo, steps: &[PostDataStep], options: &PostDataOp
                 let client = target.connect().await?;
                 client.batch_execute(&settings).await.context(&target.endpoint(), || "configure index session".into())?;
                 while let Some(step) = queue.pop() {
-                    if already_done(&client, target.endpoint(), &step).await? {
-                        continue;
+                    if !already_done(&client, target.endpoint(), &step).await? {
+                        progress.step(&format!("{}: {}", step.table, first_words(&step.sql)));
+                        client.batch_execute(&step.sql).await.context(&target.endpoint(), || step.sql.clone())?;
                     }
-                    progress.step(&format!("{}: {}", step.table, first_words(&step.sql)));
-                    client.batch_execute(&step.sql).await.context(&target.endpoint(), || step.sql.clone())?;
+                    crate::metrics::INDEX_STEPS_DONE.inc();
                 }
                 Ok(())
             }

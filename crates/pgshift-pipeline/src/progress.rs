@@ -15,3 +15,9 @@ pub trait Progress: Send + Sync {
 
 pub struct Silent;
 impl Progress for Silent {}
+
+/// Enters a phase: tells the reporter and the `pgshift_phase` metric.
+pub fn enter(progress: &dyn Progress, phase: &str) {
+    crate::metrics::set_phase(phase);
+    progress.phase(phase);
+}

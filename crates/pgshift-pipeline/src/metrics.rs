@@ -1,0 +1,97 @@
+//! Every Prometheus metric pgshift exports, in one place. Labels carry table names,
+//! phases and operation kinds only: never connection strings or values.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    register_gauge_with_registry, register_histogram_with_registry, register_int_counter_vec_with_registry,
+    register_int_counter_with_registry, register_int_gauge_vec_with_registry, register_int_gauge_with_registry, Encoder, Gauge,
+    Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry, TextEncoder,
+};
+
+static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
+
+macro_rules! metric {
+    ($name:ident: $ty:ty = $register:ident($($arg:expr),+)) => {
+        pub static $name: LazyLock<$ty> =
+            LazyLock::new(|| $register!($($arg),+, &*REGISTRY).expect(concat!("register ", stringify!($name))));
+    };
+}
+
+/// Phases a command goes through; the current one is 1, the others 0.
+pub const PHASES: &[&str] = &["inspect", "schema", "copy", "post-data", "catch-up", "cutover", "done"];
+
+metric!(PHASE: IntGaugeVec = register_int_gauge_vec_with_registry("pgshift_phase", "1 for the phase pgshift is in", &["phase"]));
+metric!(ROWS_COPIED: IntCounterVec = register_int_counter_vec_with_registry("pgshift_rows_copied_total", "Rows copied by the bulk load", &["table"]));
+metric!(BYTES_COPIED: IntCounterVec = register_int_counter_vec_with_registry("pgshift_bytes_copied_total", "COPY bytes streamed by the bulk load", &["table"]));
+metric!(CHUNKS_TOTAL: IntGauge = register_int_gauge_with_registry("pgshift_chunks_total", "Chunks this run copies"));
+metric!(CHUNKS_DONE: IntGauge = register_int_gauge_with_registry("pgshift_chunks_done", "Chunks copied and checkpointed"));
+metric!(INDEX_STEPS_TOTAL: IntGauge = register_int_gauge_with_registry("pgshift_index_builds_total", "Indexes and constraints to build after the load"));
+metric!(INDEX_STEPS_DONE: IntGauge = register_int_gauge_with_registry("pgshift_index_builds_done", "Indexes and constraints built"));
+metric!(LAG_BYTES: IntGauge = register_int_gauge_with_registry("pgshift_replication_lag_bytes", "WAL the target has not applied yet"));
+metric!(LAG_SECONDS: Gauge = register_gauge_with_registry("pgshift_replication_lag_seconds", "Age of the newest applied change while behind"));
+metric!(APPLIED: IntCounterVec = register_int_counter_vec_with_registry(
+    "pgshift_applied_changes_total",
+    "Row changes applied by catch-up",
+    &["op"]
+));
+metric!(APPLY_BATCH_SECONDS: Histogram = register_histogram_with_registry(
+    "pgshift_apply_batch_seconds",
+    "Time to write and commit one catch-up batch on the target",
+    vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
+));
+metric!(EMBEDDINGS: IntCounter = register_int_counter_with_registry("pgshift_embeddings_total", "Vectors computed by the embedding stage"));
+metric!(EMBEDDING_CACHE_HITS: IntCounter = register_int_counter_with_registry(
+    "pgshift_embedding_cache_hits_total",
+    "Vectors taken from the content-hash cache instead of computed"
+));
+metric!(EMBEDDING_BATCH_SECONDS: Histogram = register_histogram_with_registry(
+    "pgshift_embedding_batch_seconds",
+    "Time to embed one batch",
+    vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+));
+metric!(EMBEDDING_QUEUE: IntGauge = register_int_gauge_with_registry("pgshift_embedding_queue_depth", "Rows waiting for the embedding workers"));
+metric!(ERRORS: IntCounterVec = register_int_counter_vec_with_registry("pgshift_errors_total", "Errors that stopped a command, by kind", &["kind"]));
+
+/// Registers every metric so /metrics shows them all from the start.
+pub fn init() {
+    for phase in PHASES {
+        PHASE.with_label_values(&[phase]).set(0);
+    }
+    for op in ["insert", "update", "delete", "truncate"] {
+        APPLIED.with_label_values(&[op]);
+    }
+    LazyLock::force(&CHUNKS_TOTAL);
+    LazyLock::force(&CHUNKS_DONE);
+    LazyLock::force(&INDEX_STEPS_TOTAL);
+    LazyLock::force(&INDEX_STEPS_DONE);
+    LazyLock::force(&LAG_BYTES);
+    LazyLock::force(&LAG_SECONDS);
+    LazyLock::force(&APPLY_BATCH_SECONDS);
+    LazyLock::force(&EMBEDDINGS);
+    LazyLock::force(&EMBEDDING_CACHE_HITS);
+    LazyLock::force(&EMBEDDING_BATCH_SECONDS);
+    LazyLock::force(&EMBEDDING_QUEUE);
+    LazyLock::force(&ROWS_COPIED);
+    LazyLock::force(&BYTES_COPIED);
+    LazyLock::force(&ERRORS);
+}
+
+pub fn set_phase(phase: &str) {
+    for p in PHASES {
+        PHASE.with_label_values(&[p]).set((*p == phase) as i64);
+    }
+}
+
+/// The text exposition format for /metrics.
+pub fn render() -> String {
+    let mut out = Vec::new();
+    TextEncoder::new().encode(&REGISTRY.gather(), &mut out).expect("text encoding");
+    String::from_utf8(out).expect("metrics are UTF-8")
+}
+
+/// Names of every exported metric (the dashboard test checks against them).
+pub fn names() -> Vec<String> {
+    init();
+    REGISTRY.gather().iter().map(|f| f.name().to_string()).collect()
+}
