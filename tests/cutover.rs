@@ -33,7 +33,7 @@ fn cutover_under_pgbench_ends_with_identical_databases() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let _bench = Background(bench);
+    let _bench = Background::adopt(bench);
 
     // migrate loads and then follows until the cutover finishes the run.
     let (s, t) = (source.url("app"), target.url("app"));

@@ -1,6 +1,8 @@
 //! Shared helpers for the end-to-end tests: run the real binary against real clusters.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::process::{Command, Output};
 
 use pgshift_testkit::{Cluster, PASSWORD};
@@ -152,39 +154,75 @@ SELECT nextval('standalone_seq'), nextval('standalone_seq');
 pub const NO_PK_FULL: &str = "ALTER TABLE no_pk REPLICA IDENTITY FULL";
 
 /// A background process (pgshift, pgbench) killed when the test ends, pass or fail.
-pub struct Background(pub std::process::Child);
+/// pgshift's output goes to files, so a chatty process never blocks on a full pipe.
+pub struct Background {
+    child: std::process::Child,
+    logs: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
 
 impl Background {
+    pub fn adopt(child: std::process::Child) -> Background {
+        Background { child, logs: None }
+    }
+
     pub fn pgshift(args: &[&str]) -> Background {
+        Background::pgshift_with_env(args, &[("PGSHIFT_LOG", "warn")])
+    }
+
+    pub fn pgshift_with_env(args: &[&str], env: &[(&str, &str)]) -> Background {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let base = std::env::temp_dir().join(format!("pgshift-bg-{}-{n}", std::process::id()));
+        let (out, err) = (base.with_extension("out"), base.with_extension("err"));
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
             .args(args)
-            .env("PGSHIFT_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
+            .envs(env.iter().copied())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
             .spawn()
             .expect("start pgshift");
-        Background(child)
+        Background { child, logs: Some((out, err)) }
     }
 
     /// Waits for the process to end by itself and returns its output.
     pub fn wait(mut self, timeout: std::time::Duration) -> Output {
         let deadline = std::time::Instant::now() + timeout;
-        while self.0.try_wait().unwrap().is_none() {
+        while self.child.try_wait().unwrap().is_none() {
             assert!(std::time::Instant::now() < deadline, "background process did not end within {timeout:?}");
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        let child = std::mem::replace(&mut self.0, std::process::Command::new("true").spawn().unwrap());
-        let out = child.wait_with_output().unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        self.output()
+    }
+
+    /// Stops the process now and returns what it printed.
+    pub fn stop(mut self) -> Output {
+        let _ = self.child.kill();
+        self.output()
+    }
+
+    /// What the process printed so far (stdout, stderr).
+    pub fn printed(&self) -> (String, String) {
+        let read = |p: &std::path::PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+        self.logs.as_ref().map(|(o, e)| (read(o), read(e))).unwrap_or_default()
+    }
+
+    fn output(&mut self) -> Output {
+        let status = self.child.wait().unwrap();
+        let (stdout, stderr) = self.printed();
+        let text = format!("{stdout}{stderr}");
         assert!(!text.contains(PASSWORD), "the password leaked into pgshift's output:\n{text}");
-        out
+        Output { status, stdout: stdout.into_bytes(), stderr: stderr.into_bytes() }
     }
 }
 
 impl Drop for Background {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some((out, err)) = &self.logs {
+            let _ = std::fs::remove_file(out);
+            let _ = std::fs::remove_file(err);
+        }
     }
 }
 

@@ -14,3 +14,20 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A short, secret-free name for the `kind` label of `pgshift_errors_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Postgres(PgError::BadUrl { .. }) => "bad_url",
+            Error::Postgres(PgError::Unreachable { .. }) => "unreachable",
+            Error::Postgres(PgError::Tls { .. }) => "tls",
+            Error::Postgres(PgError::AuthFailed { .. }) => "auth",
+            Error::Postgres(PgError::Query { .. }) => "query",
+            Error::Postgres(PgError::Protocol { .. }) => "replication",
+            Error::Preflight(_) => "preflight",
+            Error::State(_) => "state",
+            Error::Input(_) => "input",
+        }
+    }
+}

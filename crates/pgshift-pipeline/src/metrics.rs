@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 
 use prometheus::{
     register_gauge_with_registry, register_histogram_with_registry, register_int_counter_vec_with_registry,
-    register_int_counter_with_registry, register_int_gauge_vec_with_registry, register_int_gauge_with_registry, Encoder, Gauge,
+    register_int_counter_with_registry, register_int_gauge_vec_with_registry, register_int_gauge_with_registry, core::Collector, Encoder, Gauge,
     Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry, TextEncoder,
 };
 
@@ -53,28 +53,38 @@ metric!(EMBEDDING_BATCH_SECONDS: Histogram = register_histogram_with_registry(
 metric!(EMBEDDING_QUEUE: IntGauge = register_int_gauge_with_registry("pgshift_embedding_queue_depth", "Rows waiting for the embedding workers"));
 metric!(ERRORS: IntCounterVec = register_int_counter_vec_with_registry("pgshift_errors_total", "Errors that stopped a command, by kind", &["kind"]));
 
-/// Registers every metric so /metrics shows them all from the start.
+/// Every metric, registered on first use.
+fn all() -> [&'static dyn Collector; 16] {
+    [
+        &*PHASE,
+        &*ROWS_COPIED,
+        &*BYTES_COPIED,
+        &*CHUNKS_TOTAL,
+        &*CHUNKS_DONE,
+        &*INDEX_STEPS_TOTAL,
+        &*INDEX_STEPS_DONE,
+        &*LAG_BYTES,
+        &*LAG_SECONDS,
+        &*APPLIED,
+        &*APPLY_BATCH_SECONDS,
+        &*EMBEDDINGS,
+        &*EMBEDDING_CACHE_HITS,
+        &*EMBEDDING_BATCH_SECONDS,
+        &*EMBEDDING_QUEUE,
+        &*ERRORS,
+    ]
+}
+
+/// Registers every metric, and the label values known in advance, so /metrics
+/// shows them from the start (tables appear once their copy begins).
 pub fn init() {
+    all();
     for phase in PHASES {
         PHASE.with_label_values(&[phase]).set(0);
     }
     for op in ["insert", "update", "delete", "truncate"] {
         APPLIED.with_label_values(&[op]);
     }
-    LazyLock::force(&CHUNKS_TOTAL);
-    LazyLock::force(&CHUNKS_DONE);
-    LazyLock::force(&INDEX_STEPS_TOTAL);
-    LazyLock::force(&INDEX_STEPS_DONE);
-    LazyLock::force(&LAG_BYTES);
-    LazyLock::force(&LAG_SECONDS);
-    LazyLock::force(&APPLY_BATCH_SECONDS);
-    LazyLock::force(&EMBEDDINGS);
-    LazyLock::force(&EMBEDDING_CACHE_HITS);
-    LazyLock::force(&EMBEDDING_BATCH_SECONDS);
-    LazyLock::force(&EMBEDDING_QUEUE);
-    LazyLock::force(&ROWS_COPIED);
-    LazyLock::force(&BYTES_COPIED);
-    LazyLock::force(&ERRORS);
 }
 
 pub fn set_phase(phase: &str) {
@@ -92,6 +102,22 @@ pub fn render() -> String {
 
 /// Names of every exported metric (the dashboard test checks against them).
 pub fn names() -> Vec<String> {
-    init();
-    REGISTRY.gather().iter().map(|f| f.name().to_string()).collect()
+    all().iter().flat_map(|c| c.desc()).map(|d| d.fq_name.clone()).collect()
+}
+
+/// Counts an error that stopped a command.
+pub fn count_error(e: &crate::error::Error) {
+    ERRORS.with_label_values(&[e.kind()]).inc();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_metric_is_listed_from_the_start_with_the_prefix() {
+        let names = super::names();
+        for expected in ["pgshift_rows_copied_total", "pgshift_replication_lag_bytes", "pgshift_apply_batch_seconds", "pgshift_errors_total"] {
+            assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+        }
+        assert!(names.iter().all(|n| n.starts_with("pgshift_")), "{names:?}");
+    }
 }

@@ -1,0 +1,310 @@
+//! The command line: every setting is a flag, a `PGSHIFT_*` variable and a key of
+//! the configuration file (see config/pgshift.example.toml).
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use pgshift_pipeline::cutover::CutoverOptions;
+use pgshift_pipeline::follow::{FollowOptions, Until};
+use pgshift_pipeline::migrate::MigrateOptions;
+use pgshift_pipeline::plan::PlanOptions;
+
+#[derive(Parser)]
+#[command(
+    name = "pgshift",
+    version,
+    about = "Move a live PostgreSQL database into a pgvector-enabled PostgreSQL with near-zero downtime",
+    long_about = "Move a live PostgreSQL database into a pgvector-enabled PostgreSQL with near-zero downtime.\n\n\
+        A typical cutover:\n  \
+        1. pgshift inspect --source $OLD --target $NEW     see what moves and what is in the way\n  \
+        2. pgshift migrate --source $OLD --target $NEW --dry-run   read the plan and every DDL statement\n  \
+        3. pgshift migrate --source $OLD --target $NEW     schema, parallel binary COPY, indexes, then follow changes\n  \
+        4. pgshift verify  --source $OLD --target $NEW     counts and checksums, exit 1 on a difference\n  \
+        5. pgshift cutover --source $OLD --target $NEW     pause writes, apply the rest, sync sequences, switch\n\n\
+        Settings come from flags, then PGSHIFT_* variables, then the --config file.\n\
+        Connection strings may carry passwords; pgshift only ever prints user@host:port/db."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// No progress output (results still go to stdout).
+    #[arg(long, short, global = true, env = "PGSHIFT_QUIET")]
+    pub quiet: bool,
+    /// A TOML configuration file whose keys act as defaults for every flag (see config/pgshift.example.toml).
+    #[arg(long, global = true, env = "PGSHIFT_CONFIG", value_name = "FILE")]
+    pub config: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (and /health) while the command runs, e.g. 127.0.0.1:9187.
+    #[arg(long, global = true, env = "PGSHIFT_METRICS_ADDR", value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// List the source's tables: sizes, keys, replica identity, exact column types and problems.
+    Inspect(InspectArgs),
+    /// Copy schema and data into the target: tables, parallel COPY under one snapshot, then indexes and constraints.
+    Migrate(MigrateArgs),
+    /// Apply the source's changes since the load to the target (logical replication), until stopped.
+    Follow(FollowArgs),
+    /// Pause writes on the source, apply the last changes, sync sequences, compare counts, hand over.
+    Cutover(CutoverArgs),
+    /// Switch back after `cutover --reverse`: pause writes on the new database, apply its last changes to the old one, make the old one writable.
+    Rollback(SwitchArgs),
+    /// Compare row counts and content checksums of every table; exit 1 when anything differs.
+    Verify(VerifyArgs),
+    /// Where the target's newest run stands: phase, chunks and rows per table, and the lag when --source is given.
+    Status(StatusArgs),
+    /// Serve the status page, /metrics, /health and (with a token) the control API to start runs and cut over.
+    Serve(ServeArgs),
+    /// Work with configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Check a configuration file: every unknown key, wrong type or bad value, with its key and line.
+    Check {
+        /// The file to check.
+        file: String,
+    },
+}
+
+#[derive(Args)]
+pub struct SourceArg {
+    /// Source database URL, e.g. postgresql://user:password@host:5432/app
+    #[arg(long, env = "PGSHIFT_SOURCE", hide_env_values = true)]
+    pub source: String,
+}
+
+#[derive(Args)]
+pub struct TargetArg {
+    /// Target database URL (needs pgvector when the source uses vectors).
+    #[arg(long, env = "PGSHIFT_TARGET", hide_env_values = true)]
+    pub target: String,
+}
+
+#[derive(Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub source: SourceArg,
+    /// Also compare with this target database.
+    #[arg(long, env = "PGSHIFT_TARGET", hide_env_values = true)]
+    pub target: Option<String>,
+    /// Count rows exactly (a scan per table) instead of the planner's estimate.
+    #[arg(long)]
+    pub count: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How the load runs; shared by `migrate` and `serve`.
+#[derive(Args)]
+pub struct LoadSettings {
+    /// Parallel copy and index workers (each holds one source and one target connection).
+    #[arg(long, short, env = "PGSHIFT_JOBS", default_value_t = 4)]
+    pub jobs: usize,
+    /// Only these tables: glob patterns over schema.table or table, e.g. 'public.*' 'orders_*'; '!pattern' leaves tables out.
+    #[arg(long, num_args = 1.., env = "PGSHIFT_TABLES", value_delimiter = ',')]
+    pub tables: Vec<String>,
+    /// Split tables with more (estimated) rows than this into ranges copied in parallel.
+    #[arg(long, env = "PGSHIFT_SPLIT_ROWS", default_value_t = 500_000)]
+    pub split_rows: u64,
+    /// maintenance_work_mem for index builds on the target.
+    #[arg(long, env = "PGSHIFT_MAINTENANCE_WORK_MEM", default_value = "256MB")]
+    pub maintenance_work_mem: String,
+}
+
+impl LoadSettings {
+    pub fn options(&self) -> MigrateOptions {
+        MigrateOptions {
+            plan: PlanOptions { patterns: self.tables.clone(), split_rows: self.split_rows },
+            jobs: self.jobs.max(1),
+            maintenance_work_mem: self.maintenance_work_mem.clone(),
+            ..MigrateOptions::default()
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub source: SourceArg,
+    #[command(flatten)]
+    pub target: TargetArg,
+    #[command(flatten)]
+    pub load: LoadSettings,
+    /// Print the plan and every DDL statement; write nothing anywhere.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Continue the target's unfinished run: finished chunks are kept, the rest copied again.
+    #[arg(long)]
+    pub resume: bool,
+    /// Copy without a replication slot (no catch-up afterwards; wal_level may be replica).
+    #[arg(long, conflicts_with = "load_only")]
+    pub no_follow: bool,
+    /// Stop after the load, keeping the slot: run `pgshift follow` later to catch up.
+    #[arg(long)]
+    pub load_only: bool,
+    #[command(flatten)]
+    pub follow: FollowTuning,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct FollowTuning {
+    /// Exit once every change the source had when catch-up began is applied, instead of following until stopped.
+    #[arg(long)]
+    pub until_caught_up: bool,
+    /// Changes held in memory before they are written to the target.
+    #[arg(long, env = "PGSHIFT_BATCH_ROWS", default_value_t = 20_000)]
+    pub batch_rows: usize,
+    /// Longest wait before applied changes are committed on the target, in milliseconds.
+    #[arg(long, env = "PGSHIFT_COMMIT_DELAY_MS", default_value_t = 200)]
+    pub commit_delay_ms: u64,
+}
+
+impl FollowTuning {
+    pub fn options(&self) -> FollowOptions {
+        FollowOptions {
+            until: if self.until_caught_up { Until::CaughtUp } else { Until::Stopped },
+            batch_rows: self.batch_rows.max(1),
+            commit_delay: Duration::from_millis(self.commit_delay_ms),
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct FollowArgs {
+    #[command(flatten)]
+    pub source: SourceArg,
+    #[command(flatten)]
+    pub target: TargetArg,
+    #[command(flatten)]
+    pub tuning: FollowTuning,
+    /// Print the final report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct CutoverArgs {
+    #[command(flatten)]
+    pub switch: SwitchArgs,
+    /// Keep the old database as a warm rollback: replicate the new one's changes back to it
+    /// (run `pgshift follow --source NEW --target OLD`; switch back with `pgshift rollback`).
+    #[arg(long)]
+    pub reverse: bool,
+}
+
+/// How long a cutover may pause writes; shared by `cutover`, `rollback` and `serve`.
+#[derive(Args)]
+pub struct PauseSettings {
+    /// Longest write pause (waiting for locks and for the other side to apply), e.g. 5s or 800ms.
+    #[arg(long, env = "PGSHIFT_CUTOVER_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Refuse to start while the target is more than this many MiB of WAL behind.
+    #[arg(long, env = "PGSHIFT_MAX_LAG_MB", default_value_t = 16)]
+    pub max_lag_mb: u64,
+}
+
+impl PauseSettings {
+    pub fn options(&self) -> CutoverOptions {
+        CutoverOptions {
+            timeout: self.timeout,
+            max_lag_bytes: self.max_lag_mb * 1024 * 1024,
+            keep_source_writable: false,
+            reverse: false,
+            rollback: false,
+            dry_run: false,
+        }
+    }
+}
+
+/// Cutover and rollback take the same two URLs: --source is always the old
+/// database, --target the new one.
+#[derive(Args)]
+pub struct SwitchArgs {
+    #[command(flatten)]
+    pub source: SourceArg,
+    /// The new database (the migration's target).
+    #[arg(long, env = "PGSHIFT_TARGET", hide_env_values = true)]
+    pub target: String,
+    #[command(flatten)]
+    pub pause: PauseSettings,
+    /// Leave the database being switched away from writable (by default its new sessions are read-only and waiting writers are ended).
+    #[arg(long)]
+    pub keep_source_writable: bool,
+    /// Print the steps and the current lag; pause nothing, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `5s`, `800ms`, `2m` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = number.parse().map_err(|_| format!("not a duration: {s:?} (e.g. 5s, 800ms)"))?;
+    let seconds = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("unknown unit {unit:?} in {s:?}: use ms, s or m")),
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub source: SourceArg,
+    #[command(flatten)]
+    pub target: TargetArg,
+    /// Only these tables (glob patterns, as for migrate).
+    #[arg(long, num_args = 1.., env = "PGSHIFT_TABLES", value_delimiter = ',')]
+    pub tables: Vec<String>,
+    /// Check tables with more rows than this per key range, so a difference points at a range.
+    #[arg(long, env = "PGSHIFT_SPLIT_ROWS", default_value_t = 500_000)]
+    pub split_rows: u64,
+    #[arg(long, short, env = "PGSHIFT_JOBS", default_value_t = 4)]
+    pub jobs: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: TargetArg,
+    /// The source, to report the replication lag of the run's slot.
+    #[arg(long, env = "PGSHIFT_SOURCE", hide_env_values = true)]
+    pub source: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub source: SourceArg,
+    #[command(flatten)]
+    pub target: TargetArg,
+    /// Listen here for the status page, /metrics, /health and /api.
+    #[arg(long, env = "PGSHIFT_API_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    /// Turns the control API on: clients send `Authorization: Bearer <token>`. At least 16 characters.
+    /// Prefer the variable (or [api] token_file): a flag is visible to other users in the process list.
+    #[arg(long, env = "PGSHIFT_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    #[command(flatten)]
+    pub load: LoadSettings,
+    #[command(flatten)]
+    pub follow: FollowTuning,
+    #[command(flatten)]
+    pub pause: PauseSettings,
+}

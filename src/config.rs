@@ -1,0 +1,305 @@
+//! The configuration file. Its values become defaults for the matching `PGSHIFT_*`
+//! environment variables before the command line is parsed, so the order of
+//! precedence is the usual one: flag, then environment, then file, then built-in.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use pgshift_postgres::ConnInfo;
+use serde::Deserialize;
+
+/// Environment variable that names the configuration file (like `--config`).
+pub const CONFIG_ENV: &str = "PGSHIFT_CONFIG";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub source: Option<String>,
+    pub target: Option<String>,
+    #[serde(default)]
+    pub tables: Tables,
+    #[serde(default)]
+    pub copy: Copy,
+    #[serde(default)]
+    pub follow: Follow,
+    #[serde(default)]
+    pub cutover: Cutover,
+    #[serde(default)]
+    pub metrics: Metrics,
+    #[serde(default)]
+    pub api: Api,
+    #[serde(default)]
+    pub embedding: Vec<Embedding>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tables {
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Copy {
+    pub jobs: Option<u32>,
+    pub split_rows: Option<u64>,
+    pub maintenance_work_mem: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Follow {
+    pub batch_rows: Option<u64>,
+    pub commit_delay_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cutover {
+    pub timeout: Option<String>,
+    pub max_lag_mb: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    pub addr: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Api {
+    pub addr: Option<String>,
+    pub token: Option<String>,
+    /// A file holding the token (a mounted secret), so the config file can be shared.
+    pub token_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Embedding {
+    pub table: String,
+    pub text: String,
+    pub column: String,
+    #[serde(default = "default_model")]
+    pub model: String,
+    pub dims: Option<u32>,
+    #[serde(default)]
+    pub halfvec: bool,
+}
+
+fn default_model() -> String {
+    "all-MiniLM-L6-v2".into()
+}
+
+/// The configuration file named by `--config FILE` / `--config=FILE` or `PGSHIFT_CONFIG`.
+pub fn path_from(args: &[String]) -> Option<String> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--config" {
+            return it.next().cloned();
+        }
+        if let Some(p) = a.strip_prefix("--config=") {
+            return Some(p.to_string());
+        }
+    }
+    std::env::var(CONFIG_ENV).ok()
+}
+
+/// Reads and checks a configuration file. Every problem is reported, each naming its key.
+pub fn load(path: &Path) -> Result<Config, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    let config: Config = toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.to_string().trim_end()))?;
+    let problems = config.problems();
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(format!(
+            "{}: {}",
+            path.display(),
+            problems.iter().map(|p| format!("\n  - {p}")).collect::<String>()
+        ))
+    }
+}
+
+impl Config {
+    /// What is wrong with values that parsed, as "key: what to do" lines.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (key, url) in [("source", &self.source), ("target", &self.target)] {
+            if let Some(url) = url {
+                if let Err(e) = ConnInfo::parse(url, key) {
+                    out.push(format!("{key}: {e}"));
+                }
+            }
+        }
+        for (key, patterns) in [("tables.include", &self.tables.include), ("tables.exclude", &self.tables.exclude)] {
+            if let Some(p) = patterns.iter().find(|p| p.is_empty() || p.contains(',') || p.starts_with('!')) {
+                out.push(format!("{key}: {p:?} is not a table pattern (schema.table or table, with * and ?; no commas, no '!')"));
+            }
+        }
+        if self.copy.jobs == Some(0) {
+            out.push("copy.jobs: must be at least 1".into());
+        }
+        if self.copy.split_rows == Some(0) {
+            out.push("copy.split_rows: must be at least 1".into());
+        }
+        if self.follow.batch_rows == Some(0) {
+            out.push("follow.batch_rows: must be at least 1".into());
+        }
+        if let Some(t) = &self.cutover.timeout {
+            if let Err(e) = crate::cli::parse_duration(t) {
+                out.push(format!("cutover.timeout: {e}"));
+            }
+        }
+        for (key, addr) in [("metrics.addr", &self.metrics.addr), ("api.addr", &self.api.addr)] {
+            if let Some(a) = addr {
+                if a.parse::<SocketAddr>().is_err() {
+                    out.push(format!("{key}: {a:?} is not an address: write host:port, e.g. 0.0.0.0:9187"));
+                }
+            }
+        }
+        if self.api.token.is_some() && self.api.token_file.is_some() {
+            out.push("api.token, api.token_file: give one of them, not both".into());
+        }
+        if matches!(&self.api.token, Some(t) if t.len() < 16) {
+            out.push("api.token: use at least 16 characters (e.g. the output of `openssl rand -hex 24`)".into());
+        }
+        if let Some(f) = &self.api.token_file {
+            if !Path::new(f).is_file() {
+                out.push(format!("api.token_file: {f} is not a readable file"));
+            }
+        }
+        for (i, e) in self.embedding.iter().enumerate() {
+            let key = format!("embedding[{i}] ({})", e.table);
+            if e.text.trim().is_empty() {
+                out.push(format!("{key}.text: give the SQL expression that yields the text, e.g. title || ' ' || body"));
+            }
+            if e.column.trim().is_empty() {
+                out.push(format!("{key}.column: name the vector column to fill"));
+            }
+            if !e.model.eq_ignore_ascii_case("all-MiniLM-L6-v2") && !e.model.starts_with("http") {
+                out.push(format!(
+                    "{key}.model: unknown model {:?}: use all-MiniLM-L6-v2 or the URL of an embedding server",
+                    e.model
+                ));
+            }
+            if e.model.eq_ignore_ascii_case("all-MiniLM-L6-v2") && e.dims.is_some_and(|d| d != 384) {
+                out.push(format!("{key}.dims: all-MiniLM-L6-v2 makes 384 dimensions, not {}", e.dims.unwrap_or_default()));
+            }
+            // pgvector's HNSW indexes vector up to 2,000 dimensions and halfvec up to 4,000.
+            match (e.dims.unwrap_or(384), e.halfvec) {
+                (d, false) if d > 2000 => out.push(format!("{key}.dims: HNSW indexes vector up to 2000 dimensions: set halfvec = true")),
+                (d, true) if d > 4000 => out.push(format!("{key}.dims: HNSW indexes halfvec up to 4000 dimensions")),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The `PGSHIFT_*` variables this file sets. Token files are read here.
+    pub fn environment(&self) -> Result<BTreeMap<&'static str, String>, String> {
+        let mut env = BTreeMap::new();
+        let mut set = |name: &'static str, value: Option<String>| {
+            if let Some(v) = value {
+                env.insert(name, v);
+            }
+        };
+        set("PGSHIFT_SOURCE", self.source.clone());
+        set("PGSHIFT_TARGET", self.target.clone());
+        let patterns: Vec<String> =
+            self.tables.include.iter().cloned().chain(self.tables.exclude.iter().map(|p| format!("!{p}"))).collect();
+        set("PGSHIFT_TABLES", (!patterns.is_empty()).then(|| patterns.join(",")));
+        set("PGSHIFT_JOBS", self.copy.jobs.map(|n| n.to_string()));
+        set("PGSHIFT_SPLIT_ROWS", self.copy.split_rows.map(|n| n.to_string()));
+        set("PGSHIFT_MAINTENANCE_WORK_MEM", self.copy.maintenance_work_mem.clone());
+        set("PGSHIFT_BATCH_ROWS", self.follow.batch_rows.map(|n| n.to_string()));
+        set("PGSHIFT_COMMIT_DELAY_MS", self.follow.commit_delay_ms.map(|n| n.to_string()));
+        set("PGSHIFT_CUTOVER_TIMEOUT", self.cutover.timeout.clone());
+        set("PGSHIFT_MAX_LAG_MB", self.cutover.max_lag_mb.map(|n| n.to_string()));
+        set("PGSHIFT_METRICS_ADDR", self.metrics.addr.clone());
+        set("PGSHIFT_API_ADDR", self.api.addr.clone());
+        let token = match &self.api.token_file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .map_err(|e| format!("api.token_file: cannot read {f}: {e}"))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => self.api.token.clone(),
+        };
+        set("PGSHIFT_API_TOKEN", token);
+        Ok(env)
+    }
+}
+
+/// Sets the file's values as environment defaults: a variable already set wins.
+/// Runs before any thread starts, so changing the environment is sound.
+pub fn apply(config: &Config) -> Result<(), String> {
+    for (name, value) in config.environment()? {
+        if std::env::var_os(name).is_none() {
+            std::env::set_var(name, value);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems.join("\n"))
+        }
+    }
+
+    #[test]
+    fn the_example_file_is_valid_and_sets_the_documented_variables() {
+        let text = include_str!("../config/pgshift.example.toml");
+        let config = parse(text).unwrap();
+        let env = config.environment().unwrap();
+        assert_eq!(env["PGSHIFT_JOBS"], "4");
+        assert!(env["PGSHIFT_TABLES"].contains("!public.audit_log"), "{env:?}");
+        assert_eq!(config.embedding.len(), 1);
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key_and_line() {
+        let e = parse("[copy]\njobs = 2\njbos = 4\n").unwrap_err();
+        assert!(e.contains("jbos") && e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_and_values_name_the_key() {
+        let e = parse("[copy]\njobs = \"four\"\n").unwrap_err();
+        assert!(e.contains("jobs") && e.contains("line 2"), "{e}");
+        let e = parse("[metrics]\naddr = \"localhost\"\n[copy]\njobs = 0\n").unwrap_err();
+        assert!(e.contains("metrics.addr") && e.contains("copy.jobs"), "{e}");
+        let e = parse("[[embedding]]\ntable = \"docs\"\ntext = \"body\"\ncolumn = \"v\"\ndims = 1536\n").unwrap_err();
+        assert!(e.contains("embedding[0] (docs).dims"), "{e}");
+    }
+
+    #[test]
+    fn bad_urls_are_reported_without_their_password() {
+        let e = parse("source = \"postgresql://app:hunter2@host:notaport/app\"\n").unwrap_err();
+        assert!(e.starts_with("source:"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn config_path_comes_from_the_flag_first() {
+        let args: Vec<String> = ["pgshift", "migrate", "--config", "a.toml"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(path_from(&args).as_deref(), Some("a.toml"));
+        let args: Vec<String> = ["pgshift", "--config=b.toml"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(path_from(&args).as_deref(), Some("b.toml"));
+    }
+}

@@ -1,0 +1,179 @@
+//! What the control API does: one background migrate (load, then follow) at a time,
+//! cutovers on request, and status read from the target's `pgshift` schema.
+
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use pgshift_pipeline::cutover::CutoverOptions;
+use pgshift_pipeline::follow::FollowOptions;
+use pgshift_pipeline::migrate::MigrateOptions;
+use pgshift_pipeline::progress::Progress;
+use pgshift_postgres::ConnInfo;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// An HTTP error with a JSON body `{"error": "..."}`. Messages come from pgshift's
+/// errors, which name servers by their redacted endpoint only.
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<pgshift_pipeline::error::Error> for ApiError {
+    fn from(e: pgshift_pipeline::error::Error) -> Self {
+        pgshift_pipeline::metrics::count_error(&e);
+        ApiError(StatusCode::BAD_GATEWAY, e.to_string())
+    }
+}
+
+/// `POST /api/migrate` body; every field may be left out.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MigrateRequest {
+    /// Continue the target's unfinished run.
+    pub resume: bool,
+    /// Stop after the load, keeping the slot (`--load-only`).
+    pub load_only: bool,
+}
+
+/// `POST /api/cutover` body; every field may be left out.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CutoverRequest {
+    pub dry_run: bool,
+    pub reverse: bool,
+    pub keep_source_writable: bool,
+}
+
+/// An empty body means the defaults.
+pub fn parse_body<T: Default + serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("request body: {e}")))
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Job {
+    pub id: u64,
+    pub kind: &'static str,
+    /// running, succeeded or failed.
+    pub state: &'static str,
+    pub started_at: u64,
+    pub finished_at: Option<u64>,
+    pub error: Option<String>,
+}
+
+pub struct Control {
+    pub source: ConnInfo,
+    pub target: ConnInfo,
+    pub token: Option<String>,
+    pub migrate: MigrateOptions,
+    pub follow: FollowOptions,
+    pub cutover: CutoverOptions,
+    pub progress: Arc<dyn Progress>,
+    job: Mutex<Option<Job>>,
+    cutover_running: tokio::sync::Mutex<()>,
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+}
+
+impl Control {
+    pub fn new(
+        (source, target): (ConnInfo, ConnInfo),
+        token: Option<String>,
+        (migrate, follow, cutover): (MigrateOptions, FollowOptions, CutoverOptions),
+        progress: Arc<dyn Progress>,
+    ) -> Control {
+        Control {
+            source,
+            target,
+            token,
+            migrate,
+            follow,
+            cutover,
+            progress,
+            job: Mutex::new(None),
+            cutover_running: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub async fn status(&self) -> Result<Value, ApiError> {
+        let run = pgshift_pipeline::status::status(Some(&self.source), &self.target).await?;
+        let job = self.job.lock().unwrap().clone();
+        Ok(json!({ "source": self.source.endpoint(), "target": self.target.endpoint(), "job": job, "run": run }))
+    }
+
+    pub async fn plan(&self) -> Result<Value, ApiError> {
+        let options = MigrateOptions { dry_run: true, ..self.migrate.clone() };
+        let silent: Arc<dyn Progress> = Arc::new(pgshift_pipeline::progress::Silent);
+        let report = pgshift_pipeline::migrate::migrate(&self.source, &self.target, &options, silent).await?;
+        Ok(serde_json::to_value(report).expect("reports serialize"))
+    }
+
+    /// Starts the load (and then catch-up) in the background; refused while a job runs.
+    pub fn start_migrate(self: &Arc<Self>, request: MigrateRequest) -> Result<Job, ApiError> {
+        let job = {
+            let mut slot = self.job.lock().unwrap();
+            if let Some(running) = slot.as_ref().filter(|j| j.state == "running") {
+                return Err(ApiError(StatusCode::CONFLICT, format!("job {} ({}) is still running", running.id, running.kind)));
+            }
+            let job = Job {
+                id: slot.as_ref().map_or(1, |j| j.id + 1),
+                kind: if request.resume { "resume" } else { "migrate" },
+                state: "running",
+                started_at: now(),
+                finished_at: None,
+                error: None,
+            };
+            *slot = Some(job.clone());
+            job
+        };
+        let control = self.clone();
+        tokio::spawn(async move {
+            let result = control.run_migrate(&request).await;
+            if let Err(e) = &result {
+                pgshift_pipeline::metrics::count_error(e);
+                tracing::error!("job failed: {e}");
+            }
+            if let Some(job) = control.job.lock().unwrap().as_mut() {
+                job.state = if result.is_ok() { "succeeded" } else { "failed" };
+                job.finished_at = Some(now());
+                job.error = result.err().map(|e| e.to_string());
+            }
+        });
+        Ok(job)
+    }
+
+    async fn run_migrate(&self, request: &MigrateRequest) -> pgshift_pipeline::error::Result<()> {
+        let options = MigrateOptions { resume: request.resume, dry_run: false, ..self.migrate.clone() };
+        pgshift_pipeline::migrate::migrate(&self.source, &self.target, &options, self.progress.clone()).await?;
+        if options.follow && !request.load_only {
+            pgshift_pipeline::follow::follow(&self.source, &self.target, &self.follow, self.progress.clone()).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs a cutover now and answers with its report; one at a time.
+    pub async fn cutover(&self, request: CutoverRequest) -> Result<Value, ApiError> {
+        let Ok(_guard) = self.cutover_running.try_lock() else {
+            return Err(ApiError(StatusCode::CONFLICT, "a cutover is already running".into()));
+        };
+        let options = CutoverOptions {
+            dry_run: request.dry_run,
+            reverse: request.reverse,
+            keep_source_writable: request.keep_source_writable,
+            ..self.cutover.clone()
+        };
+        let report = pgshift_pipeline::cutover::cutover(&self.source, &self.target, &options).await?;
+        Ok(serde_json::to_value(report).expect("reports serialize"))
+    }
+}
