@@ -89,6 +89,9 @@ fn the_control_api_needs_the_token_and_reveals_no_secret() {
 
     let status = get(&format!("{base}/api/status"), Some(TOKEN));
     assert_eq!(status.status, 200, "{}", status.body);
+    let mut keys: Vec<String> = status.json().as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(keys, ["job", "run", "source", "target"], "GET /api/status as docs/JSON.md shows it");
     assert_eq!(status.json()["run"]["has_run"], false, "{}", status.body);
     let plan = get(&format!("{base}/api/plan"), Some(TOKEN));
     assert_eq!(plan.status, 200, "{}", plan.body);
@@ -199,4 +202,45 @@ fn config_file_settings_yield_to_environment_and_flags() {
     let out = pgshift_expect(1, &["config", "check", f]);
     assert!(stderr(&out).contains("source:") && stderr(&out).contains("metrics.addr"), "{}", stderr(&out));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The `keys:` line under the docs/JSON.md heading that contains `heading`.
+fn documented_keys(heading: &str) -> Vec<String> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/JSON.md")).unwrap();
+    let section = doc.split("\n## ").find(|s| s.lines().next().unwrap().contains(heading)).unwrap_or_else(|| panic!("no section {heading}"));
+    let line = section.lines().find_map(|l| l.trim_start_matches("- ").strip_prefix("keys: ").or_else(|| l.split("→ keys: ").nth(1)));
+    line.unwrap_or_else(|| panic!("no keys line under {heading}")).split(", ").map(|k| k.trim().to_string()).collect()
+}
+
+fn keys_of(json: &[u8]) -> Vec<String> {
+    let value: serde_json::Value = serde_json::from_slice(json).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(json)));
+    value.as_object().unwrap().keys().cloned().collect()
+}
+
+fn assert_shape(heading: &str, json: &[u8]) {
+    let (mut documented, mut actual) = (documented_keys(heading), keys_of(json));
+    documented.sort();
+    actual.sort();
+    assert_eq!(actual, documented, "{heading}: the JSON output and docs/JSON.md disagree");
+}
+
+#[test]
+fn json_reports_have_the_documented_shape() {
+    let (source, target) = pair(PgVersion::V15, PgVersion::V16);
+    source.psql("app", FIXTURE);
+    let (s, t) = (source.url("app"), target.url("app"));
+    let both = ["--source", s.as_str(), "--target", t.as_str(), "--json"];
+    let run = |command: &[&str], extra: &[&str]| pgshift_expect(0, &[command, &both[..], extra].concat()).stdout;
+
+    assert_shape("pgshift inspect", &run(&["inspect"], &[]));
+    assert_shape("pgshift migrate", &run(&["migrate"], &["--dry-run"]));
+    assert_shape("pgshift migrate", &run(&["migrate"], &["--load-only"]));
+    source.psql("app", "UPDATE tags SET label = 'x' WHERE id = 1");
+    assert_shape("pgshift follow", &run(&["follow"], &["--until-caught-up"]));
+    assert_shape("pgshift verify", &run(&["verify"], &[]));
+    assert_shape("pgshift status", &run(&["status"], &[]));
+    assert_shape("pgshift cutover", &run(&["cutover"], &["--dry-run"]));
+    let status: serde_json::Value = serde_json::from_slice(&run(&["status"], &[])).unwrap();
+    assert_eq!(status["phase"], "loaded", "{status}");
+    assert_eq!(status["lag_bytes"].as_u64().map(|_| ()), Some(()), "lag with --source: {status}");
 }
