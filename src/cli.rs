@@ -9,6 +9,8 @@ use pgshift_pipeline::follow::{FollowOptions, Until};
 use pgshift_pipeline::migrate::MigrateOptions;
 use pgshift_pipeline::plan::PlanOptions;
 
+use crate::embed_args::EmbedSettings;
+
 #[derive(Parser)]
 #[command(
     name = "pgshift",
@@ -114,16 +116,21 @@ pub struct LoadSettings {
     /// maintenance_work_mem for index builds on the target.
     #[arg(long, env = "PGSHIFT_MAINTENANCE_WORK_MEM", default_value = "256MB")]
     pub maintenance_work_mem: String,
+    #[command(flatten)]
+    pub embed: EmbedSettings,
 }
 
 impl LoadSettings {
-    pub fn options(&self) -> MigrateOptions {
-        MigrateOptions {
+    /// Loads the embedding model when tables get vectors.
+    pub fn options(&self) -> anyhow::Result<MigrateOptions> {
+        Ok(MigrateOptions {
             plan: PlanOptions { patterns: self.tables.clone(), split_rows: self.split_rows },
             jobs: self.jobs.max(1),
             maintenance_work_mem: self.maintenance_work_mem.clone(),
+            embedding: self.embed.setup()?,
+            vector_index_memory_mb: self.embed.vector_index_memory,
             ..MigrateOptions::default()
-        }
+        })
     }
 }
 

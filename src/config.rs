@@ -30,7 +30,7 @@ pub struct Config {
     #[serde(default)]
     pub api: Api,
     #[serde(default)]
-    pub embedding: Vec<Embedding>,
+    pub embedding: Vec<crate::embed_args::EmbedSpecArg>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -77,23 +77,6 @@ pub struct Api {
     pub token: Option<String>,
     /// A file holding the token (a mounted secret), so the config file can be shared.
     pub token_file: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Embedding {
-    pub table: String,
-    pub text: String,
-    pub column: String,
-    #[serde(default = "default_model")]
-    pub model: String,
-    pub dims: Option<u32>,
-    #[serde(default)]
-    pub halfvec: bool,
-}
-
-fn default_model() -> String {
-    "all-MiniLM-L6-v2".into()
 }
 
 /// The configuration file named by `--config FILE` / `--config=FILE` or `PGSHIFT_CONFIG`.
@@ -175,28 +158,7 @@ impl Config {
             }
         }
         for (i, e) in self.embedding.iter().enumerate() {
-            let key = format!("embedding[{i}] ({})", e.table);
-            if e.text.trim().is_empty() {
-                out.push(format!("{key}.text: give the SQL expression that yields the text, e.g. title || ' ' || body"));
-            }
-            if e.column.trim().is_empty() {
-                out.push(format!("{key}.column: name the vector column to fill"));
-            }
-            if !e.model.eq_ignore_ascii_case("all-MiniLM-L6-v2") && !e.model.starts_with("http") {
-                out.push(format!(
-                    "{key}.model: unknown model {:?}: use all-MiniLM-L6-v2 or the URL of an embedding server",
-                    e.model
-                ));
-            }
-            if e.model.eq_ignore_ascii_case("all-MiniLM-L6-v2") && e.dims.is_some_and(|d| d != 384) {
-                out.push(format!("{key}.dims: all-MiniLM-L6-v2 makes 384 dimensions, not {}", e.dims.unwrap_or_default()));
-            }
-            // pgvector's HNSW indexes vector up to 2,000 dimensions and halfvec up to 4,000.
-            match (e.dims.unwrap_or(384), e.halfvec) {
-                (d, false) if d > 2000 => out.push(format!("{key}.dims: HNSW indexes vector up to 2000 dimensions: set halfvec = true")),
-                (d, true) if d > 4000 => out.push(format!("{key}.dims: HNSW indexes halfvec up to 4000 dimensions")),
-                _ => {}
-            }
+            out.extend(e.problems(&format!("embedding[{i}] ({})", e.table)));
         }
         out
     }
@@ -223,6 +185,7 @@ impl Config {
         set("PGSHIFT_MAX_LAG_MB", self.cutover.max_lag_mb.map(|n| n.to_string()));
         set("PGSHIFT_METRICS_ADDR", self.metrics.addr.clone());
         set("PGSHIFT_API_ADDR", self.api.addr.clone());
+        set("PGSHIFT_EMBED", (!self.embedding.is_empty()).then(|| serde_json::to_string(&self.embedding).expect("specs serialize")));
         let token = match &self.api.token_file {
             Some(f) => Some(
                 std::fs::read_to_string(f)
@@ -286,6 +249,8 @@ mod tests {
         assert!(e.contains("metrics.addr") && e.contains("copy.jobs"), "{e}");
         let e = parse("[[embedding]]\ntable = \"docs\"\ntext = \"body\"\ncolumn = \"v\"\ndims = 1536\n").unwrap_err();
         assert!(e.contains("embedding[0] (docs).dims"), "{e}");
+        let e = parse("[[embedding]]\ntable = \"docs\"\ntext = \"body\"\ncolum = \"v\"\n").unwrap_err();
+        assert!(e.contains("colum") && e.contains("line 4"), "{e}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod cli;
 mod config;
+mod embed_args;
 mod jobs;
 mod output;
 mod progress;
@@ -20,24 +21,13 @@ use pgshift_postgres::ConnInfo;
 fn main() -> ExitCode {
     // The file's values become PGSHIFT_* defaults before clap reads the environment.
     let args: Vec<String> = std::env::args().collect();
-    let mut embeddings = 0;
     if args.get(1).map(String::as_str) != Some("config") {
         if let Some(path) = config::path_from(&args) {
-            match config::load(std::path::Path::new(&path)).and_then(|c| config::apply(&c).map(|()| c)) {
-                Ok(c) => embeddings = c.embedding.len(),
-                Err(e) => {
-                    eprintln!("pgshift: error: {e}");
-                    return ExitCode::from(2);
-                }
+            if let Err(e) = config::load(std::path::Path::new(&path)).and_then(|c| config::apply(&c)) {
+                eprintln!("pgshift: error: {e}");
+                return ExitCode::from(2);
             }
         }
-    }
-    if embeddings > 0 && args.iter().any(|a| a == "migrate" || a == "serve") {
-        eprintln!(
-            "pgshift: error: the configuration has {embeddings} [[embedding]] section(s), but this build does not compute \
-             embeddings yet: remove them to copy the tables (and their existing vectors) as they are"
-        );
-        return ExitCode::from(2);
     }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -86,7 +76,7 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
                 dry_run: a.dry_run,
                 resume: a.resume,
                 follow: !a.no_follow,
-                ..a.load.options()
+                ..a.load.options()?
             };
             let report = pgshift_pipeline::migrate::migrate(&source, &target, &options, progress.clone()).await?;
             emit(a.json, &report, output::print_migrate)?;
@@ -147,7 +137,7 @@ async fn serve(a: ServeArgs, progress: Arc<dyn pgshift_pipeline::progress::Progr
     let control = Arc::new(jobs::Control::new(
         (source, target),
         token,
-        (a.load.options(), a.follow.options(), a.pause.options()),
+        (a.load.options()?, a.follow.options(), a.pause.options()),
         progress,
     ));
     let listener = server::bind(&a.addr, "pgshift serve").await?;

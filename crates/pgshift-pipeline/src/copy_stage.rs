@@ -12,6 +12,8 @@ use pgshift_postgres::sql::quote_literal;
 use pgshift_postgres::ConnInfo;
 use serde::Serialize;
 
+use crate::embed_copy::{embed_pipe, EmbedTarget};
+use crate::embedding::{Cache, EmbedPool, EmbeddingSpec};
 use crate::error::Result;
 use crate::metrics;
 use crate::plan::TablePlan;
@@ -37,6 +39,14 @@ pub struct CopyContext {
     pub run_id: i64,
     pub jobs: usize,
     pub progress: Arc<dyn Progress>,
+    /// Set when some tables get vectors computed on the way.
+    pub embedding: Option<Arc<EmbedStage>>,
+}
+
+/// The embedding threads and which table gets which vector.
+pub struct EmbedStage {
+    pub pool: EmbedPool,
+    pub specs: HashMap<String, EmbeddingSpec>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -80,6 +90,8 @@ async fn worker(ctx: &CopyContext, queue: &WorkQueue<CopyJob>, tables: &Tables) 
     // rows, and the chunk is copied again: safe, and much faster.
     target.batch_execute("SET synchronous_commit = off").await.context(&dst_name, || "configure copy session".into())?;
     let mut finished = Vec::new();
+    // The embedding cache is read while the chunk's COPY holds `target`: its own session.
+    let mut cache_client = None;
     while let Some(job) = queue.pop() {
         let table = job.plan.name();
         let first = {
@@ -106,15 +118,28 @@ async fn worker(ctx: &CopyContext, queue: &WorkQueue<CopyJob>, tables: &Tables) 
             };
             target.batch_execute(&sql).await.context(&dst_name, || format!("clear {table} before re-copy"))?;
         }
-        let out_sql = copy_out_sql(&job.plan.table, job.predicate.as_deref(), job.plan.format);
-        let in_sql = copy_in_sql(&job.plan.table, job.plan.format);
         let mut reported = 0u64;
-        let stats = pipe((&source, src_name), (&target, dst_name), &out_sql, &in_sql, |bytes| {
+        let report = |bytes: u64| {
             ctx.progress.table_bytes(&table, bytes - reported);
             metrics::BYTES_COPIED.with_label_values(&[&table]).inc_by(bytes - reported);
             reported = bytes;
-        })
-        .await?;
+        };
+        let spec = ctx.embedding.as_ref().and_then(|e| e.specs.get(&table).map(|s| (&e.pool, s)));
+        let stats = match spec {
+            Some((pool, spec)) => {
+                if cache_client.is_none() {
+                    cache_client = Some(ctx.target.connect().await?);
+                }
+                let cache = Cache { client: cache_client.as_ref().expect("just connected"), endpoint: dst_name };
+                let embed = EmbedTarget { pool, cache, spec };
+                embed_pipe((&source, src_name), (&target, dst_name), &embed, &job.plan.table, job.predicate.as_deref(), report).await?
+            }
+            None => {
+                let out_sql = copy_out_sql(&job.plan.table, job.predicate.as_deref(), job.plan.format);
+                let in_sql = copy_in_sql(&job.plan.table, job.plan.format);
+                pipe((&source, src_name), (&target, dst_name), &out_sql, &in_sql, report).await?
+            }
+        };
         state::mark_chunk_done(&target, dst_name, ctx.run_id, &table, job.chunk_no, stats.rows, stats.bytes).await?;
         target.batch_execute("COMMIT").await.context(&dst_name, || format!("commit chunk of {table}"))?;
         source.batch_execute("COMMIT").await.context(&src_name, || "end snapshot transaction".into())?;

@@ -11,6 +11,8 @@ pub enum Error {
     State(String),
     #[error("{0}")]
     Input(String),
+    #[error(transparent)]
+    Embed(#[from] pgshift_embed::EmbedError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -28,6 +30,7 @@ impl Error {
             Error::Preflight(_) => "preflight",
             Error::State(_) => "state",
             Error::Input(_) => "input",
+            Error::Embed(_) => "embedding",
         }
     }
 }

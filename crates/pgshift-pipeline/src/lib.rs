@@ -2,6 +2,8 @@
 
 pub mod copy_stage;
 pub mod cutover;
+pub mod embed_copy;
+pub mod embedding;
 pub mod error;
 pub mod follow;
 pub mod inspect;
@@ -14,6 +16,7 @@ pub mod progress;
 pub mod reverse;
 pub mod state;
 pub mod status;
+pub mod vector_index;
 pub mod verify;
 pub mod workers;
 

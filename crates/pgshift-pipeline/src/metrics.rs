@@ -28,6 +28,10 @@ metric!(CHUNKS_TOTAL: IntGauge = register_int_gauge_with_registry("pgshift_chunk
 metric!(CHUNKS_DONE: IntGauge = register_int_gauge_with_registry("pgshift_chunks_done", "Chunks copied and checkpointed"));
 metric!(INDEX_STEPS_TOTAL: IntGauge = register_int_gauge_with_registry("pgshift_index_builds_total", "Indexes and constraints to build after the load"));
 metric!(INDEX_STEPS_DONE: IntGauge = register_int_gauge_with_registry("pgshift_index_builds_done", "Indexes and constraints built"));
+metric!(VECTOR_INDEX_PROGRESS: Gauge = register_gauge_with_registry(
+    "pgshift_vector_index_build_ratio",
+    "Share of the current vector index build done (0 to 1), from pg_stat_progress_create_index"
+));
 metric!(LAG_BYTES: IntGauge = register_int_gauge_with_registry("pgshift_replication_lag_bytes", "WAL the target has not applied yet"));
 metric!(LAG_SECONDS: Gauge = register_gauge_with_registry("pgshift_replication_lag_seconds", "Age of the newest applied change while behind"));
 metric!(APPLIED: IntCounterVec = register_int_counter_vec_with_registry(
@@ -54,7 +58,7 @@ metric!(EMBEDDING_QUEUE: IntGauge = register_int_gauge_with_registry("pgshift_em
 metric!(ERRORS: IntCounterVec = register_int_counter_vec_with_registry("pgshift_errors_total", "Errors that stopped a command, by kind", &["kind"]));
 
 /// Every metric, registered on first use.
-fn all() -> [&'static dyn Collector; 16] {
+fn all() -> [&'static dyn Collector; 17] {
     [
         &*PHASE,
         &*ROWS_COPIED,
@@ -63,6 +67,7 @@ fn all() -> [&'static dyn Collector; 16] {
         &*CHUNKS_DONE,
         &*INDEX_STEPS_TOTAL,
         &*INDEX_STEPS_DONE,
+        &*VECTOR_INDEX_PROGRESS,
         &*LAG_BYTES,
         &*LAG_SECONDS,
         &*APPLIED,

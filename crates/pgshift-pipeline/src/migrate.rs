@@ -13,7 +13,12 @@ use pgshift_postgres::ConnInfo;
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use crate::copy_stage::{copy_chunks, CopyContext, CopyJob, TableSummary};
+use std::collections::HashMap;
+
+use crate::copy_stage::{copy_chunks, CopyContext, CopyJob, EmbedStage, TableSummary};
+use crate::embed_copy::vector_column_ddl;
+use crate::embedding::{specs_by_table, EmbedPool, EmbeddingSetup, EmbeddingSpec};
+use crate::vector_index::{self, VectorIndexOptions};
 use crate::error::{Error, Result};
 use crate::follow::publication_name;
 use crate::plan::{plan_tables, select_tables, with_partition_parents, Chunk, PlanOptions, SplitKind, TablePlan};
@@ -31,6 +36,10 @@ pub struct MigrateOptions {
     /// Create a logical slot whose snapshot the copy reads, and keep it for catch-up.
     pub follow: bool,
     pub maintenance_work_mem: String,
+    /// Tables that get vectors computed on the way, and the embedder.
+    pub embedding: Option<EmbeddingSetup>,
+    /// Ceiling for maintenance_work_mem of vector index builds, in MiB.
+    pub vector_index_memory_mb: u64,
 }
 
 impl Default for MigrateOptions {
@@ -42,6 +51,8 @@ impl Default for MigrateOptions {
             resume: false,
             follow: true,
             maintenance_work_mem: "256MB".into(),
+            embedding: None,
+            vector_index_memory_mb: 2048,
         }
     }
 }
@@ -68,6 +79,8 @@ pub struct MigrateReport {
     pub publication: Option<String>,
     pub post_data: Vec<String>,
     pub warnings: Vec<String>,
+    /// Tables that get vectors: the text expression, column, dimensions, index.
+    pub embeddings: Vec<EmbeddingSpec>,
     pub tables: Vec<TableSummary>,
     pub copy_seconds: f64,
     pub post_data_seconds: f64,
@@ -97,11 +110,20 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
         None => select_tables(&catalog, &opts.plan.patterns)?,
     };
     let needs_slot = opts.follow && unfinished.as_ref().is_none_or(|r| r.start_lsn.is_none());
+    let specs = match &opts.embedding {
+        Some(setup) => specs_by_table(setup, &tables)?,
+        None => HashMap::new(),
+    };
+    let problems = preflight::embedding_problems((&src, src_name), (&dst, dst_name), &tables, &specs, opts.follow).await?;
+    if !problems.is_empty() {
+        return Err(Error::Preflight(problems));
+    }
     let checks = Checks { needs_slot, resume: opts.resume, follow: opts.follow };
     preflight::check((&src, src_name), (&dst, dst_name), &catalog, &tables, &checks).await?;
 
     let plans = plan_tables(&src, src_name, &tables, &opts.plan).await?;
-    let pre_data = ddl::pre_data(&catalog, &tables);
+    let mut pre_data = ddl::pre_data(&catalog, &tables);
+    pre_data.extend(vector_columns_ddl(&catalog, &tables, &specs));
     let post_steps = ddl::post_data(&tables);
     let mut report = MigrateReport {
         dry_run: opts.dry_run,
@@ -110,6 +132,7 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
         post_data: post_steps.iter().map(|s| s.sql.clone()).collect(),
         warnings: if opts.follow { Vec::new() } else { preflight::identity_problems(&tables) },
         publication: needs_slot.then(|| publication_sql("<slot name>", &plans)),
+        embeddings: embedded_parents(&tables, &specs).into_iter().map(|(_, s)| s.clone()).collect(),
         ..Default::default()
     };
     if opts.dry_run {
@@ -138,6 +161,12 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
         let total: usize = plans.iter().map(|p| p.chunks.len()).sum();
         crate::metrics::CHUNKS_TOTAL.set(total as i64);
         crate::metrics::CHUNKS_DONE.set((total - jobs.len()) as i64);
+        let embedding = opts.embedding.as_ref().filter(|_| !specs.is_empty()).map(|setup| {
+            Arc::new(EmbedStage {
+                pool: EmbedPool::start(setup.embedder.clone(), setup.threads, setup.batch_size),
+                specs: specs.clone(),
+            })
+        });
         let ctx = Arc::new(CopyContext {
             source: source.clone(),
             target: target.clone(),
@@ -145,6 +174,7 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
             run_id: run.run_id,
             jobs: opts.jobs,
             progress: progress.clone(),
+            embedding,
         });
         report.tables = copy_chunks(ctx, jobs).await?;
         if snapshot.is_none() && opts.follow {
@@ -165,6 +195,13 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
     let post_started = Instant::now();
     let pd = PostDataOptions { jobs: opts.jobs, maintenance_work_mem: opts.maintenance_work_mem.clone() };
     postdata::run(target, &post_steps, &pd, progress.clone()).await?;
+    let vector_options = VectorIndexOptions {
+        min_memory_mb: memory_mb(&opts.maintenance_work_mem).unwrap_or(256),
+        max_memory_mb: opts.vector_index_memory_mb,
+        parallel_workers: opts.jobs.clamp(1, 7),
+    };
+    let work = embedded_parents(&tables, &specs);
+    report.warnings.extend(vector_index::build(target, &work, &vector_options, progress.clone()).await?);
     for sql in ddl::sequence_values(&catalog, &tables) {
         dst.batch_execute(&sql).await.context(&dst_name, || sql.clone())?;
     }
@@ -172,6 +209,36 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
     state::set_phase(&dst, dst_name, run.run_id, if opts.follow { phase::LOADED } else { phase::DONE }).await?;
     report.total_seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The tables a spec names (partitions take theirs from the parent), in catalog order.
+fn embedded_parents<'a>(tables: &[&'a Table], specs: &'a HashMap<String, EmbeddingSpec>) -> Vec<(&'a Table, &'a EmbeddingSpec)> {
+    tables.iter().filter(|t| t.partition_of.is_none()).filter_map(|t| specs.get(&t.display_name()).map(|s| (*t, s))).collect()
+}
+
+/// pgvector, and the vector column of every embedded table in the spec's type.
+fn vector_columns_ddl(catalog: &Catalog, tables: &[&Table], specs: &HashMap<String, EmbeddingSpec>) -> Vec<String> {
+    let work = embedded_parents(tables, specs);
+    let mut out = Vec::new();
+    if !work.is_empty() && !catalog.extensions.iter().any(|e| e.name == "vector") {
+        out.push("CREATE EXTENSION IF NOT EXISTS vector".to_string());
+    }
+    out.extend(work.iter().map(|(t, s)| vector_column_ddl(t, s)));
+    out
+}
+
+/// `256MB`, `1GB`, `512kB` as MiB.
+fn memory_mb(setting: &str) -> Option<u64> {
+    let s = setting.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let n: u64 = s[..split].parse().ok()?;
+    match s[split..].trim().to_ascii_uppercase().as_str() {
+        "KB" => Some(n / 1024),
+        "MB" | "" => Some(n),
+        "GB" => Some(n * 1024),
+        "TB" => Some(n * 1024 * 1024),
+        _ => None,
+    }
 }
 
 fn planned(p: &TablePlan) -> PlannedTable {

@@ -116,7 +116,7 @@ pub fn with_partition_parents<'a>(catalog: &'a Catalog, mut chosen: Vec<&'a Tabl
     catalog.tables.iter().filter(|t| chosen.iter().any(|c| c.oid == t.oid)).collect()
 }
 
-fn table_matches(t: &Table, pattern: &str) -> bool {
+pub fn table_matches(t: &Table, pattern: &str) -> bool {
     if pattern.contains('.') {
         glob(pattern, &t.display_name())
     } else {

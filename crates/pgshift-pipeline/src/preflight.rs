@@ -154,3 +154,59 @@ async fn target_tables_absent((client, endpoint): (&Client, &str), tables: &[&Ta
     }
     Ok(())
 }
+
+/// What stops the embedding stage: a text expression the source rejects, a table
+/// that must be copied as text, no pgvector on the target, or (with catch-up) a
+/// vector column that already exists on the source, whose old values the stream
+/// would carry.
+pub async fn embedding_problems(
+    (src, src_name): (&Client, &str),
+    (dst, dst_name): (&Client, &str),
+    tables: &[&Table],
+    specs: &std::collections::HashMap<String, crate::embedding::EmbeddingSpec>,
+    follow: bool,
+) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    if specs.is_empty() {
+        return Ok(problems);
+    }
+    let has_vector: bool = dst
+        .query_one("SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'vector')", &[])
+        .await
+        .context(&dst_name, || "look for pgvector".into())?
+        .get(0);
+    if !has_vector {
+        problems.push(format!(
+            "target {dst_name} has no pgvector, which the embedding columns need: use a server with the extension \
+             (e.g. the pgvector/pgvector:pg16 image, or your provider's \"vector\" extension)"
+        ));
+    }
+    for t in tables.iter().filter(|t| specs.contains_key(&t.display_name()) && t.partition_of.is_none()) {
+        let spec = &specs[&t.display_name()];
+        let probe = format!("SELECT ({})::text FROM ONLY {} LIMIT 0", spec.text, t.qualified());
+        if let Err(e) = src.batch_execute(&probe).await {
+            problems.push(format!(
+                "embedding for {}: the text expression {:?} fails on the source {src_name}: {}",
+                t.display_name(),
+                spec.text,
+                pgshift_postgres::error::describe(&e)
+            ));
+        }
+        if pgshift_postgres::copy::CopyFormat::for_table(t) != pgshift_postgres::copy::CopyFormat::Binary {
+            problems.push(format!(
+                "embedding for {}: the table has columns that binary COPY cannot carry between clusters \
+                 (arrays of user types, composites): computing vectors for it is not supported yet",
+                t.display_name()
+            ));
+        }
+        if follow && t.columns.iter().any(|c| c.name == spec.column) {
+            problems.push(format!(
+                "embedding for {}: column {} already exists on the source, and catch-up would copy its old values: \
+                 choose another column name, copy without catch-up (--no-follow), or re-embed in place with pgshift reembed",
+                t.display_name(),
+                spec.column
+            ));
+        }
+    }
+    Ok(problems)
+}

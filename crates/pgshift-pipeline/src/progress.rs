@@ -11,6 +11,8 @@ pub trait Progress: Send + Sync {
     fn table_bytes(&self, _table: &str, _delta: u64) {}
     fn table_done(&self, _table: &str, _rows: u64, _bytes: u64, _elapsed: Duration) {}
     fn step(&self, _message: &str) {}
+    /// A vector index build: `done` of `total` tuples (or blocks).
+    fn index_progress(&self, _index: &str, _done: u64, _total: u64) {}
 }
 
 pub struct Silent;

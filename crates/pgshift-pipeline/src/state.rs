@@ -34,7 +34,14 @@ CREATE TABLE IF NOT EXISTS pgshift.chunks (
 );
 -- Up to this source position the target may hold rows newer than the stream
 -- (chunks re-read after a resume): catch-up applies idempotently until it passes it.
-ALTER TABLE pgshift.runs ADD COLUMN IF NOT EXISTS converge_lsn pg_lsn;";
+ALTER TABLE pgshift.runs ADD COLUMN IF NOT EXISTS converge_lsn pg_lsn;
+-- Same model + same text = same vector: computed once (vector as little-endian float4s).
+CREATE TABLE IF NOT EXISTS pgshift.embedding_cache (
+    model  text NOT NULL,
+    hash   bytea NOT NULL,
+    vector bytea NOT NULL,
+    PRIMARY KEY (model, hash)
+);";
 
 /// The columns [`run_from`] reads, in its order.
 const RUN_COLUMNS: &str = "run_id, slot_name, start_lsn::text, phase, converge_lsn::text";

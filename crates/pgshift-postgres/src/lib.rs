@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod checksum;
 pub mod conn;
 pub mod copy;
+pub mod copy_binary;
 pub mod ddl;
 pub mod error;
 pub mod apply;

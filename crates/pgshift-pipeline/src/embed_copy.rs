@@ -1,0 +1,139 @@
+//! The COPY pipe for a table that gets vectors: the source's binary COPY carries the
+//! row's columns plus the text to embed as one extra field; rows are split off the
+//! stream, batched, embedded (cache first), and written to the target with the
+//! vector in place of the text. Reader, embedder and writer run at once, joined by
+//! bounded queues, so I/O hides behind the embedding.
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{pin_mut, SinkExt, StreamExt, TryStreamExt};
+use pgshift_postgres::catalog::Table;
+use pgshift_postgres::copy::PipeStats;
+use pgshift_postgres::copy_binary::{header, put_row_with, trailer, vector_value, RowSplitter, SplitRow};
+use pgshift_postgres::error::Context;
+use pgshift_postgres::sql::{column_list, quote_ident};
+use tokio_postgres::Client;
+
+use crate::embedding::{vectors_for, Cache, EmbedPool, EmbeddingSpec};
+use crate::error::{Error, Result};
+
+/// Rows per embedding request: large enough for length bucketing to find company,
+/// small enough to keep a few batches in flight per worker.
+const ROWS_PER_BATCH: usize = 256;
+/// Batches being embedded at once per copy worker.
+const IN_FLIGHT: usize = 2;
+
+/// Every copied column but the vector column, which the pipe computes.
+fn kept_columns<'a>(t: &'a Table, spec: &'a EmbeddingSpec) -> impl Iterator<Item = &'a str> {
+    t.copy_columns().map(|c| c.name.as_str()).filter(move |c| *c != spec.column)
+}
+
+pub fn copy_out_sql(t: &Table, spec: &EmbeddingSpec, predicate: Option<&str>) -> String {
+    let kept: Vec<&str> = kept_columns(t, spec).collect();
+    let cols = if kept.is_empty() { String::new() } else { format!("{}, ", column_list(kept.into_iter())) };
+    let filter = predicate.map(|p| format!(" WHERE {p}")).unwrap_or_default();
+    format!("COPY (SELECT {cols}({})::text FROM ONLY {}{filter}) TO STDOUT (FORMAT binary)", spec.text, t.qualified())
+}
+
+pub fn copy_in_sql(t: &Table, spec: &EmbeddingSpec) -> String {
+    let cols = column_list(kept_columns(t, spec).chain([spec.column.as_str()]));
+    format!("COPY {} ({cols}) FROM STDIN (FORMAT binary)", t.qualified())
+}
+
+pub struct EmbedTarget<'a> {
+    pub pool: &'a EmbedPool,
+    pub cache: Cache<'a>,
+    pub spec: &'a EmbeddingSpec,
+}
+
+/// Streams one chunk of `table` from source to target, computing its vectors.
+pub async fn embed_pipe(
+    (src, src_name): (&Client, &str),
+    (dst, dst_name): (&Client, &str),
+    embed: &EmbedTarget<'_>,
+    table: &Table,
+    predicate: Option<&str>,
+    mut progress: impl FnMut(u64),
+) -> Result<PipeStats> {
+    let out_sql = copy_out_sql(table, embed.spec, predicate);
+    let in_sql = copy_in_sql(table, embed.spec);
+    let name = table.display_name();
+    let (row_tx, row_rx) = tokio::sync::mpsc::channel::<Vec<SplitRow>>(IN_FLIGHT);
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Bytes>(IN_FLIGHT);
+
+    let reader = async {
+        let stream = src.copy_out(&out_sql).await.context(&src_name, || format!("start {out_sql}"))?;
+        pin_mut!(stream);
+        let mut splitter = RowSplitter::default();
+        let mut batch = Vec::with_capacity(ROWS_PER_BATCH);
+        let mut bytes = 0u64;
+        while let Some(data) = stream.try_next().await.context(&src_name, || format!("read {out_sql}"))? {
+            bytes += data.len() as u64;
+            splitter.push(&data);
+            while let Some(row) = splitter.next_row().map_err(|e| Error::State(format!("{name}: {e}")))? {
+                batch.push(row);
+                if batch.len() == ROWS_PER_BATCH {
+                    progress(bytes);
+                    if row_tx.send(std::mem::take(&mut batch)).await.is_err() {
+                        return Ok(bytes); // the other side failed and says why
+                    }
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let _ = row_tx.send(batch).await;
+        }
+        drop(row_tx);
+        progress(bytes);
+        Ok::<_, Error>(bytes)
+    };
+
+    let embedder = async {
+        let batches = futures_util::stream::unfold(row_rx, |mut rx| async { rx.recv().await.map(|b| (b, rx)) })
+            .map(|rows| encode(embed, rows))
+            .buffered(IN_FLIGHT);
+        pin_mut!(batches);
+        while let Some(encoded) = batches.next().await {
+            if out_tx.send(encoded?).await.is_err() {
+                break;
+            }
+        }
+        drop(out_tx);
+        Ok::<_, Error>(())
+    };
+
+    let writer = async {
+        let sink = dst.copy_in::<_, Bytes>(&in_sql).await.context(&dst_name, || format!("start {in_sql}"))?;
+        pin_mut!(sink);
+        sink.send(header()).await.context(&dst_name, || format!("write {in_sql}"))?;
+        while let Some(data) = out_rx.recv().await {
+            sink.send(data).await.context(&dst_name, || format!("write {in_sql}"))?;
+        }
+        sink.send(trailer()).await.context(&dst_name, || format!("write {in_sql}"))?;
+        Ok::<_, Error>(sink.finish().await.context(&dst_name, || format!("finish {in_sql}"))?)
+    };
+
+    // The first failure ends the chunk; its target transaction is never committed.
+    let (bytes, (), rows) = tokio::try_join!(reader, embedder, writer)?;
+    Ok(PipeStats { rows, bytes })
+}
+
+/// The rows with their vectors in place of their texts, as binary COPY data.
+async fn encode(embed: &EmbedTarget<'_>, rows: Vec<SplitRow>) -> Result<Bytes> {
+    let texts: Vec<Option<String>> =
+        rows.iter().map(|r| r.last.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())).collect();
+    let vectors = vectors_for(embed.pool, &embed.cache, &texts).await?;
+    let mut out = BytesMut::with_capacity(rows.len() * (64 + embed.spec.dims * 4));
+    for (row, vector) in rows.iter().zip(vectors) {
+        let value = vector.map(|v| vector_value(&v, embed.spec.halfvec));
+        put_row_with(&mut out, row, value.as_deref());
+    }
+    Ok(out.freeze())
+}
+
+/// `ALTER TABLE` that gives the target table the vector column in the spec's type
+/// (the source's column, if any, may hold another model's vectors or none).
+pub fn vector_column_ddl(t: &Table, spec: &EmbeddingSpec) -> String {
+    let col = quote_ident(&spec.column);
+    let drop = if t.columns.iter().any(|c| c.name == spec.column) { format!("DROP COLUMN {col}, ") } else { String::new() };
+    format!("ALTER TABLE {} {drop}ADD COLUMN {col} {}", t.qualified(), spec.column_type())
+}

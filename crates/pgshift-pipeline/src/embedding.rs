@@ -1,0 +1,268 @@
+//! The embedding stage's moving parts: which tables get vectors ([`EmbeddingSpec`]),
+//! the threads that compute them ([`EmbedPool`], fed through a bounded channel), and
+//! the content-hash cache in the target's `pgshift` schema ([`Cache`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use pgshift_embed::hash::content_hash;
+use pgshift_embed::{batch::embed_bucketed, Embedder};
+use pgshift_postgres::error::Context;
+use pgshift_postgres::sql::quote_ident;
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use crate::error::{Error, Result};
+use crate::metrics;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VectorIndex {
+    Hnsw,
+    IvfFlat,
+    None,
+}
+
+/// One table whose rows get a vector computed from a SQL expression over the row.
+#[derive(Clone, Debug, Serialize)]
+pub struct EmbeddingSpec {
+    /// `schema.table` or `table`, as in --tables.
+    pub table: String,
+    /// SQL over the row's columns, e.g. `title || ' ' || body`; NULL = no vector.
+    pub text: String,
+    pub column: String,
+    pub dims: usize,
+    pub halfvec: bool,
+    pub index: VectorIndex,
+}
+
+impl EmbeddingSpec {
+    pub fn column_type(&self) -> String {
+        format!("{}({})", if self.halfvec { "halfvec" } else { "vector" }, self.dims)
+    }
+
+    /// The operator class for cosine distance (the model's vectors are normalised).
+    pub fn opclass(&self) -> &'static str {
+        if self.halfvec {
+            "halfvec_cosine_ops"
+        } else {
+            "vector_cosine_ops"
+        }
+    }
+
+    /// `CREATE INDEX` for the vector column, or None when no index is wanted.
+    pub fn index_sql(&self, qualified_table: &str, index_name: &str, concurrently: bool) -> Option<String> {
+        let method = match self.index {
+            VectorIndex::Hnsw => "hnsw",
+            VectorIndex::IvfFlat => "ivfflat",
+            VectorIndex::None => return None,
+        };
+        Some(format!(
+            "CREATE INDEX {}IF NOT EXISTS {} ON {qualified_table} USING {method} ({} {})",
+            if concurrently { "CONCURRENTLY " } else { "" },
+            quote_ident(index_name),
+            quote_ident(&self.column),
+            self.opclass()
+        ))
+    }
+}
+
+/// Threads that run the embedder, fed by a bounded channel: the async copy workers
+/// wait for their batch without blocking the runtime.
+pub struct EmbedPool {
+    sender: Option<crossbeam_channel::Sender<Job>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    model: String,
+    dims: usize,
+}
+
+struct Job {
+    texts: Vec<String>,
+    reply: tokio::sync::oneshot::Sender<pgshift_embed::Result<Vec<Vec<f32>>>>,
+}
+
+impl EmbedPool {
+    /// `threads` embedding threads; each call is split into batches of `batch_size`
+    /// texts of similar length.
+    pub fn start(embedder: Arc<dyn Embedder>, threads: usize, batch_size: usize) -> EmbedPool {
+        let (sender, receiver) = crossbeam_channel::bounded::<Job>(threads.max(1) * 2);
+        let threads = (0..threads.max(1))
+            .map(|i| {
+                let (embedder, receiver) = (embedder.clone(), receiver.clone());
+                std::thread::Builder::new()
+                    .name(format!("pgshift-embed-{i}"))
+                    .spawn(move || {
+                        for job in receiver {
+                            metrics::EMBEDDING_QUEUE.sub(job.texts.len() as i64);
+                            let started = Instant::now();
+                            let refs: Vec<&str> = job.texts.iter().map(String::as_str).collect();
+                            let result = embed_bucketed(&*embedder, &refs, batch_size);
+                            metrics::EMBEDDING_BATCH_SECONDS.observe(started.elapsed().as_secs_f64());
+                            if result.is_ok() {
+                                metrics::EMBEDDINGS.inc_by(refs.len() as u64);
+                            }
+                            let _ = job.reply.send(result);
+                        }
+                    })
+                    .expect("start an embedding thread")
+            })
+            .collect();
+        EmbedPool { sender: Some(sender), threads, model: embedder.model().to_string(), dims: embedder.dims() }
+    }
+
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    pub fn dims(&self) -> usize {
+        self.dims
+    }
+
+    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        metrics::EMBEDDING_QUEUE.add(texts.len() as i64);
+        let sender = self.sender.clone().expect("pool is running");
+        // The channel is bounded: wait for room on a blocking thread, not the runtime.
+        tokio::task::spawn_blocking(move || sender.send(Job { texts, reply }))
+            .await
+            .map_err(|e| Error::State(format!("embedding queue: {e}")))?
+            .map_err(|_| Error::State("the embedding threads stopped".into()))?;
+        Ok(answer.await.map_err(|_| Error::State("an embedding thread stopped".into()))??)
+    }
+}
+
+impl Drop for EmbedPool {
+    fn drop(&mut self) {
+        self.sender.take();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The content-hash cache: `pgshift.embedding_cache` on the target.
+pub struct Cache<'a> {
+    pub client: &'a Client,
+    pub endpoint: &'a str,
+}
+
+impl Cache<'_> {
+    pub async fn get(&self, model: &str, hashes: &[Vec<u8>]) -> Result<HashMap<Vec<u8>, Vec<f32>>> {
+        let rows = self
+            .client
+            .query("SELECT hash, vector FROM pgshift.embedding_cache WHERE model = $1 AND hash = ANY($2)", &[&model, &hashes])
+            .await
+            .context(&self.endpoint, || "read the embedding cache".into())?;
+        Ok(rows.iter().map(|r| (r.get::<_, Vec<u8>>(0), from_le_bytes(r.get(1)))).collect())
+    }
+
+    pub async fn put(&self, model: &str, entries: &[(Vec<u8>, Vec<f32>)]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let hashes: Vec<&Vec<u8>> = entries.iter().map(|(h, _)| h).collect();
+        let vectors: Vec<Vec<u8>> = entries.iter().map(|(_, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
+        self.client
+            .execute(
+                "INSERT INTO pgshift.embedding_cache (model, hash, vector) SELECT $1, h, v FROM unnest($2::bytea[], $3::bytea[]) AS u(h, v) \
+                 ON CONFLICT DO NOTHING",
+                &[&model, &hashes, &vectors],
+            )
+            .await
+            .context(&self.endpoint, || "write the embedding cache".into())?;
+        Ok(())
+    }
+}
+
+fn from_le_bytes(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+/// Vectors for `texts` (None = NULL text, no vector): duplicates are embedded once,
+/// cached texts not at all, and new vectors go into the cache.
+pub async fn vectors_for(pool: &EmbedPool, cache: &Cache<'_>, texts: &[Option<String>]) -> Result<Vec<Option<Vec<f32>>>> {
+    let hashes: Vec<Option<Vec<u8>>> = texts.iter().map(|t| t.as_ref().map(|t| content_hash(pool.model(), t).to_vec())).collect();
+    let mut unique: Vec<Vec<u8>> = hashes.iter().flatten().cloned().collect();
+    unique.sort();
+    unique.dedup();
+    let mut known = cache.get(pool.model(), &unique).await?;
+    metrics::EMBEDDING_CACHE_HITS.inc_by(hashes.iter().flatten().filter(|h| known.contains_key(*h)).count() as u64);
+    let mut missing: Vec<(Vec<u8>, String)> = Vec::new();
+    let mut queued = std::collections::HashSet::new();
+    for (hash, text) in hashes.iter().zip(texts) {
+        if let (Some(h), Some(t)) = (hash, text) {
+            if !known.contains_key(h) && queued.insert(h) {
+                missing.push((h.clone(), t.clone()));
+            }
+        }
+    }
+    let computed = pool.embed(missing.iter().map(|(_, t)| t.clone()).collect()).await?;
+    let fresh: Vec<(Vec<u8>, Vec<f32>)> = missing.into_iter().map(|(h, _)| h).zip(computed).collect();
+    cache.put(pool.model(), &fresh).await?;
+    known.extend(fresh);
+    Ok(hashes.into_iter().map(|h| h.map(|h| known[&h].clone())).collect())
+}
+
+/// What `migrate` needs to compute vectors: the specs and the embedder for them.
+#[derive(Clone)]
+pub struct EmbeddingSetup {
+    pub specs: Vec<EmbeddingSpec>,
+    pub embedder: Arc<dyn Embedder>,
+    /// Threads running the embedder (one ONNX session already uses every core).
+    pub threads: usize,
+    /// Texts per model call.
+    pub batch_size: usize,
+}
+
+impl std::fmt::Debug for EmbeddingSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddingSetup").field("specs", &self.specs).field("model", &self.embedder.model()).finish()
+    }
+}
+
+/// The spec for each copied table (a partition takes its parent's); every spec must
+/// name exactly one of the tables being copied, with the model's dimensions.
+pub fn specs_by_table(
+    setup: &EmbeddingSetup,
+    tables: &[&pgshift_postgres::catalog::Table],
+) -> Result<HashMap<String, EmbeddingSpec>> {
+    let mut out = HashMap::new();
+    for spec in &setup.specs {
+        let matching: Vec<&&pgshift_postgres::catalog::Table> =
+            tables.iter().filter(|t| crate::plan::table_matches(t, &spec.table) && t.partition_of.is_none()).collect();
+        let table = match matching.as_slice() {
+            [t] => t,
+            [] => {
+                return Err(Error::Input(format!(
+                    "embedding for {}: no such table among those being copied (check the name and --tables)",
+                    spec.table
+                )))
+            }
+            many => {
+                let names: Vec<String> = many.iter().map(|t| t.display_name()).collect();
+                return Err(Error::Input(format!("embedding for {}: matches {}; name one table", spec.table, names.join(", "))));
+            }
+        };
+        if spec.dims != setup.embedder.dims() {
+            return Err(Error::Input(format!(
+                "embedding for {}: dims = {}, but the model {} makes {}-dimensional vectors",
+                table.display_name(),
+                spec.dims,
+                setup.embedder.model(),
+                setup.embedder.dims()
+            )));
+        }
+        let name = table.display_name();
+        for t in tables {
+            let parent = t.partition_of.as_ref().map(|(s, n, _)| format!("{s}.{n}"));
+            if t.display_name() == name || parent.as_deref() == Some(name.as_str()) {
+                out.insert(t.display_name(), spec.clone());
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,221 @@
+//! Embedding specs as users write them (a config `[[embedding]]` section, a JSON
+//! object in `--embed`/`PGSHIFT_EMBED`, or the short `TABLE.COLUMN=EXPR`), checked
+//! and turned into the pipeline's [`EmbeddingSetup`] with a loaded embedder.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use pgshift_embed::http::{HttpConfig, HttpEmbedder};
+use pgshift_embed::onnx::{OnnxConfig, OnnxEmbedder};
+use pgshift_embed::{Embedder, MINILM, MINILM_DIMS};
+use pgshift_pipeline::embedding::{EmbeddingSetup, EmbeddingSpec, VectorIndex};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedSpecArg {
+    /// `schema.table` or `table`.
+    pub table: String,
+    /// SQL expression over the row that yields the text.
+    pub text: String,
+    /// The vector column to fill (created when missing).
+    pub column: String,
+    /// all-MiniLM-L6-v2 (local), or the model name an embedding server expects.
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// An OpenAI-compatible (`.../v1/embeddings`) or TEI (`.../embed`) endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dims: Option<usize>,
+    #[serde(default)]
+    pub halfvec: bool,
+    /// hnsw (default), ivfflat or none.
+    #[serde(default = "default_index")]
+    pub index: String,
+}
+
+fn default_model() -> String {
+    MINILM.into()
+}
+
+fn default_index() -> String {
+    "hnsw".into()
+}
+
+impl EmbedSpecArg {
+    /// `--embed` values: a JSON array or object, or `TABLE.COLUMN=EXPR`.
+    pub fn parse(value: &str) -> Result<Vec<EmbedSpecArg>, String> {
+        let v = value.trim();
+        if v.starts_with('[') {
+            return serde_json::from_str(v).map_err(|e| format!("--embed / PGSHIFT_EMBED: {e}"));
+        }
+        if v.starts_with('{') {
+            return serde_json::from_str(v).map(|s| vec![s]).map_err(|e| format!("--embed: {e}"));
+        }
+        let (target, text) = v.split_once('=').ok_or_else(|| format!("--embed {v:?}: write TABLE.COLUMN=EXPRESSION"))?;
+        let (table, column) =
+            target.trim().rsplit_once('.').ok_or_else(|| format!("--embed {v:?}: name the column as TABLE.COLUMN"))?;
+        Ok(vec![EmbedSpecArg {
+            table: table.into(),
+            text: text.trim().into(),
+            column: column.into(),
+            model: default_model(),
+            url: None,
+            dims: None,
+            halfvec: false,
+            index: default_index(),
+        }])
+    }
+
+    fn local(&self) -> bool {
+        self.url.is_none()
+    }
+
+    /// What is wrong, each line starting with `key.field`.
+    pub fn problems(&self, key: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.text.trim().is_empty() {
+            out.push(format!("{key}.text: give the SQL expression that yields the text, e.g. title || ' ' || body"));
+        }
+        if self.column.trim().is_empty() {
+            out.push(format!("{key}.column: name the vector column to fill"));
+        }
+        if self.local() && !self.model.eq_ignore_ascii_case(MINILM) {
+            out.push(format!("{key}.model: {:?} does not run locally: use {MINILM}, or give url = the embedding server", self.model));
+        }
+        if self.local() && self.dims.is_some_and(|d| d != MINILM_DIMS) {
+            out.push(format!("{key}.dims: {MINILM} makes {MINILM_DIMS} dimensions, not {}", self.dims.unwrap_or_default()));
+        }
+        if !self.local() && self.dims.is_none() {
+            out.push(format!("{key}.dims: give the dimensions the server's model {} makes", self.model));
+        }
+        if let Some(url) = &self.url {
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                out.push(format!("{key}.url: {} is not an http(s) URL", pgshift_embed::http::redact(url)));
+            }
+        }
+        if !["hnsw", "ivfflat", "none"].contains(&self.index.as_str()) {
+            out.push(format!("{key}.index: {:?}: use hnsw, ivfflat or none", self.index));
+        }
+        // pgvector's HNSW indexes vector up to 2,000 dimensions and halfvec up to 4,000.
+        match (self.dims.unwrap_or(MINILM_DIMS), self.halfvec) {
+            (d, false) if d > 2000 && self.index != "none" => {
+                out.push(format!("{key}.dims: pgvector indexes vector up to 2000 dimensions: set halfvec = true"))
+            }
+            (d, true) if d > 4000 && self.index != "none" => {
+                out.push(format!("{key}.dims: pgvector indexes halfvec up to 4000 dimensions"))
+            }
+            _ => {}
+        }
+        out
+    }
+
+    pub fn spec(&self) -> EmbeddingSpec {
+        EmbeddingSpec {
+            table: self.table.clone(),
+            text: self.text.clone(),
+            column: self.column.clone(),
+            dims: self.dims.unwrap_or(MINILM_DIMS),
+            halfvec: self.halfvec,
+            index: match self.index.as_str() {
+                "ivfflat" => VectorIndex::IvfFlat,
+                "none" => VectorIndex::None,
+                _ => VectorIndex::Hnsw,
+            },
+        }
+    }
+}
+
+/// How the embedder runs (flags shared by migrate, serve and reembed).
+#[derive(clap::Args, Clone)]
+pub struct EmbedSettings {
+    /// Compute vectors while copying: TABLE.COLUMN=EXPRESSION (e.g. 'docs.embedding=title || body'),
+    /// or a JSON object / array with table, text, column, model, url, dims, halfvec, index. Repeatable.
+    #[arg(long, env = "PGSHIFT_EMBED")]
+    pub embed: Vec<String>,
+    /// Directory with all-MiniLM-L6-v2 as ONNX (made by scripts/fetch_model.sh).
+    #[arg(long, env = "PGSHIFT_MODEL_DIR")]
+    pub model_dir: Option<std::path::PathBuf>,
+    /// Threads that run the embedder (one local model already uses every core).
+    #[arg(long, env = "PGSHIFT_EMBED_THREADS", default_value_t = 1)]
+    pub embed_threads: usize,
+    /// Texts per model call (grouped by length to cut padding).
+    #[arg(long, env = "PGSHIFT_EMBED_BATCH", default_value_t = 32)]
+    pub embed_batch: usize,
+    /// Run the local model on the GPU (CUDA; needs a build with --features cuda).
+    #[arg(long, env = "PGSHIFT_GPU")]
+    pub gpu: bool,
+    /// Ceiling for maintenance_work_mem of HNSW builds, in MiB (sized to the data up to this).
+    #[arg(long, env = "PGSHIFT_VECTOR_INDEX_MEMORY", default_value_t = 2048)]
+    pub vector_index_memory: u64,
+}
+
+impl EmbedSettings {
+    pub fn specs(&self) -> anyhow::Result<Vec<EmbedSpecArg>> {
+        let mut specs = Vec::new();
+        for value in &self.embed {
+            specs.extend(EmbedSpecArg::parse(value).map_err(anyhow::Error::msg)?);
+        }
+        let problems: Vec<String> = specs.iter().enumerate().flat_map(|(i, s)| s.problems(&format!("embedding {i} ({})", s.table))).collect();
+        if !problems.is_empty() {
+            bail!("{}", problems.join("\n  "));
+        }
+        Ok(specs)
+    }
+
+    /// The pipeline's setup with a loaded embedder; None without specs.
+    pub fn setup(&self) -> anyhow::Result<Option<EmbeddingSetup>> {
+        let specs = self.specs()?;
+        let Some(first) = specs.first() else { return Ok(None) };
+        if let Some(other) = specs.iter().find(|s| (&s.model, &s.url) != (&first.model, &first.url)) {
+            bail!("embedding for {} uses another model than {}: one run uses one model", other.table, first.table);
+        }
+        let embedder: Arc<dyn Embedder> = match &first.url {
+            Some(url) => {
+                let mut config = HttpConfig::new(url, &first.model, first.dims.unwrap_or(MINILM_DIMS));
+                config.api_key = std::env::var("PGSHIFT_EMBED_API_KEY").ok();
+                config.batch_size = self.embed_batch;
+                Arc::new(HttpEmbedder::new(config)?)
+            }
+            None => {
+                let config = OnnxConfig { model_dir: self.model_dir.clone(), runtime: None, threads: None, gpu: self.gpu };
+                Arc::new(OnnxEmbedder::load(&config).context("loading the embedding model")?)
+            }
+        };
+        Ok(Some(EmbeddingSetup {
+            specs: specs.iter().map(EmbedSpecArg::spec).collect(),
+            embedder,
+            threads: self.embed_threads.max(1),
+            batch_size: self.embed_batch.max(1),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_and_json_forms() {
+        let s = EmbedSpecArg::parse("public.docs.embedding = title || ' ' || body").unwrap();
+        assert_eq!((s[0].table.as_str(), s[0].column.as_str(), s[0].text.as_str()), ("public.docs", "embedding", "title || ' ' || body"));
+        let s = EmbedSpecArg::parse(r#"[{"table": "docs", "text": "body", "column": "v", "halfvec": true}]"#).unwrap();
+        assert!(s[0].halfvec && s[0].index == "hnsw");
+        assert!(EmbedSpecArg::parse("docs=body").unwrap_err().contains("TABLE.COLUMN"));
+        assert!(EmbedSpecArg::parse(r#"{"table": "docs", "txt": "body", "column": "v"}"#).unwrap_err().contains("txt"));
+    }
+
+    #[test]
+    fn problems_name_the_field() {
+        let mut s = EmbedSpecArg::parse("docs.v=body").unwrap().remove(0);
+        assert!(s.problems("e").is_empty());
+        s.dims = Some(1536);
+        assert!(s.problems("e")[0].starts_with("e.dims: all-MiniLM-L6-v2 makes 384"), "{:?}", s.problems("e"));
+        s.url = Some("https://key@api.example.com/v1/embeddings".into());
+        s.model = "text-embedding-3-small".into();
+        assert!(s.problems("e").is_empty(), "{:?}", s.problems("e"));
+        s.dims = Some(3072);
+        assert!(s.problems("e")[0].contains("halfvec"), "{:?}", s.problems("e"));
+    }
+}

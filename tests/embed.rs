@@ -1,0 +1,131 @@
+//! Vectors computed on the way: the load embeds a table's text into a pgvector
+//! column (cache for repeated texts, HNSW after the load), and bad specs fail
+//! before anything is written.
+
+mod common;
+
+use common::*;
+use pgshift_embed::onnx::{OnnxConfig, OnnxEmbedder};
+use pgshift_embed::Embedder;
+use pgshift_testkit::{cache_dir, PgVersion};
+
+const DOCS: &str = "
+CREATE TABLE docs (id bigint PRIMARY KEY, title text NOT NULL, body text, tags text[]);
+INSERT INTO docs SELECT i, 'title ' || (i % 40), CASE WHEN i % 10 = 0 THEN NULL ELSE 'body of document ' || (i % 40) END, ARRAY['t' || i]
+  FROM generate_series(1, 240) i;
+INSERT INTO docs VALUES (1000, 'A man is eating food.', NULL, NULL), (1001, 'A man is eating a piece of bread.', NULL, NULL),
+  (1002, 'A woman is playing violin.', NULL, NULL);
+CREATE TABLE plain (id int PRIMARY KEY, v text);
+INSERT INTO plain SELECT i, 'v' || i FROM generate_series(1, 50) i;
+";
+const TEXT: &str = "title || coalesce(' ' || body, '')";
+
+fn model_env() -> Vec<(String, String)> {
+    let embed = cache_dir().join("embed");
+    vec![
+        ("PGSHIFT_MODEL_DIR".into(), embed.join("all-MiniLM-L6-v2").display().to_string()),
+        ("ORT_DYLIB_PATH".into(), embed.join("onnxruntime/libonnxruntime.so.1.31.1").display().to_string()),
+        ("PGSHIFT_LOG".into(), "warn".into()),
+    ]
+}
+
+fn run(args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift")).args(args).envs(model_env()).output().unwrap();
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(!text.contains(pgshift_testkit::PASSWORD), "password in output: {text}");
+    out
+}
+
+fn vector_of(target: &pgshift_testkit::Cluster, id: i64) -> Vec<f32> {
+    let text = target.psql("app", &format!("SELECT embedding::text FROM docs WHERE id = {id}"));
+    text.trim_matches(['[', ']']).split(',').map(|x| x.parse().unwrap()).collect()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>() / (a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|x| x * x).sum::<f32>().sqrt())
+}
+
+#[test]
+fn the_load_computes_vectors_and_builds_hnsw() {
+    let (source, target) = pair(PgVersion::V15, PgVersion::V16);
+    source.psql("app", DOCS);
+    let (s, t) = (source.url("app"), target.url("app"));
+    let spec = format!("docs.embedding={TEXT}");
+    let args = ["migrate", "--source", &s, "--target", &t, "--embed", &spec, "--split-rows", "100", "--load-only", "--json"];
+    let out = run(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    assert_eq!(target.psql("app", "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'docs'::regclass AND attname = 'embedding'"), "vector(384)");
+    assert_eq!(target.psql("app", "SELECT count(*), count(embedding) FROM docs"), "243|243");
+    assert!(target.psql("app", "SELECT indexdef FROM pg_indexes WHERE tablename = 'docs'").contains("USING hnsw (embedding vector_cosine_ops)"));
+    // 40 distinct titles x (body or not) + 3 sentences: each text embedded once, the rest from the cache.
+    let distinct = target.psql("app", &format!("SELECT count(DISTINCT {TEXT}) FROM docs"));
+    assert_eq!(target.psql("app", "SELECT count(*) FROM pgshift.embedding_cache"), distinct);
+
+    // The stored vectors are the model's, for each row's own text.
+    let model = OnnxEmbedder::load(&OnnxConfig {
+        model_dir: Some(cache_dir().join("embed/all-MiniLM-L6-v2")),
+        runtime: Some(cache_dir().join("embed/onnxruntime/libonnxruntime.so.1.31.1")),
+        ..OnnxConfig::default()
+    })
+    .unwrap();
+    let expected = model.embed(&["title 7 body of document 7", "title 10", "A man is eating food."]).unwrap();
+    for (id, want) in [(7, &expected[0]), (10, &expected[1]), (1000, &expected[2])] {
+        let c = cosine(&vector_of(&target, id), want);
+        assert!(c > 0.9999, "row {id}: cosine {c}");
+    }
+    // Nearest neighbour through the index: bread is closer to food than the violin is.
+    let nearest = target.psql(
+        "app",
+        "SET enable_seqscan = off; SELECT id FROM docs WHERE id IN (1001, 1002) ORDER BY embedding <=> (SELECT embedding FROM docs WHERE id = 1000) LIMIT 1",
+    );
+    assert!(nearest.ends_with("1001"), "{nearest}");
+
+    // The rest of the row came through untouched, and verify compares the source's columns.
+    assert_eq!(md5(&source, "SELECT id, title, body, tags FROM docs"), md5(&target, "SELECT id, title, body, tags FROM docs"));
+    assert_verified(&source, &target);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["embeddings"][0]["column"], "embedding", "{report}");
+}
+
+fn md5(c: &pgshift_testkit::Cluster, sql: &str) -> String {
+    c.psql("app", &format!("SELECT md5(string_agg(q::text, ',' ORDER BY q::text)) FROM ({sql}) q"))
+}
+
+#[test]
+fn bad_embedding_specs_fail_before_any_write() {
+    let (source, target) = pair(PgVersion::V15, PgVersion::V16);
+    source.psql("app", DOCS);
+    let (s, t) = (source.url("app"), target.url("app"));
+    let untouched = || target.psql("app", "SELECT count(*) FROM pg_tables WHERE schemaname IN ('public', 'pgshift')");
+
+    let cases: [(String, &str); 4] = [
+        ("docs.embedding=titel || body".into(), "\"titel\" does not exist"),
+        ("nosuch.embedding=title".into(), "embedding for nosuch: no such table"),
+        (r#"{"table": "docs", "text": "title", "column": "e", "dims": 1536}"#.into(), "all-MiniLM-L6-v2 makes 384 dimensions"),
+        (r#"{"table": "docs", "text": "title", "column": "e", "index": "btree"}"#.into(), "use hnsw, ivfflat or none"),
+    ];
+    for (spec, message) in cases {
+        let out = run(&["migrate", "--source", &s, "--target", &t, "--embed", &spec, "--load-only"]);
+        assert_eq!(out.status.code(), Some(2), "{spec}: {}", stderr(&out));
+        assert!(stderr(&out).contains(message), "{spec}: {}", stderr(&out));
+        assert_eq!(untouched(), "0", "{spec} wrote to the target");
+    }
+
+    // A target without pgvector is refused up front.
+    let plain = pgshift_testkit::Cluster::start(PgVersion::V15);
+    plain.create_database("app");
+    let out = run(&["migrate", "--source", &s, "--target", &plain.url("app"), "--embed", "docs.embedding=title", "--load-only"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("has no pgvector"), "{}", stderr(&out));
+
+    // The model files missing: the error says how to get them.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args(["migrate", "--source", &s, "--target", &t, "--embed", "docs.embedding=title", "--dry-run"])
+        .env("PGSHIFT_MODEL_DIR", "/nonexistent")
+        .env("ORT_DYLIB_PATH", cache_dir().join("embed/onnxruntime/libonnxruntime.so.1.31.1"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("scripts/fetch_model.sh"), "{}", stderr(&out));
+}
