@@ -180,6 +180,7 @@ impl FollowTuning {
             until: if self.until_caught_up { Until::CaughtUp } else { Until::Stopped },
             batch_rows: self.batch_rows.max(1),
             commit_delay: Duration::from_millis(self.commit_delay_ms),
+            embedding: None,
         }
     }
 }
@@ -192,6 +193,8 @@ pub struct FollowArgs {
     pub target: TargetArg,
     #[command(flatten)]
     pub tuning: FollowTuning,
+    #[command(flatten)]
+    pub embed: EmbedSettings,
     /// Print the final report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -227,6 +230,7 @@ impl PauseSettings {
             reverse: false,
             rollback: false,
             dry_run: false,
+            embedding: None,
         }
     }
 }
@@ -250,6 +254,9 @@ pub struct SwitchArgs {
     pub dry_run: bool,
     #[arg(long)]
     pub json: bool,
+    /// For a run that computes vectors: the embedder that applies the last changes.
+    #[command(flatten)]
+    pub embed: EmbedSettings,
 }
 
 /// `5s`, `800ms`, `2m` or plain seconds.

@@ -15,6 +15,7 @@ use anyhow::{bail, Result};
 use clap::Parser;
 use cli::{Cli, Command, ConfigCommand, ServeArgs, SwitchArgs};
 use pgshift_pipeline::cutover::CutoverOptions;
+use pgshift_pipeline::follow::FollowOptions;
 use pgshift_pipeline::verify::VerifyOptions;
 use pgshift_postgres::ConnInfo;
 
@@ -81,7 +82,8 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
             let report = pgshift_pipeline::migrate::migrate(&source, &target, &options, progress.clone()).await?;
             emit(a.json, &report, output::print_migrate)?;
             if options.follow && !a.load_only && !a.dry_run {
-                let report = pgshift_pipeline::follow::follow(&source, &target, &a.follow.options(), progress).await?;
+                let follow = FollowOptions { embedding: options.embedding.clone(), ..a.follow.options() };
+                let report = pgshift_pipeline::follow::follow(&source, &target, &follow, progress).await?;
                 emit(a.json, &report, output::print_follow)?;
             }
             Ok(ExitCode::SUCCESS)
@@ -89,7 +91,8 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
         Command::Follow(a) => {
             let source = ConnInfo::parse(&a.source.source, "--source")?;
             let target = ConnInfo::parse(&a.target.target, "--target")?;
-            let report = pgshift_pipeline::follow::follow(&source, &target, &a.tuning.options(), progress).await?;
+            let options = FollowOptions { embedding: a.embed.setup()?, ..a.tuning.options() };
+            let report = pgshift_pipeline::follow::follow(&source, &target, &options, progress).await?;
             emit(a.json, &report, output::print_follow)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -137,7 +140,12 @@ async fn serve(a: ServeArgs, progress: Arc<dyn pgshift_pipeline::progress::Progr
     let control = Arc::new(jobs::Control::new(
         (source, target),
         token,
-        (a.load.options()?, a.follow.options(), a.pause.options()),
+        {
+            let load = a.load.options()?;
+            let follow = FollowOptions { embedding: load.embedding.clone(), ..a.follow.options() };
+            let cutover = CutoverOptions { embedding: load.embedding.clone(), ..a.pause.options() };
+            (load, follow, cutover)
+        },
         progress,
     ));
     let listener = server::bind(&a.addr, "pgshift serve").await?;
@@ -154,7 +162,14 @@ async fn serve(a: ServeArgs, progress: Arc<dyn pgshift_pipeline::progress::Progr
 async fn switch(a: &SwitchArgs, reverse: bool, rollback: bool) -> Result<ExitCode> {
     let old = ConnInfo::parse(&a.source.source, "--source")?;
     let new = ConnInfo::parse(&a.target, "--target")?;
-    let options = CutoverOptions { keep_source_writable: a.keep_source_writable, reverse, rollback, dry_run: a.dry_run, ..a.pause.options() };
+    let options = CutoverOptions {
+        keep_source_writable: a.keep_source_writable,
+        reverse,
+        rollback,
+        dry_run: a.dry_run,
+        embedding: a.embed.setup()?,
+        ..a.pause.options()
+    };
     let (from, to) = if rollback { (&new, &old) } else { (&old, &new) };
     let report = pgshift_pipeline::cutover::cutover(from, to, &options).await?;
     emit(a.json, &report, output::print_cutover)?;

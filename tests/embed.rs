@@ -129,3 +129,50 @@ fn bad_embedding_specs_fail_before_any_write() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("scripts/fetch_model.sh"), "{}", stderr(&out));
 }
+
+#[test]
+fn catch_up_embeds_new_and_changed_text_and_keeps_the_rest() {
+    let (source, target) = pair(PgVersion::V15, PgVersion::V16);
+    source.psql("app", DOCS);
+    let (s, t) = (source.url("app"), target.url("app"));
+    let spec = format!("docs.embedding={TEXT}");
+    let out = run(&["migrate", "--source", &s, "--target", &t, "--embed", &spec, "--load-only"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let kept_before = vector_of(&target, 8);
+    let row_of_tags = target.psql("app", "SELECT ctid FROM docs WHERE id = 8");
+
+    source.psql(
+        "app",
+        "INSERT INTO docs VALUES (2000, 'A cat sleeps on the sofa.', NULL, NULL), (2001, 'title 3', 'body of document 3', NULL);
+         UPDATE docs SET title = 'A man is riding a horse.', body = NULL WHERE id = 7;
+         UPDATE docs SET tags = ARRAY['changed'] WHERE id = 8;
+         DELETE FROM docs WHERE id = 9;",
+    );
+    let out = run(&["follow", "--source", &s, "--target", &t, "--until-caught-up"]);
+    assert_eq!(out.status.code(), Some(2), "follow without the embedder refuses: {}", stderr(&out));
+    assert!(stderr(&out).contains("computes vectors") && stderr(&out).contains("docs.embedding="), "{}", stderr(&out));
+    let out = run(&["follow", "--source", &s, "--target", &t, "--until-caught-up", "--embed", &spec]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    assert_eq!(target.psql("app", "SELECT count(*) FILTER (WHERE embedding IS NULL), count(*) FROM docs"), "0|244");
+    assert_eq!(target.psql("app", "SELECT tags[1] FROM docs WHERE id = 8"), "changed");
+    assert_ne!(target.psql("app", "SELECT ctid FROM docs WHERE id = 8"), row_of_tags, "row 8 was really updated");
+    assert_eq!(vector_of(&target, 8), kept_before, "a change that leaves the text alone keeps the vector");
+    let model = OnnxEmbedder::load(&OnnxConfig {
+        model_dir: Some(cache_dir().join("embed/all-MiniLM-L6-v2")),
+        runtime: Some(cache_dir().join("embed/onnxruntime/libonnxruntime.so.1.31.1")),
+        ..OnnxConfig::default()
+    })
+    .unwrap();
+    let want = model.embed(&["A cat sleeps on the sofa.", "A man is riding a horse.", "title 3 body of document 3"]).unwrap();
+    for (id, want) in [(2000, &want[0]), (7, &want[1]), (2001, &want[2])] {
+        let c = cosine(&vector_of(&target, id), want);
+        assert!(c > 0.9999, "row {id}: cosine {c}");
+    }
+    assert_verified(&source, &target);
+
+    // After the cutover the application owns the vectors: the catch-up trigger is gone.
+    let out = run(&["cutover", "--source", &s, "--target", &t, "--embed", &spec]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(target.psql("app", "SELECT count(*) FROM pg_trigger WHERE tgname = 'pgshift_embedding_stale'"), "0");
+}

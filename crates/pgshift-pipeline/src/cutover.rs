@@ -40,6 +40,8 @@ pub struct CutoverOptions {
     /// This is `pgshift rollback`: the "target" is the old database, made writable again.
     pub rollback: bool,
     pub dry_run: bool,
+    /// The embedder, when the cutover applies the last changes of a run that computes vectors.
+    pub embedding: Option<crate::embedding::EmbeddingSetup>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -128,7 +130,12 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
     // Without a running follower, this process applies the last changes itself.
     let own_follower = (!follower_running).then(|| {
         let (s, t) = (source.clone(), target.clone());
-        let fo = FollowOptions { until: Until::Fence, commit_delay: Duration::from_millis(20), ..Default::default() };
+        let fo = FollowOptions {
+            until: Until::Fence,
+            commit_delay: Duration::from_millis(20),
+            embedding: opts.embedding.clone(),
+            ..Default::default()
+        };
         tokio::spawn(async move { follow::follow(&s, &t, &fo, Arc::new(Silent) as Arc<dyn Progress>).await })
     });
     if let Some(task) = &own_follower {
@@ -183,6 +190,15 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
         let _ = task.await;
     }
     drop_slot(&src, src_name, &slot).await?;
+    // From now on the application writes the vectors: catch-up's trigger goes.
+    let embedded = state::run_embeddings(&dst, dst_name, run.run_id).await?;
+    for t in target_catalog.tables.iter().filter(|t| t.partition_of.is_none()) {
+        for spec in embedded.iter().filter(|s| crate::plan::table_matches(t, &s.table)) {
+            for sql in crate::embed_catchup::drop_catchup_ddl(t, spec) {
+                dst.batch_execute(&sql).await.context(&dst_name, || sql.clone())?;
+            }
+        }
+    }
     crate::metrics::set_phase("done");
     Ok(report)
 }

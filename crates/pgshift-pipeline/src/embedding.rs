@@ -10,13 +10,13 @@ use pgshift_embed::hash::content_hash;
 use pgshift_embed::{batch::embed_bucketed, Embedder};
 use pgshift_postgres::error::Context;
 use pgshift_postgres::sql::quote_ident;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
 use crate::metrics;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VectorIndex {
     Hnsw,
@@ -25,7 +25,7 @@ pub enum VectorIndex {
 }
 
 /// One table whose rows get a vector computed from a SQL expression over the row.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EmbeddingSpec {
     /// `schema.table` or `table`, as in --tables.
     pub table: String,

@@ -17,6 +17,8 @@ use pgshift_postgres::{ConnInfo, PgError};
 use serde::Serialize;
 use tokio_postgres::Client;
 
+use crate::embed_catchup::embed_pending;
+use crate::embedding::{specs_by_table, EmbedPool, EmbeddingSetup, EmbeddingSpec};
 use crate::error::{Error, Result};
 use crate::metrics;
 use crate::progress::Progress;
@@ -50,11 +52,13 @@ pub struct FollowOptions {
     pub batch_rows: usize,
     /// How long applied changes may wait before their target transaction commits.
     pub commit_delay: Duration,
+    /// The embedder, for a run that computes vectors (its specs must match the run's).
+    pub embedding: Option<EmbeddingSetup>,
 }
 
 impl Default for FollowOptions {
     fn default() -> Self {
-        FollowOptions { until: Until::Stopped, batch_rows: 20_000, commit_delay: Duration::from_millis(200) }
+        FollowOptions { until: Until::Stopped, batch_rows: 20_000, commit_delay: Duration::from_millis(200), embedding: None }
     }
 }
 
@@ -96,6 +100,7 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
     let target_catalog = catalog::inspect(&dst, &dst_name).await?;
     let tables = run_tables(&dst, dst_name, &run, &target_catalog).await?;
     let format = if tables.iter().all(|t| CopyFormat::for_table(t) == CopyFormat::Binary) { CopyFormat::Binary } else { CopyFormat::Text };
+    let embed = catchup_embedding(&dst, dst_name, &run, &tables, opts).await?;
     let apply_client = target.connect().await?;
     let (mut applier, origin_lsn) = Applier::new(apply_client, dst_name, format, target_catalog, &slot).await?;
     let l0: Lsn = run.start_lsn.as_deref().unwrap_or("0/0").parse().map_err(Error::State)?;
@@ -131,6 +136,7 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
         transactions: 0,
         last_commit_time: None,
         counted: Applied::default(),
+        embed: embed.as_ref(),
     };
     let mut shutdown = Box::pin(shutdown_signal());
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -237,6 +243,35 @@ struct Follower<'a> {
     last_commit_time: Option<i64>,
     /// Applier counts already added to the metrics.
     counted: Applied,
+    embed: Option<&'a CatchupEmbedding>,
+}
+
+/// The embedding threads and the tables (those holding rows) whose vectors follow their text.
+struct CatchupEmbedding {
+    pool: EmbedPool,
+    tables: Vec<(Table, EmbeddingSpec)>,
+}
+
+/// For a run that computes vectors: the embedder given must serve the run's specs.
+async fn catchup_embedding(dst: &Client, dst_name: &str, run: &Run, tables: &[&Table], opts: &FollowOptions) -> Result<Option<CatchupEmbedding>> {
+    let recorded = state::run_embeddings(dst, dst_name, run.run_id).await?;
+    if recorded.is_empty() {
+        return Ok(None);
+    }
+    let setup = match &opts.embedding {
+        Some(setup) if setup.specs == recorded => setup,
+        _ => {
+            let specs: Vec<String> = recorded.iter().map(|s| format!("{}.{}={}", s.table, s.column, s.text)).collect();
+            return Err(Error::Input(format!(
+                "run {} computes vectors ({}): give catch-up the same embedding settings (--embed or the same --config)",
+                run.run_id,
+                specs.join("; ")
+            )));
+        }
+    };
+    let by_table = specs_by_table(setup, tables)?;
+    let tables = tables.iter().filter(|t| t.holds_rows()).filter_map(|t| by_table.get(&t.display_name()).map(|s| ((*t).clone(), s.clone()))).collect();
+    Ok(Some(CatchupEmbedding { pool: EmbedPool::start(setup.embedder.clone(), setup.threads, setup.batch_size), tables }))
 }
 
 impl Follower<'_> {
@@ -268,6 +303,16 @@ impl Follower<'_> {
     async fn commit(&mut self) -> Result<()> {
         if let Some(end) = self.uncommitted_end.take() {
             let started = Instant::now();
+            if let Some(embed) = self.embed {
+                // Vectors for the rows this transaction inserted or whose text it changed.
+                self.applier.flush().await?;
+                if self.applier.in_transaction() {
+                    let endpoint = self.applier.endpoint().to_string();
+                    for (table, spec) in &embed.tables {
+                        embed_pending(self.applier.client(), &endpoint, &embed.pool, table, spec).await?;
+                    }
+                }
+            }
             self.applier.commit(end).await?;
             metrics::APPLY_BATCH_SECONDS.observe(started.elapsed().as_secs_f64());
             self.count_applied();

@@ -2,6 +2,7 @@
 
 pub mod copy_stage;
 pub mod cutover;
+pub mod embed_catchup;
 pub mod embed_copy;
 pub mod embedding;
 pub mod error;

@@ -16,6 +16,7 @@ use tokio_postgres::Client;
 use std::collections::HashMap;
 
 use crate::copy_stage::{copy_chunks, CopyContext, CopyJob, EmbedStage, TableSummary};
+use crate::embed_catchup::catchup_ddl;
 use crate::embed_copy::vector_column_ddl;
 use crate::embedding::{specs_by_table, EmbedPool, EmbeddingSetup, EmbeddingSpec};
 use crate::vector_index::{self, VectorIndexOptions};
@@ -143,7 +144,8 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
         Some(run) => run,
         None => {
             crate::progress::enter(&*progress, "schema");
-            create_schema_and_run(&dst, dst_name, source, &pre_data, &plans).await?
+            let recorded: Vec<EmbeddingSpec> = embedded_parents(&tables, &specs).into_iter().map(|(_, s)| s.clone()).collect();
+            create_schema_and_run(&dst, dst_name, source, &pre_data, &plans, &recorded).await?
         }
     };
     report.run_id = Some(run.run_id);
@@ -202,6 +204,11 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
     };
     let work = embedded_parents(&tables, &specs);
     report.warnings.extend(vector_index::build(target, &work, &vector_options, progress.clone()).await?);
+    if opts.follow {
+        for sql in work.iter().flat_map(|(t, s)| catchup_ddl(t, s)) {
+            dst.batch_execute(&sql).await.context(&dst_name, || sql.clone())?;
+        }
+    }
     for sql in ddl::sequence_values(&catalog, &tables) {
         dst.batch_execute(&sql).await.context(&dst_name, || sql.clone())?;
     }
@@ -254,14 +261,25 @@ fn planned(p: &TablePlan) -> PlannedTable {
 
 /// Pre-data DDL, the state schema and the run with its chunks, in one transaction:
 /// a failure leaves the target as it was.
-async fn create_schema_and_run(dst: &Client, dst_name: &str, source: &ConnInfo, pre_data: &[String], plans: &[TablePlan]) -> Result<Run> {
+async fn create_schema_and_run(
+    dst: &Client,
+    dst_name: &str,
+    source: &ConnInfo,
+    pre_data: &[String],
+    plans: &[TablePlan],
+    embeddings: &[EmbeddingSpec],
+) -> Result<Run> {
     dst.batch_execute("BEGIN").await.context(&dst_name, || "begin schema transaction".into())?;
     let result = async {
         dst.batch_execute(state::SCHEMA_DDL).await.context(&dst_name, || "create the pgshift state schema".into())?;
         for sql in pre_data {
             dst.batch_execute(sql).await.context(&dst_name, || sql.clone())?;
         }
-        state::create_run(dst, dst_name, source.endpoint(), plans).await
+        let run_id = state::create_run(dst, dst_name, source.endpoint(), plans).await?;
+        if !embeddings.is_empty() {
+            state::set_run_embeddings(dst, dst_name, run_id, embeddings).await?;
+        }
+        Ok(run_id)
     }
     .await;
     match result {

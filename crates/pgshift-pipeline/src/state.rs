@@ -6,7 +6,7 @@ use pgshift_postgres::catalog::relation_exists;
 use pgshift_postgres::error::Context;
 use tokio_postgres::{Client, GenericClient};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::plan::{SplitKind, TablePlan};
 
 pub const SCHEMA_DDL: &str = "
@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS pgshift.chunks (
 -- Up to this source position the target may hold rows newer than the stream
 -- (chunks re-read after a resume): catch-up applies idempotently until it passes it.
 ALTER TABLE pgshift.runs ADD COLUMN IF NOT EXISTS converge_lsn pg_lsn;
+-- The run's embedding specs: catch-up and cutover need them too.
+ALTER TABLE pgshift.runs ADD COLUMN IF NOT EXISTS embeddings jsonb;
 -- Same model + same text = same vector: computed once (vector as little-endian float4s).
 CREATE TABLE IF NOT EXISTS pgshift.embedding_cache (
     model  text NOT NULL,
@@ -243,5 +245,27 @@ pub async fn reset_table_chunks(tx: &impl GenericClient, endpoint: &str, run_id:
     )
     .await
     .context(&endpoint, || format!("reset chunks of {table}"))?;
+    Ok(())
+}
+
+/// The embedding specs a run was started with (empty when it computes no vectors).
+pub async fn run_embeddings(client: &Client, endpoint: &str, run_id: i64) -> Result<Vec<crate::embedding::EmbeddingSpec>> {
+    let value: Option<String> = client
+        .query_one("SELECT embeddings::text FROM pgshift.runs WHERE run_id = $1", &[&run_id])
+        .await
+        .context(&endpoint, || "read the run's embedding specs".into())?
+        .get(0);
+    match value {
+        None => Ok(Vec::new()),
+        Some(v) => serde_json::from_str(&v).map_err(|e| Error::State(format!("run {run_id}: unreadable embedding specs: {e}"))),
+    }
+}
+
+pub async fn set_run_embeddings(client: &Client, endpoint: &str, run_id: i64, specs: &[crate::embedding::EmbeddingSpec]) -> Result<()> {
+    let value = serde_json::to_string(specs).expect("specs serialize");
+    client
+        .execute("UPDATE pgshift.runs SET embeddings = $2::text::jsonb WHERE run_id = $1", &[&run_id, &value])
+        .await
+        .context(&endpoint, || "record the run's embedding specs".into())?;
     Ok(())
 }

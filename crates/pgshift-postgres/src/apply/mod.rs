@@ -112,6 +112,15 @@ impl Applier {
         &self.client
     }
 
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// A target transaction is open (something was flushed and not yet committed).
+    pub fn in_transaction(&self) -> bool {
+        self.in_transaction
+    }
+
     /// Rows waiting in memory for the next flush.
     pub fn pending_rows(&self) -> usize {
         self.pending_rows

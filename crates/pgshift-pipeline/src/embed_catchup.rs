@@ -1,0 +1,95 @@
+//! Vectors during catch-up. On the target, a trigger clears a row's vector when an
+//! applied update changes its text (inserted rows arrive without one); before each
+//! catch-up transaction commits, the rows without a vector get one, in that same
+//! transaction, so a vector is never older than its text and a restart redoes
+//! nothing twice. Updates that leave the text alone keep their vector.
+
+use pgshift_postgres::catalog::Table;
+use pgshift_postgres::error::Context;
+use pgshift_postgres::sql::quote_ident;
+use tokio_postgres::Client;
+
+use crate::embedding::{vectors_for, Cache, EmbedPool, EmbeddingSpec};
+use crate::error::{Error, Result};
+
+/// Rows re-embedded per statement while a transaction is being committed.
+const ROWS_PER_ROUND: i64 = 1000;
+
+/// Names derived from the table's OID-free identity, stable across runs.
+fn function_name(t: &Table, spec: &EmbeddingSpec) -> String {
+    let mut name = format!("stale_{}_{}_{}", t.schema, t.name, spec.column);
+    name.truncate(63);
+    format!("pgshift.{}", quote_ident(&name))
+}
+
+pub const TRIGGER: &str = "pgshift_embedding_stale";
+
+fn pending_index(t: &Table, spec: &EmbeddingSpec) -> String {
+    let mut name = format!("{}_{}_pending_idx", t.name, spec.column);
+    while name.len() > 63 {
+        name.remove(0);
+    }
+    name
+}
+
+/// The trigger (fired by the apply session too: ENABLE ALWAYS) and a partial index
+/// that finds rows without a vector quickly. Idempotent.
+pub fn catchup_ddl(t: &Table, spec: &EmbeddingSpec) -> Vec<String> {
+    let (table, col, function) = (t.qualified(), quote_ident(&spec.column), function_name(t, spec));
+    let text_of = |row: &str| format!("(SELECT ({})::text FROM (SELECT {row}.*) AS r)", spec.text);
+    vec![
+        format!(
+            "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $pgshift$ \
+             BEGIN IF {} IS DISTINCT FROM {} THEN NEW.{col} := NULL; END IF; RETURN NEW; END $pgshift$",
+            text_of("NEW"),
+            text_of("OLD")
+        ),
+        format!("DROP TRIGGER IF EXISTS {TRIGGER} ON {table}"),
+        format!("CREATE TRIGGER {TRIGGER} BEFORE UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION {function}()"),
+        format!("ALTER TABLE {table} ENABLE ALWAYS TRIGGER {TRIGGER}"),
+        format!("CREATE INDEX IF NOT EXISTS {} ON {table} (({col} IS NULL)) WHERE {col} IS NULL", quote_ident(&pending_index(t, spec))),
+    ]
+}
+
+/// Undoes [`catchup_ddl`] (at cutover: from then on the application writes vectors).
+pub fn drop_catchup_ddl(t: &Table, spec: &EmbeddingSpec) -> Vec<String> {
+    vec![
+        format!("DROP TRIGGER IF EXISTS {TRIGGER} ON {}", t.qualified()),
+        format!("DROP FUNCTION IF EXISTS {}()", function_name(t, spec)),
+        format!("DROP INDEX IF EXISTS {}.{}", quote_ident(&t.schema), quote_ident(&pending_index(t, spec))),
+    ]
+}
+
+/// Gives every row of `t` that has text but no vector its vector, inside the
+/// caller's open transaction on `client`. Returns how many rows got one.
+pub async fn embed_pending(client: &Client, endpoint: &str, pool: &EmbedPool, t: &Table, spec: &EmbeddingSpec) -> Result<u64> {
+    let (table, col) = (t.qualified(), quote_ident(&spec.column));
+    let select = format!(
+        "SELECT ctid::text, ({})::text FROM ONLY {table} WHERE {col} IS NULL AND ({}) IS NOT NULL LIMIT {ROWS_PER_ROUND}",
+        spec.text, spec.text
+    );
+    let update = format!(
+        "UPDATE ONLY {table} SET {col} = ($2::text[])[array_position($1::text[]::tid[], ctid)]::{} WHERE ctid = ANY($1::text[]::tid[])",
+        spec.column_type()
+    );
+    let cache = Cache { client, endpoint };
+    let mut total = 0;
+    loop {
+        let rows = client.query(&select, &[]).await.context(&endpoint, || format!("find rows of {table} without a vector"))?;
+        if rows.is_empty() {
+            return Ok(total);
+        }
+        let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let texts: Vec<Option<String>> = rows.iter().map(|r| r.get(1)).collect();
+        let vectors: Vec<String> = vectors_for(pool, &cache, &texts)
+            .await?
+            .into_iter()
+            .map(|v| format!("[{}]", v.unwrap_or_default().iter().map(f32::to_string).collect::<Vec<_>>().join(",")))
+            .collect();
+        let updated = client.execute(&update, &[&ids, &vectors]).await.context(&endpoint, || format!("store vectors of {table}"))?;
+        if updated == 0 {
+            return Err(Error::State(format!("{table}: rows without a vector could not be updated")));
+        }
+        total += updated;
+    }
+}
