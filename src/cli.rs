@@ -58,6 +58,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Serve the status page, /metrics, /health and (with a token) the control API to start runs and cut over.
     Serve(ServeArgs),
+    /// Recompute a live table's vectors (new model, new dimensions) without downtime: shadow column, backfill, CONCURRENTLY built index, atomic swap.
+    Reembed(ReembedArgs),
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -321,4 +323,47 @@ pub struct ServeArgs {
     pub follow: FollowTuning,
     #[command(flatten)]
     pub pause: PauseSettings,
+}
+
+#[derive(Args)]
+pub struct ReembedArgs {
+    #[command(flatten)]
+    pub target: TargetArg,
+    /// The table whose vectors to recompute (schema.table or table); it needs a primary key.
+    #[arg(long)]
+    pub table: String,
+    /// SQL expression over the row that yields the text, e.g. "title || ' ' || body".
+    #[arg(long)]
+    pub text: String,
+    /// The vector column to (re)fill; created when missing, replaced atomically when present.
+    #[arg(long)]
+    pub column: String,
+    /// all-MiniLM-L6-v2 (local), or the model name the --url server expects.
+    #[arg(long, default_value = "all-MiniLM-L6-v2")]
+    pub model: String,
+    /// An OpenAI-compatible (.../v1/embeddings) or TEI (.../embed) embedding server.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Dimensions of the new vectors (the model's; may differ from the old column's).
+    #[arg(long)]
+    pub dims: Option<usize>,
+    /// Store as halfvec.
+    #[arg(long)]
+    pub halfvec: bool,
+    /// Index for the new column: hnsw, ivfflat or none.
+    #[arg(long, default_value = "hnsw")]
+    pub index: String,
+    /// Rows per backfill transaction (each commits with its checkpoint).
+    #[arg(long, default_value_t = 500)]
+    pub batch: i64,
+    /// Longest wait for the table lock of the final swap.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub lock_timeout: Duration,
+    #[command(flatten)]
+    pub embed: EmbedSettings,
+    /// Print the steps; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
 }

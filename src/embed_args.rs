@@ -157,16 +157,20 @@ impl EmbedSettings {
         for value in &self.embed {
             specs.extend(EmbedSpecArg::parse(value).map_err(anyhow::Error::msg)?);
         }
-        let problems: Vec<String> = specs.iter().enumerate().flat_map(|(i, s)| s.problems(&format!("embedding {i} ({})", s.table))).collect();
-        if !problems.is_empty() {
-            bail!("{}", problems.join("\n  "));
-        }
         Ok(specs)
     }
 
     /// The pipeline's setup with a loaded embedder; None without specs.
     pub fn setup(&self) -> anyhow::Result<Option<EmbeddingSetup>> {
-        let specs = self.specs()?;
+        self.setup_for(self.specs()?)
+    }
+
+    /// The setup for specs given otherwise (`reembed` takes one from its own flags).
+    pub fn setup_for(&self, specs: Vec<EmbedSpecArg>) -> anyhow::Result<Option<EmbeddingSetup>> {
+        let problems: Vec<String> = specs.iter().flat_map(|s| s.problems(&format!("embedding ({})", s.table))).collect();
+        if !problems.is_empty() {
+            bail!("{}", problems.join("\n  "));
+        }
         let Some(first) = specs.first() else { return Ok(None) };
         if let Some(other) = specs.iter().find(|s| (&s.model, &s.url) != (&first.model, &first.url)) {
             bail!("embedding for {} uses another model than {}: one run uses one model", other.table, first.table);

@@ -114,6 +114,30 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(a) => serve(a, progress).await,
+        Command::Reembed(a) => {
+            let target = ConnInfo::parse(&a.target.target, "--target")?;
+            let spec = embed_args::EmbedSpecArg {
+                table: a.table.clone(),
+                text: a.text.clone(),
+                column: a.column.clone(),
+                model: a.model.clone(),
+                url: a.url.clone(),
+                dims: a.dims,
+                halfvec: a.halfvec,
+                index: a.index.clone(),
+            };
+            let setup = a.embed.setup_for(vec![spec])?.expect("one spec");
+            let options = pgshift_pipeline::reembed::ReembedOptions {
+                setup,
+                batch_rows: a.batch.max(1),
+                dry_run: a.dry_run,
+                lock_timeout_ms: a.lock_timeout.as_millis() as u64,
+                index_memory_mb: a.embed.vector_index_memory,
+            };
+            let report = pgshift_pipeline::reembed::reembed(&target, &options, progress).await?;
+            emit(a.json, &report, output::print_reembed)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Config(ConfigCommand::Check { file }) => match config::load(std::path::Path::new(&file)) {
             Ok(c) => {
                 println!("{file}: ok ({} setting(s), {} embedding section(s))", c.environment().map_err(anyhow::Error::msg)?.len(), c.embedding.len());

@@ -4,6 +4,7 @@ use pgshift_pipeline::inspect::InspectReport;
 use pgshift_pipeline::cutover::CutoverReport;
 use pgshift_pipeline::follow::FollowReport;
 use pgshift_pipeline::migrate::MigrateReport;
+use pgshift_pipeline::reembed::ReembedReport;
 use pgshift_pipeline::status::StatusReport;
 use pgshift_pipeline::verify::VerifyReport;
 
@@ -237,4 +238,26 @@ pub fn print_status(r: &StatusReport) {
         (None, _) if r.slot_name.is_some() => println!("replication lag: pass --source to see it"),
         _ => {}
     }
+}
+
+pub fn print_reembed(r: &ReembedReport) {
+    if r.dry_run {
+        println!("dry run: nothing was written; the re-embed of {}.{} with {} would:", r.table, r.column, r.model);
+        for (i, s) in r.steps.iter().enumerate() {
+            println!("  {}. {s}", i + 1);
+        }
+        return;
+    }
+    println!(
+        "{}.{} re-embedded with {}{}: {} rows in {} pass(es), index {}, swap held the table {:.0} ms; {:.1}s in all",
+        r.table,
+        r.column,
+        r.model,
+        if r.resumed { " (resumed)" } else { "" },
+        r.rows_embedded,
+        r.passes,
+        r.index.as_deref().unwrap_or("none"),
+        r.swap_ms,
+        r.seconds
+    );
 }

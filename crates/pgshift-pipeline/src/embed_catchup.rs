@@ -32,9 +32,9 @@ fn pending_index(t: &Table, spec: &EmbeddingSpec) -> String {
     name
 }
 
-/// The trigger (fired by the apply session too: ENABLE ALWAYS) and a partial index
-/// that finds rows without a vector quickly. Idempotent.
-pub fn catchup_ddl(t: &Table, spec: &EmbeddingSpec) -> Vec<String> {
+/// A trigger (fired by replication sessions too: ENABLE ALWAYS) that clears the
+/// spec's column when an update changes the row's text. Idempotent.
+pub fn trigger_ddl(t: &Table, spec: &EmbeddingSpec) -> Vec<String> {
     let (table, col, function) = (t.qualified(), quote_ident(&spec.column), function_name(t, spec));
     let text_of = |row: &str| format!("(SELECT ({})::text FROM (SELECT {row}.*) AS r)", spec.text);
     vec![
@@ -47,17 +47,30 @@ pub fn catchup_ddl(t: &Table, spec: &EmbeddingSpec) -> Vec<String> {
         format!("DROP TRIGGER IF EXISTS {TRIGGER} ON {table}"),
         format!("CREATE TRIGGER {TRIGGER} BEFORE UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION {function}()"),
         format!("ALTER TABLE {table} ENABLE ALWAYS TRIGGER {TRIGGER}"),
-        format!("CREATE INDEX IF NOT EXISTS {} ON {table} (({col} IS NULL)) WHERE {col} IS NULL", quote_ident(&pending_index(t, spec))),
     ]
+}
+
+pub fn drop_trigger_ddl(t: &Table, spec: &EmbeddingSpec) -> Vec<String> {
+    vec![format!("DROP TRIGGER IF EXISTS {TRIGGER} ON {}", t.qualified()), format!("DROP FUNCTION IF EXISTS {}()", function_name(t, spec))]
+}
+
+/// The trigger and a partial index that finds rows without a vector quickly.
+pub fn catchup_ddl(t: &Table, spec: &EmbeddingSpec) -> Vec<String> {
+    let col = quote_ident(&spec.column);
+    let mut out = trigger_ddl(t, spec);
+    out.push(format!(
+        "CREATE INDEX IF NOT EXISTS {} ON {} (({col} IS NULL)) WHERE {col} IS NULL",
+        quote_ident(&pending_index(t, spec)),
+        t.qualified()
+    ));
+    out
 }
 
 /// Undoes [`catchup_ddl`] (at cutover: from then on the application writes vectors).
 pub fn drop_catchup_ddl(t: &Table, spec: &EmbeddingSpec) -> Vec<String> {
-    vec![
-        format!("DROP TRIGGER IF EXISTS {TRIGGER} ON {}", t.qualified()),
-        format!("DROP FUNCTION IF EXISTS {}()", function_name(t, spec)),
-        format!("DROP INDEX IF EXISTS {}.{}", quote_ident(&t.schema), quote_ident(&pending_index(t, spec))),
-    ]
+    let mut out = drop_trigger_ddl(t, spec);
+    out.push(format!("DROP INDEX IF EXISTS {}.{}", quote_ident(&t.schema), quote_ident(&pending_index(t, spec))));
+    out
 }
 
 /// Gives every row of `t` that has text but no vector its vector, inside the

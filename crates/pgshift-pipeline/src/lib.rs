@@ -14,6 +14,7 @@ pub mod plan;
 pub mod postdata;
 pub mod preflight;
 pub mod progress;
+pub mod reembed;
 pub mod reverse;
 pub mod state;
 pub mod status;

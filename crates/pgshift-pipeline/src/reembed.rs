@@ -1,0 +1,422 @@
+//! `pgshift reembed`: recompute a live table's vectors with a (new) model, without
+//! downtime. A shadow column is added and filled in key order with checkpoints; a
+//! trigger clears a shadow vector whenever its row's text changes, so rows changed
+//! meanwhile are caught by the next pass; the index is built CONCURRENTLY on the
+//! shadow; then one short transaction swaps column and index names and drops the
+//! old ones. Readers see the old column and index until the swap commits, the new
+//! ones after: never a missing index or a half-filled column.
+
+use std::time::Instant;
+
+use pgshift_postgres::catalog::{self, Table};
+use pgshift_postgres::error::Context;
+use pgshift_postgres::sql::{quote_ident, quote_literal};
+use pgshift_postgres::ConnInfo;
+use serde::Serialize;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Client;
+
+use crate::embed_catchup;
+use crate::embedding::{vectors_for, Cache, EmbedPool, EmbeddingSetup, EmbeddingSpec, VectorIndex};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::vector_index::hnsw_memory_mb;
+
+const STATE_DDL: &str = "
+CREATE SCHEMA IF NOT EXISTS pgshift;
+CREATE TABLE IF NOT EXISTS pgshift.reembeds (
+    table_name  text NOT NULL,
+    column_name text NOT NULL,
+    spec        jsonb NOT NULL,
+    model       text NOT NULL,
+    phase       text NOT NULL,
+    last_key    text[],
+    rows_done   bigint NOT NULL DEFAULT 0,
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (table_name, column_name)
+);
+CREATE TABLE IF NOT EXISTS pgshift.embedding_cache (model text NOT NULL, hash bytea NOT NULL, vector bytea NOT NULL, PRIMARY KEY (model, hash));";
+
+pub struct ReembedOptions {
+    pub setup: EmbeddingSetup,
+    /// Rows per backfill transaction.
+    pub batch_rows: i64,
+    pub dry_run: bool,
+    /// Longest wait for the table lock of the swap.
+    pub lock_timeout_ms: u64,
+    pub index_memory_mb: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ReembedReport {
+    pub table: String,
+    pub column: String,
+    pub model: String,
+    pub dry_run: bool,
+    /// What it does (or, with --dry-run, would do), in order.
+    pub steps: Vec<String>,
+    pub resumed: bool,
+    pub rows_embedded: u64,
+    pub passes: u32,
+    pub index: Option<String>,
+    /// How long the swap held the table's lock.
+    pub swap_ms: f64,
+    pub seconds: f64,
+}
+
+struct Names {
+    table: String,
+    column: String,
+    shadow: String,
+    new_index: String,
+}
+
+fn names(t: &Table, spec: &EmbeddingSpec) -> Names {
+    let short = |s: String| if s.len() > 63 { s[s.len() - 63..].to_string() } else { s };
+    Names {
+        table: t.qualified(),
+        column: quote_ident(&spec.column),
+        shadow: quote_ident(&short(format!("{}__pgshift_new", spec.column))),
+        new_index: short(format!("{}_{}_pgshift_new_idx", t.name, spec.column)),
+    }
+}
+
+pub async fn reembed(target: &ConnInfo, options: &ReembedOptions, progress: std::sync::Arc<dyn Progress>) -> Result<ReembedReport> {
+    let started = Instant::now();
+    let endpoint = target.endpoint();
+    let spec = options.setup.specs.first().ok_or_else(|| Error::Input("reembed: name the table, text and column".into()))?;
+    let client = target.connect().await?;
+    let catalog = catalog::inspect(&client, &endpoint).await?;
+    // The catalog is read with search_path = pg_catalog; the text expression and the
+    // vector type resolve as the application's own queries do.
+    client.batch_execute("RESET search_path").await.context(&endpoint, || "reset search_path".into())?;
+    let table = catalog
+        .tables
+        .iter()
+        .find(|t| crate::plan::table_matches(t, &spec.table) && t.partition_of.is_none())
+        .ok_or_else(|| Error::Input(format!("reembed: no table {} in {endpoint}", spec.table)))?;
+    let key = table.primary_key.as_ref().ok_or_else(|| {
+        Error::Input(format!("reembed: table {} has no primary key, which the backfill walks in order: add one", table.display_name()))
+    })?;
+    if spec.dims != options.setup.embedder.dims() {
+        return Err(Error::Input(format!(
+            "reembed: dims = {}, but the model {} makes {}-dimensional vectors",
+            spec.dims,
+            options.setup.embedder.model(),
+            options.setup.embedder.dims()
+        )));
+    }
+    let probe = format!("SELECT ({})::text FROM ONLY {} LIMIT 0", spec.text, table.qualified());
+    client.batch_execute(&probe).await.map_err(|e| {
+        Error::Input(format!("reembed: the text expression {:?} fails on {}: {}", spec.text, table.display_name(), pgshift_postgres::error::describe(&e)))
+    })?;
+    let has_vector: bool = client
+        .query_one("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'vector')", &[])
+        .await
+        .context(&endpoint, || "look for pgvector".into())?
+        .get(0);
+    if !has_vector {
+        return Err(Error::Input(format!("reembed: {endpoint} has no pgvector extension: CREATE EXTENSION vector first")));
+    }
+    let n = names(table, spec);
+    let old_exists = table.columns.iter().any(|c| c.name == spec.column);
+    let mut report = ReembedReport {
+        table: table.display_name(),
+        column: spec.column.clone(),
+        model: options.setup.embedder.model().to_string(),
+        dry_run: options.dry_run,
+        ..Default::default()
+    };
+    report.steps = vec![
+        format!("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}", n.table, n.shadow, spec.column_type()),
+        format!("trigger: clear {} when the text changes", n.shadow),
+        format!("fill {} in key order ({}), {} rows per transaction, passes until no row is left", n.shadow, key.columns.join(", "), options.batch_rows),
+    ];
+    let shadow_spec = EmbeddingSpec { column: unquoted(&n.shadow), ..spec.clone() };
+    if let Some(sql) = shadow_spec.index_sql(&n.table, &n.new_index, true) {
+        report.steps.push(sql);
+    }
+    report.steps.push(format!(
+        "one transaction: lock {} against writes, fill what is left, {}rename {} to {}, rename the index, drop the trigger",
+        n.table,
+        if old_exists { format!("drop the old {} and its indexes, ", n.column) } else { String::new() },
+        n.shadow,
+        n.column
+    ));
+    if options.dry_run {
+        report.seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+
+    client.batch_execute(STATE_DDL).await.context(&endpoint, || "create the pgshift state schema".into())?;
+    let spec_json = serde_json::to_string(spec).expect("spec serializes");
+    let existing = client
+        .query_opt(
+            "SELECT spec::text, model, phase, last_key FROM pgshift.reembeds WHERE table_name = $1 AND column_name = $2",
+            &[&report.table, &spec.column],
+        )
+        .await
+        .context(&endpoint, || "read pgshift.reembeds".into())?;
+    let mut last_key: Option<Vec<String>> = None;
+    match existing {
+        Some(row) if row.get::<_, String>(2) != "done" => {
+            let same: bool = serde_json::from_str::<EmbeddingSpec>(row.get(0)).ok().as_ref() == Some(spec) && row.get::<_, String>(1) == report.model;
+            if !same {
+                return Err(Error::State(format!(
+                    "an unfinished re-embed of {}.{} with other settings exists: run it again with those settings, \
+                     or remove it (DELETE FROM pgshift.reembeds WHERE table_name = {}; ALTER TABLE {} DROP COLUMN {})",
+                    report.table,
+                    spec.column,
+                    quote_literal(&report.table),
+                    n.table,
+                    n.shadow
+                )));
+            }
+            report.resumed = true;
+            last_key = row.get(3);
+        }
+        _ => {
+            client
+                .execute(
+                    "INSERT INTO pgshift.reembeds (table_name, column_name, spec, model, phase) VALUES ($1, $2, $3::text::jsonb, $4, 'backfill') \
+                     ON CONFLICT (table_name, column_name) DO UPDATE SET spec = EXCLUDED.spec, model = EXCLUDED.model, phase = 'backfill', \
+                     last_key = NULL, rows_done = 0, started_at = now(), updated_at = now()",
+                    &[&report.table, &spec.column, &spec_json, &report.model],
+                )
+                .await
+                .context(&endpoint, || "record the re-embed".into())?;
+        }
+    }
+    let add = format!("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}", n.table, n.shadow, spec.column_type());
+    client.batch_execute(&add).await.context(&endpoint, || add.clone())?;
+    for sql in embed_catchup::trigger_ddl(table, &shadow_spec) {
+        client.batch_execute(&sql).await.context(&endpoint, || sql.clone())?;
+    }
+
+    let pool = EmbedPool::start(options.setup.embedder.clone(), options.setup.threads, options.setup.batch_size);
+    let backfill = Backfill {
+        client: &client,
+        endpoint,
+        table,
+        spec: &shadow_spec,
+        column: &spec.column,
+        key: &key.columns,
+        pool: &pool,
+        batch: options.batch_rows,
+        progress: &*progress,
+    };
+    // Pass 1 starts at the checkpoint; later passes start over for rows changed meanwhile.
+    loop {
+        report.passes += 1;
+        let done = backfill.pass(last_key.take()).await?;
+        report.rows_embedded += done;
+        if done == 0 || report.passes >= 10 {
+            break;
+        }
+    }
+
+    if let Some(sql) = shadow_spec.index_sql(&n.table, &n.new_index, true) {
+        let invalid: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace s ON s.oid = c.relnamespace \
+                 WHERE s.nspname = $1 AND c.relname = $2 AND NOT i.indisvalid)",
+                &[&table.schema, &n.new_index],
+            )
+            .await
+            .context(&endpoint, || "look for an interrupted index build".into())?
+            .get(0);
+        if invalid {
+            let drop = format!("DROP INDEX CONCURRENTLY {}.{}", quote_ident(&table.schema), quote_ident(&n.new_index));
+            client.batch_execute(&drop).await.context(&endpoint, || drop.clone())?;
+        }
+        let rows = report.rows_embedded.max(table.row_estimate.max(0) as u64);
+        let memory = hnsw_memory_mb(rows, spec.dims, spec.halfvec).clamp(64, options.index_memory_mb.max(64));
+        client
+            .batch_execute(&format!("SET maintenance_work_mem = '{memory}MB'; SET max_parallel_maintenance_workers = 2"))
+            .await
+            .context(&endpoint, || "configure the index session".into())?;
+        progress.step(&format!("{}: building {} CONCURRENTLY", report.table, n.new_index));
+        client.batch_execute(&sql).await.context(&endpoint, || sql.clone())?;
+        report.index = Some(n.new_index.clone());
+    }
+
+    let swap_started = Instant::now();
+    let final_index = swap(&backfill, &n, spec, old_exists, options.lock_timeout_ms).await?;
+    report.swap_ms = swap_started.elapsed().as_secs_f64() * 1000.0;
+    report.index = final_index.or(report.index);
+    client
+        .execute(
+            "UPDATE pgshift.reembeds SET phase = 'done', updated_at = now() WHERE table_name = $1 AND column_name = $2",
+            &[&report.table, &spec.column],
+        )
+        .await
+        .context(&endpoint, || "finish the re-embed".into())?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn unquoted(ident: &str) -> String {
+    ident.trim_matches('"').replace("\"\"", "\"")
+}
+
+struct Backfill<'a> {
+    client: &'a Client,
+    endpoint: &'a str,
+    table: &'a Table,
+    /// The spec with the shadow column as its column.
+    spec: &'a EmbeddingSpec,
+    /// The column being re-embedded (its row in pgshift.reembeds).
+    column: &'a str,
+    key: &'a [String],
+    pool: &'a EmbedPool,
+    batch: i64,
+    progress: &'a dyn Progress,
+}
+
+impl Backfill<'_> {
+    fn key_types(&self) -> Vec<String> {
+        self.key
+            .iter()
+            .map(|k| self.table.columns.iter().find(|c| &c.name == k).map_or("text".into(), |c| c.type_name.clone()))
+            .collect()
+    }
+
+    /// One walk over the table in key order from `from`, embedding rows whose shadow
+    /// is empty. Each batch commits with its checkpoint. Returns the rows embedded.
+    async fn pass(&self, mut from: Option<Vec<String>>) -> Result<u64> {
+        let name = self.table.display_name();
+        let (table, shadow) = (self.table.qualified(), quote_ident(&self.spec.column));
+        let keys: Vec<String> = self.key.iter().map(|k| quote_ident(k)).collect();
+        let key_text: Vec<String> = keys.iter().map(|k| format!("{k}::text")).collect();
+        let types = self.key_types();
+        let bound: Vec<String> = types.iter().enumerate().map(|(i, t)| format!("${}::text::{t}", i + 1)).collect();
+        let mut total = 0;
+        loop {
+            let after = if from.is_some() { format!(" AND ({}) > ({})", keys.join(", "), bound.join(", ")) } else { String::new() };
+            let select = format!(
+                "SELECT ctid::text, ({text})::text, ARRAY[{}] FROM ONLY {table} WHERE {shadow} IS NULL AND ({text}) IS NOT NULL{after} \
+                 ORDER BY {} LIMIT {}",
+                key_text.join(", "),
+                keys.join(", "),
+                self.batch,
+                text = self.spec.text
+            );
+            let params: Vec<&(dyn ToSql + Sync)> = from.iter().flatten().map(|v| v as &(dyn ToSql + Sync)).collect();
+            let rows = self.client.query(&select, &params).await.context(&self.endpoint, || format!("read {table}"))?;
+            let Some(last) = rows.last() else { return Ok(total) };
+            let next: Vec<String> = last.get(2);
+            let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            let texts: Vec<Option<String>> = rows.iter().map(|r| r.get(1)).collect();
+            let written = self.store(&ids, &texts, Some(&next)).await?;
+            total += written;
+            self.progress.step(&format!("{name}: {total} rows re-embedded in this pass"));
+            from = Some(next);
+        }
+    }
+
+    /// Writes the vectors of `texts` into the shadow column of rows `ids` whose text is
+    /// still the one embedded (a row changed meanwhile waits for the next pass), with
+    /// the checkpoint in the same transaction.
+    async fn store(&self, ids: &[String], texts: &[Option<String>], checkpoint: Option<&[String]>) -> Result<u64> {
+        let cache = Cache { client: self.client, endpoint: self.endpoint };
+        let vectors: Vec<String> = vectors_for(self.pool, &cache, texts)
+            .await?
+            .into_iter()
+            .map(|v| format!("[{}]", v.unwrap_or_default().iter().map(f32::to_string).collect::<Vec<_>>().join(",")))
+            .collect();
+        let plain: Vec<String> = texts.iter().map(|t| t.clone().unwrap_or_default()).collect();
+        let update = format!(
+            "UPDATE ONLY {table} SET {shadow} = ($2::text[])[array_position($1::text[]::tid[], ctid)]::{ty} \
+             WHERE ctid = ANY($1::text[]::tid[]) AND ({text})::text = ($3::text[])[array_position($1::text[]::tid[], ctid)]",
+            table = self.table.qualified(),
+            shadow = quote_ident(&self.spec.column),
+            ty = self.spec.column_type(),
+            text = self.spec.text
+        );
+        let in_transaction = checkpoint.is_some();
+        if in_transaction {
+            self.client.batch_execute("BEGIN").await.context(&self.endpoint, || "begin a backfill batch".into())?;
+        }
+        let written = self.client.execute(&update, &[&ids, &vectors, &plain]).await.context(&self.endpoint, || "store vectors".into())?;
+        if let Some(key) = checkpoint {
+            self.client
+                .execute(
+                    "UPDATE pgshift.reembeds SET last_key = $3, rows_done = rows_done + $4, updated_at = now() WHERE table_name = $1 AND column_name = $2",
+                    &[&self.table.display_name(), &self.column, &key, &(written as i64)],
+                )
+                .await
+                .context(&self.endpoint, || "checkpoint the backfill".into())?;
+            self.client.batch_execute("COMMIT").await.context(&self.endpoint, || "commit a backfill batch".into())?;
+        }
+        Ok(written)
+    }
+}
+
+/// The swap: writers wait (readers do not) while the last changed rows get their
+/// vectors, then column and index names change and the old ones go, in one transaction.
+async fn swap(b: &Backfill<'_>, n: &Names, spec: &EmbeddingSpec, old_exists: bool, lock_timeout_ms: u64) -> Result<Option<String>> {
+    let (client, endpoint) = (b.client, b.endpoint);
+    client
+        .batch_execute(&format!("BEGIN; SET LOCAL lock_timeout = {lock_timeout_ms}; LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE", n.table))
+        .await
+        .context(&endpoint, || format!("lock {} for the swap (writers were busy for longer than the lock timeout: try again)", n.table))?;
+    let result = async {
+        let select = format!(
+            "SELECT ctid::text, ({text})::text FROM ONLY {} WHERE {} IS NULL AND ({text}) IS NOT NULL",
+            n.table,
+            n.shadow,
+            text = spec.text
+        );
+        let rows = client.query(&select, &[]).await.context(&endpoint, || "find rows changed during the backfill".into())?;
+        let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let texts: Vec<Option<String>> = rows.iter().map(|r| r.get(1)).collect();
+        if !ids.is_empty() {
+            b.store(&ids, &texts, None).await?;
+        }
+        // The index of the old column keeps its name for the new one.
+        let old_index: Option<String> = if old_exists {
+            client
+                .query_opt(
+                    "SELECT c.relname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_attribute a \
+                     ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) WHERE i.indrelid = $1::text::regclass AND a.attname = $2 \
+                     AND c.relname <> $3 ORDER BY c.oid LIMIT 1",
+                    &[&n.table, &spec.column, &n.new_index],
+                )
+                .await
+                .context(&endpoint, || "find the old column's index".into())?
+                .map(|r| r.get(0))
+        } else {
+            None
+        };
+        let schema = quote_ident(&b.table.schema);
+        let mut sql = Vec::new();
+        if old_exists {
+            sql.push(format!("ALTER TABLE {} DROP COLUMN {}", n.table, n.column));
+        }
+        sql.push(format!("ALTER TABLE {} RENAME COLUMN {} TO {}", n.table, n.shadow, n.column));
+        sql.extend(embed_catchup::drop_trigger_ddl(b.table, b.spec));
+        let final_index = if spec.index == VectorIndex::None {
+            None
+        } else {
+            let name = old_index.unwrap_or_else(|| crate::vector_index::index_name(b.table, spec));
+            sql.push(format!("ALTER INDEX {schema}.{} RENAME TO {}", quote_ident(&n.new_index), quote_ident(&name)));
+            Some(name)
+        };
+        for s in &sql {
+            client.batch_execute(s).await.context(&endpoint, || s.clone())?;
+        }
+        Ok::<_, Error>(final_index)
+    }
+    .await;
+    match result {
+        Ok(index) => {
+            client.batch_execute("COMMIT").await.context(&endpoint, || "commit the swap".into())?;
+            Ok(index)
+        }
+        Err(e) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
