@@ -45,6 +45,8 @@ impl ConnInfo {
         if config.get_hosts().is_empty() {
             config.host("localhost");
         }
+        // Like libpq, never TLS over a Unix-domain socket: it would only fail (no host name).
+        let tls = if config.get_hosts().iter().all(|h| matches!(h, Host::Unix(_))) { None } else { tls };
         if config.get_user().is_none() {
             config.user(std::env::var("USER").unwrap_or_else(|_| "postgres".into()));
         }
@@ -200,6 +202,13 @@ mod tests {
         assert_eq!(c.endpoint(), "app@db.example:6543/shop");
         assert!(!format!("{c} {c:?}").contains("s3cr3t"));
         assert_eq!(c.password(), Some(&b"s3cr3t"[..]));
+    }
+
+    #[test]
+    fn unix_sockets_never_use_tls() {
+        let c = ConnInfo::parse("host=/var/run/postgresql port=5432 user=app dbname=app", "target").unwrap();
+        assert!(c.tls_config().is_none());
+        assert!(ConnInfo::parse("postgresql://app@db.example/app", "target").unwrap().tls_config().is_some());
     }
 
     #[test]
