@@ -21,3 +21,4 @@ bench: build
 	./benches/side_by_side.sh
 	./benches/catchup.sh
 	./benches/cutover.sh
+	./benches/embed.sh

@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use common::http;
 use pgshift_embed::onnx::{OnnxConfig, OnnxEmbedder};
 use pgshift_embed::Embedder;
 use pgshift_testkit::{cache_dir, PgVersion};
@@ -51,9 +52,18 @@ fn the_load_computes_vectors_and_builds_hnsw() {
     source.psql("app", DOCS);
     let (s, t) = (source.url("app"), target.url("app"));
     let spec = format!("docs.embedding={TEXT}");
-    let args = ["migrate", "--source", &s, "--target", &t, "--embed", &spec, "--split-rows", "100", "--load-only", "--json"];
-    let out = run(&args);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let port = pgshift_testkit::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let args = ["migrate", "--source", &s, "--target", &t, "--embed", &spec, "--split-rows", "100", "--json", "--metrics-addr", &addr];
+    let env: Vec<(String, String)> = model_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let migrate = Background::pgshift_with_env(&args, &env);
+    let metrics_url = format!("http://{addr}/metrics");
+    wait_until("the load to end", std::time::Duration::from_secs(120), || {
+        http::sample(&http::get(&metrics_url, None).body, "pgshift_phase{phase=\"catch-up\"}") == Some(1.0)
+    });
+    let metrics = http::get(&metrics_url, None).body;
+    let out = migrate.stop();
 
     assert_eq!(target.psql("app", "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'docs'::regclass AND attname = 'embedding'"), "vector(384)");
     assert_eq!(target.psql("app", "SELECT count(*), count(embedding) FROM docs"), "243|243");
@@ -61,6 +71,15 @@ fn the_load_computes_vectors_and_builds_hnsw() {
     // 40 distinct titles x (body or not) + 3 sentences: each text embedded once, the rest from the cache.
     let distinct = target.psql("app", &format!("SELECT count(DISTINCT {TEXT}) FROM docs"));
     assert_eq!(target.psql("app", "SELECT count(*) FROM pgshift.embedding_cache"), distinct);
+    // The embedding metrics moved with the run: every distinct text computed once,
+    // every repeat reused.
+    let computed = http::sample(&metrics, "pgshift_embeddings_total").unwrap();
+    let hits = http::sample(&metrics, "pgshift_embedding_cache_hits_total").unwrap();
+    assert_eq!(computed, distinct.parse::<f64>().unwrap(), "{metrics}");
+    assert_eq!(computed + hits, 243.0, "{metrics}");
+    assert!(http::sample(&metrics, "pgshift_embedding_batch_seconds_count").unwrap() >= 1.0, "{metrics}");
+    assert_eq!(http::sample(&metrics, "pgshift_embedding_queue_depth"), Some(0.0), "{metrics}");
+    assert_eq!(http::sample(&metrics, "pgshift_vector_index_build_ratio").map(|_| ()), Some(()), "{metrics}");
 
     // The stored vectors are the model's, for each row's own text.
     let model = OnnxEmbedder::load(&OnnxConfig {
@@ -84,7 +103,7 @@ fn the_load_computes_vectors_and_builds_hnsw() {
     // The rest of the row came through untouched, and verify compares the source's columns.
     assert_eq!(md5(&source, "SELECT id, title, body, tags FROM docs"), md5(&target, "SELECT id, title, body, tags FROM docs"));
     assert_verified(&source, &target);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report: serde_json::Value = serde_json::Deserializer::from_slice(&out.stdout).into_iter().next().unwrap().unwrap();
     assert_eq!(report["embeddings"][0]["column"], "embedding", "{report}");
 }
 

@@ -190,7 +190,6 @@ pub async fn vectors_for(pool: &EmbedPool, cache: &Cache<'_>, texts: &[Option<St
     unique.sort();
     unique.dedup();
     let mut known = cache.get(pool.model(), &unique).await?;
-    metrics::EMBEDDING_CACHE_HITS.inc_by(hashes.iter().flatten().filter(|h| known.contains_key(*h)).count() as u64);
     let mut missing: Vec<(Vec<u8>, String)> = Vec::new();
     let mut queued = std::collections::HashSet::new();
     for (hash, text) in hashes.iter().zip(texts) {
@@ -201,6 +200,7 @@ pub async fn vectors_for(pool: &EmbedPool, cache: &Cache<'_>, texts: &[Option<St
         }
     }
     let computed = pool.embed(missing.iter().map(|(_, t)| t.clone()).collect()).await?;
+    metrics::EMBEDDING_CACHE_HITS.inc_by((hashes.iter().flatten().count() - missing.len()) as u64);
     let fresh: Vec<(Vec<u8>, Vec<f32>)> = missing.into_iter().map(|(h, _)| h).zip(computed).collect();
     cache.put(pool.model(), &fresh).await?;
     known.extend(fresh);

@@ -47,7 +47,7 @@ metric!(APPLY_BATCH_SECONDS: Histogram = register_histogram_with_registry(
 metric!(EMBEDDINGS: IntCounter = register_int_counter_with_registry("pgshift_embeddings_total", "Vectors computed by the embedding stage"));
 metric!(EMBEDDING_CACHE_HITS: IntCounter = register_int_counter_with_registry(
     "pgshift_embedding_cache_hits_total",
-    "Vectors taken from the content-hash cache instead of computed"
+    "Vectors reused instead of computed: from the content-hash cache or a text repeated in the same batch"
 ));
 metric!(EMBEDDING_BATCH_SECONDS: Histogram = register_histogram_with_registry(
     "pgshift_embedding_batch_seconds",
