@@ -7,7 +7,7 @@
 #      against the embedder's standalone rate for the same kind of texts.
 #   3. HNSW build of 100k x 384 vectors: pgshift's settings (maintenance_work_mem
 #      sized to the graph, parallel workers) vs PostgreSQL/pgvector defaults.
-# SHORT_N, LONG_N, EMBED_ROWS, HNSW_ROWS size the runs.
+# SHORT_N, LONG_N, EMBED_ROWS, HNSW_ROWS size the runs; PARTS="1 2 3" picks parts.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,10 +22,14 @@ fi
 cargo build --release --locked --example embed_rate --bin pgshift >/dev/null 2>&1 || cargo build --release --locked --example embed_rate --bin pgshift
 RATE="$ROOT/target/release/examples/embed_rate"
 
+PARTS="${PARTS:-1 2 3}"
+part() { [[ " $PARTS " == *" $1 "* ]]; }
+declare -A STANDALONE
+if part 1 || part 2; then
 echo "== 1. embedder alone (texts/s; ratio = pgshift / python in input order)"
 printf '%-6s %5s %7s %10s %10s %15s %7s\n' kind batch threads pgshift python python+sorted ratio
-declare -A STANDALONE
 for kind in short long; do
+  if ! part 1 && [ $kind = long ]; then continue; fi
   n=$([ $kind = short ] && echo "$SHORT_N" || echo "$LONG_N")
   for batch in 32 64; do
     for threads in 1 2; do
@@ -38,12 +42,14 @@ for kind in short long; do
   done
 done
 
-echo "== 2. whole load of an embedded table ($EMBED_ROWS rows of short text)"
+fi
 WORK="${BENCH_DIR:-/tmp/pgshift-bench-embed}"
 source "$ROOT/benches/lib.sh"
 start_clusters
 psql_at $SPORT postgres -c "CREATE DATABASE bench"
 psql_at $TPORT postgres -c "CREATE DATABASE bench"
+if part 2; then
+echo "== 2. whole load of an embedded table ($EMBED_ROWS rows of short text)"
 python3 "$ROOT/benches/embed_texts.py" short "$EMBED_ROWS" | awk '{gsub(/\t/, " "); print NR "\t" $0}' \
   | psql_at $SPORT bench -c "CREATE TABLE notes (id bigint PRIMARY KEY, body text NOT NULL)" -c "\copy notes FROM STDIN"
 SRC="postgresql://postgres:bench@127.0.0.1:$SPORT/bench"; DST="postgresql://postgres:bench@127.0.0.1:$TPORT/bench"
@@ -54,8 +60,11 @@ load_rate=$(python3 -c "print($EMBED_ROWS / $copy)")
 alone=${STANDALONE[short-32-2]}
 printf 'load %.1f rows/s (copy phase %.2fs); embedder alone %.1f texts/s; ratio %.2fx\n' "$load_rate" "$copy" "$alone" "$(python3 -c "print($load_rate / $alone)")"
 
+fi
+if part 3; then
 echo "== 3. HNSW build, $HNSW_ROWS x 384"
-psql_at $TPORT bench -c "CREATE TABLE vecs AS SELECT i AS id, (SELECT array_agg(random() - 0.5 + i * 0)::vector(384) FROM generate_series(1, 384)) AS v FROM generate_series(1, $HNSW_ROWS) i" >/dev/null
+psql_at $TPORT bench -c "CREATE EXTENSION IF NOT EXISTS vector" >/dev/null
+psql_at $TPORT bench -c "CREATE TABLE vecs AS SELECT i AS id, (SELECT array_agg(random() - 0.5)::vector(384) FROM generate_series(1, 384) WHERE i > 0) AS v FROM generate_series(1, $HNSW_ROWS) i" >/dev/null
 MEM=$(python3 -c "r=$HNSW_ROWS; print(-(-(r * (384 * 4 + 32 * 8 + 96) * 5 // 4) // (1024 * 1024)))")
 build() { # settings
   psql_at $TPORT bench -c "DROP INDEX IF EXISTS vecs_v_idx" >/dev/null
@@ -66,3 +75,4 @@ build() { # settings
 defaults=$(build "SET maintenance_work_mem = '64MB'; RESET max_parallel_maintenance_workers;")
 pgshift=$(build "SET maintenance_work_mem = '${MEM}MB'; SET max_parallel_maintenance_workers = 2;")
 printf 'defaults (64MB, default workers) %ss; pgshift (%sMB, 2 workers) %ss; speed-up %s\n' "$defaults" "$MEM" "$pgshift" "$(ratio "$defaults" "$pgshift")"
+fi

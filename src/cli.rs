@@ -9,7 +9,7 @@ use pgshift_pipeline::follow::{FollowOptions, Until};
 use pgshift_pipeline::migrate::MigrateOptions;
 use pgshift_pipeline::plan::PlanOptions;
 
-use crate::embed_args::EmbedSettings;
+use crate::embed_args::{EmbedRuntime, EmbedSettings};
 
 #[derive(Parser)]
 #[command(
@@ -130,7 +130,7 @@ impl LoadSettings {
             jobs: self.jobs.max(1),
             maintenance_work_mem: self.maintenance_work_mem.clone(),
             embedding: self.embed.setup()?,
-            vector_index_memory_mb: self.embed.vector_index_memory,
+            vector_index_memory_mb: self.embed.runtime.vector_index_memory,
             ..MigrateOptions::default()
         })
     }
@@ -360,7 +360,7 @@ pub struct ReembedArgs {
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub lock_timeout: Duration,
     #[command(flatten)]
-    pub embed: EmbedSettings,
+    pub embed: EmbedRuntime,
     /// Print the steps; write nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -127,13 +127,20 @@ impl EmbedSpecArg {
     }
 }
 
-/// How the embedder runs (flags shared by migrate, serve and reembed).
+/// Which tables get vectors, and how the embedder runs (migrate, follow, cutover, serve).
 #[derive(clap::Args, Clone)]
 pub struct EmbedSettings {
     /// Compute vectors while copying: TABLE.COLUMN=EXPRESSION (e.g. 'docs.embedding=title || body'),
     /// or a JSON object / array with table, text, column, model, url, dims, halfvec, index. Repeatable.
     #[arg(long, env = "PGSHIFT_EMBED")]
     pub embed: Vec<String>,
+    #[command(flatten)]
+    pub runtime: EmbedRuntime,
+}
+
+/// How the embedder runs (also for reembed).
+#[derive(clap::Args, Clone)]
+pub struct EmbedRuntime {
     /// Directory with all-MiniLM-L6-v2 as ONNX (made by scripts/fetch_model.sh).
     #[arg(long, env = "PGSHIFT_MODEL_DIR")]
     pub model_dir: Option<std::path::PathBuf>,
@@ -162,10 +169,12 @@ impl EmbedSettings {
 
     /// The pipeline's setup with a loaded embedder; None without specs.
     pub fn setup(&self) -> anyhow::Result<Option<EmbeddingSetup>> {
-        self.setup_for(self.specs()?)
+        self.runtime.setup_for(self.specs()?)
     }
+}
 
-    /// The setup for specs given otherwise (`reembed` takes one from its own flags).
+impl EmbedRuntime {
+    /// The setup for these specs with a loaded embedder; None without specs.
     pub fn setup_for(&self, specs: Vec<EmbedSpecArg>) -> anyhow::Result<Option<EmbeddingSetup>> {
         let problems: Vec<String> = specs.iter().flat_map(|s| s.problems(&format!("embedding ({})", s.table))).collect();
         if !problems.is_empty() {
