@@ -14,7 +14,7 @@ pub fn reporter(quiet: bool) -> Box<dyn Progress> {
     } else if std::io::stderr().is_terminal() {
         Box::new(Bars { multi: MultiProgress::new(), bars: Mutex::new(HashMap::new()) })
     } else {
-        Box::new(Lines)
+        Box::new(Lines { last_index_tenth: Mutex::new(u64::MAX) })
     }
 }
 
@@ -57,9 +57,30 @@ impl Progress for Bars {
     fn step(&self, message: &str) {
         let _ = self.multi.println(format!("   {message}"));
     }
+
+    fn index_progress(&self, index: &str, done: u64, total: u64) {
+        let mut bars = self.bars.lock().unwrap();
+        let bar = bars.entry(format!("index {index}")).or_insert_with(|| {
+            let bar = self.multi.add(ProgressBar::new(total.max(1)));
+            bar.set_style(
+                ProgressStyle::with_template("{prefix:>28} {bar:30} {pos:>10}/{len:10} tuples {elapsed_precise}")
+                    .expect("static template")
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(index.to_string());
+            bar
+        });
+        bar.set_length(total.max(1));
+        bar.set_position(done);
+        if total > 0 && done >= total {
+            bar.finish();
+        }
+    }
 }
 
-struct Lines;
+struct Lines {
+    last_index_tenth: Mutex<u64>,
+}
 
 impl Progress for Lines {
     fn phase(&self, name: &str) {
@@ -73,6 +94,15 @@ impl Progress for Lines {
     }
     fn step(&self, message: &str) {
         eprintln!("pgshift: {message}");
+    }
+    fn index_progress(&self, index: &str, done: u64, total: u64) {
+        // A line per tenth, not per poll.
+        let tenth = |n: u64| if total == 0 { 0 } else { n * 10 / total };
+        let mut last = self.last_index_tenth.lock().unwrap();
+        if tenth(done) != *last || done == total {
+            *last = tenth(done);
+            eprintln!("pgshift: building {index}: {done}/{total}");
+        }
     }
 }
 

@@ -38,6 +38,15 @@ pub fn hnsw_memory_mb(rows: u64, dims: usize, halfvec: bool) -> u64 {
     (rows * per_row * 5 / 4).div_ceil(1024 * 1024)
 }
 
+/// pgvector's advice for IVFFlat: rows / 1000 lists up to a million rows, sqrt(rows) beyond.
+pub fn ivfflat_lists(rows: u64) -> u64 {
+    if rows <= 1_000_000 {
+        (rows / 1000).max(1)
+    } else {
+        (rows as f64).sqrt() as u64
+    }
+}
+
 /// Builds each table's vector index; returns warnings (e.g. memory too small).
 pub async fn build(
     target: &ConnInfo,
@@ -53,7 +62,7 @@ pub async fn build(
     let client = target.connect().await?;
     for (table, spec) in work {
         let name = index_name(table, spec);
-        let Some(sql) = spec.index_sql(&table.qualified(), &name, false) else { continue };
+        let Some(mut sql) = spec.index_sql(&table.qualified(), &name, false) else { continue };
         let qualified = table.qualified();
         client.batch_execute(&format!("ANALYZE {qualified}")).await.context(&endpoint, || format!("analyze {qualified}"))?;
         let rows: i64 = client
@@ -61,6 +70,9 @@ pub async fn build(
             .await
             .context(&endpoint, || format!("size of {qualified}"))?
             .get(0);
+        if spec.index == VectorIndex::IvfFlat {
+            sql.push_str(&format!(" WITH (lists = {})", ivfflat_lists(rows as u64)));
+        }
         let wanted = hnsw_memory_mb(rows as u64, spec.dims, spec.halfvec);
         let memory = wanted.clamp(options.min_memory_mb, options.max_memory_mb.max(options.min_memory_mb));
         if spec.index == VectorIndex::Hnsw && wanted > memory {
@@ -119,5 +131,6 @@ mod tests {
         assert_eq!(hnsw_memory_mb(100_000, 384, false), 226);
         assert!(hnsw_memory_mb(100_000, 384, true) < hnsw_memory_mb(100_000, 384, false));
         assert_eq!(hnsw_memory_mb(0, 384, false), 0);
+        assert_eq!((ivfflat_lists(500), ivfflat_lists(200_000), ivfflat_lists(4_000_000)), (1, 200, 2000));
     }
 }
