@@ -1,0 +1,244 @@
+//! SQLite values to PostgreSQL: each value is converted once to its target type
+//! ([`PgValue`]), then written as binary COPY (the load) or as canonical text (verify).
+
+use bytes::{BufMut, Bytes, BytesMut};
+use rusqlite::types::ValueRef;
+use rusqlite::Connection;
+use std::path::Path;
+
+use crate::schema::Table;
+use crate::time::{from_unix_seconds, parse_iso};
+use crate::types::PgType;
+use crate::{quote, read_error, Result, SqliteError};
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum PgValue {
+    Int(i64),
+    Bool(bool),
+    Float(f64),
+    Text(String),
+    /// The JSON text as stored (PostgreSQL normalises it) and its parsed form.
+    Json(String, serde_json::Value),
+    /// Microseconds since 2000-01-01 00:00:00 UTC.
+    Timestamp(i64),
+    Bytes(Vec<u8>),
+}
+
+fn utf8(b: &[u8]) -> Result<String, String> {
+    String::from_utf8(b.to_vec()).map_err(|e| format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to()))
+}
+
+/// The value as its column's PostgreSQL type; Err says why it cannot be.
+pub fn convert(v: ValueRef<'_>, t: PgType) -> Result<Option<PgValue>, String> {
+    use ValueRef::*;
+    let shown = |v: ValueRef<'_>| match v {
+        Text(b) | Blob(b) => String::from_utf8_lossy(&b[..b.len().min(60)]).into_owned(),
+        Integer(i) => i.to_string(),
+        Real(f) => f.to_string(),
+        Null => "NULL".into(),
+    };
+    let value = match (v, t) {
+        (Null, _) => return Ok(None),
+        (Integer(i), PgType::Bigint) => PgValue::Int(i),
+        (Real(f), PgType::Bigint) if f.fract() == 0.0 && f.abs() < 9.2e18 => PgValue::Int(f as i64),
+        (Text(s), PgType::Bigint) => PgValue::Int(utf8(s)?.trim().parse().map_err(|_| format!("{:?} is not an integer", shown(v)))?),
+        (Integer(i @ (0 | 1)), PgType::Boolean) => PgValue::Bool(i == 1),
+        (Real(f), PgType::Boolean) if f == 0.0 || f == 1.0 => PgValue::Bool(f == 1.0),
+        (Text(s), PgType::Boolean) => match utf8(s)?.trim().to_ascii_lowercase().as_str() {
+            "1" | "t" | "true" | "yes" | "y" | "on" => PgValue::Bool(true),
+            "0" | "f" | "false" | "no" | "n" | "off" => PgValue::Bool(false),
+            _ => return Err(format!("{:?} is not a boolean (0/1, true/false)", shown(v))),
+        },
+        (Integer(i), PgType::Double) => PgValue::Float(i as f64),
+        (Real(f), PgType::Double) => PgValue::Float(f),
+        (Text(s), PgType::Double) => PgValue::Float(utf8(s)?.trim().parse().map_err(|_| format!("{:?} is not a number", shown(v)))?),
+        (Text(s) | Blob(s), PgType::Text) => PgValue::Text(utf8(s)?),
+        (Integer(i), PgType::Text) => PgValue::Text(i.to_string()),
+        (Real(f), PgType::Text) => PgValue::Text(f.to_string()),
+        (Text(s) | Blob(s), PgType::Jsonb) => {
+            let text = utf8(s)?;
+            let parsed = serde_json::from_str(&text).map_err(|e| format!("not JSON ({e}): {:?}", shown(v)))?;
+            PgValue::Json(text, parsed)
+        }
+        (Integer(i), PgType::Jsonb) => PgValue::Json(i.to_string(), i.into()),
+        (Real(f), PgType::Jsonb) => PgValue::Json(f.to_string(), serde_json::json!(f)),
+        (Integer(i), PgType::Timestamptz) => PgValue::Timestamp(from_unix_seconds(i as f64).ok_or("not a timestamp")?),
+        (Real(f), PgType::Timestamptz) => PgValue::Timestamp(from_unix_seconds(f).ok_or("not a timestamp")?),
+        (Text(s), PgType::Timestamptz) => {
+            let text = utf8(s)?;
+            let micros = parse_iso(&text).or_else(|| text.trim().parse::<f64>().ok().and_then(from_unix_seconds));
+            PgValue::Timestamp(micros.ok_or_else(|| format!("{:?} is not a timestamp (ISO 8601 text or Unix seconds)", shown(v)))?)
+        }
+        (Blob(b) | Text(b), PgType::Bytea) => PgValue::Bytes(b.to_vec()),
+        (Integer(i), PgType::Bytea) => PgValue::Bytes(i.to_string().into_bytes()),
+        (Real(f), PgType::Bytea) => PgValue::Bytes(f.to_string().into_bytes()),
+        (other, t) => return Err(format!("a {} value cannot become {}", other.data_type(), t.sql())),
+    };
+    Ok(Some(value))
+}
+
+impl PgValue {
+    /// The binary COPY form of the value (without its length word).
+    pub fn put_binary(&self, out: &mut BytesMut) {
+        match self {
+            PgValue::Int(i) => out.put_i64(*i),
+            PgValue::Bool(b) => out.put_u8(*b as u8),
+            PgValue::Float(f) => out.put_f64(*f),
+            PgValue::Text(s) => out.put_slice(s.as_bytes()),
+            PgValue::Json(text, _) => {
+                out.put_u8(1); // jsonb binary format version
+                out.put_slice(text.as_bytes());
+            }
+            PgValue::Timestamp(t) => out.put_i64(*t),
+            PgValue::Bytes(b) => out.put_slice(b),
+        }
+    }
+
+    /// Text that is equal exactly when the PostgreSQL values are (verify across engines).
+    pub fn canonical(&self) -> String {
+        match self {
+            PgValue::Int(i) => i.to_string(),
+            PgValue::Bool(b) => if *b { "t" } else { "f" }.into(),
+            PgValue::Float(f) => format!("{f:?}"),
+            PgValue::Text(s) => s.clone(),
+            PgValue::Json(_, v) => canonical_json(v).to_string(),
+            PgValue::Timestamp(t) => t.to_string(),
+            PgValue::Bytes(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
+        }
+    }
+}
+
+/// Object keys sorted (serde_json's map is ordered), numbers as doubles: what jsonb
+/// and SQLite text have in common.
+pub fn canonical_json(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) => n.as_f64().map(|f| serde_json::json!(f)).unwrap_or_else(|| v.clone()),
+        Value::Array(a) => Value::Array(a.iter().map(canonical_json).collect()),
+        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), canonical_json(v))).collect()),
+        _ => v.clone(),
+    }
+}
+
+/// A row left out of the load (with `--reject-file`) and why.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Rejected {
+    pub table: String,
+    pub key: String,
+    pub column: String,
+    pub error: String,
+}
+
+/// Bytes written per call of the sink.
+const CHUNK_BYTES: usize = 256 * 1024;
+
+/// Reads the whole table in one read transaction and hands binary COPY data to
+/// `sink` in pieces (false from the sink stops the read). Values that cannot be
+/// converted fail the table, or go to `reject` when given. Returns rows written.
+pub fn copy_table(
+    conn: &Connection,
+    path: &Path,
+    table: &Table,
+    mut sink: impl FnMut(Bytes) -> bool,
+    mut reject: Option<&mut dyn FnMut(Rejected)>,
+) -> Result<u64> {
+    let err = |e| read_error(path, e);
+    let cols = table.copy_columns();
+    let select: Vec<String> = cols.iter().map(|c| quote(c)).collect();
+    let sql = format!("SELECT {} FROM {}", select.join(", "), quote(&table.name));
+    let mut types: Vec<PgType> = table.columns.iter().map(|c| c.pg).collect();
+    if table.fts5 {
+        types.insert(0, PgType::Bigint);
+    }
+    let key_positions: Vec<usize> = table.primary_key.iter().filter_map(|k| cols.iter().position(|c| c == k)).collect();
+    let mut stmt = conn.prepare(&sql).map_err(err)?;
+    let mut rows = stmt.query([]).map_err(err)?;
+    let mut out = BytesMut::with_capacity(CHUNK_BYTES * 2);
+    out.put_slice(b"PGCOPY\n\xff\r\n\0");
+    out.put_i32(0);
+    out.put_i32(0);
+    let (mut written, mut ordinal) = (0u64, 0u64);
+    let mut row_buf = BytesMut::new();
+    while let Some(row) = rows.next().map_err(err)? {
+        ordinal += 1;
+        row_buf.clear();
+        row_buf.put_i16(types.len() as i16);
+        let mut failure = None;
+        for (i, t) in types.iter().enumerate() {
+            match convert(row.get_ref(i).map_err(err)?, *t) {
+                Ok(None) => row_buf.put_i32(-1),
+                Ok(Some(v)) => {
+                    let at = row_buf.len();
+                    row_buf.put_i32(0);
+                    v.put_binary(&mut row_buf);
+                    let len = (row_buf.len() - at - 4) as i32;
+                    row_buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+                }
+                Err(message) => {
+                    failure = Some((cols[i].clone(), message));
+                    break;
+                }
+            }
+        }
+        if let Some((column, message)) = failure {
+            let key = row_key(row, &key_positions, &cols, ordinal);
+            match reject.as_mut() {
+                Some(r) => {
+                    r(Rejected { table: table.name.clone(), key, column, error: message });
+                    continue;
+                }
+                None => return Err(SqliteError::Value { table: table.name.clone(), key, column, message }),
+            }
+        }
+        out.put_slice(&row_buf);
+        written += 1;
+        if out.len() >= CHUNK_BYTES && !sink(out.split().freeze()) {
+            return Ok(written);
+        }
+    }
+    out.put_i16(-1);
+    sink(out.freeze());
+    Ok(written)
+}
+
+/// `id=7` (the primary key's values) or `#12` (the row's position) for messages.
+fn row_key(row: &rusqlite::Row<'_>, keys: &[usize], cols: &[String], ordinal: u64) -> String {
+    if keys.is_empty() {
+        return format!("#{ordinal}");
+    }
+    keys.iter()
+        .map(|&i| {
+            let v = match row.get_ref(i) {
+                Ok(ValueRef::Integer(n)) => n.to_string(),
+                Ok(ValueRef::Real(f)) => f.to_string(),
+                Ok(ValueRef::Text(t)) => String::from_utf8_lossy(t).into_owned(),
+                _ => "?".into(),
+            };
+            format!("{}={v}", cols[i])
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_convert_or_say_why_not() {
+        assert_eq!(convert(ValueRef::Integer(1), PgType::Boolean), Ok(Some(PgValue::Bool(true))));
+        assert!(convert(ValueRef::Integer(2), PgType::Boolean).unwrap_err().contains("boolean"));
+        assert_eq!(convert(ValueRef::Text(b"2000-01-01T00:00:02Z"), PgType::Timestamptz), Ok(Some(PgValue::Timestamp(2_000_000))));
+        assert_eq!(convert(ValueRef::Integer(946_684_801), PgType::Timestamptz), Ok(Some(PgValue::Timestamp(1_000_000))));
+        assert!(convert(ValueRef::Text(b"{oops"), PgType::Jsonb).unwrap_err().contains("not JSON"));
+        assert!(convert(ValueRef::Text(b"ab\xffcd"), PgType::Text).unwrap_err().contains("invalid UTF-8 at byte 2"));
+        assert_eq!(convert(ValueRef::Null, PgType::Jsonb), Ok(None));
+    }
+
+    #[test]
+    fn canonical_json_ignores_key_order_and_number_spelling() {
+        let a: serde_json::Value = serde_json::from_str(r#"{"b": 1e2, "a": [1, {"z": true, "y": null}]}"#).unwrap();
+        let b: serde_json::Value = serde_json::from_str(r#"{"a": [1.0, {"y": null, "z": true}], "b": 100}"#).unwrap();
+        assert_eq!(canonical_json(&a).to_string(), canonical_json(&b).to_string());
+    }
+}

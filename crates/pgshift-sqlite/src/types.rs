@@ -1,0 +1,131 @@
+//! PostgreSQL types for SQLite columns: from the declared type (SQLite's affinity
+//! rules), refined by the values actually stored, overridden by the user.
+
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PgType {
+    Bigint,
+    Boolean,
+    #[serde(rename = "double precision")]
+    Double,
+    Text,
+    Jsonb,
+    Timestamptz,
+    Bytea,
+}
+
+impl PgType {
+    pub fn sql(self) -> &'static str {
+        match self {
+            PgType::Bigint => "bigint",
+            PgType::Boolean => "boolean",
+            PgType::Double => "double precision",
+            PgType::Text => "text",
+            PgType::Jsonb => "jsonb",
+            PgType::Timestamptz => "timestamptz",
+            PgType::Bytea => "bytea",
+        }
+    }
+
+    /// An override as users write it (`jsonb`, `boolean`, `timestamptz`, ...).
+    pub fn parse(name: &str) -> Option<PgType> {
+        Some(match name.trim().to_ascii_lowercase().as_str() {
+            "bigint" | "int8" | "integer" | "int" => PgType::Bigint,
+            "boolean" | "bool" => PgType::Boolean,
+            "double precision" | "double" | "float8" | "real" => PgType::Double,
+            "text" => PgType::Text,
+            "jsonb" | "json" => PgType::Jsonb,
+            "timestamptz" | "timestamp" | "datetime" => PgType::Timestamptz,
+            "bytea" | "blob" => PgType::Bytea,
+            _ => return None,
+        })
+    }
+}
+
+/// The type a declared type asks for, by SQLite's affinity rules plus the names that
+/// carry meaning beyond affinity (BOOLEAN, JSON, DATE/TIME).
+pub fn from_declared(declared: &str) -> PgType {
+    let d = declared.to_ascii_uppercase();
+    if d.contains("BOOL") {
+        PgType::Boolean
+    } else if d.contains("INT") {
+        PgType::Bigint
+    } else if d.contains("JSON") {
+        PgType::Jsonb
+    } else if d.contains("DATE") || d.contains("TIME") {
+        PgType::Timestamptz
+    } else if d.contains("CHAR") || d.contains("CLOB") || d.contains("TEXT") {
+        PgType::Text
+    } else if d.contains("BLOB") {
+        PgType::Bytea
+    } else if d.contains("REAL") || d.contains("FLOA") || d.contains("DOUB") {
+        PgType::Double
+    } else if d.is_empty() {
+        // No declared type: decided by the values (see refine).
+        PgType::Text
+    } else {
+        // NUMERIC affinity: integers stay integers, anything else is a double.
+        PgType::Bigint
+    }
+}
+
+/// What a column holds, counted by SQLite's typeof() over the whole table.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stored {
+    pub integers: i64,
+    pub reals: i64,
+    pub texts: i64,
+    pub blobs: i64,
+    /// Texts that are JSON objects or arrays.
+    pub json_texts: i64,
+}
+
+/// The declared type, widened so every stored value fits: an integer column holding
+/// reals becomes double precision, one holding text becomes text; a text column
+/// whose every value is a JSON object or array becomes jsonb.
+pub fn refine(declared: PgType, untyped: bool, s: Stored) -> PgType {
+    match declared {
+        PgType::Bigint if s.texts > 0 || s.blobs > 0 => PgType::Text,
+        PgType::Bigint if s.reals > 0 => PgType::Double,
+        PgType::Double if s.texts > 0 || s.blobs > 0 => PgType::Text,
+        PgType::Text if s.texts > 0 && s.json_texts == s.texts && s.integers + s.reals + s.blobs == 0 => PgType::Jsonb,
+        PgType::Text if untyped && s.texts + s.blobs == 0 && s.reals > 0 => PgType::Double,
+        PgType::Text if untyped && s.texts + s.blobs + s.reals == 0 && s.integers > 0 => PgType::Bigint,
+        PgType::Text if untyped && s.blobs > 0 && s.texts + s.integers + s.reals == 0 => PgType::Bytea,
+        t => t,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declared_types_follow_affinity_with_meaningful_names() {
+        for (decl, t) in [
+            ("INTEGER", PgType::Bigint),
+            ("BOOLEAN", PgType::Boolean),
+            ("DATETIME", PgType::Timestamptz),
+            ("varchar(20)", PgType::Text),
+            ("JSON", PgType::Jsonb),
+            ("REAL", PgType::Double),
+            ("BLOB", PgType::Bytea),
+            ("NUMERIC", PgType::Bigint),
+        ] {
+            assert_eq!(from_declared(decl), t, "{decl}");
+        }
+    }
+
+    #[test]
+    fn stored_values_widen_the_type() {
+        let s = |integers, reals, texts, json_texts| Stored { integers, reals, texts, blobs: 0, json_texts };
+        assert_eq!(refine(PgType::Bigint, false, s(5, 1, 0, 0)), PgType::Double);
+        assert_eq!(refine(PgType::Bigint, false, s(5, 0, 1, 0)), PgType::Text);
+        assert_eq!(refine(PgType::Text, false, s(0, 0, 4, 4)), PgType::Jsonb);
+        assert_eq!(refine(PgType::Text, false, s(0, 0, 4, 3)), PgType::Text);
+        assert_eq!(refine(PgType::Text, true, s(3, 0, 0, 0)), PgType::Bigint);
+        assert_eq!(refine(PgType::Boolean, false, s(3, 0, 0, 0)), PgType::Boolean);
+    }
+}
