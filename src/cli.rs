@@ -76,7 +76,7 @@ pub enum ConfigCommand {
 
 #[derive(Args)]
 pub struct SourceArg {
-    /// Source database URL, e.g. postgresql://user:password@host:5432/app
+    /// Source database URL, e.g. postgresql://user:password@host:5432/app, or sqlite:///path/app.db
     #[arg(long, env = "PGSHIFT_SOURCE", hide_env_values = true)]
     pub source: String,
 }
@@ -136,6 +136,32 @@ impl LoadSettings {
     }
 }
 
+/// Settings of a SQLite source (`--source sqlite:///path/app.db`).
+#[derive(Args)]
+pub struct SqliteArgs {
+    /// Type of a SQLite column on the target, overriding what pgshift infers:
+    /// TABLE.COLUMN=TYPE with TYPE one of bigint, boolean, double, text, jsonb, timestamptz, bytea.
+    #[arg(long = "sqlite-type", env = "PGSHIFT_SQLITE_TYPES", value_delimiter = ',')]
+    pub types: Vec<String>,
+    /// Rows whose values do not fit their column's type (not JSON, not a timestamp,
+    /// invalid UTF-8...) go to this file as JSON lines instead of stopping the load.
+    #[arg(long, env = "PGSHIFT_REJECT_FILE")]
+    pub reject_file: Option<std::path::PathBuf>,
+}
+
+impl SqliteArgs {
+    pub fn overrides(&self) -> anyhow::Result<pgshift_sqlite::schema::Overrides> {
+        let mut out = pgshift_sqlite::schema::Overrides::new();
+        for o in self.types.iter().filter(|o| !o.trim().is_empty()) {
+            let (column, ty) = o.split_once('=').ok_or_else(|| anyhow::anyhow!("--sqlite-type {o:?}: write TABLE.COLUMN=TYPE"))?;
+            let t = pgshift_sqlite::types::PgType::parse(ty)
+                .ok_or_else(|| anyhow::anyhow!("--sqlite-type {o:?}: unknown type {ty:?} (bigint, boolean, double, text, jsonb, timestamptz, bytea)"))?;
+            out.insert(column.trim().to_string(), t);
+        }
+        Ok(out)
+    }
+}
+
 #[derive(Args)]
 pub struct MigrateArgs {
     #[command(flatten)]
@@ -144,6 +170,8 @@ pub struct MigrateArgs {
     pub target: TargetArg,
     #[command(flatten)]
     pub load: LoadSettings,
+    #[command(flatten)]
+    pub sqlite: SqliteArgs,
     /// Print the plan and every DDL statement; write nothing anywhere.
     #[arg(long)]
     pub dry_run: bool,
@@ -289,6 +317,8 @@ pub struct VerifyArgs {
     pub split_rows: u64,
     #[arg(long, short, env = "PGSHIFT_JOBS", default_value_t = 4)]
     pub jobs: usize,
+    #[command(flatten)]
+    pub sqlite: SqliteArgs,
     #[arg(long)]
     pub json: bool,
 }

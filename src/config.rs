@@ -31,6 +31,18 @@ pub struct Config {
     pub api: Api,
     #[serde(default)]
     pub embedding: Vec<crate::embed_args::EmbedSpecArg>,
+    #[serde(default)]
+    pub sqlite: Sqlite,
+}
+
+/// Settings of a SQLite source.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sqlite {
+    /// `"table.column" = "jsonb"`: the target type of a column, overriding inference.
+    #[serde(default)]
+    pub types: BTreeMap<String, String>,
+    pub reject_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -157,6 +169,14 @@ impl Config {
                 out.push(format!("api.token_file: {f} is not a readable file"));
             }
         }
+        for (column, ty) in &self.sqlite.types {
+            if pgshift_sqlite::types::PgType::parse(ty).is_none() {
+                out.push(format!("sqlite.types.{column}: unknown type {ty:?} (bigint, boolean, double, text, jsonb, timestamptz, bytea)"));
+            }
+            if !column.contains('.') {
+                out.push(format!("sqlite.types.{column}: write the key as \"table.column\""));
+            }
+        }
         for (i, e) in self.embedding.iter().enumerate() {
             out.extend(e.problems(&format!("embedding[{i}] ({})", e.table)));
         }
@@ -185,6 +205,9 @@ impl Config {
         set("PGSHIFT_MAX_LAG_MB", self.cutover.max_lag_mb.map(|n| n.to_string()));
         set("PGSHIFT_METRICS_ADDR", self.metrics.addr.clone());
         set("PGSHIFT_API_ADDR", self.api.addr.clone());
+        let types: Vec<String> = self.sqlite.types.iter().map(|(c, t)| format!("{c}={t}")).collect();
+        set("PGSHIFT_SQLITE_TYPES", (!types.is_empty()).then(|| types.join(",")));
+        set("PGSHIFT_REJECT_FILE", self.sqlite.reject_file.clone());
         set("PGSHIFT_EMBED", (!self.embedding.is_empty()).then(|| serde_json::to_string(&self.embedding).expect("specs serialize")));
         let token = match &self.api.token_file {
             Some(f) => Some(

@@ -70,6 +70,19 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
             emit(a.json, &report, output::print_inspect)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Migrate(a) if pgshift_sqlite::path_of(&a.source.source).is_some() => {
+            let target = ConnInfo::parse(&a.target.target, "--target")?;
+            if !a.load.embed.embed.is_empty() {
+                anyhow::bail!("--embed: computing vectors while copying from SQLite is not supported yet; migrate, then run pgshift reembed on the target");
+            }
+            let mut options = sqlite_options(&a.source.source, &a.sqlite, &a.load.tables, a.load.jobs)?;
+            options.dry_run = a.dry_run;
+            options.resume = a.resume;
+            options.maintenance_work_mem = a.load.maintenance_work_mem.clone();
+            let report = pgshift_pipeline::sqlite_migrate::migrate_sqlite(&options, &target, progress).await?;
+            emit(a.json, &report, output::print_migrate)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Migrate(a) => {
             let source = ConnInfo::parse(&a.source.source, "--source")?;
             let target = ConnInfo::parse(&a.target.target, "--target")?;
@@ -98,6 +111,13 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
         }
         Command::Cutover(a) => switch(&a.switch, a.reverse, false).await,
         Command::Rollback(a) => switch(&a, false, true).await,
+        Command::Verify(a) if pgshift_sqlite::path_of(&a.source.source).is_some() => {
+            let target = ConnInfo::parse(&a.target.target, "--target")?;
+            let options = sqlite_options(&a.source.source, &a.sqlite, &a.tables, a.jobs)?;
+            let report = pgshift_pipeline::sqlite_verify::verify_sqlite(&options, &target).await?;
+            emit(a.json, &report, output::print_verify)?;
+            Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
         Command::Verify(a) => {
             let source = ConnInfo::parse(&a.source.source, "--source")?;
             let target = ConnInfo::parse(&a.target.target, "--target")?;
@@ -149,6 +169,19 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
             }
         },
     }
+}
+
+/// A SQLite source's settings; SQLite has no change stream, so nothing follows the load.
+fn sqlite_options(url: &str, sqlite: &cli::SqliteArgs, tables: &[String], jobs: usize) -> Result<pgshift_pipeline::sqlite_migrate::SqliteOptions> {
+    Ok(pgshift_pipeline::sqlite_migrate::SqliteOptions {
+        path: pgshift_sqlite::path_of(url).expect("checked by the caller"),
+        patterns: tables.to_vec(),
+        overrides: sqlite.overrides()?,
+        reject_file: sqlite.reject_file.clone(),
+        jobs: jobs.max(1),
+        maintenance_work_mem: "256MB".into(),
+        ..Default::default()
+    })
 }
 
 async fn serve(a: ServeArgs, progress: Arc<dyn pgshift_pipeline::progress::Progress>) -> Result<ExitCode> {

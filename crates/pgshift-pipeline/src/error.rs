@@ -13,6 +13,8 @@ pub enum Error {
     Input(String),
     #[error(transparent)]
     Embed(#[from] pgshift_embed::EmbedError),
+    #[error(transparent)]
+    Sqlite(#[from] pgshift_sqlite::SqliteError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -31,6 +33,7 @@ impl Error {
             Error::State(_) => "state",
             Error::Input(_) => "input",
             Error::Embed(_) => "embedding",
+            Error::Sqlite(_) => "sqlite",
         }
     }
 }

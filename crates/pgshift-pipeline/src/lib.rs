@@ -16,6 +16,8 @@ pub mod preflight;
 pub mod progress;
 pub mod reembed;
 pub mod reverse;
+pub mod sqlite_migrate;
+pub mod sqlite_verify;
 pub mod state;
 pub mod status;
 pub mod vector_index;

@@ -8,7 +8,7 @@ use std::path::Path;
 use rusqlite::Connection;
 use serde::Serialize;
 
-use crate::types::{from_declared, refine, PgType, Stored};
+use crate::types::{default_sql, from_declared, refine, PgType, Stored};
 use crate::{quote, read_error, Result, SqliteError};
 
 #[derive(Clone, Debug, Serialize)]
@@ -17,6 +17,8 @@ pub struct Column {
     pub declared: String,
     pub not_null: bool,
     pub pg: PgType,
+    /// The default as PostgreSQL SQL (None when there is none or it cannot be carried).
+    pub default: Option<String>,
     /// Why the type was chosen when it is not the declared type's.
     pub note: Option<String>,
 }
@@ -109,8 +111,8 @@ fn table(conn: &Connection, path: &Path, name: &str, fts5: bool, overrides: &Ove
     let err = |e| read_error(path, e);
     let mut stmt = conn.prepare(&format!("PRAGMA table_xinfo({})", quote(name))).map_err(err)?;
     // cid, name, type, notnull, dflt_value, pk, hidden
-    let raw: Vec<(String, String, bool, i64, i64)> = stmt
-        .query_map([], |r| Ok((r.get(1)?, r.get::<_, Option<String>>(2)?.unwrap_or_default(), r.get(3)?, r.get(5)?, r.get(6)?)))
+    let raw: Vec<(String, String, bool, i64, i64, Option<String>)> = stmt
+        .query_map([], |r| Ok((r.get(1)?, r.get::<_, Option<String>>(2)?.unwrap_or_default(), r.get(3)?, r.get(5)?, r.get(6)?, r.get(4)?)))
         .map_err(err)?
         .collect::<rusqlite::Result<_>>()
         .map_err(err)?;
@@ -118,7 +120,8 @@ fn table(conn: &Connection, path: &Path, name: &str, fts5: bool, overrides: &Ove
     let raw: Vec<_> = raw.into_iter().filter(|c| c.4 == 0).collect();
     let stored = stored_kinds(conn, path, name, raw.iter().map(|c| c.0.as_str()))?;
     let mut columns = Vec::new();
-    for ((col, declared, not_null, _, _), s) in raw.iter().zip(stored) {
+    let mut skipped = Vec::new();
+    for ((col, declared, not_null, _, _, default), s) in raw.iter().zip(stored) {
         let base = if fts5 { PgType::Text } else { from_declared(declared) };
         let refined = refine(base, declared.is_empty(), s);
         let (pg, note) = match overrides.get(&format!("{name}.{col}")) {
@@ -126,7 +129,11 @@ fn table(conn: &Connection, path: &Path, name: &str, fts5: bool, overrides: &Ove
             None if refined != base => (refined, Some(format!("declared {declared:?}, but the stored values need {}", refined.sql()))),
             None => (refined, None),
         };
-        columns.push(Column { name: col.clone(), declared: declared.clone(), not_null: *not_null, pg, note });
+        let carried = default.as_deref().and_then(|d| default_sql(d, pg));
+        if let (Some(d), None) = (default, &carried) {
+            skipped.push(format!("default {d} of {name}.{col}: no PostgreSQL equivalent, left out"));
+        }
+        columns.push(Column { name: col.clone(), declared: declared.clone(), not_null: *not_null, pg, default: carried, note });
     }
     let mut pk: Vec<(i64, String)> = raw.iter().filter(|c| c.3 > 0).map(|c| (c.3, c.0.clone())).collect();
     pk.sort();
@@ -136,7 +143,8 @@ fn table(conn: &Connection, path: &Path, name: &str, fts5: bool, overrides: &Ove
         _ => None,
     };
     let rows = conn.query_row(&format!("SELECT count(*) FROM {}", quote(name)), [], |r| r.get(0)).map_err(err)?;
-    let (indexes, skipped) = if fts5 { (Vec::new(), Vec::new()) } else { indexes(conn, path, name)? };
+    let (indexes, skipped_indexes) = if fts5 { (Vec::new(), Vec::new()) } else { indexes(conn, path, name)? };
+    skipped.extend(skipped_indexes);
     let primary_key = if fts5 { vec!["rowid".to_string()] } else { primary_key };
     Ok(Table {
         name: name.to_string(),

@@ -71,6 +71,39 @@ pub fn from_declared(declared: &str) -> PgType {
     }
 }
 
+/// A SQLite column default as PostgreSQL SQL for a column of type `t`: literals
+/// (converted like the values: 1 -> true for booleans), NULL, and the current time.
+pub fn default_sql(default: &str, t: PgType) -> Option<String> {
+    let d = default.trim().trim_start_matches('(').trim_end_matches(')').trim();
+    let upper = d.to_ascii_uppercase();
+    if upper == "NULL" {
+        return None;
+    }
+    if matches!(upper.as_str(), "CURRENT_TIMESTAMP" | "CURRENT_DATE" | "CURRENT_TIME") {
+        return (t == PgType::Timestamptz).then(|| "now()".to_string());
+    }
+    let literal = if let Some(s) = d.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')) {
+        s.replace("''", "'")
+    } else if d.parse::<f64>().is_ok() || upper == "TRUE" || upper == "FALSE" {
+        match (t, upper.as_str()) {
+            (PgType::Boolean, "1" | "TRUE") => return Some("true".into()),
+            (PgType::Boolean, "0" | "FALSE") => return Some("false".into()),
+            (PgType::Boolean, _) => return None,
+            (PgType::Bigint | PgType::Double, _) => return Some(d.to_string()),
+            _ => d.to_string(),
+        }
+    } else {
+        return None;
+    };
+    let value = crate::encode::convert(rusqlite::types::ValueRef::Text(literal.as_bytes()), t).ok()??;
+    let text = match &value {
+        crate::encode::PgValue::Json(raw, _) => raw.clone(),
+        crate::encode::PgValue::Timestamp(_) => literal.clone(),
+        v => v.canonical(),
+    };
+    Some(format!("'{}'::{}", text.replace('\'', "''"), t.sql()))
+}
+
 /// What a column holds, counted by SQLite's typeof() over the whole table.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Stored {
@@ -116,6 +149,17 @@ mod tests {
         ] {
             assert_eq!(from_declared(decl), t, "{decl}");
         }
+    }
+
+    #[test]
+    fn defaults_become_postgresql_sql() {
+        assert_eq!(default_sql("1", PgType::Boolean).as_deref(), Some("true"));
+        assert_eq!(default_sql("CURRENT_TIMESTAMP", PgType::Timestamptz).as_deref(), Some("now()"));
+        assert_eq!(default_sql("'it''s'", PgType::Text).as_deref(), Some("'it''s'::text"));
+        assert_eq!(default_sql("'{}'", PgType::Jsonb).as_deref(), Some("'{}'::jsonb"));
+        assert_eq!(default_sql("-2.5", PgType::Double).as_deref(), Some("-2.5"));
+        assert_eq!(default_sql("NULL", PgType::Text), None);
+        assert_eq!(default_sql("(random())", PgType::Bigint), None);
     }
 
     #[test]

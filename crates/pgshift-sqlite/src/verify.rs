@@ -72,7 +72,8 @@ pub fn digest(conn: &Connection, path: &Path, table: &Table) -> Result<TableDige
 pub fn pg_select_expr(column: &str, t: PgType) -> String {
     let c = format!("\"{}\"", column.replace('"', "\"\""));
     match t {
-        PgType::Timestamptz => format!("(extract(epoch FROM {c}) * 1000000)::int8::text"),
+        // Microseconds since 2000-01-01, as PgValue::Timestamp counts them.
+        PgType::Timestamptz => format!("((extract(epoch FROM {c}) - 946684800) * 1000000)::int8::text"),
         PgType::Bytea => format!("encode({c}, 'hex')"),
         _ => format!("{c}::text"),
     }
@@ -83,6 +84,8 @@ pub fn canonical_from_pg(text: &str, t: PgType) -> Result<String> {
     let bad = |what: &str| SqliteError::Input(format!("unexpected {what} from PostgreSQL: {text:?}"));
     Ok(match t {
         PgType::Double => PgValue::Float(text.parse().map_err(|_| bad("double"))?).canonical(),
+        // boolean::text is true/false.
+        PgType::Boolean => PgValue::Bool(text == "true").canonical(),
         PgType::Jsonb => canonical_json(&serde_json::from_str(text).map_err(|_| bad("jsonb"))?).to_string(),
         _ => text.to_string(),
     })

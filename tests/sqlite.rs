@@ -1,0 +1,175 @@
+//! SQLite to PostgreSQL: a database built here with the sqlite3 library (JSON
+//! metadata, 0/1 booleans, ISO and epoch timestamps, an FTS5 table, blobs) moves with
+//! mapped types, keys and search; verify compares across engines; bad files and bad
+//! values fail with where and why.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use pgshift_testkit::{Cluster, PgVersion};
+use rusqlite::Connection;
+
+fn temp_db(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pgshift-sqlite-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("app.db")
+}
+
+fn build_app_db(path: &Path) {
+    let db = Connection::open(path).unwrap();
+    db.execute_batch(
+        "PRAGMA journal_mode = DELETE;
+         CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE, active BOOLEAN NOT NULL DEFAULT 1,
+                             created_at DATETIME, score REAL, avatar BLOB);
+         CREATE TABLE messages (id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                                body TEXT, meta TEXT, sent_at INTEGER, flagged INTEGER);
+         CREATE INDEX messages_user ON messages(user_id);
+         CREATE VIRTUAL TABLE message_search USING fts5(title, body);
+         CREATE TABLE settings (k TEXT PRIMARY KEY, v) WITHOUT ROWID;",
+    )
+    .unwrap();
+    let tx = db.unchecked_transaction().unwrap();
+    for i in 1..=50i64 {
+        let created = if i % 2 == 0 { format!("2024-03-{:02} 08:30:00", i % 28 + 1) } else { format!("2024-03-{:02}T08:30:00.25Z", i % 28 + 1) };
+        tx.execute(
+            "INSERT INTO users (id, email, active, created_at, score, avatar) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            rusqlite::params![i, format!("user{i}@example.com"), i % 3 != 0, created, i as f64 / 3.0, vec![0u8, i as u8, 255]],
+        )
+        .unwrap();
+    }
+    for i in 1..=200i64 {
+        let meta = format!(r#"{{"lang": "{}", "tags": ["t{}", "x"], "n": {i}}}"#, if i % 2 == 0 { "en" } else { "de" }, i % 5);
+        tx.execute(
+            "INSERT INTO messages (id, user_id, body, meta, sent_at, flagged) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            rusqlite::params![i, 1 + i % 50, format!("message {i}: naïve café 🐘"), meta, 1_700_000_000 + i * 60, i % 7 == 0],
+        )
+        .unwrap();
+    }
+    for i in 1..=30 {
+        let body = if i % 3 == 0 { "the needle is here" } else { "only hay" };
+        tx.execute("INSERT INTO message_search (title, body) VALUES (?1, ?2)", rusqlite::params![format!("doc {i}"), body]).unwrap();
+    }
+    tx.execute_batch("INSERT INTO settings VALUES ('theme', 'dark'), ('limit', 10), ('ratio', 0.5);").unwrap();
+    tx.commit().unwrap();
+}
+
+fn migrate_args<'a>(db: &'a str, target: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec!["migrate", "--source", db, "--target", target, "--sqlite-type", "messages.sent_at=timestamptz", "--sqlite-type", "messages.flagged=boolean"];
+    a.extend_from_slice(extra);
+    a
+}
+
+#[test]
+fn an_app_database_moves_with_mapped_types_keys_and_search() {
+    let path = temp_db("app");
+    build_app_db(&path);
+    let target = Cluster::start(PgVersion::V16);
+    target.create_database("app");
+    let (db, t) = (format!("sqlite://{}", path.display()), target.url("app"));
+
+    let out = pgshift_expect(0, &migrate_args(&db, &t, &["--dry-run", "--json"]));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tables: Vec<&str> = plan["plan"].as_array().unwrap().iter().map(|p| p["table"].as_str().unwrap()).collect();
+    assert_eq!(tables, ["public.message_search", "public.messages", "public.settings", "public.users"], "FTS5 shadow tables are skipped");
+    assert_eq!(target.psql("app", "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"), "0", "dry run writes nothing");
+
+    let out = pgshift_expect(0, &migrate_args(&db, &t, &["--jobs", "2"]));
+    assert!(stdout(&out).contains("users"), "{}", stdout(&out));
+    let types = target.psql(
+        "app",
+        "SELECT string_agg(table_name || '.' || column_name || ':' || data_type, ',' ORDER BY table_name, ordinal_position) \
+         FROM information_schema.columns WHERE table_schema = 'public'",
+    );
+    for expected in [
+        "users.id:bigint",
+        "users.active:boolean",
+        "users.created_at:timestamp with time zone",
+        "users.score:double precision",
+        "users.avatar:bytea",
+        "messages.meta:jsonb",
+        "messages.sent_at:timestamp with time zone",
+        "messages.flagged:boolean",
+        "message_search.rowid:bigint",
+        "message_search.search:tsvector",
+        "settings.v:text",
+    ] {
+        assert!(types.contains(expected), "{expected} in {types}");
+    }
+    assert_eq!(target.psql("app", "SELECT created_at = '2024-03-02 08:30:00.25+00' FROM users WHERE id = 1"), "t");
+    assert_eq!(target.psql("app", "SELECT sent_at = to_timestamp(1700000060) FROM messages WHERE id = 1"), "t");
+    assert_eq!(target.psql("app", "SELECT count(*) FROM messages WHERE meta->>'lang' = 'en' AND meta->'tags' ? 'x'"), "100");
+    assert_eq!(target.psql("app", "SELECT count(*) FILTER (WHERE flagged), count(*) FILTER (WHERE NOT active) FROM messages JOIN users ON users.id = user_id"), "28|64");
+    assert_eq!(target.psql("app", "SELECT encode(avatar, 'hex') FROM users WHERE id = 7"), "0007ff");
+    assert_eq!(target.psql("app", "SELECT body FROM messages WHERE id = 3"), "message 3: naïve café 🐘");
+    assert_eq!(target.psql("app", "SELECT count(*) FROM message_search WHERE search @@ to_tsquery('simple', 'needle')"), "10");
+    let indexes = target.psql("app", "SELECT string_agg(indexdef, E'\\n') FROM pg_indexes WHERE schemaname = 'public'");
+    assert!(indexes.contains("USING gin (search)") && indexes.contains("UNIQUE INDEX") && indexes.contains("messages_user"), "{indexes}");
+    assert_eq!(target.psql("app", "SELECT convalidated FROM pg_constraint WHERE contype = 'f' AND conrelid = 'messages'::regclass"), "t");
+    assert_eq!(target.psql("app", "INSERT INTO users (email) VALUES ('new@example.com') RETURNING id"), "51", "identity continues past max");
+    target.psql("app", "DELETE FROM users WHERE id = 51");
+
+    let verify = |expect: i32| pgshift_expect(expect, &["verify", "--source", &db, "--target", &t, "--sqlite-type", "messages.sent_at=timestamptz,messages.flagged=boolean"]);
+    verify(0);
+    target.psql("app", "UPDATE messages SET meta = meta || '{\"n\": 0}' WHERE id = 5");
+    let out = verify(1);
+    assert!(stdout(&out).contains("different content"), "{}", stdout(&out));
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+#[test]
+fn bad_files_and_bad_values_fail_with_where_and_why() {
+    let target = Cluster::start(PgVersion::V16);
+    target.create_database("app");
+    let t = target.url("app");
+    let nothing_written = || assert_eq!(target.psql("app", "SELECT count(*) FROM pg_tables WHERE schemaname IN ('public', 'pgshift')"), "0");
+
+    // Not a SQLite file.
+    let path = temp_db("notsqlite");
+    std::fs::write(&path, "this is a text file, not a database, and it is long enough to have a header").unwrap();
+    let db = format!("sqlite://{}", path.display());
+    let out = pgshift_expect(2, &["migrate", "--source", &db, "--target", &t]);
+    assert!(stderr(&out).contains("is not a SQLite database"), "{}", stderr(&out));
+    nothing_written();
+
+    // Locked by another process's write transaction.
+    let path = temp_db("locked");
+    build_app_db(&path);
+    let db = format!("sqlite://{}", path.display());
+    let holder = Connection::open(&path).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE; UPDATE users SET score = 0 WHERE id = 1;").unwrap();
+    let out = pgshift_expect(2, &["migrate", "--source", &db, "--target", &t]);
+    assert!(stderr(&out).contains("locked by another process"), "{}", stderr(&out));
+    holder.execute_batch("ROLLBACK").unwrap();
+    nothing_written();
+
+    // Invalid UTF-8 in a TEXT column and a non-JSON value in a JSON column.
+    let raw = Connection::open(&path).unwrap();
+    raw.execute("UPDATE messages SET body = CAST(X'6869FF21' AS TEXT) WHERE id = 17", []).unwrap();
+    let out = pgshift_expect(2, &migrate_args(&db, &t, &[]));
+    assert!(stderr(&out).contains("table messages, row id=17, column body: invalid UTF-8 at byte 2"), "{}", stderr(&out));
+    assert_eq!(target.psql("app", "SELECT count(*) FROM pgshift.chunks WHERE table_name = 'public.messages' AND done_at IS NOT NULL"), "0");
+
+    // With a reject file the rest goes through and the bad row is listed.
+    let rejects = path.with_extension("rejects.jsonl");
+    target.psql("app", "DROP SCHEMA pgshift CASCADE; DROP TABLE message_search, messages, settings, users CASCADE");
+    let reject_arg = rejects.display().to_string();
+    pgshift_expect(0, &migrate_args(&db, &t, &["--reject-file", &reject_arg]));
+    assert_eq!(target.psql("app", "SELECT count(*) FROM messages"), "199");
+    let line = std::fs::read_to_string(&rejects).unwrap();
+    assert!(line.contains(r#""table":"messages","key":"id=17","column":"body""#), "{line}");
+
+    // A declared JSON column holding something else names table, row and column.
+    let path = temp_db("json");
+    let db = format!("sqlite://{}", path.display());
+    Connection::open(&path).unwrap().execute_batch("CREATE TABLE events (id INTEGER PRIMARY KEY, payload JSON); INSERT INTO events VALUES (1, '{\"a\": 1}'), (2, '{oops');").unwrap();
+    let target2 = Cluster::start(PgVersion::V16);
+    target2.create_database("app");
+    let out = pgshift_expect(2, &["migrate", "--source", &db, "--target", &target2.url("app")]);
+    assert!(stderr(&out).contains("table events, row id=2, column payload: not JSON"), "{}", stderr(&out));
+    for p in [&path] {
+        let _ = std::fs::remove_dir_all(p.parent().unwrap());
+    }
+}
