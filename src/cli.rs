@@ -184,6 +184,10 @@ pub struct MigrateArgs {
     /// Stop after the load, keeping the slot: run `pgshift follow` later to catch up.
     #[arg(long)]
     pub load_only: bool,
+    /// Also create the extensions (e.g. vector) in the target's template1, so databases created
+    /// later have them: Prisma's shadow database, test databases.
+    #[arg(long, env = "PGSHIFT_EXTENSIONS_IN_TEMPLATE1")]
+    pub extensions_in_template1: bool,
     #[command(flatten)]
     pub follow: FollowTuning,
     /// Print the report as JSON.

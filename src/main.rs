@@ -90,6 +90,7 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
                 dry_run: a.dry_run,
                 resume: a.resume,
                 follow: !a.no_follow,
+                extensions_in_template1: a.extensions_in_template1,
                 ..a.load.options()?
             };
             let report = pgshift_pipeline::migrate::migrate(&source, &target, &options, progress.clone()).await?;

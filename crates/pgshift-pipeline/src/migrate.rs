@@ -41,6 +41,9 @@ pub struct MigrateOptions {
     pub embedding: Option<EmbeddingSetup>,
     /// Ceiling for maintenance_work_mem of vector index builds, in MiB.
     pub vector_index_memory_mb: u64,
+    /// Also create the extensions in the target's template1, so databases created
+    /// later (Prisma's shadow database, test databases) have them too.
+    pub extensions_in_template1: bool,
 }
 
 impl Default for MigrateOptions {
@@ -54,6 +57,7 @@ impl Default for MigrateOptions {
             maintenance_work_mem: "256MB".into(),
             embedding: None,
             vector_index_memory_mb: 2048,
+            extensions_in_template1: false,
         }
     }
 }
@@ -140,6 +144,13 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
         return Ok(report);
     }
 
+    if opts.extensions_in_template1 {
+        let mut names: Vec<String> = catalog.extensions.iter().map(|e| e.name.clone()).collect();
+        if !specs.is_empty() && !names.iter().any(|n| n == "vector") {
+            names.push("vector".into());
+        }
+        extensions_in_template1(target, &names).await?;
+    }
     let run = match unfinished {
         Some(run) => run,
         None => {
@@ -232,6 +243,20 @@ fn vector_columns_ddl(catalog: &Catalog, tables: &[&Table], specs: &HashMap<Stri
     }
     out.extend(work.iter().map(|(t, s)| vector_column_ddl(t, s)));
     out
+}
+
+/// Creates the extensions in template1 (databases created from it get them).
+async fn extensions_in_template1(target: &ConnInfo, names: &[String]) -> Result<()> {
+    let template = target.with_dbname("template1");
+    let client = template.connect().await?;
+    for name in names {
+        let sql = format!("CREATE EXTENSION IF NOT EXISTS {}", quote_ident(name));
+        client
+            .batch_execute(&sql)
+            .await
+            .context(&template.endpoint(), || format!("{sql} in template1 (needs the right to create extensions there)"))?;
+    }
+    Ok(())
 }
 
 /// `256MB`, `1GB`, `512kB` as MiB.

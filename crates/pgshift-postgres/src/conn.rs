@@ -68,6 +68,14 @@ impl ConnInfo {
         &self.config
     }
 
+    /// The same server and credentials, another database (e.g. template1).
+    pub fn with_dbname(&self, dbname: &str) -> ConnInfo {
+        let mut info = self.clone();
+        info.config.dbname(dbname);
+        info.endpoint = format!("{}@{}:{}/{}", info.user(), info.host(), info.port(), info.dbname());
+        info
+    }
+
     pub fn user(&self) -> &str {
         self.config.get_user().unwrap_or("postgres")
     }
