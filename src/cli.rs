@@ -188,6 +188,10 @@ pub struct MigrateArgs {
     /// later have them: Prisma's shadow database, test databases.
     #[arg(long, env = "PGSHIFT_EXTENSIONS_IN_TEMPLATE1")]
     pub extensions_in_template1: bool,
+    /// A foreign key between tables that came from different databases, added and validated
+    /// once both are on the target: 'documents(asset_id) -> assets(id)'. Repeatable.
+    #[arg(long = "foreign-key", env = "PGSHIFT_FOREIGN_KEYS", value_delimiter = ';')]
+    pub foreign_keys: Vec<String>,
     #[command(flatten)]
     pub follow: FollowTuning,
     /// Print the report as JSON.

@@ -33,6 +33,9 @@ pub struct Config {
     pub embedding: Vec<crate::embed_args::EmbedSpecArg>,
     #[serde(default)]
     pub sqlite: Sqlite,
+    /// Keys between tables from different source databases: "documents(asset_id) -> assets(id)".
+    #[serde(default)]
+    pub foreign_keys: Vec<String>,
 }
 
 /// Settings of a SQLite source.
@@ -177,6 +180,11 @@ impl Config {
                 out.push(format!("sqlite.types.{column}: write the key as \"table.column\""));
             }
         }
+        for k in &self.foreign_keys {
+            if let Err(e) = pgshift_pipeline::links::DeclaredForeignKey::parse(k) {
+                out.push(format!("foreign_keys: {e}"));
+            }
+        }
         for (i, e) in self.embedding.iter().enumerate() {
             out.extend(e.problems(&format!("embedding[{i}] ({})", e.table)));
         }
@@ -208,6 +216,7 @@ impl Config {
         let types: Vec<String> = self.sqlite.types.iter().map(|(c, t)| format!("{c}={t}")).collect();
         set("PGSHIFT_SQLITE_TYPES", (!types.is_empty()).then(|| types.join(",")));
         set("PGSHIFT_REJECT_FILE", self.sqlite.reject_file.clone());
+        set("PGSHIFT_FOREIGN_KEYS", (!self.foreign_keys.is_empty()).then(|| self.foreign_keys.join(";")));
         set("PGSHIFT_EMBED", (!self.embedding.is_empty()).then(|| serde_json::to_string(&self.embedding).expect("specs serialize")));
         let token = match &self.api.token_file {
             Some(f) => Some(

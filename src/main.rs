@@ -91,6 +91,13 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
                 resume: a.resume,
                 follow: !a.no_follow,
                 extensions_in_template1: a.extensions_in_template1,
+                foreign_keys: a
+                    .foreign_keys
+                    .iter()
+                    .filter(|k| !k.trim().is_empty())
+                    .map(|k| pgshift_pipeline::links::DeclaredForeignKey::parse(k))
+                    .collect::<Result<_, _>>()
+                    .map_err(anyhow::Error::msg)?,
                 ..a.load.options()?
             };
             let report = pgshift_pipeline::migrate::migrate(&source, &target, &options, progress.clone()).await?;

@@ -78,7 +78,7 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
         // The old database was made read-only by the cutover; this session writes to it.
         dst.batch_execute("SET default_transaction_read_only = off").await.context(&dst_name, || "leave read-only mode".into())?;
     }
-    let run = state::loaded_run(&dst, dst_name)
+    let run = state::loaded_run(&dst, dst_name, src_name)
         .await?
         .ok_or_else(|| Error::State("the target holds no loaded pgshift run: run pgshift migrate first".into()))?;
     let slot = run.slot_name.clone().ok_or_else(|| Error::State(format!("run {} has no replication slot", run.run_id)))?;

@@ -87,7 +87,7 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
     let (src_name, dst_name) = (source.endpoint(), target.endpoint());
     let src = source.connect().await?;
     let dst = target.connect().await?;
-    let run = state::loaded_run(&dst, dst_name)
+    let run = state::loaded_run(&dst, dst_name, src_name)
         .await?
         .ok_or_else(|| Error::State("the target holds no loaded pgshift run to follow: run pgshift migrate first".into()))?;
     let slot = run.slot_name.clone().ok_or_else(|| Error::State(format!("run {} has no replication slot", run.run_id)))?;

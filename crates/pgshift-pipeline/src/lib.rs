@@ -8,6 +8,7 @@ pub mod embedding;
 pub mod error;
 pub mod follow;
 pub mod inspect;
+pub mod links;
 pub mod metrics;
 pub mod migrate;
 pub mod plan;

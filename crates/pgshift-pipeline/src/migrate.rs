@@ -44,6 +44,8 @@ pub struct MigrateOptions {
     /// Also create the extensions in the target's template1, so databases created
     /// later (Prisma's shadow database, test databases) have them too.
     pub extensions_in_template1: bool,
+    /// Keys between tables that came from different databases, added after the load.
+    pub foreign_keys: Vec<crate::links::DeclaredForeignKey>,
 }
 
 impl Default for MigrateOptions {
@@ -58,6 +60,7 @@ impl Default for MigrateOptions {
             embedding: None,
             vector_index_memory_mb: 2048,
             extensions_in_template1: false,
+            foreign_keys: Vec::new(),
         }
     }
 }
@@ -86,6 +89,8 @@ pub struct MigrateReport {
     pub warnings: Vec<String>,
     /// Tables that get vectors: the text expression, column, dimensions, index.
     pub embeddings: Vec<EmbeddingSpec>,
+    /// Declared foreign keys: added, or waiting for a table another run brings.
+    pub foreign_keys: Vec<String>,
     pub tables: Vec<TableSummary>,
     pub copy_seconds: f64,
     pub post_data_seconds: f64,
@@ -99,7 +104,7 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
     let src = source.connect().await?;
     let dst = target.connect().await?;
     let catalog = catalog::inspect(&src, &src_name).await?;
-    let unfinished = state::unfinished_run(&dst, dst_name).await?;
+    let unfinished = state::unfinished_run(&dst, dst_name, source.endpoint()).await?;
     match (&unfinished, opts.resume) {
         (Some(run), false) => {
             return Err(Error::State(format!(
@@ -225,6 +230,7 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
     }
     report.post_data_seconds = post_started.elapsed().as_secs_f64();
     state::set_phase(&dst, dst_name, run.run_id, if opts.follow { phase::LOADED } else { phase::DONE }).await?;
+    report.foreign_keys = crate::links::add_declared(&dst, dst_name, &opts.foreign_keys).await?;
     report.total_seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

@@ -191,7 +191,7 @@ pub async fn migrate_sqlite(opts: &SqliteOptions, target: &ConnInfo, progress: A
     report.post_data = steps.iter().map(|s| s.sql.clone()).collect();
 
     let dst = target.connect().await?;
-    let unfinished = state::unfinished_run(&dst, dst_name).await?;
+    let unfinished = state::unfinished_run(&dst, dst_name, &source).await?;
     let resume_run = match (unfinished, opts.resume) {
         (Some(run), false) => {
             return Err(Error::State(format!("the target holds an unfinished run {} (phase {}): pass --resume to continue it", run.run_id, run.phase)))

@@ -79,15 +79,18 @@ pub async fn has_state_schema(client: &Client, endpoint: &str) -> Result<bool> {
     Ok(relation_exists(client, endpoint, "pgshift", "runs").await?)
 }
 
-/// The newest run that has not finished, if any.
-pub async fn unfinished_run(client: &Client, endpoint: &str) -> Result<Option<Run>> {
+/// The newest run from `source` that has not finished, if any. Runs from other
+/// sources (several databases consolidated into one target) are not this one's.
+pub async fn unfinished_run(client: &Client, endpoint: &str, source: &str) -> Result<Option<Run>> {
     if !has_state_schema(client, endpoint).await? {
         return Ok(None);
     }
     let row = client
         .query_opt(
-            &format!("SELECT {RUN_COLUMNS} FROM pgshift.runs WHERE phase NOT IN ('loaded', 'done') ORDER BY run_id DESC LIMIT 1"),
-            &[],
+            &format!(
+                "SELECT {RUN_COLUMNS} FROM pgshift.runs WHERE phase NOT IN ('loaded', 'done') AND source = $1 ORDER BY run_id DESC LIMIT 1"
+            ),
+            &[&source],
         )
         .await
         .context(&endpoint, || "read pgshift.runs".into())?;
@@ -151,16 +154,31 @@ pub async fn run_by_id(client: &Client, endpoint: &str, run_id: i64) -> Result<R
     Ok(run_from(&r))
 }
 
-/// The newest run whose load finished and whose changes are still to follow.
-pub async fn loaded_run(client: &Client, endpoint: &str) -> Result<Option<Run>> {
+/// The run whose load finished and whose changes are still to follow: the newest
+/// one from `source`, or the only one when the source was written another way
+/// (127.0.0.1 for localhost). Several from other sources: the error lists them.
+pub async fn loaded_run(client: &Client, endpoint: &str, source: &str) -> Result<Option<Run>> {
     if !has_state_schema(client, endpoint).await? {
         return Ok(None);
     }
-    let row = client
-        .query_opt(&format!("SELECT {RUN_COLUMNS} FROM pgshift.runs WHERE phase = 'loaded' ORDER BY run_id DESC LIMIT 1"), &[])
+    let rows = client
+        .query(&format!("SELECT {RUN_COLUMNS}, source FROM pgshift.runs WHERE phase = 'loaded' ORDER BY run_id DESC"), &[])
         .await
         .context(&endpoint, || "read pgshift.runs".into())?;
-    Ok(row.as_ref().map(run_from))
+    if let Some(row) = rows.iter().find(|r| r.get::<_, String>(5) == source) {
+        return Ok(Some(run_from(row)));
+    }
+    match rows.as_slice() {
+        [] => Ok(None),
+        [only] => Ok(Some(run_from(only))),
+        many => {
+            let sources: Vec<String> = many.iter().map(|r| format!("run {} from {}", r.get::<_, i64>(0), r.get::<_, String>(5))).collect();
+            Err(Error::State(format!(
+                "{endpoint} holds several loaded runs ({}), none from {source}: pass the --source of one of them as migrate was given it",
+                sources.join("; ")
+            )))
+        }
+    }
 }
 
 /// Rows of `SELECT {RUN_COLUMNS} FROM pgshift.runs`.

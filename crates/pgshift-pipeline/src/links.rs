@@ -1,0 +1,156 @@
+//! Foreign keys that could not exist while the data lived in two databases,
+//! declared by the user and added on the target once both tables are there:
+//! NOT VALID first (instant), then VALIDATE; when rows break the key, the error
+//! lists them and the key is not left half-made.
+
+use pgshift_postgres::catalog::relation_exists;
+use pgshift_postgres::error::Context;
+use pgshift_postgres::sql::{column_list, quote_ident};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Client;
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeclaredForeignKey {
+    /// `schema.table` (or `table` in public) holding the referencing columns.
+    pub table: String,
+    pub columns: Vec<String>,
+    pub references: String,
+    pub ref_columns: Vec<String>,
+}
+
+/// How many offending rows an error shows.
+const SHOWN: usize = 10;
+
+fn split_table(name: &str) -> (String, String) {
+    match name.split_once('.') {
+        Some((s, t)) => (s.to_string(), t.to_string()),
+        None => ("public".to_string(), name.to_string()),
+    }
+}
+
+fn qualified(name: &str) -> String {
+    let (s, t) = split_table(name);
+    format!("{}.{}", quote_ident(&s), quote_ident(&t))
+}
+
+impl DeclaredForeignKey {
+    /// `documents(asset_id) -> assets(id)`, schema-qualified names allowed.
+    pub fn parse(text: &str) -> std::result::Result<DeclaredForeignKey, String> {
+        let bad = || format!("foreign key {text:?}: write TABLE(COLUMNS) -> TABLE(COLUMNS), e.g. documents(asset_id) -> assets(id)");
+        let (from, to) = text.split_once("->").ok_or_else(bad)?;
+        let side = |s: &str| -> Option<(String, Vec<String>)> {
+            let (table, rest) = s.trim().split_once('(')?;
+            let cols: Vec<String> = rest.strip_suffix(')')?.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect();
+            (!table.trim().is_empty() && !cols.is_empty()).then(|| (table.trim().to_string(), cols))
+        };
+        let ((table, columns), (references, ref_columns)) = (side(from).ok_or_else(bad)?, side(to).ok_or_else(bad)?);
+        if columns.len() != ref_columns.len() {
+            return Err(format!("foreign key {text:?}: {} columns reference {}", columns.len(), ref_columns.len()));
+        }
+        Ok(DeclaredForeignKey { table, columns, references, ref_columns })
+    }
+
+    pub fn name(&self) -> String {
+        let (_, t) = split_table(&self.table);
+        let mut name = format!("{t}_{}_fkey", self.columns.join("_"));
+        name.truncate(63);
+        name
+    }
+
+    fn describe(&self) -> String {
+        format!("{}({}) -> {}({})", self.table, self.columns.join(", "), self.references, self.ref_columns.join(", "))
+    }
+}
+
+/// Adds each declared key whose two tables exist; returns notes on the ones that
+/// wait for a table. A key the data breaks is an error listing offending rows.
+pub async fn add_declared(client: &Client, endpoint: &str, keys: &[DeclaredForeignKey]) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
+    for fk in keys {
+        let mut missing = Vec::new();
+        for t in [&fk.table, &fk.references] {
+            let (s, n) = split_table(t);
+            if !relation_exists(client, endpoint, &s, &n).await? {
+                missing.push(t.clone());
+            }
+        }
+        if !missing.is_empty() {
+            notes.push(format!("foreign key {} waits for {} (added by the migration that brings it)", fk.describe(), missing.join(", ")));
+            continue;
+        }
+        let (schema, table) = split_table(&fk.table);
+        let validated: Option<bool> = client
+            .query_opt(
+                "SELECT c.convalidated FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace \
+                 WHERE n.nspname = $1 AND t.relname = $2 AND c.conname = $3",
+                &[&schema, &table, &fk.name()],
+            )
+            .await
+            .context(&endpoint, || "look for the declared foreign key".into())?
+            .map(|r| r.get(0));
+        if validated == Some(true) {
+            continue;
+        }
+        let name = quote_ident(&fk.name());
+        let add = format!(
+            "ALTER TABLE {} ADD CONSTRAINT {name} FOREIGN KEY ({}) REFERENCES {} ({}) NOT VALID",
+            qualified(&fk.table),
+            column_list(fk.columns.iter().map(String::as_str)),
+            qualified(&fk.references),
+            column_list(fk.ref_columns.iter().map(String::as_str))
+        );
+        if validated.is_none() {
+            client.batch_execute(&add).await.context(&endpoint, || add.clone())?;
+        }
+        let validate = format!("ALTER TABLE {} VALIDATE CONSTRAINT {name}", qualified(&fk.table));
+        if let Err(e) = client.batch_execute(&validate).await {
+            let offending = offending_rows(client, endpoint, fk).await?;
+            let drop = format!("ALTER TABLE {} DROP CONSTRAINT {name}", qualified(&fk.table));
+            client.batch_execute(&drop).await.context(&endpoint, || drop.clone())?;
+            return Err(Error::Input(format!(
+                "foreign key {} does not hold ({}); rows of {} whose ({}) have no match: {}. The data is loaded; fix or \
+                 delete those rows on the source (catch-up carries the fix), then add the key on the target: {add}; {validate}",
+                fk.describe(),
+                pgshift_postgres::error::describe(&e),
+                fk.table,
+                fk.columns.join(", "),
+                offending.join("; ")
+            )));
+        }
+        notes.push(format!("foreign key {} added and validated", fk.describe()));
+    }
+    Ok(notes)
+}
+
+/// Up to [`SHOWN`] referencing values without a referenced row, as text.
+async fn offending_rows(client: &Client, endpoint: &str, fk: &DeclaredForeignKey) -> Result<Vec<String>> {
+    let cols: Vec<String> = fk.columns.iter().map(|c| format!("c.{}", quote_ident(c))).collect();
+    let matches: Vec<String> =
+        fk.columns.iter().zip(&fk.ref_columns).map(|(c, r)| format!("p.{} = c.{}", quote_ident(r), quote_ident(c))).collect();
+    let sql = format!(
+        "SELECT DISTINCT ROW({cols})::text FROM {} c WHERE {} AND NOT EXISTS (SELECT 1 FROM {} p WHERE {}) LIMIT {SHOWN}",
+        qualified(&fk.table),
+        cols.iter().map(|c| format!("{c} IS NOT NULL")).collect::<Vec<_>>().join(" AND "),
+        qualified(&fk.references),
+        matches.join(" AND "),
+        cols = cols.join(", ")
+    );
+    let rows = client.query(&sql, &[]).await.context(&endpoint, || "list rows breaking the foreign key".into())?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declared_keys_parse() {
+        let fk = DeclaredForeignKey::parse("vectors.documents(asset_id) -> public.assets(id)").unwrap();
+        assert_eq!((fk.table.as_str(), fk.columns.as_slice(), fk.references.as_str()), ("vectors.documents", &["asset_id".to_string()][..], "public.assets"));
+        assert_eq!(fk.name(), "documents_asset_id_fkey");
+        assert!(DeclaredForeignKey::parse("documents.asset_id -> assets.id").unwrap_err().contains("TABLE(COLUMNS)"));
+        assert!(DeclaredForeignKey::parse("a(x, y) -> b(z)").unwrap_err().contains("2 columns reference 1"));
+    }
+}

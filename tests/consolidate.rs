@@ -1,0 +1,80 @@
+//! Two databases into one: a "main" database without pgvector and a "vector"
+//! database, loaded into one pgvector target by two runs that follow their own
+//! sources at the same time; a key between them is declared and validated.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use pgshift_testkit::{Cluster, PgVersion};
+
+const MAIN: &str = "
+CREATE TABLE assets (id uuid PRIMARY KEY, name text NOT NULL);
+INSERT INTO assets SELECT md5('a' || i)::uuid, 'asset ' || i FROM generate_series(1, 40) i;
+CREATE TABLE users (id int PRIMARY KEY, email text);
+INSERT INTO users SELECT i, 'u' || i || '@example.com' FROM generate_series(1, 20) i;
+";
+const VECTORS: &str = "
+CREATE EXTENSION vector;
+CREATE TABLE documents (id bigint PRIMARY KEY, asset_id uuid NOT NULL, body text, embedding vector(3));
+INSERT INTO documents SELECT i, md5('a' || (1 + i % 40))::uuid, 'doc ' || i, ARRAY[i, 1, 0]::vector FROM generate_series(1, 120) i;
+";
+const LINK: &str = "documents(asset_id) -> assets(id)";
+
+fn clusters() -> (Cluster, Cluster, Cluster) {
+    let (main, vectors) = pair(PgVersion::V15, PgVersion::V16);
+    let target = Cluster::start(PgVersion::V16);
+    target.create_database("app");
+    main.psql("app", MAIN);
+    vectors.psql("app", VECTORS);
+    (main, vectors, target)
+}
+
+#[test]
+fn two_sources_load_and_follow_into_one_target() {
+    let (main, vectors, target) = clusters();
+    let out = migrate(&main, &target, &["--json", "--foreign-key", LINK]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["foreign_keys"][0].as_str().unwrap().contains("waits for documents"), "{report}");
+    let out = migrate(&vectors, &target, &["--json", "--foreign-key", LINK]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["foreign_keys"][0].as_str().unwrap().contains("added and validated"), "{report}");
+    assert_eq!(target.psql("app", "SELECT convalidated FROM pg_constraint WHERE conname = 'documents_asset_id_fkey'"), "t");
+    assert_eq!(target.psql("app", "SELECT count(*) FROM pgshift.runs WHERE phase = 'loaded'"), "2");
+
+    // Both change; both runs follow at once, each from its own slot.
+    main.psql("app", "INSERT INTO assets VALUES (md5('new')::uuid, 'new asset'); UPDATE users SET email = 'changed' WHERE id < 5");
+    vectors.psql("app", "INSERT INTO documents VALUES (500, md5('new')::uuid, 'about the new asset', '[1,2,3]'); DELETE FROM documents WHERE id > 100 AND id < 500");
+    let follower = |source: &Cluster| {
+        let (s, t) = (source.url("app"), target.url("app"));
+        Background::pgshift(&["follow", "--source", &s, "--target", &t, "--until-caught-up"])
+    };
+    let (a, b) = (follower(&main), follower(&vectors));
+    for run in [a, b] {
+        let out = run.wait(Duration::from_secs(60));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    assert_verified(&main, &target);
+    assert_verified(&vectors, &target);
+    assert_eq!(target.psql("app", "SELECT a.name FROM documents d JOIN assets a ON a.id = d.asset_id WHERE d.id = 500"), "new asset");
+
+    // A follow that cannot tell which run it means says so.
+    let other = Cluster::start(PgVersion::V15);
+    other.create_database("app");
+    let out = pgshift_expect(2, &["follow", "--source", &other.url("app"), "--target", &target.url("app"), "--until-caught-up"]);
+    assert!(stderr(&out).contains("several loaded runs"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_declared_key_the_data_breaks_lists_the_rows() {
+    let (main, vectors, target) = clusters();
+    vectors.psql("app", "INSERT INTO documents VALUES (900, md5('missing')::uuid, 'orphan', NULL)");
+    migrate(&main, &target, &["--no-follow"]);
+    let (s, t) = (vectors.url("app"), target.url("app"));
+    let out = pgshift_expect(2, &["migrate", "--source", &s, "--target", &t, "--no-follow", "--foreign-key", LINK]);
+    let missing = main.psql("app", "SELECT md5('missing')::uuid");
+    assert!(stderr(&out).contains(&format!("({missing})")) && stderr(&out).contains("does not hold"), "{}", stderr(&out));
+    assert_eq!(target.psql("app", "SELECT count(*) FROM pg_constraint WHERE conname = 'documents_asset_id_fkey'"), "0", "no half-made key");
+    assert_eq!(target.psql("app", "SELECT count(*) FROM documents"), "121", "the data is loaded");
+}
