@@ -72,13 +72,12 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
         }
         Command::Migrate(a) if pgshift_sqlite::path_of(&a.source.source).is_some() => {
             let target = ConnInfo::parse(&a.target.target, "--target")?;
-            if !a.load.embed.embed.is_empty() {
-                anyhow::bail!("--embed: computing vectors while copying from SQLite is not supported yet; migrate, then run pgshift reembed on the target");
-            }
             let mut options = sqlite_options(&a.source.source, &a.sqlite, &a.load.tables, a.load.jobs)?;
             options.dry_run = a.dry_run;
             options.resume = a.resume;
             options.maintenance_work_mem = a.load.maintenance_work_mem.clone();
+            options.embedding = a.load.embed.setup()?;
+            options.vector_index_memory_mb = a.load.embed.runtime.vector_index_memory;
             let report = pgshift_pipeline::sqlite_migrate::migrate_sqlite(&options, &target, progress).await?;
             emit(a.json, &report, output::print_migrate)?;
             Ok(ExitCode::SUCCESS)

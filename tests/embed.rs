@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use common::http;
-use pgshift_embed::onnx::{OnnxConfig, OnnxEmbedder};
 use pgshift_embed::Embedder;
 use pgshift_testkit::{cache_dir, PgVersion};
 
@@ -20,15 +19,6 @@ CREATE TABLE plain (id int PRIMARY KEY, v text);
 INSERT INTO plain SELECT i, 'v' || i FROM generate_series(1, 50) i;
 ";
 const TEXT: &str = "title || coalesce(' ' || body, '')";
-
-fn model_env() -> Vec<(String, String)> {
-    let embed = cache_dir().join("embed");
-    vec![
-        ("PGSHIFT_MODEL_DIR".into(), embed.join("all-MiniLM-L6-v2").display().to_string()),
-        ("ORT_DYLIB_PATH".into(), embed.join("onnxruntime/libonnxruntime.so.1.31.1").display().to_string()),
-        ("PGSHIFT_LOG".into(), "warn".into()),
-    ]
-}
 
 fn run(args: &[&str]) -> std::process::Output {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift")).args(args).envs(model_env()).output().unwrap();
@@ -82,12 +72,7 @@ fn the_load_computes_vectors_and_builds_hnsw() {
     assert_eq!(http::sample(&metrics, "pgshift_vector_index_build_ratio").map(|_| ()), Some(()), "{metrics}");
 
     // The stored vectors are the model's, for each row's own text.
-    let model = OnnxEmbedder::load(&OnnxConfig {
-        model_dir: Some(cache_dir().join("embed/all-MiniLM-L6-v2")),
-        runtime: Some(cache_dir().join("embed/onnxruntime/libonnxruntime.so.1.31.1")),
-        ..OnnxConfig::default()
-    })
-    .unwrap();
+    let model = local_model();
     let expected = model.embed(&["title 7 body of document 7", "title 10", "A man is eating food."]).unwrap();
     for (id, want) in [(7, &expected[0]), (10, &expected[1]), (1000, &expected[2])] {
         let c = cosine(&vector_of(&target, id), want);
@@ -177,12 +162,7 @@ fn catch_up_embeds_new_and_changed_text_and_keeps_the_rest() {
     assert_eq!(target.psql("app", "SELECT tags[1] FROM docs WHERE id = 8"), "changed");
     assert_ne!(target.psql("app", "SELECT ctid FROM docs WHERE id = 8"), row_of_tags, "row 8 was really updated");
     assert_eq!(vector_of(&target, 8), kept_before, "a change that leaves the text alone keeps the vector");
-    let model = OnnxEmbedder::load(&OnnxConfig {
-        model_dir: Some(cache_dir().join("embed/all-MiniLM-L6-v2")),
-        runtime: Some(cache_dir().join("embed/onnxruntime/libonnxruntime.so.1.31.1")),
-        ..OnnxConfig::default()
-    })
-    .unwrap();
+    let model = local_model();
     let want = model.embed(&["A cat sleeps on the sofa.", "A man is riding a horse.", "title 3 body of document 3"]).unwrap();
     for (id, want) in [(2000, &want[0]), (7, &want[1]), (2001, &want[2])] {
         let c = cosine(&vector_of(&target, id), want);

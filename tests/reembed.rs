@@ -8,9 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::*;
-use pgshift_embed::onnx::{OnnxConfig, OnnxEmbedder};
 use pgshift_embed::Embedder;
-use pgshift_testkit::{cache_dir, Cluster, PgVersion};
+use pgshift_testkit::{Cluster, PgVersion};
 
 const TABLE: &str = "
 CREATE EXTENSION vector;
@@ -20,15 +19,6 @@ INSERT INTO docs SELECT i, 'title ' || i, CASE WHEN i % 7 = 0 THEN NULL ELSE 'bo
 CREATE INDEX docs_embedding_idx ON docs USING hnsw (embedding vector_cosine_ops);
 ";
 const TEXT: &str = "title || coalesce(' ' || body, '')";
-
-fn env() -> Vec<(String, String)> {
-    let embed = cache_dir().join("embed");
-    vec![
-        ("PGSHIFT_MODEL_DIR".into(), embed.join("all-MiniLM-L6-v2").display().to_string()),
-        ("ORT_DYLIB_PATH".into(), embed.join("onnxruntime/libonnxruntime.so.1.31.1").display().to_string()),
-        ("PGSHIFT_LOG".into(), "warn".into()),
-    ]
-}
 
 /// `pgshift reembed` of docs.embedding; `extra` may replace --table or --text.
 fn args(target: &Cluster, extra: &[&str]) -> Vec<String> {
@@ -43,7 +33,7 @@ fn args(target: &Cluster, extra: &[&str]) -> Vec<String> {
 }
 
 fn reembed(target: &Cluster, extra: &[&str]) -> std::process::Output {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift")).args(args(target, extra)).envs(env()).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift")).args(args(target, extra)).envs(model_env()).output().unwrap();
     assert!(!format!("{}{}", stdout(&out), stderr(&out)).contains(pgshift_testkit::PASSWORD));
     out
 }
@@ -63,7 +53,7 @@ fn reembed_swaps_in_new_vectors_while_the_table_is_in_use() {
     // Kill a run part-way; the next one resumes from its checkpoint.
     let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
         .args(args(&target, &["--batch", "10"]))
-        .envs(env())
+        .envs(model_env())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -122,12 +112,7 @@ fn reembed_swaps_in_new_vectors_while_the_table_is_in_use() {
     assert_eq!(target.psql("app", "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'docs'::regclass"), "0");
     assert_eq!(target.psql("app", "SELECT phase FROM pgshift.reembeds"), "done");
 
-    let model = OnnxEmbedder::load(&OnnxConfig {
-        model_dir: Some(cache_dir().join("embed/all-MiniLM-L6-v2")),
-        runtime: Some(cache_dir().join("embed/onnxruntime/libonnxruntime.so.1.31.1")),
-        ..OnnxConfig::default()
-    })
-    .unwrap();
+    let model = local_model();
     let sample = target.psql("app", &format!("SELECT string_agg(id || E'\\t' || {TEXT} || E'\\t' || embedding::text, E'\\n') FROM ((SELECT * FROM docs ORDER BY id DESC LIMIT 3) UNION ALL (SELECT * FROM docs WHERE id IN (2, 3, 14))) d"));
     for line in sample.lines() {
         let mut parts = line.splitn(3, '\t');

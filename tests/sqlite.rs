@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use pgshift_testkit::{Cluster, PgVersion};
+use pgshift_embed::Embedder;
 use rusqlite::Connection;
 
 fn temp_db(name: &str) -> PathBuf {
@@ -172,4 +173,46 @@ fn bad_files_and_bad_values_fail_with_where_and_why() {
     for p in [&path] {
         let _ = std::fs::remove_dir_all(p.parent().unwrap());
     }
+}
+
+#[test]
+fn embedding_specs_work_for_sqlite_sources() {
+    let path = temp_db("embed");
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE notes (id INTEGER PRIMARY KEY, title TEXT NOT NULL, body TEXT);
+             INSERT INTO notes (title, body) VALUES ('A man is eating food.', NULL), ('A man is eating a piece of bread.', ''),
+               ('A woman is playing violin.', 'music'), ('x', NULL);",
+        )
+        .unwrap();
+    let target = Cluster::start(PgVersion::V16);
+    target.create_database("app");
+    let db = format!("sqlite://{}", path.display());
+    let spec = "notes.embedding=title || coalesce(' ' || body, '')";
+    let t = target.url("app");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["migrate", "--source", db.as_str(), "--target", t.as_str()];
+        args.extend_from_slice(extra);
+        std::process::Command::new(env!("CARGO_BIN_EXE_pgshift")).args(&args).envs(model_env()).output().unwrap()
+    };
+    let out = run(&["--embed", "notes.embedding=titel || body"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("fails in SQLite") && stderr(&out).contains("titel"), "{}", stderr(&out));
+
+    let out = run(&["--embed", spec]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(target.psql("app", "SELECT count(embedding) FROM notes"), "4");
+    assert!(target.psql("app", "SELECT indexdef FROM pg_indexes WHERE tablename = 'notes'").contains("hnsw"));
+    let want = local_model().embed(&["A woman is playing violin. music"]).unwrap().remove(0);
+    let stored: Vec<f32> = target
+        .psql("app", "SELECT embedding::text FROM notes WHERE id = 3")
+        .trim_matches(['[', ']'])
+        .split(',')
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let dot: f32 = stored.iter().zip(&want).map(|(a, b)| a * b).sum();
+    assert!(dot > 0.9999, "cosine {dot}");
+    pgshift_expect(0, &["verify", "--source", &db, "--target", &t]);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }

@@ -153,6 +153,27 @@ SELECT nextval('standalone_seq'), nextval('standalone_seq');
 /// Lets the fixture's key-less table take part in catch-up.
 pub const NO_PK_FULL: &str = "ALTER TABLE no_pk REPLICA IDENTITY FULL";
 
+/// The environment that points pgshift at the model from scripts/fetch_model.sh.
+pub fn model_env() -> Vec<(String, String)> {
+    let embed = pgshift_testkit::cache_dir().join("embed");
+    vec![
+        ("PGSHIFT_MODEL_DIR".into(), embed.join("all-MiniLM-L6-v2").display().to_string()),
+        ("ORT_DYLIB_PATH".into(), embed.join("onnxruntime/libonnxruntime.so.1.31.1").display().to_string()),
+        ("PGSHIFT_LOG".into(), "warn".into()),
+    ]
+}
+
+/// The same model in the test process, to compute the vectors pgshift should store.
+pub fn local_model() -> pgshift_embed::onnx::OnnxEmbedder {
+    let embed = pgshift_testkit::cache_dir().join("embed");
+    pgshift_embed::onnx::OnnxEmbedder::load(&pgshift_embed::onnx::OnnxConfig {
+        model_dir: Some(embed.join("all-MiniLM-L6-v2")),
+        runtime: Some(embed.join("onnxruntime/libonnxruntime.so.1.31.1")),
+        ..Default::default()
+    })
+    .expect("the model from scripts/fetch_model.sh")
+}
+
 /// A background process (pgshift, pgbench) killed when the test ends, pass or fail.
 /// pgshift's output goes to files, so a chatty process never blocks on a full pipe.
 pub struct Background {

@@ -9,7 +9,7 @@ use pgshift_postgres::error::Context;
 use pgshift_postgres::sql::quote_ident;
 use tokio_postgres::Client;
 
-use crate::embedding::{vectors_for, Cache, EmbedPool, EmbeddingSpec};
+use crate::embedding::{vector_literal, vectors_for, Cache, EmbedPool, EmbeddingSpec};
 use crate::error::{Error, Result};
 
 /// Rows re-embedded per statement while a transaction is being committed.
@@ -97,7 +97,7 @@ pub async fn embed_pending(client: &Client, endpoint: &str, pool: &EmbedPool, t:
         let vectors: Vec<String> = vectors_for(pool, &cache, &texts)
             .await?
             .into_iter()
-            .map(|v| format!("[{}]", v.unwrap_or_default().iter().map(f32::to_string).collect::<Vec<_>>().join(",")))
+            .map(vector_literal)
             .collect();
         let updated = client.execute(&update, &[&ids, &vectors]).await.context(&endpoint, || format!("store vectors of {table}"))?;
         if updated == 0 {

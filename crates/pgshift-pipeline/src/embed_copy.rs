@@ -9,7 +9,7 @@ use futures_util::{pin_mut, SinkExt, StreamExt, TryStreamExt};
 use pgshift_postgres::catalog::Table;
 use pgshift_postgres::copy::PipeStats;
 use pgshift_postgres::copy_binary::{header, put_row_with, trailer, vector_value, RowSplitter, SplitRow};
-use pgshift_postgres::error::Context;
+use pgshift_postgres::error::{query_error, Context};
 use pgshift_postgres::sql::{column_list, quote_ident};
 use tokio_postgres::Client;
 
@@ -48,25 +48,40 @@ pub struct EmbedTarget<'a> {
 /// Streams one chunk of `table` from source to target, computing its vectors.
 pub async fn embed_pipe(
     (src, src_name): (&Client, &str),
-    (dst, dst_name): (&Client, &str),
+    target: (&Client, &str),
     embed: &EmbedTarget<'_>,
     table: &Table,
     predicate: Option<&str>,
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64),
 ) -> Result<PipeStats> {
     let out_sql = copy_out_sql(table, embed.spec, predicate);
-    let in_sql = copy_in_sql(table, embed.spec);
-    let name = table.display_name();
+    let stream = src.copy_out(&out_sql).await.context(&src_name, || format!("start {out_sql}"))?;
+    let stream = stream.map_err(|e| Error::from(query_error(&e, &src_name, format!("read {out_sql}"))));
+    embed_stream(stream, target, embed, &copy_in_sql(table, embed.spec), &table.display_name(), progress).await
+}
+
+/// The core of [`embed_pipe`] for any source of binary COPY data whose last field is
+/// the text to embed (a PostgreSQL COPY, or rows read from SQLite).
+pub async fn embed_stream<S>(
+    stream: S,
+    (dst, dst_name): (&Client, &str),
+    embed: &EmbedTarget<'_>,
+    in_sql: &str,
+    name: &str,
+    mut progress: impl FnMut(u64),
+) -> Result<PipeStats>
+where
+    S: futures_util::Stream<Item = Result<Bytes>>,
+{
     let (row_tx, row_rx) = tokio::sync::mpsc::channel::<Vec<SplitRow>>(IN_FLIGHT);
     let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Bytes>(IN_FLIGHT);
 
     let reader = async {
-        let stream = src.copy_out(&out_sql).await.context(&src_name, || format!("start {out_sql}"))?;
         pin_mut!(stream);
         let mut splitter = RowSplitter::default();
         let mut batch = Vec::with_capacity(ROWS_PER_BATCH);
         let mut bytes = 0u64;
-        while let Some(data) = stream.try_next().await.context(&src_name, || format!("read {out_sql}"))? {
+        while let Some(data) = stream.try_next().await? {
             bytes += data.len() as u64;
             splitter.push(&data);
             while let Some(row) = splitter.next_row().map_err(|e| Error::State(format!("{name}: {e}")))? {
@@ -102,7 +117,7 @@ pub async fn embed_pipe(
     };
 
     let writer = async {
-        let sink = dst.copy_in::<_, Bytes>(&in_sql).await.context(&dst_name, || format!("start {in_sql}"))?;
+        let sink = dst.copy_in::<_, Bytes>(in_sql).await.context(&dst_name, || format!("start {in_sql}"))?;
         pin_mut!(sink);
         sink.send(header()).await.context(&dst_name, || format!("write {in_sql}"))?;
         while let Some(data) = out_rx.recv().await {

@@ -178,6 +178,12 @@ impl Cache<'_> {
     }
 }
 
+/// A vector as pgvector's text input, `[0.1,0.2,...]` (NULL text gets an empty one,
+/// which callers never ask for).
+pub fn vector_literal(v: Option<Vec<f32>>) -> String {
+    format!("[{}]", v.unwrap_or_default().iter().map(f32::to_string).collect::<Vec<_>>().join(","))
+}
+
 fn from_le_bytes(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
 }

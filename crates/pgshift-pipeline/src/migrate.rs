@@ -19,7 +19,7 @@ use crate::copy_stage::{copy_chunks, CopyContext, CopyJob, EmbedStage, TableSumm
 use crate::embed_catchup::catchup_ddl;
 use crate::embed_copy::vector_column_ddl;
 use crate::embedding::{specs_by_table, EmbedPool, EmbeddingSetup, EmbeddingSpec};
-use crate::vector_index::{self, VectorIndexOptions};
+use crate::vector_index::{self, IndexTarget, VectorIndexOptions};
 use crate::error::{Error, Result};
 use crate::follow::publication_name;
 use crate::plan::{plan_tables, select_tables, with_partition_parents, Chunk, PlanOptions, SplitKind, TablePlan};
@@ -219,7 +219,8 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
         parallel_workers: opts.jobs.clamp(1, 7),
     };
     let work = embedded_parents(&tables, &specs);
-    report.warnings.extend(vector_index::build(target, &work, &vector_options, progress.clone()).await?);
+    let index_work: Vec<IndexTarget> = work.iter().map(|(t, s)| IndexTarget::of(t, s)).collect();
+    report.warnings.extend(vector_index::build(target, &index_work, &vector_options, progress.clone()).await?);
     if opts.follow {
         for sql in work.iter().flat_map(|(t, s)| catchup_ddl(t, s)) {
             dst.batch_execute(&sql).await.context(&dst_name, || sql.clone())?;

@@ -17,7 +17,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 use crate::embed_catchup;
-use crate::embedding::{vectors_for, Cache, EmbedPool, EmbeddingSetup, EmbeddingSpec, VectorIndex};
+use crate::embedding::{vector_literal, vectors_for, Cache, EmbedPool, EmbeddingSetup, EmbeddingSpec, VectorIndex};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::vector_index::hnsw_memory_mb;
@@ -323,7 +323,7 @@ impl Backfill<'_> {
         let vectors: Vec<String> = vectors_for(self.pool, &cache, texts)
             .await?
             .into_iter()
-            .map(|v| format!("[{}]", v.unwrap_or_default().iter().map(f32::to_string).collect::<Vec<_>>().join(",")))
+            .map(vector_literal)
             .collect();
         let plain: Vec<String> = texts.iter().map(|t| t.clone().unwrap_or_default()).collect();
         let update = format!(
@@ -399,7 +399,7 @@ async fn swap(b: &Backfill<'_>, n: &Names, spec: &EmbeddingSpec, old_exists: boo
         let final_index = if spec.index == VectorIndex::None {
             None
         } else {
-            let name = old_index.unwrap_or_else(|| crate::vector_index::index_name(b.table, spec));
+            let name = old_index.unwrap_or_else(|| crate::vector_index::index_name(&b.table.name, spec));
             sql.push(format!("ALTER INDEX {schema}.{} RENAME TO {}", quote_ident(&n.new_index), quote_ident(&name)));
             Some(name)
         };

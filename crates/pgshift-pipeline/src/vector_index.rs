@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use pgshift_postgres::catalog::Table;
 use pgshift_postgres::error::Context;
+use pgshift_postgres::sql::quote_ident;
 use pgshift_postgres::ConnInfo;
 
 use crate::embedding::{EmbeddingSpec, VectorIndex};
@@ -21,9 +22,9 @@ pub struct VectorIndexOptions {
 }
 
 /// Index name: `<table>_<column>_<method>_idx`, cut to PostgreSQL's 63 bytes.
-pub fn index_name(t: &Table, spec: &EmbeddingSpec) -> String {
+pub fn index_name(table: &str, spec: &EmbeddingSpec) -> String {
     let method = if spec.index == VectorIndex::IvfFlat { "ivfflat" } else { "hnsw" };
-    let mut name = format!("{}_{}_{method}_idx", t.name, spec.column);
+    let mut name = format!("{table}_{}_{method}_idx", spec.column);
     while name.len() > 63 {
         name.remove(0);
     }
@@ -47,23 +48,37 @@ pub fn ivfflat_lists(rows: u64) -> u64 {
     }
 }
 
+/// A table whose vector column gets an index.
+pub struct IndexTarget<'a> {
+    pub schema: &'a str,
+    pub name: &'a str,
+    pub spec: &'a EmbeddingSpec,
+}
+
+impl<'a> IndexTarget<'a> {
+    pub fn of(t: &'a Table, spec: &'a EmbeddingSpec) -> IndexTarget<'a> {
+        IndexTarget { schema: &t.schema, name: &t.name, spec }
+    }
+}
+
 /// Builds each table's vector index; returns warnings (e.g. memory too small).
 pub async fn build(
     target: &ConnInfo,
-    work: &[(&Table, &EmbeddingSpec)],
+    work: &[IndexTarget<'_>],
     options: &VectorIndexOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<Vec<String>> {
     let endpoint = target.endpoint().to_string();
     let mut warnings = Vec::new();
-    if work.iter().all(|(_, s)| s.index == VectorIndex::None) {
+    if work.iter().all(|w| w.spec.index == VectorIndex::None) {
         return Ok(warnings);
     }
     let client = target.connect().await?;
-    for (table, spec) in work {
-        let name = index_name(table, spec);
-        let Some(mut sql) = spec.index_sql(&table.qualified(), &name, false) else { continue };
-        let qualified = table.qualified();
+    for w in work {
+        let (spec, display) = (w.spec, format!("{}.{}", w.schema, w.name));
+        let name = index_name(w.name, spec);
+        let qualified = format!("{}.{}", quote_ident(w.schema), quote_ident(w.name));
+        let Some(mut sql) = spec.index_sql(&qualified, &name, false) else { continue };
         client.batch_execute(&format!("ANALYZE {qualified}")).await.context(&endpoint, || format!("analyze {qualified}"))?;
         let rows: i64 = client
             .query_one("SELECT greatest(reltuples, 0)::int8 FROM pg_class WHERE oid = $1::text::regclass", &[&qualified])
@@ -79,7 +94,7 @@ pub async fn build(
             warnings.push(format!(
                 "the HNSW graph of {} (~{rows} rows) wants about {wanted} MB of maintenance_work_mem, more than the \
                  {memory} MB allowed (--vector-index-memory): the build is slower once the graph no longer fits",
-                table.display_name()
+                display
             ));
         }
         client
@@ -89,7 +104,7 @@ pub async fn build(
             ))
             .await
             .context(&endpoint, || "configure the vector index session".into())?;
-        progress.step(&format!("{}: building {name} ({memory} MB, {} workers)", table.display_name(), options.parallel_workers));
+        progress.step(&format!("{display}: building {name} ({memory} MB, {} workers)", options.parallel_workers));
         let watcher = tokio::spawn(watch(target.clone(), qualified.clone(), name.clone(), progress.clone()));
         let result = client.batch_execute(&sql).await.context(&endpoint, || sql.clone());
         watcher.abort();

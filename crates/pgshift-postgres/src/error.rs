@@ -53,11 +53,11 @@ pub trait Context<T> {
 
 impl<T> Context<T> for Result<T, tokio_postgres::Error> {
     fn context(self, endpoint: &dyn fmt::Display, what: impl FnOnce() -> String) -> Result<T, PgError> {
-        self.map_err(|e| PgError::Query {
-            endpoint: endpoint.to_string(),
-            context: what(),
-            detail: describe(&e),
-            code: e.code().map(|c| c.code().to_string()),
-        })
+        self.map_err(|e| query_error(&e, endpoint, what()))
     }
+}
+
+/// A server error with "which server, doing what".
+pub fn query_error(e: &tokio_postgres::Error, endpoint: &dyn fmt::Display, what: String) -> PgError {
+    PgError::Query { endpoint: endpoint.to_string(), context: what, detail: describe(e), code: e.code().map(|c| c.code().to_string()) }
 }

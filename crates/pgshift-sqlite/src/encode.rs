@@ -132,6 +132,23 @@ pub struct Rejected {
 /// Bytes written per call of the sink.
 const CHUNK_BYTES: usize = 256 * 1024;
 
+/// Which fields a copy carries beyond the table's own columns.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Shape<'a> {
+    /// A column left out (the vector column the target computes).
+    pub skip: Option<&'a str>,
+    /// A SQLite expression over the row appended as a last text field (the text to embed).
+    pub extra_text: Option<&'a str>,
+}
+
+impl Shape<'_> {
+    /// The table's columns as this shape copies them, with their types.
+    pub fn columns(&self, table: &Table) -> Vec<(String, PgType)> {
+        let types = crate::verify::column_types(table);
+        table.copy_columns().into_iter().zip(types).filter(|(c, _)| Some(c.as_str()) != self.skip).collect()
+    }
+}
+
 /// Reads the whole table in one read transaction and hands binary COPY data to
 /// `sink` in pieces (false from the sink stops the read). Values that cannot be
 /// converted fail the table, or go to `reject` when given. Returns rows written.
@@ -139,17 +156,19 @@ pub fn copy_table(
     conn: &Connection,
     path: &Path,
     table: &Table,
+    shape: &Shape<'_>,
     mut sink: impl FnMut(Bytes) -> bool,
     mut reject: Option<&mut dyn FnMut(Rejected)>,
 ) -> Result<u64> {
     let err = |e| read_error(path, e);
-    let cols = table.copy_columns();
-    let select: Vec<String> = cols.iter().map(|c| quote(c)).collect();
-    let sql = format!("SELECT {} FROM {}", select.join(", "), quote(&table.name));
-    let mut types: Vec<PgType> = table.columns.iter().map(|c| c.pg).collect();
-    if table.fts5 {
-        types.insert(0, PgType::Bigint);
+    let (mut cols, mut types): (Vec<String>, Vec<PgType>) = shape.columns(table).into_iter().unzip();
+    let mut select: Vec<String> = cols.iter().map(|c| quote(c)).collect();
+    if let Some(expr) = shape.extra_text {
+        select.push(format!("CAST(({expr}) AS TEXT)"));
+        cols.push(format!("({expr})"));
+        types.push(PgType::Text);
     }
+    let sql = format!("SELECT {} FROM {}", select.join(", "), quote(&table.name));
     let key_positions: Vec<usize> = table.primary_key.iter().filter_map(|k| cols.iter().position(|c| c == k)).collect();
     let mut stmt = conn.prepare(&sql).map_err(err)?;
     let mut rows = stmt.query([]).map_err(err)?;
