@@ -1,6 +1,7 @@
 //! `pgshift migrate`: preflight, pre-data schema, slot with exported snapshot,
 //! parallel copy with checkpoints, post-data, sequence values.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,8 +13,6 @@ use pgshift_postgres::sql::quote_ident;
 use pgshift_postgres::ConnInfo;
 use serde::Serialize;
 use tokio_postgres::Client;
-
-use std::collections::HashMap;
 
 use crate::copy_stage::{copy_chunks, CopyContext, CopyJob, EmbedStage, TableSummary};
 use crate::embed_catchup::catchup_ddl;
@@ -124,6 +123,17 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
         Some(setup) => specs_by_table(setup, &tables)?,
         None => HashMap::new(),
     };
+    if let Some(run) = &unfinished {
+        let recorded = state::run_embeddings(&dst, dst_name, run.run_id).await?;
+        let given: Vec<EmbeddingSpec> = embedded_parents(&tables, &specs).into_iter().map(|(_, s)| s.clone()).collect();
+        if recorded != given {
+            return Err(Error::Input(format!(
+                "run {} was started with other embedding settings ({} table(s) with vectors): resume it with the same --embed (or --config)",
+                run.run_id,
+                recorded.len()
+            )));
+        }
+    }
     let problems = preflight::embedding_problems((&src, src_name), (&dst, dst_name), &tables, &specs, opts.follow).await?;
     if !problems.is_empty() {
         return Err(Error::Preflight(problems));
