@@ -63,6 +63,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 
 async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress::Progress>) -> Result<ExitCode> {
     match command {
+        Command::Inspect(a) if pgshift_sqlite::path_of(&a.source.source).is_some() => {
+            let options = sqlite_options(&a.source.source, &cli::SqliteArgs { types: Vec::new(), reject_file: None }, &[], 1)?;
+            let tables = pgshift_pipeline::sqlite_migrate::read_schema(&options).await?;
+            emit(a.json, &tables, output::print_sqlite_inspect)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Inspect(a) => {
             let source = ConnInfo::parse(&a.source.source, "--source")?;
             let target = a.target.as_deref().map(|t| ConnInfo::parse(t, "--target")).transpose()?;

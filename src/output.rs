@@ -261,3 +261,28 @@ pub fn print_reembed(r: &ReembedReport) {
         r.seconds
     );
 }
+
+pub fn print_sqlite_inspect(tables: &Vec<pgshift_sqlite::schema::Table>) {
+    let rows: Vec<Vec<String>> = tables
+        .iter()
+        .map(|t| {
+            vec![
+                t.name.clone(),
+                t.rows.to_string(),
+                if t.primary_key.is_empty() { "-".into() } else { t.primary_key.join(",") },
+                if t.fts5 { "fts5 -> tsvector + GIN".into() } else { format!("{} index(es), {} foreign key(s)", t.indexes.len(), t.foreign_keys.len()) },
+            ]
+        })
+        .collect();
+    table(&["table", "rows", "primary key", "shape"], &rows);
+    for t in tables {
+        println!("\n{}", t.name);
+        for c in &t.columns {
+            let note = c.note.as_ref().map(|n| format!("  ({n})")).unwrap_or_default();
+            println!("    {} {:?} -> {}{note}", c.name, c.declared, c.pg.sql());
+        }
+        for s in &t.skipped {
+            println!("    note: {s}");
+        }
+    }
+}

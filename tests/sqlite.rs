@@ -71,6 +71,12 @@ fn an_app_database_moves_with_mapped_types_keys_and_search() {
     target.create_database("app");
     let (db, t) = (format!("sqlite://{}", path.display()), target.url("app"));
 
+    let out = pgshift_expect(0, &["inspect", "--source", &db, "--json"]);
+    let inspected: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let messages = inspected.as_array().unwrap().iter().find(|t| t["name"] == "messages").unwrap();
+    let meta = messages["columns"].as_array().unwrap().iter().find(|c| c["name"] == "meta").unwrap();
+    assert_eq!((meta["declared"].as_str(), meta["pg"].as_str()), (Some("TEXT"), Some("jsonb")), "{meta}");
+
     let out = pgshift_expect(0, &migrate_args(&db, &t, &["--dry-run", "--json"]));
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let tables: Vec<&str> = plan["plan"].as_array().unwrap().iter().map(|p| p["table"].as_str().unwrap()).collect();

@@ -126,6 +126,7 @@ fn table(conn: &Connection, path: &Path, name: &str, fts5: bool, overrides: &Ove
         let refined = refine(base, declared.is_empty(), s);
         let (pg, note) = match overrides.get(&format!("{name}.{col}")) {
             Some(t) => (*t, Some("override".to_string())),
+            None if refined == PgType::Jsonb && base != PgType::Jsonb => (refined, Some("every stored value is a JSON object or array".into())),
             None if refined != base => (refined, Some(format!("declared {declared:?}, but the stored values need {}", refined.sql()))),
             None => (refined, None),
         };
