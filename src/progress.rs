@@ -97,7 +97,7 @@ impl Progress for Lines {
     }
     fn index_progress(&self, index: &str, done: u64, total: u64) {
         // A line per tenth, not per poll.
-        let tenth = |n: u64| if total == 0 { 0 } else { n * 10 / total };
+        let tenth = |n: u64| (n * 10).checked_div(total).unwrap_or(0);
         let mut last = self.last_index_tenth.lock().unwrap();
         if tenth(done) != *last || done == total {
             *last = tenth(done);

@@ -180,6 +180,8 @@ impl HttpEmbedder {
     }
 }
 
+type BatchResult = Result<Vec<Vec<f32>>>;
+
 enum Failure {
     /// Worth another try, after the server's Retry-After if it gave one.
     Retry(String, Option<Duration>),
@@ -222,7 +224,7 @@ impl Embedder for HttpEmbedder {
     /// Batches go out in parallel (up to the concurrency limit); results keep input order.
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         let batches: Vec<&[&str]> = texts.chunks(self.config.batch_size.max(1)).collect();
-        let results: Vec<Mutex<Option<Result<Vec<Vec<f32>>>>>> = batches.iter().map(|_| Mutex::new(None)).collect();
+        let results: Vec<Mutex<Option<BatchResult>>> = batches.iter().map(|_| Mutex::new(None)).collect();
         let next = std::sync::atomic::AtomicUsize::new(0);
         let senders = self.config.concurrency.clamp(1, batches.len().max(1));
         std::thread::scope(|scope| {

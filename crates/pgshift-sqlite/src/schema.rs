@@ -93,7 +93,7 @@ pub fn inspect(conn: &Connection, path: &Path, overrides: &Overrides) -> Result<
         }
         tables.push(table(conn, path, name, is_fts5(sql), overrides)?);
     }
-    for (key, _) in overrides {
+    for key in overrides.keys() {
         let (t, c) = key.rsplit_once('.').unwrap_or(("", key));
         if !tables.iter().any(|tb| tb.name == t && tb.columns.iter().any(|col| col.name == c)) {
             return Err(SqliteError::Input(format!("type override {key}: no such column (write TABLE.COLUMN)")));
