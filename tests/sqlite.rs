@@ -176,7 +176,9 @@ fn bad_files_and_bad_values_fail_with_where_and_why() {
     target2.create_database("app");
     let out = pgshift_expect(2, &["migrate", "--source", &db, "--target", &target2.url("app")]);
     assert!(stderr(&out).contains("table events, row id=2, column payload: not JSON"), "{}", stderr(&out));
-    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    for name in ["notsqlite", "locked", "json"] {
+        let _ = std::fs::remove_dir_all(temp_db(name).parent().unwrap());
+    }
 }
 
 #[test]
