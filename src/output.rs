@@ -231,6 +231,12 @@ pub fn print_status(r: &StatusReport) {
         .map(|t| vec![t.table.clone(), format!("{}/{}", t.chunks_done, t.chunks_total), t.rows.to_string(), human_bytes(t.bytes.max(0) as u64)])
         .collect();
     table(&["table", "chunks", "rows", "copied"], &rows);
+    if r.runs.len() > 1 {
+        println!("runs on this target:");
+        for run in &r.runs {
+            println!("  run {} from {}: {}", run.run_id, run.source, run.phase);
+        }
+    }
     match (r.lag_bytes, r.following) {
         (Some(lag), following) => {
             println!("replication lag: {}{}", human_bytes(lag), if following == Some(true) { " (a follower is streaming)" } else { " (nobody is following)" })

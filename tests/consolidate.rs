@@ -42,6 +42,10 @@ fn two_sources_load_and_follow_into_one_target() {
     assert!(report["foreign_keys"][0].as_str().unwrap().contains("added and validated"), "{report}");
     assert_eq!(target.psql("app", "SELECT convalidated FROM pg_constraint WHERE conname = 'documents_asset_id_fkey'"), "t");
     assert_eq!(target.psql("app", "SELECT count(*) FROM pgshift.runs WHERE phase = 'loaded'"), "2");
+    let out = pgshift_expect(0, &["status", "--target", &target.url("app"), "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sources: Vec<&str> = status["runs"].as_array().unwrap().iter().map(|r| r["source"].as_str().unwrap()).collect();
+    assert_eq!(sources, [format!("postgres@127.0.0.1:{}/app", vectors.port), format!("postgres@127.0.0.1:{}/app", main.port)], "{status}");
 
     // Both change; both runs follow at once, each from its own slot.
     main.psql("app", "INSERT INTO assets VALUES (md5('new')::uuid, 'new asset'); UPDATE users SET email = 'changed' WHERE id < 5");

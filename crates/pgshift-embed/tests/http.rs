@@ -84,10 +84,11 @@ fn handle(stream: TcpStream, script: &Script) {
     std::thread::sleep(Duration::from_millis(30));
     script.in_flight.fetch_sub(1, Ordering::SeqCst);
 
+    // Take one planned failure, if any are left (two requests may ask at once).
+    let failure = script.failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     let (status, extra, answer) = if script.refuse {
         (400, "", json!({ "error": "bad model" }))
-    } else if script.failures.load(Ordering::SeqCst) > 0 {
-        let left = script.failures.fetch_sub(1, Ordering::SeqCst);
+    } else if let Ok(left) = failure {
         if left == 1 {
             (429, "Retry-After: 0\r\n", json!({ "error": "slow down" }))
         } else {

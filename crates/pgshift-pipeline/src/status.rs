@@ -18,6 +18,16 @@ pub struct TableProgress {
     pub bytes: i64,
 }
 
+/// Every run on the target (several when databases are consolidated into one).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunSummary {
+    pub run_id: i64,
+    /// The source as `user@host:port/db` (or `sqlite:path`).
+    pub source: String,
+    pub phase: String,
+    pub slot_name: Option<String>,
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct StatusReport {
     /// False when the target holds no pgshift run yet.
@@ -34,6 +44,8 @@ pub struct StatusReport {
     pub lag_bytes: Option<u64>,
     /// Whether a follower is streaming from the run's slot right now.
     pub following: Option<bool>,
+    /// All runs, newest first; the fields above describe the newest.
+    pub runs: Vec<RunSummary>,
 }
 
 pub async fn status(source: Option<&ConnInfo>, target: &ConnInfo) -> Result<StatusReport> {
@@ -54,6 +66,13 @@ pub async fn status(source: Option<&ConnInfo>, target: &ConnInfo) -> Result<Stat
         return Ok(report);
     };
     let run_id: i64 = run.get(0);
+    report.runs = dst
+        .query("SELECT run_id, source, phase, slot_name FROM pgshift.runs ORDER BY run_id DESC", &[])
+        .await
+        .context(&dst_name, || "read pgshift.runs".into())?
+        .iter()
+        .map(|r| RunSummary { run_id: r.get(0), source: r.get(1), phase: r.get(2), slot_name: r.get(3) })
+        .collect();
     report.has_run = true;
     report.run_id = Some(run_id);
     report.phase = run.get(1);
