@@ -192,6 +192,10 @@ pub struct MigrateArgs {
     /// once both are on the target: 'documents(asset_id) -> assets(id)'. Repeatable.
     #[arg(long = "foreign-key", env = "PGSHIFT_FOREIGN_KEYS", value_delimiter = ';')]
     pub foreign_keys: Vec<String>,
+    /// Change a column's type on the way, every value checked first: TABLE.COLUMN=TYPE,
+    /// e.g. 'documents.asset_id=uuid' when another database keys the same thing as uuid. Repeatable.
+    #[arg(long = "cast", env = "PGSHIFT_CASTS", value_delimiter = ';')]
+    pub casts: Vec<String>,
     #[command(flatten)]
     pub follow: FollowTuning,
     /// Print the report as JSON.

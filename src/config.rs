@@ -36,6 +36,9 @@ pub struct Config {
     /// Keys between tables from different source databases: "documents(asset_id) -> assets(id)".
     #[serde(default)]
     pub foreign_keys: Vec<String>,
+    /// Columns whose type changes on the way: "documents.asset_id=uuid".
+    #[serde(default)]
+    pub casts: Vec<String>,
 }
 
 /// Settings of a SQLite source.
@@ -185,6 +188,11 @@ impl Config {
                 out.push(format!("foreign_keys: {e}"));
             }
         }
+        for c in &self.casts {
+            if let Err(e) = pgshift_pipeline::casts::ColumnCast::parse(c) {
+                out.push(format!("casts: {e}"));
+            }
+        }
         for (i, e) in self.embedding.iter().enumerate() {
             out.extend(e.problems(&format!("embedding[{i}] ({})", e.table)));
         }
@@ -216,6 +224,7 @@ impl Config {
         let types: Vec<String> = self.sqlite.types.iter().map(|(c, t)| format!("{c}={t}")).collect();
         set("PGSHIFT_SQLITE_TYPES", (!types.is_empty()).then(|| types.join(",")));
         set("PGSHIFT_REJECT_FILE", self.sqlite.reject_file.clone());
+        set("PGSHIFT_CASTS", (!self.casts.is_empty()).then(|| self.casts.join(";")));
         set("PGSHIFT_FOREIGN_KEYS", (!self.foreign_keys.is_empty()).then(|| self.foreign_keys.join(";")));
         set("PGSHIFT_EMBED", (!self.embedding.is_empty()).then(|| serde_json::to_string(&self.embedding).expect("specs serialize")));
         let token = match &self.api.token_file {

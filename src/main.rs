@@ -103,6 +103,13 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
                     .map(|k| pgshift_pipeline::links::DeclaredForeignKey::parse(k))
                     .collect::<Result<_, _>>()
                     .map_err(anyhow::Error::msg)?,
+                casts: a
+                    .casts
+                    .iter()
+                    .filter(|c| !c.trim().is_empty())
+                    .map(|c| pgshift_pipeline::casts::ColumnCast::parse(c))
+                    .collect::<Result<_, _>>()
+                    .map_err(anyhow::Error::msg)?,
                 ..a.load.options()?
             };
             let report = pgshift_pipeline::migrate::migrate(&source, &target, &options, progress.clone()).await?;

@@ -82,3 +82,36 @@ fn a_declared_key_the_data_breaks_lists_the_rows() {
     assert_eq!(target.psql("app", "SELECT count(*) FROM pg_constraint WHERE conname = 'documents_asset_id_fkey'"), "0", "no half-made key");
     assert_eq!(target.psql("app", "SELECT count(*) FROM documents"), "121", "the data is loaded");
 }
+
+#[test]
+fn a_text_key_becomes_uuid_on_the_way() {
+    let (main, vectors) = pair(PgVersion::V15, PgVersion::V16);
+    let target = Cluster::start(PgVersion::V16);
+    target.create_database("app");
+    // The main database keeps asset ids as text (some in upper case); the vector one as uuid.
+    main.psql(
+        "app",
+        "CREATE TABLE assets (id text PRIMARY KEY, name text NOT NULL);
+         INSERT INTO assets SELECT CASE WHEN i % 2 = 0 THEN upper(md5('a' || i)::uuid::text) ELSE md5('a' || i)::uuid::text END, 'asset ' || i
+           FROM generate_series(1, 40) i;",
+    );
+    vectors.psql("app", VECTORS);
+    let (m, t) = (main.url("app"), target.url("app"));
+
+    main.psql("app", "INSERT INTO assets VALUES ('not-a-uuid', 'broken')");
+    let out = pgshift_expect(2, &["migrate", "--source", &m, "--target", &t, "--load-only", "--cast", "assets.id=uuid"]);
+    assert!(stderr(&out).contains(r#"key (not-a-uuid) = "not-a-uuid""#), "{}", stderr(&out));
+    assert_eq!(target.psql("app", "SELECT count(*) FROM pg_tables WHERE schemaname IN ('public', 'pgshift')"), "0", "nothing written");
+    main.psql("app", "DELETE FROM assets WHERE id = 'not-a-uuid'");
+
+    migrate(&main, &target, &["--cast", "assets.id=uuid"]);
+    migrate(&vectors, &target, &["--foreign-key", LINK]);
+    assert_eq!(target.psql("app", "SELECT data_type FROM information_schema.columns WHERE table_name = 'assets' AND column_name = 'id'"), "uuid");
+    assert_eq!(target.psql("app", "SELECT convalidated FROM pg_constraint WHERE conname = 'documents_asset_id_fkey'"), "t");
+
+    // Catch-up carries new text keys into the uuid column.
+    main.psql("app", &format!("INSERT INTO assets VALUES ('{}', 'late asset')", "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11"));
+    follow(&main, &target, &[]);
+    assert_eq!(target.psql("app", "SELECT name FROM assets WHERE id = 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'"), "late asset");
+    assert_verified(&main, &target);
+}

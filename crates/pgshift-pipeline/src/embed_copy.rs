@@ -23,19 +23,19 @@ const ROWS_PER_BATCH: usize = 256;
 const IN_FLIGHT: usize = 2;
 
 /// Every copied column but the vector column, which the pipe computes.
-fn kept_columns<'a>(t: &'a Table, spec: &'a EmbeddingSpec) -> impl Iterator<Item = &'a str> {
-    t.copy_columns().map(|c| c.name.as_str()).filter(move |c| *c != spec.column)
+fn kept_columns<'a>(t: &'a Table, spec: &'a EmbeddingSpec) -> impl Iterator<Item = &'a pgshift_postgres::catalog::Column> {
+    t.copy_columns().filter(move |c| c.name != spec.column)
 }
 
 pub fn copy_out_sql(t: &Table, spec: &EmbeddingSpec, predicate: Option<&str>) -> String {
-    let kept: Vec<&str> = kept_columns(t, spec).collect();
-    let cols = if kept.is_empty() { String::new() } else { format!("{}, ", column_list(kept.into_iter())) };
+    let kept: Vec<String> = kept_columns(t, spec).map(|c| c.select_expr()).collect();
+    let cols = if kept.is_empty() { String::new() } else { format!("{}, ", kept.join(", ")) };
     let filter = predicate.map(|p| format!(" WHERE {p}")).unwrap_or_default();
     format!("COPY (SELECT {cols}({})::text FROM ONLY {}{filter}) TO STDOUT (FORMAT binary)", spec.text, t.qualified())
 }
 
 pub fn copy_in_sql(t: &Table, spec: &EmbeddingSpec) -> String {
-    let cols = column_list(kept_columns(t, spec).chain([spec.column.as_str()]));
+    let cols = column_list(kept_columns(t, spec).map(|c| c.name.as_str()).chain([spec.column.as_str()]));
     format!("COPY {} ({cols}) FROM STDIN (FORMAT binary)", t.qualified())
 }
 

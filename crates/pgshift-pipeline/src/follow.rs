@@ -99,7 +99,10 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
 
     let target_catalog = catalog::inspect(&dst, &dst_name).await?;
     let tables = run_tables(&dst, dst_name, &run, &target_catalog).await?;
-    let format = if tables.iter().all(|t| CopyFormat::for_table(t) == CopyFormat::Binary) { CopyFormat::Binary } else { CopyFormat::Text };
+    // A column whose type changed on the way (migrate --cast) must arrive as text.
+    let source_catalog = catalog::inspect(&src, &src_name).await?;
+    let binary = tables.iter().all(|t| CopyFormat::for_table(t) == CopyFormat::Binary) && !crate::casts::types_differ(&source_catalog, &tables);
+    let format = if binary { CopyFormat::Binary } else { CopyFormat::Text };
     let embed = catchup_embedding(&dst, dst_name, &run, &tables, opts).await?;
     let apply_client = target.connect().await?;
     let (mut applier, origin_lsn) = Applier::new(apply_client, dst_name, format, target_catalog, &slot).await?;

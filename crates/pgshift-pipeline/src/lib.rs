@@ -1,5 +1,6 @@
 //! pgshift's stages and their orchestration.
 
+pub mod casts;
 pub mod copy_stage;
 pub mod cutover;
 pub mod embed_catchup;

@@ -45,6 +45,8 @@ pub struct MigrateOptions {
     pub extensions_in_template1: bool,
     /// Keys between tables that came from different databases, added after the load.
     pub foreign_keys: Vec<crate::links::DeclaredForeignKey>,
+    /// Columns whose type changes on the way (every value checked first).
+    pub casts: Vec<crate::casts::ColumnCast>,
 }
 
 impl Default for MigrateOptions {
@@ -60,6 +62,7 @@ impl Default for MigrateOptions {
             vector_index_memory_mb: 2048,
             extensions_in_template1: false,
             foreign_keys: Vec::new(),
+            casts: Vec::new(),
         }
     }
 }
@@ -102,7 +105,8 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
     crate::progress::enter(&*progress, "inspect");
     let src = source.connect().await?;
     let dst = target.connect().await?;
-    let catalog = catalog::inspect(&src, &src_name).await?;
+    let mut catalog = catalog::inspect(&src, &src_name).await?;
+    crate::casts::apply(&mut catalog, &opts.casts)?;
     let unfinished = state::unfinished_run(&dst, dst_name, source.endpoint()).await?;
     match (&unfinished, opts.resume) {
         (Some(run), false) => {
@@ -134,7 +138,8 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
             )));
         }
     }
-    let problems = preflight::embedding_problems((&src, src_name), (&dst, dst_name), &tables, &specs, opts.follow).await?;
+    let mut problems = preflight::embedding_problems((&src, src_name), (&dst, dst_name), &tables, &specs, opts.follow).await?;
+    problems.extend(crate::casts::check(&src, src_name, &tables).await?);
     if !problems.is_empty() {
         return Err(Error::Preflight(problems));
     }

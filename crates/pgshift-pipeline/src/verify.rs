@@ -55,7 +55,9 @@ struct Unit {
 pub async fn verify(source: &ConnInfo, target: &ConnInfo, opts: &VerifyOptions) -> Result<VerifyReport> {
     let src = source.connect().await?;
     let dst = target.connect().await?;
-    let catalog = catalog::inspect(&src, &source.endpoint()).await?;
+    let mut catalog = catalog::inspect(&src, &source.endpoint()).await?;
+    // Columns migrate cast (text -> uuid) are compared as the target holds them.
+    crate::casts::follow_target_types(&mut catalog, &catalog::inspect(&dst, &target.endpoint()).await?);
     let tables = select_tables(&catalog, &opts.patterns)?;
     let mut checks = Vec::new();
     let mut units = Vec::new();

@@ -124,6 +124,25 @@ pub struct Column {
     /// reg* types), which differ between clusters: the table must be copied as text.
     pub oid_in_binary: bool,
     pub comment: Option<String>,
+    /// The type the column gets on the target when it is cast on the way
+    /// (e.g. text -> uuid when two databases are consolidated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cast_to: Option<String>,
+}
+
+impl Column {
+    /// The column's type on the target.
+    pub fn target_type(&self) -> &str {
+        self.cast_to.as_deref().unwrap_or(&self.type_name)
+    }
+
+    /// The column as the source should select it: cast when the target type differs.
+    pub fn select_expr(&self) -> String {
+        match &self.cast_to {
+            Some(t) => format!("{}::{t}", crate::sql::quote_ident(&self.name)),
+            None => crate::sql::quote_ident(&self.name),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -442,6 +461,7 @@ async fn read_columns(client: &Client, endpoint: &(dyn std::fmt::Display + Sync)
             generated: r.get(6),
             oid_in_binary: r.get(7),
             comment: r.get(8),
+            cast_to: None,
         })
         .collect())
 }

@@ -17,7 +17,9 @@ pub struct Digest {
 }
 
 pub fn digest_sql(t: &Table, columns: &[&str], predicate: Option<&str>) -> String {
-    let row = columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
+    // A cast column is compared as the target holds it.
+    let expr = |c: &str| t.columns.iter().find(|col| col.name == c).map_or_else(|| quote_ident(c), |col| col.select_expr());
+    let row = columns.iter().map(|c| expr(c)).collect::<Vec<_>>().join(", ");
     format!(
         "SELECT count(*), coalesce(sum(('x' || left(md5(ROW({row})::text), 16))::bit(64)::bigint::numeric), 0)::text \
          FROM ONLY {} {}",

@@ -40,8 +40,12 @@ impl CopyFormat {
 /// form when the whole table is wanted.
 pub fn copy_out_sql(t: &Table, predicate: Option<&str>, format: CopyFormat) -> String {
     let cols = column_list(t.copy_columns().map(|c| c.name.as_str()));
+    // A cast column is selected as the target type, so its binary form matches.
+    let casts = t.copy_columns().any(|c| c.cast_to.is_some());
+    let select = || t.copy_columns().map(|c| c.select_expr()).collect::<Vec<_>>().join(", ");
     match predicate {
-        Some(p) => format!("COPY (SELECT {cols} FROM ONLY {} WHERE {p}) TO STDOUT {}", t.qualified(), format.option()),
+        Some(p) => format!("COPY (SELECT {} FROM ONLY {} WHERE {p}) TO STDOUT {}", select(), t.qualified(), format.option()),
+        None if casts => format!("COPY (SELECT {} FROM ONLY {}) TO STDOUT {}", select(), t.qualified(), format.option()),
         None => format!("COPY {} ({cols}) TO STDOUT {}", t.qualified(), format.option()),
     }
 }
