@@ -155,6 +155,21 @@ async fn target_tables_absent((client, endpoint): (&Client, &str), tables: &[&Ta
     Ok(())
 }
 
+/// The target must offer pgvector for embedding columns.
+pub async fn pgvector_problem(dst: &Client, dst_name: &str) -> Result<Option<String>> {
+    let has_vector: bool = dst
+        .query_one("SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'vector')", &[])
+        .await
+        .context(&dst_name, || "look for pgvector".into())?
+        .get(0);
+    Ok((!has_vector).then(|| {
+        format!(
+            "target {dst_name} has no pgvector, which the embedding columns need: use a server with the extension \
+             (e.g. the pgvector/pgvector:pg16 image, or your provider's \"vector\" extension)"
+        )
+    }))
+}
+
 /// What stops the embedding stage: a text expression the source rejects, a table
 /// that must be copied as text, no pgvector on the target, or (with catch-up) a
 /// vector column that already exists on the source, whose old values the stream
@@ -170,17 +185,7 @@ pub async fn embedding_problems(
     if specs.is_empty() {
         return Ok(problems);
     }
-    let has_vector: bool = dst
-        .query_one("SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'vector')", &[])
-        .await
-        .context(&dst_name, || "look for pgvector".into())?
-        .get(0);
-    if !has_vector {
-        problems.push(format!(
-            "target {dst_name} has no pgvector, which the embedding columns need: use a server with the extension \
-             (e.g. the pgvector/pgvector:pg16 image, or your provider's \"vector\" extension)"
-        ));
-    }
+    problems.extend(pgvector_problem(dst, dst_name).await?);
     for t in tables.iter().filter(|t| specs.contains_key(&t.display_name()) && t.partition_of.is_none()) {
         let spec = &specs[&t.display_name()];
         let probe = format!("SELECT ({})::text FROM ONLY {} LIMIT 0", spec.text, t.qualified());

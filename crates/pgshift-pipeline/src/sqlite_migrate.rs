@@ -489,15 +489,7 @@ async fn embedding_problems(
     tables: &[Table],
     specs: &HashMap<String, EmbeddingSpec>,
 ) -> Result<Vec<String>> {
-    let mut problems = Vec::new();
-    let has_vector: bool = dst
-        .query_one("SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'vector')", &[])
-        .await
-        .context(&dst_name, || "look for pgvector".into())?
-        .get(0);
-    if !has_vector {
-        problems.push(format!("target {dst_name} has no pgvector, which the embedding columns need: use a server with the extension"));
-    }
+    let mut problems: Vec<String> = crate::preflight::pgvector_problem(dst, dst_name).await?.into_iter().collect();
     let path = opts.path.clone();
     let probes: Vec<(String, String)> =
         tables.iter().filter_map(|t| specs.get(&t.name).map(|s| (t.name.clone(), s.text.clone()))).collect();
