@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Embedding benchmarks, each side measured in this same run on this machine:
 #   1. pgshift's embedder alone vs Python onnxruntime on the same model.onnx and
-#      tokenizer.json: short (~12 words) and long (~200 words) texts, batch 32/64,
-#      1 and 2 threads. Python takes batches in input order (and '+sorted' by length).
+#      tokenizer.json: short (~12 words), long (~200 words) and mixed texts (one long
+#      in eight), batch 32/64, 1 and 2 threads. Python takes batches in input order
+#      (and '+sorted' by length).
 #   2. The whole load of an embedded table (pgshift migrate --embed, PG15 -> PG16)
 #      against the embedder's standalone rate for the same kind of texts.
 #   3. HNSW build of 100k x 384 vectors: pgshift's settings (maintenance_work_mem
@@ -11,7 +12,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-SHORT_N="${SHORT_N:-512}"; LONG_N="${LONG_N:-64}"; EMBED_ROWS="${EMBED_ROWS:-3000}"; HNSW_ROWS="${HNSW_ROWS:-100000}"
+SHORT_N="${SHORT_N:-512}"; LONG_N="${LONG_N:-64}"; MIXED_N="${MIXED_N:-256}"; EMBED_ROWS="${EMBED_ROWS:-3000}"; HNSW_ROWS="${HNSW_ROWS:-100000}"
 export PGSHIFT_MODEL_DIR="$ROOT/.cache/embed/all-MiniLM-L6-v2"
 export ORT_DYLIB_PATH="$ROOT/.cache/embed/onnxruntime/libonnxruntime.so.1.31.1"
 VENV="$ROOT/.cache/benchenv"
@@ -28,9 +29,9 @@ declare -A STANDALONE
 if part 1 || part 2; then
 echo "== 1. embedder alone (texts/s; ratio = pgshift / python in input order)"
 printf '%-6s %5s %7s %10s %10s %15s %7s\n' kind batch threads pgshift python python+sorted ratio
-for kind in short long; do
-  if ! part 1 && [ $kind = long ]; then continue; fi
-  n=$([ $kind = short ] && echo "$SHORT_N" || echo "$LONG_N")
+for kind in short long mixed; do
+  if ! part 1 && [ $kind != short ]; then continue; fi
+  case $kind in short) n=$SHORT_N ;; long) n=$LONG_N ;; *) n=$MIXED_N ;; esac
   for batch in 32 64; do
     for threads in 1 2; do
       rust=$(python3 "$ROOT/benches/embed_texts.py" $kind $n | "$RATE" $kind $batch $threads | awk '{print $5}')

@@ -7,9 +7,15 @@ WORDS = ("postgres replication vector index migration table column query snapsho
 
 
 def texts(kind, n):
-    rng = random.Random(42 if kind == "short" else 7)
-    lo, hi = (8, 16) if kind == "short" else (170, 230)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi))) + f" #{i}" for i in range(n)]
+    """short: ~12 words; long: ~200 words; mixed: one long text in every eight, as in a
+    table of notes (where padding to the longest text of a batch costs most)."""
+    rng = random.Random({"short": 42, "long": 7, "mixed": 3}[kind])
+    out = []
+    for i in range(n):
+        long = kind == "long" or (kind == "mixed" and i % 8 == 0)
+        lo, hi = (170, 230) if long else (8, 16)
+        out.append(" ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi))) + f" #{i}")
+    return out
 
 
 if __name__ == "__main__":
