@@ -77,8 +77,9 @@ impl Browser {
         self.session("GET", &format!("/element/{id}/text"), json!({})).as_str().unwrap_or_default().to_string()
     }
 
-    fn rows(&self) -> Vec<String> {
-        let found = self.session("POST", "/elements", json!({ "using": "css selector", "value": "#tables tr" }));
+    /// The text of each element `css` selects, whitespace collapsed.
+    fn rows(&self, css: &str) -> Vec<String> {
+        let found = self.session("POST", "/elements", json!({ "using": "css selector", "value": css }));
         found
             .as_array()
             .unwrap()
@@ -136,7 +137,8 @@ fn the_status_page_shows_the_runs_progress() {
 
     assert_eq!(browser.text("#chunks"), "4 / 4", "orders in 3 ranges, users whole");
     assert!(browser.text("#job").contains("succeeded"), "{}", browser.text("#job"));
-    assert_eq!(browser.rows(), ["public.orders 3 / 3 900", "public.users 1 / 1 40"]);
+    assert_eq!(browser.rows("#tables tr"), ["public.orders 3 / 3 900", "public.users 1 / 1 40"]);
+    assert_eq!(browser.rows("#runs tr"), [format!("1 postgres@127.0.0.1:{}/app loaded", source.port)]);
     let url = browser.session("GET", "/url", json!({}));
     assert!(!url.as_str().unwrap().contains(TOKEN), "the token stays out of the URL: {url}");
 
