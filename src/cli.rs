@@ -60,6 +60,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Recompute a live table's vectors (new model, new dimensions) without downtime: shadow column, backfill, CONCURRENTLY built index, atomic swap.
     Reembed(ReembedArgs),
+    /// Move several databases into one target: each source is loaded by its own run, then all are followed at once.
+    Consolidate(ConsolidateArgs),
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -406,6 +408,44 @@ pub struct ReembedArgs {
     /// Print the steps; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One source of `consolidate`, as `[[sources]]` in the config or PGSHIFT_SOURCES (JSON).
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceEntry {
+    pub url: String,
+    /// Table patterns of this source (`!pattern` leaves out); empty = every table.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// Columns whose type changes on the way: "assets.id=uuid".
+    #[serde(default)]
+    pub casts: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct ConsolidateArgs {
+    #[command(flatten)]
+    pub target: TargetArg,
+    /// The sources, a JSON array of {"url": ..., "tables": [...], "casts": [...]};
+    /// usually [[sources]] sections of the --config file.
+    #[arg(long, env = "PGSHIFT_SOURCES", hide_env_values = true)]
+    pub sources: String,
+    #[command(flatten)]
+    pub load: LoadSettings,
+    /// Keys between tables of different sources: 'documents(asset_id) -> assets(id)'. Repeatable.
+    #[arg(long = "foreign-key", env = "PGSHIFT_FOREIGN_KEYS", value_delimiter = ';')]
+    pub foreign_keys: Vec<String>,
+    /// Print every source's plan; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Stop after the loads, keeping the slots (follow each source later).
+    #[arg(long)]
+    pub load_only: bool,
+    #[command(flatten)]
+    pub follow: FollowTuning,
     #[arg(long)]
     pub json: bool,
 }

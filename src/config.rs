@@ -39,6 +39,9 @@ pub struct Config {
     /// Columns whose type changes on the way: "documents.asset_id=uuid".
     #[serde(default)]
     pub casts: Vec<String>,
+    /// Several sources for `pgshift consolidate`.
+    #[serde(default)]
+    pub sources: Vec<crate::cli::SourceEntry>,
 }
 
 /// Settings of a SQLite source.
@@ -188,6 +191,16 @@ impl Config {
                 out.push(format!("foreign_keys: {e}"));
             }
         }
+        for (i, s) in self.sources.iter().enumerate() {
+            if let Err(e) = ConnInfo::parse(&s.url, &format!("sources[{i}].url")) {
+                out.push(format!("sources[{i}].url: {e}"));
+            }
+            for c in &s.casts {
+                if let Err(e) = pgshift_pipeline::casts::ColumnCast::parse(c) {
+                    out.push(format!("sources[{i}].casts: {e}"));
+                }
+            }
+        }
         for c in &self.casts {
             if let Err(e) = pgshift_pipeline::casts::ColumnCast::parse(c) {
                 out.push(format!("casts: {e}"));
@@ -224,6 +237,7 @@ impl Config {
         let types: Vec<String> = self.sqlite.types.iter().map(|(c, t)| format!("{c}={t}")).collect();
         set("PGSHIFT_SQLITE_TYPES", (!types.is_empty()).then(|| types.join(",")));
         set("PGSHIFT_REJECT_FILE", self.sqlite.reject_file.clone());
+        set("PGSHIFT_SOURCES", (!self.sources.is_empty()).then(|| serde_json::to_string(&self.sources).expect("sources serialize")));
         set("PGSHIFT_CASTS", (!self.casts.is_empty()).then(|| self.casts.join(";")));
         set("PGSHIFT_FOREIGN_KEYS", (!self.foreign_keys.is_empty()).then(|| self.foreign_keys.join(";")));
         set("PGSHIFT_EMBED", (!self.embedding.is_empty()).then(|| serde_json::to_string(&self.embedding).expect("specs serialize")));

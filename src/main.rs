@@ -96,20 +96,8 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
                 resume: a.resume,
                 follow: !a.no_follow,
                 extensions_in_template1: a.extensions_in_template1,
-                foreign_keys: a
-                    .foreign_keys
-                    .iter()
-                    .filter(|k| !k.trim().is_empty())
-                    .map(|k| pgshift_pipeline::links::DeclaredForeignKey::parse(k))
-                    .collect::<Result<_, _>>()
-                    .map_err(anyhow::Error::msg)?,
-                casts: a
-                    .casts
-                    .iter()
-                    .filter(|c| !c.trim().is_empty())
-                    .map(|c| pgshift_pipeline::casts::ColumnCast::parse(c))
-                    .collect::<Result<_, _>>()
-                    .map_err(anyhow::Error::msg)?,
+                foreign_keys: parse_all(&a.foreign_keys, pgshift_pipeline::links::DeclaredForeignKey::parse)?,
+                casts: parse_all(&a.casts, pgshift_pipeline::casts::ColumnCast::parse)?,
                 ..a.load.options()?
             };
             let report = pgshift_pipeline::migrate::migrate(&source, &target, &options, progress.clone()).await?;
@@ -154,6 +142,7 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(a) => serve(a, progress).await,
+        Command::Consolidate(a) => consolidate(a, progress).await,
         Command::Reembed(a) => {
             let target = ConnInfo::parse(&a.target.target, "--target")?;
             let spec = embed_args::EmbedSpecArg {
@@ -189,6 +178,43 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
             }
         },
     }
+}
+
+async fn consolidate(a: cli::ConsolidateArgs, progress: Arc<dyn pgshift_pipeline::progress::Progress>) -> Result<ExitCode> {
+    let target = ConnInfo::parse(&a.target.target, "--target")?;
+    let entries: Vec<cli::SourceEntry> =
+        serde_json::from_str(&a.sources).map_err(|e| anyhow::anyhow!("--sources / PGSHIFT_SOURCES: not a JSON array of sources ({e})"))?;
+    if entries.is_empty() {
+        bail!("--sources: name at least one source ([[sources]] in the config)");
+    }
+    let mut sources = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        sources.push(pgshift_pipeline::consolidate::SourcePlan {
+            source: ConnInfo::parse(&e.url, &format!("sources[{i}].url"))?,
+            tables: e.tables.clone(),
+            casts: parse_all(&e.casts, pgshift_pipeline::casts::ColumnCast::parse)?,
+        });
+    }
+    let base = pgshift_pipeline::migrate::MigrateOptions {
+        dry_run: a.dry_run,
+        foreign_keys: parse_all(&a.foreign_keys, pgshift_pipeline::links::DeclaredForeignKey::parse)?,
+        ..a.load.options()?
+    };
+    let follow = FollowOptions { embedding: base.embedding.clone(), ..a.follow.options() };
+    let follow = (!a.load_only).then_some(&follow);
+    let report = pgshift_pipeline::consolidate::consolidate(&sources, &target, &base, follow, progress).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        report.loads.iter().for_each(output::print_migrate);
+        report.follows.iter().for_each(output::print_follow);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every non-empty item parsed, or the first error.
+fn parse_all<T>(items: &[String], parse: fn(&str) -> Result<T, String>) -> Result<Vec<T>> {
+    items.iter().filter(|i| !i.trim().is_empty()).map(|i| parse(i).map_err(anyhow::Error::msg)).collect()
 }
 
 /// A SQLite source's settings; SQLite has no change stream, so nothing follows the load.

@@ -115,3 +115,35 @@ fn a_text_key_becomes_uuid_on_the_way() {
     assert_eq!(target.psql("app", "SELECT name FROM assets WHERE id = 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'"), "late asset");
     assert_verified(&main, &target);
 }
+
+#[test]
+fn one_command_consolidates_the_sources_of_a_config_file() {
+    let (main, vectors, target) = clusters();
+    let dir = std::env::temp_dir().join(format!("pgshift-consolidate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("pgshift.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "target = \"{}\"\nforeign_keys = [\"{LINK}\"]\n\n[[sources]]\nurl = \"{}\"\ntables = [\"assets\"]\n\n[[sources]]\nurl = \"{}\"\n",
+            target.url("app"),
+            main.url("app"),
+            vectors.url("app")
+        ),
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    pgshift_expect(0, &["config", "check", f]);
+    main.psql("app", "INSERT INTO assets VALUES (md5('late')::uuid, 'late')");
+    let out = pgshift_expect(0, &["consolidate", "--config", f, "--until-caught-up", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["loads"].as_array().unwrap().len(), 2, "{report}");
+    assert_eq!(report["follows"].as_array().unwrap().len(), 2, "{report}");
+    assert!(report["loads"][1]["foreign_keys"][0].as_str().unwrap().contains("added and validated"), "{report}");
+    assert_eq!(target.psql("app", "SELECT count(*) FROM pg_tables WHERE tablename = 'users'"), "0", "only the tables listed for main");
+    assert_eq!(target.psql("app", "SELECT count(*) FROM assets"), "41");
+    let out = verify(&main, &target, &["--tables", "assets"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_verified(&vectors, &target);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,6 +1,7 @@
 //! pgshift's stages and their orchestration.
 
 pub mod casts;
+pub mod consolidate;
 pub mod copy_stage;
 pub mod cutover;
 pub mod embed_catchup;

@@ -1,0 +1,57 @@
+//! Several databases into one target in one command: each source is loaded by its
+//! own run (its own slot, publication and origin), in the order given, then every
+//! run follows its source at the same time.
+
+use std::sync::Arc;
+
+use pgshift_postgres::ConnInfo;
+use serde::Serialize;
+
+use crate::casts::ColumnCast;
+use crate::error::Result;
+use crate::follow::{follow, FollowOptions, FollowReport};
+use crate::migrate::{migrate, MigrateOptions, MigrateReport};
+use crate::plan::PlanOptions;
+use crate::progress::Progress;
+
+/// One source and what of it moves.
+#[derive(Clone, Debug)]
+pub struct SourcePlan {
+    pub source: ConnInfo,
+    /// Table patterns (`!pattern` leaves out); empty = every table.
+    pub tables: Vec<String>,
+    pub casts: Vec<ColumnCast>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ConsolidateReport {
+    /// One per source, in order.
+    pub loads: Vec<MigrateReport>,
+    /// One per source when catch-up ran (and ended).
+    pub follows: Vec<FollowReport>,
+}
+
+/// Loads every source, then (unless `follow` is None) follows all of them at once.
+pub async fn consolidate(
+    sources: &[SourcePlan],
+    target: &ConnInfo,
+    base: &MigrateOptions,
+    follow_options: Option<&FollowOptions>,
+    progress: Arc<dyn Progress>,
+) -> Result<ConsolidateReport> {
+    let mut report = ConsolidateReport::default();
+    for s in sources {
+        progress.step(&format!("loading {}", s.source.endpoint()));
+        let options = MigrateOptions {
+            plan: PlanOptions { patterns: s.tables.clone(), ..base.plan.clone() },
+            casts: s.casts.clone(),
+            ..base.clone()
+        };
+        report.loads.push(migrate(&s.source, target, &options, progress.clone()).await?);
+    }
+    if let (Some(fo), false) = (follow_options, base.dry_run || !base.follow) {
+        let runs = sources.iter().map(|s| follow(&s.source, target, fo, progress.clone()));
+        report.follows = futures_util::future::try_join_all(runs).await?;
+    }
+    Ok(report)
+}
