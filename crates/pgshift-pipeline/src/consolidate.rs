@@ -13,6 +13,7 @@ use crate::follow::{follow, FollowOptions, FollowReport};
 use crate::migrate::{migrate, MigrateOptions, MigrateReport};
 use crate::plan::PlanOptions;
 use crate::progress::Progress;
+use crate::state::{self, phase};
 
 /// One source and what of it moves.
 #[derive(Clone, Debug)]
@@ -32,6 +33,8 @@ pub struct ConsolidateReport {
 }
 
 /// Loads every source, then (unless `follow` is None) follows all of them at once.
+/// Rerunning continues: a source already loaded is not loaded again, an unfinished
+/// load is resumed.
 pub async fn consolidate(
     sources: &[SourcePlan],
     target: &ConnInfo,
@@ -40,11 +43,22 @@ pub async fn consolidate(
     progress: Arc<dyn Progress>,
 ) -> Result<ConsolidateReport> {
     let mut report = ConsolidateReport::default();
+    let (dst_name, dst) = (target.endpoint(), target.connect().await?);
     for s in sources {
-        progress.step(&format!("loading {}", s.source.endpoint()));
+        let name = s.source.endpoint();
+        let resume = match state::phase_of_source(&dst, dst_name, name).await?.as_deref() {
+            Some(phase::LOADED) if !base.dry_run => {
+                progress.step(&format!("{name} is already loaded"));
+                continue;
+            }
+            Some(phase::COPY | phase::POST_DATA) => true,
+            _ => false,
+        };
+        progress.step(&format!("loading {name}"));
         let options = MigrateOptions {
             plan: PlanOptions { patterns: s.tables.clone(), ..base.plan.clone() },
             casts: s.casts.clone(),
+            resume,
             ..base.clone()
         };
         report.loads.push(migrate(&s.source, target, &options, progress.clone()).await?);

@@ -287,3 +287,15 @@ pub async fn set_run_embeddings(client: &Client, endpoint: &str, run_id: i64, sp
         .context(&endpoint, || "record the run's embedding specs".into())?;
     Ok(())
 }
+
+/// The phase of the newest run from exactly this source, if any.
+pub async fn phase_of_source(client: &Client, endpoint: &str, source: &str) -> Result<Option<String>> {
+    if !has_state_schema(client, endpoint).await? {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt("SELECT phase FROM pgshift.runs WHERE source = $1 ORDER BY run_id DESC LIMIT 1", &[&source])
+        .await
+        .context(&endpoint, || "read pgshift.runs".into())?;
+    Ok(row.map(|r| r.get(0)))
+}
