@@ -224,6 +224,21 @@ pub struct EmbeddingSetup {
     pub batch_size: usize,
 }
 
+impl EmbeddingSetup {
+    /// The spec must ask for the dimensions the model makes; `what` starts the error.
+    pub fn check_dims(&self, spec: &EmbeddingSpec, what: &str) -> Result<()> {
+        if spec.dims == self.embedder.dims() {
+            return Ok(());
+        }
+        Err(Error::Input(format!(
+            "{what}: dims = {}, but the model {} makes {}-dimensional vectors",
+            spec.dims,
+            self.embedder.model(),
+            self.embedder.dims()
+        )))
+    }
+}
+
 impl std::fmt::Debug for EmbeddingSetup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmbeddingSetup").field("specs", &self.specs).field("model", &self.embedder.model()).finish()
@@ -253,15 +268,7 @@ pub fn specs_by_table(
                 return Err(Error::Input(format!("embedding for {}: matches {}; name one table", spec.table, names.join(", "))));
             }
         };
-        if spec.dims != setup.embedder.dims() {
-            return Err(Error::Input(format!(
-                "embedding for {}: dims = {}, but the model {} makes {}-dimensional vectors",
-                table.display_name(),
-                spec.dims,
-                setup.embedder.model(),
-                setup.embedder.dims()
-            )));
-        }
+        setup.check_dims(spec, &format!("embedding for {}", table.display_name()))?;
         let name = table.display_name();
         for t in tables {
             let parent = t.partition_of.as_ref().map(|(s, n, _)| format!("{s}.{n}"));

@@ -32,7 +32,7 @@ fn split_table(name: &str) -> (String, String) {
 
 fn qualified(name: &str) -> String {
     let (s, t) = split_table(name);
-    format!("{}.{}", quote_ident(&s), quote_ident(&t))
+    pgshift_postgres::sql::qualified(&s, &t)
 }
 
 impl DeclaredForeignKey {

@@ -10,6 +10,7 @@ use pgshift_postgres::ddl;
 use pgshift_postgres::error::Context;
 use pgshift_postgres::replication::{CreatedSlot, ReplicationConn};
 use pgshift_postgres::sql::quote_ident;
+use pgshift_postgres::conn::in_transaction;
 use pgshift_postgres::ConnInfo;
 use serde::Serialize;
 use tokio_postgres::Client;
@@ -127,10 +128,12 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
         Some(setup) => specs_by_table(setup, &tables)?,
         None => HashMap::new(),
     };
+    // The tables that get vectors (partitions take theirs from the parent), and their specs.
+    let embedded = embedded_parents(&tables, &specs);
+    let embedded_specs: Vec<EmbeddingSpec> = embedded.iter().map(|(_, s)| (*s).clone()).collect();
     if let Some(run) = &unfinished {
         let recorded = state::run_embeddings(&dst, dst_name, run.run_id).await?;
-        let given: Vec<EmbeddingSpec> = embedded_parents(&tables, &specs).into_iter().map(|(_, s)| s.clone()).collect();
-        if recorded != given {
+        if recorded != embedded_specs {
             return Err(Error::Input(format!(
                 "run {} was started with other embedding settings ({} table(s) with vectors): resume it with the same --embed (or --config)",
                 run.run_id,
@@ -148,7 +151,7 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
 
     let plans = plan_tables(&src, src_name, &tables, &opts.plan).await?;
     let mut pre_data = ddl::pre_data(&catalog, &tables);
-    pre_data.extend(vector_columns_ddl(&catalog, &tables, &specs));
+    pre_data.extend(vector_columns_ddl(&catalog, &embedded));
     let post_steps = ddl::post_data(&tables);
     let mut report = MigrateReport {
         dry_run: opts.dry_run,
@@ -157,7 +160,7 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
         post_data: post_steps.iter().map(|s| s.sql.clone()).collect(),
         warnings: if opts.follow { Vec::new() } else { preflight::identity_problems(&tables) },
         publication: needs_slot.then(|| publication_sql("<slot name>", &plans)),
-        embeddings: embedded_parents(&tables, &specs).into_iter().map(|(_, s)| s.clone()).collect(),
+        embeddings: embedded_specs.clone(),
         ..Default::default()
     };
     if opts.dry_run {
@@ -175,8 +178,7 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
         Some(run) => run,
         None => {
             crate::progress::enter(&*progress, "schema");
-            let recorded: Vec<EmbeddingSpec> = embedded_parents(&tables, &specs).into_iter().map(|(_, s)| s.clone()).collect();
-            create_schema_and_run(&dst, dst_name, source, &pre_data, &plans, &recorded).await?
+            create_schema_and_run(&dst, dst_name, source, &pre_data, &plans, &embedded_specs).await?
         }
     };
     report.run_id = Some(run.run_id);
@@ -233,11 +235,10 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
         max_memory_mb: opts.vector_index_memory_mb,
         parallel_workers: opts.jobs.clamp(1, 7),
     };
-    let work = embedded_parents(&tables, &specs);
-    let index_work: Vec<IndexTarget> = work.iter().map(|(t, s)| IndexTarget::of(t, s)).collect();
+    let index_work: Vec<IndexTarget> = embedded.iter().map(|(t, s)| IndexTarget::of(t, s)).collect();
     report.warnings.extend(vector_index::build(target, &index_work, &vector_options, progress.clone()).await?);
     if opts.follow {
-        for sql in work.iter().flat_map(|(t, s)| catchup_ddl(t, s)) {
+        for sql in embedded.iter().flat_map(|(t, s)| catchup_ddl(t, s)) {
             dst.batch_execute(&sql).await.context(&dst_name, || sql.clone())?;
         }
     }
@@ -257,8 +258,7 @@ fn embedded_parents<'a>(tables: &[&'a Table], specs: &'a HashMap<String, Embeddi
 }
 
 /// pgvector, and the vector column of every embedded table in the spec's type.
-fn vector_columns_ddl(catalog: &Catalog, tables: &[&Table], specs: &HashMap<String, EmbeddingSpec>) -> Vec<String> {
-    let work = embedded_parents(tables, specs);
+fn vector_columns_ddl(catalog: &Catalog, work: &[(&Table, &EmbeddingSpec)]) -> Vec<String> {
     let mut out = Vec::new();
     if !work.is_empty() && !catalog.extensions.iter().any(|e| e.name == "vector") {
         out.push("CREATE EXTENSION IF NOT EXISTS vector".to_string());
@@ -316,8 +316,7 @@ async fn create_schema_and_run(
     plans: &[TablePlan],
     embeddings: &[EmbeddingSpec],
 ) -> Result<Run> {
-    dst.batch_execute("BEGIN").await.context(&dst_name, || "begin schema transaction".into())?;
-    let result = async {
+    let work = async {
         dst.batch_execute(state::SCHEMA_DDL).await.context(&dst_name, || "create the pgshift state schema".into())?;
         for sql in pre_data {
             dst.batch_execute(sql).await.context(&dst_name, || sql.clone())?;
@@ -326,19 +325,10 @@ async fn create_schema_and_run(
         if !embeddings.is_empty() {
             state::set_run_embeddings(dst, dst_name, run_id, embeddings).await?;
         }
-        Ok(run_id)
-    }
-    .await;
-    match result {
-        Ok(run_id) => {
-            dst.batch_execute("COMMIT").await.context(&dst_name, || "commit the schema".into())?;
-            state::run_by_id(dst, dst_name, run_id).await
-        }
-        Err(e) => {
-            let _ = dst.batch_execute("ROLLBACK").await;
-            Err(e)
-        }
-    }
+        Ok::<_, Error>(run_id)
+    };
+    let run_id = in_transaction(dst, dst_name, "the schema", work).await?;
+    state::run_by_id(dst, dst_name, run_id).await
 }
 
 enum SnapshotHolder {

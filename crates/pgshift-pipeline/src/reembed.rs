@@ -99,14 +99,7 @@ pub async fn reembed(target: &ConnInfo, options: &ReembedOptions, progress: std:
     let key = table.primary_key.as_ref().ok_or_else(|| {
         Error::Input(format!("reembed: table {} has no primary key, which the backfill walks in order: add one", table.display_name()))
     })?;
-    if spec.dims != options.setup.embedder.dims() {
-        return Err(Error::Input(format!(
-            "reembed: dims = {}, but the model {} makes {}-dimensional vectors",
-            spec.dims,
-            options.setup.embedder.model(),
-            options.setup.embedder.dims()
-        )));
-    }
+    options.setup.check_dims(spec, "reembed")?;
     let probe = format!("SELECT ({})::text FROM ONLY {} LIMIT 0", spec.text, table.qualified());
     client.batch_execute(&probe).await.map_err(|e| {
         Error::Input(format!("reembed: the text expression {:?} fails on {}: {}", spec.text, table.display_name(), pgshift_postgres::error::describe(&e)))
@@ -308,7 +301,7 @@ impl Backfill<'_> {
             let next: Vec<String> = last.get(2);
             let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
             let texts: Vec<Option<String>> = rows.iter().map(|r| r.get(1)).collect();
-            let written = self.store(&ids, &texts, Some(&next)).await?;
+            let written = self.store(&ids, &texts, &next).await?;
             total += written;
             self.progress.step(&format!("{name}: {total} rows re-embedded in this pass"));
             from = Some(next);
@@ -318,7 +311,7 @@ impl Backfill<'_> {
     /// Writes the vectors of `texts` into the shadow column of rows `ids` whose text is
     /// still the one embedded (a row changed meanwhile waits for the next pass), with
     /// the checkpoint in the same transaction.
-    async fn store(&self, ids: &[String], texts: &[Option<String>], checkpoint: Option<&[String]>) -> Result<u64> {
+    async fn store(&self, ids: &[String], texts: &[Option<String>], checkpoint: &[String]) -> Result<u64> {
         let cache = Cache { client: self.client, endpoint: self.endpoint };
         let vectors: Vec<String> = vectors_for(self.pool, &cache, texts)
             .await?
@@ -334,22 +327,18 @@ impl Backfill<'_> {
             ty = self.spec.column_type(),
             text = self.spec.text
         );
-        let in_transaction = checkpoint.is_some();
-        if in_transaction {
-            self.client.batch_execute("BEGIN").await.context(&self.endpoint, || "begin a backfill batch".into())?;
-        }
-        let written = self.client.execute(&update, &[&ids, &vectors, &plain]).await.context(&self.endpoint, || "store vectors".into())?;
-        if let Some(key) = checkpoint {
+        let write = async {
+            let written = self.client.execute(&update, &[&ids, &vectors, &plain]).await.context(&self.endpoint, || "store vectors".into())?;
             self.client
                 .execute(
                     "UPDATE pgshift.reembeds SET last_key = $3, rows_done = rows_done + $4, updated_at = now() WHERE table_name = $1 AND column_name = $2",
-                    &[&self.table.display_name(), &self.column, &key, &(written as i64)],
+                    &[&self.table.display_name(), &self.column, &checkpoint, &(written as i64)],
                 )
                 .await
                 .context(&self.endpoint, || "checkpoint the backfill".into())?;
-            self.client.batch_execute("COMMIT").await.context(&self.endpoint, || "commit a backfill batch".into())?;
-        }
-        Ok(written)
+            Ok::<_, Error>(written)
+        };
+        pgshift_postgres::conn::in_transaction(self.client, self.endpoint, "a backfill batch", write).await
     }
 }
 
@@ -357,23 +346,13 @@ impl Backfill<'_> {
 /// vectors, then column and index names change and the old ones go, in one transaction.
 async fn swap(b: &Backfill<'_>, n: &Names, spec: &EmbeddingSpec, old_exists: bool, lock_timeout_ms: u64) -> Result<Option<String>> {
     let (client, endpoint) = (b.client, b.endpoint);
-    client
-        .batch_execute(&format!("BEGIN; SET LOCAL lock_timeout = {lock_timeout_ms}; LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE", n.table))
-        .await
-        .context(&endpoint, || format!("lock {} for the swap (writers were busy for longer than the lock timeout: try again)", n.table))?;
-    let result = async {
-        let select = format!(
-            "SELECT ctid::text, ({text})::text FROM ONLY {} WHERE {} IS NULL AND ({text}) IS NOT NULL",
-            n.table,
-            n.shadow,
-            text = spec.text
-        );
-        let rows = client.query(&select, &[]).await.context(&endpoint, || "find rows changed during the backfill".into())?;
-        let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-        let texts: Vec<Option<String>> = rows.iter().map(|r| r.get(1)).collect();
-        if !ids.is_empty() {
-            b.store(&ids, &texts, None).await?;
-        }
+    let work = async {
+        client
+            .batch_execute(&format!("SET LOCAL lock_timeout = {lock_timeout_ms}; LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE", n.table))
+            .await
+            .context(&endpoint, || format!("lock {} for the swap (writers were busy for longer than the lock timeout: try again)", n.table))?;
+        // Rows changed since the last pass; no writer can change them again under the lock.
+        embed_catchup::embed_pending(client, endpoint, b.pool, b.table, b.spec).await?;
         // The index of the old column keeps its name for the new one.
         let old_index: Option<String> = if old_exists {
             client
@@ -407,16 +386,6 @@ async fn swap(b: &Backfill<'_>, n: &Names, spec: &EmbeddingSpec, old_exists: boo
             client.batch_execute(s).await.context(&endpoint, || s.clone())?;
         }
         Ok::<_, Error>(final_index)
-    }
-    .await;
-    match result {
-        Ok(index) => {
-            client.batch_execute("COMMIT").await.context(&endpoint, || "commit the swap".into())?;
-            Ok(index)
-        }
-        Err(e) => {
-            let _ = client.batch_execute("ROLLBACK").await;
-            Err(e)
-        }
-    }
+    };
+    pgshift_postgres::conn::in_transaction(client, endpoint, "the swap", work).await
 }

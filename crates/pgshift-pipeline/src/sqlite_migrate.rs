@@ -57,7 +57,7 @@ impl std::fmt::Debug for SqliteOptions {
 const SCHEMA: &str = "public";
 
 fn qualified(t: &str) -> String {
-    format!("{}.{}", quote_ident(SCHEMA), quote_ident(t))
+    pgshift_postgres::sql::qualified(SCHEMA, t)
 }
 
 /// Reads the file's schema on a blocking thread.
@@ -326,8 +326,7 @@ pub async fn migrate_sqlite(opts: &SqliteOptions, target: &ConnInfo, progress: A
 
 /// Tables, state schema, run and one chunk per table, in one transaction.
 async fn create_run(dst: &tokio_postgres::Client, dst_name: &str, source: &str, ddl: &[String], tables: &[Table]) -> Result<i64> {
-    dst.batch_execute("BEGIN").await.context(&dst_name, || "begin schema transaction".into())?;
-    let result = async {
+    let work = async {
         dst.batch_execute(state::SCHEMA_DDL).await.context(&dst_name, || "create the pgshift state schema".into())?;
         for sql in ddl {
             dst.batch_execute(sql).await.context(&dst_name, || sql.clone())?;
@@ -346,18 +345,8 @@ async fn create_run(dst: &tokio_postgres::Client, dst_name: &str, source: &str, 
             .context(&dst_name, || "record the tables".into())?;
         }
         Ok::<_, Error>(run_id)
-    }
-    .await;
-    match result {
-        Ok(id) => {
-            dst.batch_execute("COMMIT").await.context(&dst_name, || "commit the schema".into())?;
-            Ok(id)
-        }
-        Err(e) => {
-            let _ = dst.batch_execute("ROLLBACK").await;
-            Err(e)
-        }
-    }
+    };
+    pgshift_postgres::conn::in_transaction(dst, dst_name, "the schema", work).await
 }
 
 /// One table: read on a blocking thread, written through a bounded queue into COPY,
@@ -467,15 +456,7 @@ fn specs_for(setup: &EmbeddingSetup, tables: &[Table]) -> Result<HashMap<String,
         let [table] = matching.as_slice() else {
             return Err(Error::Input(format!("embedding for {}: names {} of the SQLite tables being copied, not one", spec.table, matching.len())));
         };
-        if spec.dims != setup.embedder.dims() {
-            return Err(Error::Input(format!(
-                "embedding for {}: dims = {}, but the model {} makes {}-dimensional vectors",
-                spec.table,
-                spec.dims,
-                setup.embedder.model(),
-                setup.embedder.dims()
-            )));
-        }
+        setup.check_dims(spec, &format!("embedding for {}", spec.table))?;
         out.insert(table.name.clone(), spec.clone());
     }
     Ok(out)

@@ -55,30 +55,25 @@ pub async fn status(source: Option<&ConnInfo>, target: &ConnInfo) -> Result<Stat
     if !state::has_state_schema(&dst, dst_name).await? {
         return Ok(report);
     }
-    let Some(run) = dst
-        .query_opt(
-            "SELECT run_id, phase, slot_name, started_at::text, updated_at::text FROM pgshift.runs ORDER BY run_id DESC LIMIT 1",
+    // Every run, newest first; the report's own fields describe the newest.
+    let runs = dst
+        .query(
+            "SELECT run_id, source, phase, slot_name, started_at::text, updated_at::text FROM pgshift.runs ORDER BY run_id DESC",
             &[],
         )
         .await
-        .context(&dst_name, || "read pgshift.runs".into())?
-    else {
+        .context(&dst_name, || "read pgshift.runs".into())?;
+    let Some(run) = runs.first() else {
         return Ok(report);
     };
     let run_id: i64 = run.get(0);
-    report.runs = dst
-        .query("SELECT run_id, source, phase, slot_name FROM pgshift.runs ORDER BY run_id DESC", &[])
-        .await
-        .context(&dst_name, || "read pgshift.runs".into())?
-        .iter()
-        .map(|r| RunSummary { run_id: r.get(0), source: r.get(1), phase: r.get(2), slot_name: r.get(3) })
-        .collect();
+    report.runs = runs.iter().map(|r| RunSummary { run_id: r.get(0), source: r.get(1), phase: r.get(2), slot_name: r.get(3) }).collect();
     report.has_run = true;
     report.run_id = Some(run_id);
-    report.phase = run.get(1);
-    report.slot_name = run.get(2);
-    report.started_at = run.get(3);
-    report.updated_at = run.get(4);
+    report.phase = run.get(2);
+    report.slot_name = run.get(3);
+    report.started_at = run.get(4);
+    report.updated_at = run.get(5);
     let rows = dst
         .query(
             "SELECT table_name, count(done_at), count(*), coalesce(sum(rows), 0)::int8, coalesce(sum(bytes), 0)::int8 \

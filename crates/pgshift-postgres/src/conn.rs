@@ -182,6 +182,28 @@ impl fmt::Debug for ConnInfo {
     }
 }
 
+/// Runs `work` in a transaction on `client`: committed when it succeeds, rolled back
+/// when it fails, so a failure leaves the database as it was. `what` names the work
+/// in errors ("commit the schema").
+pub async fn in_transaction<T, E: From<PgError>>(
+    client: &Client,
+    endpoint: &str,
+    what: &str,
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    client.batch_execute("BEGIN").await.map_err(|e| crate::error::query_error(&e, &endpoint, format!("begin {what}")))?;
+    match work.await {
+        Ok(v) => {
+            client.batch_execute("COMMIT").await.map_err(|e| crate::error::query_error(&e, &endpoint, format!("commit {what}")))?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
+
 /// pg_hba.conf has no line for this connection: not a password problem.
 pub fn refused_by_hba(endpoint: String, message: &str) -> PgError {
     PgError::Query {
