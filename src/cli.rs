@@ -84,6 +84,21 @@ pub struct SourceArg {
 }
 
 #[derive(Args)]
+pub struct SchemaMapArg {
+    /// Put a source schema's tables, sequences and types into another schema on the target:
+    /// SOURCE=TARGET, e.g. 'public=main' when two databases both have public.users. Catch-up,
+    /// verify and cutover follow the run's map by themselves.
+    #[arg(long = "map-schema", env = "PGSHIFT_MAP_SCHEMA", value_delimiter = ',')]
+    pub map_schema: Vec<String>,
+}
+
+impl SchemaMapArg {
+    pub fn map(&self) -> anyhow::Result<pgshift_postgres::schema_map::SchemaMap> {
+        pgshift_postgres::schema_map::SchemaMap::parse(&self.map_schema).map_err(|e| anyhow::anyhow!("--map-schema: {e}"))
+    }
+}
+
+#[derive(Args)]
 pub struct TargetArg {
     /// Target database URL (needs pgvector when the source uses vectors).
     #[arg(long, env = "PGSHIFT_TARGET", hide_env_values = true)]
@@ -198,6 +213,8 @@ pub struct MigrateArgs {
     /// e.g. 'documents.asset_id=uuid' when another database keys the same thing as uuid. Repeatable.
     #[arg(long = "cast", env = "PGSHIFT_CASTS", value_delimiter = ';')]
     pub casts: Vec<String>,
+    #[command(flatten)]
+    pub schemas: SchemaMapArg,
     #[command(flatten)]
     pub follow: FollowTuning,
     /// Print the report as JSON.
@@ -331,6 +348,9 @@ pub struct VerifyArgs {
     pub split_rows: u64,
     #[arg(long, short, env = "PGSHIFT_JOBS", default_value_t = 4)]
     pub jobs: usize,
+    /// Where the source's schemas are on the target (default: the map of the source's run).
+    #[command(flatten)]
+    pub schemas: SchemaMapArg,
     #[command(flatten)]
     pub sqlite: SqliteArgs,
     #[arg(long)]
@@ -423,13 +443,22 @@ pub struct SourceEntry {
     /// Columns whose type changes on the way: "assets.id=uuid".
     #[serde(default)]
     pub casts: Vec<String>,
+    /// Source schema -> target schema: { public = "main" }.
+    #[serde(default)]
+    pub map_schema: std::collections::BTreeMap<String, String>,
+}
+
+impl SourceEntry {
+    pub fn schema_map(&self) -> Result<pgshift_postgres::schema_map::SchemaMap, String> {
+        pgshift_postgres::schema_map::SchemaMap::from_pairs(&self.map_schema)
+    }
 }
 
 #[derive(Args)]
 pub struct ConsolidateArgs {
     #[command(flatten)]
     pub target: TargetArg,
-    /// The sources, a JSON array of {"url": ..., "tables": [...], "casts": [...]};
+    /// The sources, a JSON array of {"url": ..., "tables": [...], "casts": [...], "map_schema": {...}};
     /// usually [[sources]] sections of the --config file.
     #[arg(long, env = "PGSHIFT_SOURCES", hide_env_values = true)]
     pub sources: String,

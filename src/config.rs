@@ -39,6 +39,9 @@ pub struct Config {
     /// Columns whose type changes on the way: "documents.asset_id=uuid".
     #[serde(default)]
     pub casts: Vec<String>,
+    /// Source schema -> target schema: { public = "main" }.
+    #[serde(default)]
+    pub map_schema: BTreeMap<String, String>,
     /// Several sources for `pgshift consolidate`.
     #[serde(default)]
     pub sources: Vec<crate::cli::SourceEntry>,
@@ -200,6 +203,12 @@ impl Config {
                     out.push(format!("sources[{i}].casts: {e}"));
                 }
             }
+            if let Err(e) = s.schema_map() {
+                out.push(format!("sources[{i}].map_schema: {e}"));
+            }
+        }
+        if let Err(e) = pgshift_postgres::schema_map::SchemaMap::from_pairs(&self.map_schema) {
+            out.push(format!("map_schema: {e}"));
         }
         for c in &self.casts {
             if let Err(e) = pgshift_pipeline::casts::ColumnCast::parse(c) {
@@ -239,6 +248,8 @@ impl Config {
         set("PGSHIFT_REJECT_FILE", self.sqlite.reject_file.clone());
         set("PGSHIFT_SOURCES", (!self.sources.is_empty()).then(|| serde_json::to_string(&self.sources).expect("sources serialize")));
         set("PGSHIFT_CASTS", (!self.casts.is_empty()).then(|| self.casts.join(";")));
+        let map: Vec<String> = self.map_schema.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        set("PGSHIFT_MAP_SCHEMA", (!map.is_empty()).then(|| map.join(",")));
         set("PGSHIFT_FOREIGN_KEYS", (!self.foreign_keys.is_empty()).then(|| self.foreign_keys.join(";")));
         set("PGSHIFT_EMBED", (!self.embedding.is_empty()).then(|| serde_json::to_string(&self.embedding).expect("specs serialize")));
         let token = match &self.api.token_file {

@@ -77,6 +77,9 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate(a) if pgshift_sqlite::path_of(&a.source.source).is_some() => {
+            if !a.schemas.map_schema.is_empty() {
+                bail!("--map-schema moves PostgreSQL schemas; a SQLite source's tables go to public");
+            }
             let target = ConnInfo::parse(&a.target.target, "--target")?;
             let mut options = sqlite_options(&a.source.source, &a.sqlite, &a.load.tables, a.load.jobs)?;
             options.dry_run = a.dry_run;
@@ -98,6 +101,7 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
                 extensions_in_template1: a.extensions_in_template1,
                 foreign_keys: parse_all(&a.foreign_keys, pgshift_pipeline::links::DeclaredForeignKey::parse)?,
                 casts: parse_all(&a.casts, pgshift_pipeline::casts::ColumnCast::parse)?,
+                schema_map: a.schemas.map()?,
                 ..a.load.options()?
             };
             let report = pgshift_pipeline::migrate::migrate(&source, &target, &options, progress.clone()).await?;
@@ -129,7 +133,7 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
         Command::Verify(a) => {
             let source = ConnInfo::parse(&a.source.source, "--source")?;
             let target = ConnInfo::parse(&a.target.target, "--target")?;
-            let options = VerifyOptions { patterns: a.tables, split_rows: a.split_rows, jobs: a.jobs };
+            let options = VerifyOptions { patterns: a.tables, split_rows: a.split_rows, jobs: a.jobs, schema_map: a.schemas.map()? };
             let report = pgshift_pipeline::verify::verify(&source, &target, &options).await?;
             emit(a.json, &report, output::print_verify)?;
             Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
@@ -193,6 +197,7 @@ async fn consolidate(a: cli::ConsolidateArgs, progress: Arc<dyn pgshift_pipeline
             source: ConnInfo::parse(&e.url, &format!("sources[{i}].url"))?,
             tables: e.tables.clone(),
             casts: parse_all(&e.casts, pgshift_pipeline::casts::ColumnCast::parse)?,
+            schema_map: e.schema_map().map_err(|err| anyhow::anyhow!("sources[{i}].map_schema: {err}"))?,
         });
     }
     let base = pgshift_pipeline::migrate::MigrateOptions {

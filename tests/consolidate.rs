@@ -152,3 +152,92 @@ fn one_command_consolidates_the_sources_of_a_config_file() {
     assert_verified(&vectors, &target);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The vector database has its own `users`, a serial, an enum, a key between its
+/// tables and an expression index: all of it moves to schema `vec`, while the
+/// extension's type stays `public.vector`.
+const VECTORS_WITH_USERS: &str = "
+CREATE EXTENSION vector;
+CREATE TYPE kind AS ENUM ('note', 'page');
+CREATE TABLE users (id serial PRIMARY KEY, email text UNIQUE);
+INSERT INTO users (email) SELECT 'v' || i || '@example.com' FROM generate_series(1, 30) i;
+CREATE TABLE documents (id bigint PRIMARY KEY, user_id int NOT NULL REFERENCES users(id), kind kind NOT NULL DEFAULT 'note',
+                        body text, embedding vector(3));
+CREATE INDEX documents_body ON documents (lower(body));
+INSERT INTO documents SELECT i, 1 + i % 30, 'page', 'doc ' || i, ARRAY[i, 1, 0]::vector FROM generate_series(1, 60) i;
+";
+
+#[test]
+fn same_named_tables_of_two_sources_go_to_schemas_of_their_own() {
+    let (main, vectors) = pair(PgVersion::V15, PgVersion::V16);
+    let target = Cluster::start(PgVersion::V16);
+    target.create_database("app");
+    main.psql("app", MAIN);
+    vectors.psql("app", VECTORS_WITH_USERS);
+    let dir = std::env::temp_dir().join(format!("pgshift-schemas-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("pgshift.toml");
+    let config = format!(
+        "target = \"{}\"\n\n[[sources]]\nurl = \"{}\"\n\n[[sources]]\nurl = \"{}\"\nmap_schema = {{ public = \"vec\" }}\n",
+        target.url("app"),
+        main.url("app"),
+        vectors.url("app")
+    );
+    std::fs::write(&file, config).unwrap();
+    let f = file.to_str().unwrap();
+    pgshift_expect(0, &["config", "check", f]);
+
+    // Without the map the second source's users would land on the first one's.
+    let (v, t) = (vectors.url("app"), target.url("app"));
+    migrate(&main, &target, &[]);
+    let out = pgshift_expect(2, &["migrate", "--source", &v, "--target", &t, "--dry-run"]);
+    assert!(stderr(&out).contains("target table public.users already holds rows") && stderr(&out).contains("--map-schema"), "{}", stderr(&out));
+    let out = pgshift_expect(2, &["migrate", "--source", &v, "--target", &t, "--map-schema", "public"]);
+    assert!(stderr(&out).contains("SOURCE_SCHEMA=TARGET_SCHEMA"), "{}", stderr(&out));
+
+    pgshift_expect(0, &["consolidate", "--config", f, "--load-only"]);
+    assert_eq!(target.psql("app", "SELECT count(*) FROM public.users"), "20");
+    assert_eq!(target.psql("app", "SELECT count(*) FROM vec.users"), "30");
+    let column = |table: &str, col: &str| {
+        target.psql(
+            "app",
+            &format!(
+                "SELECT n.nspname || '.' || format_type(a.atttypid, a.atttypmod) FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+                 JOIN pg_namespace n ON n.oid = t.typnamespace WHERE a.attrelid = '{table}'::regclass AND a.attname = '{col}'"
+            ),
+        )
+    };
+    assert_eq!(column("vec.documents", "embedding"), "public.vector(3)", "the extension's type stays where the extension is");
+    assert_eq!(column("vec.documents", "kind"), "vec.vec.kind");
+    assert_eq!(target.psql("app", "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = 'vec.users'::regclass"), "nextval('vec.users_id_seq'::regclass)");
+    assert_eq!(target.psql("app", "SELECT confrelid::regclass::text FROM pg_constraint WHERE conrelid = 'vec.documents'::regclass AND contype = 'f'"), "vec.users");
+    assert_eq!(target.psql("app", "SELECT count(*) FROM pg_indexes WHERE schemaname = 'vec' AND indexname = 'documents_body'"), "1");
+    assert_eq!(target.psql("app", "SELECT string_agg(schema_map::text, ' ' ORDER BY run_id) FROM pgshift.runs"), r#"{} {"public": "vec"}"#);
+
+    // Both follow at once; the second one's changes land in vec.
+    main.psql("app", "UPDATE users SET email = 'main changed' WHERE id = 1");
+    vectors.psql(
+        "app",
+        "INSERT INTO users (email) VALUES ('late@example.com');
+         UPDATE users SET email = 'vec changed' WHERE id = 1;
+         INSERT INTO documents VALUES (100, 31, 'note', 'late doc', '[1,2,3]');
+         DELETE FROM documents WHERE id < 5;",
+    );
+    pgshift_expect(0, &["consolidate", "--config", f, "--until-caught-up"]);
+    assert_eq!(target.psql("app", "SELECT email FROM public.users WHERE id = 1"), "main changed");
+    assert_eq!(target.psql("app", "SELECT email FROM vec.users WHERE id = 1"), "vec changed");
+    assert_eq!(target.psql("app", "SELECT body FROM vec.documents WHERE user_id = 31"), "late doc");
+    assert_verified(&main, &target);
+    assert_verified(&vectors, &target);
+
+    // Cutover of the vector database: sequences and counts are compared across the
+    // map, and with --reverse the changes on the target flow back into public.
+    let out = pgshift_expect(0, &["cutover", "--source", &v, "--target", &t, "--reverse", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["sequences_synced"], 1, "{report}");
+    let id: i64 = target.psql("app", "INSERT INTO vec.users (email) VALUES ('after the cutover') RETURNING id").parse().unwrap();
+    assert_eq!(id, 32, "the target's sequence continues the source's");
+    pgshift_expect(0, &["follow", "--source", &t, "--target", &v, "--until-caught-up"]);
+    assert_eq!(vectors.psql("app", "SELECT email FROM public.users WHERE id = 32"), "after the cutover");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

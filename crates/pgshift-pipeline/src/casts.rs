@@ -4,6 +4,7 @@
 
 use pgshift_postgres::catalog::{Catalog, Table};
 use pgshift_postgres::error::Context;
+use pgshift_postgres::schema_map::SchemaMap;
 use pgshift_postgres::sql::quote_ident;
 use tokio_postgres::Client;
 
@@ -86,9 +87,9 @@ pub async fn check(src: &Client, src_name: &str, tables: &[&Table]) -> Result<Ve
 
 /// For verify: a text column on the source that the target holds as another type is
 /// compared as the target type (a cast made by migrate --cast).
-pub fn follow_target_types(source: &mut Catalog, target: &Catalog) {
+pub fn follow_target_types(source: &mut Catalog, target: &Catalog, schema_map: &SchemaMap) {
     for t in &mut source.tables {
-        let Some(tt) = target.table(&t.schema, &t.name) else { continue };
+        let Some(tt) = target.table(schema_map.target_schema(&t.schema), &t.name) else { continue };
         for c in &mut t.columns {
             let textual = matches!(c.type_name.split('(').next(), Some("text" | "character varying" | "character"));
             if let Some(tc) = tt.columns.iter().find(|x| x.name == c.name) {

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use pgshift_postgres::schema_map::SchemaMap;
 use pgshift_postgres::ConnInfo;
 use serde::Serialize;
 
@@ -22,6 +23,8 @@ pub struct SourcePlan {
     /// Table patterns (`!pattern` leaves out); empty = every table.
     pub tables: Vec<String>,
     pub casts: Vec<ColumnCast>,
+    /// Where this source's schemas go on the target.
+    pub schema_map: SchemaMap,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -46,7 +49,7 @@ pub async fn consolidate(
     let (dst_name, dst) = (target.endpoint(), target.connect().await?);
     for s in sources {
         let name = s.source.endpoint();
-        let resume = match state::phase_of_source(&dst, dst_name, name).await?.as_deref() {
+        let resume = match state::newest_run_of_source(&dst, dst_name, name).await?.map(|r| r.phase).as_deref() {
             Some(phase::LOADED) if !base.dry_run => {
                 progress.step(&format!("{name} is already loaded"));
                 continue;
@@ -58,6 +61,7 @@ pub async fn consolidate(
         let options = MigrateOptions {
             plan: PlanOptions { patterns: s.tables.clone(), ..base.plan.clone() },
             casts: s.casts.clone(),
+            schema_map: s.schema_map.clone(),
             resume,
             ..base.clone()
         };

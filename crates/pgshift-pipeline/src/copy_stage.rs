@@ -113,8 +113,8 @@ async fn worker(ctx: &CopyContext, queue: &WorkQueue<CopyJob>, tables: &Tables) 
         target.batch_execute("BEGIN").await.context(&dst_name, || format!("begin chunk of {table}"))?;
         if job.clear_first {
             let sql = match &job.predicate {
-                Some(p) => format!("DELETE FROM ONLY {} WHERE {p}", job.plan.table.qualified()),
-                None => format!("TRUNCATE ONLY {}", job.plan.table.qualified()),
+                Some(p) => format!("DELETE FROM ONLY {} WHERE {p}", job.plan.target.qualified()),
+                None => format!("TRUNCATE ONLY {}", job.plan.target.qualified()),
             };
             target.batch_execute(&sql).await.context(&dst_name, || format!("clear {table} before re-copy"))?;
         }
@@ -132,11 +132,12 @@ async fn worker(ctx: &CopyContext, queue: &WorkQueue<CopyJob>, tables: &Tables) 
                 }
                 let cache = Cache { client: cache_client.as_ref().expect("just connected"), endpoint: dst_name };
                 let embed = EmbedTarget { pool, cache, spec };
-                embed_pipe((&source, src_name), (&target, dst_name), &embed, &job.plan.table, job.predicate.as_deref(), report).await?
+                let tables = (&job.plan.table, &job.plan.target);
+                embed_pipe((&source, src_name), (&target, dst_name), &embed, tables, job.predicate.as_deref(), report).await?
             }
             None => {
                 let out_sql = copy_out_sql(&job.plan.table, job.predicate.as_deref(), job.plan.format);
-                let in_sql = copy_in_sql(&job.plan.table, job.plan.format);
+                let in_sql = copy_in_sql(&job.plan.target, job.plan.format);
                 pipe((&source, src_name), (&target, dst_name), &out_sql, &in_sql, report).await?
             }
         };

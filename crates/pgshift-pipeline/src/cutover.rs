@@ -16,6 +16,7 @@ use pgshift_postgres::catalog::{self, Catalog, Table};
 use pgshift_postgres::ddl;
 use pgshift_postgres::error::Context;
 use pgshift_postgres::lsn::Lsn;
+use pgshift_postgres::schema_map::SchemaMap;
 use pgshift_postgres::sql::{qualified, quote_ident, quote_literal};
 use pgshift_postgres::ConnInfo;
 use serde::Serialize;
@@ -93,8 +94,12 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
     let catalog = catalog::inspect(&src, &src_name).await?;
     let target_catalog = catalog::inspect(&dst, &dst_name).await?;
     let tables = follow::run_tables(&dst, dst_name, &run, &target_catalog).await?;
-    let names: Vec<String> = tables.iter().map(|t| t.qualified()).collect();
-    let source_tables: Vec<_> = catalog.tables.iter().filter(|t| names.contains(&t.qualified())).collect();
+    // Each run table as the source and as the target has it (schemas may differ: --map-schema).
+    let back = run.schema_map.inverse();
+    let pairs: Vec<(&Table, &Table)> =
+        tables.iter().filter_map(|t| catalog.table(back.target_schema(&t.schema), &t.name).map(|s| (s, *t))).collect();
+    let source_tables: Vec<&Table> = pairs.iter().map(|(s, _)| *s).collect();
+    let names: Vec<String> = source_tables.iter().map(|t| t.qualified()).collect();
 
     let mut report = CutoverReport { run_id: run.run_id, dry_run: opts.dry_run, lag_bytes_before: lag, switch_to: dst_name.to_string(), ..Default::default() };
     report.steps = vec![
@@ -157,9 +162,10 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
     fence.batch_execute(&lock).await.context(&src_name, || "fence writes (LOCK TABLE ... IN EXCLUSIVE MODE)".into())?;
     let paused = Instant::now();
     let result = async {
-        let done = fenced(&fence, &src, &dst, (src_name, dst_name), &slot, &catalog, &tables, paused, opts).await?;
+        let done = fenced(&fence, &src, &dst, (src_name, dst_name), (&slot, &run.schema_map), &catalog, &pairs, paused, opts).await?;
         if opts.reverse {
-            report.reverse_slot = Some(reverse::set_up(&src, src_name, &dst, target, run.run_id, &names).await?);
+            let new_names: Vec<String> = tables.iter().map(|t| t.qualified()).collect();
+            report.reverse_slot = Some(reverse::set_up((&src, src_name), (&dst, target), run.run_id, &new_names, &run.schema_map).await?);
         }
         if opts.rollback {
             let sql = format!("ALTER DATABASE {} RESET default_transaction_read_only", quote_ident(target.dbname()));
@@ -192,8 +198,8 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
     drop_slot(&src, src_name, &slot).await?;
     // From now on the application writes the vectors: catch-up's trigger goes.
     let embedded = state::run_embeddings(&dst, dst_name, run.run_id).await?;
-    for t in target_catalog.tables.iter().filter(|t| t.partition_of.is_none()) {
-        for spec in embedded.iter().filter(|s| crate::plan::table_matches(t, &s.table)) {
+    for (s, t) in pairs.iter().filter(|(_, t)| t.partition_of.is_none()) {
+        for spec in embedded.iter().filter(|spec| crate::plan::table_matches(s, &spec.table)) {
             for sql in crate::embed_catchup::drop_catchup_ddl(t, spec) {
                 dst.batch_execute(&sql).await.context(&dst_name, || sql.clone())?;
             }
@@ -210,9 +216,9 @@ async fn fenced(
     src: &Client,
     dst: &Client,
     (src_name, dst_name): (&str, &str),
-    slot: &str,
+    (slot, schema_map): (&str, &SchemaMap),
     catalog: &Catalog,
-    tables: &[&Table],
+    tables: &[(&Table, &Table)],
     paused: Instant,
     opts: &CutoverOptions,
 ) -> Result<(Lsn, usize, Vec<TableCount>)> {
@@ -234,8 +240,8 @@ async fn fenced(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let names: Vec<String> = tables.iter().map(|t| t.qualified()).collect();
-    let sequences = sync_sequences(fence, dst, (src_name, dst_name), catalog, &names).await?;
+    let source_tables: Vec<&Table> = tables.iter().map(|(s, _)| *s).collect();
+    let sequences = sync_sequences(fence, dst, (src_name, dst_name), (catalog, schema_map), &source_tables).await?;
     let counts = compare_counts(fence, dst, (src_name, dst_name), tables).await?;
     Ok((fence_lsn, sequences, counts))
 }
@@ -266,28 +272,39 @@ async fn wait_for_follower<T>(src: &Client, src_name: &str, slot: &str, timeout:
 }
 
 /// Sets every sequence of the run on the target to the source's current value.
-async fn sync_sequences(fence: &Client, dst: &Client, (src_name, dst_name): (&str, &str), catalog: &Catalog, names: &[String]) -> Result<usize> {
-    let tables: Vec<_> = catalog.tables.iter().filter(|t| names.contains(&t.qualified())).collect();
+async fn sync_sequences(
+    fence: &Client,
+    dst: &Client,
+    (src_name, dst_name): (&str, &str),
+    (catalog, schema_map): (&Catalog, &SchemaMap),
+    tables: &[&Table],
+) -> Result<usize> {
     let mut current = catalog.clone();
     for s in current.sequences.iter_mut() {
         let sql = format!("SELECT last_value, is_called FROM {}", qualified(&s.schema, &s.name));
         let row = fence.query_one(&sql, &[]).await.context(&src_name, || sql.clone())?;
         s.value = Some((row.get(0), row.get(1)));
     }
-    let statements = ddl::sequence_values(&current, &tables);
+    let view = schema_map.target_view(&current);
+    let statements = ddl::sequence_values(&view, &view.same_tables(tables));
     for sql in &statements {
         dst.batch_execute(sql).await.context(&dst_name, || sql.clone())?;
     }
     Ok(statements.len())
 }
 
-async fn compare_counts(fence: &Client, dst: &Client, (src_name, dst_name): (&str, &str), tables: &[&Table]) -> Result<Vec<TableCount>> {
+async fn compare_counts(fence: &Client, dst: &Client, (src_name, dst_name): (&str, &str), tables: &[(&Table, &Table)]) -> Result<Vec<TableCount>> {
     let mut counts = Vec::new();
     let mut differ = Vec::new();
-    for t in tables {
-        let (sql, name) = (format!("SELECT count(*) FROM ONLY {}", t.qualified()), t.display_name());
-        let (s, d) = tokio::join!(fence.query_one(&sql, &[]), dst.query_one(&sql, &[]));
-        let c = TableCount { table: name.clone(), source_rows: s.context(&src_name, || sql.clone())?.get(0), target_rows: d.context(&dst_name, || sql.clone())?.get(0) };
+    for (s, t) in tables {
+        let count = |t: &Table| format!("SELECT count(*) FROM ONLY {}", t.qualified());
+        let (src_sql, dst_sql, name) = (count(s), count(t), t.display_name());
+        let (s, d) = tokio::join!(fence.query_one(&src_sql, &[]), dst.query_one(&dst_sql, &[]));
+        let c = TableCount {
+            table: name.clone(),
+            source_rows: s.context(&src_name, || src_sql.clone())?.get(0),
+            target_rows: d.context(&dst_name, || dst_sql.clone())?.get(0),
+        };
         if c.source_rows != c.target_rows {
             differ.push(format!("{name}: source {} rows, target {}", c.source_rows, c.target_rows));
         }

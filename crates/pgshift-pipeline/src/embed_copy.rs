@@ -45,19 +45,20 @@ pub struct EmbedTarget<'a> {
     pub spec: &'a EmbeddingSpec,
 }
 
-/// Streams one chunk of `table` from source to target, computing its vectors.
+/// Streams one chunk of a table (as the source and the target name it) from source
+/// to target, computing its vectors.
 pub async fn embed_pipe(
     (src, src_name): (&Client, &str),
     target: (&Client, &str),
     embed: &EmbedTarget<'_>,
-    table: &Table,
+    (table, target_table): (&Table, &Table),
     predicate: Option<&str>,
     progress: impl FnMut(u64),
 ) -> Result<PipeStats> {
     let out_sql = copy_out_sql(table, embed.spec, predicate);
     let stream = src.copy_out(&out_sql).await.context(&src_name, || format!("start {out_sql}"))?;
     let stream = stream.map_err(|e| Error::from(query_error(&e, &src_name, format!("read {out_sql}"))));
-    embed_stream(stream, target, embed, &copy_in_sql(table, embed.spec), &table.display_name(), progress).await
+    embed_stream(stream, target, embed, &copy_in_sql(target_table, embed.spec), &table.display_name(), progress).await
 }
 
 /// The core of [`embed_pipe`] for any source of binary COPY data whose last field is

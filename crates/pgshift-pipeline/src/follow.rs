@@ -13,6 +13,7 @@ use pgshift_postgres::lsn::Lsn;
 use pgshift_postgres::logical_stream::{LogicalStream, StreamItem};
 use pgshift_postgres::pgoutput::LogicalMessage;
 use pgshift_postgres::replication::{pg_now_micros, ReplicationConn};
+use pgshift_postgres::schema_map::SchemaMap;
 use pgshift_postgres::{ConnInfo, PgError};
 use serde::Serialize;
 use tokio_postgres::Client;
@@ -100,10 +101,10 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
     let target_catalog = catalog::inspect(&dst, &dst_name).await?;
     let tables = run_tables(&dst, dst_name, &run, &target_catalog).await?;
     // A column whose type changed on the way (migrate --cast) must arrive as text.
-    let source_catalog = catalog::inspect(&src, &src_name).await?;
+    let source_catalog = run.schema_map.target_view(&catalog::inspect(&src, &src_name).await?);
     let binary = tables.iter().all(|t| CopyFormat::for_table(t) == CopyFormat::Binary) && !crate::casts::types_differ(&source_catalog, &tables);
     let format = if binary { CopyFormat::Binary } else { CopyFormat::Text };
-    let embed = catchup_embedding(&dst, dst_name, &run, &tables, opts).await?;
+    let embed = catchup_embedding(&dst, dst_name, &run, (&target_catalog, &tables), opts).await?;
     let apply_client = target.connect().await?;
     let (mut applier, origin_lsn) = Applier::new(apply_client, dst_name, format, target_catalog, &slot).await?;
     let l0: Lsn = run.start_lsn.as_deref().unwrap_or("0/0").parse().map_err(Error::State)?;
@@ -140,6 +141,7 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
         last_commit_time: None,
         counted: Applied::default(),
         embed: embed.as_ref(),
+        schema_map: &run.schema_map,
     };
     let mut shutdown = Box::pin(shutdown_signal());
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -247,6 +249,8 @@ struct Follower<'a> {
     /// Applier counts already added to the metrics.
     counted: Applied,
     embed: Option<&'a CatchupEmbedding>,
+    /// Where the source's schemas went on the target.
+    schema_map: &'a SchemaMap,
 }
 
 /// The embedding threads and the tables (those holding rows) whose vectors follow their text.
@@ -256,7 +260,13 @@ struct CatchupEmbedding {
 }
 
 /// For a run that computes vectors: the embedder given must serve the run's specs.
-async fn catchup_embedding(dst: &Client, dst_name: &str, run: &Run, tables: &[&Table], opts: &FollowOptions) -> Result<Option<CatchupEmbedding>> {
+async fn catchup_embedding(
+    dst: &Client,
+    dst_name: &str,
+    run: &Run,
+    (target, tables): (&catalog::Catalog, &[&Table]),
+    opts: &FollowOptions,
+) -> Result<Option<CatchupEmbedding>> {
     let recorded = state::run_embeddings(dst, dst_name, run.run_id).await?;
     if recorded.is_empty() {
         return Ok(None);
@@ -272,8 +282,11 @@ async fn catchup_embedding(dst: &Client, dst_name: &str, run: &Run, tables: &[&T
             )));
         }
     };
-    let by_table = specs_by_table(setup, tables)?;
-    let tables = tables.iter().filter(|t| t.holds_rows()).filter_map(|t| by_table.get(&t.display_name()).map(|s| ((*t).clone(), s.clone()))).collect();
+    // Specs name the tables as the source does.
+    let back = run.schema_map.inverse();
+    let by_table = specs_by_table(setup, &back.target_view(target).same_tables(tables))?;
+    let spec_of = |t: &Table| by_table.get(&back.target_display(&t.display_name())).map(|s| (t.clone(), s.clone()));
+    let tables = tables.iter().filter(|t| t.holds_rows()).filter_map(|t| spec_of(t)).collect();
     Ok(Some(CatchupEmbedding { pool: EmbedPool::start(setup.embedder.clone(), setup.threads, setup.batch_size), tables }))
 }
 
@@ -348,7 +361,10 @@ impl Follower<'_> {
                     self.commit().await?;
                 }
             }
-            LogicalMessage::Relation(rel) => self.applier.relation(rel).await?,
+            LogicalMessage::Relation(mut rel) => {
+                rel.schema = self.schema_map.target_schema(&rel.schema).to_string();
+                self.applier.relation(rel).await?
+            }
             _ if self.skipping => {}
             LogicalMessage::Insert { relation, new } => self.applier.insert(relation, new).await?,
             LogicalMessage::Update { relation, old, new } => self.applier.update(relation, old, new).await?,
@@ -436,9 +452,11 @@ fn slot_error(e: PgError, slot: &str) -> Error {
     }
 }
 
-/// The tables the run copies, as the target has them now.
+/// The tables the run copies, as the target has them now (the chunks keep the
+/// source's names; the run's schema map says where they went).
 pub(crate) async fn run_tables<'a>(dst: &Client, dst_name: &str, run: &Run, target: &'a catalog::Catalog) -> Result<Vec<&'a Table>> {
-    let names: Vec<String> = state::chunks(dst, dst_name, run.run_id).await?.into_iter().map(|c| c.table_name).collect();
+    let chunks = state::chunks(dst, dst_name, run.run_id).await?;
+    let names: Vec<String> = chunks.iter().map(|c| run.schema_map.target_display(&c.table_name)).collect();
     Ok(target.tables.iter().filter(|t| names.contains(&t.display_name())).collect())
 }
 

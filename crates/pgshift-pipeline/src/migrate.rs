@@ -11,6 +11,7 @@ use pgshift_postgres::error::Context;
 use pgshift_postgres::replication::{CreatedSlot, ReplicationConn};
 use pgshift_postgres::sql::quote_ident;
 use pgshift_postgres::conn::in_transaction;
+use pgshift_postgres::schema_map::SchemaMap;
 use pgshift_postgres::ConnInfo;
 use serde::Serialize;
 use tokio_postgres::Client;
@@ -48,6 +49,8 @@ pub struct MigrateOptions {
     pub foreign_keys: Vec<crate::links::DeclaredForeignKey>,
     /// Columns whose type changes on the way (every value checked first).
     pub casts: Vec<crate::casts::ColumnCast>,
+    /// Source schemas whose tables go to another schema on the target.
+    pub schema_map: SchemaMap,
 }
 
 impl Default for MigrateOptions {
@@ -64,6 +67,7 @@ impl Default for MigrateOptions {
             extensions_in_template1: false,
             foreign_keys: Vec::new(),
             casts: Vec::new(),
+            schema_map: SchemaMap::default(),
         }
     }
 }
@@ -117,6 +121,13 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
             )))
         }
         (None, true) => return Err(Error::State("--resume: the target holds no unfinished pgshift run".into())),
+        (Some(run), true) if run.schema_map != opts.schema_map => {
+            return Err(Error::Input(format!(
+                "run {} was started with another schema map ({}): resume it with the same --map-schema",
+                run.run_id,
+                if run.schema_map.is_empty() { "none".to_string() } else { run.schema_map.to_string() }
+            )))
+        }
         _ => {}
     }
     let tables = match &unfinished {
@@ -146,13 +157,18 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
     if !problems.is_empty() {
         return Err(Error::Preflight(problems));
     }
+    // The catalog and the tables as the target gets them (other schemas with --map-schema).
+    let view = opts.schema_map.target_view(&catalog);
+    let target_tables = view.same_tables(&tables);
+    let embedded_targets: Vec<(&Table, &EmbeddingSpec)> =
+        embedded.iter().map(|(t, s)| (view.same_tables(&[t])[0], *s)).collect();
     let checks = Checks { needs_slot, resume: opts.resume, follow: opts.follow };
-    preflight::check((&src, src_name), (&dst, dst_name), &catalog, &tables, &checks).await?;
+    preflight::check((&src, src_name), (&dst, dst_name), &catalog, (&tables, &target_tables), &checks).await?;
 
-    let plans = plan_tables(&src, src_name, &tables, &opts.plan).await?;
-    let mut pre_data = ddl::pre_data(&catalog, &tables);
-    pre_data.extend(vector_columns_ddl(&catalog, &embedded));
-    let post_steps = ddl::post_data(&tables);
+    let plans = plan_tables(&src, src_name, &tables, &view, &opts.plan).await?;
+    let mut pre_data = ddl::pre_data(&view, &target_tables);
+    pre_data.extend(vector_columns_ddl(&view, &embedded_targets));
+    let post_steps = ddl::post_data(&target_tables);
     let mut report = MigrateReport {
         dry_run: opts.dry_run,
         plan: plans.iter().map(planned).collect(),
@@ -178,7 +194,8 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
         Some(run) => run,
         None => {
             crate::progress::enter(&*progress, "schema");
-            create_schema_and_run(&dst, dst_name, source, &pre_data, &plans, &embedded_specs).await?
+            let recorded = RunRecord { plans: &plans, embeddings: &embedded_specs, schema_map: &opts.schema_map };
+            create_schema_and_run(&dst, dst_name, source, &pre_data, &recorded).await?
         }
     };
     report.run_id = Some(run.run_id);
@@ -235,14 +252,14 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
         max_memory_mb: opts.vector_index_memory_mb,
         parallel_workers: opts.jobs.clamp(1, 7),
     };
-    let index_work: Vec<IndexTarget> = embedded.iter().map(|(t, s)| IndexTarget::of(t, s)).collect();
+    let index_work: Vec<IndexTarget> = embedded_targets.iter().map(|(t, s)| IndexTarget::of(t, s)).collect();
     report.warnings.extend(vector_index::build(target, &index_work, &vector_options, progress.clone()).await?);
     if opts.follow {
-        for sql in embedded.iter().flat_map(|(t, s)| catchup_ddl(t, s)) {
+        for sql in embedded_targets.iter().flat_map(|(t, s)| catchup_ddl(t, s)) {
             dst.batch_execute(&sql).await.context(&dst_name, || sql.clone())?;
         }
     }
-    for sql in ddl::sequence_values(&catalog, &tables) {
+    for sql in ddl::sequence_values(&view, &target_tables) {
         dst.batch_execute(&sql).await.context(&dst_name, || sql.clone())?;
     }
     report.post_data_seconds = post_started.elapsed().as_secs_f64();
@@ -306,24 +323,24 @@ fn planned(p: &TablePlan) -> PlannedTable {
     }
 }
 
+/// What a new run records besides its pre-data.
+struct RunRecord<'a> {
+    plans: &'a [TablePlan],
+    embeddings: &'a [EmbeddingSpec],
+    schema_map: &'a SchemaMap,
+}
+
 /// Pre-data DDL, the state schema and the run with its chunks, in one transaction:
 /// a failure leaves the target as it was.
-async fn create_schema_and_run(
-    dst: &Client,
-    dst_name: &str,
-    source: &ConnInfo,
-    pre_data: &[String],
-    plans: &[TablePlan],
-    embeddings: &[EmbeddingSpec],
-) -> Result<Run> {
+async fn create_schema_and_run(dst: &Client, dst_name: &str, source: &ConnInfo, pre_data: &[String], record: &RunRecord<'_>) -> Result<Run> {
     let work = async {
         dst.batch_execute(state::SCHEMA_DDL).await.context(&dst_name, || "create the pgshift state schema".into())?;
         for sql in pre_data {
             dst.batch_execute(sql).await.context(&dst_name, || sql.clone())?;
         }
-        let run_id = state::create_run(dst, dst_name, source.endpoint(), plans).await?;
-        if !embeddings.is_empty() {
-            state::set_run_embeddings(dst, dst_name, run_id, embeddings).await?;
+        let run_id = state::create_run(dst, dst_name, source.endpoint(), record.plans, record.schema_map).await?;
+        if !record.embeddings.is_empty() {
+            state::set_run_embeddings(dst, dst_name, run_id, record.embeddings).await?;
         }
         Ok::<_, Error>(run_id)
     };
@@ -430,7 +447,7 @@ async fn copy_jobs(dst: &Client, dst_name: &str, run: &Run, plans: &[TablePlan],
         let mine: Vec<&ChunkState> = states.iter().filter(|c| c.table_name == name).collect();
         let (truncate, todo) = resume_plan(&mine, resumed);
         if truncate {
-            dst.batch_execute(&format!("BEGIN; TRUNCATE ONLY {}", plan.table.qualified()))
+            dst.batch_execute(&format!("BEGIN; TRUNCATE ONLY {}", plan.target.qualified()))
                 .await
                 .context(&dst_name, || format!("clear {name} for a whole re-copy"))?;
             state::reset_table_chunks(dst, dst_name, run.run_id, &name).await?;

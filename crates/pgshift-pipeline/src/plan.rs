@@ -51,7 +51,10 @@ pub struct Chunk {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct TablePlan {
+    /// The table on the source.
     pub table: Table,
+    /// The same table as the target has it (another schema with --map-schema).
+    pub target: Table,
     pub format: CopyFormat,
     pub split: SplitKind,
     pub chunks: Vec<Chunk>,
@@ -147,12 +150,14 @@ pub fn glob(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|c| *c == '*')
 }
 
-/// Decides format and chunks for each table that holds rows.
-pub async fn plan_tables(source: &Client, endpoint: &str, tables: &[&Table], options: &PlanOptions) -> Result<Vec<TablePlan>> {
+/// Decides format and chunks for each table that holds rows. `target` is the
+/// catalog as the target has it (see `SchemaMap::target_view`).
+pub async fn plan_tables(source: &Client, endpoint: &str, tables: &[&Table], target: &Catalog, options: &PlanOptions) -> Result<Vec<TablePlan>> {
     let mut plans = Vec::new();
     for t in tables.iter().filter(|t| t.holds_rows()) {
         let (split, chunks) = chunk_table(source, endpoint, t, options.split_rows).await?;
-        plans.push(TablePlan { table: (*t).clone(), format: CopyFormat::for_table(t), split, chunks });
+        let target = target.same_tables(&[t]).pop().unwrap_or(t).clone();
+        plans.push(TablePlan { table: (*t).clone(), target, format: CopyFormat::for_table(t), split, chunks });
     }
     // Largest first keeps the workers busy to the end.
     plans.sort_by_key(|p| std::cmp::Reverse(p.table.size_bytes));

@@ -37,7 +37,7 @@ pub async fn check(
     source: (&Client, &str),
     target: (&Client, &str),
     catalog: &Catalog,
-    tables: &[&Table],
+    (tables, target_tables): (&[&Table], &[&Table]),
     checks: &Checks,
 ) -> Result<()> {
     let mut problems = Vec::new();
@@ -49,7 +49,7 @@ pub async fn check(
         problems.extend(identity_problems(tables).into_iter().map(|p| p + ", or copy without catch-up (--no-follow)"));
     }
     if !checks.resume {
-        target_tables_absent(target, tables, &mut problems).await?;
+        target_tables_absent(target, target_tables, &mut problems).await?;
     }
     if problems.is_empty() {
         Ok(())
@@ -139,7 +139,8 @@ async fn target_tables_absent((client, endpoint): (&Client, &str), tables: &[&Ta
         problems.push(if has_rows {
             format!(
                 "target table {} already holds rows; pgshift will not write over data: drop or empty it \
-                 (DROP TABLE {} CASCADE), or pass --resume to continue an earlier run",
+                 (DROP TABLE {} CASCADE), pass --resume to continue an earlier run, or, when it came from another \
+                 database, move this source's tables to a schema of their own (--map-schema public=NAME)",
                 t.display_name(),
                 t.qualified()
             )

@@ -9,6 +9,7 @@
 //! `pgshift rollback` find it like any loaded run.
 
 use pgshift_postgres::error::Context;
+use pgshift_postgres::schema_map::SchemaMap;
 use pgshift_postgres::sql::quote_ident;
 use pgshift_postgres::ConnInfo;
 use tokio_postgres::Client;
@@ -51,8 +52,15 @@ pub async fn check_possible(new: &Client, new_name: &str) -> Result<()> {
 }
 
 /// Creates publication and slot on the new database and records the reverse run in
-/// the old one. Runs while the old database is fenced.
-pub async fn set_up(old: &Client, old_name: &str, new: &Client, new_info: &ConnInfo, run_id: i64, tables: &[String]) -> Result<String> {
+/// the old one. `tables` are the new database's (qualified); `schema_map` is the
+/// forward run's, whose inverse leads the changes back. Runs while the old database is fenced.
+pub async fn set_up(
+    (old, old_name): (&Client, &str),
+    (new, new_info): (&Client, &ConnInfo),
+    run_id: i64,
+    tables: &[String],
+    schema_map: &SchemaMap,
+) -> Result<String> {
     let new_name = new_info.endpoint();
     let slot = reverse_slot_name(run_id);
     let publication = quote_ident(publication_name(&slot));
@@ -68,6 +76,6 @@ pub async fn set_up(old: &Client, old_name: &str, new: &Client, new_info: &ConnI
         .context(&new_name, || format!("create reverse slot {slot}"))?
         .get(0);
     let names: Vec<String> = tables.iter().map(|t| t.replace('"', "")).collect();
-    state::create_loaded_run(old, old_name, new_name, &slot, &lsn, &names).await?;
+    state::create_loaded_run(old, old_name, new_name, (&slot, &lsn), &names, &schema_map.inverse()).await?;
     Ok(slot)
 }

@@ -4,6 +4,7 @@
 
 use pgshift_postgres::catalog::relation_exists;
 use pgshift_postgres::error::Context;
+use pgshift_postgres::schema_map::SchemaMap;
 use tokio_postgres::{Client, GenericClient};
 
 use crate::error::{Error, Result};
@@ -37,6 +38,8 @@ CREATE TABLE IF NOT EXISTS pgshift.chunks (
 ALTER TABLE pgshift.runs ADD COLUMN IF NOT EXISTS converge_lsn pg_lsn;
 -- The run's embedding specs: catch-up and cutover need them too.
 ALTER TABLE pgshift.runs ADD COLUMN IF NOT EXISTS embeddings jsonb;
+-- Source schema -> target schema (--map-schema): the chunks keep the source's names.
+ALTER TABLE pgshift.runs ADD COLUMN IF NOT EXISTS schema_map jsonb;
 -- Same model + same text = same vector: computed once (vector as little-endian float4s).
 CREATE TABLE IF NOT EXISTS pgshift.embedding_cache (
     model  text NOT NULL,
@@ -46,7 +49,7 @@ CREATE TABLE IF NOT EXISTS pgshift.embedding_cache (
 );";
 
 /// The columns [`run_from`] reads, in its order.
-const RUN_COLUMNS: &str = "run_id, slot_name, start_lsn::text, phase, converge_lsn::text";
+const RUN_COLUMNS: &str = "run_id, slot_name, start_lsn::text, phase, converge_lsn::text, schema_map::text";
 
 /// Phases a run goes through, in order.
 pub mod phase {
@@ -64,6 +67,8 @@ pub struct Run {
     pub start_lsn: Option<String>,
     pub phase: String,
     pub converge_lsn: Option<String>,
+    /// Where the source's schemas went on the target (empty: nowhere else).
+    pub schema_map: SchemaMap,
 }
 
 #[derive(Clone, Debug)]
@@ -99,10 +104,14 @@ pub async fn unfinished_run(client: &Client, endpoint: &str, source: &str) -> Re
 
 /// Records a new run and all its chunks (not done). Runs inside the caller's
 /// transaction together with the pre-data DDL.
-pub async fn create_run(tx: &impl GenericClient, endpoint: &str, source: &str, plans: &[TablePlan]) -> Result<i64> {
+pub async fn create_run(tx: &impl GenericClient, endpoint: &str, source: &str, plans: &[TablePlan], schema_map: &SchemaMap) -> Result<i64> {
     let ctx = || "record the run in pgshift.runs".to_string();
+    let map = serde_json::to_string(schema_map).expect("map serializes");
     let row = tx
-        .query_one("INSERT INTO pgshift.runs (source, phase) VALUES ($1, $2) RETURNING run_id", &[&source, &phase::COPY])
+        .query_one(
+            "INSERT INTO pgshift.runs (source, phase, schema_map) VALUES ($1, $2, $3::text::jsonb) RETURNING run_id",
+            &[&source, &phase::COPY, &map],
+        )
         .await
         .context(&endpoint, ctx)?;
     let run_id: i64 = row.get(0);
@@ -123,13 +132,22 @@ pub async fn create_run(tx: &impl GenericClient, endpoint: &str, source: &str, p
 
 /// Records a run whose data is already in place and whose slot already exists (the
 /// reverse run of a cutover, kept in the old database): ready to follow.
-pub async fn create_loaded_run(client: &Client, endpoint: &str, source: &str, slot: &str, start_lsn: &str, tables: &[String]) -> Result<i64> {
+pub async fn create_loaded_run(
+    client: &Client,
+    endpoint: &str,
+    source: &str,
+    (slot, start_lsn): (&str, &str),
+    tables: &[String],
+    schema_map: &SchemaMap,
+) -> Result<i64> {
     let ctx = || "record the reverse run in pgshift.runs".to_string();
     client.batch_execute(SCHEMA_DDL).await.context(&endpoint, || "create the pgshift state schema".into())?;
+    let map = serde_json::to_string(schema_map).expect("map serializes");
     let row = client
         .query_one(
-            "INSERT INTO pgshift.runs (source, slot_name, start_lsn, phase, finished_at) VALUES ($1, $2, $3::text::pg_lsn, $4, now()) RETURNING run_id",
-            &[&source, &slot, &start_lsn, &phase::LOADED],
+            "INSERT INTO pgshift.runs (source, slot_name, start_lsn, phase, finished_at, schema_map) \
+             VALUES ($1, $2, $3::text::pg_lsn, $4, now(), $5::text::jsonb) RETURNING run_id",
+            &[&source, &slot, &start_lsn, &phase::LOADED, &map],
         )
         .await
         .context(&endpoint, ctx)?;
@@ -165,14 +183,14 @@ pub async fn loaded_run(client: &Client, endpoint: &str, source: &str) -> Result
         .query(&format!("SELECT {RUN_COLUMNS}, source FROM pgshift.runs WHERE phase = 'loaded' ORDER BY run_id DESC"), &[])
         .await
         .context(&endpoint, || "read pgshift.runs".into())?;
-    if let Some(row) = rows.iter().find(|r| r.get::<_, String>(5) == source) {
+    if let Some(row) = rows.iter().find(|r| r.get::<_, String>(6) == source) {
         return Ok(Some(run_from(row)));
     }
     match rows.as_slice() {
         [] => Ok(None),
         [only] => Ok(Some(run_from(only))),
         many => {
-            let sources: Vec<String> = many.iter().map(|r| format!("run {} from {}", r.get::<_, i64>(0), r.get::<_, String>(5))).collect();
+            let sources: Vec<String> = many.iter().map(|r| format!("run {} from {}", r.get::<_, i64>(0), r.get::<_, String>(6))).collect();
             Err(Error::State(format!(
                 "{endpoint} holds several loaded runs ({}), none from {source}: pass the --source of one of them as migrate was given it",
                 sources.join("; ")
@@ -183,7 +201,8 @@ pub async fn loaded_run(client: &Client, endpoint: &str, source: &str) -> Result
 
 /// Rows of `SELECT {RUN_COLUMNS} FROM pgshift.runs`.
 fn run_from(r: &tokio_postgres::Row) -> Run {
-    Run { run_id: r.get(0), slot_name: r.get(1), start_lsn: r.get(2), phase: r.get(3), converge_lsn: r.get(4) }
+    let schema_map = r.get::<_, Option<String>>(5).and_then(|m| serde_json::from_str(&m).ok()).unwrap_or_default();
+    Run { run_id: r.get(0), slot_name: r.get(1), start_lsn: r.get(2), phase: r.get(3), converge_lsn: r.get(4), schema_map }
 }
 
 pub async fn set_converge_lsn(client: &Client, endpoint: &str, run_id: i64, lsn: &str) -> Result<()> {
@@ -288,14 +307,14 @@ pub async fn set_run_embeddings(client: &Client, endpoint: &str, run_id: i64, sp
     Ok(())
 }
 
-/// The phase of the newest run from exactly this source, if any.
-pub async fn phase_of_source(client: &Client, endpoint: &str, source: &str) -> Result<Option<String>> {
+/// The newest run from exactly this source, if any.
+pub async fn newest_run_of_source(client: &Client, endpoint: &str, source: &str) -> Result<Option<Run>> {
     if !has_state_schema(client, endpoint).await? {
         return Ok(None);
     }
     let row = client
-        .query_opt("SELECT phase FROM pgshift.runs WHERE source = $1 ORDER BY run_id DESC LIMIT 1", &[&source])
+        .query_opt(&format!("SELECT {RUN_COLUMNS} FROM pgshift.runs WHERE source = $1 ORDER BY run_id DESC LIMIT 1"), &[&source])
         .await
         .context(&endpoint, || "read pgshift.runs".into())?;
-    Ok(row.map(|r| r.get(0)))
+    Ok(row.as_ref().map(run_from))
 }

@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use pgshift_postgres::catalog::{self, Table};
 use pgshift_postgres::checksum::{digest, Digest};
+use pgshift_postgres::schema_map::SchemaMap;
 use pgshift_postgres::ConnInfo;
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::state;
 use crate::plan::{chunk_table, select_tables, SplitKind};
 use crate::workers::run_workers;
 
@@ -19,6 +21,8 @@ pub struct VerifyOptions {
     /// so a mismatch points at a range.
     pub split_rows: u64,
     pub jobs: usize,
+    /// Source schema -> target schema; empty: the one the source's run recorded.
+    pub schema_map: SchemaMap,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -48,27 +52,34 @@ pub struct VerifyReport {
 }
 
 struct Unit {
-    table: Arc<Table>,
+    /// The table on the source, and as the target has it.
+    table: Arc<(Table, Table)>,
     range: Option<String>,
 }
 
 pub async fn verify(source: &ConnInfo, target: &ConnInfo, opts: &VerifyOptions) -> Result<VerifyReport> {
     let src = source.connect().await?;
     let dst = target.connect().await?;
+    let schema_map = match opts.schema_map.is_empty() {
+        true => state::newest_run_of_source(&dst, target.endpoint(), source.endpoint()).await?.map(|r| r.schema_map).unwrap_or_default(),
+        false => opts.schema_map.clone(),
+    };
     let mut catalog = catalog::inspect(&src, &source.endpoint()).await?;
     // Columns migrate cast (text -> uuid) are compared as the target holds them.
-    crate::casts::follow_target_types(&mut catalog, &catalog::inspect(&dst, &target.endpoint()).await?);
+    crate::casts::follow_target_types(&mut catalog, &catalog::inspect(&dst, &target.endpoint()).await?, &schema_map);
+    let view = schema_map.target_view(&catalog);
     let tables = select_tables(&catalog, &opts.patterns)?;
     let mut checks = Vec::new();
     let mut units = Vec::new();
     for t in tables.into_iter().filter(|t| t.holds_rows()) {
-        let exists = catalog::relation_exists(&dst, target.endpoint(), &t.schema, &t.name).await?;
+        let tt = view.same_tables(&[t])[0];
+        let exists = catalog::relation_exists(&dst, target.endpoint(), &tt.schema, &tt.name).await?;
         let mut check = TableCheck {
             table: t.display_name(),
             source_rows: 0,
             target_rows: None,
             matches: exists,
-            problem: (!exists).then(|| "missing on the target".to_string()),
+            problem: (!exists).then(|| format!("missing on the target (looked for {})", tt.display_name())),
             mismatched_ranges: Vec::new(),
             ranges: 0,
         };
@@ -78,7 +89,7 @@ pub async fn verify(source: &ConnInfo, target: &ConnInfo, opts: &VerifyOptions) 
             _ => vec![None],
         };
         check.ranges = ranges.len();
-        let table = Arc::new(t.clone());
+        let table = Arc::new((t.clone(), tt.clone()));
         for range in ranges {
             units.push(Unit { table: table.clone(), range });
         }
@@ -90,14 +101,15 @@ pub async fn verify(source: &ConnInfo, target: &ConnInfo, opts: &VerifyOptions) 
             let (src, dst) = (source.connect().await?, target.connect().await?);
             let mut results = Vec::new();
             while let Some(unit) = queue.pop() {
-                let columns: Vec<&str> = unit.table.columns.iter().map(|c| c.name.as_str()).collect();
+                let (table, target_table) = &*unit.table;
+                let columns: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
                 let range = unit.range.as_deref();
                 let (s, d) = tokio::join!(
-                    digest(&src, source.endpoint(), &unit.table, &columns, range),
-                    digest(&dst, target.endpoint(), &unit.table, &columns, range)
+                    digest(&src, source.endpoint(), table, &columns, range),
+                    digest(&dst, target.endpoint(), target_table, &columns, range)
                 );
                 // A table missing on the target has no digest there.
-                results.push((unit.table.display_name(), RangeCheck { range: unit.range.clone(), source: s?, target: d.ok() }));
+                results.push((table.display_name(), RangeCheck { range: unit.range.clone(), source: s?, target: d.ok() }));
             }
             Ok(results)
         }

@@ -199,6 +199,12 @@ impl Catalog {
     pub fn table(&self, schema: &str, name: &str) -> Option<&Table> {
         self.tables.iter().find(|t| t.schema == schema && t.name == name)
     }
+
+    /// This catalog's versions of `tables` (paired by OID: a schema-mapped view of a
+    /// catalog keeps the source's OIDs), in the order given.
+    pub fn same_tables(&self, tables: &[&Table]) -> Vec<&Table> {
+        tables.iter().filter_map(|t| self.tables.iter().find(|x| x.oid == t.oid)).collect()
+    }
 }
 
 /// Whether a table (or any relation) of this name exists on that server.

@@ -13,6 +13,7 @@ pub mod logical_stream;
 pub mod lsn;
 pub mod pgoutput;
 pub mod replication;
+pub mod schema_map;
 pub mod sql;
 pub mod tls;
 
