@@ -234,7 +234,8 @@ pub fn print_status(r: &StatusReport) {
     if r.runs.len() > 1 {
         println!("runs on this target:");
         for run in &r.runs {
-            println!("  run {} from {}: {}", run.run_id, run.source, run.phase);
+            let moved = if run.schema_map.is_empty() { String::new() } else { format!(" (schemas {})", run.schema_map) };
+            println!("  run {} from {}: {}{moved}", run.run_id, run.source, run.phase);
         }
     }
     match (r.lag_bytes, r.following) {

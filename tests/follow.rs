@@ -106,6 +106,38 @@ fn pg16_to_pg18_changes_during_and_after_the_load_converge() {
 }
 
 #[test]
+fn every_object_moves_to_mapped_schemas_and_changes_follow_it() {
+    let (source, target) = pair(PgVersion::V15, PgVersion::V16);
+    source.psql("app", &format!("{TYPES_FIXTURE}; {NO_PK_FULL}; {CATCH_UP_FIXTURE}"));
+    migrate(&source, &target, &["--map-schema", "public=app,sales=shop"]);
+    let schemas = "SELECT string_agg(DISTINCT schemaname, ',') FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema', 'pgshift')";
+    assert_eq!(target.psql("app", schemas), "app,shop");
+    let feelings = "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'app.kinds'::regclass AND attname = 'feelings'";
+    assert_eq!(target.psql("app", feelings), "app.mood[]");
+    for (on_source, on_target) in [
+        ("SELECT last_value || ' ' || is_called FROM standalone_seq", "SELECT last_value || ' ' || is_called FROM app.standalone_seq"),
+        ("SELECT count(*) FROM sales.orders_2024", "SELECT count(*) FROM shop.orders_2024"),
+        ("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'notes_customer_id_fkey'", "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'notes_customer_id_fkey'"),
+    ] {
+        let expected = source.psql("app", on_source).replace("public.", "app.").replace("sales.", "shop.");
+        assert_eq!(target.psql("app", on_target), expected, "{on_target}");
+    }
+
+    source.psql("app", CHANGES);
+    source.psql("app", "INSERT INTO sales.orders (customer_id, placed_at, amount) VALUES (md5('c1')::uuid, '2024-03-01', 1)");
+    follow(&source, &target, &[]);
+    assert_verified(&source, &target);
+    let out = verify(&source, &target, &["--map-schema", "public=app,sales=shop", "--tables", "sales.*"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_eq!(target.psql("app", "SELECT count(*) FROM app.scratch"), "1", "the truncate and the insert after it");
+    assert_eq!(target.psql("app", schemas), "app,shop", "nothing was written outside the mapped schemas");
+    // A map that points elsewhere finds nothing there.
+    let out = verify(&source, &target, &["--map-schema", "public=elsewhere", "--tables", "kinds"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("elsewhere.kinds"), "{}", stdout(&out));
+}
+
+#[test]
 fn sigkill_during_catch_up_loses_nothing_and_applies_nothing_twice() {
     let (source, target) = pair(PgVersion::V15, PgVersion::V16);
     // The key-less table would show a change applied twice as a duplicate row; the

@@ -201,8 +201,12 @@ pub async fn loaded_run(client: &Client, endpoint: &str, source: &str) -> Result
 
 /// Rows of `SELECT {RUN_COLUMNS} FROM pgshift.runs`.
 fn run_from(r: &tokio_postgres::Row) -> Run {
-    let schema_map = r.get::<_, Option<String>>(5).and_then(|m| serde_json::from_str(&m).ok()).unwrap_or_default();
-    Run { run_id: r.get(0), slot_name: r.get(1), start_lsn: r.get(2), phase: r.get(3), converge_lsn: r.get(4), schema_map }
+    Run { run_id: r.get(0), slot_name: r.get(1), start_lsn: r.get(2), phase: r.get(3), converge_lsn: r.get(4), schema_map: schema_map_at(r, 5) }
+}
+
+/// The `schema_map::text` column at `idx` (written by pgshift only; NULL before maps existed).
+pub(crate) fn schema_map_at(r: &tokio_postgres::Row, idx: usize) -> SchemaMap {
+    r.get::<_, Option<String>>(idx).and_then(|m| serde_json::from_str(&m).ok()).unwrap_or_default()
 }
 
 pub async fn set_converge_lsn(client: &Client, endpoint: &str, run_id: i64, lsn: &str) -> Result<()> {

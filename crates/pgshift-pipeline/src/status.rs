@@ -3,6 +3,7 @@
 
 use pgshift_postgres::error::Context;
 use pgshift_postgres::lsn::Lsn;
+use pgshift_postgres::schema_map::SchemaMap;
 use pgshift_postgres::ConnInfo;
 use serde::Serialize;
 
@@ -26,6 +27,8 @@ pub struct RunSummary {
     pub source: String,
     pub phase: String,
     pub slot_name: Option<String>,
+    /// Source schema -> target schema (`--map-schema`); empty when the names are kept.
+    pub schema_map: SchemaMap,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -58,7 +61,7 @@ pub async fn status(source: Option<&ConnInfo>, target: &ConnInfo) -> Result<Stat
     // Every run, newest first; the report's own fields describe the newest.
     let runs = dst
         .query(
-            "SELECT run_id, source, phase, slot_name, started_at::text, updated_at::text FROM pgshift.runs ORDER BY run_id DESC",
+            "SELECT run_id, source, phase, slot_name, started_at::text, updated_at::text, schema_map::text FROM pgshift.runs ORDER BY run_id DESC",
             &[],
         )
         .await
@@ -67,7 +70,10 @@ pub async fn status(source: Option<&ConnInfo>, target: &ConnInfo) -> Result<Stat
         return Ok(report);
     };
     let run_id: i64 = run.get(0);
-    report.runs = runs.iter().map(|r| RunSummary { run_id: r.get(0), source: r.get(1), phase: r.get(2), slot_name: r.get(3) }).collect();
+    report.runs = runs
+        .iter()
+        .map(|r| RunSummary { run_id: r.get(0), source: r.get(1), phase: r.get(2), slot_name: r.get(3), schema_map: state::schema_map_at(r, 6) })
+        .collect();
     report.has_run = true;
     report.run_id = Some(run_id);
     report.phase = run.get(2);
