@@ -140,8 +140,12 @@ fn catch_up_embeds_new_and_changed_text_and_keeps_the_rest() {
     source.psql("app", DOCS);
     let (s, t) = (source.url("app"), target.url("app"));
     let spec = format!("docs.embedding={TEXT}");
-    let out = run(&["migrate", "--source", &s, "--target", &t, "--embed", &spec, "--load-only"]);
+    // Into another schema (--map-schema): the spec still names the table as the source has it.
+    let out = run(&["migrate", "--source", &s, "--target", &t, "--embed", &spec, "--load-only", "--map-schema", "public=vec"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(target.psql("app", "SELECT count(*) FROM vec.docs WHERE embedding IS NOT NULL"), source.psql("app", "SELECT count(*) FROM docs"));
+    // As an application would, find the tables through search_path.
+    target.psql("app", "ALTER DATABASE app SET search_path = vec, public");
     let kept_before = vector_of(&target, 8);
     let row_of_tags = target.psql("app", "SELECT ctid FROM docs WHERE id = 8");
 
