@@ -199,6 +199,9 @@ pub fn print_verify(r: &VerifyReport) {
         })
         .collect();
     table(&["table", "source rows", "target rows", "ranges", "result"], &rows);
+    for t in r.tables.iter().filter(|t| !t.not_compared.is_empty()) {
+        println!("  {}: {} not compared (vectors computed by the run replaced the source's values)", t.table, t.not_compared.join(", "));
+    }
     for t in r.tables.iter().filter(|t| !t.matches) {
         for m in &t.mismatched_ranges {
             println!(

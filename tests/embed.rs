@@ -179,3 +179,24 @@ fn catch_up_embeds_new_and_changed_text_and_keeps_the_rest() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(target.psql("app", "SELECT count(*) FROM pg_trigger WHERE tgname = 'pgshift_embedding_stale'"), "0");
 }
+
+#[test]
+fn a_source_column_replaced_by_vectors_is_left_out_of_verify() {
+    let (source, target) = pair(PgVersion::V15, PgVersion::V16);
+    source.psql("app", DOCS);
+    // Old vectors of another model, replaced by the load (without catch-up, which would stream the old ones).
+    source.psql("app", "ALTER TABLE docs ADD COLUMN embedding real[]; UPDATE docs SET embedding = ARRAY[id, 0.5]");
+    let (s, t) = (source.url("app"), target.url("app"));
+    let spec = format!("docs.embedding={TEXT}");
+    let out = run(&["migrate", "--source", &s, "--target", &t, "--embed", &spec, "--no-follow"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(target.psql("app", "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'docs'::regclass AND attname = 'embedding'"), "vector(384)");
+    let out = pgshift_expect(0, &["verify", "--source", &s, "--target", &t, "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let docs = report["tables"].as_array().unwrap().iter().find(|t| t["table"] == "public.docs").unwrap();
+    assert_eq!(docs["not_compared"], serde_json::json!(["embedding"]), "{report}");
+    // The other columns are still compared.
+    target.psql("app", "UPDATE docs SET title = 'changed' WHERE id = 1");
+    let out = verify(&source, &target, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+}

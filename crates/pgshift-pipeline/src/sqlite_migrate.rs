@@ -252,7 +252,7 @@ pub async fn migrate_sqlite(opts: &SqliteOptions, target: &ConnInfo, progress: A
         Some(run) => run.run_id,
         None => {
             crate::progress::enter(&*progress, "schema");
-            create_run(&dst, dst_name, &source, &report.pre_data, &tables).await?
+            create_run(&dst, dst_name, &source, &report.pre_data, (&tables, &report.embeddings)).await?
         }
     };
     report.run_id = Some(run_id);
@@ -324,8 +324,15 @@ pub async fn migrate_sqlite(opts: &SqliteOptions, target: &ConnInfo, progress: A
     Ok(report)
 }
 
-/// Tables, state schema, run and one chunk per table, in one transaction.
-async fn create_run(dst: &tokio_postgres::Client, dst_name: &str, source: &str, ddl: &[String], tables: &[Table]) -> Result<i64> {
+/// Tables, state schema, run and one chunk per table (and the embedding specs, which
+/// verify reads), in one transaction.
+async fn create_run(
+    dst: &tokio_postgres::Client,
+    dst_name: &str,
+    source: &str,
+    ddl: &[String],
+    (tables, embeddings): (&[Table], &[EmbeddingSpec]),
+) -> Result<i64> {
     let work = async {
         dst.batch_execute(state::SCHEMA_DDL).await.context(&dst_name, || "create the pgshift state schema".into())?;
         for sql in ddl {
@@ -343,6 +350,9 @@ async fn create_run(dst: &tokio_postgres::Client, dst_name: &str, source: &str, 
             )
             .await
             .context(&dst_name, || "record the tables".into())?;
+        }
+        if !embeddings.is_empty() {
+            state::set_run_embeddings(dst, dst_name, run_id, embeddings).await?;
         }
         Ok::<_, Error>(run_id)
     };
@@ -447,12 +457,16 @@ async fn finish_table(
     Ok(TableSummary { table: name.to_string(), rows, bytes, seconds: started.elapsed().as_secs_f64() })
 }
 
+/// Whether a table pattern (as for PostgreSQL, `public.` allowed) names a SQLite table.
+pub(crate) fn table_matches_sqlite(pattern: &str, table: &str) -> bool {
+    glob(pattern.strip_prefix("public.").unwrap_or(pattern), table)
+}
+
 /// Each spec names exactly one copied table and asks for the model's dimensions.
 fn specs_for(setup: &EmbeddingSetup, tables: &[Table]) -> Result<HashMap<String, EmbeddingSpec>> {
     let mut out = HashMap::new();
     for spec in &setup.specs {
-        let bare = spec.table.strip_prefix("public.").unwrap_or(&spec.table);
-        let matching: Vec<&Table> = tables.iter().filter(|t| glob(bare, &t.name)).collect();
+        let matching: Vec<&Table> = tables.iter().filter(|t| table_matches_sqlite(&spec.table, &t.name)).collect();
         let [table] = matching.as_slice() else {
             return Err(Error::Input(format!("embedding for {}: names {} of the SQLite tables being copied, not one", spec.table, matching.len())));
         };

@@ -7,15 +7,29 @@ use pgshift_postgres::ConnInfo;
 use pgshift_sqlite::verify::{canonical_from_pg, column_types, digest, pg_select_expr, TableDigest};
 
 use crate::error::{Error, Result};
-use crate::sqlite_migrate::{read_schema, SqliteOptions};
+use crate::sqlite_migrate::{read_schema, table_matches_sqlite, SqliteOptions};
+use crate::state;
 use crate::verify::{TableCheck, VerifyReport};
 
 pub async fn verify_sqlite(opts: &SqliteOptions, target: &ConnInfo) -> Result<VerifyReport> {
     let dst_name = target.endpoint();
     let tables = read_schema(opts).await?;
     let dst = target.connect().await?;
+    let source_name = format!("sqlite:{}", opts.path.display());
+    let computed = match state::newest_run_of_source(&dst, dst_name, &source_name).await? {
+        Some(run) => state::run_embeddings(&dst, dst_name, run.run_id).await?,
+        None => Vec::new(),
+    };
     let mut checks = Vec::new();
-    for table in tables {
+    for mut table in tables {
+        // A source column the run replaced with computed vectors has nothing to compare with.
+        let not_compared: Vec<String> = computed
+            .iter()
+            .filter(|s| table_matches_sqlite(&s.table, &table.name))
+            .map(|s| s.column.clone())
+            .filter(|c| table.columns.iter().any(|x| &x.name == c))
+            .collect();
+        table.columns.retain(|c| !not_compared.contains(&c.name));
         let (path, t) = (opts.path.clone(), table.clone());
         let source = tokio::task::spawn_blocking(move || {
             let conn = pgshift_sqlite::open(&path)?;
@@ -56,6 +70,7 @@ pub async fn verify_sqlite(opts: &SqliteOptions, target: &ConnInfo) -> Result<Ve
             problem,
             mismatched_ranges: Vec::new(),
             ranges: 1,
+            not_compared,
         });
     }
     Ok(VerifyReport { ok: checks.iter().all(|c| c.matches), tables: checks })

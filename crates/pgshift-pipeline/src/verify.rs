@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::state;
-use crate::plan::{chunk_table, select_tables, SplitKind};
+use crate::plan::{chunk_table, select_tables, table_matches, SplitKind};
 use crate::workers::run_workers;
 
 #[derive(Clone, Debug)]
@@ -43,6 +43,10 @@ pub struct TableCheck {
     pub problem: Option<String>,
     pub mismatched_ranges: Vec<RangeCheck>,
     pub ranges: usize,
+    /// Columns left out of the comparison: vectors the run computed in place of the
+    /// source's values.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_compared: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -54,15 +58,22 @@ pub struct VerifyReport {
 struct Unit {
     /// The table on the source, and as the target has it.
     table: Arc<(Table, Table)>,
+    /// The columns compared.
+    columns: Arc<Vec<String>>,
     range: Option<String>,
 }
 
 pub async fn verify(source: &ConnInfo, target: &ConnInfo, opts: &VerifyOptions) -> Result<VerifyReport> {
     let src = source.connect().await?;
     let dst = target.connect().await?;
-    let schema_map = match opts.schema_map.is_empty() {
-        true => state::newest_run_of_source(&dst, target.endpoint(), source.endpoint()).await?.map(|r| r.schema_map).unwrap_or_default(),
-        false => opts.schema_map.clone(),
+    let run = state::newest_run_of_source(&dst, target.endpoint(), source.endpoint()).await?;
+    let schema_map = match (opts.schema_map.is_empty(), &run) {
+        (true, Some(run)) => run.schema_map.clone(),
+        _ => opts.schema_map.clone(),
+    };
+    let computed = match &run {
+        Some(run) => state::run_embeddings(&dst, target.endpoint(), run.run_id).await?,
+        None => Vec::new(),
     };
     let mut catalog = catalog::inspect(&src, &source.endpoint()).await?;
     // Columns migrate cast (text -> uuid) are compared as the target holds them.
@@ -73,6 +84,15 @@ pub async fn verify(source: &ConnInfo, target: &ConnInfo, opts: &VerifyOptions) 
     let mut units = Vec::new();
     for t in tables.into_iter().filter(|t| t.holds_rows()) {
         let tt = view.same_tables(&[t])[0];
+        // A partition's vectors come from its parent's spec.
+        let parent = t.partition_of.as_ref().and_then(|(s, n, _)| catalog.table(s, n));
+        let not_compared: Vec<String> = computed
+            .iter()
+            .filter(|s| [Some(t), parent].into_iter().flatten().any(|x| table_matches(x, &s.table)))
+            .map(|s| s.column.clone())
+            .filter(|c| t.columns.iter().any(|x| &x.name == c))
+            .collect();
+        let columns: Vec<String> = t.columns.iter().map(|c| c.name.clone()).filter(|c| !not_compared.contains(c)).collect();
         let exists = catalog::relation_exists(&dst, target.endpoint(), &tt.schema, &tt.name).await?;
         let mut check = TableCheck {
             table: t.display_name(),
@@ -82,6 +102,7 @@ pub async fn verify(source: &ConnInfo, target: &ConnInfo, opts: &VerifyOptions) 
             problem: (!exists).then(|| format!("missing on the target (looked for {})", tt.display_name())),
             mismatched_ranges: Vec::new(),
             ranges: 0,
+            not_compared,
         };
         // Only key ranges hold the same rows on both sides; block ranges do not.
         let ranges: Vec<Option<String>> = match chunk_table(&src, source.endpoint(), t, opts.split_rows).await? {
@@ -89,9 +110,9 @@ pub async fn verify(source: &ConnInfo, target: &ConnInfo, opts: &VerifyOptions) 
             _ => vec![None],
         };
         check.ranges = ranges.len();
-        let table = Arc::new((t.clone(), tt.clone()));
+        let (table, columns) = (Arc::new((t.clone(), tt.clone())), Arc::new(columns));
         for range in ranges {
-            units.push(Unit { table: table.clone(), range });
+            units.push(Unit { table: table.clone(), columns: columns.clone(), range });
         }
         checks.push(check);
     }
@@ -102,7 +123,7 @@ pub async fn verify(source: &ConnInfo, target: &ConnInfo, opts: &VerifyOptions) 
             let mut results = Vec::new();
             while let Some(unit) = queue.pop() {
                 let (table, target_table) = &*unit.table;
-                let columns: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
+                let columns: Vec<&str> = unit.columns.iter().map(String::as_str).collect();
                 let range = unit.range.as_deref();
                 let (s, d) = tokio::join!(
                     digest(&src, source.endpoint(), table, &columns, range),
