@@ -228,3 +228,39 @@ fn embedding_specs_work_for_sqlite_sources() {
     pgshift_expect(1, &["verify", "--source", &db, "--target", &t]);
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
+
+#[test]
+fn a_load_killed_midway_resumes_without_copying_finished_tables_again() {
+    let path = temp_db("resume");
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE small (id INTEGER PRIMARY KEY, v TEXT);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000) INSERT INTO small SELECT i, 'v' || i FROM n;
+             CREATE TABLE big (id INTEGER PRIMARY KEY, body TEXT, at TEXT);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400000)
+               INSERT INTO big SELECT i, hex(randomblob(40)), '2024-01-01 00:00:00' FROM n;",
+        )
+        .unwrap();
+    let target = Cluster::start(PgVersion::V16);
+    target.create_database("app");
+    let (db, t) = (format!("sqlite://{}", path.display()), target.url("app"));
+    let args = ["migrate", "--source", &db, "--target", &t, "--jobs", "2"];
+    let child = Background::pgshift(&args);
+    wait_until("the small table's checkpoint", std::time::Duration::from_secs(120), || {
+        target.psql("app", "SELECT to_regclass('pgshift.chunks') IS NOT NULL") == "t"
+            && target.psql("app", "SELECT count(done_at) FROM pgshift.chunks WHERE table_name = 'public.small'") == "1"
+    });
+    child.stop();
+    assert_eq!(target.psql("app", "SELECT count(done_at) FROM pgshift.chunks WHERE table_name = 'public.big'"), "0", "the kill came too late to test anything");
+    let small_done = target.psql("app", "SELECT done_at FROM pgshift.chunks WHERE table_name = 'public.small'");
+
+    let out = pgshift_expect(2, &args);
+    assert!(stderr(&out).contains("pass --resume"), "{}", stderr(&out));
+    pgshift_expect(0, &[&args[..], &["--resume"]].concat());
+    assert_eq!(target.psql("app", "SELECT done_at FROM pgshift.chunks WHERE table_name = 'public.small'"), small_done, "the finished table was not copied again");
+    assert_eq!(target.psql("app", "SELECT count(*) FROM big"), "400000");
+    assert_eq!(target.psql("app", "SELECT phase FROM pgshift.runs"), "done");
+    pgshift_expect(0, &["verify", "--source", &db, "--target", &t]);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
