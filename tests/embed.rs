@@ -200,3 +200,31 @@ fn a_source_column_replaced_by_vectors_is_left_out_of_verify() {
     let out = verify(&source, &target, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
 }
+
+#[test]
+fn halfvec_columns_with_an_ivfflat_index_hold_the_models_vectors() {
+    let (source, target) = pair(PgVersion::V15, PgVersion::V16);
+    source.psql("app", DOCS);
+    let (s, t) = (source.url("app"), target.url("app"));
+    let spec = format!(r#"{{"table": "docs", "text": "{TEXT}", "column": "embedding", "halfvec": true, "index": "ivfflat"}}"#);
+    let out = run(&["migrate", "--source", &s, "--target", &t, "--embed", &spec, "--no-follow"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(target.psql("app", "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'docs'::regclass AND attname = 'embedding'"), "halfvec(384)");
+    let index = target.psql("app", "SELECT indexdef FROM pg_indexes WHERE tablename = 'docs' AND indexdef LIKE '%ivfflat%'");
+    assert!(index.contains("USING ivfflat (embedding halfvec_cosine_ops) WITH (lists="), "{index}");
+
+    // Half precision keeps the model's direction to about three decimals.
+    let model = local_model();
+    let want = model.embed(&["A man is eating food.", "title 7 body of document 7"]).unwrap();
+    for (id, want) in [(1000, &want[0]), (7, &want[1])] {
+        let c = cosine(&vector_of(&target, id), want);
+        assert!(c > 0.999, "row {id}: cosine {c}");
+    }
+    // Nearest neighbour through the index: bread is closer to food than the violin is.
+    let nearest = target.psql(
+        "app",
+        "SET enable_seqscan = off; SET ivfflat.probes = 10; \
+         SELECT id FROM docs WHERE id IN (1001, 1002) ORDER BY embedding <=> (SELECT embedding FROM docs WHERE id = 1000) LIMIT 1",
+    );
+    assert!(nearest.ends_with("1001"), "{nearest}");
+}
