@@ -73,6 +73,18 @@ pub fn drop_catchup_ddl(t: &Table, spec: &EmbeddingSpec) -> Vec<String> {
     out
 }
 
+/// `UPDATE` writing vector literal `$2[i]` into the row at ctid `$1[i]` (text), where
+/// `condition` (over `$1..$3`) also holds: one statement per batch, not per row.
+pub(crate) fn store_by_ctid_sql(t: &Table, spec: &EmbeddingSpec, condition: Option<&str>) -> String {
+    format!(
+        "UPDATE ONLY {} SET {} = ($2::text[])[array_position($1::text[]::tid[], ctid)]::{} WHERE ctid = ANY($1::text[]::tid[]){}",
+        t.qualified(),
+        quote_ident(&spec.column),
+        spec.column_type(),
+        condition.map(|c| format!(" AND {c}")).unwrap_or_default()
+    )
+}
+
 /// Gives every row of `t` that has text but no vector its vector, inside the
 /// caller's open transaction on `client`. Returns how many rows got one.
 pub async fn embed_pending(client: &Client, endpoint: &str, pool: &EmbedPool, t: &Table, spec: &EmbeddingSpec) -> Result<u64> {
@@ -81,10 +93,7 @@ pub async fn embed_pending(client: &Client, endpoint: &str, pool: &EmbedPool, t:
         "SELECT ctid::text, ({})::text FROM ONLY {table} WHERE {col} IS NULL AND ({}) IS NOT NULL LIMIT {ROWS_PER_ROUND}",
         spec.text, spec.text
     );
-    let update = format!(
-        "UPDATE ONLY {table} SET {col} = ($2::text[])[array_position($1::text[]::tid[], ctid)]::{} WHERE ctid = ANY($1::text[]::tid[])",
-        spec.column_type()
-    );
+    let update = store_by_ctid_sql(t, spec, None);
     let cache = Cache { client, endpoint };
     let mut total = 0;
     loop {

@@ -319,14 +319,8 @@ impl Backfill<'_> {
             .map(vector_literal)
             .collect();
         let plain: Vec<String> = texts.iter().map(|t| t.clone().unwrap_or_default()).collect();
-        let update = format!(
-            "UPDATE ONLY {table} SET {shadow} = ($2::text[])[array_position($1::text[]::tid[], ctid)]::{ty} \
-             WHERE ctid = ANY($1::text[]::tid[]) AND ({text})::text = ($3::text[])[array_position($1::text[]::tid[], ctid)]",
-            table = self.table.qualified(),
-            shadow = quote_ident(&self.spec.column),
-            ty = self.spec.column_type(),
-            text = self.spec.text
-        );
+        let unchanged = format!("({})::text = ($3::text[])[array_position($1::text[]::tid[], ctid)]", self.spec.text);
+        let update = crate::embed_catchup::store_by_ctid_sql(self.table, self.spec, Some(&unchanged));
         let write = async {
             let written = self.client.execute(&update, &[&ids, &vectors, &plain]).await.context(&self.endpoint, || "store vectors".into())?;
             self.client
