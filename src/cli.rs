@@ -115,6 +115,9 @@ pub struct InspectArgs {
     /// Count rows exactly (a scan per table) instead of the planner's estimate.
     #[arg(long)]
     pub count: bool,
+    /// Compare with the target's tables in these schemas (as migrate --map-schema would put them).
+    #[command(flatten)]
+    pub schemas: SchemaMapArg,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,

@@ -72,7 +72,7 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
         Command::Inspect(a) => {
             let source = ConnInfo::parse(&a.source.source, "--source")?;
             let target = a.target.as_deref().map(|t| ConnInfo::parse(t, "--target")).transpose()?;
-            let report = pgshift_pipeline::inspect::inspect(&source, target.as_ref(), a.count).await?;
+            let report = pgshift_pipeline::inspect::inspect(&source, target.as_ref(), a.count, &a.schemas.map()?).await?;
             emit(a.json, &report, output::print_inspect)?;
             Ok(ExitCode::SUCCESS)
         }

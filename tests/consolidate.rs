@@ -217,6 +217,14 @@ fn same_named_tables_of_two_sources_go_to_schemas_of_their_own() {
     assert_eq!(status["runs"][0]["schema_map"], serde_json::json!({"public": "vec"}), "{status}");
     assert_eq!(status["runs"][1]["schema_map"], serde_json::json!({}), "{status}");
 
+    // inspect compares each table with its counterpart in the mapped schema.
+    let out = pgshift_expect(0, &["inspect", "--source", &v, "--target", &t, "--map-schema", "public=vec", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for table in report["tables"].as_array().unwrap() {
+        assert_eq!(table["in_target"], true, "{table}");
+        assert_eq!(table["target_differences"], serde_json::json!([]), "{table}");
+    }
+
     // Both follow at once; the second one's changes land in vec.
     main.psql("app", "UPDATE users SET email = 'main changed' WHERE id = 1");
     vectors.psql(

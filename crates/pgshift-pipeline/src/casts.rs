@@ -4,7 +4,7 @@
 
 use pgshift_postgres::catalog::{Catalog, Table};
 use pgshift_postgres::error::Context;
-use pgshift_postgres::schema_map::SchemaMap;
+use pgshift_postgres::schema_map::{same_type_name, SchemaMap};
 use pgshift_postgres::sql::quote_ident;
 use tokio_postgres::Client;
 
@@ -106,7 +106,7 @@ pub fn follow_target_types(source: &mut Catalog, target: &Catalog, schema_map: &
 pub fn types_differ(source: &Catalog, target_tables: &[&Table]) -> bool {
     target_tables.iter().any(|tt| {
         source.table(&tt.schema, &tt.name).is_some_and(|st| {
-            st.columns.iter().any(|sc| tt.columns.iter().any(|tc| tc.name == sc.name && tc.type_name != sc.type_name))
+            st.columns.iter().any(|sc| tt.columns.iter().any(|tc| tc.name == sc.name && !same_type_name(&tc.type_name, &sc.type_name)))
         })
     })
 }

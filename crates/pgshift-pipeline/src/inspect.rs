@@ -4,6 +4,7 @@
 use pgshift_postgres::catalog::{self, Table};
 use pgshift_postgres::copy::CopyFormat;
 use pgshift_postgres::error::Context;
+use pgshift_postgres::schema_map::{same_type_name, SchemaMap};
 use pgshift_postgres::ConnInfo;
 use serde::Serialize;
 
@@ -55,9 +56,11 @@ pub struct InspectReport {
     pub problems: Vec<String>,
 }
 
-pub async fn inspect(source: &ConnInfo, target: Option<&ConnInfo>, exact_counts: bool) -> Result<InspectReport> {
+/// `schema_map` says where the tables would go on the target (`--map-schema`).
+pub async fn inspect(source: &ConnInfo, target: Option<&ConnInfo>, exact_counts: bool, schema_map: &SchemaMap) -> Result<InspectReport> {
     let src = source.connect().await?;
     let catalog = catalog::inspect(&src, &source.endpoint()).await?;
+    let view = schema_map.target_view(&catalog);
     let target_catalog = match target {
         Some(t) => {
             let dst = t.connect().await?;
@@ -71,7 +74,7 @@ pub async fn inspect(source: &ConnInfo, target: Option<&ConnInfo>, exact_counts:
         problems.extend(preflight::extension_problems((dst, name), &catalog).await?);
     }
     let mut tables = Vec::new();
-    for t in &catalog.tables {
+    for (t, tv) in catalog.tables.iter().zip(&view.tables) {
         let exact_rows = if exact_counts && t.holds_rows() {
             let sql = format!("SELECT count(*) FROM ONLY {}", t.qualified());
             Some(src.query_one(&sql, &[]).await.context(&source.endpoint(), || format!("count {}", t.display_name()))?.get(0))
@@ -79,8 +82,8 @@ pub async fn inspect(source: &ConnInfo, target: Option<&ConnInfo>, exact_counts:
             None
         };
         let (in_target, target_differences) = match &target_catalog {
-            Some((tc, _, _)) => match tc.table(&t.schema, &t.name) {
-                Some(other) => (Some(true), differences(t, other)),
+            Some((tc, _, _)) => match tc.table(&tv.schema, &tv.name) {
+                Some(other) => (Some(true), differences(tv, other)),
                 None => (Some(false), Vec::new()),
             },
             None => (None, Vec::new()),
@@ -125,7 +128,7 @@ fn differences(source: &Table, target: &Table) -> Vec<String> {
     for c in &source.columns {
         match target.columns.iter().find(|x| x.name == c.name) {
             None => out.push(format!("column {} missing on target", c.name)),
-            Some(x) if x.type_name != c.type_name => {
+            Some(x) if !same_type_name(&x.type_name, &c.type_name) => {
                 out.push(format!("column {}: {} on source, {} on target", c.name, c.type_name, x.type_name))
             }
             _ => {}

@@ -140,6 +140,12 @@ impl SchemaMap {
     }
 }
 
+/// Whether two catalog type names name the same type, however their identifiers are
+/// quoted (the view writes a moved type's schema quoted, the server only when needed).
+pub fn same_type_name(a: &str, b: &str) -> bool {
+    a == b || a.replace('"', "") == b.replace('"', "")
+}
+
 impl fmt::Display for SchemaMap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let pairs: Vec<String> = self.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -293,5 +299,7 @@ mod tests {
         assert_eq!(map.target_display("audit.log"), "audit.log");
         assert_eq!(map.inverse().target_schema("main"), "public");
         assert_eq!(serde_json::to_string(&map).unwrap(), r#"{"public":"main"}"#);
+        assert!(same_type_name(r#""main".mood[]"#, "main.mood[]"));
+        assert!(!same_type_name("main.mood", "public.mood"));
     }
 }
