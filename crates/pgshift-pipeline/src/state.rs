@@ -48,8 +48,10 @@ CREATE TABLE IF NOT EXISTS pgshift.embedding_cache (
     PRIMARY KEY (model, hash)
 );";
 
-/// The columns [`run_from`] reads, in its order.
-const RUN_COLUMNS: &str = "run_id, slot_name, start_lsn::text, phase, converge_lsn::text, schema_map::text";
+/// The columns [`run_from`] reads, in its order, from `pgshift.runs runs`. The schema
+/// map is read through the row's JSON, so a state schema made by an older pgshift
+/// (without the column) still reads, as "no map", until the next migrate adds it.
+const RUN_COLUMNS: &str = "run_id, slot_name, start_lsn::text, phase, converge_lsn::text, (to_jsonb(runs) -> 'schema_map')::text";
 
 /// Phases a run goes through, in order.
 pub mod phase {
@@ -93,7 +95,7 @@ pub async fn unfinished_run(client: &Client, endpoint: &str, source: &str) -> Re
     let row = client
         .query_opt(
             &format!(
-                "SELECT {RUN_COLUMNS} FROM pgshift.runs WHERE phase NOT IN ('loaded', 'done') AND source = $1 ORDER BY run_id DESC LIMIT 1"
+                "SELECT {RUN_COLUMNS} FROM pgshift.runs runs WHERE phase NOT IN ('loaded', 'done') AND source = $1 ORDER BY run_id DESC LIMIT 1"
             ),
             &[&source],
         )
@@ -166,7 +168,7 @@ pub async fn create_loaded_run(
 
 pub async fn run_by_id(client: &Client, endpoint: &str, run_id: i64) -> Result<Run> {
     let r = client
-        .query_one(&format!("SELECT {RUN_COLUMNS} FROM pgshift.runs WHERE run_id = $1"), &[&run_id])
+        .query_one(&format!("SELECT {RUN_COLUMNS} FROM pgshift.runs runs WHERE run_id = $1"), &[&run_id])
         .await
         .context(&endpoint, || "read pgshift.runs".into())?;
     Ok(run_from(&r))
@@ -180,7 +182,7 @@ pub async fn loaded_run(client: &Client, endpoint: &str, source: &str) -> Result
         return Ok(None);
     }
     let rows = client
-        .query(&format!("SELECT {RUN_COLUMNS}, source FROM pgshift.runs WHERE phase = 'loaded' ORDER BY run_id DESC"), &[])
+        .query(&format!("SELECT {RUN_COLUMNS}, source FROM pgshift.runs runs WHERE phase = 'loaded' ORDER BY run_id DESC"), &[])
         .await
         .context(&endpoint, || "read pgshift.runs".into())?;
     if let Some(row) = rows.iter().find(|r| r.get::<_, String>(6) == source) {
@@ -317,7 +319,7 @@ pub async fn newest_run_of_source(client: &Client, endpoint: &str, source: &str)
         return Ok(None);
     }
     let row = client
-        .query_opt(&format!("SELECT {RUN_COLUMNS} FROM pgshift.runs WHERE source = $1 ORDER BY run_id DESC LIMIT 1"), &[&source])
+        .query_opt(&format!("SELECT {RUN_COLUMNS} FROM pgshift.runs runs WHERE source = $1 ORDER BY run_id DESC LIMIT 1"), &[&source])
         .await
         .context(&endpoint, || "read pgshift.runs".into())?;
     Ok(row.as_ref().map(run_from))

@@ -61,7 +61,8 @@ pub async fn status(source: Option<&ConnInfo>, target: &ConnInfo) -> Result<Stat
     // Every run, newest first; the report's own fields describe the newest.
     let runs = dst
         .query(
-            "SELECT run_id, source, phase, slot_name, started_at::text, updated_at::text, schema_map::text FROM pgshift.runs ORDER BY run_id DESC",
+            "SELECT run_id, source, phase, slot_name, started_at::text, updated_at::text, (to_jsonb(runs) -> 'schema_map')::text \
+             FROM pgshift.runs runs ORDER BY run_id DESC",
             &[],
         )
         .await
