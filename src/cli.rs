@@ -175,7 +175,7 @@ impl SqliteArgs {
         for o in self.types.iter().filter(|o| !o.trim().is_empty()) {
             let (column, ty) = o.split_once('=').ok_or_else(|| anyhow::anyhow!("--sqlite-type {o:?}: write TABLE.COLUMN=TYPE"))?;
             let t = pgshift_sqlite::types::PgType::parse(ty)
-                .ok_or_else(|| anyhow::anyhow!("--sqlite-type {o:?}: unknown type {ty:?} (bigint, boolean, double, text, jsonb, timestamptz, bytea)"))?;
+                .ok_or_else(|| anyhow::anyhow!("--sqlite-type {o:?}: unknown type {ty:?} ({})", pgshift_sqlite::types::OVERRIDE_TYPES))?;
             out.insert(column.trim().to_string(), t);
         }
         Ok(out)

@@ -183,7 +183,7 @@ impl Config {
         }
         for (column, ty) in &self.sqlite.types {
             if pgshift_sqlite::types::PgType::parse(ty).is_none() {
-                out.push(format!("sqlite.types.{column}: unknown type {ty:?} (bigint, boolean, double, text, jsonb, timestamptz, bytea)"));
+                out.push(format!("sqlite.types.{column}: unknown type {ty:?} ({})", pgshift_sqlite::types::OVERRIDE_TYPES));
             }
             if !column.contains('.') {
                 out.push(format!("sqlite.types.{column}: write the key as \"table.column\""));

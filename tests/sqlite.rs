@@ -264,3 +264,52 @@ fn a_load_killed_midway_resumes_without_copying_finished_tables_again() {
     pgshift_expect(0, &["verify", "--source", &db, "--target", &t]);
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
+
+fn f32_blob(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|f| f.to_le_bytes()).collect()
+}
+
+#[test]
+fn libsql_vector_columns_and_float_blobs_become_pgvector() {
+    let path = temp_db("vectors");
+    let conn = Connection::open(&path).unwrap();
+    // libSQL declares native vectors as F32_BLOB(n) and stores little-endian float32s;
+    // other apps keep raw float BLOBs or JSON arrays, which an override maps.
+    conn.execute_batch("CREATE TABLE chunks (id INTEGER PRIMARY KEY, body TEXT, embedding F32_BLOB(3), raw BLOB, listed TEXT)").unwrap();
+    let rows: [(i64, Option<Vec<u8>>, Vec<u8>, &str); 3] = [
+        (1, Some(f32_blob(&[1.0, 2.5, -3.0])), f32_blob(&[0.5, 0.25]), "[0.5, 0.25]"),
+        (2, Some(f32_blob(&[0.1, 1e-7, 123456.79])), f32_blob(&[-1.0, 0.0]), "[1e-3, -2]"),
+        (3, None, f32_blob(&[0.0, 1.0]), "[0, 1]"),
+    ];
+    for (id, embedding, raw, listed) in &rows {
+        conn.execute("INSERT INTO chunks VALUES (?1, 'chunk', ?2, ?3, ?4)", rusqlite::params![id, embedding, raw, listed]).unwrap();
+    }
+    let target = Cluster::start(PgVersion::V16);
+    target.create_database("app");
+    let (db, t) = (format!("sqlite://{}", path.display()), target.url("app"));
+    let overrides = ["--sqlite-type", "chunks.raw=vector(2)", "--sqlite-type", "chunks.listed=vector(2)"];
+    let out = pgshift_expect(2, &["migrate", "--source", &db, "--target", &t, "--sqlite-type", "chunks.raw=vector(x)"]);
+    assert!(stderr(&out).contains("vector(N)"), "{}", stderr(&out));
+
+    pgshift_expect(0, &[&["migrate", "--source", &db, "--target", &t][..], &overrides].concat());
+    let types = target.psql(
+        "app",
+        "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum) FROM pg_attribute \
+         WHERE attrelid = 'chunks'::regclass AND attnum > 2",
+    );
+    assert_eq!(types, "embedding vector(3), raw vector(2), listed vector(2)");
+    assert_eq!(target.psql("app", "SELECT embedding::text || ' ' || raw::text || ' ' || listed::text FROM chunks WHERE id = 1"), "[1,2.5,-3] [0.5,0.25] [0.5,0.25]");
+    assert_eq!(target.psql("app", "SELECT count(*) FROM chunks WHERE embedding IS NULL"), "1");
+    // Every float arrives as the same float4: verify compares them value by value.
+    pgshift_expect(0, &[&["verify", "--source", &db, "--target", &t][..], &overrides].concat());
+    target.psql("app", "UPDATE chunks SET embedding = '[0.1,1e-7,123456.8]' WHERE id = 2");
+    pgshift_expect(1, &[&["verify", "--source", &db, "--target", &t][..], &overrides].concat());
+
+    // A BLOB of the wrong size names table, row and column; the table's copy is rolled back.
+    conn.execute("INSERT INTO chunks VALUES (4, 'short', X'0000803F00', NULL, NULL)", []).unwrap();
+    target.create_database("second");
+    let out = pgshift_expect(2, &["migrate", "--source", &db, "--target", &target.url("second")]);
+    assert!(stderr(&out).contains("table chunks, row id=4, column embedding: a BLOB of 5 bytes is not a vector of 3"), "{}", stderr(&out));
+    assert_eq!(target.psql("second", "SELECT count(*) FROM chunks"), "0");
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}

@@ -17,6 +17,7 @@ use pgshift_postgres::sql::{column_list, quote_ident};
 use pgshift_postgres::ConnInfo;
 use pgshift_sqlite::encode::{copy_table, Rejected, Shape};
 use pgshift_sqlite::schema::{inspect, Overrides, Table};
+use pgshift_sqlite::types::PgType;
 
 use std::collections::HashMap;
 
@@ -209,7 +210,9 @@ pub async fn migrate_sqlite(opts: &SqliteOptions, target: &ConnInfo, progress: A
     };
     report.embeddings = specs.values().cloned().collect();
     report.pre_data = tables.iter().map(|t| create_table_sql(t, specs.get(&t.name))).collect();
-    if !specs.is_empty() {
+    // Vectors computed on the way, or stored ones (libSQL's F32_BLOB, overrides).
+    let needs_pgvector = !specs.is_empty() || tables.iter().flat_map(|t| &t.columns).any(|c| matches!(c.pg, PgType::Vector(_)));
+    if needs_pgvector {
         report.pre_data.insert(0, "CREATE EXTENSION IF NOT EXISTS vector".into());
     }
     let steps = post_data(&tables, &mut report.warnings);
@@ -238,11 +241,15 @@ pub async fn migrate_sqlite(opts: &SqliteOptions, target: &ConnInfo, progress: A
             )]));
         }
     }
+    let mut problems: Vec<String> = match needs_pgvector {
+        true => crate::preflight::pgvector_problem(&dst, dst_name).await?.into_iter().collect(),
+        false => Vec::new(),
+    };
     if !specs.is_empty() {
-        let problems = embedding_problems(opts, &dst, dst_name, &tables, &specs).await?;
-        if !problems.is_empty() {
-            return Err(Error::Preflight(problems));
-        }
+        problems.extend(embedding_problems(opts, &tables, &specs).await?);
+    }
+    if !problems.is_empty() {
+        return Err(Error::Preflight(problems));
     }
     if opts.dry_run {
         return Ok(report);
@@ -476,15 +483,9 @@ fn specs_for(setup: &EmbeddingSetup, tables: &[Table]) -> Result<HashMap<String,
     Ok(out)
 }
 
-/// The text expressions must work in SQLite, and the target needs pgvector.
-async fn embedding_problems(
-    opts: &SqliteOptions,
-    dst: &tokio_postgres::Client,
-    dst_name: &str,
-    tables: &[Table],
-    specs: &HashMap<String, EmbeddingSpec>,
-) -> Result<Vec<String>> {
-    let mut problems: Vec<String> = crate::preflight::pgvector_problem(dst, dst_name).await?.into_iter().collect();
+/// The text expressions must work in SQLite.
+async fn embedding_problems(opts: &SqliteOptions, tables: &[Table], specs: &HashMap<String, EmbeddingSpec>) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
     let path = opts.path.clone();
     let probes: Vec<(String, String)> =
         tables.iter().filter_map(|t| specs.get(&t.name).map(|s| (t.name.clone(), s.text.clone()))).collect();

@@ -22,6 +22,7 @@ pub enum PgValue {
     /// Microseconds since 2000-01-01 00:00:00 UTC.
     Timestamp(i64),
     Bytes(Vec<u8>),
+    Vector(Vec<f32>),
 }
 
 fn utf8(b: &[u8]) -> Result<String, String> {
@@ -72,6 +73,14 @@ pub fn convert(v: ValueRef<'_>, t: PgType) -> Result<Option<PgValue>, String> {
         (Blob(b) | Text(b), PgType::Bytea) => PgValue::Bytes(b.to_vec()),
         (Integer(i), PgType::Bytea) => PgValue::Bytes(i.to_string().into_bytes()),
         (Real(f), PgType::Bytea) => PgValue::Bytes(f.to_string().into_bytes()),
+        (Blob(b), PgType::Vector(dims)) => PgValue::Vector(floats_of_blob(b, dims as usize)?),
+        (Text(s), PgType::Vector(dims)) => {
+            let values: Vec<f32> = serde_json::from_str(&utf8(s)?).map_err(|_| format!("{:?} is not a JSON array of numbers", shown(v)))?;
+            if values.len() != dims as usize {
+                return Err(format!("the vector has {} dimensions, the column {dims}", values.len()));
+            }
+            PgValue::Vector(values)
+        }
         (other, t) => return Err(format!("a {} value cannot become {}", other.data_type(), t.sql())),
     };
     Ok(Some(value))
@@ -91,6 +100,12 @@ impl PgValue {
             }
             PgValue::Timestamp(t) => out.put_i64(*t),
             PgValue::Bytes(b) => out.put_slice(b),
+            PgValue::Vector(v) => {
+                // pgvector's binary form: dimensions, an unused word, float4s.
+                out.put_u16(v.len() as u16);
+                out.put_u16(0);
+                v.iter().for_each(|f| out.put_f32(*f));
+            }
         }
     }
 
@@ -104,8 +119,27 @@ impl PgValue {
             PgValue::Json(_, v) => canonical_json(v).to_string(),
             PgValue::Timestamp(t) => t.to_string(),
             PgValue::Bytes(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
+            PgValue::Vector(v) => v.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>().join(","),
         }
     }
+}
+
+/// A libSQL vector BLOB (or a raw float array): little-endian float32s, or float64s,
+/// optionally followed by libSQL's one-byte type tag (1 = float32, 2 = float64).
+fn floats_of_blob(b: &[u8], dims: usize) -> Result<Vec<f32>, String> {
+    let f32s = |b: &[u8]| b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
+    let f64s = |b: &[u8]| b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect();
+    let values: Vec<f32> = match b.len() {
+        n if n == dims * 4 => f32s(b),
+        n if n == dims * 4 + 1 && b[n - 1] == 1 => f32s(&b[..n - 1]),
+        n if n == dims * 8 => f64s(b),
+        n if n == dims * 8 + 1 && b[n - 1] == 2 => f64s(&b[..n - 1]),
+        n => return Err(format!("a BLOB of {n} bytes is not a vector of {dims} float32 or float64 values")),
+    };
+    if values.iter().any(|f| !f.is_finite()) {
+        return Err("the vector holds NaN or infinity, which pgvector does not store".into());
+    }
+    Ok(values)
 }
 
 /// Object keys sorted (serde_json's map is ordered), numbers as doubles: what jsonb
@@ -252,6 +286,24 @@ mod tests {
         assert!(convert(ValueRef::Text(b"{oops"), PgType::Jsonb).unwrap_err().contains("not JSON"));
         assert!(convert(ValueRef::Text(b"ab\xffcd"), PgType::Text).unwrap_err().contains("invalid UTF-8 at byte 2"));
         assert_eq!(convert(ValueRef::Null, PgType::Jsonb), Ok(None));
+    }
+
+    #[test]
+    fn vector_blobs_in_every_libsql_layout() {
+        let v = |b: &[u8]| convert(ValueRef::Blob(b), PgType::Vector(2));
+        let f32s: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|f| f.to_le_bytes()).collect();
+        let f64s: Vec<u8> = [1.5f64, -2.0].iter().flat_map(|f| f.to_le_bytes()).collect();
+        let want = Ok(Some(PgValue::Vector(vec![1.5, -2.0])));
+        assert_eq!(v(&f32s), want);
+        assert_eq!(v(&[&f32s[..], &[1]].concat()), want, "float32 with libSQL's type tag");
+        assert_eq!(v(&f64s), want);
+        assert_eq!(v(&[&f64s[..], &[2]].concat()), want, "float64 with libSQL's type tag");
+        assert!(v(&f32s[..7]).unwrap_err().contains("7 bytes"));
+        assert!(v(&[f32::NAN.to_le_bytes(), 0f32.to_le_bytes()].concat()).unwrap_err().contains("NaN"));
+        assert!(convert(ValueRef::Text(b"[1, 2, 3]"), PgType::Vector(2)).unwrap_err().contains("3 dimensions"));
+        let mut out = BytesMut::new();
+        PgValue::Vector(vec![1.5, -2.0]).put_binary(&mut out);
+        assert_eq!(&out[..4], &[0, 2, 0, 0], "pgvector's header: dimensions, unused");
     }
 
     #[test]

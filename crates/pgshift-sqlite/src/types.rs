@@ -1,37 +1,46 @@
 //! PostgreSQL types for SQLite columns: from the declared type (SQLite's affinity
 //! rules), refined by the values actually stored, overridden by the user.
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PgType {
     Bigint,
     Boolean,
-    #[serde(rename = "double precision")]
     Double,
     Text,
     Jsonb,
     Timestamptz,
     Bytea,
+    /// pgvector's `vector(n)`: libSQL's F32_BLOB(n) / F64_BLOB(n) columns, raw float
+    /// BLOBs or JSON arrays when a column is overridden to it.
+    Vector(u32),
 }
 
+/// The types an override may name, for messages.
+pub const OVERRIDE_TYPES: &str = "bigint, boolean, double, text, jsonb, timestamptz, bytea, vector(N)";
+
 impl PgType {
-    pub fn sql(self) -> &'static str {
+    pub fn sql(self) -> String {
         match self {
-            PgType::Bigint => "bigint",
-            PgType::Boolean => "boolean",
-            PgType::Double => "double precision",
-            PgType::Text => "text",
-            PgType::Jsonb => "jsonb",
-            PgType::Timestamptz => "timestamptz",
-            PgType::Bytea => "bytea",
+            PgType::Bigint => "bigint".into(),
+            PgType::Boolean => "boolean".into(),
+            PgType::Double => "double precision".into(),
+            PgType::Text => "text".into(),
+            PgType::Jsonb => "jsonb".into(),
+            PgType::Timestamptz => "timestamptz".into(),
+            PgType::Bytea => "bytea".into(),
+            PgType::Vector(dims) => format!("vector({dims})"),
         }
     }
 
-    /// An override as users write it (`jsonb`, `boolean`, `timestamptz`, ...).
+    /// An override as users write it (`jsonb`, `boolean`, `timestamptz`, `vector(384)`, ...).
     pub fn parse(name: &str) -> Option<PgType> {
-        Some(match name.trim().to_ascii_lowercase().as_str() {
+        let name = name.trim().to_ascii_lowercase();
+        if let Some(dims) = name.strip_prefix("vector(").and_then(|r| r.strip_suffix(')')) {
+            return dims.trim().parse().ok().filter(|d| (1..=16000).contains(d)).map(PgType::Vector);
+        }
+        Some(match name.as_str() {
             "bigint" | "int8" | "integer" | "int" => PgType::Bigint,
             "boolean" | "bool" => PgType::Boolean,
             "double precision" | "double" | "float8" | "real" => PgType::Double,
@@ -44,11 +53,29 @@ impl PgType {
     }
 }
 
+impl Serialize for PgType {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.sql())
+    }
+}
+
+/// libSQL's vector column types (`F32_BLOB(384)`, `FLOAT32(384)`, and the 64-bit
+/// ones) and their dimensions.
+fn libsql_vector(declared_upper: &str) -> Option<u32> {
+    let (name, rest) = declared_upper.split_once('(')?;
+    if !matches!(name.trim(), "F32_BLOB" | "FLOAT32" | "F64_BLOB" | "FLOAT64") {
+        return None;
+    }
+    rest.strip_suffix(')')?.trim().parse().ok().filter(|d| *d > 0)
+}
+
 /// The type a declared type asks for, by SQLite's affinity rules plus the names that
-/// carry meaning beyond affinity (BOOLEAN, JSON, DATE/TIME).
+/// carry meaning beyond affinity (BOOLEAN, JSON, DATE/TIME, libSQL's vector types).
 pub fn from_declared(declared: &str) -> PgType {
     let d = declared.to_ascii_uppercase();
-    if d.contains("BOOL") {
+    if let Some(dims) = libsql_vector(&d) {
+        PgType::Vector(dims)
+    } else if d.contains("BOOL") {
         PgType::Boolean
     } else if d.contains("INT") {
         PgType::Bigint
@@ -146,6 +173,9 @@ mod tests {
             ("REAL", PgType::Double),
             ("BLOB", PgType::Bytea),
             ("NUMERIC", PgType::Bigint),
+            ("F32_BLOB(384)", PgType::Vector(384)),
+            ("float64(3)", PgType::Vector(3)),
+            ("F16_BLOB(8)", PgType::Bytea),
         ] {
             assert_eq!(from_declared(decl), t, "{decl}");
         }

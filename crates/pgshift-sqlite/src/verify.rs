@@ -87,6 +87,8 @@ pub fn canonical_from_pg(text: &str, t: PgType) -> Result<String> {
         // boolean::text is true/false.
         PgType::Boolean => PgValue::Bool(text == "true").canonical(),
         PgType::Jsonb => canonical_json(&serde_json::from_str(text).map_err(|_| bad("jsonb"))?).to_string(),
+        // vector::text is [1,2.5,-3]: JSON, and each value is the float4 it shows.
+        PgType::Vector(_) => PgValue::Vector(serde_json::from_str(text).map_err(|_| bad("vector"))?).canonical(),
         _ => text.to_string(),
     })
 }
