@@ -250,5 +250,11 @@ fn same_named_tables_of_two_sources_go_to_schemas_of_their_own() {
     assert_eq!(id, 32, "the target's sequence continues the source's");
     pgshift_expect(0, &["follow", "--source", &t, "--target", &v, "--until-caught-up"]);
     assert_eq!(vectors.psql("app", "SELECT email FROM public.users WHERE id = 32"), "after the cutover");
+    // And back: the rollback fences vec on the target and continues public's sequence.
+    target.psql("app", "INSERT INTO vec.users (email) VALUES ('last before the rollback')");
+    pgshift_expect(0, &["rollback", "--source", &v, "--target", &t]);
+    let id: i64 = vectors.psql("app", "INSERT INTO users (email) VALUES ('back home') RETURNING id").parse().unwrap();
+    assert_eq!(id, 34, "the old database's sequence continues the target's");
+    assert_eq!(vectors.psql("app", "SELECT count(*) FROM users"), "34");
     std::fs::remove_dir_all(&dir).unwrap();
 }
