@@ -19,6 +19,7 @@ test: bootstrap
 bench: build
 	PGSHIFT_BENCH=1 ./scripts/bootstrap.sh
 	./benches/side_by_side.sh
+	./benches/sqlite_side_by_side.sh
 	./benches/catchup.sh
 	./benches/cutover.sh
 	./benches/embed.sh

@@ -30,7 +30,7 @@ apt_install() {
 apt_install postgresql-15 postgresql-client-15 postgresql-contrib unzip
 # The status page test drives Debian's headless Chromium through chromedriver.
 apt_install chromium chromium-driver
-if [ "${PGSHIFT_BENCH:-0}" = "1" ]; then apt_install pgcopydb time bc; fi
+if [ "${PGSHIFT_BENCH:-0}" = "1" ]; then apt_install pgcopydb pgloader sqlite3 time bc; fi
 
 # PostgreSQL refuses to run as root: tests start clusters as this unprivileged user.
 if [ "$(id -u)" -eq 0 ] && ! id "$PG_USER" >/dev/null 2>&1; then

@@ -118,7 +118,17 @@ fn table(conn: &Connection, path: &Path, name: &str, fts5: bool, overrides: &Ove
         .map_err(err)?;
     // FTS5 declares hidden columns (the table itself, rank); generated columns are hidden 2/3.
     let raw: Vec<_> = raw.into_iter().filter(|c| c.4 == 0).collect();
-    let stored = stored_kinds(conn, path, name, raw.iter().map(|c| c.0.as_str()))?;
+    let keys = raw.iter().filter(|c| c.3 > 0).count();
+    let probes: Vec<Probe> = raw
+        .iter()
+        .map(|(col, declared, _, pk, _, _)| {
+            // A rowid alias (INTEGER PRIMARY KEY) holds integers only.
+            let rowid = !fts5 && keys == 1 && *pk > 0 && declared.eq_ignore_ascii_case("INTEGER");
+            let declared_type = if fts5 { PgType::Text } else { from_declared(declared) };
+            Probe::for_column(col, if rowid { None } else { Some((declared_type, declared.is_empty())) })
+        })
+        .collect();
+    let stored = stored_kinds(conn, path, name, &probes)?;
     let mut columns = Vec::new();
     let mut skipped = Vec::new();
     for ((col, declared, not_null, _, _, default), s) in raw.iter().zip(stored) {
@@ -160,28 +170,66 @@ fn table(conn: &Connection, path: &Path, name: &str, fts5: bool, overrides: &Ove
     })
 }
 
-/// One scan of the table counts, per column, what typeof() says it holds.
-fn stored_kinds<'a>(conn: &Connection, path: &Path, table: &str, columns: impl Iterator<Item = &'a str>) -> Result<Vec<Stored>> {
-    let columns: Vec<&str> = columns.collect();
-    if columns.is_empty() {
-        return Ok(Vec::new());
+/// What [`refine`] needs to know of one column's stored values, as SQL aggregates:
+/// typeof() counts where the declared type can widen (integer, real, text and untyped
+/// columns), and JSON texts only where text can become jsonb. Other columns (and rowid
+/// aliases) need no look at their values.
+struct Probe {
+    aggregates: Vec<String>,
+    /// The four typeof() counts come first, then the JSON count.
+    kinds: bool,
+    json: bool,
+}
+
+impl Probe {
+    fn for_column(column: &str, declared: Option<(PgType, bool)>) -> Probe {
+        let c = quote(column);
+        let (kinds, json) = match declared {
+            Some((PgType::Bigint | PgType::Double, _)) => (true, false),
+            Some((PgType::Text, _)) => (true, true),
+            _ => (false, false),
+        };
+        let mut aggregates = Vec::new();
+        if kinds {
+            aggregates.extend(["integer", "real", "text", "blob"].map(|k| format!("sum(typeof({c}) = '{k}')")));
+        }
+        if json {
+            // CASE, not AND: SQLite evaluates both sides of an AND in a result column,
+            // and json_valid() is the costly part.
+            aggregates.push(format!(
+                "sum(CASE WHEN typeof({c}) = 'text' AND substr(ltrim({c}), 1, 1) IN ('{{', '[') THEN json_valid({c}) ELSE 0 END)"
+            ));
+        }
+        Probe { aggregates, kinds, json }
     }
-    let parts: Vec<String> = columns
-        .iter()
-        .map(|c| {
-            let c = quote(c);
-            format!(
-                "sum(typeof({c}) = 'integer'), sum(typeof({c}) = 'real'), sum(typeof({c}) = 'text'), sum(typeof({c}) = 'blob'), \
-                 sum(typeof({c}) = 'text' AND json_valid({c}) AND substr(ltrim({c}), 1, 1) IN ('{{', '['))"
-            )
-        })
-        .collect();
+}
+
+/// One scan of the table (none when no column needs one) counts, per column, what
+/// typeof() says it holds.
+fn stored_kinds(conn: &Connection, path: &Path, table: &str, probes: &[Probe]) -> Result<Vec<Stored>> {
+    let parts: Vec<&str> = probes.iter().flat_map(|p| p.aggregates.iter().map(String::as_str)).collect();
+    if parts.is_empty() {
+        return Ok(probes.iter().map(|_| Stored::default()).collect());
+    }
     let sql = format!("SELECT {} FROM {}", parts.join(", "), quote(table));
     conn.query_row(&sql, [], |r| {
-        let n = |i: usize| r.get::<_, Option<i64>>(i).map(|v| v.unwrap_or(0));
-        (0..columns.len())
-            .map(|i| Ok(Stored { integers: n(i * 5)?, reals: n(i * 5 + 1)?, texts: n(i * 5 + 2)?, blobs: n(i * 5 + 3)?, json_texts: n(i * 5 + 4)? }))
-            .collect()
+        let mut i = 0;
+        let mut next = || {
+            i += 1;
+            r.get::<_, Option<i64>>(i - 1).map(|v| v.unwrap_or(0))
+        };
+        let mut out = Vec::with_capacity(probes.len());
+        for p in probes {
+            let mut s = Stored::default();
+            if p.kinds {
+                (s.integers, s.reals, s.texts, s.blobs) = (next()?, next()?, next()?, next()?);
+            }
+            if p.json {
+                s.json_texts = next()?;
+            }
+            out.push(s);
+        }
+        Ok(out)
     })
     .map_err(|e| read_error(path, e))
 }
