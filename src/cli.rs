@@ -83,6 +83,37 @@ pub struct SourceArg {
     pub source: String,
 }
 
+/// How a source's tables land on a target that other databases share (migrate, serve).
+#[derive(Args)]
+pub struct Placement {
+    /// A foreign key between tables that came from different databases, added and validated
+    /// once both are on the target: 'documents(asset_id) -> assets(id)'. Repeatable.
+    #[arg(long = "foreign-key", env = "PGSHIFT_FOREIGN_KEYS", value_delimiter = ';')]
+    pub foreign_keys: Vec<String>,
+    /// Change a column's type on the way, every value checked first: TABLE.COLUMN=TYPE,
+    /// e.g. 'documents.asset_id=uuid' when another database keys the same thing as uuid. Repeatable.
+    #[arg(long = "cast", env = "PGSHIFT_CASTS", value_delimiter = ';')]
+    pub casts: Vec<String>,
+    #[command(flatten)]
+    pub schemas: SchemaMapArg,
+}
+
+impl Placement {
+    pub fn apply(&self, options: MigrateOptions) -> anyhow::Result<MigrateOptions> {
+        Ok(MigrateOptions {
+            foreign_keys: parse_all(&self.foreign_keys, pgshift_pipeline::links::DeclaredForeignKey::parse)?,
+            casts: parse_all(&self.casts, pgshift_pipeline::casts::ColumnCast::parse)?,
+            schema_map: self.schemas.map()?,
+            ..options
+        })
+    }
+}
+
+/// Every non-empty item parsed, or the first error.
+pub fn parse_all<T>(items: &[String], parse: fn(&str) -> Result<T, String>) -> anyhow::Result<Vec<T>> {
+    items.iter().filter(|i| !i.trim().is_empty()).map(|i| parse(i).map_err(anyhow::Error::msg)).collect()
+}
+
 #[derive(Args)]
 pub struct SchemaMapArg {
     /// Put a source schema's tables, sequences and types into another schema on the target:
@@ -160,7 +191,8 @@ impl LoadSettings {
 #[derive(Args)]
 pub struct SqliteArgs {
     /// Type of a SQLite column on the target, overriding what pgshift infers:
-    /// TABLE.COLUMN=TYPE with TYPE one of bigint, boolean, double, text, jsonb, timestamptz, bytea.
+    /// TABLE.COLUMN=TYPE with TYPE one of bigint, boolean, double, text, jsonb, timestamptz, bytea,
+    /// vector(N) (raw float BLOBs or JSON arrays).
     #[arg(long = "sqlite-type", env = "PGSHIFT_SQLITE_TYPES", value_delimiter = ',')]
     pub types: Vec<String>,
     /// Rows whose values do not fit their column's type (not JSON, not a timestamp,
@@ -208,16 +240,8 @@ pub struct MigrateArgs {
     /// later have them: Prisma's shadow database, test databases.
     #[arg(long, env = "PGSHIFT_EXTENSIONS_IN_TEMPLATE1")]
     pub extensions_in_template1: bool,
-    /// A foreign key between tables that came from different databases, added and validated
-    /// once both are on the target: 'documents(asset_id) -> assets(id)'. Repeatable.
-    #[arg(long = "foreign-key", env = "PGSHIFT_FOREIGN_KEYS", value_delimiter = ';')]
-    pub foreign_keys: Vec<String>,
-    /// Change a column's type on the way, every value checked first: TABLE.COLUMN=TYPE,
-    /// e.g. 'documents.asset_id=uuid' when another database keys the same thing as uuid. Repeatable.
-    #[arg(long = "cast", env = "PGSHIFT_CASTS", value_delimiter = ';')]
-    pub casts: Vec<String>,
     #[command(flatten)]
-    pub schemas: SchemaMapArg,
+    pub placement: Placement,
     #[command(flatten)]
     pub follow: FollowTuning,
     /// Print the report as JSON.
@@ -386,6 +410,8 @@ pub struct ServeArgs {
     pub api_token: Option<String>,
     #[command(flatten)]
     pub load: LoadSettings,
+    #[command(flatten)]
+    pub placement: Placement,
     #[command(flatten)]
     pub follow: FollowTuning,
     #[command(flatten)]

@@ -77,7 +77,7 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate(a) if pgshift_sqlite::path_of(&a.source.source).is_some() => {
-            if !a.schemas.map_schema.is_empty() {
+            if !a.placement.schemas.map_schema.is_empty() {
                 bail!("--map-schema moves PostgreSQL schemas; a SQLite source's tables go to public");
             }
             let target = ConnInfo::parse(&a.target.target, "--target")?;
@@ -99,10 +99,7 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
                 resume: a.resume,
                 follow: !a.no_follow,
                 extensions_in_template1: a.extensions_in_template1,
-                foreign_keys: parse_all(&a.foreign_keys, pgshift_pipeline::links::DeclaredForeignKey::parse)?,
-                casts: parse_all(&a.casts, pgshift_pipeline::casts::ColumnCast::parse)?,
-                schema_map: a.schemas.map()?,
-                ..a.load.options()?
+                ..a.placement.apply(a.load.options()?)?
             };
             let report = pgshift_pipeline::migrate::migrate(&source, &target, &options, progress.clone()).await?;
             emit(a.json, &report, output::print_migrate)?;
@@ -191,18 +188,24 @@ async fn consolidate(a: cli::ConsolidateArgs, progress: Arc<dyn pgshift_pipeline
     if entries.is_empty() {
         bail!("--sources: name at least one source ([[sources]] in the config)");
     }
+    // Casts and schema maps belong to one source: set at the top they would be ignored.
+    for (var, key) in [("PGSHIFT_CASTS", "casts"), ("PGSHIFT_MAP_SCHEMA", "map_schema")] {
+        if std::env::var(var).is_ok_and(|v| !v.trim().is_empty()) {
+            bail!("consolidate: {key} ({var}) applies per source: move it into the [[sources]] section it belongs to");
+        }
+    }
     let mut sources = Vec::new();
     for (i, e) in entries.iter().enumerate() {
         sources.push(pgshift_pipeline::consolidate::SourcePlan {
             source: ConnInfo::parse(&e.url, &format!("sources[{i}].url"))?,
             tables: e.tables.clone(),
-            casts: parse_all(&e.casts, pgshift_pipeline::casts::ColumnCast::parse)?,
+            casts: cli::parse_all(&e.casts, pgshift_pipeline::casts::ColumnCast::parse)?,
             schema_map: e.schema_map().map_err(|err| anyhow::anyhow!("sources[{i}].map_schema: {err}"))?,
         });
     }
     let base = pgshift_pipeline::migrate::MigrateOptions {
         dry_run: a.dry_run,
-        foreign_keys: parse_all(&a.foreign_keys, pgshift_pipeline::links::DeclaredForeignKey::parse)?,
+        foreign_keys: cli::parse_all(&a.foreign_keys, pgshift_pipeline::links::DeclaredForeignKey::parse)?,
         ..a.load.options()?
     };
     let follow = FollowOptions { embedding: base.embedding.clone(), ..a.follow.options() };
@@ -215,11 +218,6 @@ async fn consolidate(a: cli::ConsolidateArgs, progress: Arc<dyn pgshift_pipeline
         report.follows.iter().for_each(output::print_follow);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Every non-empty item parsed, or the first error.
-fn parse_all<T>(items: &[String], parse: fn(&str) -> Result<T, String>) -> Result<Vec<T>> {
-    items.iter().filter(|i| !i.trim().is_empty()).map(|i| parse(i).map_err(anyhow::Error::msg)).collect()
 }
 
 /// A SQLite source's settings; SQLite has no change stream, so nothing follows the load.
@@ -249,7 +247,7 @@ async fn serve(a: ServeArgs, progress: Arc<dyn pgshift_pipeline::progress::Progr
         (source, target),
         token,
         {
-            let load = a.load.options()?;
+            let load = a.placement.apply(a.load.options()?)?;
             let follow = FollowOptions { embedding: load.embedding.clone(), ..a.follow.options() };
             let cutover = CutoverOptions { embedding: load.embedding.clone(), ..a.pause.options() };
             (load, follow, cutover)

@@ -186,6 +186,14 @@ fn same_named_tables_of_two_sources_go_to_schemas_of_their_own() {
     std::fs::write(&file, config).unwrap();
     let f = file.to_str().unwrap();
     pgshift_expect(0, &["config", "check", f]);
+    // A map set for all sources at once would be ignored: refused.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args(["consolidate", "--config", f, "--dry-run"])
+        .env("PGSHIFT_MAP_SCHEMA", "public=elsewhere")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("move it into the [[sources]] section"), "{}", stderr(&out));
 
     // Without the map the second source's users would land on the first one's.
     let (v, t) = (vectors.url("app"), target.url("app"));

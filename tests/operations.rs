@@ -70,7 +70,14 @@ fn the_control_api_needs_the_token_and_reveals_no_secret() {
     let base = format!("http://127.0.0.1:{port}");
     let (s, t) = (source.url("app"), target.url("app"));
     let addr = format!("127.0.0.1:{port}");
-    let env = [("PGSHIFT_LOG", "debug"), ("PGSHIFT_API_TOKEN", TOKEN), ("PGSHIFT_SOURCE", s.as_str()), ("PGSHIFT_TARGET", t.as_str())];
+    // The settings that place tables (here a schema map, as a config file's map_schema sets it) hold for API runs too.
+    let env = [
+        ("PGSHIFT_LOG", "debug"),
+        ("PGSHIFT_API_TOKEN", TOKEN),
+        ("PGSHIFT_SOURCE", s.as_str()),
+        ("PGSHIFT_TARGET", t.as_str()),
+        ("PGSHIFT_MAP_SCHEMA", "public=served"),
+    ];
     let server = Background::pgshift_with_env(&["serve", "--addr", &addr], &env);
     wait_until("pgshift serve to listen", Duration::from_secs(20), || get(&format!("{base}/health"), None).status == 200);
 
@@ -122,6 +129,7 @@ fn the_control_api_needs_the_token_and_reveals_no_secret() {
         get(&format!("{base}/api/status"), Some(TOKEN)).json()["job"]["state"] == "succeeded"
     });
     assert_verified(&source, &target);
+    assert_eq!(target.psql("app", "SELECT string_agg(DISTINCT schemaname, ',') FROM pg_tables WHERE tablename = 'items'"), "served");
 
     let everything: String = ["/metrics", "/health", "/"]
         .iter()

@@ -276,7 +276,7 @@ fn libsql_vector_columns_and_float_blobs_become_pgvector() {
     // libSQL declares native vectors as F32_BLOB(n) and stores little-endian float32s;
     // other apps keep raw float BLOBs or JSON arrays, which an override maps.
     conn.execute_batch("CREATE TABLE chunks (id INTEGER PRIMARY KEY, body TEXT, embedding F32_BLOB(3), raw BLOB, listed TEXT)").unwrap();
-    let rows: [(i64, Option<Vec<u8>>, Vec<u8>, &str); 3] = [
+    let rows = [
         (1, Some(f32_blob(&[1.0, 2.5, -3.0])), f32_blob(&[0.5, 0.25]), "[0.5, 0.25]"),
         (2, Some(f32_blob(&[0.1, 1e-7, 123456.79])), f32_blob(&[-1.0, 0.0]), "[1e-3, -2]"),
         (3, None, f32_blob(&[0.0, 1.0]), "[0, 1]"),
