@@ -266,3 +266,29 @@ fn same_named_tables_of_two_sources_go_to_schemas_of_their_own() {
     assert_eq!(vectors.psql("app", "SELECT count(*) FROM users"), "34");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn pgvector_kept_in_another_schema_on_the_source_lands_where_the_target_has_it() {
+    // Supabase keeps extensions in schema `extensions`; the target has pgvector in public.
+    let (source, target) = pair(PgVersion::V16, PgVersion::V16);
+    source.psql(
+        "app",
+        "CREATE SCHEMA extensions; CREATE EXTENSION vector WITH SCHEMA extensions;
+         CREATE TABLE items (id bigint PRIMARY KEY, embedding extensions.vector(3) NOT NULL,
+                             norm double precision GENERATED ALWAYS AS (extensions.vector_norm(embedding)) STORED);
+         CREATE INDEX items_embedding ON items USING hnsw (embedding extensions.vector_cosine_ops);
+         INSERT INTO items SELECT i, ARRAY[i, 1, 2]::extensions.vector FROM generate_series(1, 50) i;",
+    );
+    target.psql("app", "CREATE EXTENSION vector");
+    migrate(&source, &target, &[]);
+    let type_of = "SELECT n.nspname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid JOIN pg_namespace n ON n.oid = t.typnamespace \
+                   WHERE a.attrelid = 'items'::regclass AND a.attname = 'embedding'";
+    assert_eq!(target.psql("app", type_of), "public");
+    assert!(target.psql("app", "SELECT indexdef FROM pg_indexes WHERE indexname = 'items_embedding'").contains("hnsw (embedding vector_cosine_ops)"));
+    assert_eq!(target.psql("app", "SELECT round(norm::numeric, 3) FROM items WHERE id = 2"), "3.000");
+
+    source.psql("app", "INSERT INTO items VALUES (100, '[3,4,0]'); UPDATE items SET embedding = '[0,0,1]' WHERE id = 1");
+    follow(&source, &target, &[]);
+    assert_eq!(target.psql("app", "SELECT round(norm::numeric, 3) FROM items WHERE id = 100"), "5.000");
+    assert_verified(&source, &target);
+}

@@ -56,6 +56,7 @@ fn the_load_computes_vectors_and_builds_hnsw() {
     let out = migrate.stop();
 
     assert_eq!(target.psql("app", "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'docs'::regclass AND attname = 'embedding'"), "vector(384)");
+    assert_eq!(target.psql("app", "SELECT extnamespace::regnamespace FROM pg_extension WHERE extname = 'vector'"), "public", "where applications look for it");
     assert_eq!(target.psql("app", "SELECT count(*), count(embedding) FROM docs"), "243|243");
     assert!(target.psql("app", "SELECT indexdef FROM pg_indexes WHERE tablename = 'docs'").contains("USING hnsw (embedding vector_cosine_ops)"));
     // 40 distinct titles x (body or not) + 3 sentences: each text embedded once, the rest from the cache.

@@ -298,6 +298,7 @@ fn libsql_vector_columns_and_float_blobs_become_pgvector() {
          WHERE attrelid = 'chunks'::regclass AND attnum > 2",
     );
     assert_eq!(types, "embedding vector(3), raw vector(2), listed vector(2)");
+    assert_eq!(target.psql("app", "SELECT extnamespace::regnamespace FROM pg_extension WHERE extname = 'vector'"), "public");
     assert_eq!(target.psql("app", "SELECT embedding::text || ' ' || raw::text || ' ' || listed::text FROM chunks WHERE id = 1"), "[1,2.5,-3] [0.5,0.25] [0.5,0.25]");
     assert_eq!(target.psql("app", "SELECT count(*) FROM chunks WHERE embedding IS NULL"), "1");
     // Every float arrives as the same float4: verify compares them value by value.

@@ -73,27 +73,37 @@ pub fn drop_catchup_ddl(t: &Table, spec: &EmbeddingSpec) -> Vec<String> {
     out
 }
 
-/// `UPDATE` writing vector literal `$2[i]` into the row at ctid `$1[i]` (text), where
-/// `condition` (over `$1..$3`) also holds: one statement per batch, not per row.
-pub(crate) fn store_by_ctid_sql(t: &Table, spec: &EmbeddingSpec, condition: Option<&str>) -> String {
-    format!(
-        "UPDATE ONLY {} SET {} = ($2::text[])[array_position($1::text[]::tid[], ctid)]::{} WHERE ctid = ANY($1::text[]::tid[]){}",
-        t.qualified(),
-        quote_ident(&spec.column),
-        spec.column_type(),
-        condition.map(|c| format!(" AND {c}")).unwrap_or_default()
-    )
+/// A table's vector column on the target: the spec, and where pgvector's types are.
+#[derive(Clone, Copy)]
+pub struct VectorColumn<'a> {
+    pub table: &'a Table,
+    pub spec: &'a EmbeddingSpec,
+    pub vector_schema: &'a str,
 }
 
-/// Gives every row of `t` that has text but no vector its vector, inside the
+impl VectorColumn<'_> {
+    /// `UPDATE` writing vector literal `$2[i]` into the row at ctid `$1[i]` (text), where
+    /// `condition` (over `$1..$3`) also holds: one statement per batch, not per row.
+    pub(crate) fn store_by_ctid_sql(&self, condition: Option<&str>) -> String {
+        format!(
+            "UPDATE ONLY {} SET {} = ($2::text[])[array_position($1::text[]::tid[], ctid)]::{} WHERE ctid = ANY($1::text[]::tid[]){}",
+            self.table.qualified(),
+            quote_ident(&self.spec.column),
+            self.spec.column_type(self.vector_schema),
+            condition.map(|c| format!(" AND {c}")).unwrap_or_default()
+        )
+    }
+}
+
+/// Gives every row of the table that has text but no vector its vector, inside the
 /// caller's open transaction on `client`. Returns how many rows got one.
-pub async fn embed_pending(client: &Client, endpoint: &str, pool: &EmbedPool, t: &Table, spec: &EmbeddingSpec) -> Result<u64> {
-    let (table, col) = (t.qualified(), quote_ident(&spec.column));
+pub async fn embed_pending(client: &Client, endpoint: &str, pool: &EmbedPool, column: VectorColumn<'_>) -> Result<u64> {
+    let (table, col, spec) = (column.table.qualified(), quote_ident(&column.spec.column), column.spec);
     let select = format!(
         "SELECT ctid::text, ({})::text FROM ONLY {table} WHERE {col} IS NULL AND ({}) IS NOT NULL LIMIT {ROWS_PER_ROUND}",
         spec.text, spec.text
     );
-    let update = store_by_ctid_sql(t, spec, None);
+    let update = column.store_by_ctid_sql(None);
     let cache = Cache { client, endpoint };
     let mut total = 0;
     loop {

@@ -148,8 +148,8 @@ async fn encode(embed: &EmbedTarget<'_>, rows: Vec<SplitRow>) -> Result<Bytes> {
 
 /// `ALTER TABLE` that gives the target table the vector column in the spec's type
 /// (the source's column, if any, may hold another model's vectors or none).
-pub fn vector_column_ddl(t: &Table, spec: &EmbeddingSpec) -> String {
+pub fn vector_column_ddl(t: &Table, spec: &EmbeddingSpec, vector_schema: &str) -> String {
     let col = quote_ident(&spec.column);
     let drop = if t.columns.iter().any(|c| c.name == spec.column) { format!("DROP COLUMN {col}, ") } else { String::new() };
-    format!("ALTER TABLE {} {drop}ADD COLUMN {col} {}", t.qualified(), spec.column_type())
+    format!("ALTER TABLE {} {drop}ADD COLUMN {col} {}", t.qualified(), spec.column_type(vector_schema))
 }

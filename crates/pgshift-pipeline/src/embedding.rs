@@ -38,21 +38,19 @@ pub struct EmbeddingSpec {
 }
 
 impl EmbeddingSpec {
-    pub fn column_type(&self) -> String {
-        format!("{}({})", if self.halfvec { "halfvec" } else { "vector" }, self.dims)
+    /// The column's type, qualified with the schema pgvector lives in (pgshift's
+    /// sessions run with `search_path = pg_catalog`).
+    pub fn column_type(&self, vector_schema: &str) -> String {
+        format!("{}.{}({})", quote_ident(vector_schema), if self.halfvec { "halfvec" } else { "vector" }, self.dims)
     }
 
     /// The operator class for cosine distance (the model's vectors are normalised).
-    pub fn opclass(&self) -> &'static str {
-        if self.halfvec {
-            "halfvec_cosine_ops"
-        } else {
-            "vector_cosine_ops"
-        }
+    fn opclass(&self, vector_schema: &str) -> String {
+        format!("{}.{}", quote_ident(vector_schema), if self.halfvec { "halfvec_cosine_ops" } else { "vector_cosine_ops" })
     }
 
     /// `CREATE INDEX` for the vector column, or None when no index is wanted.
-    pub fn index_sql(&self, qualified_table: &str, index_name: &str, concurrently: bool) -> Option<String> {
+    pub fn index_sql(&self, qualified_table: &str, index_name: &str, concurrently: bool, vector_schema: &str) -> Option<String> {
         let method = match self.index {
             VectorIndex::Hnsw => "hnsw",
             VectorIndex::IvfFlat => "ivfflat",
@@ -63,7 +61,7 @@ impl EmbeddingSpec {
             if concurrently { "CONCURRENTLY " } else { "" },
             quote_ident(index_name),
             quote_ident(&self.column),
-            self.opclass()
+            self.opclass(vector_schema)
         ))
     }
 }

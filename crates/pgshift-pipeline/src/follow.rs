@@ -18,7 +18,7 @@ use pgshift_postgres::{ConnInfo, PgError};
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use crate::embed_catchup::embed_pending;
+use crate::embed_catchup::{embed_pending, VectorColumn};
 use crate::embedding::{specs_by_table, EmbedPool, EmbeddingSetup, EmbeddingSpec};
 use crate::error::{Error, Result};
 use crate::metrics;
@@ -257,6 +257,8 @@ struct Follower<'a> {
 struct CatchupEmbedding {
     pool: EmbedPool,
     tables: Vec<(Table, EmbeddingSpec)>,
+    /// Where pgvector is on the target.
+    vector_schema: String,
 }
 
 /// For a run that computes vectors: the embedder given must serve the run's specs.
@@ -287,7 +289,9 @@ async fn catchup_embedding(
     let by_table = specs_by_table(setup, &back.target_view(target).same_tables(tables))?;
     let spec_of = |t: &Table| by_table.get(&back.target_display(&t.display_name())).map(|s| (t.clone(), s.clone()));
     let tables = tables.iter().filter(|t| t.holds_rows()).filter_map(|t| spec_of(t)).collect();
-    Ok(Some(CatchupEmbedding { pool: EmbedPool::start(setup.embedder.clone(), setup.threads, setup.batch_size), tables }))
+    let vector_schema = catalog::vector_schema(&catalog::installed_extensions(dst, dst_name).await?, None);
+    let pool = EmbedPool::start(setup.embedder.clone(), setup.threads, setup.batch_size);
+    Ok(Some(CatchupEmbedding { pool, tables, vector_schema }))
 }
 
 impl Follower<'_> {
@@ -325,7 +329,8 @@ impl Follower<'_> {
                 if self.applier.in_transaction() {
                     let endpoint = self.applier.endpoint().to_string();
                     for (table, spec) in &embed.tables {
-                        embed_pending(self.applier.client(), &endpoint, &embed.pool, table, spec).await?;
+                        let column = VectorColumn { table, spec, vector_schema: &embed.vector_schema };
+                        embed_pending(self.applier.client(), &endpoint, &embed.pool, column).await?;
                     }
                 }
             }

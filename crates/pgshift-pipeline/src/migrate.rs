@@ -11,7 +11,7 @@ use pgshift_postgres::error::Context;
 use pgshift_postgres::replication::{CreatedSlot, ReplicationConn};
 use pgshift_postgres::sql::quote_ident;
 use pgshift_postgres::conn::in_transaction;
-use pgshift_postgres::schema_map::SchemaMap;
+use pgshift_postgres::schema_map::{relocate_extensions, SchemaMap};
 use pgshift_postgres::ConnInfo;
 use serde::Serialize;
 use tokio_postgres::Client;
@@ -157,8 +157,11 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
     if !problems.is_empty() {
         return Err(Error::Preflight(problems));
     }
-    // The catalog and the tables as the target gets them (other schemas with --map-schema).
-    let view = opts.schema_map.target_view(&catalog);
+    // The catalog and the tables as the target gets them (other schemas with --map-schema,
+    // extensions where the target already has them).
+    let installed = catalog::installed_extensions(&dst, dst_name).await?;
+    let view = relocate_extensions(&opts.schema_map.target_view(&catalog), &installed);
+    let vector_schema = catalog::vector_schema(&installed, Some(&view));
     let target_tables = view.same_tables(&tables);
     let embedded_targets: Vec<(&Table, &EmbeddingSpec)> =
         embedded.iter().map(|(t, s)| (view.same_tables(&[t])[0], *s)).collect();
@@ -167,7 +170,7 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
 
     let plans = plan_tables(&src, src_name, &tables, &view, &opts.plan).await?;
     let mut pre_data = ddl::pre_data(&view, &target_tables);
-    pre_data.extend(vector_columns_ddl(&view, &embedded_targets));
+    pre_data.extend(vector_columns_ddl(&view, &embedded_targets, &vector_schema));
     let post_steps = ddl::post_data(&target_tables);
     let mut report = MigrateReport {
         dry_run: opts.dry_run,
@@ -184,11 +187,11 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
     }
 
     if opts.extensions_in_template1 {
-        let mut names: Vec<String> = catalog.extensions.iter().map(|e| e.name.clone()).collect();
-        if !specs.is_empty() && !names.iter().any(|n| n == "vector") {
-            names.push("vector".into());
+        let mut wanted: Vec<(String, String)> = view.extensions.iter().map(|e| (e.name.clone(), e.schema.clone())).collect();
+        if !specs.is_empty() && !wanted.iter().any(|(n, _)| n == "vector") {
+            wanted.push(("vector".into(), vector_schema.clone()));
         }
-        extensions_in_template1(target, &names).await?;
+        extensions_in_template1(target, &wanted).await?;
     }
     let run = match unfinished {
         Some(run) => run,
@@ -251,6 +254,7 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
         min_memory_mb: memory_mb(&opts.maintenance_work_mem).unwrap_or(256),
         max_memory_mb: opts.vector_index_memory_mb,
         parallel_workers: opts.jobs.clamp(1, 7),
+        vector_schema: vector_schema.clone(),
     };
     let index_work: Vec<IndexTarget> = embedded_targets.iter().map(|(t, s)| IndexTarget::of(t, s)).collect();
     report.warnings.extend(vector_index::build(target, &index_work, &vector_options, progress.clone()).await?);
@@ -275,21 +279,28 @@ fn embedded_parents<'a>(tables: &[&'a Table], specs: &'a HashMap<String, Embeddi
 }
 
 /// pgvector, and the vector column of every embedded table in the spec's type.
-fn vector_columns_ddl(catalog: &Catalog, work: &[(&Table, &EmbeddingSpec)]) -> Vec<String> {
+fn vector_columns_ddl(catalog: &Catalog, work: &[(&Table, &EmbeddingSpec)], vector_schema: &str) -> Vec<String> {
     let mut out = Vec::new();
     if !work.is_empty() && !catalog.extensions.iter().any(|e| e.name == "vector") {
-        out.push("CREATE EXTENSION IF NOT EXISTS vector".to_string());
+        out.push(create_extension_sql("vector", vector_schema));
     }
-    out.extend(work.iter().map(|(t, s)| vector_column_ddl(t, s)));
+    out.extend(work.iter().map(|(t, s)| vector_column_ddl(t, s, vector_schema)));
     out
 }
 
-/// Creates the extensions in template1 (databases created from it get them).
-async fn extensions_in_template1(target: &ConnInfo, names: &[String]) -> Result<()> {
+/// `CREATE EXTENSION` into a named schema: pgshift's sessions run with
+/// `search_path = pg_catalog`, where a bare CREATE EXTENSION would put it.
+pub(crate) fn create_extension_sql(name: &str, schema: &str) -> String {
+    let schema = quote_ident(schema);
+    format!("CREATE SCHEMA IF NOT EXISTS {schema}; CREATE EXTENSION IF NOT EXISTS {} WITH SCHEMA {schema}", quote_ident(name))
+}
+
+/// Creates the extensions (name, schema) in template1 (databases created from it get them).
+async fn extensions_in_template1(target: &ConnInfo, wanted: &[(String, String)]) -> Result<()> {
     let template = target.with_dbname("template1");
     let client = template.connect().await?;
-    for name in names {
-        let sql = format!("CREATE EXTENSION IF NOT EXISTS {}", quote_ident(name));
+    for (name, schema) in wanted {
+        let sql = create_extension_sql(name, schema);
         client
             .batch_execute(&sql)
             .await

@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
-use crate::embed_catchup;
+use crate::embed_catchup::{self, VectorColumn};
 use crate::embedding::{vector_literal, vectors_for, Cache, EmbedPool, EmbeddingSetup, EmbeddingSpec, VectorIndex};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -104,14 +104,9 @@ pub async fn reembed(target: &ConnInfo, options: &ReembedOptions, progress: std:
     client.batch_execute(&probe).await.map_err(|e| {
         Error::Input(format!("reembed: the text expression {:?} fails on {}: {}", spec.text, table.display_name(), pgshift_postgres::error::describe(&e)))
     })?;
-    let has_vector: bool = client
-        .query_one("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'vector')", &[])
-        .await
-        .context(&endpoint, || "look for pgvector".into())?
-        .get(0);
-    if !has_vector {
+    let Some(vector_schema) = catalog::installed_extensions(&client, endpoint).await?.remove("vector") else {
         return Err(Error::Input(format!("reembed: {endpoint} has no pgvector extension: CREATE EXTENSION vector first")));
-    }
+    };
     let n = names(table, spec);
     let old_exists = table.columns.iter().any(|c| c.name == spec.column);
     let mut report = ReembedReport {
@@ -122,12 +117,12 @@ pub async fn reembed(target: &ConnInfo, options: &ReembedOptions, progress: std:
         ..Default::default()
     };
     report.steps = vec![
-        format!("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}", n.table, n.shadow, spec.column_type()),
+        format!("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}", n.table, n.shadow, spec.column_type(&vector_schema)),
         format!("trigger: clear {} when the text changes", n.shadow),
         format!("fill {} in key order ({}), {} rows per transaction, passes until no row is left", n.shadow, key.columns.join(", "), options.batch_rows),
     ];
     let shadow_spec = EmbeddingSpec { column: unquoted(&n.shadow), ..spec.clone() };
-    if let Some(sql) = shadow_spec.index_sql(&n.table, &n.new_index, true) {
+    if let Some(sql) = shadow_spec.index_sql(&n.table, &n.new_index, true, &vector_schema) {
         report.steps.push(sql);
     }
     report.steps.push(format!(
@@ -181,7 +176,7 @@ pub async fn reembed(target: &ConnInfo, options: &ReembedOptions, progress: std:
                 .context(&endpoint, || "record the re-embed".into())?;
         }
     }
-    let add = format!("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}", n.table, n.shadow, spec.column_type());
+    let add = format!("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}", n.table, n.shadow, spec.column_type(&vector_schema));
     client.batch_execute(&add).await.context(&endpoint, || add.clone())?;
     for sql in embed_catchup::trigger_ddl(table, &shadow_spec) {
         client.batch_execute(&sql).await.context(&endpoint, || sql.clone())?;
@@ -198,6 +193,7 @@ pub async fn reembed(target: &ConnInfo, options: &ReembedOptions, progress: std:
         pool: &pool,
         batch: options.batch_rows,
         progress: &*progress,
+        vector_schema: &vector_schema,
     };
     // Pass 1 starts at the checkpoint; later passes start over for rows changed meanwhile.
     loop {
@@ -209,7 +205,7 @@ pub async fn reembed(target: &ConnInfo, options: &ReembedOptions, progress: std:
         }
     }
 
-    if let Some(sql) = shadow_spec.index_sql(&n.table, &n.new_index, true) {
+    if let Some(sql) = shadow_spec.index_sql(&n.table, &n.new_index, true, &vector_schema) {
         let invalid: bool = client
             .query_one(
                 "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace s ON s.oid = c.relnamespace \
@@ -265,6 +261,13 @@ struct Backfill<'a> {
     pool: &'a EmbedPool,
     batch: i64,
     progress: &'a dyn Progress,
+    vector_schema: &'a str,
+}
+
+impl Backfill<'_> {
+    fn shadow(&self) -> VectorColumn<'_> {
+        VectorColumn { table: self.table, spec: self.spec, vector_schema: self.vector_schema }
+    }
 }
 
 impl Backfill<'_> {
@@ -320,7 +323,7 @@ impl Backfill<'_> {
             .collect();
         let plain: Vec<String> = texts.iter().map(|t| t.clone().unwrap_or_default()).collect();
         let unchanged = format!("({})::text = ($3::text[])[array_position($1::text[]::tid[], ctid)]", self.spec.text);
-        let update = crate::embed_catchup::store_by_ctid_sql(self.table, self.spec, Some(&unchanged));
+        let update = self.shadow().store_by_ctid_sql(Some(&unchanged));
         let write = async {
             let written = self.client.execute(&update, &[&ids, &vectors, &plain]).await.context(&self.endpoint, || "store vectors".into())?;
             self.client
@@ -346,7 +349,7 @@ async fn swap(b: &Backfill<'_>, n: &Names, spec: &EmbeddingSpec, old_exists: boo
             .await
             .context(&endpoint, || format!("lock {} for the swap (writers were busy for longer than the lock timeout: try again)", n.table))?;
         // Rows changed since the last pass; no writer can change them again under the lock.
-        embed_catchup::embed_pending(client, endpoint, b.pool, b.table, b.spec).await?;
+        embed_catchup::embed_pending(client, endpoint, b.pool, b.shadow()).await?;
         // The index of the old column keeps its name for the new one.
         let old_index: Option<String> = if old_exists {
             client

@@ -19,6 +19,8 @@ pub struct VectorIndexOptions {
     pub min_memory_mb: u64,
     pub max_memory_mb: u64,
     pub parallel_workers: usize,
+    /// Where pgvector's operator classes are.
+    pub vector_schema: String,
 }
 
 /// Index name: `<table>_<column>_<method>_idx`, cut to PostgreSQL's 63 bytes.
@@ -78,7 +80,7 @@ pub async fn build(
         let (spec, display) = (w.spec, format!("{}.{}", w.schema, w.name));
         let name = index_name(w.name, spec);
         let qualified = format!("{}.{}", quote_ident(w.schema), quote_ident(w.name));
-        let Some(mut sql) = spec.index_sql(&qualified, &name, false) else { continue };
+        let Some(mut sql) = spec.index_sql(&qualified, &name, false, &options.vector_schema) else { continue };
         client.batch_execute(&format!("ANALYZE {qualified}")).await.context(&endpoint, || format!("analyze {qualified}"))?;
         let rows: i64 = client
             .query_one("SELECT greatest(reltuples, 0)::int8 FROM pg_class WHERE oid = $1::text::regclass", &[&qualified])

@@ -34,6 +34,10 @@ pub struct Extension {
     pub name: String,
     pub schema: String,
     pub version: String,
+    /// Names of the extension's types, functions and operator classes (in its schema),
+    /// which the catalog's texts may name.
+    #[serde(skip)]
+    pub members: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -207,6 +211,26 @@ impl Catalog {
     }
 }
 
+/// The extensions installed on a server: name -> schema.
+pub async fn installed_extensions(client: &Client, endpoint: &str) -> Result<std::collections::BTreeMap<String, String>, PgError> {
+    let rows = client
+        .query("SELECT e.extname::text, n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace", &[])
+        .await
+        .context(&endpoint, || "list the installed extensions".into())?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Where pgvector's types are, or will be once pgshift creates the extension: where
+/// the server has it, else where the source has it, else public (pgshift's sessions
+/// run with `search_path = pg_catalog`, so a bare CREATE EXTENSION would land there).
+pub fn vector_schema(installed: &std::collections::BTreeMap<String, String>, source: Option<&Catalog>) -> String {
+    installed
+        .get("vector")
+        .cloned()
+        .or_else(|| source.and_then(|c| c.extensions.iter().find(|e| e.name == "vector")).map(|e| e.schema.clone()))
+        .unwrap_or_else(|| "public".into())
+}
+
 /// Whether a table (or any relation) of this name exists on that server.
 pub async fn relation_exists(client: &Client, endpoint: &str, schema: &str, name: &str) -> Result<bool, PgError> {
     let row = client
@@ -224,16 +248,27 @@ pub async fn inspect(client: &Client, endpoint: &(dyn std::fmt::Display + Sync))
         .context(endpoint, q("server version"))?
         .get(0);
 
+    let member = |catalog: &str, name: &str| {
+        format!(
+            "SELECT x.{name}::text FROM pg_depend d JOIN {catalog} x ON x.oid = d.objid \
+             WHERE d.refclassid = 'pg_extension'::regclass AND d.refobjid = e.oid AND d.classid = '{catalog}'::regclass AND d.deptype = 'e'"
+        )
+    };
     let extensions = client
         .query(
-            "SELECT e.extname, n.nspname, e.extversion FROM pg_extension e \
-             JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname <> 'plpgsql' ORDER BY 1",
+            &format!(
+                "SELECT e.extname, n.nspname, e.extversion, ARRAY({} UNION {} UNION {}) FROM pg_extension e \
+                 JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname <> 'plpgsql' ORDER BY 1",
+                member("pg_type", "typname"),
+                member("pg_proc", "proname"),
+                member("pg_opclass", "opcname")
+            ),
             &[],
         )
         .await
         .context(endpoint, q("extensions"))?
         .iter()
-        .map(|r| Extension { name: r.get(0), schema: r.get(1), version: r.get(2) })
+        .map(|r| Extension { name: r.get(0), schema: r.get(1), version: r.get(2), members: r.get(3) })
         .collect();
 
     let schemas = client

@@ -8,7 +8,7 @@
 //! schemas move rather than single tables because index, sequence, constraint and
 //! type names are unique per schema: a renamed table would still collide on them.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -79,10 +79,10 @@ impl SchemaMap {
         if self.is_empty() {
             return catalog.clone();
         }
-        let mut moved: HashSet<(String, String)> = HashSet::new();
+        let mut moved = HashMap::new();
         let mut add = |schema: &str, name: &str| {
-            if self.0.contains_key(schema) {
-                moved.insert((schema.to_string(), name.to_string()));
+            if let Some(to) = self.0.get(schema) {
+                moved.insert((schema.to_string(), name.to_string()), to.clone());
             }
         };
         catalog.tables.iter().for_each(|t| add(&t.schema, &t.name));
@@ -90,7 +90,6 @@ impl SchemaMap {
         catalog.enums.iter().for_each(|e| add(&e.schema, &e.name));
         catalog.domains.iter().for_each(|d| add(&d.schema, &d.name));
         catalog.composites.iter().for_each(|c| add(&c.schema, &c.name));
-        let rw = Rewriter { map: self, moved };
         let to = |schema: &mut String| *schema = self.target_schema(schema).to_string();
 
         let mut c = catalog.clone();
@@ -100,44 +99,46 @@ impl SchemaMap {
         schemas.sort();
         schemas.dedup();
         c.schemas = schemas;
-        for e in &mut c.enums {
-            to(&mut e.schema);
-        }
-        for d in &mut c.domains {
-            to(&mut d.schema);
-            rw.apply(&mut d.base_type);
-            d.default.iter_mut().for_each(|x| rw.apply(x));
-            d.constraints.iter_mut().for_each(|(_, def)| rw.apply(def));
-        }
-        for ct in &mut c.composites {
-            to(&mut ct.schema);
-            ct.attributes.iter_mut().for_each(|(_, ty)| rw.apply(ty));
-        }
+        c.enums.iter_mut().for_each(|e| to(&mut e.schema));
+        c.domains.iter_mut().for_each(|d| to(&mut d.schema));
+        c.composites.iter_mut().for_each(|ct| to(&mut ct.schema));
         for s in &mut c.sequences {
             to(&mut s.schema);
             s.owned_by.iter_mut().for_each(|(schema, _, _)| to(schema));
         }
         for t in &mut c.tables {
             to(&mut t.schema);
-            t.partition_key.iter_mut().for_each(|k| rw.apply(k));
-            if let Some((schema, _, bound)) = &mut t.partition_of {
+            if let Some((schema, _, _)) = &mut t.partition_of {
                 to(schema);
-                rw.apply(bound);
             }
-            for col in &mut t.columns {
-                rw.apply(&mut col.type_name);
-                col.default.iter_mut().for_each(|x| rw.apply(x));
-                col.generated.iter_mut().for_each(|x| rw.apply(x));
-                col.cast_to.iter_mut().for_each(|x| rw.apply(x));
-            }
-            if let Some(pk) = &mut t.primary_key {
-                rw.apply(&mut pk.first_type);
-            }
-            t.constraints.iter_mut().for_each(|k| rw.apply(&mut k.definition));
-            t.indexes.iter_mut().for_each(|i| rw.apply(&mut i.definition));
         }
+        Rewriter { moved }.apply_to_catalog(&mut c);
         c
     }
+}
+
+/// The catalog with the source's extensions where `installed` (the target's: name ->
+/// schema) already has them: a Supabase database keeps pgvector in `extensions`, the
+/// target may have it in `public`, so `extensions.vector(384)` and
+/// `extensions.vector_cosine_ops` must become `public.` ones.
+pub fn relocate_extensions(catalog: &Catalog, installed: &BTreeMap<String, String>) -> Catalog {
+    let mut c = catalog.clone();
+    let mut moved = HashMap::new();
+    for e in &mut c.extensions {
+        match installed.get(&e.name) {
+            Some(there) if *there != e.schema => {
+                for member in &e.members {
+                    moved.insert((e.schema.clone(), member.clone()), there.clone());
+                }
+                e.schema = there.clone();
+            }
+            _ => {}
+        }
+    }
+    if !moved.is_empty() {
+        Rewriter { moved }.apply_to_catalog(&mut c);
+    }
+    c
 }
 
 /// Whether two catalog type names name the same type, however their identifiers are
@@ -153,17 +154,49 @@ impl fmt::Display for SchemaMap {
     }
 }
 
-struct Rewriter<'a> {
-    map: &'a SchemaMap,
-    moved: HashSet<(String, String)>,
+/// Rewrites qualified references to objects that move: (schema, name) -> new schema.
+struct Rewriter {
+    moved: HashMap<(String, String), String>,
 }
 
 /// Literals of these types name objects: `nextval('public.t_id_seq'::regclass)`.
 const NAME_LITERAL_CASTS: [&str; 2] = ["::regclass", "::regtype"];
 
-impl Rewriter<'_> {
+impl Rewriter {
     fn apply(&self, text: &mut String) {
         *text = self.rewrite(text, true);
+    }
+
+    /// Every catalog text that can name a type, sequence, table, function or operator class.
+    fn apply_to_catalog(&self, c: &mut Catalog) {
+        for d in &mut c.domains {
+            self.apply(&mut d.base_type);
+            d.default.iter_mut().for_each(|x| self.apply(x));
+            d.constraints.iter_mut().for_each(|(_, def)| self.apply(def));
+        }
+        for ct in &mut c.composites {
+            ct.attributes.iter_mut().for_each(|(_, ty)| self.apply(ty));
+        }
+        for s in &mut c.sequences {
+            self.apply(&mut s.data_type);
+        }
+        for t in &mut c.tables {
+            t.partition_key.iter_mut().for_each(|k| self.apply(k));
+            if let Some((_, _, bound)) = &mut t.partition_of {
+                self.apply(bound);
+            }
+            for col in &mut t.columns {
+                self.apply(&mut col.type_name);
+                col.default.iter_mut().for_each(|x| self.apply(x));
+                col.generated.iter_mut().for_each(|x| self.apply(x));
+                col.cast_to.iter_mut().for_each(|x| self.apply(x));
+            }
+            if let Some(pk) = &mut t.primary_key {
+                self.apply(&mut pk.first_type);
+            }
+            t.constraints.iter_mut().for_each(|k| self.apply(&mut k.definition));
+            t.indexes.iter_mut().for_each(|i| self.apply(&mut i.definition));
+        }
     }
 
     /// Rewrites `S.name` (either part possibly quoted) where `(S, name)` moves. Other
@@ -191,8 +224,8 @@ impl Rewriter<'_> {
                 if let Some((schema, schema_len)) = identifier(rest) {
                     if let Some(after_dot) = rest[schema_len..].strip_prefix('.') {
                         if let Some((name, name_len)) = identifier(after_dot) {
-                            if self.moved.contains(&(schema.clone(), name)) {
-                                out.push_str(&quote_ident(self.map.target_schema(&schema)));
+                            if let Some(to) = self.moved.get(&(schema.clone(), name)) {
+                                out.push_str(&quote_ident(to));
                                 out.push('.');
                                 out.push_str(&after_dot[..name_len]);
                                 i += schema_len + 1 + name_len;
@@ -263,14 +296,10 @@ fn literal_end(s: &str) -> usize {
 mod tests {
     use super::*;
 
-    fn rewriter(moved: &[(&str, &str)]) -> (SchemaMap, HashSet<(String, String)>) {
-        let map = SchemaMap::parse(&["public=main", "My Schema=other"]).unwrap();
-        (map, moved.iter().map(|(s, n)| (s.to_string(), n.to_string())).collect())
-    }
-
     fn rewrite(moved: &[(&str, &str)], text: &str) -> String {
-        let (map, moved) = rewriter(moved);
-        Rewriter { map: &map, moved }.rewrite(text, true)
+        let map = SchemaMap::parse(&["public=main", "My Schema=other"]).unwrap();
+        let moved = moved.iter().map(|(s, n)| ((s.to_string(), n.to_string()), map.target_schema(s).to_string())).collect();
+        Rewriter { moved }.rewrite(text, true)
     }
 
     #[test]
