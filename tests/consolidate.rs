@@ -288,7 +288,13 @@ fn pgvector_kept_in_another_schema_on_the_source_lands_where_the_target_has_it()
     assert_eq!(target.psql("app", "SELECT round(norm::numeric, 3) FROM items WHERE id = 2"), "3.000");
 
     source.psql("app", "INSERT INTO items VALUES (100, '[3,4,0]'); UPDATE items SET embedding = '[0,0,1]' WHERE id = 1");
-    follow(&source, &target, &[]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args(["follow", "--source", &source.url("app"), "--target", &target.url("app"), "--until-caught-up"])
+        .env("PGSHIFT_LOG", "info")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("format=Binary"), "the same type in another schema streams binary: {}", stderr(&out));
     assert_eq!(target.psql("app", "SELECT round(norm::numeric, 3) FROM items WHERE id = 100"), "5.000");
     assert_verified(&source, &target);
 }

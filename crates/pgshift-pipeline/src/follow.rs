@@ -13,7 +13,7 @@ use pgshift_postgres::lsn::Lsn;
 use pgshift_postgres::logical_stream::{LogicalStream, StreamItem};
 use pgshift_postgres::pgoutput::LogicalMessage;
 use pgshift_postgres::replication::{pg_now_micros, ReplicationConn};
-use pgshift_postgres::schema_map::SchemaMap;
+use pgshift_postgres::schema_map::{relocate_extensions, SchemaMap};
 use pgshift_postgres::{ConnInfo, PgError};
 use serde::Serialize;
 use tokio_postgres::Client;
@@ -100,8 +100,10 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
 
     let target_catalog = catalog::inspect(&dst, &dst_name).await?;
     let tables = run_tables(&dst, dst_name, &run, &target_catalog).await?;
-    // A column whose type changed on the way (migrate --cast) must arrive as text.
-    let source_catalog = run.schema_map.target_view(&catalog::inspect(&src, &src_name).await?);
+    // A column whose type changed on the way (migrate --cast) must arrive as text; the
+    // source's names are compared as the target has them (schema map, extensions).
+    let installed = catalog::installed_extensions(&dst, dst_name).await?;
+    let source_catalog = relocate_extensions(&run.schema_map.target_view(&catalog::inspect(&src, &src_name).await?), &installed);
     let binary = tables.iter().all(|t| CopyFormat::for_table(t) == CopyFormat::Binary) && !crate::casts::types_differ(&source_catalog, &tables);
     let format = if binary { CopyFormat::Binary } else { CopyFormat::Text };
     let embed = catchup_embedding(&dst, dst_name, &run, (&target_catalog, &tables), opts).await?;
