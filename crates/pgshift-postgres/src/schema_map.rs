@@ -7,6 +7,8 @@
 //! (`public.vector`, `public.gen_random_uuid()`) stay where the extension is. Whole
 //! schemas move rather than single tables because index, sequence, constraint and
 //! type names are unique per schema: a renamed table would still collide on them.
+//! The same rewriting moves references to an extension's objects to the schema the
+//! target already has that extension in ([`relocate_extensions`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
