@@ -286,6 +286,9 @@ fn pgvector_kept_in_another_schema_on_the_source_lands_where_the_target_has_it()
     assert_eq!(target.psql("app", type_of), "public");
     assert!(target.psql("app", "SELECT indexdef FROM pg_indexes WHERE indexname = 'items_embedding'").contains("hnsw (embedding vector_cosine_ops)"));
     assert_eq!(target.psql("app", "SELECT round(norm::numeric, 3) FROM items WHERE id = 2"), "3.000");
+    let out = pgshift_expect(0, &["inspect", "--source", &source.url("app"), "--target", &target.url("app"), "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["tables"][0]["target_differences"], serde_json::json!([]), "{report}");
 
     source.psql("app", "INSERT INTO items VALUES (100, '[3,4,0]'); UPDATE items SET embedding = '[0,0,1]' WHERE id = 1");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))

@@ -4,7 +4,7 @@
 use pgshift_postgres::catalog::{self, Table};
 use pgshift_postgres::copy::CopyFormat;
 use pgshift_postgres::error::Context;
-use pgshift_postgres::schema_map::{same_type_name, SchemaMap};
+use pgshift_postgres::schema_map::{relocate_extensions, same_type_name, SchemaMap};
 use pgshift_postgres::ConnInfo;
 use serde::Serialize;
 
@@ -60,10 +60,12 @@ pub struct InspectReport {
 pub async fn inspect(source: &ConnInfo, target: Option<&ConnInfo>, exact_counts: bool, schema_map: &SchemaMap) -> Result<InspectReport> {
     let src = source.connect().await?;
     let catalog = catalog::inspect(&src, &source.endpoint()).await?;
-    let view = schema_map.target_view(&catalog);
+    let mut view = schema_map.target_view(&catalog);
     let target_catalog = match target {
         Some(t) => {
             let dst = t.connect().await?;
+            // Compared as migrate would create them: extensions where the target has them.
+            view = relocate_extensions(&view, &catalog::installed_extensions(&dst, t.endpoint()).await?);
             Some((catalog::inspect(&dst, &t.endpoint()).await?, dst, t.endpoint().to_string()))
         }
         None => None,
