@@ -16,6 +16,7 @@ use clap::Parser;
 use cli::{Cli, Command, ConfigCommand, ServeArgs, SwitchArgs};
 use pgshift_pipeline::cutover::CutoverOptions;
 use pgshift_pipeline::follow::FollowOptions;
+use pgshift_pipeline::sqlite_migrate::SqliteOptions;
 use pgshift_pipeline::verify::VerifyOptions;
 use pgshift_postgres::ConnInfo;
 
@@ -79,11 +80,15 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate(a) if pgshift_sqlite::path_of(&a.source.source).is_some() => {
-            if !a.placement.schemas.map_schema.is_empty() {
-                bail!("--map-schema moves PostgreSQL schemas; a SQLite source's tables go to public");
+            if !a.placement.casts.is_empty() {
+                bail!("--cast is for PostgreSQL sources: a SQLite column's type is set with --sqlite-type TABLE.COLUMN=TYPE");
+            }
+            if !a.placement.foreign_keys.is_empty() {
+                bail!("--foreign-key: a SQLite load adds no declared keys; declare it on the PostgreSQL source's migrate, run after this load");
             }
             let target = ConnInfo::parse(&a.target.target, "--target")?;
             let mut options = sqlite_options(&a.source.source, &a.sqlite, &a.load.tables, a.load.jobs)?;
+            options.schema = SqliteOptions::schema_from(&a.placement.schemas.map()?)?;
             options.dry_run = a.dry_run;
             options.resume = a.resume;
             options.maintenance_work_mem = a.load.maintenance_work_mem.clone();
@@ -124,7 +129,8 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
         Command::Rollback(a) => switch(&a, false, true).await,
         Command::Verify(a) if pgshift_sqlite::path_of(&a.source.source).is_some() => {
             let target = ConnInfo::parse(&a.target.target, "--target")?;
-            let options = sqlite_options(&a.source.source, &a.sqlite, &a.tables, a.jobs)?;
+            let mut options = sqlite_options(&a.source.source, &a.sqlite, &a.tables, a.jobs)?;
+            options.schema = SqliteOptions::schema_from(&a.schemas.map()?)?;
             let report = pgshift_pipeline::sqlite_verify::verify_sqlite(&options, &target).await?;
             emit(a.json, &report, output::print_verify)?;
             Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })

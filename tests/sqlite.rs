@@ -314,3 +314,31 @@ fn libsql_vector_columns_and_float_blobs_become_pgvector() {
     assert_eq!(target.psql("second", "SELECT count(*) FROM chunks"), "0");
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
+
+#[test]
+fn a_sqlite_database_goes_to_a_schema_of_its_own_beside_a_postgresql_one() {
+    // The PostgreSQL app already has users in public; the SQLite app's users go to `app`.
+    let (postgres, target) = pair(PgVersion::V15, PgVersion::V16);
+    postgres.psql("app", "CREATE TABLE users (id bigint PRIMARY KEY, email text); INSERT INTO users VALUES (1, 'pg@example.com')");
+    migrate(&postgres, &target, &[]);
+    let path = temp_db("schema");
+    build_app_db(&path);
+    let (db, t) = (format!("sqlite://{}", path.display()), target.url("app"));
+
+    let out = pgshift_expect(2, &migrate_args(&db, &t, &["--map-schema", "public=app"]));
+    assert!(stderr(&out).contains("write --map-schema main=NAME"), "{}", stderr(&out));
+    let out = pgshift_expect(2, &migrate_args(&db, &t, &[]));
+    assert!(stderr(&out).contains("public.users"), "the collision is named: {}", stderr(&out));
+
+    pgshift_expect(0, &migrate_args(&db, &t, &["--map-schema", "main=app"]));
+    let users = Connection::open(&path).unwrap().query_row("SELECT count(*) FROM users", [], |r| r.get::<_, i64>(0)).unwrap();
+    assert_eq!(target.psql("app", "SELECT count(*) FROM app.users"), users.to_string());
+    assert_eq!(target.psql("app", "SELECT email FROM public.users"), "pg@example.com");
+    assert_eq!(target.psql("app", "SELECT count(*) FROM pg_constraint WHERE connamespace = 'app'::regnamespace AND contype = 'f'"), "1", "keys within app");
+    // verify finds the tables where the run put them; the PostgreSQL source still verifies too.
+    let mut verify_args = migrate_args(&db, &t, &[]);
+    verify_args[0] = "verify";
+    pgshift_expect(0, &verify_args);
+    assert_verified(&postgres, &target);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}

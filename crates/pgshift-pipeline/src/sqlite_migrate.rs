@@ -13,7 +13,8 @@ use futures_util::{pin_mut, SinkExt};
 use pgshift_postgres::catalog::relation_exists;
 use pgshift_postgres::ddl::{PostDataKind, PostDataStep};
 use pgshift_postgres::error::Context;
-use pgshift_postgres::sql::{column_list, quote_ident};
+use pgshift_postgres::schema_map::SchemaMap;
+use pgshift_postgres::sql::{column_list, qualified, quote_ident};
 use pgshift_postgres::ConnInfo;
 use pgshift_sqlite::encode::{copy_table, Rejected, Shape};
 use pgshift_sqlite::schema::{inspect, Overrides, Table};
@@ -47,6 +48,22 @@ pub struct SqliteOptions {
     /// Tables that get vectors (the text expression is SQLite SQL over the row).
     pub embedding: Option<EmbeddingSetup>,
     pub vector_index_memory_mb: u64,
+    /// The target schema the tables go to (`--map-schema main=NAME`). None: public
+    /// (for verify: where the source's run put them).
+    pub schema: Option<String>,
+}
+
+impl SqliteOptions {
+    /// The target schema from a `--map-schema`, whose only key may be SQLite's `main`.
+    pub fn schema_from(map: &SchemaMap) -> Result<Option<String>> {
+        match map.entries().as_slice() {
+            [] => Ok(None),
+            [(from, to)] if *from == SQLITE_SCHEMA => Ok(Some(to.to_string())),
+            _ => Err(Error::Input(format!(
+                "--map-schema {map}: a SQLite database has one schema, {SQLITE_SCHEMA}: write --map-schema {SQLITE_SCHEMA}=NAME"
+            ))),
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteOptions {
@@ -55,11 +72,9 @@ impl std::fmt::Debug for SqliteOptions {
     }
 }
 
-const SCHEMA: &str = "public";
+/// SQLite's name for a database's own schema, as `--map-schema main=NAME` names it.
+pub const SQLITE_SCHEMA: &str = "main";
 
-fn qualified(t: &str) -> String {
-    pgshift_postgres::sql::qualified(SCHEMA, t)
-}
 
 /// Reads the file's schema on a blocking thread.
 pub async fn read_schema(opts: &SqliteOptions) -> Result<Vec<Table>> {
@@ -98,7 +113,7 @@ fn column_type_sql(t: PgType, vector_schema: &str) -> String {
     }
 }
 
-pub fn create_table_sql(t: &Table, spec: Option<&EmbeddingSpec>, vector_schema: &str) -> String {
+pub fn create_table_sql(schema: &str, t: &Table, spec: Option<&EmbeddingSpec>, vector_schema: &str) -> String {
     let mut cols = Vec::new();
     if t.fts5 {
         cols.push("\"rowid\" bigint NOT NULL".to_string());
@@ -124,22 +139,22 @@ pub fn create_table_sql(t: &Table, spec: Option<&EmbeddingSpec>, vector_schema: 
     if let Some(spec) = spec {
         cols.push(format!("{} {}", quote_ident(&spec.column), spec.column_type(vector_schema)));
     }
-    format!("CREATE TABLE {} ({})", qualified(&t.name), cols.join(", "))
+    format!("CREATE TABLE {} ({})", qualified(schema, &t.name), cols.join(", "))
 }
 
 /// Keys, indexes, the FTS5 GIN index and foreign keys (to tables being copied).
-pub fn post_data(tables: &[Table], warnings: &mut Vec<String>) -> Vec<PostDataStep> {
+pub fn post_data(schema: &str, tables: &[Table], warnings: &mut Vec<String>) -> Vec<PostDataStep> {
     let mut out = Vec::new();
     let step = |t: &Table, object: String, kind, sql: String| PostDataStep {
-        table: format!("{SCHEMA}.{}", t.name),
-        schema: SCHEMA.into(),
+        table: format!("{schema}.{}", t.name),
+        schema: schema.into(),
         relname: t.name.clone(),
         object,
         kind,
         sql,
     };
     for t in tables {
-        let name = qualified(&t.name);
+        let name = qualified(schema, &t.name);
         if !t.primary_key.is_empty() {
             let pkey = format!("{}_pkey", t.name);
             let sql = format!("ALTER TABLE {name} ADD CONSTRAINT {} PRIMARY KEY ({})", quote_ident(&pkey), column_list(t.primary_key.iter().map(String::as_str)));
@@ -178,7 +193,7 @@ pub fn post_data(tables: &[Table], warnings: &mut Vec<String>) -> Vec<PostDataSt
                 "ALTER TABLE {name} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}){action} NOT VALID",
                 quote_ident(&fkey),
                 column_list(fk.columns.iter().map(String::as_str)),
-                qualified(&target.name),
+                qualified(schema, &target.name),
                 column_list(references.iter().map(String::as_str))
             );
             out.push(step(t, fkey.clone(), PostDataKind::ForeignKey, sql));
@@ -188,9 +203,9 @@ pub fn post_data(tables: &[Table], warnings: &mut Vec<String>) -> Vec<PostDataSt
     out
 }
 
-fn planned(t: &Table) -> PlannedTable {
+fn planned(schema: &str, t: &Table) -> PlannedTable {
     PlannedTable {
-        table: format!("{SCHEMA}.{}", t.name),
+        table: format!("{schema}.{}", t.name),
         rows_estimate: t.rows,
         size_bytes: 0,
         format: pgshift_postgres::copy::CopyFormat::Binary,
@@ -205,7 +220,8 @@ pub async fn migrate_sqlite(opts: &SqliteOptions, target: &ConnInfo, progress: A
     crate::progress::enter(&*progress, "inspect");
     let tables = read_schema(opts).await?;
     let source = format!("sqlite:{}", opts.path.display());
-    let mut report = MigrateReport { dry_run: opts.dry_run, plan: tables.iter().map(planned).collect(), ..Default::default() };
+    let schema = opts.schema.as_deref().unwrap_or("public");
+    let mut report = MigrateReport { dry_run: opts.dry_run, plan: tables.iter().map(|t| planned(schema, t)).collect(), ..Default::default() };
     for t in &tables {
         report.warnings.extend(t.skipped.iter().cloned());
         for c in t.columns.iter().filter(|c| c.note.is_some()) {
@@ -219,13 +235,16 @@ pub async fn migrate_sqlite(opts: &SqliteOptions, target: &ConnInfo, progress: A
     report.embeddings = specs.values().cloned().collect();
     let dst = target.connect().await?;
     let vector_schema = pgshift_postgres::catalog::vector_schema(&pgshift_postgres::catalog::installed_extensions(&dst, dst_name).await?, None);
-    report.pre_data = tables.iter().map(|t| create_table_sql(t, specs.get(&t.name), &vector_schema)).collect();
+    report.pre_data = tables.iter().map(|t| create_table_sql(schema, t, specs.get(&t.name), &vector_schema)).collect();
+    if schema != "public" {
+        report.pre_data.insert(0, format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema)));
+    }
     // Vectors computed on the way, or stored ones (libSQL's F32_BLOB, overrides).
     let needs_pgvector = !specs.is_empty() || tables.iter().flat_map(|t| &t.columns).any(|c| matches!(c.pg, PgType::Vector(_)));
     if needs_pgvector {
         report.pre_data.insert(0, crate::migrate::create_extension_sql("vector", &vector_schema));
     }
-    let steps = post_data(&tables, &mut report.warnings);
+    let steps = post_data(schema, &tables, &mut report.warnings);
     report.post_data = steps.iter().map(|s| s.sql.clone()).collect();
 
     let unfinished = state::unfinished_run(&dst, dst_name, &source).await?;
@@ -234,13 +253,16 @@ pub async fn migrate_sqlite(opts: &SqliteOptions, target: &ConnInfo, progress: A
             return Err(Error::State(format!("the target holds an unfinished run {} (phase {}): pass --resume to continue it", run.run_id, run.phase)))
         }
         (None, true) => return Err(Error::State("--resume: the target holds no unfinished pgshift run".into())),
+        (Some(run), true) if run.schema_map != run_map(schema)? => {
+            return Err(Error::Input(format!("run {} put the tables elsewhere ({}): resume it with the same --map-schema", run.run_id, run.schema_map)))
+        }
         (run, _) => run,
     };
     if resume_run.is_none() {
         let mut present = Vec::new();
         for t in &tables {
-            if relation_exists(&dst, dst_name, SCHEMA, &t.name).await? {
-                present.push(format!("{SCHEMA}.{}", t.name));
+            if relation_exists(&dst, dst_name, schema, &t.name).await? {
+                present.push(format!("{schema}.{}", t.name));
             }
         }
         if !present.is_empty() {
@@ -268,7 +290,7 @@ pub async fn migrate_sqlite(opts: &SqliteOptions, target: &ConnInfo, progress: A
         Some(run) => run.run_id,
         None => {
             crate::progress::enter(&*progress, "schema");
-            create_run(&dst, dst_name, &source, &report.pre_data, (&tables, &report.embeddings)).await?
+            create_run(&dst, dst_name, &source, &report.pre_data, (schema, &tables, &report.embeddings)).await?
         }
     };
     report.run_id = Some(run_id);
@@ -286,7 +308,7 @@ pub async fn migrate_sqlite(opts: &SqliteOptions, target: &ConnInfo, progress: A
         Some(p) => Some(Arc::new(Mutex::new(std::fs::File::create(p).map_err(|e| Error::Input(format!("--reject-file {}: {e}", p.display())))?))),
         None => None,
     };
-    let work: Vec<Table> = tables.iter().filter(|t| !done.contains(&format!("{SCHEMA}.{}", t.name))).cloned().collect();
+    let work: Vec<Table> = tables.iter().filter(|t| !done.contains(&format!("{schema}.{}", t.name))).cloned().collect();
     crate::metrics::CHUNKS_TOTAL.set(tables.len() as i64);
     crate::metrics::CHUNKS_DONE.set((tables.len() - work.len()) as i64);
     let embed = opts.embedding.as_ref().filter(|_| !specs.is_empty()).map(|setup| {
@@ -294,11 +316,12 @@ pub async fn migrate_sqlite(opts: &SqliteOptions, target: &ConnInfo, progress: A
     });
     let summaries = run_workers(opts.jobs, work, |queue| {
         let (target, path, progress, rejects, embed) = (target.clone(), opts.path.clone(), progress.clone(), rejects.clone(), embed.clone());
+        let schema = schema.to_string();
         async move {
             let mut finished = Vec::new();
             while let Some(table) = queue.pop() {
                 let embedding = embed.as_ref().and_then(|e| e.1.get(&table.name).map(|s| (&e.0, s)));
-                finished.push(copy_one(&target, &path, &table, run_id, &*progress, rejects.clone(), embedding).await?);
+                finished.push(copy_one((&target, &schema), &path, &table, run_id, &*progress, rejects.clone(), embedding).await?);
             }
             Ok(finished)
         }
@@ -314,7 +337,7 @@ pub async fn migrate_sqlite(opts: &SqliteOptions, target: &ConnInfo, progress: A
     let options = PostDataOptions { jobs: opts.jobs, maintenance_work_mem: opts.maintenance_work_mem.clone() };
     postdata::run(target, &steps, &options, progress.clone()).await?;
     let index_work: Vec<IndexTarget> =
-        tables.iter().filter_map(|t| specs.get(&t.name).map(|spec| IndexTarget { schema: SCHEMA, name: &t.name, spec })).collect();
+        tables.iter().filter_map(|t| specs.get(&t.name).map(|spec| IndexTarget { schema, name: &t.name, spec })).collect();
     let vector_options = VectorIndexOptions {
         min_memory_mb: 256,
         max_memory_mb: opts.vector_index_memory_mb.max(256),
@@ -326,10 +349,10 @@ pub async fn migrate_sqlite(opts: &SqliteOptions, target: &ConnInfo, progress: A
         if let Some(col) = &t.rowid_alias {
             let sql = format!(
                 "SELECT setval(pg_get_serial_sequence('{}', {}), coalesce(max({}), 0) + 1, false) FROM {}",
-                qualified(&t.name).replace('\'', "''"),
+                qualified(schema, &t.name).replace('\'', "''"),
                 pgshift_postgres::sql::quote_literal(col),
                 quote_ident(col),
-                qualified(&t.name)
+                qualified(schema, &t.name)
             );
             dst.batch_execute(&sql).await.context(&dst_name, || sql.clone())?;
         }
@@ -341,6 +364,15 @@ pub async fn migrate_sqlite(opts: &SqliteOptions, target: &ConnInfo, progress: A
     Ok(report)
 }
 
+/// The schema map a SQLite run records, for verify and resume: where `main` went
+/// (nothing when it went to public).
+fn run_map(schema: &str) -> Result<SchemaMap> {
+    match schema {
+        "public" => Ok(SchemaMap::default()),
+        _ => SchemaMap::parse(&[format!("{SQLITE_SCHEMA}={schema}")]).map_err(Error::Input),
+    }
+}
+
 /// Tables, state schema, run and one chunk per table (and the embedding specs, which
 /// verify reads), in one transaction.
 async fn create_run(
@@ -348,22 +380,26 @@ async fn create_run(
     dst_name: &str,
     source: &str,
     ddl: &[String],
-    (tables, embeddings): (&[Table], &[EmbeddingSpec]),
+    (schema, tables, embeddings): (&str, &[Table], &[EmbeddingSpec]),
 ) -> Result<i64> {
+    let map = run_map(schema)?;
     let work = async {
         dst.batch_execute(state::SCHEMA_DDL).await.context(&dst_name, || "create the pgshift state schema".into())?;
         for sql in ddl {
             dst.batch_execute(sql).await.context(&dst_name, || sql.clone())?;
         }
         let run_id: i64 = dst
-            .query_one("INSERT INTO pgshift.runs (source, phase) VALUES ($1, $2) RETURNING run_id", &[&source, &state::phase::COPY])
+            .query_one(
+                "INSERT INTO pgshift.runs (source, phase, schema_map) VALUES ($1, $2, $3::text::jsonb) RETURNING run_id",
+                &[&source, &state::phase::COPY, &serde_json::to_string(&map).expect("map serializes")],
+            )
             .await
             .context(&dst_name, || "record the run".into())?
             .get(0);
         for t in tables {
             dst.execute(
                 "INSERT INTO pgshift.chunks (run_id, table_name, chunk_no, split, predicate) VALUES ($1, $2, 0, 'whole', NULL)",
-                &[&run_id, &format!("{SCHEMA}.{}", t.name)],
+                &[&run_id, &format!("{schema}.{}", t.name)],
             )
             .await
             .context(&dst_name, || "record the tables".into())?;
@@ -379,7 +415,7 @@ async fn create_run(
 /// One table: read on a blocking thread, written through a bounded queue into COPY,
 /// committed with its checkpoint. A resumed table is emptied first, in the same transaction.
 async fn copy_one(
-    target: &ConnInfo,
+    (target, schema): (&ConnInfo, &str),
     path: &std::path::Path,
     table: &Table,
     run_id: i64,
@@ -389,10 +425,10 @@ async fn copy_one(
 ) -> Result<TableSummary> {
     let started = Instant::now();
     let dst_name = target.endpoint();
-    let name = format!("{SCHEMA}.{}", table.name);
+    let name = format!("{schema}.{}", table.name);
     progress.table_started(&name, 0);
     let client = target.connect().await?;
-    let qualified = qualified(&table.name);
+    let qualified = qualified(schema, &table.name);
     client
         .batch_execute(&format!("SET synchronous_commit = off; BEGIN; TRUNCATE ONLY {qualified}"))
         .await

@@ -7,7 +7,7 @@ use pgshift_postgres::ConnInfo;
 use pgshift_sqlite::verify::{canonical_from_pg, column_types, digest, pg_select_expr, TableDigest};
 
 use crate::error::{Error, Result};
-use crate::sqlite_migrate::{read_schema, table_matches_sqlite, SqliteOptions};
+use crate::sqlite_migrate::{read_schema, table_matches_sqlite, SqliteOptions, SQLITE_SCHEMA};
 use crate::state;
 use crate::verify::{TableCheck, VerifyReport};
 
@@ -16,10 +16,14 @@ pub async fn verify_sqlite(opts: &SqliteOptions, target: &ConnInfo) -> Result<Ve
     let tables = read_schema(opts).await?;
     let dst = target.connect().await?;
     let source_name = format!("sqlite:{}", opts.path.display());
-    let computed = match state::newest_run_of_source(&dst, dst_name, &source_name).await? {
+    let run = state::newest_run_of_source(&dst, dst_name, &source_name).await?;
+    let computed = match &run {
         Some(run) => state::run_embeddings(&dst, dst_name, run.run_id).await?,
         None => Vec::new(),
     };
+    // Where the tables are: as asked, else where the source's run put them.
+    let recorded = run.as_ref().map(|r| r.schema_map.target_schema(SQLITE_SCHEMA).to_string()).filter(|s| s != SQLITE_SCHEMA);
+    let schema = opts.schema.clone().or(recorded).unwrap_or_else(|| "public".into());
     let mut checks = Vec::new();
     for mut table in tables {
         // A source column the run replaced with computed vectors has nothing to compare with.
@@ -37,10 +41,10 @@ pub async fn verify_sqlite(opts: &SqliteOptions, target: &ConnInfo) -> Result<Ve
         })
         .await
         .map_err(|e| Error::State(format!("reading {}: {e}", table.name)))??;
-        let name = format!("public.{}", table.name);
+        let name = format!("{schema}.{}", table.name);
         let types = column_types(&table);
         let exprs: Vec<String> = table.copy_columns().iter().zip(&types).map(|(c, t)| pg_select_expr(c, *t)).collect();
-        let sql = format!("SELECT {} FROM public.{}", exprs.join(", "), pgshift_postgres::sql::quote_ident(&table.name));
+        let sql = format!("SELECT {} FROM {}", exprs.join(", "), pgshift_postgres::sql::qualified(&schema, &table.name));
         let mut target_digest = TableDigest::default();
         let result = async {
             let rows = dst.query_raw(&sql, std::iter::empty::<i32>()).await.context(&dst_name, || sql.clone())?;

@@ -52,6 +52,11 @@ impl SchemaMap {
         SchemaMap::parse(&pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>())
     }
 
+    /// (source schema, target schema) pairs.
+    pub fn entries(&self) -> Vec<(&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
