@@ -204,6 +204,9 @@ async fn consolidate(a: cli::ConsolidateArgs, progress: Arc<dyn pgshift_pipeline
     }
     let mut sources = Vec::new();
     for (i, e) in entries.iter().enumerate() {
+        if pgshift_sqlite::path_of(&e.url).is_some() {
+            bail!("sources[{i}].url: consolidate follows PostgreSQL sources; load a SQLite database first with `pgshift migrate --source sqlite://... --map-schema main=NAME`");
+        }
         sources.push(pgshift_pipeline::consolidate::SourcePlan {
             source: ConnInfo::parse(&e.url, &format!("sources[{i}].url"))?,
             tables: e.tables.clone(),

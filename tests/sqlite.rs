@@ -330,6 +330,9 @@ fn a_sqlite_database_goes_to_a_schema_of_its_own_beside_a_postgresql_one() {
     let out = pgshift_expect(2, &migrate_args(&db, &t, &[]));
     assert!(stderr(&out).contains("public.users"), "the collision is named: {}", stderr(&out));
 
+    let sources = format!(r#"[{{"url": "{db}"}}]"#);
+    let out = pgshift_expect(2, &["consolidate", "--sources", &sources, "--target", &t, "--dry-run"]);
+    assert!(stderr(&out).contains("migrate --source sqlite://... --map-schema main=NAME"), "{}", stderr(&out));
     pgshift_expect(0, &migrate_args(&db, &t, &["--map-schema", "main=app"]));
     let users = Connection::open(&path).unwrap().query_row("SELECT count(*) FROM users", [], |r| r.get::<_, i64>(0)).unwrap();
     assert_eq!(target.psql("app", "SELECT count(*) FROM app.users"), users.to_string());
