@@ -16,11 +16,7 @@ pub async fn verify_sqlite(opts: &SqliteOptions, target: &ConnInfo) -> Result<Ve
     let tables = read_schema(opts).await?;
     let dst = target.connect().await?;
     let source_name = format!("sqlite:{}", opts.path.display());
-    let run = state::newest_run_of_source(&dst, dst_name, &source_name).await?;
-    let computed = match &run {
-        Some(run) => state::run_embeddings(&dst, dst_name, run.run_id).await?,
-        None => Vec::new(),
-    };
+    let (run, computed) = state::newest_run_and_embeddings(&dst, dst_name, &source_name).await?;
     // Where the tables are: as asked, else where the source's run put them.
     let recorded = run.as_ref().map(|r| r.schema_map.target_schema(SQLITE_SCHEMA).to_string()).filter(|s| s != SQLITE_SCHEMA);
     let schema = opts.schema.clone().or(recorded).unwrap_or_else(|| "public".into());

@@ -313,6 +313,17 @@ pub async fn set_run_embeddings(client: &Client, endpoint: &str, run_id: i64, sp
     Ok(())
 }
 
+/// What verify needs of the source's newest run: the run (for its schema map) and the
+/// embedding specs whose vector columns it computed (none without a run).
+pub async fn newest_run_and_embeddings(client: &Client, endpoint: &str, source: &str) -> Result<(Option<Run>, Vec<crate::embedding::EmbeddingSpec>)> {
+    let run = newest_run_of_source(client, endpoint, source).await?;
+    let specs = match &run {
+        Some(run) => run_embeddings(client, endpoint, run.run_id).await?,
+        None => Vec::new(),
+    };
+    Ok((run, specs))
+}
+
 /// The newest run from exactly this source, if any.
 pub async fn newest_run_of_source(client: &Client, endpoint: &str, source: &str) -> Result<Option<Run>> {
     if !has_state_schema(client, endpoint).await? {

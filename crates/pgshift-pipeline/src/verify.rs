@@ -66,14 +66,10 @@ struct Unit {
 pub async fn verify(source: &ConnInfo, target: &ConnInfo, opts: &VerifyOptions) -> Result<VerifyReport> {
     let src = source.connect().await?;
     let dst = target.connect().await?;
-    let run = state::newest_run_of_source(&dst, target.endpoint(), source.endpoint()).await?;
+    let (run, computed) = state::newest_run_and_embeddings(&dst, target.endpoint(), source.endpoint()).await?;
     let schema_map = match (opts.schema_map.is_empty(), &run) {
         (true, Some(run)) => run.schema_map.clone(),
         _ => opts.schema_map.clone(),
-    };
-    let computed = match &run {
-        Some(run) => state::run_embeddings(&dst, target.endpoint(), run.run_id).await?,
-        None => Vec::new(),
     };
     let mut catalog = catalog::inspect(&src, &source.endpoint()).await?;
     // Columns migrate cast (text -> uuid) are compared as the target holds them.
