@@ -422,30 +422,9 @@ pub struct ServeArgs {
 pub struct ReembedArgs {
     #[command(flatten)]
     pub target: TargetArg,
-    /// The table whose vectors to recompute (schema.table or table); it needs a primary key.
-    #[arg(long)]
-    pub table: String,
-    /// SQL expression over the row that yields the text, e.g. "title || ' ' || body".
-    #[arg(long)]
-    pub text: String,
-    /// The vector column to (re)fill; created when missing, replaced atomically when present.
-    #[arg(long)]
-    pub column: String,
-    /// all-MiniLM-L6-v2 (local), or the model name the --url server expects.
-    #[arg(long, default_value = "all-MiniLM-L6-v2")]
-    pub model: String,
-    /// An OpenAI-compatible (.../v1/embeddings) or TEI (.../embed) embedding server.
-    #[arg(long)]
-    pub url: Option<String>,
-    /// Dimensions of the new vectors (the model's; may differ from the old column's).
-    #[arg(long)]
-    pub dims: Option<usize>,
-    /// Store as halfvec.
-    #[arg(long)]
-    pub halfvec: bool,
-    /// Index for the new column: hnsw, ivfflat or none.
-    #[arg(long, default_value = "hnsw")]
-    pub index: String,
+    /// The table, its text, the vector column and the model.
+    #[command(flatten)]
+    pub spec: crate::embed_args::EmbedSpecArg,
     /// Rows per backfill transaction (each commits with its checkpoint).
     #[arg(long, default_value_t = 500)]
     pub batch: i64,

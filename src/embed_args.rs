@@ -11,27 +11,39 @@ use pgshift_embed::{Embedder, MINILM, MINILM_DIMS};
 use pgshift_pipeline::embedding::{EmbeddingSetup, EmbeddingSpec, VectorIndex};
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+/// One table's vectors: a config `[[embedding]]` section, an `--embed` value, and
+/// the flags of `pgshift reembed`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct EmbedSpecArg {
-    /// `schema.table` or `table`.
+    /// The table (schema.table or table); for reembed it needs a primary key.
+    #[arg(long)]
     pub table: String,
-    /// SQL expression over the row that yields the text.
+    /// SQL expression over the row that yields the text, e.g. "title || ' ' || body".
+    #[arg(long)]
     pub text: String,
-    /// The vector column to fill (created when missing).
+    /// The vector column to fill: created when missing (reembed replaces one that exists, atomically).
+    #[arg(long)]
     pub column: String,
-    /// all-MiniLM-L6-v2 (local), or the model name an embedding server expects.
+    /// all-MiniLM-L6-v2 (local), or the model name an embedding server (--url) expects.
     #[serde(default = "default_model")]
+    #[arg(long, default_value = MINILM)]
     pub model: String,
-    /// An OpenAI-compatible (`.../v1/embeddings`) or TEI (`.../embed`) endpoint.
+    /// An OpenAI-compatible (.../v1/embeddings) or TEI (.../embed) embedding server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
     pub url: Option<String>,
+    /// Dimensions of the vectors (the model's; may differ from an old column's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
     pub dims: Option<usize>,
+    /// Store as halfvec.
     #[serde(default)]
+    #[arg(long)]
     pub halfvec: bool,
-    /// hnsw (default), ivfflat or none.
+    /// Index for the column: hnsw, ivfflat or none.
     #[serde(default = "default_index")]
+    #[arg(long, default_value = "hnsw")]
     pub index: String,
 }
 

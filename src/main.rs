@@ -154,17 +154,7 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
         Command::Consolidate(a) => consolidate(a, progress).await,
         Command::Reembed(a) => {
             let target = ConnInfo::parse(&a.target.target, "--target")?;
-            let spec = embed_args::EmbedSpecArg {
-                table: a.table.clone(),
-                text: a.text.clone(),
-                column: a.column.clone(),
-                model: a.model.clone(),
-                url: a.url.clone(),
-                dims: a.dims,
-                halfvec: a.halfvec,
-                index: a.index.clone(),
-            };
-            let setup = a.embed.setup_for(vec![spec])?.expect("one spec");
+            let setup = a.embed.setup_for(vec![a.spec.clone()])?.expect("one spec");
             let options = pgshift_pipeline::reembed::ReembedOptions {
                 setup,
                 batch_rows: a.batch.max(1),
