@@ -10,7 +10,6 @@ use pgshift_postgres::ddl;
 use pgshift_postgres::error::Context;
 use pgshift_postgres::replication::{CreatedSlot, ReplicationConn};
 use pgshift_postgres::sql::quote_ident;
-use pgshift_postgres::conn::in_transaction;
 use pgshift_postgres::schema_map::{relocate_extensions, SchemaMap};
 use pgshift_postgres::ConnInfo;
 use serde::Serialize;
@@ -27,7 +26,7 @@ use crate::plan::{plan_tables, select_tables, with_partition_parents, Chunk, Pla
 use crate::postdata::{self, PostDataOptions};
 use crate::preflight::{self, Checks};
 use crate::progress::Progress;
-use crate::state::{self, phase, ChunkState, Run};
+use crate::state::{self, phase, ChunkState, NewRun, Run};
 
 #[derive(Clone, Debug)]
 pub struct MigrateOptions {
@@ -112,24 +111,7 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
     let dst = target.connect().await?;
     let mut catalog = catalog::inspect(&src, &src_name).await?;
     crate::casts::apply(&mut catalog, &opts.casts)?;
-    let unfinished = state::unfinished_run(&dst, dst_name, source.endpoint()).await?;
-    match (&unfinished, opts.resume) {
-        (Some(run), false) => {
-            return Err(Error::State(format!(
-                "the target holds an unfinished run {} (phase {}): pass --resume to continue it",
-                run.run_id, run.phase
-            )))
-        }
-        (None, true) => return Err(Error::State("--resume: the target holds no unfinished pgshift run".into())),
-        (Some(run), true) if run.schema_map != opts.schema_map => {
-            return Err(Error::Input(format!(
-                "run {} was started with another schema map ({}): resume it with the same --map-schema",
-                run.run_id,
-                if run.schema_map.is_empty() { "none".to_string() } else { run.schema_map.to_string() }
-            )))
-        }
-        _ => {}
-    }
+    let unfinished = state::run_to_resume(&dst, dst_name, source.endpoint(), opts.resume, &opts.schema_map).await?;
     let tables = match &unfinished {
         Some(run) => tables_of_run(&dst, dst_name, run, &catalog).await?,
         None => select_tables(&catalog, &opts.plan.patterns)?,
@@ -197,8 +179,11 @@ pub async fn migrate(source: &ConnInfo, target: &ConnInfo, opts: &MigrateOptions
         Some(run) => run,
         None => {
             crate::progress::enter(&*progress, "schema");
-            let recorded = RunRecord { plans: &plans, embeddings: &embedded_specs, schema_map: &opts.schema_map };
-            create_schema_and_run(&dst, dst_name, source, &pre_data, &recorded).await?
+            let chunk = |p: &TablePlan, c: &Chunk| ChunkState { table_name: p.name(), chunk_no: c.no, split: p.split, predicate: c.predicate.clone(), done: false };
+            let chunks = plans.iter().flat_map(|p| p.chunks.iter().map(move |c| chunk(p, c))).collect();
+            let new = NewRun { source: source.endpoint(), chunks, embeddings: &embedded_specs, schema_map: &opts.schema_map, slot: true };
+            let run_id = state::create_schema_and_run(&dst, dst_name, &pre_data, &new).await?;
+            state::run_by_id(&dst, dst_name, run_id).await?
         }
     };
     report.run_id = Some(run.run_id);
@@ -332,31 +317,6 @@ fn planned(p: &TablePlan) -> PlannedTable {
         split: p.split,
         chunks: p.chunks.clone(),
     }
-}
-
-/// What a new run records besides its pre-data.
-struct RunRecord<'a> {
-    plans: &'a [TablePlan],
-    embeddings: &'a [EmbeddingSpec],
-    schema_map: &'a SchemaMap,
-}
-
-/// Pre-data DDL, the state schema and the run with its chunks, in one transaction:
-/// a failure leaves the target as it was.
-async fn create_schema_and_run(dst: &Client, dst_name: &str, source: &ConnInfo, pre_data: &[String], record: &RunRecord<'_>) -> Result<Run> {
-    let work = async {
-        dst.batch_execute(state::SCHEMA_DDL).await.context(&dst_name, || "create the pgshift state schema".into())?;
-        for sql in pre_data {
-            dst.batch_execute(sql).await.context(&dst_name, || sql.clone())?;
-        }
-        let run_id = state::create_run(dst, dst_name, source.endpoint(), record.plans, record.schema_map).await?;
-        if !record.embeddings.is_empty() {
-            state::set_run_embeddings(dst, dst_name, run_id, record.embeddings).await?;
-        }
-        Ok::<_, Error>(run_id)
-    };
-    let run_id = in_transaction(dst, dst_name, "the schema", work).await?;
-    state::run_by_id(dst, dst_name, run_id).await
 }
 
 enum SnapshotHolder {

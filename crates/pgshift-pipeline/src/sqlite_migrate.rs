@@ -4,7 +4,7 @@
 //! GIN indexes and foreign keys (NOT VALID, then VALIDATE), identities set past max.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -17,6 +17,7 @@ use pgshift_postgres::schema_map::SchemaMap;
 use pgshift_postgres::sql::{column_list, qualified, quote_ident};
 use pgshift_postgres::ConnInfo;
 use pgshift_sqlite::encode::{copy_table, Rejected, Shape};
+use pgshift_sqlite::Connection;
 use pgshift_sqlite::schema::{inspect, Overrides, Table};
 use pgshift_sqlite::types::PgType;
 
@@ -31,7 +32,7 @@ use crate::migrate::{MigrateReport, PlannedTable};
 use crate::plan::{glob, Chunk, SplitKind};
 use crate::postdata::{self, PostDataOptions};
 use crate::progress::Progress;
-use crate::state;
+use crate::state::{self, ChunkState, NewRun};
 use crate::workers::run_workers;
 
 #[derive(Clone, Default)]
@@ -75,16 +76,22 @@ impl std::fmt::Debug for SqliteOptions {
 /// SQLite's name for a database's own schema, as `--map-schema main=NAME` names it.
 pub const SQLITE_SCHEMA: &str = "main";
 
+/// Runs `work` with the SQLite file open, on a blocking thread (rusqlite is synchronous).
+pub(crate) async fn on_sqlite<T: Send + 'static>(
+    path: &Path,
+    what: &str,
+    work: impl FnOnce(&Connection, &Path) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || work(&pgshift_sqlite::open(&path)?, &path))
+        .await
+        .map_err(|e| Error::State(format!("{what}: {e}")))?
+}
 
-/// Reads the file's schema on a blocking thread.
+/// Reads the file's schema.
 pub async fn read_schema(opts: &SqliteOptions) -> Result<Vec<Table>> {
-    let (path, overrides) = (opts.path.clone(), opts.overrides.clone());
-    let tables = tokio::task::spawn_blocking(move || {
-        let conn = pgshift_sqlite::open(&path)?;
-        inspect(&conn, &path, &overrides)
-    })
-    .await
-    .map_err(|e| Error::State(format!("reading the SQLite schema: {e}")))??;
+    let overrides = opts.overrides.clone();
+    let tables = on_sqlite(&opts.path, "reading the SQLite schema", move |conn, path| Ok(inspect(conn, path, &overrides)?)).await?;
     select(tables, &opts.patterns)
 }
 
@@ -92,16 +99,15 @@ pub async fn read_schema(opts: &SqliteOptions) -> Result<Vec<Table>> {
 fn select(tables: Vec<Table>, patterns: &[String]) -> Result<Vec<Table>> {
     let (excludes, includes): (Vec<&str>, Vec<&str>) = patterns.iter().map(String::as_str).partition(|p| p.starts_with('!'));
     let excludes: Vec<&str> = excludes.iter().map(|p| &p[1..]).collect();
-    let bare = |p: &str| p.strip_prefix("public.").unwrap_or(p).to_string();
     for p in includes.iter().chain(&excludes) {
-        if !tables.iter().any(|t| glob(&bare(p), &t.name)) {
+        if !tables.iter().any(|t| table_matches_sqlite(p, &t.name)) {
             return Err(Error::Input(format!("--tables {p:?} matches no table in the SQLite file")));
         }
     }
     Ok(tables
         .into_iter()
-        .filter(|t| includes.is_empty() || includes.iter().any(|p| glob(&bare(p), &t.name)))
-        .filter(|t| !excludes.iter().any(|p| glob(&bare(p), &t.name)))
+        .filter(|t| includes.is_empty() || includes.iter().any(|p| table_matches_sqlite(p, &t.name)))
+        .filter(|t| !excludes.iter().any(|p| table_matches_sqlite(p, &t.name)))
         .collect())
 }
 
@@ -247,17 +253,8 @@ pub async fn migrate_sqlite(opts: &SqliteOptions, target: &ConnInfo, progress: A
     let steps = post_data(schema, &tables, &mut report.warnings);
     report.post_data = steps.iter().map(|s| s.sql.clone()).collect();
 
-    let unfinished = state::unfinished_run(&dst, dst_name, &source).await?;
-    let resume_run = match (unfinished, opts.resume) {
-        (Some(run), false) => {
-            return Err(Error::State(format!("the target holds an unfinished run {} (phase {}): pass --resume to continue it", run.run_id, run.phase)))
-        }
-        (None, true) => return Err(Error::State("--resume: the target holds no unfinished pgshift run".into())),
-        (Some(run), true) if run.schema_map != run_map(schema)? => {
-            return Err(Error::Input(format!("run {} put the tables elsewhere ({}): resume it with the same --map-schema", run.run_id, run.schema_map)))
-        }
-        (run, _) => run,
-    };
+    let schema_map = run_map(schema)?;
+    let resume_run = state::run_to_resume(&dst, dst_name, &source, opts.resume, &schema_map).await?;
     if resume_run.is_none() {
         let mut present = Vec::new();
         for t in &tables {
@@ -290,17 +287,13 @@ pub async fn migrate_sqlite(opts: &SqliteOptions, target: &ConnInfo, progress: A
         Some(run) => run.run_id,
         None => {
             crate::progress::enter(&*progress, "schema");
-            create_run(&dst, dst_name, &source, &report.pre_data, (schema, &tables, &report.embeddings)).await?
+            let chunk = |t: &Table| ChunkState { table_name: format!("{schema}.{}", t.name), chunk_no: 0, split: SplitKind::Whole, predicate: None, done: false };
+            let new = NewRun { source: &source, chunks: tables.iter().map(chunk).collect(), embeddings: &report.embeddings, schema_map: &schema_map, slot: false };
+            state::create_schema_and_run(&dst, dst_name, &report.pre_data, &new).await?
         }
     };
     report.run_id = Some(run_id);
-    let done: Vec<String> = dst
-        .query("SELECT table_name FROM pgshift.chunks WHERE run_id = $1 AND done_at IS NOT NULL", &[&run_id])
-        .await
-        .context(&dst_name, || "read finished tables".into())?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let done: Vec<String> = state::chunks(&dst, dst_name, run_id).await?.into_iter().filter(|c| c.done).map(|c| c.table_name).collect();
 
     crate::progress::enter(&*progress, "copy");
     let copy_started = Instant::now();
@@ -371,45 +364,6 @@ fn run_map(schema: &str) -> Result<SchemaMap> {
         "public" => Ok(SchemaMap::default()),
         _ => SchemaMap::parse(&[format!("{SQLITE_SCHEMA}={schema}")]).map_err(Error::Input),
     }
-}
-
-/// Tables, state schema, run and one chunk per table (and the embedding specs, which
-/// verify reads), in one transaction.
-async fn create_run(
-    dst: &tokio_postgres::Client,
-    dst_name: &str,
-    source: &str,
-    ddl: &[String],
-    (schema, tables, embeddings): (&str, &[Table], &[EmbeddingSpec]),
-) -> Result<i64> {
-    let map = run_map(schema)?;
-    let work = async {
-        dst.batch_execute(state::SCHEMA_DDL).await.context(&dst_name, || "create the pgshift state schema".into())?;
-        for sql in ddl {
-            dst.batch_execute(sql).await.context(&dst_name, || sql.clone())?;
-        }
-        let run_id: i64 = dst
-            .query_one(
-                "INSERT INTO pgshift.runs (source, phase, schema_map) VALUES ($1, $2, $3::text::jsonb) RETURNING run_id",
-                &[&source, &state::phase::COPY, &serde_json::to_string(&map).expect("map serializes")],
-            )
-            .await
-            .context(&dst_name, || "record the run".into())?
-            .get(0);
-        for t in tables {
-            dst.execute(
-                "INSERT INTO pgshift.chunks (run_id, table_name, chunk_no, split, predicate) VALUES ($1, $2, 0, 'whole', NULL)",
-                &[&run_id, &format!("{schema}.{}", t.name)],
-            )
-            .await
-            .context(&dst_name, || "record the tables".into())?;
-        }
-        if !embeddings.is_empty() {
-            state::set_run_embeddings(dst, dst_name, run_id, embeddings).await?;
-        }
-        Ok::<_, Error>(run_id)
-    };
-    pgshift_postgres::conn::in_transaction(dst, dst_name, "the schema", work).await
 }
 
 /// One table: read on a blocking thread, written through a bounded queue into COPY,
@@ -531,12 +485,9 @@ fn specs_for(setup: &EmbeddingSetup, tables: &[Table]) -> Result<HashMap<String,
 
 /// The text expressions must work in SQLite.
 async fn embedding_problems(opts: &SqliteOptions, tables: &[Table], specs: &HashMap<String, EmbeddingSpec>) -> Result<Vec<String>> {
-    let mut problems = Vec::new();
-    let path = opts.path.clone();
     let probes: Vec<(String, String)> =
         tables.iter().filter_map(|t| specs.get(&t.name).map(|s| (t.name.clone(), s.text.clone()))).collect();
-    let failures = tokio::task::spawn_blocking(move || -> Result<Vec<String>> {
-        let conn = pgshift_sqlite::open(&path)?;
+    on_sqlite(&opts.path, "checking the embedding expressions", move |conn, _| {
         Ok(probes
             .iter()
             .filter_map(|(table, text)| {
@@ -546,7 +497,4 @@ async fn embedding_problems(opts: &SqliteOptions, tables: &[Table], specs: &Hash
             .collect())
     })
     .await
-    .map_err(|e| Error::State(format!("checking the embedding expressions: {e}")))??;
-    problems.extend(failures);
-    Ok(problems)
 }

@@ -7,7 +7,7 @@ use pgshift_postgres::ConnInfo;
 use pgshift_sqlite::verify::{canonical_from_pg, column_types, digest, pg_select_expr, TableDigest};
 
 use crate::error::{Error, Result};
-use crate::sqlite_migrate::{read_schema, table_matches_sqlite, SqliteOptions, SQLITE_SCHEMA};
+use crate::sqlite_migrate::{on_sqlite, read_schema, table_matches_sqlite, SqliteOptions, SQLITE_SCHEMA};
 use crate::state;
 use crate::verify::{TableCheck, VerifyReport};
 
@@ -30,13 +30,8 @@ pub async fn verify_sqlite(opts: &SqliteOptions, target: &ConnInfo) -> Result<Ve
             .filter(|c| table.columns.iter().any(|x| &x.name == c))
             .collect();
         table.columns.retain(|c| !not_compared.contains(&c.name));
-        let (path, t) = (opts.path.clone(), table.clone());
-        let source = tokio::task::spawn_blocking(move || {
-            let conn = pgshift_sqlite::open(&path)?;
-            digest(&conn, &path, &t)
-        })
-        .await
-        .map_err(|e| Error::State(format!("reading {}: {e}", table.name)))??;
+        let t = table.clone();
+        let source = on_sqlite(&opts.path, &format!("reading {}", table.name), move |conn, path| Ok(digest(conn, path, &t)?)).await?;
         let name = format!("{schema}.{}", table.name);
         let types = column_types(&table);
         let exprs: Vec<String> = table.copy_columns().iter().zip(&types).map(|(c, t)| pg_select_expr(c, *t)).collect();

@@ -3,12 +3,13 @@
 //! writes its rows, so a chunk is either fully there and marked, or neither.
 
 use pgshift_postgres::catalog::relation_exists;
+use pgshift_postgres::conn::in_transaction;
 use pgshift_postgres::error::Context;
 use pgshift_postgres::schema_map::SchemaMap;
 use tokio_postgres::{Client, GenericClient};
 
 use crate::error::{Error, Result};
-use crate::plan::{SplitKind, TablePlan};
+use crate::plan::SplitKind;
 
 pub const SCHEMA_DDL: &str = "
 CREATE SCHEMA IF NOT EXISTS pgshift;
@@ -104,30 +105,76 @@ pub async fn unfinished_run(client: &Client, endpoint: &str, source: &str) -> Re
     Ok(row.as_ref().map(run_from))
 }
 
-/// Records a new run and all its chunks (not done). Runs inside the caller's
-/// transaction together with the pre-data DDL.
-pub async fn create_run(tx: &impl GenericClient, endpoint: &str, source: &str, plans: &[TablePlan], schema_map: &SchemaMap) -> Result<i64> {
+/// The unfinished run from `source` that this load continues: none for a fresh load.
+/// An unfinished run without `resume`, `resume` without one, or a run that put its
+/// tables into other schemas than `schema_map` says are refused.
+pub async fn run_to_resume(client: &Client, endpoint: &str, source: &str, resume: bool, schema_map: &SchemaMap) -> Result<Option<Run>> {
+    match (unfinished_run(client, endpoint, source).await?, resume) {
+        (Some(run), false) => Err(Error::State(format!(
+            "the target holds an unfinished run {} (phase {}): pass --resume to continue it",
+            run.run_id, run.phase
+        ))),
+        (None, true) => Err(Error::State("--resume: the target holds no unfinished pgshift run".into())),
+        (Some(run), true) if run.schema_map != *schema_map => Err(Error::Input(format!(
+            "run {} was started with another schema map ({}): resume it with the same --map-schema",
+            run.run_id,
+            if run.schema_map.is_empty() { "none".to_string() } else { run.schema_map.to_string() }
+        ))),
+        (run, _) => Ok(run),
+    }
+}
+
+/// What a new run records besides its pre-data.
+pub struct NewRun<'a> {
+    pub source: &'a str,
+    /// Every chunk to copy (none done yet).
+    pub chunks: Vec<ChunkState>,
+    pub embeddings: &'a [crate::embedding::EmbeddingSpec],
+    pub schema_map: &'a SchemaMap,
+    /// Whether the run gets a replication slot name (catch-up follows a slot).
+    pub slot: bool,
+}
+
+/// Pre-data DDL, the state schema and the run with its chunks, in one transaction:
+/// a failure leaves the target as it was. Returns the run's id.
+pub async fn create_schema_and_run(dst: &Client, endpoint: &str, pre_data: &[String], run: &NewRun<'_>) -> Result<i64> {
+    let work = async {
+        dst.batch_execute(SCHEMA_DDL).await.context(&endpoint, || "create the pgshift state schema".into())?;
+        for sql in pre_data {
+            dst.batch_execute(sql).await.context(&endpoint, || sql.clone())?;
+        }
+        let run_id = create_run(dst, endpoint, run).await?;
+        if !run.embeddings.is_empty() {
+            set_run_embeddings(dst, endpoint, run_id, run.embeddings).await?;
+        }
+        Ok::<_, Error>(run_id)
+    };
+    in_transaction(dst, endpoint, "the schema", work).await
+}
+
+/// Records a new run and all its chunks (not done), in the caller's transaction.
+async fn create_run(tx: &impl GenericClient, endpoint: &str, run: &NewRun<'_>) -> Result<i64> {
     let ctx = || "record the run in pgshift.runs".to_string();
-    let map = serde_json::to_string(schema_map).expect("map serializes");
+    let map = serde_json::to_string(run.schema_map).expect("map serializes");
     let row = tx
         .query_one(
             "INSERT INTO pgshift.runs (source, phase, schema_map) VALUES ($1, $2, $3::text::jsonb) RETURNING run_id",
-            &[&source, &phase::COPY, &map],
+            &[&run.source, &phase::COPY, &map],
         )
         .await
         .context(&endpoint, ctx)?;
     let run_id: i64 = row.get(0);
-    let slot = format!("pgshift_{run_id}_{:x}", std::process::id());
-    tx.execute("UPDATE pgshift.runs SET slot_name = $2 WHERE run_id = $1", &[&run_id, &slot]).await.context(&endpoint, ctx)?;
-    for p in plans {
-        for c in &p.chunks {
-            tx.execute(
-                "INSERT INTO pgshift.chunks (run_id, table_name, chunk_no, split, predicate) VALUES ($1, $2, $3, $4, $5)",
-                &[&run_id, &p.name(), &c.no, &p.split.as_str(), &c.predicate],
-            )
-            .await
-            .context(&endpoint, ctx)?;
-        }
+    if run.slot {
+        let slot = format!("pgshift_{run_id}_{:x}", std::process::id());
+        tx.execute("UPDATE pgshift.runs SET slot_name = $2 WHERE run_id = $1", &[&run_id, &slot]).await.context(&endpoint, ctx)?;
+    }
+    for c in &run.chunks {
+        tx.execute(
+            "INSERT INTO pgshift.chunks (run_id, table_name, chunk_no, split, predicate) VALUES ($1, $2, $3, $4, $5)",
+            &[&run_id, &c.table_name, &c.chunk_no, &c.split.as_str(), &c.predicate],
+        )
+        .await
+        .context(&endpoint, ctx)?;
     }
     Ok(run_id)
 }

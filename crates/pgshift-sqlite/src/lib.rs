@@ -11,7 +11,8 @@ pub mod verify;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::OpenFlags;
+pub use rusqlite::Connection;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SqliteError {
