@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use pgshift_pipeline::cutover::CutoverOptions;
-use pgshift_pipeline::follow::{FollowOptions, Until};
-use pgshift_pipeline::migrate::MigrateOptions;
-use pgshift_pipeline::plan::PlanOptions;
+use pgshift_pipeline::catchup::{FollowOptions, Until};
+use pgshift_pipeline::load::MigrateOptions;
+use pgshift_pipeline::load::PlanOptions;
 
 use crate::embed_args::{EmbedRuntime, EmbedSettings};
 
@@ -101,8 +101,8 @@ pub struct Placement {
 impl Placement {
     pub fn apply(&self, options: MigrateOptions) -> anyhow::Result<MigrateOptions> {
         Ok(MigrateOptions {
-            foreign_keys: parse_all(&self.foreign_keys, pgshift_pipeline::links::DeclaredForeignKey::parse)?,
-            casts: parse_all(&self.casts, pgshift_pipeline::casts::ColumnCast::parse)?,
+            foreign_keys: parse_all(&self.foreign_keys, pgshift_pipeline::load::links::DeclaredForeignKey::parse)?,
+            casts: parse_all(&self.casts, pgshift_pipeline::source::casts::ColumnCast::parse)?,
             schema_map: self.schemas.map()?,
             ..options
         })
@@ -188,7 +188,7 @@ impl LoadSettings {
 }
 
 /// Settings of a SQLite source (`--source sqlite:///path/app.db`).
-#[derive(Args)]
+#[derive(Args, Default)]
 pub struct SqliteArgs {
     /// Type of a SQLite column on the target, overriding what pgshift infers:
     /// TABLE.COLUMN=TYPE with TYPE one of bigint, boolean, double, text, jsonb, timestamptz, bytea,

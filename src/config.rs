@@ -190,7 +190,7 @@ impl Config {
             }
         }
         for k in &self.foreign_keys {
-            if let Err(e) = pgshift_pipeline::links::DeclaredForeignKey::parse(k) {
+            if let Err(e) = pgshift_pipeline::load::links::DeclaredForeignKey::parse(k) {
                 out.push(format!("foreign_keys: {e}"));
             }
         }
@@ -199,7 +199,7 @@ impl Config {
                 out.push(format!("sources[{i}].url: {e}"));
             }
             for c in &s.casts {
-                if let Err(e) = pgshift_pipeline::casts::ColumnCast::parse(c) {
+                if let Err(e) = pgshift_pipeline::source::casts::ColumnCast::parse(c) {
                     out.push(format!("sources[{i}].casts: {e}"));
                 }
             }
@@ -211,7 +211,7 @@ impl Config {
             out.push(format!("map_schema: {e}"));
         }
         for c in &self.casts {
-            if let Err(e) = pgshift_pipeline::casts::ColumnCast::parse(c) {
+            if let Err(e) = pgshift_pipeline::source::casts::ColumnCast::parse(c) {
                 out.push(format!("casts: {e}"));
             }
         }

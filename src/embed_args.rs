@@ -8,7 +8,7 @@ use anyhow::{bail, Context as _};
 use pgshift_embed::http::{HttpConfig, HttpEmbedder};
 use pgshift_embed::onnx::{OnnxConfig, OnnxEmbedder};
 use pgshift_embed::{Embedder, MINILM, MINILM_DIMS};
-use pgshift_pipeline::embedding::{EmbeddingSetup, EmbeddingSpec, VectorIndex};
+use pgshift_pipeline::embed::{EmbeddingSetup, EmbeddingSpec, VectorIndex};
 use serde::{Deserialize, Serialize};
 
 /// One table's vectors: a config `[[embedding]]` section, an `--embed` value, and

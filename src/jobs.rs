@@ -8,8 +8,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use pgshift_pipeline::cutover::CutoverOptions;
-use pgshift_pipeline::follow::FollowOptions;
-use pgshift_pipeline::migrate::MigrateOptions;
+use pgshift_pipeline::catchup::FollowOptions;
+use pgshift_pipeline::load::MigrateOptions;
+use pgshift_pipeline::source::postgres::PostgresSource;
 use pgshift_pipeline::progress::Progress;
 use pgshift_postgres::ConnInfo;
 use serde::{Deserialize, Serialize};
@@ -107,7 +108,7 @@ impl Control {
     }
 
     pub async fn status(&self) -> Result<Value, ApiError> {
-        let run = pgshift_pipeline::status::status(Some(&self.source), &self.target).await?;
+        let run = pgshift_pipeline::run::status::status(Some(&self.source), &self.target).await?;
         let job = self.job.lock().unwrap().clone();
         Ok(json!({ "source": self.source.endpoint(), "target": self.target.endpoint(), "job": job, "run": run }))
     }
@@ -115,7 +116,7 @@ impl Control {
     pub async fn plan(&self) -> Result<Value, ApiError> {
         let options = MigrateOptions { dry_run: true, ..self.migrate.clone() };
         let silent: Arc<dyn Progress> = Arc::new(pgshift_pipeline::progress::Silent);
-        let report = pgshift_pipeline::migrate::migrate(&self.source, &self.target, &options, silent).await?;
+        let report = pgshift_pipeline::load::load(&PostgresSource::new(self.source.clone()), &self.target, &options, silent).await?;
         Ok(serde_json::to_value(report).expect("reports serialize"))
     }
 
@@ -155,9 +156,9 @@ impl Control {
 
     async fn run_migrate(&self, request: &MigrateRequest) -> pgshift_pipeline::error::Result<()> {
         let options = MigrateOptions { resume: request.resume, dry_run: false, ..self.migrate.clone() };
-        pgshift_pipeline::migrate::migrate(&self.source, &self.target, &options, self.progress.clone()).await?;
+        pgshift_pipeline::load::load(&PostgresSource::new(self.source.clone()), &self.target, &options, self.progress.clone()).await?;
         if options.follow && !request.load_only {
-            pgshift_pipeline::follow::follow(&self.source, &self.target, &self.follow, self.progress.clone()).await?;
+            pgshift_pipeline::catchup::follow(&self.source, &self.target, &self.follow, self.progress.clone()).await?;
         }
         Ok(())
     }

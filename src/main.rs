@@ -15,8 +15,9 @@ use anyhow::{bail, Result};
 use clap::Parser;
 use cli::{Cli, Command, ConfigCommand, ServeArgs, SwitchArgs};
 use pgshift_pipeline::cutover::CutoverOptions;
-use pgshift_pipeline::follow::FollowOptions;
-use pgshift_pipeline::sqlite_migrate::SqliteOptions;
+use pgshift_pipeline::catchup::FollowOptions;
+use pgshift_pipeline::source::sqlite::SqliteReading;
+use pgshift_pipeline::source::Source;
 use pgshift_pipeline::verify::VerifyOptions;
 use pgshift_postgres::ConnInfo;
 
@@ -67,52 +68,40 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress::Progress>) -> Result<ExitCode> {
     match command {
         Command::Inspect(a) if pgshift_sqlite::path_of(&a.source.source).is_some() => {
-            let options = sqlite_options(&a.source.source, &cli::SqliteArgs { types: Vec::new(), reject_file: None }, &[], 1)?;
-            let tables = pgshift_pipeline::sqlite_migrate::read_schema(&options).await?;
-            emit(a.json, &tables, output::print_sqlite_inspect)?;
+            let Source::Sqlite(source) = source_of(&a.source.source, &cli::SqliteArgs::default())? else { unreachable!("a SQLite path") };
+            emit(a.json, &source.read_schema().await?, output::print_sqlite_inspect)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect(a) => {
             let source = ConnInfo::parse(&a.source.source, "--source")?;
             let target = a.target.as_deref().map(|t| ConnInfo::parse(t, "--target")).transpose()?;
-            let report = pgshift_pipeline::inspect::inspect(&source, target.as_ref(), a.count, &a.schemas.map()?).await?;
+            let report = pgshift_pipeline::source::inspect::inspect(&source, target.as_ref(), a.count, &a.schemas.map()?).await?;
             emit(a.json, &report, output::print_inspect)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Migrate(a) if pgshift_sqlite::path_of(&a.source.source).is_some() => {
-            if !a.placement.casts.is_empty() {
-                bail!("--cast is for PostgreSQL sources: a SQLite column's type is set with --sqlite-type TABLE.COLUMN=TYPE");
-            }
-            if !a.placement.foreign_keys.is_empty() {
-                bail!("--foreign-key: a SQLite load adds no declared keys; declare it on the PostgreSQL source's migrate, run after this load");
-            }
-            let target = ConnInfo::parse(&a.target.target, "--target")?;
-            let mut options = sqlite_options(&a.source.source, &a.sqlite, &a.load.tables, a.load.jobs)?;
-            options.schema = SqliteOptions::schema_from(&a.placement.schemas.map()?)?;
-            options.dry_run = a.dry_run;
-            options.resume = a.resume;
-            options.maintenance_work_mem = a.load.maintenance_work_mem.clone();
-            options.embedding = a.load.embed.setup()?;
-            options.vector_index_memory_mb = a.load.embed.runtime.vector_index_memory;
-            let report = pgshift_pipeline::sqlite_migrate::migrate_sqlite(&options, &target, progress).await?;
-            emit(a.json, &report, output::print_migrate)?;
-            Ok(ExitCode::SUCCESS)
-        }
         Command::Migrate(a) => {
-            let source = ConnInfo::parse(&a.source.source, "--source")?;
+            let source = source_of(&a.source.source, &a.sqlite)?;
+            if let Source::Sqlite(_) = source {
+                if !a.placement.casts.is_empty() {
+                    bail!("--cast is for PostgreSQL sources: a SQLite column's type is set with --sqlite-type TABLE.COLUMN=TYPE");
+                }
+                if !a.placement.foreign_keys.is_empty() {
+                    bail!("--foreign-key: a SQLite load adds no declared keys; declare it on the PostgreSQL source's migrate, run after this load");
+                }
+            }
             let target = ConnInfo::parse(&a.target.target, "--target")?;
-            let options = pgshift_pipeline::migrate::MigrateOptions {
+            let options = pgshift_pipeline::load::MigrateOptions {
                 dry_run: a.dry_run,
                 resume: a.resume,
                 follow: !a.no_follow,
                 extensions_in_template1: a.extensions_in_template1,
                 ..a.placement.apply(a.load.options()?)?
             };
-            let report = pgshift_pipeline::migrate::migrate(&source, &target, &options, progress.clone()).await?;
+            let report = pgshift_pipeline::load::migrate(&source, &target, &options, progress.clone()).await?;
             emit(a.json, &report, output::print_migrate)?;
-            if options.follow && !a.load_only && !a.dry_run {
+            if let (Source::Postgres(source), true) = (&source, options.follow && !a.load_only && !a.dry_run) {
                 let follow = FollowOptions { embedding: options.embedding.clone(), ..a.follow.options() };
-                let report = pgshift_pipeline::follow::follow(&source, &target, &follow, progress).await?;
+                let report = pgshift_pipeline::catchup::follow(source.conn(), &target, &follow, progress).await?;
                 emit(a.json, &report, output::print_follow)?;
             }
             Ok(ExitCode::SUCCESS)
@@ -121,24 +110,16 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
             let source = ConnInfo::parse(&a.source.source, "--source")?;
             let target = ConnInfo::parse(&a.target.target, "--target")?;
             let options = FollowOptions { embedding: a.embed.setup()?, ..a.tuning.options() };
-            let report = pgshift_pipeline::follow::follow(&source, &target, &options, progress).await?;
+            let report = pgshift_pipeline::catchup::follow(&source, &target, &options, progress).await?;
             emit(a.json, &report, output::print_follow)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Cutover(a) => switch(&a.switch, a.reverse, false).await,
         Command::Rollback(a) => switch(&a, false, true).await,
-        Command::Verify(a) if pgshift_sqlite::path_of(&a.source.source).is_some() => {
-            let target = ConnInfo::parse(&a.target.target, "--target")?;
-            let mut options = sqlite_options(&a.source.source, &a.sqlite, &a.tables, a.jobs)?;
-            options.schema = SqliteOptions::schema_from(&a.schemas.map()?)?;
-            let report = pgshift_pipeline::sqlite_verify::verify_sqlite(&options, &target).await?;
-            emit(a.json, &report, output::print_verify)?;
-            Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
-        }
         Command::Verify(a) => {
-            let source = ConnInfo::parse(&a.source.source, "--source")?;
+            let source = source_of(&a.source.source, &a.sqlite)?;
             let target = ConnInfo::parse(&a.target.target, "--target")?;
-            let options = VerifyOptions { patterns: a.tables, split_rows: a.split_rows, jobs: a.jobs, schema_map: a.schemas.map()? };
+            let options = VerifyOptions { patterns: a.tables, split_rows: a.split_rows, jobs: a.jobs.max(1), schema_map: a.schemas.map()? };
             let report = pgshift_pipeline::verify::verify(&source, &target, &options).await?;
             emit(a.json, &report, output::print_verify)?;
             Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
@@ -146,7 +127,7 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
         Command::Status(a) => {
             let target = ConnInfo::parse(&a.target.target, "--target")?;
             let source = a.source.as_deref().map(|s| ConnInfo::parse(s, "--source")).transpose()?;
-            let report = pgshift_pipeline::status::status(source.as_ref(), &target).await?;
+            let report = pgshift_pipeline::run::status::status(source.as_ref(), &target).await?;
             emit(a.json, &report, output::print_status)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -155,14 +136,14 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
         Command::Reembed(a) => {
             let target = ConnInfo::parse(&a.target.target, "--target")?;
             let setup = a.embed.setup_for(vec![a.spec.clone()])?.expect("one spec");
-            let options = pgshift_pipeline::reembed::ReembedOptions {
+            let options = pgshift_pipeline::embed::reembed::ReembedOptions {
                 setup,
                 batch_rows: a.batch.max(1),
                 dry_run: a.dry_run,
                 lock_timeout_ms: a.lock_timeout.as_millis() as u64,
                 index_memory_mb: a.embed.vector_index_memory,
             };
-            let report = pgshift_pipeline::reembed::reembed(&target, &options, progress).await?;
+            let report = pgshift_pipeline::embed::reembed::reembed(&target, &options, progress).await?;
             emit(a.json, &report, output::print_reembed)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -197,21 +178,21 @@ async fn consolidate(a: cli::ConsolidateArgs, progress: Arc<dyn pgshift_pipeline
         if pgshift_sqlite::path_of(&e.url).is_some() {
             bail!("sources[{i}].url: consolidate follows PostgreSQL sources; load a SQLite database first with `pgshift migrate --source sqlite://... --map-schema main=NAME`");
         }
-        sources.push(pgshift_pipeline::consolidate::SourcePlan {
+        sources.push(pgshift_pipeline::load::consolidate::SourcePlan {
             source: ConnInfo::parse(&e.url, &format!("sources[{i}].url"))?,
             tables: e.tables.clone(),
-            casts: cli::parse_all(&e.casts, pgshift_pipeline::casts::ColumnCast::parse)?,
+            casts: cli::parse_all(&e.casts, pgshift_pipeline::source::casts::ColumnCast::parse)?,
             schema_map: e.schema_map().map_err(|err| anyhow::anyhow!("sources[{i}].map_schema: {err}"))?,
         });
     }
-    let base = pgshift_pipeline::migrate::MigrateOptions {
+    let base = pgshift_pipeline::load::MigrateOptions {
         dry_run: a.dry_run,
-        foreign_keys: cli::parse_all(&a.foreign_keys, pgshift_pipeline::links::DeclaredForeignKey::parse)?,
+        foreign_keys: cli::parse_all(&a.foreign_keys, pgshift_pipeline::load::links::DeclaredForeignKey::parse)?,
         ..a.load.options()?
     };
     let follow = FollowOptions { embedding: base.embedding.clone(), ..a.follow.options() };
     let follow = (!a.load_only).then_some(&follow);
-    let report = pgshift_pipeline::consolidate::consolidate(&sources, &target, &base, follow, progress).await?;
+    let report = pgshift_pipeline::load::consolidate::consolidate(&sources, &target, &base, follow, progress).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -221,17 +202,11 @@ async fn consolidate(a: cli::ConsolidateArgs, progress: Arc<dyn pgshift_pipeline
     Ok(ExitCode::SUCCESS)
 }
 
-/// A SQLite source's settings; SQLite has no change stream, so nothing follows the load.
-fn sqlite_options(url: &str, sqlite: &cli::SqliteArgs, tables: &[String], jobs: usize) -> Result<pgshift_pipeline::sqlite_migrate::SqliteOptions> {
-    Ok(pgshift_pipeline::sqlite_migrate::SqliteOptions {
-        path: pgshift_sqlite::path_of(url).expect("checked by the caller"),
-        patterns: tables.to_vec(),
-        overrides: sqlite.overrides()?,
-        reject_file: sqlite.reject_file.clone(),
-        jobs: jobs.max(1),
-        maintenance_work_mem: "256MB".into(),
-        ..Default::default()
-    })
+/// The source a URL names: a SQLite file (read with `sqlite`'s settings) or a
+/// PostgreSQL database.
+fn source_of(url: &str, sqlite: &cli::SqliteArgs) -> Result<Source> {
+    let reading = SqliteReading { overrides: sqlite.overrides()?, reject_file: sqlite.reject_file.clone() };
+    Ok(Source::parse(url, reading)?)
 }
 
 async fn serve(a: ServeArgs, progress: Arc<dyn pgshift_pipeline::progress::Progress>) -> Result<ExitCode> {

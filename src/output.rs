@@ -1,11 +1,11 @@
 //! Human-readable reports on stdout. `--json` prints the same structs as JSON.
 
-use pgshift_pipeline::inspect::InspectReport;
+use pgshift_pipeline::source::inspect::InspectReport;
 use pgshift_pipeline::cutover::CutoverReport;
-use pgshift_pipeline::follow::FollowReport;
-use pgshift_pipeline::migrate::MigrateReport;
-use pgshift_pipeline::reembed::ReembedReport;
-use pgshift_pipeline::status::StatusReport;
+use pgshift_pipeline::catchup::FollowReport;
+use pgshift_pipeline::load::MigrateReport;
+use pgshift_pipeline::embed::reembed::ReembedReport;
+use pgshift_pipeline::run::status::StatusReport;
 use pgshift_pipeline::verify::VerifyReport;
 
 use crate::progress::human_bytes;
@@ -190,7 +190,7 @@ pub fn print_verify(r: &VerifyReport) {
         .iter()
         .map(|t| {
             vec![
-                t.table.clone(),
+                t.qualified.clone(),
                 t.source_rows.to_string(),
                 t.target_rows.map_or("-".into(), |n| n.to_string()),
                 t.ranges.to_string(),
@@ -200,13 +200,13 @@ pub fn print_verify(r: &VerifyReport) {
         .collect();
     table(&["table", "source rows", "target rows", "ranges", "result"], &rows);
     for t in r.tables.iter().filter(|t| !t.not_compared.is_empty()) {
-        println!("  {}: {} not compared (vectors computed by the run replaced the source's values)", t.table, t.not_compared.join(", "));
+        println!("  {}: {} not compared (vectors computed by the run replaced the source's values)", t.qualified, t.not_compared.join(", "));
     }
     for t in r.tables.iter().filter(|t| !t.matches) {
         for m in &t.mismatched_ranges {
             println!(
                 "  {} {}: source {} rows, target {}",
-                t.table,
+                t.qualified,
                 m.range.as_deref().unwrap_or("(whole table)"),
                 m.source.rows,
                 m.target.as_ref().map_or("missing".into(), |d| format!("{} rows", d.rows))
@@ -223,7 +223,7 @@ pub fn print_status(r: &StatusReport) {
     };
     println!(
         "run {run_id}: phase {}, {} of {} chunks copied{}",
-        r.phase.as_deref().unwrap_or("?"),
+        r.phase.map_or("?", |p| p.as_str()),
         r.chunks_done,
         r.chunks_total,
         r.updated_at.as_ref().map(|u| format!(", updated {u}")).unwrap_or_default()

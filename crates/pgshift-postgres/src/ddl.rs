@@ -164,20 +164,15 @@ pub fn post_data(tables: &[&Table]) -> Vec<PostDataStep> {
     for t in tables {
         let name = t.qualified();
         for c in &t.constraints {
-            let add = format!("ALTER TABLE {name} ADD CONSTRAINT {} {}", quote_ident(&c.name), c.definition);
-            let step = |kind, sql: String| t.post_data_step(c.name.clone(), kind, sql);
+            let owner = StepOwner { schema: &t.schema, relname: &t.name };
             if c.kind != "f" {
-                out.push(step(PostDataKind::Index, add));
-            } else if t.kind == TableKind::Partitioned || c.definition.ends_with("NOT VALID") {
+                let add = format!("ALTER TABLE {name} ADD CONSTRAINT {} {}", quote_ident(&c.name), c.definition);
+                out.push(t.post_data_step(c.name.clone(), PostDataKind::Index, add));
+            } else {
                 // PostgreSQL cannot add a NOT VALID foreign key to a partitioned table;
                 // a constraint already NOT VALID on the source stays so.
-                out.push(step(PostDataKind::ForeignKey, add));
-            } else {
-                out.push(step(PostDataKind::ForeignKey, format!("{add} NOT VALID")));
-                out.push(step(
-                    PostDataKind::Validate,
-                    format!("ALTER TABLE {name} VALIDATE CONSTRAINT {}", quote_ident(&c.name)),
-                ));
+                let validate = t.kind != TableKind::Partitioned && !c.definition.ends_with("NOT VALID");
+                out.extend(foreign_key_steps(owner, &c.name, &c.definition, validate));
             }
         }
         for i in &t.indexes {
@@ -206,4 +201,65 @@ impl Table {
     fn post_data_step(&self, object: String, kind: PostDataKind, sql: String) -> PostDataStep {
         PostDataStep { table: self.display_name(), schema: self.schema.clone(), relname: self.name.clone(), object, kind, sql }
     }
+}
+
+/// The table a post-data step belongs to.
+#[derive(Clone, Copy)]
+pub struct StepOwner<'a> {
+    pub schema: &'a str,
+    pub relname: &'a str,
+}
+
+/// `FOREIGN KEY (cols) REFERENCES table (cols) [ON DELETE action]`; `references` is
+/// qualified. `on_delete` is SQL's action (`CASCADE`, `SET NULL`, ...), or None.
+pub fn foreign_key_definition(columns: &[String], references: &str, ref_columns: &[String], on_delete: Option<&str>) -> String {
+    let action = on_delete.map(|a| format!(" ON DELETE {a}")).unwrap_or_default();
+    format!(
+        "FOREIGN KEY ({}) REFERENCES {references} ({}){action}",
+        crate::sql::column_list(columns.iter().map(String::as_str)),
+        crate::sql::column_list(ref_columns.iter().map(String::as_str))
+    )
+}
+
+/// `ALTER TABLE ... ADD CONSTRAINT name definition NOT VALID`: instant, checks only new rows.
+pub fn add_foreign_key_sql(owner: StepOwner<'_>, name: &str, definition: &str) -> String {
+    let definition = definition.strip_suffix(" NOT VALID").unwrap_or(definition);
+    format!("ALTER TABLE {} ADD CONSTRAINT {} {definition} NOT VALID", qualified(owner.schema, owner.relname), quote_ident(name))
+}
+
+/// `ALTER TABLE ... VALIDATE CONSTRAINT name`: a scan that does not block writes.
+pub fn validate_sql(owner: StepOwner<'_>, name: &str) -> String {
+    format!("ALTER TABLE {} VALIDATE CONSTRAINT {}", qualified(owner.schema, owner.relname), quote_ident(name))
+}
+
+/// Every foreign key pgshift adds (the source's, a SQLite file's, declared ones) goes
+/// the same way: NOT VALID once all keys exist, then VALIDATE in parallel. Without
+/// `validate` the key stays as given (NOT VALID on the source, or on a partitioned
+/// table, which cannot take NOT VALID).
+pub fn foreign_key_steps(owner: StepOwner<'_>, name: &str, definition: &str, validate: bool) -> Vec<PostDataStep> {
+    let step = |kind, sql| PostDataStep {
+        table: format!("{}.{}", owner.schema, owner.relname),
+        schema: owner.schema.to_string(),
+        relname: owner.relname.to_string(),
+        object: name.to_string(),
+        kind,
+        sql,
+    };
+    if !validate {
+        let sql = format!("ALTER TABLE {} ADD CONSTRAINT {} {definition}", qualified(owner.schema, owner.relname), quote_ident(name));
+        return vec![step(PostDataKind::ForeignKey, sql)];
+    }
+    vec![step(PostDataKind::ForeignKey, add_foreign_key_sql(owner, name, definition)), step(PostDataKind::Validate, validate_sql(owner, name))]
+}
+
+/// Sets an identity column's sequence past the largest value the table holds (for
+/// sources whose keys were not drawn from a sequence pgshift can read, like SQLite's).
+pub fn identity_past_max_sql(owner: StepOwner<'_>, column: &str) -> String {
+    let table = qualified(owner.schema, owner.relname);
+    format!(
+        "SELECT setval(pg_get_serial_sequence({}, {}), coalesce(max({}), 0) + 1, false) FROM {table}",
+        quote_literal(&table),
+        quote_literal(column),
+        quote_ident(column)
+    )
 }

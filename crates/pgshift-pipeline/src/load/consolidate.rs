@@ -8,13 +8,14 @@ use pgshift_postgres::schema_map::SchemaMap;
 use pgshift_postgres::ConnInfo;
 use serde::Serialize;
 
-use crate::casts::ColumnCast;
+use super::{load, MigrateOptions, MigrateReport, PlanOptions};
+use crate::catchup::{follow, FollowOptions, FollowReport};
 use crate::error::Result;
-use crate::follow::{follow, FollowOptions, FollowReport};
-use crate::migrate::{migrate, MigrateOptions, MigrateReport};
-use crate::plan::PlanOptions;
 use crate::progress::Progress;
-use crate::state::{self, phase};
+use crate::run::store::Store;
+use crate::run::Phase;
+use crate::source::casts::ColumnCast;
+use crate::source::postgres::PostgresSource;
 
 /// One source and what of it moves.
 #[derive(Clone, Debug)]
@@ -47,14 +48,15 @@ pub async fn consolidate(
 ) -> Result<ConsolidateReport> {
     let mut report = ConsolidateReport::default();
     let (dst_name, dst) = (target.endpoint(), target.connect().await?);
+    let store = Store::new(&dst, dst_name);
     for s in sources {
         let name = s.source.endpoint();
-        let resume = match state::newest_run_of_source(&dst, dst_name, name).await?.map(|r| r.phase).as_deref() {
-            Some(phase::LOADED) if !base.dry_run => {
+        let resume = match store.newest_run_of_source(name).await?.map(|r| r.phase) {
+            Some(Phase::Loaded) if !base.dry_run => {
                 progress.step(&format!("{name} is already loaded"));
                 continue;
             }
-            Some(phase::COPY | phase::POST_DATA) => true,
+            Some(Phase::Copy | Phase::PostData) => true,
             _ => false,
         };
         progress.step(&format!("loading {name}"));
@@ -65,7 +67,7 @@ pub async fn consolidate(
             resume,
             ..base.clone()
         };
-        report.loads.push(migrate(&s.source, target, &options, progress.clone()).await?);
+        report.loads.push(load(&PostgresSource::new(s.source.clone()), target, &options, progress.clone()).await?);
     }
     if let (Some(fo), false) = (follow_options, base.dry_run || !base.follow) {
         let runs = sources.iter().map(|s| follow(&s.source, target, fo, progress.clone()));

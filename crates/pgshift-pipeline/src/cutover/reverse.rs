@@ -10,17 +10,12 @@
 
 use pgshift_postgres::error::Context;
 use pgshift_postgres::schema_map::SchemaMap;
-use pgshift_postgres::sql::quote_ident;
 use pgshift_postgres::ConnInfo;
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
-use crate::follow::publication_name;
-use crate::state;
-
-pub fn reverse_slot_name(run_id: i64) -> String {
-    format!("pgshift_rev_{run_id}")
-}
+use crate::run::slot;
+use crate::run::store::Store;
 
 /// What must hold on the new database before a cutover promises a way back.
 pub async fn check_possible(new: &Client, new_name: &str) -> Result<()> {
@@ -62,20 +57,10 @@ pub async fn set_up(
     schema_map: &SchemaMap,
 ) -> Result<String> {
     let new_name = new_info.endpoint();
-    let slot = reverse_slot_name(run_id);
-    let publication = quote_ident(publication_name(&slot));
-    let sql = format!("DROP PUBLICATION IF EXISTS {publication}; CREATE PUBLICATION {publication} FOR TABLE {}", tables.join(", "));
-    new.batch_execute(&sql).await.context(&new_name, || sql.clone())?;
-    // Left over from an aborted cutover: nothing streams from it yet.
-    new.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active", &[&slot])
-        .await
-        .context(&new_name, || format!("drop stale slot {slot}"))?;
-    let lsn: String = new
-        .query_one("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot])
-        .await
-        .context(&new_name, || format!("create reverse slot {slot}"))?
-        .get(0);
+    let slot = slot::reverse_slot_name(run_id);
+    // A slot left over from an aborted cutover is remade: nothing streams from it yet.
+    let lsn = slot::create_without_snapshot(new, new_name, &slot, tables).await?;
     let names: Vec<String> = tables.iter().map(|t| t.replace('"', "")).collect();
-    state::create_loaded_run(old, old_name, new_name, (&slot, &lsn), &names, &schema_map.inverse()).await?;
+    Store::new(old, old_name).create_loaded_run(new_name, (&slot, &lsn), &names, &schema_map.inverse()).await?;
     Ok(slot)
 }

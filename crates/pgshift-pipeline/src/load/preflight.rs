@@ -179,7 +179,7 @@ pub async fn embedding_problems(
     (src, src_name): (&Client, &str),
     (dst, dst_name): (&Client, &str),
     tables: &[&Table],
-    specs: &std::collections::HashMap<String, crate::embedding::EmbeddingSpec>,
+    specs: &std::collections::HashMap<String, crate::embed::EmbeddingSpec>,
     follow: bool,
 ) -> Result<Vec<String>> {
     let mut problems = Vec::new();

@@ -1,6 +1,7 @@
 //! Catch-up: stream the run's slot from where the target left off, apply changes in
 //! batches that end on source transaction boundaries, confirm to the source only
-//! what the target committed.
+//! what the target committed. The slot, publication and origin are the run's
+//! (`run::slot`); pgshift-postgres does the protocol, decoding and set-based apply.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,16 +15,19 @@ use pgshift_postgres::logical_stream::{LogicalStream, StreamItem};
 use pgshift_postgres::pgoutput::LogicalMessage;
 use pgshift_postgres::replication::{pg_now_micros, ReplicationConn};
 use pgshift_postgres::schema_map::{relocate_extensions, SchemaMap};
-use pgshift_postgres::{ConnInfo, PgError};
+use pgshift_postgres::ConnInfo;
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use crate::embed_catchup::{embed_pending, VectorColumn};
-use crate::embedding::{specs_by_table, EmbedPool, EmbeddingSetup, EmbeddingSpec};
+use crate::embed::catchup::{embed_pending, VectorColumn};
+use crate::embed::{EmbedPool, EmbeddingSetup, EmbeddingSpec};
 use crate::error::{Error, Result};
 use crate::metrics;
 use crate::progress::Progress;
-use crate::state::{self, phase, Run};
+use crate::run::slot;
+use crate::run::store::Store;
+use crate::run::Run;
+use crate::source::postgres::specs_by_table;
 
 /// Prefix of the logical messages pgshift writes into the source's WAL to mark a
 /// position (caught-up probes, cutover fences).
@@ -78,21 +82,18 @@ pub struct FollowReport {
     pub seconds: f64,
 }
 
-/// Publication and origin share the slot's name: one name finds all three.
-pub fn publication_name(slot: &str) -> &str {
-    slot
-}
-
 pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, progress: Arc<dyn Progress>) -> Result<FollowReport> {
     let started = Instant::now();
     let (src_name, dst_name) = (source.endpoint(), target.endpoint());
     let src = source.connect().await?;
     let dst = target.connect().await?;
-    let run = state::loaded_run(&dst, dst_name, src_name)
+    let store = Store::new(&dst, dst_name);
+    let run = store
+        .loaded_run(src_name)
         .await?
         .ok_or_else(|| Error::State("the target holds no loaded pgshift run to follow: run pgshift migrate first".into()))?;
     let slot = run.slot_name.clone().ok_or_else(|| Error::State(format!("run {} has no replication slot", run.run_id)))?;
-    check_slot(&src, src_name, &slot).await?;
+    slot::check(&src, src_name, &slot).await?;
     let version: i32 = src.query_one("SELECT current_setting('server_version_num')::int", &[]).await.context(&src_name, || "read the server version".into())?.get(0);
     if version < 140000 {
         return Err(Error::Input(format!("catch-up needs PostgreSQL 14 or newer on the source ({src_name} runs {})", version / 10000)));
@@ -104,11 +105,11 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
     // source's names are compared as the target has them (schema map, extensions).
     let installed = catalog::installed_extensions(&dst, dst_name).await?;
     let source_catalog = relocate_extensions(&run.schema_map.target_view(&catalog::inspect(&src, &src_name).await?), &installed);
-    let binary = tables.iter().all(|t| CopyFormat::for_table(t) == CopyFormat::Binary) && !crate::casts::types_differ(&source_catalog, &tables);
+    let binary = tables.iter().all(|t| CopyFormat::for_table(t) == CopyFormat::Binary) && !crate::source::casts::types_differ(&source_catalog, &tables);
     let format = if binary { CopyFormat::Binary } else { CopyFormat::Text };
     let embed = catchup_embedding(&dst, dst_name, &run, (&target_catalog, &tables), opts).await?;
     let apply_client = target.connect().await?;
-    let (mut applier, origin_lsn) = Applier::new(apply_client, dst_name, format, target_catalog, &slot).await?;
+    let (mut applier, origin_lsn) = Applier::new(apply_client, dst_name, format, target_catalog, slot::origin_name(&slot)).await?;
     let l0: Lsn = run.start_lsn.as_deref().unwrap_or("0/0").parse().map_err(Error::State)?;
     let converge_until: Option<Lsn> = run.converge_lsn.as_deref().map(str::parse).transpose().map_err(Error::State)?;
     let start = origin_lsn.max(l0);
@@ -116,11 +117,13 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
     let mut repl = ReplicationConn::connect(source).await?;
     let options = [
         ("proto_version", "1".to_string()),
-        ("publication_names", publication_name(&slot).to_string()),
+        ("publication_names", slot::publication_name(&slot).to_string()),
         ("binary", (format == CopyFormat::Binary).to_string()),
         ("messages", "true".to_string()),
     ];
-    repl.start_logical(&slot, start, &options).await.map_err(|e| slot_error(e, &slot))?;
+    if let Err(e) = repl.start_logical(&slot, start, &options).await {
+        return Err(slot::explain_stream_error(e, &src, src_name, &slot).await);
+    }
     let mut stream = LogicalStream::spawn(repl, STREAM_QUEUE);
     crate::progress::enter(&*progress, "catch-up");
     tracing::info!(slot = %slot, from = %start, ?format, "streaming changes");
@@ -140,7 +143,7 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
         skipping: false,
         batch_started: None,
         transactions: 0,
-        last_commit_time: None,
+        oldest_unapplied: None,
         counted: Applied::default(),
         embed: embed.as_ref(),
         schema_map: &run.schema_map,
@@ -159,8 +162,8 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
                 let item = match item {
                     Some(Ok(item)) => item,
                     // A finished cutover ends the stream (and drops the slot).
-                    _ if run_done(&dst, dst_name, run.run_id).await? => break,
-                    Some(Err(e)) => return Err(slot_error(e, &slot)),
+                    _ if store.is_done(run.run_id).await? => break,
+                    Some(Err(e)) => return Err(slot::explain_stream_error(e, &src, src_name, &slot).await),
                     None => return Err(Error::State("the replication stream ended".into())),
                 };
                 match item {
@@ -198,7 +201,7 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
                     metrics::LAG_BYTES.set(lag as i64);
                     metrics::LAG_SECONDS.set(secs);
                     progress.step(&format!("lag {lag} bytes, {secs:.1}s; applied {} transactions", f.transactions));
-                    if run_done(&dst, dst_name, run.run_id).await? {
+                    if store.is_done(run.run_id).await? {
                         break;
                     }
                 }
@@ -247,7 +250,10 @@ struct Follower<'a> {
     skipping: bool,
     batch_started: Option<Instant>,
     transactions: u64,
-    last_commit_time: Option<i64>,
+    /// Commit time of the oldest source transaction received but not yet committed
+    /// on the target: what "seconds behind" means while a batch or a large
+    /// transaction is on its way.
+    oldest_unapplied: Option<i64>,
     /// Applier counts already added to the metrics.
     counted: Applied,
     embed: Option<&'a CatchupEmbedding>,
@@ -271,7 +277,7 @@ async fn catchup_embedding(
     (target, tables): (&catalog::Catalog, &[&Table]),
     opts: &FollowOptions,
 ) -> Result<Option<CatchupEmbedding>> {
-    let recorded = state::run_embeddings(dst, dst_name, run.run_id).await?;
+    let recorded = Store::new(dst, dst_name).run_embeddings(run.run_id).await?;
     if recorded.is_empty() {
         return Ok(None);
     }
@@ -316,7 +322,7 @@ impl Follower<'_> {
     }
 
     fn lag_seconds(&self, lag_bytes: u64) -> f64 {
-        match (lag_bytes, self.last_commit_time) {
+        match (lag_bytes, self.oldest_unapplied) {
             (0, _) | (_, None) => 0.0,
             (_, Some(t)) => (pg_now_micros() - t).max(0) as f64 / 1e6,
         }
@@ -341,6 +347,9 @@ impl Follower<'_> {
             self.count_applied();
             self.confirmed = self.confirmed.max(end);
         }
+        if !self.in_transaction {
+            self.oldest_unapplied = None;
+        }
         self.batch_started = None;
         Ok(())
     }
@@ -349,18 +358,23 @@ impl Follower<'_> {
     /// message was one of pgshift's marks (everything before it is committed).
     async fn handle(&mut self, msg: LogicalMessage, opts: &FollowOptions) -> Result<Option<(Lsn, String)>> {
         match msg {
-            LogicalMessage::Begin { final_lsn, .. } => {
+            LogicalMessage::Begin { final_lsn, commit_time, .. } => {
                 self.in_transaction = true;
                 self.skipping = final_lsn < self.skip_before;
+                if !self.skipping {
+                    self.oldest_unapplied.get_or_insert(commit_time);
+                }
                 self.applier.set_converge(self.converge_until.is_some_and(|c| final_lsn <= c)).await?;
                 self.batch_started.get_or_insert_with(Instant::now);
             }
-            LogicalMessage::Commit { end_lsn, commit_time, .. } => {
+            LogicalMessage::Commit { end_lsn, .. } => {
                 self.in_transaction = false;
                 if !self.skipping {
                     self.uncommitted_end = Some(end_lsn);
                     self.transactions += 1;
-                    self.last_commit_time = Some(commit_time);
+                }
+                if self.skipping && self.uncommitted_end.is_none() {
+                    self.oldest_unapplied = None;
                 }
                 self.skipping = false;
                 let due = self.batch_started.is_some_and(|t| t.elapsed() >= opts.commit_delay);
@@ -385,7 +399,7 @@ impl Follower<'_> {
             }
             // Changes pgshift itself applied on this server (the other direction of a
             // reverse replication) must not travel back.
-            LogicalMessage::Origin { name, .. } if name.starts_with("pgshift_") => self.skipping = true,
+            LogicalMessage::Origin { name, .. } if slot::is_pgshift_origin(&name) => self.skipping = true,
             LogicalMessage::Origin { .. } | LogicalMessage::Type { .. } | LogicalMessage::Message { .. } => {}
         }
         if self.in_transaction && self.applier.pending_rows() >= opts.batch_rows {
@@ -394,10 +408,6 @@ impl Follower<'_> {
         }
         Ok(None)
     }
-}
-
-async fn run_done(dst: &Client, dst_name: &str, run_id: i64) -> Result<bool> {
-    Ok(state::run_by_id(dst, dst_name, run_id).await?.phase == phase::DONE)
 }
 
 /// Writes a mark into the source's WAL through `client` and returns its position.
@@ -426,44 +436,11 @@ pub(crate) async fn lag_bytes(src: &Client, src_name: &str, confirmed: Lsn) -> R
     Ok(current.parse::<Lsn>().map_err(Error::State)?.bytes_after(confirmed))
 }
 
-/// Refuses a slot that lost WAL it needed: following it would skip changes.
-pub(crate) async fn check_slot(src: &Client, src_name: &str, slot: &str) -> Result<()> {
-    let row = src
-        .query_opt("SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
-        .await
-        .context(&src_name, || "read the run's slot".into())?;
-    match row.map(|r| r.get::<_, Option<String>>(0)) {
-        None => Err(Error::State(format!(
-            "slot {slot} no longer exists on the source, so changes since the load began are lost: \
-             drop the migrated tables and the pgshift schema on the target and run pgshift migrate again"
-        ))),
-        Some(Some(s)) if s == "lost" => Err(lost_slot(slot)),
-        _ => Ok(()),
-    }
-}
-
-fn lost_slot(slot: &str) -> Error {
-    Error::State(format!(
-        "slot {slot} was invalidated on the source (WAL it needed was removed, see max_slot_wal_keep_size): \
-         changes since the load are lost. Drop the migrated tables and the pgshift schema on the target and run \
-         pgshift migrate again (or only the affected tables with --tables)"
-    ))
-}
-
-fn slot_error(e: PgError, slot: &str) -> Error {
-    let text = e.to_string();
-    if text.contains("can no longer get changes") || text.contains("has been invalidated") || text.contains("already been removed") {
-        lost_slot(slot)
-    } else {
-        e.into()
-    }
-}
-
 /// The tables the run copies, as the target has them now (the chunks keep the
 /// source's names; the run's schema map says where they went).
 pub(crate) async fn run_tables<'a>(dst: &Client, dst_name: &str, run: &Run, target: &'a catalog::Catalog) -> Result<Vec<&'a Table>> {
-    let chunks = state::chunks(dst, dst_name, run.run_id).await?;
-    let names: Vec<String> = chunks.iter().map(|c| run.schema_map.target_display(&c.table_name)).collect();
+    let names: Vec<String> =
+        Store::new(dst, dst_name).run_table_names(run.run_id).await?.iter().map(|n| run.schema_map.target_display(n)).collect();
     Ok(target.tables.iter().filter(|t| names.contains(&t.display_name())).collect())
 }
 

@@ -17,16 +17,17 @@ use pgshift_postgres::ddl;
 use pgshift_postgres::error::Context;
 use pgshift_postgres::lsn::Lsn;
 use pgshift_postgres::schema_map::SchemaMap;
-use pgshift_postgres::sql::{qualified, quote_ident, quote_literal};
+use pgshift_postgres::sql::{qualified, quote_ident};
 use pgshift_postgres::ConnInfo;
 use serde::Serialize;
 use tokio_postgres::Client;
 
+use crate::catchup::{self as follow, emit_mark, FollowOptions, Until, FENCE};
 use crate::error::{Error, Result};
-use crate::follow::{self, emit_mark, FollowOptions, Until, FENCE};
 use crate::progress::{Progress, Silent};
-use crate::reverse;
-use crate::state::{self, phase};
+use crate::run::slot::{self, SlotState};
+use crate::run::store::Store;
+use crate::run::Phase;
 
 #[derive(Clone, Debug)]
 pub struct CutoverOptions {
@@ -42,7 +43,7 @@ pub struct CutoverOptions {
     pub rollback: bool,
     pub dry_run: bool,
     /// The embedder, when the cutover applies the last changes of a run that computes vectors.
-    pub embedding: Option<crate::embedding::EmbeddingSetup>,
+    pub embedding: Option<crate::embed::EmbeddingSetup>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -71,6 +72,8 @@ pub struct CutoverReport {
     pub switch_to: String,
 }
 
+pub mod reverse;
+
 pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions) -> Result<CutoverReport> {
     let (src_name, dst_name) = (source.endpoint(), target.endpoint());
     let src = source.connect().await?;
@@ -79,17 +82,16 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
         // The old database was made read-only by the cutover; this session writes to it.
         dst.batch_execute("SET default_transaction_read_only = off").await.context(&dst_name, || "leave read-only mode".into())?;
     }
-    let run = state::loaded_run(&dst, dst_name, src_name)
+    let store = Store::new(&dst, dst_name);
+    let run = store
+        .loaded_run(src_name)
         .await?
         .ok_or_else(|| Error::State("the target holds no loaded pgshift run: run pgshift migrate first".into()))?;
     let slot = run.slot_name.clone().ok_or_else(|| Error::State(format!("run {} has no replication slot", run.run_id)))?;
-    follow::check_slot(&src, src_name, &slot).await?;
-    let row = src
-        .query_one("SELECT confirmed_flush_lsn::text, active FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
-        .await
-        .context(&src_name, || "read the run's slot".into())?;
-    let confirmed: Lsn = row.get::<_, Option<String>>(0).unwrap_or_default().parse().unwrap_or_default();
-    let follower_running: bool = row.get(1);
+    let SlotState::Usable { active: follower_running, confirmed } = slot::check(&src, src_name, &slot).await? else {
+        unreachable!("check refuses missing and lost slots")
+    };
+    let confirmed: Lsn = confirmed.unwrap_or_default().parse().unwrap_or_default();
     let lag = follow::lag_bytes(&src, src_name, confirmed).await?;
     let catalog = catalog::inspect(&src, &src_name).await?;
     let target_catalog = catalog::inspect(&dst, &dst_name).await?;
@@ -191,16 +193,17 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
             return Err(Error::State(format!("cutover aborted, writes on the source resumed and nothing was switched: {e}")));
         }
     }
-    state::set_phase(&dst, dst_name, run.run_id, phase::DONE).await?;
+    store.advance(run.run_id, Phase::Loaded, Phase::Done).await?;
     if let Some(task) = own_follower {
         let _ = task.await;
     }
-    drop_slot(&src, src_name, &slot).await?;
+    slot::drop(&src, src_name, &slot).await?;
+    slot::drop_origin(&dst, dst_name, &slot).await;
     // From now on the application writes the vectors: catch-up's trigger goes.
-    let embedded = state::run_embeddings(&dst, dst_name, run.run_id).await?;
+    let embedded = store.run_embeddings(run.run_id).await?;
     for (s, t) in pairs.iter().filter(|(_, t)| t.partition_of.is_none()) {
-        for spec in embedded.iter().filter(|spec| crate::plan::table_matches(s, &spec.table)) {
-            for sql in crate::embed_catchup::drop_catchup_ddl(t, spec) {
+        for spec in embedded.iter().filter(|spec| crate::source::select::table_matches(s, &spec.table)) {
+            for sql in crate::embed::catchup::drop_catchup_ddl(t, spec) {
                 dst.batch_execute(&sql).await.context(&dst_name, || sql.clone())?;
             }
         }
@@ -327,27 +330,5 @@ async fn make_read_only(fence: &Client, src_name: &str, dbname: &str) -> Result<
         quote_ident(dbname)
     );
     fence.batch_execute(&sql).await.context(&src_name, || "make the source read-only (needs the database owner or a superuser)".into())?;
-    Ok(())
-}
-
-async fn drop_slot(src: &Client, src_name: &str, slot: &str) -> Result<()> {
-    // A follower in another process still streams from it: end its connection.
-    let sql = format!(
-        "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = {s} AND active_pid IS NOT NULL; \
-         DROP PUBLICATION IF EXISTS {p}",
-        s = quote_literal(slot),
-        p = quote_ident(follow::publication_name(slot))
-    );
-    src.batch_execute(&sql).await.context(&src_name, || "stop streaming from the slot".into())?;
-    for _ in 0..100 {
-        let dropped = src
-            .execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active", &[&slot])
-            .await;
-        if dropped.is_ok_and(|n| n > 0) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tracing::warn!("{src_name}: could not drop slot {slot}; drop it yourself: SELECT pg_drop_replication_slot('{slot}')");
     Ok(())
 }

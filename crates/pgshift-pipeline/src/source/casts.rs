@@ -9,7 +9,7 @@ use pgshift_postgres::sql::quote_ident;
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
-use crate::plan::table_matches;
+use super::select::table_matches;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ColumnCast {

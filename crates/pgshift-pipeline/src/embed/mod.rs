@@ -1,6 +1,17 @@
-//! The embedding stage's moving parts: which tables get vectors ([`EmbeddingSpec`]),
-//! the threads that compute them ([`EmbedPool`], fed through a bounded channel), and
-//! the content-hash cache in the target's `pgshift` schema ([`Cache`]).
+//! Vectors computed on the way. Here: which tables get vectors ([`EmbeddingSpec`],
+//! matched to tables once for every source by [`match_specs`]), the threads that
+//! compute them ([`EmbedPool`], fed through a bounded channel), and the content-hash
+//! cache in the target's run store ([`Cache`]). Then by stage: [`copy`] during the
+//! load, [`catchup`] for changed rows during catch-up, [`reembed`] for live tables.
+//!
+//! Blank text (empty or only ASCII whitespace) gets no vector (NULL), like NULL
+//! text: the model's vector for empty input would be shared by every such row and
+//! find them all as "similar". [`is_blank`] and [`has_text_sql`] say the same thing
+//! in Rust and in SQL, so a row skipped by one is never picked up again by the other.
+
+pub mod catchup;
+pub mod copy;
+pub mod reembed;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,10 +19,10 @@ use std::time::Instant;
 
 use pgshift_embed::hash::content_hash;
 use pgshift_embed::{batch::embed_bucketed, Embedder};
-use pgshift_postgres::error::Context;
 use pgshift_postgres::sql::quote_ident;
 use serde::{Deserialize, Serialize};
-use tokio_postgres::Client;
+
+use crate::run::store::Store;
 
 use crate::error::{Error, Result};
 use crate::metrics;
@@ -142,20 +153,14 @@ impl Drop for EmbedPool {
     }
 }
 
-/// The content-hash cache: `pgshift.embedding_cache` on the target.
+/// The content-hash cache, kept in the target's run store.
 pub struct Cache<'a> {
-    pub client: &'a Client,
-    pub endpoint: &'a str,
+    pub store: Store<'a>,
 }
 
 impl Cache<'_> {
     pub async fn get(&self, model: &str, hashes: &[Vec<u8>]) -> Result<HashMap<Vec<u8>, Vec<f32>>> {
-        let rows = self
-            .client
-            .query("SELECT hash, vector FROM pgshift.embedding_cache WHERE model = $1 AND hash = ANY($2)", &[&model, &hashes])
-            .await
-            .context(&self.endpoint, || "read the embedding cache".into())?;
-        Ok(rows.iter().map(|r| (r.get::<_, Vec<u8>>(0), from_le_bytes(r.get(1)))).collect())
+        Ok(self.store.cached_vectors(model, hashes).await?.into_iter().map(|(h, v)| (h, from_le_bytes(&v))).collect())
     }
 
     pub async fn put(&self, model: &str, entries: &[(Vec<u8>, Vec<f32>)]) -> Result<()> {
@@ -164,42 +169,45 @@ impl Cache<'_> {
         }
         let hashes: Vec<&Vec<u8>> = entries.iter().map(|(h, _)| h).collect();
         let vectors: Vec<Vec<u8>> = entries.iter().map(|(_, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
-        self.client
-            .execute(
-                "INSERT INTO pgshift.embedding_cache (model, hash, vector) SELECT $1, h, v FROM unnest($2::bytea[], $3::bytea[]) AS u(h, v) \
-                 ON CONFLICT DO NOTHING",
-                &[&model, &hashes, &vectors],
-            )
-            .await
-            .context(&self.endpoint, || "write the embedding cache".into())?;
-        Ok(())
+        self.store.cache_vectors(model, &hashes, &vectors).await
     }
 }
 
-/// A vector as pgvector's text input, `[0.1,0.2,...]` (NULL text gets an empty one,
-/// which callers never ask for).
-pub fn vector_literal(v: Option<Vec<f32>>) -> String {
-    format!("[{}]", v.unwrap_or_default().iter().map(f32::to_string).collect::<Vec<_>>().join(","))
+/// A vector as pgvector's text input, `[0.1,0.2,...]`; None (no text) stays NULL.
+pub fn vector_literal(v: Option<Vec<f32>>) -> Option<String> {
+    v.map(|v| format!("[{}]", v.iter().map(f32::to_string).collect::<Vec<_>>().join(",")))
+}
+
+/// Whether a text gets no vector: empty, or only ASCII whitespace.
+pub fn is_blank(text: &str) -> bool {
+    text.chars().all(|c| c.is_ascii_whitespace())
+}
+
+/// SQL for "`(expr)` has text to embed": not NULL and not blank, exactly as
+/// [`is_blank`] (the same five ASCII whitespace characters).
+pub fn has_text_sql(expr: &str) -> String {
+    format!("(({expr})::text) ~ '[^ \\t\\n\\r\\f]'")
 }
 
 fn from_le_bytes(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
 }
 
-/// Vectors for `texts` (None = NULL text, no vector): duplicates are embedded once,
-/// cached texts not at all, and new vectors go into the cache.
+/// Vectors for `texts` (None = NULL or blank text, no vector): duplicates are
+/// embedded once, cached texts not at all, and new vectors go into the cache.
 pub async fn vectors_for(pool: &EmbedPool, cache: &Cache<'_>, texts: &[Option<String>]) -> Result<Vec<Option<Vec<f32>>>> {
-    let hashes: Vec<Option<Vec<u8>>> = texts.iter().map(|t| t.as_ref().map(|t| content_hash(pool.model(), t).to_vec())).collect();
+    let texts: Vec<Option<&String>> = texts.iter().map(|t| t.as_ref().filter(|t| !is_blank(t))).collect();
+    let hashes: Vec<Option<Vec<u8>>> = texts.iter().map(|t| t.map(|t| content_hash(pool.model(), t).to_vec())).collect();
     let mut unique: Vec<Vec<u8>> = hashes.iter().flatten().cloned().collect();
     unique.sort();
     unique.dedup();
     let mut known = cache.get(pool.model(), &unique).await?;
     let mut missing: Vec<(Vec<u8>, String)> = Vec::new();
     let mut queued = std::collections::HashSet::new();
-    for (hash, text) in hashes.iter().zip(texts) {
+    for (hash, text) in hashes.iter().zip(&texts) {
         if let (Some(h), Some(t)) = (hash, text) {
             if !known.contains_key(h) && queued.insert(h) {
-                missing.push((h.clone(), t.clone()));
+                missing.push((h.clone(), (*t).clone()));
             }
         }
     }
@@ -243,37 +251,51 @@ impl std::fmt::Debug for EmbeddingSetup {
     }
 }
 
-/// The spec for each copied table (a partition takes its parent's); every spec must
-/// name exactly one of the tables being copied, with the model's dimensions.
-pub fn specs_by_table(
-    setup: &EmbeddingSetup,
-    tables: &[&pgshift_postgres::catalog::Table],
-) -> Result<HashMap<String, EmbeddingSpec>> {
+/// A table an embedding spec may name, as any kind of source describes it.
+pub struct SpecCandidate<'a> {
+    /// The name the load knows the table by (`schema.table`).
+    pub key: String,
+    /// The partitioned parent's key: a partition takes its parent's spec.
+    pub parent: Option<String>,
+    /// Whether a `--embed`/`--tables` style pattern names this table.
+    pub matches: Box<dyn Fn(&str) -> bool + 'a>,
+}
+
+/// The spec of each table, by key (a partition gets its parent's); every spec must
+/// name exactly one table that is not a partition, and ask for the model's
+/// dimensions. `among` ends "no such table among those ..." errors.
+pub fn match_specs(setup: &EmbeddingSetup, candidates: &[SpecCandidate<'_>], among: &str) -> Result<HashMap<String, EmbeddingSpec>> {
     let mut out = HashMap::new();
     for spec in &setup.specs {
-        let matching: Vec<&&pgshift_postgres::catalog::Table> =
-            tables.iter().filter(|t| crate::plan::table_matches(t, &spec.table) && t.partition_of.is_none()).collect();
+        let matching: Vec<&SpecCandidate> = candidates.iter().filter(|c| c.parent.is_none() && (c.matches)(&spec.table)).collect();
         let table = match matching.as_slice() {
             [t] => t,
-            [] => {
-                return Err(Error::Input(format!(
-                    "embedding for {}: no such table among those being copied (check the name and --tables)",
-                    spec.table
-                )))
-            }
+            [] => return Err(Error::Input(format!("embedding for {}: no such table among those {among}", spec.table))),
             many => {
-                let names: Vec<String> = many.iter().map(|t| t.display_name()).collect();
+                let names: Vec<&str> = many.iter().map(|t| t.key.as_str()).collect();
                 return Err(Error::Input(format!("embedding for {}: matches {}; name one table", spec.table, names.join(", "))));
             }
         };
-        setup.check_dims(spec, &format!("embedding for {}", table.display_name()))?;
-        let name = table.display_name();
-        for t in tables {
-            let parent = t.partition_of.as_ref().map(|(s, n, _)| format!("{s}.{n}"));
-            if t.display_name() == name || parent.as_deref() == Some(name.as_str()) {
-                out.insert(t.display_name(), spec.clone());
-            }
+        setup.check_dims(spec, &format!("embedding for {}", table.key))?;
+        for c in candidates.iter().filter(|c| c.key == table.key || c.parent.as_deref() == Some(table.key.as_str())) {
+            out.insert(c.key.clone(), spec.clone());
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blank_text_is_the_same_in_rust_and_sql() {
+        for blank in ["", " ", "\t\n", "\r\x0c  "] {
+            assert!(is_blank(blank), "{blank:?}");
+        }
+        for text in ["a", " a ", "\u{a0}", "\x0b"] {
+            assert!(!is_blank(text), "{text:?}");
+        }
+        assert_eq!(has_text_sql("title"), r"((title)::text) ~ '[^ \t\n\r\f]'");
+    }
 }

@@ -9,8 +9,9 @@ use pgshift_postgres::error::Context;
 use pgshift_postgres::sql::quote_ident;
 use tokio_postgres::Client;
 
-use crate::embedding::{vector_literal, vectors_for, Cache, EmbedPool, EmbeddingSpec};
+use super::{has_text_sql, vector_literal, vectors_for, Cache, EmbedPool, EmbeddingSpec};
 use crate::error::{Error, Result};
+use crate::run::store::Store;
 
 /// Rows re-embedded per statement while a transaction is being committed.
 const ROWS_PER_ROUND: i64 = 1000;
@@ -95,16 +96,17 @@ impl VectorColumn<'_> {
     }
 }
 
-/// Gives every row of the table that has text but no vector its vector, inside the
-/// caller's open transaction on `client`. Returns how many rows got one.
+/// Gives every row of the table that has text (not blank) but no vector its vector,
+/// inside the caller's open transaction on `client`. Returns how many rows got one.
 pub async fn embed_pending(client: &Client, endpoint: &str, pool: &EmbedPool, column: VectorColumn<'_>) -> Result<u64> {
     let (table, col, spec) = (column.table.qualified(), quote_ident(&column.spec.column), column.spec);
     let select = format!(
-        "SELECT ctid::text, ({})::text FROM ONLY {table} WHERE {col} IS NULL AND ({}) IS NOT NULL LIMIT {ROWS_PER_ROUND}",
-        spec.text, spec.text
+        "SELECT ctid::text, ({})::text FROM ONLY {table} WHERE {col} IS NULL AND {} LIMIT {ROWS_PER_ROUND}",
+        spec.text,
+        has_text_sql(&spec.text)
     );
     let update = column.store_by_ctid_sql(None);
-    let cache = Cache { client, endpoint };
+    let cache = Cache { store: Store::new(client, endpoint) };
     let mut total = 0;
     loop {
         let rows = client.query(&select, &[]).await.context(&endpoint, || format!("find rows of {table} without a vector"))?;
@@ -113,7 +115,7 @@ pub async fn embed_pending(client: &Client, endpoint: &str, pool: &EmbedPool, co
         }
         let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
         let texts: Vec<Option<String>> = rows.iter().map(|r| r.get(1)).collect();
-        let vectors: Vec<String> = vectors_for(pool, &cache, &texts)
+        let vectors: Vec<Option<String>> = vectors_for(pool, &cache, &texts)
             .await?
             .into_iter()
             .map(vector_literal)

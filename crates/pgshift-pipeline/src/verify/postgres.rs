@@ -1,59 +1,18 @@
-//! `pgshift verify`: row counts and content checksums per table, per key range for
-//! large tables, computed on both servers at once.
+//! Verify a PostgreSQL source: row counts and content checksums per table, per key
+//! range for large tables (the copy's ranges), computed on both servers at once.
 
 use std::sync::Arc;
 
 use pgshift_postgres::catalog::{self, Table};
-use pgshift_postgres::checksum::{digest, Digest};
-use pgshift_postgres::schema_map::SchemaMap;
+use pgshift_postgres::checksum::digest;
 use pgshift_postgres::ConnInfo;
-use serde::Serialize;
 
+use super::{not_compared, RangeCheck, TableCheck, VerifyOptions, VerifyReport};
 use crate::error::Result;
-use crate::state;
-use crate::plan::{chunk_table, select_tables, table_matches, SplitKind};
+use crate::run::store::Store;
+use crate::source::chunks::{chunk_table, SplitKind};
+use crate::source::select::{select_tables, table_matches};
 use crate::workers::run_workers;
-
-#[derive(Clone, Debug)]
-pub struct VerifyOptions {
-    pub patterns: Vec<String>,
-    /// Tables with more estimated rows are checked per range of about this many rows,
-    /// so a mismatch points at a range.
-    pub split_rows: u64,
-    pub jobs: usize,
-    /// Source schema -> target schema; empty: the one the source's run recorded.
-    pub schema_map: SchemaMap,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct RangeCheck {
-    /// SQL condition of the range; None = the whole table.
-    pub range: Option<String>,
-    pub source: Digest,
-    pub target: Option<Digest>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct TableCheck {
-    pub table: String,
-    pub source_rows: i64,
-    pub target_rows: Option<i64>,
-    pub matches: bool,
-    /// Set when the table is missing on the target.
-    pub problem: Option<String>,
-    pub mismatched_ranges: Vec<RangeCheck>,
-    pub ranges: usize,
-    /// Columns left out of the comparison: vectors the run computed in place of the
-    /// source's values.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub not_compared: Vec<String>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct VerifyReport {
-    pub ok: bool,
-    pub tables: Vec<TableCheck>,
-}
 
 struct Unit {
     /// The table on the source, and as the target has it.
@@ -63,17 +22,17 @@ struct Unit {
     range: Option<String>,
 }
 
-pub async fn verify(source: &ConnInfo, target: &ConnInfo, opts: &VerifyOptions) -> Result<VerifyReport> {
+pub async fn verify_postgres(source: &ConnInfo, target: &ConnInfo, opts: &VerifyOptions) -> Result<VerifyReport> {
     let src = source.connect().await?;
     let dst = target.connect().await?;
-    let (run, computed) = state::newest_run_and_embeddings(&dst, target.endpoint(), source.endpoint()).await?;
+    let (run, computed) = Store::new(&dst, target.endpoint()).newest_run_and_embeddings(source.endpoint()).await?;
     let schema_map = match (opts.schema_map.is_empty(), &run) {
         (true, Some(run)) => run.schema_map.clone(),
         _ => opts.schema_map.clone(),
     };
     let mut catalog = catalog::inspect(&src, &source.endpoint()).await?;
     // Columns migrate cast (text -> uuid) are compared as the target holds them.
-    crate::casts::follow_target_types(&mut catalog, &catalog::inspect(&dst, &target.endpoint()).await?, &schema_map);
+    crate::source::casts::follow_target_types(&mut catalog, &catalog::inspect(&dst, &target.endpoint()).await?, &schema_map);
     let view = schema_map.target_view(&catalog);
     let tables = select_tables(&catalog, &opts.patterns)?;
     let mut checks = Vec::new();
@@ -82,16 +41,13 @@ pub async fn verify(source: &ConnInfo, target: &ConnInfo, opts: &VerifyOptions) 
         let tt = view.same_tables(&[t])[0];
         // A partition's vectors come from its parent's spec.
         let parent = t.partition_of.as_ref().and_then(|(s, n, _)| catalog.table(s, n));
-        let not_compared: Vec<String> = computed
-            .iter()
-            .filter(|s| [Some(t), parent].into_iter().flatten().any(|x| table_matches(x, &s.table)))
-            .map(|s| s.column.clone())
-            .filter(|c| t.columns.iter().any(|x| &x.name == c))
-            .collect();
+        let names = |pattern: &str| [Some(t), parent].into_iter().flatten().any(|x| table_matches(x, pattern));
+        let not_compared = not_compared(&computed, names, t.columns.iter().map(|c| c.name.as_str()));
         let columns: Vec<String> = t.columns.iter().map(|c| c.name.clone()).filter(|c| !not_compared.contains(c)).collect();
         let exists = catalog::relation_exists(&dst, target.endpoint(), &tt.schema, &tt.name).await?;
         let mut check = TableCheck {
             table: t.display_name(),
+            qualified: pgshift_postgres::sql::display_qualified(&t.schema, &t.name),
             source_rows: 0,
             target_rows: None,
             matches: exists,
@@ -146,5 +102,5 @@ pub async fn verify(source: &ConnInfo, target: &ConnInfo, opts: &VerifyOptions) 
     for c in &mut checks {
         c.mismatched_ranges.sort_by(|a, b| a.range.cmp(&b.range));
     }
-    Ok(VerifyReport { ok: checks.iter().all(|c| c.matches), tables: checks })
+    Ok(VerifyReport::new(checks))
 }

@@ -16,27 +16,12 @@ use serde::Serialize;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
-use crate::embed_catchup::{self, VectorColumn};
-use crate::embedding::{vector_literal, vectors_for, Cache, EmbedPool, EmbeddingSetup, EmbeddingSpec, VectorIndex};
+use super::catchup::{self as embed_catchup, VectorColumn};
+use super::{has_text_sql, vector_literal, vectors_for, Cache, EmbedPool, EmbeddingSetup, EmbeddingSpec, VectorIndex};
 use crate::error::{Error, Result};
+use crate::load::vector_index::hnsw_memory_mb;
 use crate::progress::Progress;
-use crate::vector_index::hnsw_memory_mb;
-
-const STATE_DDL: &str = "
-CREATE SCHEMA IF NOT EXISTS pgshift;
-CREATE TABLE IF NOT EXISTS pgshift.reembeds (
-    table_name  text NOT NULL,
-    column_name text NOT NULL,
-    spec        jsonb NOT NULL,
-    model       text NOT NULL,
-    phase       text NOT NULL,
-    last_key    text[],
-    rows_done   bigint NOT NULL DEFAULT 0,
-    started_at  timestamptz NOT NULL DEFAULT now(),
-    updated_at  timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (table_name, column_name)
-);
-CREATE TABLE IF NOT EXISTS pgshift.embedding_cache (model text NOT NULL, hash bytea NOT NULL, vector bytea NOT NULL, PRIMARY KEY (model, hash));";
+use crate::run::store::Store;
 
 pub struct ReembedOptions {
     pub setup: EmbeddingSetup,
@@ -94,7 +79,7 @@ pub async fn reembed(target: &ConnInfo, options: &ReembedOptions, progress: std:
     let table = catalog
         .tables
         .iter()
-        .find(|t| crate::plan::table_matches(t, &spec.table) && t.partition_of.is_none())
+        .find(|t| crate::source::select::table_matches(t, &spec.table) && t.partition_of.is_none())
         .ok_or_else(|| Error::Input(format!("reembed: no table {} in {endpoint}", spec.table)))?;
     let key = table.primary_key.as_ref().ok_or_else(|| {
         Error::Input(format!("reembed: table {} has no primary key, which the backfill walks in order: add one", table.display_name()))
@@ -137,20 +122,12 @@ pub async fn reembed(target: &ConnInfo, options: &ReembedOptions, progress: std:
         return Ok(report);
     }
 
-    client.batch_execute(STATE_DDL).await.context(&endpoint, || "create the pgshift state schema".into())?;
-    let spec_json = serde_json::to_string(spec).expect("spec serializes");
-    let existing = client
-        .query_opt(
-            "SELECT spec::text, model, phase, last_key FROM pgshift.reembeds WHERE table_name = $1 AND column_name = $2",
-            &[&report.table, &spec.column],
-        )
-        .await
-        .context(&endpoint, || "read pgshift.reembeds".into())?;
+    let store = Store::new(&client, endpoint);
+    store.ensure_schema().await?;
     let mut last_key: Option<Vec<String>> = None;
-    match existing {
-        Some(row) if row.get::<_, String>(2) != "done" => {
-            let same: bool = serde_json::from_str::<EmbeddingSpec>(row.get(0)).ok().as_ref() == Some(spec) && row.get::<_, String>(1) == report.model;
-            if !same {
+    match store.reembed(&report.table, &spec.column).await? {
+        Some(existing) if !existing.finished => {
+            if existing.spec.as_ref() != Some(spec) || existing.model != report.model {
                 return Err(Error::State(format!(
                     "an unfinished re-embed of {}.{} with other settings exists: run it again with those settings, \
                      or remove it (DELETE FROM pgshift.reembeds WHERE table_name = {}; ALTER TABLE {} DROP COLUMN {})",
@@ -162,19 +139,9 @@ pub async fn reembed(target: &ConnInfo, options: &ReembedOptions, progress: std:
                 )));
             }
             report.resumed = true;
-            last_key = row.get(3);
+            last_key = existing.last_key;
         }
-        _ => {
-            client
-                .execute(
-                    "INSERT INTO pgshift.reembeds (table_name, column_name, spec, model, phase) VALUES ($1, $2, $3::text::jsonb, $4, 'backfill') \
-                     ON CONFLICT (table_name, column_name) DO UPDATE SET spec = EXCLUDED.spec, model = EXCLUDED.model, phase = 'backfill', \
-                     last_key = NULL, rows_done = 0, started_at = now(), updated_at = now()",
-                    &[&report.table, &spec.column, &spec_json, &report.model],
-                )
-                .await
-                .context(&endpoint, || "record the re-embed".into())?;
-        }
+        _ => store.start_reembed(&report.table, spec, &report.model).await?,
     }
     let add = format!("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}", n.table, n.shadow, spec.column_type(&vector_schema));
     client.batch_execute(&add).await.context(&endpoint, || add.clone())?;
@@ -234,13 +201,7 @@ pub async fn reembed(target: &ConnInfo, options: &ReembedOptions, progress: std:
     let final_index = swap(&backfill, &n, spec, old_exists, options.lock_timeout_ms).await?;
     report.swap_ms = swap_started.elapsed().as_secs_f64() * 1000.0;
     report.index = final_index.or(report.index);
-    client
-        .execute(
-            "UPDATE pgshift.reembeds SET phase = 'done', updated_at = now() WHERE table_name = $1 AND column_name = $2",
-            &[&report.table, &spec.column],
-        )
-        .await
-        .context(&endpoint, || "finish the re-embed".into())?;
+    store.finish_reembed(&report.table, &spec.column).await?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
@@ -291,12 +252,13 @@ impl Backfill<'_> {
         loop {
             let after = if from.is_some() { format!(" AND ({}) > ({})", keys.join(", "), bound.join(", ")) } else { String::new() };
             let select = format!(
-                "SELECT ctid::text, ({text})::text, ARRAY[{}] FROM ONLY {table} WHERE {shadow} IS NULL AND ({text}) IS NOT NULL{after} \
+                "SELECT ctid::text, ({text})::text, ARRAY[{}] FROM ONLY {table} WHERE {shadow} IS NULL AND {has_text}{after} \
                  ORDER BY {} LIMIT {}",
                 key_text.join(", "),
                 keys.join(", "),
                 self.batch,
-                text = self.spec.text
+                text = self.spec.text,
+                has_text = has_text_sql(&self.spec.text)
             );
             let params: Vec<&(dyn ToSql + Sync)> = from.iter().flatten().map(|v| v as &(dyn ToSql + Sync)).collect();
             let rows = self.client.query(&select, &params).await.context(&self.endpoint, || format!("read {table}"))?;
@@ -315,8 +277,9 @@ impl Backfill<'_> {
     /// still the one embedded (a row changed meanwhile waits for the next pass), with
     /// the checkpoint in the same transaction.
     async fn store(&self, ids: &[String], texts: &[Option<String>], checkpoint: &[String]) -> Result<u64> {
-        let cache = Cache { client: self.client, endpoint: self.endpoint };
-        let vectors: Vec<String> = vectors_for(self.pool, &cache, texts)
+        let store = Store::new(self.client, self.endpoint);
+        let cache = Cache { store };
+        let vectors: Vec<Option<String>> = vectors_for(self.pool, &cache, texts)
             .await?
             .into_iter()
             .map(vector_literal)
@@ -326,13 +289,7 @@ impl Backfill<'_> {
         let update = self.shadow().store_by_ctid_sql(Some(&unchanged));
         let write = async {
             let written = self.client.execute(&update, &[&ids, &vectors, &plain]).await.context(&self.endpoint, || "store vectors".into())?;
-            self.client
-                .execute(
-                    "UPDATE pgshift.reembeds SET last_key = $3, rows_done = rows_done + $4, updated_at = now() WHERE table_name = $1 AND column_name = $2",
-                    &[&self.table.display_name(), &self.column, &checkpoint, &(written as i64)],
-                )
-                .await
-                .context(&self.endpoint, || "checkpoint the backfill".into())?;
+            store.checkpoint_reembed(&self.table.display_name(), self.column, checkpoint, written).await?;
             Ok::<_, Error>(written)
         };
         pgshift_postgres::conn::in_transaction(self.client, self.endpoint, "a backfill batch", write).await
@@ -375,7 +332,7 @@ async fn swap(b: &Backfill<'_>, n: &Names, spec: &EmbeddingSpec, old_exists: boo
         let final_index = if spec.index == VectorIndex::None {
             None
         } else {
-            let name = old_index.unwrap_or_else(|| crate::vector_index::index_name(&b.table.name, spec));
+            let name = old_index.unwrap_or_else(|| crate::load::vector_index::index_name(&b.table.name, spec));
             sql.push(format!("ALTER INDEX {schema}.{} RENAME TO {}", quote_ident(&n.new_index), quote_ident(&name)));
             Some(name)
         };

@@ -9,11 +9,11 @@ use futures_util::{pin_mut, SinkExt, StreamExt, TryStreamExt};
 use pgshift_postgres::catalog::Table;
 use pgshift_postgres::copy::PipeStats;
 use pgshift_postgres::copy_binary::{header, put_row_with, trailer, vector_value, RowSplitter, SplitRow};
-use pgshift_postgres::error::{query_error, Context};
+use pgshift_postgres::error::Context;
 use pgshift_postgres::sql::{column_list, quote_ident};
 use tokio_postgres::Client;
 
-use crate::embedding::{vectors_for, Cache, EmbedPool, EmbeddingSpec};
+use super::{vectors_for, Cache, EmbedPool, EmbeddingSpec};
 use crate::error::{Error, Result};
 
 /// Rows per embedding request: large enough for length bucketing to find company,
@@ -45,24 +45,8 @@ pub struct EmbedTarget<'a> {
     pub spec: &'a EmbeddingSpec,
 }
 
-/// Streams one chunk of a table (as the source and the target name it) from source
-/// to target, computing its vectors.
-pub async fn embed_pipe(
-    (src, src_name): (&Client, &str),
-    target: (&Client, &str),
-    embed: &EmbedTarget<'_>,
-    (table, target_table): (&Table, &Table),
-    predicate: Option<&str>,
-    progress: impl FnMut(u64),
-) -> Result<PipeStats> {
-    let out_sql = copy_out_sql(table, embed.spec, predicate);
-    let stream = src.copy_out(&out_sql).await.context(&src_name, || format!("start {out_sql}"))?;
-    let stream = stream.map_err(|e| Error::from(query_error(&e, &src_name, format!("read {out_sql}"))));
-    embed_stream(stream, target, embed, &copy_in_sql(target_table, embed.spec), &table.display_name(), progress).await
-}
-
-/// The core of [`embed_pipe`] for any source of binary COPY data whose last field is
-/// the text to embed (a PostgreSQL COPY, or rows read from SQLite).
+/// Writes a chunk into `in_sql` with its vectors: `stream` is binary COPY data (a
+/// PostgreSQL COPY, or rows read from SQLite) whose last field is the text to embed.
 pub async fn embed_stream<S>(
     stream: S,
     (dst, dst_name): (&Client, &str),

@@ -9,7 +9,7 @@ use pgshift_postgres::ConnInfo;
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::preflight;
+use crate::load::preflight;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct KeyReport {

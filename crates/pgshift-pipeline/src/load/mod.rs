@@ -1,0 +1,262 @@
+//! The load, for every kind of source: plan (what the source offers, checked before
+//! anything is written), pre-data with the run record in one transaction, the copy
+//! (chunks in parallel, each committed with its checkpoint by [`chunk_writer`]),
+//! post-data, vector indexes, sequence values. `pgshift migrate` is this, followed by
+//! catch-up when the source can be followed.
+//!
+//! - [`resume`]: which chunks a run still copies, and how;
+//! - [`copy`]: the copy workers; [`chunk_writer`]: the rows-plus-checkpoint transaction;
+//! - [`preflight`]: checks before writing; [`postdata`], [`vector_index`]: after the rows;
+//! - [`links`]: foreign keys declared across sources; [`consolidate`]: several sources.
+
+pub mod chunk_writer;
+pub mod consolidate;
+pub mod copy;
+pub mod links;
+pub mod postdata;
+pub mod preflight;
+pub mod resume;
+pub mod vector_index;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use pgshift_postgres::error::Context;
+use pgshift_postgres::schema_map::SchemaMap;
+use pgshift_postgres::sql::quote_ident;
+use pgshift_postgres::ConnInfo;
+use serde::Serialize;
+
+use crate::embed::{EmbedPool, EmbeddingSetup, EmbeddingSpec};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::run::store::{ChunkState, NewRun, Store};
+use crate::run::Phase;
+use crate::source::{LoadSource, PlannedTable, Source};
+use copy::{copy_chunks, CopyContext, TableSummary};
+use postdata::PostDataOptions;
+use vector_index::{IndexTarget, VectorIndexOptions};
+
+/// Which tables, and how finely they are split.
+#[derive(Clone, Debug)]
+pub struct PlanOptions {
+    /// Glob patterns over `schema.table` (or bare `table` for any schema); empty = all.
+    pub patterns: Vec<String>,
+    /// Tables with more (estimated) rows than this are split into chunks of about
+    /// this many rows.
+    pub split_rows: u64,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions { patterns: Vec::new(), split_rows: 500_000 }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct MigrateOptions {
+    pub plan: PlanOptions,
+    pub jobs: usize,
+    pub dry_run: bool,
+    pub resume: bool,
+    /// Keep a logical slot for catch-up (sources that can be followed).
+    pub follow: bool,
+    pub maintenance_work_mem: String,
+    /// Tables that get vectors computed on the way, and the embedder.
+    pub embedding: Option<EmbeddingSetup>,
+    /// Ceiling for maintenance_work_mem of vector index builds, in MiB.
+    pub vector_index_memory_mb: u64,
+    /// Also create the extensions in the target's template1, so databases created
+    /// later (Prisma's shadow database, test databases) have them too.
+    pub extensions_in_template1: bool,
+    /// Keys between tables that came from different databases, added after the load.
+    pub foreign_keys: Vec<links::DeclaredForeignKey>,
+    /// Columns whose type changes on the way (every value checked first).
+    pub casts: Vec<crate::source::casts::ColumnCast>,
+    /// Source schemas whose tables go to another schema on the target.
+    pub schema_map: SchemaMap,
+}
+
+impl Default for MigrateOptions {
+    fn default() -> Self {
+        MigrateOptions {
+            plan: PlanOptions::default(),
+            jobs: 4,
+            dry_run: false,
+            resume: false,
+            follow: true,
+            maintenance_work_mem: "256MB".into(),
+            embedding: None,
+            vector_index_memory_mb: 2048,
+            extensions_in_template1: false,
+            foreign_keys: Vec::new(),
+            casts: Vec::new(),
+            schema_map: SchemaMap::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MigrateReport {
+    pub dry_run: bool,
+    pub run_id: Option<i64>,
+    pub slot_name: Option<String>,
+    pub start_lsn: Option<String>,
+    pub plan: Vec<PlannedTable>,
+    pub pre_data: Vec<String>,
+    /// Created on the source before the slot, so the slot's stream sees it from L0.
+    pub publication: Option<String>,
+    pub post_data: Vec<String>,
+    pub warnings: Vec<String>,
+    /// Tables that get vectors: the text expression, column, dimensions, index.
+    pub embeddings: Vec<EmbeddingSpec>,
+    /// Declared foreign keys: added, or waiting for a table another run brings.
+    pub foreign_keys: Vec<String>,
+    pub tables: Vec<TableSummary>,
+    pub copy_seconds: f64,
+    pub post_data_seconds: f64,
+    pub total_seconds: f64,
+}
+
+/// `pgshift migrate` for any source.
+pub async fn migrate(source: &Source, target: &ConnInfo, opts: &MigrateOptions, progress: Arc<dyn Progress>) -> Result<MigrateReport> {
+    match source {
+        Source::Postgres(s) => load(s, target, opts, progress).await,
+        Source::Sqlite(s) => load(s, target, &MigrateOptions { follow: false, ..opts.clone() }, progress).await,
+    }
+}
+
+/// The one load orchestrator.
+pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &MigrateOptions, progress: Arc<dyn Progress>) -> Result<MigrateReport> {
+    let started = Instant::now();
+    let dst_name = target.endpoint();
+    let follow = opts.follow && source.can_follow();
+    crate::progress::enter(&*progress, "inspect");
+    let dst = target.connect().await?;
+    let store = Store::new(&dst, dst_name);
+    let resuming = store.run_to_resume(source.name(), opts.resume, &opts.schema_map).await?;
+    let plan = source.plan((&dst, dst_name), opts, resuming.as_ref()).await?;
+    if let Some(run) = &resuming {
+        let recorded = store.run_embeddings(run.run_id).await?;
+        if recorded != plan.embeddings {
+            return Err(Error::Input(format!(
+                "run {} was started with other embedding settings ({} table(s) with vectors): resume it with the same --embed (or --config)",
+                run.run_id,
+                recorded.len()
+            )));
+        }
+    }
+    let mut report = MigrateReport {
+        dry_run: opts.dry_run,
+        plan: plan.tables.iter().map(PlannedTable::from).collect(),
+        pre_data: plan.pre_data.clone(),
+        post_data: plan.post_data.iter().map(|s| s.sql.clone()).collect(),
+        warnings: plan.warnings.clone(),
+        publication: plan.publication.clone(),
+        embeddings: plan.embeddings.clone(),
+        ..Default::default()
+    };
+    if opts.dry_run {
+        return Ok(report);
+    }
+
+    if opts.extensions_in_template1 {
+        extensions_in_template1(target, &plan.extensions).await?;
+    }
+    let run = match resuming {
+        Some(run) => run,
+        None => {
+            crate::progress::enter(&*progress, "schema");
+            let chunks = plan
+                .tables
+                .iter()
+                .flat_map(|t| {
+                    t.chunks.iter().map(|c| ChunkState { table_name: t.name.clone(), chunk_no: c.no, split: t.split, predicate: c.predicate.clone(), done: false })
+                })
+                .collect();
+            let new = NewRun { source: source.name(), chunks, embeddings: &plan.embeddings, schema_map: &opts.schema_map, slot: follow };
+            store.create_schema_and_run(&plan.pre_data, &new).await?
+        }
+    };
+    report.run_id = Some(run.run_id);
+
+    // The snapshot must stay exported until every chunk transaction has imported it.
+    let (run, snapshot) = source.open((&dst, dst_name), run, &plan, follow).await?;
+    report.slot_name = if follow { run.slot_name.clone() } else { None };
+    report.start_lsn = run.start_lsn.clone();
+    let plan = Arc::new(plan);
+    if run.phase == Phase::Copy {
+        crate::progress::enter(&*progress, "copy");
+        let copy_started = Instant::now();
+        let jobs = resume::copy_jobs(&store, &run, &plan, snapshot.name.is_some()).await?;
+        let total: usize = plan.tables.iter().map(|t| t.chunks.len()).sum();
+        crate::metrics::CHUNKS_TOTAL.set(total as i64);
+        crate::metrics::CHUNKS_DONE.set((total - jobs.len()) as i64);
+        let embedding = opts
+            .embedding
+            .as_ref()
+            .filter(|_| plan.tables.iter().any(|t| t.embedding.is_some()))
+            .map(|setup| Arc::new(EmbedPool::start(setup.embedder.clone(), setup.threads, setup.batch_size)));
+        let ctx = Arc::new(CopyContext {
+            target: target.clone(),
+            snapshot: snapshot.name.clone(),
+            run_id: run.run_id,
+            jobs: opts.jobs,
+            progress: progress.clone(),
+            embedding,
+        });
+        let copied = copy_chunks(Arc::new(source.clone()), ctx, jobs).await;
+        let shared_snapshot = snapshot.name.is_some();
+        snapshot.release().await;
+        report.tables = copied?;
+        source.after_copy((&dst, dst_name), &run, shared_snapshot, follow).await?;
+        report.copy_seconds = copy_started.elapsed().as_secs_f64();
+        store.advance(run.run_id, Phase::Copy, Phase::PostData).await?;
+    } else {
+        snapshot.release().await;
+    }
+
+    crate::progress::enter(&*progress, "post-data");
+    let post_started = Instant::now();
+    let pd = PostDataOptions { jobs: opts.jobs, maintenance_work_mem: opts.maintenance_work_mem.clone() };
+    postdata::run(target, &plan.post_data, &pd, progress.clone()).await?;
+    let vector_options = VectorIndexOptions {
+        max_memory_mb: opts.vector_index_memory_mb,
+        max_workers: opts.jobs,
+        vector_schema: plan.vector_schema.clone(),
+    };
+    let index_work: Vec<IndexTarget> = plan.vector_indexes.iter().map(|(schema, name, spec)| IndexTarget { schema, name, spec }).collect();
+    report.warnings.extend(vector_index::build(target, &index_work, &vector_options, progress.clone()).await?);
+    for sql in plan.catchup_ddl.iter().chain(&plan.sequence_values) {
+        dst.batch_execute(sql).await.context(&dst_name, || sql.clone())?;
+    }
+    report.post_data_seconds = post_started.elapsed().as_secs_f64();
+    store.advance(run.run_id, Phase::PostData, Phase::after_load(follow)).await?;
+    if !follow {
+        crate::metrics::set_phase("done");
+    }
+    report.foreign_keys = links::add_declared(&dst, dst_name, &opts.foreign_keys).await?;
+    report.total_seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// `CREATE EXTENSION` into a named schema: pgshift's sessions run with
+/// `search_path = pg_catalog`, where a bare CREATE EXTENSION would put it.
+pub(crate) fn create_extension_sql(name: &str, schema: &str) -> String {
+    let schema = quote_ident(schema);
+    format!("CREATE SCHEMA IF NOT EXISTS {schema}; CREATE EXTENSION IF NOT EXISTS {} WITH SCHEMA {schema}", quote_ident(name))
+}
+
+/// Creates the extensions (name, schema) in template1 (databases created from it get them).
+async fn extensions_in_template1(target: &ConnInfo, wanted: &[(String, String)]) -> Result<()> {
+    let template = target.with_dbname("template1");
+    let client = template.connect().await?;
+    for (name, schema) in wanted {
+        let sql = create_extension_sql(name, schema);
+        client
+            .batch_execute(&sql)
+            .await
+            .context(&template.endpoint(), || format!("{sql} in template1 (needs the right to create extensions there)"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! Which chunks a run still copies, and how. A fresh run copies every chunk into
+//! empty tables. A resumed run (some chunk done, or no snapshot shared with the
+//! first attempt) copies only unfinished chunks, each clearing its key range first;
+//! a table split by block ranges is copied whole again when partly done, because
+//! updates move rows between blocks (see docs/ARCHITECTURE.md, "Resuming is correct").
+
+use std::sync::Arc;
+
+use pgshift_postgres::conn::in_transaction;
+use pgshift_postgres::error::Context;
+
+use crate::error::Result;
+use crate::run::store::{ChunkState, Store};
+use crate::run::Run;
+use crate::source::chunks::SplitKind;
+use crate::source::{LoadPlan, TableLoad};
+
+/// One chunk for a copy worker.
+pub struct CopyJob<T> {
+    pub table: Arc<TableLoad<T>>,
+    pub chunk_no: i32,
+    pub predicate: Option<String>,
+    /// Rows of this range may be on the target from a newer source state than the
+    /// snapshot now read: clear the range in the chunk's transaction.
+    pub clear_first: bool,
+}
+
+impl<T> CopyJob<T> {
+    /// The statement that clears the chunk's range on the target, when it must.
+    pub fn clear_sql(&self) -> Option<String> {
+        self.clear_first.then(|| match &self.predicate {
+            Some(p) => format!("DELETE FROM ONLY {} WHERE {p}", self.table.target),
+            None => format!("TRUNCATE ONLY {}", self.table.target),
+        })
+    }
+}
+
+/// What to do with one table's chunks.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TableResume {
+    /// Empty the table (and forget its checkpoints) before copying.
+    pub truncate: bool,
+    /// Chunks to copy, each with whether to clear its range first.
+    pub todo: Vec<(i32, bool)>,
+}
+
+/// For one table's recorded chunks: what is left. `resumed`: chunks may have been
+/// read under another snapshot than the one now in use.
+///
+/// A resumed key-range chunk clears its range. A block (ctid) range means nothing on
+/// the target, whose rows sit in other blocks, so a resumed ctid-split table is never
+/// cleared by range: with some chunks done it is emptied and copied whole, otherwise
+/// it is still empty and its chunks just run.
+pub fn resume_table(chunks: &[&ChunkState], resumed: bool) -> TableResume {
+    let pending = chunks.iter().filter(|c| !c.done).count();
+    if pending == 0 {
+        return TableResume { truncate: false, todo: Vec::new() };
+    }
+    if resumed && chunks[0].split == SplitKind::Ctid {
+        return TableResume { truncate: pending < chunks.len(), todo: chunks.iter().map(|c| (c.chunk_no, false)).collect() };
+    }
+    TableResume { truncate: false, todo: chunks.iter().filter(|c| !c.done).map(|c| (c.chunk_no, resumed)).collect() }
+}
+
+/// The chunks still to copy, tables in the plan's order (largest first).
+pub async fn copy_jobs<T>(store: &Store<'_>, run: &Run, plan: &Arc<LoadPlan<T>>, shared_snapshot: bool) -> Result<Vec<CopyJob<T>>>
+where
+    T: Clone,
+{
+    let states = store.chunks(run.run_id).await?;
+    let resumed = states.iter().any(|c| c.done) || !shared_snapshot;
+    let mut jobs = Vec::new();
+    for table in &plan.tables {
+        let table = Arc::new(table.clone());
+        let mine: Vec<&ChunkState> = states.iter().filter(|c| c.table_name == table.name).collect();
+        let what = resume_table(&mine, resumed);
+        if what.truncate {
+            let (client, endpoint) = store.connection();
+            let sql = format!("TRUNCATE ONLY {}", table.target);
+            let work = async {
+                client.batch_execute(&sql).await.context(&endpoint, || format!("clear {} for a whole re-copy", table.name))?;
+                store.reset_table_chunks(run.run_id, &table.name).await
+            };
+            in_transaction(client, endpoint, &format!("the re-copy of {}", table.name), work).await?;
+        }
+        for (chunk_no, clear_first) in what.todo {
+            let predicate = mine.iter().find(|c| c.chunk_no == chunk_no).and_then(|c| c.predicate.clone());
+            jobs.push(CopyJob { table: table.clone(), chunk_no, predicate, clear_first });
+        }
+    }
+    Ok(jobs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(no: i32, split: SplitKind, done: bool) -> ChunkState {
+        let predicate = Some(format!("range {no}"));
+        ChunkState { table_name: "public.t".into(), chunk_no: no, split, predicate, done }
+    }
+
+    fn resume(chunks: &[ChunkState], resumed: bool) -> (bool, Vec<(i32, bool)>) {
+        let refs: Vec<&ChunkState> = chunks.iter().collect();
+        let r = resume_table(&refs, resumed);
+        (r.truncate, r.todo)
+    }
+
+    #[test]
+    fn a_fresh_run_copies_every_chunk_without_clearing() {
+        let chunks = [chunk(0, SplitKind::Ctid, false), chunk(1, SplitKind::Ctid, false)];
+        assert_eq!(resume(&chunks, false), (false, vec![(0, false), (1, false)]));
+    }
+
+    #[test]
+    fn resumed_key_ranges_clear_and_recopy_only_unfinished_chunks() {
+        let chunks = [chunk(0, SplitKind::IntKey, true), chunk(1, SplitKind::IntKey, false), chunk(2, SplitKind::IntKey, false)];
+        assert_eq!(resume(&chunks, true), (false, vec![(1, true), (2, true)]));
+    }
+
+    #[test]
+    fn resumed_block_ranges_are_never_cleared_by_range() {
+        // Partly done: empty the table, copy it whole.
+        let chunks = [chunk(0, SplitKind::Ctid, true), chunk(1, SplitKind::Ctid, false)];
+        assert_eq!(resume(&chunks, true), (true, vec![(0, false), (1, false)]));
+        // Not started: a DELETE by block range would hit rows another chunk just wrote.
+        let chunks = [chunk(0, SplitKind::Ctid, false), chunk(1, SplitKind::Ctid, false)];
+        assert_eq!(resume(&chunks, true), (false, vec![(0, false), (1, false)]));
+    }
+
+    #[test]
+    fn a_finished_table_has_nothing_to_do() {
+        let chunks = [chunk(0, SplitKind::Whole, true)];
+        assert_eq!(resume(&chunks, true), (false, vec![]));
+    }
+
+    #[test]
+    fn clearing_uses_the_range_on_the_target_table() {
+        let table = Arc::new(TableLoad {
+            source: (),
+            name: "public.t".into(),
+            target: "app.t".into(),
+            copy_in: String::new(),
+            format: pgshift_postgres::copy::CopyFormat::Binary,
+            split: SplitKind::IntKey,
+            chunks: Vec::new(),
+            rows_estimate: 0,
+            size_bytes: 0,
+            embedding: None,
+        });
+        let job = |predicate: Option<&str>, clear_first| CopyJob { table: table.clone(), chunk_no: 1, predicate: predicate.map(String::from), clear_first };
+        assert_eq!(job(Some("id >= 5"), true).clear_sql().as_deref(), Some("DELETE FROM ONLY app.t WHERE id >= 5"));
+        assert_eq!(job(None, true).clear_sql().as_deref(), Some("TRUNCATE ONLY app.t"));
+        assert_eq!(job(Some("id >= 5"), false).clear_sql(), None);
+    }
+}

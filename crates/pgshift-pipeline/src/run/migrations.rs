@@ -1,0 +1,139 @@
+//! The `pgshift` state schema, versioned. Each migration is applied once and recorded
+//! in `pgshift.state_versions`; every statement is idempotent (`IF NOT EXISTS`), so a
+//! state schema made before versions were recorded (which has some of these objects
+//! already) upgrades by applying them all once. Migrations run under an advisory
+//! lock, so two pgshift processes starting on one target do not race.
+
+use pgshift_postgres::error::Context;
+use tokio_postgres::Client;
+
+use crate::error::{Error, Result};
+
+/// (version, what it adds, SQL). Append only: a released version never changes.
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "runs and chunks",
+        "CREATE TABLE IF NOT EXISTS pgshift.runs (
+            run_id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            source      text NOT NULL,
+            slot_name   text,
+            start_lsn   pg_lsn,
+            phase       text NOT NULL,
+            started_at  timestamptz NOT NULL DEFAULT now(),
+            updated_at  timestamptz NOT NULL DEFAULT now(),
+            finished_at timestamptz
+        );
+        CREATE TABLE IF NOT EXISTS pgshift.chunks (
+            run_id     bigint NOT NULL REFERENCES pgshift.runs ON DELETE CASCADE,
+            table_name text NOT NULL,
+            chunk_no   int NOT NULL,
+            split      text NOT NULL,
+            predicate  text,
+            rows       bigint,
+            bytes      bigint,
+            done_at    timestamptz,
+            PRIMARY KEY (run_id, table_name, chunk_no)
+        )",
+    ),
+    (
+        2,
+        "convergence LSN: up to here the target may hold rows newer than the stream (chunks re-read after a resume)",
+        "ALTER TABLE pgshift.runs ADD COLUMN IF NOT EXISTS converge_lsn pg_lsn",
+    ),
+    (3, "the run's embedding specs (catch-up and cutover need them too)", "ALTER TABLE pgshift.runs ADD COLUMN IF NOT EXISTS embeddings jsonb"),
+    (
+        4,
+        "source schema -> target schema (--map-schema); chunks keep the source's names",
+        "ALTER TABLE pgshift.runs ADD COLUMN IF NOT EXISTS schema_map jsonb",
+    ),
+    (
+        5,
+        "embedding cache: same model + same text = same vector (little-endian float4s)",
+        "CREATE TABLE IF NOT EXISTS pgshift.embedding_cache (
+            model  text NOT NULL,
+            hash   bytea NOT NULL,
+            vector bytea NOT NULL,
+            PRIMARY KEY (model, hash)
+        )",
+    ),
+    (
+        6,
+        "re-embeds of live tables (pgshift reembed) with their checkpoints",
+        "CREATE TABLE IF NOT EXISTS pgshift.reembeds (
+            table_name  text NOT NULL,
+            column_name text NOT NULL,
+            spec        jsonb NOT NULL,
+            model       text NOT NULL,
+            phase       text NOT NULL,
+            last_key    text[],
+            rows_done   bigint NOT NULL DEFAULT 0,
+            started_at  timestamptz NOT NULL DEFAULT now(),
+            updated_at  timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (table_name, column_name)
+        )",
+    ),
+];
+
+/// The newest version this pgshift knows.
+pub fn latest() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.0)
+}
+
+/// The migrations a schema at `current` still needs, in order.
+pub fn pending(current: i32) -> impl Iterator<Item = &'static (i32, &'static str, &'static str)> {
+    MIGRATIONS.iter().filter(move |m| m.0 > current)
+}
+
+/// Brings the state schema to [`latest`]. Must run inside a transaction on `client`
+/// (the advisory lock is held until it ends). Refuses a schema newer than this pgshift.
+pub async fn apply(client: &Client, endpoint: &str) -> Result<()> {
+    let ctx = || "create or upgrade the pgshift state schema".to_string();
+    client
+        .batch_execute(
+            "SELECT pg_advisory_xact_lock(hashtext('pgshift.state_versions')); \
+             CREATE SCHEMA IF NOT EXISTS pgshift; \
+             CREATE TABLE IF NOT EXISTS pgshift.state_versions ( \
+                 version int PRIMARY KEY, description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .context(&endpoint, ctx)?;
+    let current: i32 = client
+        .query_one("SELECT coalesce(max(version), 0) FROM pgshift.state_versions", &[])
+        .await
+        .context(&endpoint, ctx)?
+        .get(0);
+    if current > latest() {
+        return Err(Error::State(format!(
+            "the pgshift state schema on {endpoint} is at version {current}, newer than this pgshift knows ({}): use the pgshift that wrote it, or a newer one",
+            latest()
+        )));
+    }
+    for (version, description, sql) in pending(current) {
+        client.batch_execute(sql).await.context(&endpoint, || format!("state schema version {version} ({description})"))?;
+        client
+            .execute("INSERT INTO pgshift.state_versions (version, description) VALUES ($1, $2)", &[version, description])
+            .await
+            .context(&endpoint, ctx)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_consecutive_and_idempotent() {
+        for (i, (version, _, sql)) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(*version, i as i32 + 1, "versions count up from 1 without gaps");
+            // Old state schemas already have some objects: every statement must tolerate that.
+            for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                assert!(statement.contains("IF NOT EXISTS"), "version {version} is not idempotent: {statement}");
+            }
+        }
+        assert_eq!(pending(0).count(), MIGRATIONS.len());
+        assert_eq!(pending(latest()).count(), 0);
+        assert_eq!(pending(4).map(|m| m.0).collect::<Vec<_>>(), vec![5, 6]);
+    }
+}

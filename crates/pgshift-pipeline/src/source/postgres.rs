@@ -1,0 +1,259 @@
+//! A PostgreSQL database as a load source: the catalog decides tables, types and
+//! DDL; every chunk is read under one exported snapshot (the run's slot exports it
+//! when catch-up follows, so the copy and the stream meet at L0); large tables are
+//! read in key or block ranges ([`super::chunks`]).
+
+use std::collections::HashMap;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{pin_mut, TryStreamExt};
+use pgshift_postgres::catalog::{self, Catalog, Table};
+use pgshift_postgres::copy::{copy_in_sql, copy_out_sql, CopyFormat};
+use pgshift_postgres::ddl;
+use pgshift_postgres::error::Context;
+use pgshift_postgres::schema_map::relocate_extensions;
+use pgshift_postgres::sql::quote_literal;
+use pgshift_postgres::ConnInfo;
+use tokio::sync::mpsc;
+use tokio_postgres::Client;
+
+use super::chunks::chunk_table;
+use super::select::{select_tables, table_matches, with_partition_parents};
+use super::{LoadPlan, LoadSource, Snapshot, TableLoad};
+use crate::embed::catchup::catchup_ddl;
+use crate::embed::copy as embed_copy;
+use crate::embed::{match_specs, EmbeddingSpec, SpecCandidate};
+use crate::error::{Error, Result};
+use crate::load::preflight::{self, Checks};
+use crate::load::MigrateOptions;
+use crate::run::store::Store;
+use crate::run::{slot, Run};
+
+/// The server sends a CopyData message per row; gathering them into larger writes
+/// saves a syscall and a message header per row on the target side.
+const WRITE_BATCH_BYTES: usize = 256 * 1024;
+
+#[derive(Clone)]
+pub struct PostgresSource {
+    conn: ConnInfo,
+}
+
+impl PostgresSource {
+    pub fn new(conn: ConnInfo) -> PostgresSource {
+        PostgresSource { conn }
+    }
+
+    pub fn conn(&self) -> &ConnInfo {
+        &self.conn
+    }
+}
+
+/// The embedding spec of each table (partitions take their parent's); every spec
+/// must name exactly one table being copied.
+pub fn specs_by_table(setup: &crate::embed::EmbeddingSetup, tables: &[&Table]) -> Result<HashMap<String, EmbeddingSpec>> {
+    let candidates: Vec<SpecCandidate> = tables
+        .iter()
+        .map(|t| SpecCandidate {
+            key: t.display_name(),
+            parent: t.partition_of.as_ref().map(|(s, n, _)| format!("{s}.{n}")),
+            matches: Box::new(move |pattern: &str| table_matches(t, pattern)),
+        })
+        .collect();
+    match_specs(setup, &candidates, "being copied (check the name and --tables)")
+}
+
+impl LoadSource for PostgresSource {
+    type Table = Table;
+    type Reader = Client;
+
+    fn name(&self) -> &str {
+        self.conn.endpoint()
+    }
+
+    fn can_follow(&self) -> bool {
+        true
+    }
+
+    async fn plan(&self, (dst, dst_name): (&Client, &str), opts: &MigrateOptions, resuming: Option<&Run>) -> Result<LoadPlan<Table>> {
+        let src_name = self.conn.endpoint();
+        let src = self.conn.connect().await?;
+        let mut catalog = catalog::inspect(&src, &src_name).await?;
+        super::casts::apply(&mut catalog, &opts.casts)?;
+        let tables = match resuming {
+            Some(run) => tables_of_run(&Store::new(dst, dst_name).run_table_names(run.run_id).await?, run, &catalog)?,
+            None => select_tables(&catalog, &opts.plan.patterns)?,
+        };
+        let needs_slot = opts.follow && resuming.is_none_or(|r| r.start_lsn.is_none());
+        let specs = match &opts.embedding {
+            Some(setup) => specs_by_table(setup, &tables)?,
+            None => HashMap::new(),
+        };
+        // The tables that get vectors (partitions take theirs from the parent).
+        let embedded: Vec<(&Table, &EmbeddingSpec)> =
+            tables.iter().filter(|t| t.partition_of.is_none()).filter_map(|t| specs.get(&t.display_name()).map(|s| (*t, s))).collect();
+        let mut problems = preflight::embedding_problems((&src, src_name), (dst, dst_name), &tables, &specs, opts.follow).await?;
+        problems.extend(super::casts::check(&src, src_name, &tables).await?);
+        if !problems.is_empty() {
+            return Err(Error::Preflight(problems));
+        }
+        // The catalog and the tables as the target gets them (other schemas with
+        // --map-schema, extensions where the target already has them).
+        let installed = catalog::installed_extensions(dst, dst_name).await?;
+        let view = relocate_extensions(&opts.schema_map.target_view(&catalog), &installed);
+        let target_tables = view.same_tables(&tables);
+        let checks = Checks { needs_slot, resume: resuming.is_some(), follow: opts.follow };
+        preflight::check((&src, src_name), (dst, dst_name), &catalog, (&tables, &target_tables), &checks).await?;
+
+        let mut plan = LoadPlan::new(catalog::vector_schema(&installed, Some(&view)));
+        let vector_schema = plan.vector_schema.clone();
+        for (t, tt) in tables.iter().zip(&target_tables).filter(|(t, _)| t.holds_rows()) {
+            let (split, chunks) = chunk_table(&src, src_name, t, opts.plan.split_rows).await?;
+            let embedding = specs.get(&t.display_name()).cloned();
+            let copy_in = match &embedding {
+                Some(spec) => embed_copy::copy_in_sql(tt, spec),
+                None => copy_in_sql(tt, CopyFormat::for_table(t)),
+            };
+            plan.tables.push(TableLoad {
+                source: (*t).clone(),
+                name: t.display_name(),
+                target: tt.qualified(),
+                copy_in,
+                format: CopyFormat::for_table(t),
+                split,
+                chunks,
+                rows_estimate: t.row_estimate,
+                size_bytes: t.size_bytes,
+                embedding,
+            });
+        }
+        // Largest first keeps the workers busy to the end.
+        plan.tables.sort_by_key(|t| std::cmp::Reverse(t.size_bytes));
+        plan.pre_data = ddl::pre_data(&view, &target_tables);
+        let embedded_targets: Vec<(&Table, &EmbeddingSpec)> = embedded.iter().map(|(t, s)| (view.same_tables(&[t])[0], *s)).collect();
+        if !embedded_targets.is_empty() && !view.extensions.iter().any(|e| e.name == "vector") {
+            plan.pre_data.push(crate::load::create_extension_sql("vector", &vector_schema));
+        }
+        plan.pre_data.extend(embedded_targets.iter().map(|(t, s)| embed_copy::vector_column_ddl(t, s, &vector_schema)));
+        plan.post_data = ddl::post_data(&target_tables);
+        plan.vector_indexes = embedded_targets.iter().map(|(t, s)| (t.schema.clone(), t.name.clone(), (*s).clone())).collect();
+        if opts.follow {
+            plan.catchup_ddl = embedded_targets.iter().flat_map(|(t, s)| catchup_ddl(t, s)).collect();
+        }
+        plan.sequence_values = ddl::sequence_values(&view, &target_tables);
+        plan.embeddings = embedded.iter().map(|(_, s)| (*s).clone()).collect();
+        plan.extensions = view.extensions.iter().map(|e| (e.name.clone(), e.schema.clone())).collect();
+        if !specs.is_empty() && !plan.extensions.iter().any(|(n, _)| n == "vector") {
+            plan.extensions.push(("vector".into(), vector_schema.clone()));
+        }
+        if needs_slot {
+            plan.publication = Some(slot::publication_sql("<slot name>", &publication_tables(&plan)));
+        }
+        Ok(plan)
+    }
+
+    /// With catch-up: a new slot exports the snapshot and fixes L0. Without: a plain
+    /// exported snapshot. A resumed run whose L0 is already recorded reads each chunk
+    /// under a fresh snapshot; catch-up from L0 makes the target converge.
+    async fn open(&self, (dst, dst_name): (&Client, &str), run: Run, plan: &LoadPlan<Table>, follow: bool) -> Result<(Run, Snapshot)> {
+        let src_name = self.conn.endpoint();
+        let src = self.conn.connect().await?;
+        if run.start_lsn.is_some() {
+            if let Some(slot) = &run.slot_name {
+                slot::check(&src, src_name, slot).await?;
+            }
+            return Ok((run, Snapshot::none()));
+        }
+        if !follow {
+            let holder = self.conn.connect().await?;
+            holder
+                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await
+                .context(&src_name, || "open the snapshot transaction".into())?;
+            let name: String = holder.query_one("SELECT pg_export_snapshot()", &[]).await.context(&src_name, || "export a snapshot".into())?.get(0);
+            return Ok((run, Snapshot::held(name, move || async move { drop(holder) })));
+        }
+        let slot_name = run.slot_name.clone().expect("runs that follow get a slot name when created");
+        let (conn, created) = slot::create_with_snapshot(&self.conn, &src, &slot_name, &publication_tables(plan)).await?;
+        let store = Store::new(dst, dst_name);
+        store.set_start_lsn(run.run_id, &created.consistent_point).await?;
+        let run = store.run(run.run_id).await?;
+        Ok((run, Snapshot::held(created.snapshot_name, move || conn.close())))
+    }
+
+    async fn reader(&self) -> Result<Client> {
+        Ok(self.conn.connect().await?)
+    }
+
+    async fn read_chunk(
+        &self,
+        src: &mut Client,
+        snapshot: Option<&str>,
+        table: &TableLoad<Table>,
+        predicate: Option<&str>,
+        out: mpsc::Sender<Bytes>,
+    ) -> Result<()> {
+        let src_name = self.conn.endpoint();
+        let mut begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY".to_string();
+        if let Some(s) = snapshot {
+            begin.push_str(&format!("; SET TRANSACTION SNAPSHOT {}", quote_literal(s)));
+        }
+        src.batch_execute(&begin).await.context(&src_name, || format!("open snapshot for {}", table.name))?;
+        let out_sql = match &table.embedding {
+            Some(spec) => embed_copy::copy_out_sql(&table.source, spec, predicate),
+            None => copy_out_sql(&table.source, predicate, table.format),
+        };
+        let stream = src.copy_out(&out_sql).await.context(&src_name, || format!("start {out_sql}"))?;
+        pin_mut!(stream);
+        let mut batch = BytesMut::with_capacity(WRITE_BATCH_BYTES);
+        while let Some(data) = stream.try_next().await.context(&src_name, || format!("read {out_sql}"))? {
+            batch.extend_from_slice(&data);
+            if batch.len() >= WRITE_BATCH_BYTES && out.send(batch.split().freeze()).await.is_err() {
+                return Ok(());
+            }
+        }
+        if !batch.is_empty() && out.send(batch.split().freeze()).await.is_err() {
+            return Ok(());
+        }
+        src.batch_execute("COMMIT").await.context(&src_name, || "end snapshot transaction".into())?;
+        Ok(())
+    }
+
+    /// Chunks read under fresh snapshots (a resumed run) may hold rows newer than L0:
+    /// catch-up applies idempotently until it passes the position recorded here.
+    async fn after_copy(&self, (dst, dst_name): (&Client, &str), run: &Run, shared_snapshot: bool, follow: bool) -> Result<()> {
+        if shared_snapshot || !follow {
+            return Ok(());
+        }
+        let src_name = self.conn.endpoint();
+        let src = self.conn.connect().await?;
+        let lsn: String = src
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await
+            .context(&src_name, || "read the source's WAL position".into())?
+            .get(0);
+        Store::new(dst, dst_name).set_converge_lsn(run.run_id, &lsn).await
+    }
+}
+
+/// The source tables catch-up follows (qualified).
+fn publication_tables(plan: &LoadPlan<Table>) -> Vec<String> {
+    plan.tables.iter().map(|t| t.source.qualified()).collect()
+}
+
+/// The tables a run was started with (`names`: its chunks' tables), looked up in
+/// today's source catalog.
+fn tables_of_run<'a>(names: &[String], run: &Run, catalog: &'a Catalog) -> Result<Vec<&'a Table>> {
+    let mut tables: Vec<&Table> = Vec::new();
+    for name in names {
+        let t = catalog
+            .tables
+            .iter()
+            .find(|t| &t.display_name() == name)
+            .ok_or_else(|| Error::State(format!("run {} copies table {name}, which is no longer in the source", run.run_id)))?;
+        if !tables.iter().any(|x| x.oid == t.oid) {
+            tables.push(t);
+        }
+    }
+    // Partitioned parents hold no chunks but own keys and indexes.
+    Ok(with_partition_parents(catalog, tables))
+}
