@@ -23,8 +23,12 @@ use crate::embed_args::{EmbedRuntime, EmbedSettings};
         3. pgshift migrate --source $OLD --target $NEW     schema, parallel binary COPY, indexes, then follow changes\n  \
         4. pgshift verify  --source $OLD --target $NEW     counts and checksums, exit 1 on a difference\n  \
         5. pgshift cutover --source $OLD --target $NEW     pause writes, apply the rest, sync sequences, switch\n\n\
-        Settings come from flags, then PGSHIFT_* variables, then the --config file.\n\
-        Connection strings may carry passwords; pgshift only ever prints user@host:port/db."
+        Settings come from flags, then PGSHIFT_* variables, then the --config file.\n\n\
+        Passwords: keep them off the command line, where every user of the machine sees them in `ps`.\n\
+        Connection strings are completed as psql completes them: PGPASSWORD, the password file\n\
+        (~/.pgpass, PGPASSFILE or passfile=), service files (service=NAME or PGSERVICE, from\n\
+        ~/.pg_service.conf or PGSERVICEFILE) and PGHOST, PGPORT, PGUSER, PGDATABASE, PGSSLMODE...;\n\
+        or put the whole URL in PGSHIFT_SOURCE / PGSHIFT_TARGET. pgshift only ever prints user@host:port/db."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -78,7 +82,9 @@ pub enum ConfigCommand {
 
 #[derive(Args)]
 pub struct SourceArg {
-    /// Source database URL, e.g. postgresql://user:password@host:5432/app, or sqlite:///path/app.db
+    /// Source database: a URL (postgresql://user@host:5432/app), key=value settings (host=... dbname=...),
+    /// service=NAME, or sqlite:///path/app.db. Missing settings and the password come from PG* variables,
+    /// ~/.pgpass and service files, as for psql (a password written here is visible in `ps`).
     #[arg(long, env = "PGSHIFT_SOURCE", hide_env_values = true)]
     pub source: String,
 }
@@ -131,7 +137,7 @@ impl SchemaMapArg {
 
 #[derive(Args)]
 pub struct TargetArg {
-    /// Target database URL (needs pgvector when the source uses vectors).
+    /// Target database, written as for --source (needs pgvector when vectors are stored or computed).
     #[arg(long, env = "PGSHIFT_TARGET", hide_env_values = true)]
     pub target: String,
 }

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         }
     }
     let cli = Cli::parse();
+    warn_of_passwords_in_arguments(&args);
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PGSHIFT_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
@@ -256,6 +257,22 @@ async fn switch(a: &SwitchArgs, reverse: bool, rollback: bool) -> Result<ExitCod
     let report = pgshift_pipeline::cutover::cutover(from, to, &options).await?;
     emit(a.json, &report, output::print_cutover)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A password written into a flag is visible to every user of the machine (`ps`):
+/// say so once, with the ways to keep it off the command line.
+fn warn_of_passwords_in_arguments(args: &[String]) {
+    let exposed = args.iter().skip(1).any(|a| {
+        let value = a.split_once('=').filter(|(k, _)| k.starts_with("--")).map_or(a.as_str(), |(_, v)| v);
+        let in_url = value.starts_with("postgres") && value.split_once("://").is_some_and(|(_, rest)| rest.split('@').next().is_some_and(|u| u.contains(':')) && rest.contains('@'));
+        in_url || value.split_whitespace().any(|kv| kv.starts_with("password="))
+    });
+    if exposed {
+        eprintln!(
+            "pgshift: warning: a password on the command line is visible to every user of this machine (ps); \
+             use PGPASSWORD, ~/.pgpass, a service file, or PGSHIFT_SOURCE/PGSHIFT_TARGET instead"
+        );
+    }
 }
 
 /// The report as JSON with --json, else in its human form.

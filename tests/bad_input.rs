@@ -28,7 +28,7 @@ fn unreachable_host_and_wrong_password_are_named_without_the_password() {
     let wrong = format!("postgresql://postgres:not-{PASSWORD}-either@127.0.0.1:{}/app", target.port);
     let err = migrate_fails(&source.url("app"), &wrong);
     assert!(err.contains(&format!("authentication failed for postgres@127.0.0.1:{}/app", target.port)), "{err}");
-    assert!(err.contains("check the user name and password"), "{err}");
+    assert!(err.contains("check the user name and the password"), "{err}");
     assert!(!err.contains("not-"), "{err}");
     nothing_written(&target);
     assert_eq!(source.psql("app", "SELECT count(*) FROM pg_replication_slots"), "0");

@@ -229,3 +229,66 @@ fn halfvec_columns_with_an_ivfflat_index_hold_the_models_vectors() {
     );
     assert!(nearest.ends_with("1001"), "{nearest}");
 }
+
+#[test]
+fn blank_text_gets_no_vector_in_the_load_and_in_catch_up() {
+    let (source, target) = pair(PgVersion::V15, PgVersion::V16);
+    source.psql(
+        "app",
+        "CREATE TABLE notes (id int PRIMARY KEY, body text);
+         INSERT INTO notes VALUES (1, 'A man is eating food.'), (2, ''), (3, E'  \\t\\n '), (4, NULL), (5, E'\\u00a0');",
+    );
+    let (s, t) = (source.url("app"), target.url("app"));
+    let spec = "notes.embedding=body";
+    let out = run(&["migrate", "--source", &s, "--target", &t, "--embed", spec, "--load-only"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Blank and NULL text: no vector (a shared "empty input" vector would match them all);
+    // a no-break space is not ASCII whitespace, so it is text and gets one.
+    assert_eq!(target.psql("app", "SELECT string_agg(id::text, ',' ORDER BY id) FROM notes WHERE embedding IS NOT NULL"), "1,5");
+
+    source.psql("app", "INSERT INTO notes VALUES (6, ' '), (7, 'A woman is playing violin.'); UPDATE notes SET body = '' WHERE id = 1; UPDATE notes SET body = 'now text' WHERE id = 2;");
+    let out = run(&["follow", "--source", &s, "--target", &t, "--until-caught-up", "--embed", spec]);
+    assert_eq!(out.status.code(), Some(0), "catch-up ends although blank rows keep no vector: {}", stderr(&out));
+    assert_eq!(target.psql("app", "SELECT string_agg(id::text, ',' ORDER BY id) FROM notes WHERE embedding IS NOT NULL"), "2,5,7");
+    assert_verified(&source, &target);
+}
+
+#[test]
+fn the_model_is_found_where_fetch_model_put_it_or_the_error_says_how_to_fetch_it() {
+    let (source, target) = pair(PgVersion::V15, PgVersion::V16);
+    source.psql("app", "CREATE TABLE notes (id int PRIMARY KEY, body text); INSERT INTO notes VALUES (1, 'hello')");
+    // An installed binary outside the checkout, with nothing in the environment.
+    let dir = tempfile_dir("installed");
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    let exe = dir.join("bin/pgshift");
+    std::fs::copy(env!("CARGO_BIN_EXE_pgshift"), &exe).unwrap();
+    let (s, t) = (source.url("app"), target.url("app"));
+    let dry_run = || {
+        std::process::Command::new(&exe)
+            .args(["migrate", "--source", &s, "--target", &t, "--embed", "notes.embedding=body", "--dry-run"])
+            .env_remove("PGSHIFT_MODEL_DIR")
+            .env_remove("ORT_DYLIB_PATH")
+            .env_remove("XDG_DATA_HOME")
+            .env("HOME", dir.join("home"))
+            .output()
+            .unwrap()
+    };
+    let out = dry_run();
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("not found") && err.contains("scripts/fetch_model.sh") && err.contains(".local/share/pgshift"), "{err}");
+    // `share/pgshift` beside the binary's directory, as `make install`-style layouts have it.
+    std::fs::create_dir_all(dir.join("share")).unwrap();
+    std::os::unix::fs::symlink(cache_dir().join("embed"), dir.join("share/pgshift")).unwrap();
+    let out = dry_run();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A fresh directory outside the checkout (a binary inside it finds the checkout's model).
+fn tempfile_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("pgshift-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -9,7 +9,8 @@ use fastembed::{InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, 
 
 use crate::{EmbedError, Embedder, Result, MINILM, MINILM_DIMS};
 
-/// Where the model and the runtime are; `None` = from the environment.
+/// Where the model and the runtime are; `None` = from the environment, else from the
+/// first of [`install_dirs`] that holds them.
 #[derive(Clone, Debug, Default)]
 pub struct OnnxConfig {
     /// A directory with model.onnx, tokenizer.json, config.json,
@@ -25,8 +26,42 @@ pub struct OnnxConfig {
 
 /// sentence-transformers' max_seq_length for this model: longer texts are truncated.
 const MAX_TOKENS: usize = 256;
-const SETUP_HINT: &str = "run scripts/fetch_model.sh DIR, then set PGSHIFT_MODEL_DIR=DIR/all-MiniLM-L6-v2 and \
-     ORT_DYLIB_PATH=DIR/onnxruntime/libonnxruntime.so.1.31.1";
+const SETUP_HINT: &str = "fetch them with scripts/fetch_model.sh ~/.local/share/pgshift (from PyPI, pinned), \
+     or point PGSHIFT_MODEL_DIR at a model directory and ORT_DYLIB_PATH at libonnxruntime.so";
+/// The model's directory inside an install directory.
+const MODEL_SUBDIR: &str = "all-MiniLM-L6-v2";
+/// The runtime library inside an install directory (fetch_model.sh's layout).
+const RUNTIME_FILE: &str = "onnxruntime/libonnxruntime.so.1.31.1";
+
+/// Where scripts/fetch_model.sh installs may be, in the order they are tried:
+/// `$XDG_DATA_HOME/pgshift` (or `~/.local/share/pgshift`), `/usr/local/share/pgshift`,
+/// `/usr/share/pgshift`, `/opt/pgshift` (the container image), `share/pgshift` beside
+/// the binary's directory, and the `.cache/embed` of a checkout the binary was built in
+/// (where `make bootstrap` puts them).
+pub fn install_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    match std::env::var_os("XDG_DATA_HOME") {
+        Some(d) if !d.is_empty() => dirs.push(PathBuf::from(d).join("pgshift")),
+        _ => dirs.extend(std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share/pgshift"))),
+    }
+    dirs.extend(["/usr/local/share/pgshift", "/usr/share/pgshift", "/opt/pgshift"].map(PathBuf::from));
+    if let Some(exe_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        dirs.extend(exe_dir.parent().map(|p| p.join("share/pgshift")));
+        dirs.extend(exe_dir.ancestors().map(|a| a.join(".cache/embed")));
+    }
+    dirs
+}
+
+/// The first install directory where `relative` exists.
+fn installed(relative: &str) -> Option<PathBuf> {
+    install_dirs().into_iter().map(|d| d.join(relative)).find(|p| p.exists())
+}
+
+/// Why nothing was found, with where pgshift looked.
+fn not_found(what: &str) -> EmbedError {
+    let looked: Vec<String> = install_dirs().iter().map(|d| d.display().to_string()).collect();
+    EmbedError::Setup(format!("{what} not found (looked in {}); {SETUP_HINT}", looked.join(", ")))
+}
 
 pub struct OnnxEmbedder {
     // fastembed's embed() takes &mut self; one session already uses every core.
@@ -39,12 +74,14 @@ impl OnnxEmbedder {
             .model_dir
             .clone()
             .or_else(|| std::env::var_os("PGSHIFT_MODEL_DIR").map(PathBuf::from))
-            .ok_or_else(|| EmbedError::Setup(format!("no model directory for {MINILM}: {SETUP_HINT}")))?;
+            .or_else(|| installed(&format!("{MODEL_SUBDIR}/model.onnx")).and_then(|m| m.parent().map(Path::to_path_buf)))
+            .ok_or_else(|| not_found(&format!("the {MINILM} model")))?;
         let runtime = config
             .runtime
             .clone()
             .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
-            .ok_or_else(|| EmbedError::Setup(format!("no ONNX Runtime library: {SETUP_HINT}")))?;
+            .or_else(|| installed(RUNTIME_FILE))
+            .ok_or_else(|| not_found("the ONNX Runtime library"))?;
         init_runtime(&runtime)?;
         let read = |name: &str| -> Result<Vec<u8>> {
             let path = dir.join(name);

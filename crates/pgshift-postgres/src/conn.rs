@@ -13,7 +13,8 @@ use tokio_postgres::{Client, Config, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::{describe, PgError};
-use crate::tls::{client_config, split_tls_options, TlsMode};
+use crate::libpq::{self, Env};
+use crate::tls::{client_config, take_options, tls_mode, TlsMode};
 
 /// Session settings that make text forms (and so checksums) identical on both sides.
 pub const STABLE_TEXT_SETTINGS: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; \
@@ -29,14 +30,59 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
-    /// Parses a `postgresql://` URL or a `key=value` string. `role` ("source",
-    /// "target") names the setting in errors; the error never repeats the string,
-    /// which may hold a password.
+    /// Parses a `postgresql://` URL or a `key=value` string, completed as libpq does
+    /// (service file, `PG*` variables, password file: see [`crate::libpq`]). `role`
+    /// ("source", "target") names the setting in errors; the error never repeats the
+    /// string, which may hold a password.
     pub fn parse(url: &str, role: &str) -> Result<ConnInfo, PgError> {
+        ConnInfo::parse_with(url, role, &libpq::process_env)
+    }
+
+    /// [`ConnInfo::parse`] with the environment given.
+    pub fn parse_with(url: &str, role: &str, env: Env<'_>) -> Result<ConnInfo, PgError> {
         let bad = |reason: String| PgError::BadUrl { role: role.to_string(), reason };
-        let (rest, tls_mode) = split_tls_options(url).map_err(bad)?;
-        let tls = client_config(&tls_mode).map_err(bad)?.map(Arc::new);
+        let (rest, mut settings) = take_options(url, &["sslmode", "sslrootcert", "service", "passfile"]);
         let mut config = Config::from_str(&rest).map_err(|e| bad(redact_reason(&e.to_string(), &rest)))?;
+        // What the string set, so that the service file and the environment only fill gaps.
+        let given = [
+            ("host", (!config.get_hosts().is_empty()).then(String::new)),
+            ("port", (!config.get_ports().is_empty()).then(String::new)),
+            ("dbname", config.get_dbname().map(str::to_string)),
+            ("user", config.get_user().map(str::to_string)),
+            ("password", config.get_password().map(|_| String::new())),
+            ("application_name", config.get_application_name().map(str::to_string)),
+            ("connect_timeout", config.get_connect_timeout().map(|_| String::new())),
+        ];
+        for (key, value) in given {
+            if let Some(v) = value {
+                settings.insert(key.to_string(), v);
+            }
+        }
+        let mut filled = settings.clone();
+        libpq::fill_defaults(&mut filled, env).map_err(bad)?;
+        for (key, value) in filled.iter().filter(|(k, _)| !settings.contains_key(*k)) {
+            match key.as_str() {
+                "host" => value.split(',').for_each(|h| {
+                    config.host(h.trim());
+                }),
+                "port" => {
+                    for p in value.split(',') {
+                        config.port(p.trim().parse().map_err(|_| bad(format!("port {p:?} is not a number")))?);
+                    }
+                }
+                "dbname" => drop(config.dbname(value)),
+                "user" => drop(config.user(value)),
+                "password" => drop(config.password(value.as_str())),
+                "application_name" => drop(config.application_name(value)),
+                "connect_timeout" => {
+                    let secs: u64 = value.parse().map_err(|_| bad(format!("connect_timeout {value:?} is not a number of seconds")))?;
+                    config.connect_timeout(Duration::from_secs(secs.max(2)));
+                }
+                _ => {}
+            }
+        }
+        let tls_mode = tls_mode(filled.get("sslmode").map(String::as_str), filled.get("sslrootcert").map(Into::into)).map_err(bad)?;
+        let tls = client_config(&tls_mode).map_err(bad)?.map(Arc::new);
         config.ssl_mode(match tls_mode {
             TlsMode::Disable => SslMode::Disable,
             TlsMode::Prefer => SslMode::Prefer,
@@ -48,13 +94,21 @@ impl ConnInfo {
         // Like libpq, never TLS over a Unix-domain socket: it would only fail (no host name).
         let tls = if config.get_hosts().iter().all(|h| matches!(h, Host::Unix(_))) { None } else { tls };
         if config.get_user().is_none() {
-            config.user(std::env::var("USER").unwrap_or_else(|_| "postgres".into()));
+            config.user(env("USER").unwrap_or_else(|| "postgres".into()));
         }
         if config.get_application_name().is_none() {
             config.application_name("pgshift");
         }
-        config.connect_timeout(Duration::from_secs(10));
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
         let mut info = ConnInfo { config, endpoint: String::new(), tls_mode, tls };
+        if info.config.get_password().is_none() {
+            let at = (info.host(), info.port(), info.dbname().to_string(), info.user().to_string());
+            if let Some(pw) = libpq::password_from_file(filled.get("passfile").map(String::as_str), (&at.0, at.1, &at.2, &at.3), env) {
+                info.config.password(pw);
+            }
+        }
         info.endpoint = format!("{}@{}:{}/{}", info.user(), info.host(), info.port(), info.dbname());
         Ok(info)
     }
@@ -239,6 +293,28 @@ mod tests {
         let c = ConnInfo::parse("host=/var/run/postgresql port=5432 user=app dbname=app", "target").unwrap();
         assert!(c.tls_config().is_none());
         assert!(ConnInfo::parse("postgresql://app@db.example/app", "target").unwrap().tls_config().is_some());
+    }
+
+    #[test]
+    fn libpq_variables_fill_what_the_string_leaves_out() {
+        let env = |name: &str| match name {
+            "PGHOST" => Some("db.internal".to_string()),
+            "PGPORT" => Some("6432".to_string()),
+            "PGUSER" => Some("envuser".to_string()),
+            "PGPASSWORD" => Some("from-env".to_string()),
+            "PGSSLMODE" => Some("disable".to_string()),
+            _ => None,
+        };
+        let c = ConnInfo::parse_with("dbname=shop", "source", &env).unwrap();
+        assert_eq!(c.endpoint(), "envuser@db.internal:6432/shop");
+        assert_eq!(c.password(), Some(&b"from-env"[..]));
+        assert_eq!(c.tls_mode(), &TlsMode::Disable);
+        // The string wins.
+        let c = ConnInfo::parse_with("postgresql://app:given@h:1/db?sslmode=require", "source", &env).unwrap();
+        assert_eq!((c.endpoint(), c.password()), ("app@h:1/db", Some(&b"given"[..])));
+        assert_eq!(c.tls_mode(), &TlsMode::Require);
+        let err = ConnInfo::parse_with("service=missing", "--source", &|_: &str| None).unwrap_err().to_string();
+        assert!(err.contains("--source") && err.contains("\"missing\" is not defined"), "{err}");
     }
 
     #[test]

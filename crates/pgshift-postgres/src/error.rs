@@ -10,7 +10,7 @@ pub enum PgError {
     Unreachable { endpoint: String, reason: String },
     #[error("TLS with {endpoint} failed: {reason}. Check sslmode, and that sslrootcert names the CA certificate that signed the server's")]
     Tls { endpoint: String, reason: String },
-    #[error("authentication failed for {endpoint}: check the user name and password in the connection URL")]
+    #[error("authentication failed for {endpoint}: check the user name and the password (given in the connection string, PGPASSWORD, the password file ~/.pgpass or PGPASSFILE, or a service file)")]
     AuthFailed { endpoint: String },
     #[error("{endpoint}: {context}: {detail}")]
     Query { endpoint: String, context: String, detail: String, code: Option<String> },

@@ -4,6 +4,7 @@
 //! `verify-full` (certificate checked against `sslrootcert`, or the Mozilla roots
 //! compiled into pgshift; host name checked too).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -29,19 +30,17 @@ impl TlsMode {
     }
 }
 
-/// Takes `sslmode` and `sslrootcert` out of a URL or `key=value` string (the
-/// connection library knows neither the verify modes nor root files) and returns the
-/// rest with the mode.
-pub fn split_tls_options(conn: &str) -> Result<(String, TlsMode), String> {
-    let mut mode = None;
-    let mut root = None;
+/// Takes `keys` out of a URL or `key=value` string (settings the connection library
+/// does not know: TLS verify modes, root files, services, password files) and
+/// returns the rest with their values.
+pub fn take_options(conn: &str, keys: &[&str]) -> (String, BTreeMap<String, String>) {
+    let mut taken = BTreeMap::new();
     let mut take = |key: &str, value: &str| -> bool {
-        match key {
-            "sslmode" => mode = Some(value.to_string()),
-            "sslrootcert" => root = Some(PathBuf::from(value)),
-            _ => return false,
+        if keys.contains(&key) {
+            taken.insert(key.to_string(), value.to_string());
+            return true;
         }
-        true
+        false
     };
     let rest = if conn.starts_with("postgres://") || conn.starts_with("postgresql://") {
         match conn.split_once('?') {
@@ -59,14 +58,18 @@ pub fn split_tls_options(conn: &str) -> Result<(String, TlsMode), String> {
         let kept: Vec<&str> = conn.split_whitespace().filter(|kv| kv.split_once('=').is_none_or(|(k, v)| !take(k, v))).collect();
         kept.join(" ")
     };
-    let mode = match mode.as_deref() {
+    (rest, taken)
+}
+
+/// The mode for libpq's `sslmode` and `sslrootcert` settings.
+pub fn tls_mode(sslmode: Option<&str>, root: Option<PathBuf>) -> Result<TlsMode, String> {
+    Ok(match sslmode {
         None | Some("prefer") | Some("allow") => TlsMode::Prefer,
         Some("disable") => TlsMode::Disable,
         Some("require") if root.is_none() => TlsMode::Require,
         Some("require" | "verify-ca" | "verify-full") => TlsMode::Verify { root },
         Some(other) => return Err(format!("unknown sslmode {other:?}: use disable, prefer, require, verify-ca or verify-full")),
-    };
-    Ok((rest, mode))
+    })
 }
 
 /// The rustls configuration for a mode (None for `disable`).
@@ -138,12 +141,15 @@ mod tests {
 
     #[test]
     fn ssl_options_are_taken_out_of_urls_and_keyword_strings() {
-        let (rest, mode) = split_tls_options("postgresql://u:p@h/db?sslmode=verify-full&sslrootcert=/ca.pem&connect_timeout=3").unwrap();
+        let keys = ["sslmode", "sslrootcert"];
+        let (rest, taken) = take_options("postgresql://u:p@h/db?sslmode=verify-full&sslrootcert=/ca.pem&connect_timeout=3", &keys);
         assert_eq!(rest, "postgresql://u:p@h/db?connect_timeout=3");
+        let mode = tls_mode(taken.get("sslmode").map(String::as_str), taken.get("sslrootcert").map(Into::into)).unwrap();
         assert_eq!(mode, TlsMode::Verify { root: Some("/ca.pem".into()) });
-        let (rest, mode) = split_tls_options("host=h user=u sslmode=require").unwrap();
-        assert_eq!((rest.as_str(), mode), ("host=h user=u", TlsMode::Require));
-        assert_eq!(split_tls_options("postgresql://h/db").unwrap().1, TlsMode::Prefer);
-        assert!(split_tls_options("postgresql://h/db?sslmode=maybe").unwrap_err().contains("maybe"));
+        let (rest, taken) = take_options("host=h user=u sslmode=require", &keys);
+        assert_eq!((rest.as_str(), taken.get("sslmode").map(String::as_str)), ("host=h user=u", Some("require")));
+        assert_eq!(tls_mode(Some("require"), None).unwrap(), TlsMode::Require);
+        assert_eq!(tls_mode(None, None).unwrap(), TlsMode::Prefer);
+        assert!(tls_mode(Some("maybe"), None).unwrap_err().contains("maybe"));
     }
 }
