@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # `make demo`: a PostgreSQL 15 source with a realistic app database, a PostgreSQL 16 +
-# pgvector target, and pgshift moving one into the other. The servers keep running
-# afterwards so you can look at both; `make demo-stop` stops them.
+# pgvector target, and pgshift moving one into the other while the app keeps writing:
+# the documents are embedded on the way (all-MiniLM-L6-v2 into vector(384) with an
+# HNSW index), rows changed during catch-up get fresh vectors, and the demo ends with
+# a semantic search on the new database. The model comes from `make bootstrap`
+# (scripts/fetch_model.sh); pgshift finds it without any setting. The servers keep
+# running afterwards so you can look at both; `make demo-stop` stops them.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -54,7 +58,7 @@ start_cluster target "$PG16" "$TARGET_PORT"
 psql_at "$SOURCE_PORT" postgres "CREATE DATABASE app"
 psql_at "$TARGET_PORT" postgres "CREATE DATABASE app"
 
-echo "== filling the source with a sample app ($ROWS documents)"
+echo "== filling the source with a sample app ($((ROWS / 10)) users and documents, $((ROWS / 2)) memories)"
 psql_at "$SOURCE_PORT" app "
 CREATE TYPE plan AS ENUM ('free', 'team', 'enterprise');
 CREATE TABLE users (
@@ -76,12 +80,25 @@ CREATE TABLE documents (
   metadata jsonb NOT NULL DEFAULT '{}',
   updated_at timestamptz NOT NULL DEFAULT now()
 );
+-- 30 topics x 8 kinds of article x 8 readers: distinct titles a search can tell apart.
 INSERT INTO documents (id, owner_id, title, body, metadata, updated_at)
-SELECT md5('doc' || i)::uuid, 1 + i % ($ROWS / 10), 'Document ' || i,
+SELECT md5('doc' || i)::uuid, 1 + i % ($ROWS / 10),
+       format((ARRAY['A beginner''s guide to %s', '10 common mistakes in %s', 'What nobody tells you about %s',
+                     'The science behind %s', '%s: a weekend checklist', 'How I got better at %s in a month',
+                     'Questions to ask before starting %s', 'Tools you actually need for %s'])[1 + (i / 30) % 8],
+              (ARRAY['sourdough bread baking', 'personal budgeting', 'marathon training', 'container gardening',
+                     'PostgreSQL indexing', 'home espresso', 'learning Spanish', 'bicycle maintenance', 'retirement savings',
+                     'houseplant care', 'managing a remote team', 'science projects with kids', 'landscape photography',
+                     'vegetarian weeknight dinners', 'buying a first home', 'strength training', 'stargazing', 'sleeping well',
+                     'small business taxes', 'charging an electric car', 'birdwatching', 'knitting', 'public speaking',
+                     'travelling on a budget', 'composting', 'chess openings', 'training a puppy', 'meditation', 'woodworking',
+                     'job interviews'])[1 + i % 30])
+         || (ARRAY['', ' for busy parents', ' for students', ' on a tight budget', ' after 50', ' in a small apartment',
+                   ' for teams', ' in winter'])[1 + (i / 240) % 8],
        repeat('The quick brown fox jumps over the lazy dog. ', 5 + i % 20) || 'Note ' || i,
        jsonb_build_object('words', 45 * (5 + i % 20), 'lang', 'en', 'tags', jsonb_build_array('demo', 'n' || i % 7)),
        now() - i * interval '1 minute'
-FROM generate_series(1, $ROWS) i;
+FROM generate_series(1, $ROWS / 10) i;
 CREATE INDEX documents_owner_idx ON documents (owner_id);
 CREATE INDEX documents_metadata_idx ON documents USING gin (metadata);
 CREATE TABLE memories (
@@ -103,28 +120,43 @@ INSERT INTO audit_log SELECT now() - i * interval '1 second', 'user' || i % 50, 
 ANALYZE;
 "
 
-SRC="postgresql://postgres:$PASSWORD@127.0.0.1:$SOURCE_PORT/app"
-DST="postgresql://postgres:$PASSWORD@127.0.0.1:$TARGET_PORT/app"
+# Passwords stay off the command line (ps shows it to every user): libpq's variables.
+export PGPASSWORD=$PASSWORD
+SRC="postgresql://postgres@127.0.0.1:$SOURCE_PORT/app"
+DST="postgresql://postgres@127.0.0.1:$TARGET_PORT/app"
+# The documents get vectors of their titles on the way (the source has none).
+EMBED="documents.embedding=title"
 echo "== pgshift inspect"
 "$PGSHIFT" inspect --source "$SRC" --target "$DST" | sed -n '1,12p'
-echo "== pgshift migrate (load only; the slot keeps every change made from now on)"
-"$PGSHIFT" migrate --source "$SRC" --target "$DST" --jobs 2 --load-only
+echo "== pgshift migrate --embed $EMBED (load only; the slot keeps every change made from now on)"
+"$PGSHIFT" migrate --source "$SRC" --target "$DST" --jobs 2 --load-only --embed "$EMBED"
 echo "== the application keeps writing to the source"
-psql_at "$SOURCE_PORT" app "UPDATE documents SET title = title || ' (edited)' WHERE owner_id % 50 = 0;
+psql_at "$SOURCE_PORT" app "UPDATE documents SET title = 'Patching a punctured inner tube at the roadside' WHERE id IN (SELECT id FROM documents ORDER BY id LIMIT 2);
+         INSERT INTO documents (id, owner_id, title, body) VALUES (md5('new doc')::uuid, 1, 'Fixing a flat bicycle tyre in five minutes', 'Tyre levers, a patch kit and a pump.');
+         UPDATE documents SET title = title || ' (edited)' WHERE owner_id % 50 = 0;
          INSERT INTO audit_log VALUES (now(), 'demo', 'edited documents');"
-echo "== pgshift follow --until-caught-up"
-"$PGSHIFT" follow --source "$SRC" --target "$DST" --until-caught-up
+echo "== pgshift follow --until-caught-up (changed titles get fresh vectors)"
+"$PGSHIFT" follow --source "$SRC" --target "$DST" --until-caught-up --embed "$EMBED"
 echo "== pgshift verify"
 "$PGSHIFT" verify --source "$SRC" --target "$DST"
 echo "== pgshift cutover --reverse"
-"$PGSHIFT" cutover --source "$SRC" --target "$DST" --reverse
+"$PGSHIFT" cutover --source "$SRC" --target "$DST" --reverse --embed "$EMBED"
+
+QUERY="my bike has a flat tyre, how do I repair it?"
+echo "== semantic search on the new database: \"$QUERY\""
+VECTOR=$("$PGSHIFT" embed "$QUERY")
+"$PG16/psql" -X -q -h 127.0.0.1 -U postgres -p "$TARGET_PORT" -d app -c \
+  "SELECT title, round((embedding <=> '$VECTOR')::numeric, 3) AS cosine_distance
+   FROM documents ORDER BY embedding <=> '$VECTOR' LIMIT 5"
 
 cat <<MSG
 
-Done: the target is the primary now, the source is read-only and can follow it back
+Done: the target is the primary now, with a vector(384) embedding for every document
+(HNSW index documents_embedding_hnsw_idx), and the source is read-only and can follow it back
 (pgshift follow --source TARGET --target SOURCE; pgshift rollback to switch back).
-Both servers are still running:
-  source (PostgreSQL 15):             psql "postgresql://postgres:$PASSWORD@127.0.0.1:$SOURCE_PORT/app"
-  target (PostgreSQL 16 + pgvector):  psql "postgresql://postgres:$PASSWORD@127.0.0.1:$TARGET_PORT/app"
+Both servers are still running (password: $PASSWORD):
+  source (PostgreSQL 15):             psql "postgresql://postgres@127.0.0.1:$SOURCE_PORT/app"
+  target (PostgreSQL 16 + pgvector):  psql "postgresql://postgres@127.0.0.1:$TARGET_PORT/app"
+Search it yourself: pgshift embed "your question"  gives the vector to order by (embedding <=> '...').
 Stop and remove them with: make demo-stop
 MSG

@@ -64,6 +64,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Recompute a live table's vectors (new model, new dimensions) without downtime: shadow column, backfill, CONCURRENTLY built index, atomic swap.
     Reembed(ReembedArgs),
+    /// Print the vector pgshift computes for a text (pgvector's text form, one line per text), e.g. to search
+    /// the new database: SELECT title FROM docs ORDER BY embedding <=> '<vector>' LIMIT 5.
+    Embed(EmbedTextArgs),
     /// Move several databases into one target: each source is loaded by its own run, then all are followed at once.
     Consolidate(ConsolidateArgs),
     /// Work with configuration files.
@@ -444,6 +447,24 @@ pub struct ReembedArgs {
     pub dry_run: bool,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args)]
+pub struct EmbedTextArgs {
+    /// The texts; blank ones (empty or only whitespace) print NULL, as pgshift stores them.
+    #[arg(required = true)]
+    pub texts: Vec<String>,
+    /// all-MiniLM-L6-v2 (local), or the model name an embedding server (--url) expects.
+    #[arg(long, default_value = pgshift_embed::MINILM)]
+    pub model: String,
+    /// An OpenAI-compatible (.../v1/embeddings) or TEI (.../embed) embedding server.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Dimensions the server's model makes.
+    #[arg(long)]
+    pub dims: Option<usize>,
+    #[command(flatten)]
+    pub embed: EmbedRuntime,
 }
 
 /// One source of `consolidate`, as `[[sources]]` in the config or PGSHIFT_SOURCES (JSON).

@@ -80,6 +80,11 @@ impl EmbedSpecArg {
         }])
     }
 
+    /// A spec that only names a model (`pgshift embed`).
+    pub fn for_texts(model: &str, url: Option<String>, dims: Option<usize>) -> EmbedSpecArg {
+        EmbedSpecArg { table: "-".into(), text: "-".into(), column: "-".into(), model: model.into(), url, dims, halfvec: false, index: "none".into() }
+    }
+
     fn local(&self) -> bool {
         self.url.is_none()
     }

@@ -134,6 +134,26 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
         }
         Command::Serve(a) => serve(a, progress).await,
         Command::Consolidate(a) => consolidate(a, progress).await,
+        Command::Embed(a) => {
+            let spec = embed_args::EmbedSpecArg::for_texts(&a.model, a.url.clone(), a.dims);
+            let setup = a.embed.setup_for(vec![spec])?.expect("one spec");
+            let texts = a.texts;
+            // The model runs on this thread's CPU: off the async runtime.
+            let (texts, vectors) = tokio::task::spawn_blocking(move || {
+                let wanted: Vec<&str> = texts.iter().map(String::as_str).filter(|t| !pgshift_pipeline::embed::is_blank(t)).collect();
+                let vectors = setup.embedder.embed(&wanted);
+                vectors.map(|v| (texts, v))
+            })
+            .await??;
+            let mut vectors = vectors.into_iter();
+            for text in &texts {
+                match pgshift_pipeline::embed::is_blank(text) {
+                    true => println!("NULL"),
+                    false => println!("{}", pgshift_pipeline::embed::vector_literal(vectors.next()).unwrap_or_default()),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Reembed(a) => {
             let target = ConnInfo::parse(&a.target.target, "--target")?;
             let setup = a.embed.setup_for(vec![a.spec.clone()])?.expect("one spec");

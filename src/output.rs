@@ -41,7 +41,9 @@ pub fn print_inspect(r: &InspectReport) {
                 t.table.clone(),
                 t.exact_rows.map_or(format!("~{}", t.rows_estimate.max(0)), |n| n.to_string()),
                 human_bytes(t.size_bytes.max(0) as u64),
-                t.primary_key.as_ref().map_or("-".into(), |k| format!("{} ({})", k.columns.join(","), k.first_type)),
+                t.primary_key.as_ref().map_or("-".into(), |k| {
+                    k.columns.iter().zip(&k.types).map(|(c, t)| format!("{c} {t}")).collect::<Vec<_>>().join(", ")
+                }),
                 t.replica_identity.to_string(),
                 format!("{:?}", t.copy_format).to_lowercase(),
                 match t.in_target {

@@ -68,11 +68,7 @@ async fn require_token(State(control): State<Arc<Control>>, headers: HeaderMap, 
         )
         .into_response();
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_token).unwrap_or("");
     if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
         next.run(request).await
     } else {
@@ -80,6 +76,13 @@ async fn require_token(State(control): State<Arc<Control>>, headers: HeaderMap, 
         response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
         response
     }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header; the scheme is
+/// case-insensitive (RFC 9110), the token is not.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim_start())
 }
 
 async fn status(State(control): State<Arc<Control>>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -99,4 +102,18 @@ async fn start_migrate(State(control): State<Arc<Control>>, body: axum::body::By
 async fn cutover(State(control): State<Arc<Control>>, body: axum::body::Bytes) -> Result<Json<serde_json::Value>, ApiError> {
     let request = crate::jobs::parse_body(&body)?;
     control.cutover(request).await.map(Json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_the_token_is_not() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER  abc"), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
+    }
 }

@@ -88,11 +88,7 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
     let src = source.connect().await?;
     let dst = target.connect().await?;
     let store = Store::new(&dst, dst_name);
-    let run = store
-        .loaded_run(src_name)
-        .await?
-        .ok_or_else(|| Error::State("the target holds no loaded pgshift run to follow: run pgshift migrate first".into()))?;
-    let slot = run.slot_name.clone().ok_or_else(|| Error::State(format!("run {} has no replication slot", run.run_id)))?;
+    let (run, slot) = store.run_to_follow(src_name).await?;
     slot::check(&src, src_name, &slot).await?;
     let version: i32 = src.query_one("SELECT current_setting('server_version_num')::int", &[]).await.context(&src_name, || "read the server version".into())?.get(0);
     if version < 140000 {

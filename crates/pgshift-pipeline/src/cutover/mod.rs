@@ -83,11 +83,7 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
         dst.batch_execute("SET default_transaction_read_only = off").await.context(&dst_name, || "leave read-only mode".into())?;
     }
     let store = Store::new(&dst, dst_name);
-    let run = store
-        .loaded_run(src_name)
-        .await?
-        .ok_or_else(|| Error::State("the target holds no loaded pgshift run: run pgshift migrate first".into()))?;
-    let slot = run.slot_name.clone().ok_or_else(|| Error::State(format!("run {} has no replication slot", run.run_id)))?;
+    let (run, slot) = store.run_to_follow(src_name).await?;
     let SlotState::Usable { active: follower_running, confirmed } = slot::check(&src, src_name, &slot).await? else {
         unreachable!("check refuses missing and lost slots")
     };

@@ -288,6 +288,48 @@ pub fn match_specs(setup: &EmbeddingSetup, candidates: &[SpecCandidate<'_>], amo
 mod tests {
     use super::*;
 
+    /// Only its name and dimensions matter to spec matching; it never embeds.
+    struct Dims(usize);
+    impl Embedder for Dims {
+        fn model(&self) -> &str {
+            "m"
+        }
+        fn dims(&self) -> usize {
+            self.0
+        }
+        fn embed(&self, _: &[&str]) -> pgshift_embed::Result<Vec<Vec<f32>>> {
+            unreachable!("matching never embeds")
+        }
+    }
+
+    fn setup(tables: &[&str], dims: usize) -> EmbeddingSetup {
+        let spec = |t: &&str| EmbeddingSpec { table: t.to_string(), text: "body".into(), column: "v".into(), dims, halfvec: false, index: VectorIndex::Hnsw };
+        EmbeddingSetup { specs: tables.iter().map(spec).collect(), embedder: Arc::new(Dims(384)), threads: 1, batch_size: 8 }
+    }
+
+    fn candidates() -> Vec<SpecCandidate<'static>> {
+        let table = |key: &'static str, parent: Option<&str>| SpecCandidate {
+            key: key.into(),
+            parent: parent.map(String::from),
+            matches: Box::new(move |p: &str| crate::source::select::name_matches(p, key.split('.').next().unwrap(), key.split('.').nth(1).unwrap())),
+        };
+        vec![table("public.docs", None), table("sales.docs", None), table("public.orders", None), table("public.orders_2024", Some("public.orders"))]
+    }
+
+    #[test]
+    fn specs_name_one_table_and_partitions_take_their_parents() {
+        let by_table = match_specs(&setup(&["public.orders"], 384), &candidates(), "being copied").unwrap();
+        let mut keys: Vec<&String> = by_table.keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["public.orders", "public.orders_2024"]);
+        let err = match_specs(&setup(&["docs"], 384), &candidates(), "being copied").unwrap_err().to_string();
+        assert!(err.contains("matches public.docs, sales.docs; name one table"), "{err}");
+        let err = match_specs(&setup(&["orders_2024"], 384), &candidates(), "being copied").unwrap_err().to_string();
+        assert!(err.contains("no such table among those being copied"), "a partition is embedded through its parent: {err}");
+        let err = match_specs(&setup(&["public.docs"], 1536), &candidates(), "being copied").unwrap_err().to_string();
+        assert!(err.contains("dims = 1536") && err.contains("384"), "{err}");
+    }
+
     #[test]
     fn blank_text_is_the_same_in_rust_and_sql() {
         for blank in ["", " ", "\t\n", "\r\x0c  "] {

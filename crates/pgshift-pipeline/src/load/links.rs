@@ -5,7 +5,8 @@
 
 use pgshift_postgres::catalog::relation_exists;
 use pgshift_postgres::error::Context;
-use pgshift_postgres::sql::{column_list, quote_ident};
+use pgshift_postgres::ddl::{add_foreign_key_sql, foreign_key_definition, validate_sql, StepOwner};
+use pgshift_postgres::sql::quote_ident;
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
@@ -93,21 +94,16 @@ pub async fn add_declared(client: &Client, endpoint: &str, keys: &[DeclaredForei
         if validated == Some(true) {
             continue;
         }
-        let name = quote_ident(&fk.name());
-        let add = format!(
-            "ALTER TABLE {} ADD CONSTRAINT {name} FOREIGN KEY ({}) REFERENCES {} ({}) NOT VALID",
-            qualified(&fk.table),
-            column_list(fk.columns.iter().map(String::as_str)),
-            qualified(&fk.references),
-            column_list(fk.ref_columns.iter().map(String::as_str))
-        );
+        let owner = StepOwner { schema: &schema, relname: &table };
+        let definition = foreign_key_definition(&fk.columns, &qualified(&fk.references), &fk.ref_columns, None);
+        let add = add_foreign_key_sql(owner, &fk.name(), &definition);
         if validated.is_none() {
             client.batch_execute(&add).await.context(&endpoint, || add.clone())?;
         }
-        let validate = format!("ALTER TABLE {} VALIDATE CONSTRAINT {name}", qualified(&fk.table));
+        let validate = validate_sql(owner, &fk.name());
         if let Err(e) = client.batch_execute(&validate).await {
             let offending = offending_rows(client, endpoint, fk).await?;
-            let drop = format!("ALTER TABLE {} DROP CONSTRAINT {name}", qualified(&fk.table));
+            let drop = format!("ALTER TABLE {} DROP CONSTRAINT {}", qualified(&fk.table), quote_ident(&fk.name()));
             client.batch_execute(&drop).await.context(&endpoint, || drop.clone())?;
             return Err(Error::Input(format!(
                 "foreign key {} does not hold ({}); rows of {} whose ({}) have no match: {}. The data is loaded; fix or \

@@ -160,6 +160,17 @@ impl<'a> Store<'a> {
         pick_loaded_run(runs, source, self.endpoint)
     }
 
+    /// The loaded run from `source` (see [`Store::loaded_run`]) and its slot: what
+    /// catch-up follows and a cutover finishes.
+    pub async fn run_to_follow(&self, source: &str) -> Result<(Run, String)> {
+        let run = self
+            .loaded_run(source)
+            .await?
+            .ok_or_else(|| Error::State(format!("{} holds no loaded pgshift run to follow: run pgshift migrate first", self.endpoint)))?;
+        let slot = run.slot_name.clone().ok_or_else(|| Error::State(format!("run {} has no replication slot", run.run_id)))?;
+        Ok((run, slot))
+    }
+
     /// Every run, newest first, with its times.
     pub async fn all_runs(&self) -> Result<Vec<RunTimes>> {
         if !self.exists().await? {

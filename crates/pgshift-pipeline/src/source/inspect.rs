@@ -15,6 +15,8 @@ use crate::load::preflight;
 pub struct KeyReport {
     pub name: String,
     pub columns: Vec<String>,
+    /// Each key column's type, in key order.
+    pub types: Vec<String>,
     pub first_type: String,
     /// The first key column is an integer type.
     pub numeric: bool,
@@ -100,6 +102,7 @@ pub async fn inspect(source: &ConnInfo, target: Option<&ConnInfo>, exact_counts:
             primary_key: t.primary_key.as_ref().map(|k| KeyReport {
                 name: k.name.clone(),
                 columns: k.columns.clone(),
+                types: k.columns.iter().map(|c| t.columns.iter().find(|x| &x.name == c).map_or_else(|| "?".into(), |x| x.type_name.clone())).collect(),
                 first_type: k.first_type.clone(),
                 numeric: matches!(k.first_type.as_str(), "smallint" | "integer" | "bigint"),
                 splittable: matches!(k.first_type.as_str(), "smallint" | "integer" | "bigint" | "uuid"),
