@@ -19,7 +19,7 @@ EXTRA_CONF="autovacuum = off"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 start_clusters
 
-SRC="postgresql://postgres:bench@127.0.0.1:$SPORT/bench"
+SRC="postgresql://postgres@127.0.0.1:$SPORT/bench"
 psql_at $SPORT postgres -c "CREATE DATABASE bench"
 "$PG16/pgbench" -h 127.0.0.1 -p $SPORT -U postgres -i -s "$SCALE" -q bench >/dev/null 2>&1
 psql_at $SPORT bench -c "ALTER TABLE pgbench_history ADD COLUMN id bigserial PRIMARY KEY"
@@ -28,8 +28,8 @@ for db in shift native; do
 done
 
 echo "load: pgshift into 'shift' (slot kept), plain copy into 'native'" >&2
-"$PGSHIFT" migrate --source "$SRC" --target "postgresql://postgres:bench@127.0.0.1:$TPORT/shift" --jobs 2 --load-only --quiet >/dev/null
-"$PGSHIFT" migrate --source "$SRC" --target "postgresql://postgres:bench@127.0.0.1:$TPORT/native" --jobs 2 --no-follow --quiet >/dev/null
+"$PGSHIFT" migrate --source "$SRC" --target "postgresql://postgres@127.0.0.1:$TPORT/shift" --jobs 2 --load-only --quiet >/dev/null
+"$PGSHIFT" migrate --source "$SRC" --target "postgresql://postgres@127.0.0.1:$TPORT/native" --jobs 2 --no-follow --quiet >/dev/null
 psql_at $SPORT bench -c "CREATE PUBLICATION native FOR TABLE pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history" \
   -c "SELECT pg_create_logical_replication_slot('native', 'pgoutput')" -c "SELECT pg_create_logical_replication_slot('probe', 'pgoutput')" >/dev/null
 psql_at $TPORT native -c "CREATE SUBSCRIPTION native CONNECTION 'host=127.0.0.1 port=$SPORT user=postgres password=bench dbname=bench' \
@@ -78,14 +78,14 @@ psql_at $TPORT native -c "ALTER SUBSCRIPTION native DISABLE"
 echo "2/2 pgshift follow" >&2
 checkpoint
 t0=$(now)
-"$PGSHIFT" follow --source "$SRC" --target "postgresql://postgres:bench@127.0.0.1:$TPORT/shift" --quiet >"$WORK/follow.out" 2>&1 &
+"$PGSHIFT" follow --source "$SRC" --target "postgresql://postgres@127.0.0.1:$TPORT/shift" --quiet >"$WORK/follow.out" 2>&1 &
 FOLLOW=$!
 wait_marker shift
 t1=$(now); PGSHIFT_SECS=$(echo "$t1 - $t0" | bc)
 kill -TERM $FOLLOW; wait $FOLLOW || true
 
 for db in shift native; do
-  "$PGSHIFT" verify --source "$SRC" --target "postgresql://postgres:bench@127.0.0.1:$TPORT/$db" --quiet >/dev/null \
+  "$PGSHIFT" verify --source "$SRC" --target "postgresql://postgres@127.0.0.1:$TPORT/$db" --quiet >/dev/null \
     && eval "VERIFY_$db=ok" || eval "VERIFY_$db=FAILED"
 done
 

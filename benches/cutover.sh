@@ -10,8 +10,8 @@ WORK="${BENCH_DIR:-/tmp/pgshift-bench-cutover}"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 start_clusters
 
-SRC="postgresql://postgres:bench@127.0.0.1:$SPORT/bench"
-DST="postgresql://postgres:bench@127.0.0.1:$TPORT/bench"
+SRC="postgresql://postgres@127.0.0.1:$SPORT/bench"
+DST="postgresql://postgres@127.0.0.1:$TPORT/bench"
 psql_at $SPORT postgres -c "CREATE DATABASE bench"
 psql_at $TPORT postgres -c "CREATE DATABASE bench"
 "$PG16/pgbench" -h 127.0.0.1 -p $SPORT -U postgres -i -s "$SCALE" -q bench >/dev/null 2>&1

@@ -53,7 +53,7 @@ if part 2; then
 echo "== 2. whole load of an embedded table ($EMBED_ROWS rows of short text)"
 python3 "$ROOT/benches/embed_texts.py" short "$EMBED_ROWS" | awk '{gsub(/\t/, " "); print NR "\t" $0}' \
   | psql_at $SPORT bench -c "CREATE TABLE notes (id bigint PRIMARY KEY, body text NOT NULL)" -c "\copy notes FROM STDIN"
-SRC="postgresql://postgres:bench@127.0.0.1:$SPORT/bench"; DST="postgresql://postgres:bench@127.0.0.1:$TPORT/bench"
+SRC="postgresql://postgres@127.0.0.1:$SPORT/bench"; DST="postgresql://postgres@127.0.0.1:$TPORT/bench"
 report=$("$ROOT/target/release/pgshift" migrate --source "$SRC" --target "$DST" --no-follow --jobs 2 --split-rows 1000 \
   --embed "notes.embedding=body" --embed-batch 32 --json --quiet)
 copy=$(echo "$report" | python3 -c "import json,sys; print(json.load(sys.stdin)['copy_seconds'])")

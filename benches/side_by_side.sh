@@ -5,7 +5,8 @@
 #   3. pgshift migrate --jobs 2
 # Source: Debian PostgreSQL 15; target: PostgreSQL 16 from the wheel. Prints seconds
 # and ratios against the baseline measured in this same run, and pgshift's peak RSS.
-# BENCH_ROWS (default 2000000, ~1.7 GB) sizes the documents table.
+# BENCH_ROWS (default 2000000, ~1.7 GB) sizes the documents table. PGSHIFT_BASELINE=BIN
+# also times another pgshift build (e.g. the last release) in the same run.
 set -euo pipefail
 
 ROWS="${BENCH_ROWS:-2000000}"
@@ -14,8 +15,8 @@ EXTRA_CONF="fsync = off"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 start_clusters
 
-SRC="postgresql://postgres:bench@127.0.0.1:$SPORT/bench"
-DST="postgresql://postgres:bench@127.0.0.1:$TPORT/bench"
+SRC="postgresql://postgres@127.0.0.1:$SPORT/bench"
+DST="postgresql://postgres@127.0.0.1:$TPORT/bench"
 psql_at $SPORT postgres -c "CREATE DATABASE bench"
 echo "generating $ROWS rows on the source..." >&2
 psql_at $SPORT bench -c "
@@ -71,3 +72,19 @@ documents: $ROWS rows, $SIZE on the source (PG15 -> PG16, 2 cores)
   pgshift peak RSS:                           $((RSS_KB / 1024)) MiB
   verify after pgshift:                       $VERIFY
 REPORT
+
+# Another pgshift build in the same run (PGSHIFT_BASELINE=BIN), e.g. before a change.
+if [ -n "${PGSHIFT_BASELINE:-}" ]; then
+  echo "4/4 baseline pgshift ($PGSHIFT_BASELINE)" >&2
+  fresh_target
+  t0=$(now)
+  # Builds before 2026-12 read no PGPASSWORD: the password goes into the URL for them.
+  "$PGSHIFT_BASELINE" migrate --source "${SRC/postgres@/postgres:$PGPASSWORD@}" --target "${DST/postgres@/postgres:$PGPASSWORD@}" \
+    --jobs 2 --no-follow --quiet --json >"$WORK/baseline.json" 2>/dev/null
+  t1=$(now); BASE_TOTAL=$(echo "$t1 - $t0" | bc)
+  BASE_COPY=$(python3 -c "import json;print(round(json.load(open('$WORK/baseline.json'))['copy_seconds'],2))")
+  cat <<REPORT
+  baseline pgshift (copy + indexes)           ${BASE_TOTAL}s   (copy phase ${BASE_COPY}s)
+  this pgshift vs baseline, end to end:       $(ratio "$BASE_TOTAL" "$PGSHIFT_TOTAL") as fast (copy phase $(ratio "$BASE_COPY" "$PGSHIFT_COPY"))
+REPORT
+fi

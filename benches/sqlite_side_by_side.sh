@@ -22,7 +22,7 @@ done
 start_clusters
 
 DB="$WORK/app.db"
-DST="postgresql://postgres:bench@127.0.0.1:$TPORT/bench"
+DST="postgresql://postgres@127.0.0.1:$TPORT/bench"
 echo "generating $USERS users and $ROWS messages in SQLite..." >&2
 python3 - "$DB" "$USERS" "$ROWS" <<'PY'
 import json, sqlite3, sys
@@ -63,7 +63,7 @@ t1=$(now); RAW=$(echo "$t1 - $t0" | bc)
 echo "2/3 pgloader" >&2
 fresh_target
 t0=$(now)
-pgloader "sqlite://$DB" "$DST" >"$WORK/pgloader.log" 2>&1 || { tail -20 "$WORK/pgloader.log" >&2; echo "pgloader failed" >&2; }
+pgloader "sqlite://$DB" "${DST/postgres@/postgres:$PGPASSWORD@}" >"$WORK/pgloader.log" 2>&1 || { tail -20 "$WORK/pgloader.log" >&2; echo "pgloader failed" >&2; }
 t1=$(now); PGLOADER=$(echo "$t1 - $t0" | bc)
 PGLOADER_ROWS=$(psql_at $TPORT bench -At -c "SELECT count(*) FROM messages" 2>/dev/null || echo 0)
 

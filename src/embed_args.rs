@@ -45,6 +45,10 @@ pub struct EmbedSpecArg {
     #[serde(default = "default_index")]
     #[arg(long, default_value = "hnsw")]
     pub index: String,
+    /// Embed blank text (empty or only whitespace) too; by default it gets no vector (NULL), like NULL text.
+    #[serde(default)]
+    #[arg(long)]
+    pub embed_blank: bool,
 }
 
 fn default_model() -> String {
@@ -77,12 +81,23 @@ impl EmbedSpecArg {
             dims: None,
             halfvec: false,
             index: default_index(),
+            embed_blank: false,
         }])
     }
 
     /// A spec that only names a model (`pgshift embed`).
     pub fn for_texts(model: &str, url: Option<String>, dims: Option<usize>) -> EmbedSpecArg {
-        EmbedSpecArg { table: "-".into(), text: "-".into(), column: "-".into(), model: model.into(), url, dims, halfvec: false, index: "none".into() }
+        EmbedSpecArg {
+            table: "-".into(),
+            text: "-".into(),
+            column: "-".into(),
+            model: model.into(),
+            url,
+            dims,
+            halfvec: false,
+            index: "none".into(),
+            embed_blank: false,
+        }
     }
 
     fn local(&self) -> bool {
@@ -140,6 +155,7 @@ impl EmbedSpecArg {
                 "none" => VectorIndex::None,
                 _ => VectorIndex::Hnsw,
             },
+            embed_blank: self.embed_blank,
         }
     }
 }

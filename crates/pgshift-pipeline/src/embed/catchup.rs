@@ -103,7 +103,7 @@ pub async fn embed_pending(client: &Client, endpoint: &str, pool: &EmbedPool, co
     let select = format!(
         "SELECT ctid::text, ({})::text FROM ONLY {table} WHERE {col} IS NULL AND {} LIMIT {ROWS_PER_ROUND}",
         spec.text,
-        has_text_sql(&spec.text)
+        has_text_sql(spec)
     );
     let update = column.store_by_ctid_sql(None);
     let cache = Cache { store: Store::new(client, endpoint) };
@@ -115,7 +115,7 @@ pub async fn embed_pending(client: &Client, endpoint: &str, pool: &EmbedPool, co
         }
         let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
         let texts: Vec<Option<String>> = rows.iter().map(|r| r.get(1)).collect();
-        let vectors: Vec<Option<String>> = vectors_for(pool, &cache, &texts)
+        let vectors: Vec<Option<String>> = vectors_for(pool, &cache, spec, &texts)
             .await?
             .into_iter()
             .map(vector_literal)

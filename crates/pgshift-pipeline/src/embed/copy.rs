@@ -121,7 +121,7 @@ where
 async fn encode(embed: &EmbedTarget<'_>, rows: Vec<SplitRow>) -> Result<Bytes> {
     let texts: Vec<Option<String>> =
         rows.iter().map(|r| r.last.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())).collect();
-    let vectors = vectors_for(embed.pool, &embed.cache, &texts).await?;
+    let vectors = vectors_for(embed.pool, &embed.cache, embed.spec, &texts).await?;
     let mut out = BytesMut::with_capacity(rows.len() * (64 + embed.spec.dims * 4));
     for (row, vector) in rows.iter().zip(vectors) {
         let value = vector.map(|v| vector_value(&v, embed.spec.halfvec));

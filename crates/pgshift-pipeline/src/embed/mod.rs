@@ -46,6 +46,9 @@ pub struct EmbeddingSpec {
     pub dims: usize,
     pub halfvec: bool,
     pub index: VectorIndex,
+    /// Embed blank text too (the model's vector for empty input) instead of NULL.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub embed_blank: bool,
 }
 
 impl EmbeddingSpec {
@@ -183,20 +186,25 @@ pub fn is_blank(text: &str) -> bool {
     text.chars().all(|c| c.is_ascii_whitespace())
 }
 
-/// SQL for "`(expr)` has text to embed": not NULL and not blank, exactly as
-/// [`is_blank`] (the same five ASCII whitespace characters).
-pub fn has_text_sql(expr: &str) -> String {
-    format!("(({expr})::text) ~ '[^ \\t\\n\\r\\f]'")
+/// SQL for "the spec's text expression has text to embed": not NULL and, unless the
+/// spec embeds blank text, not blank, exactly as [`is_blank`] (the same five ASCII
+/// whitespace characters).
+pub fn has_text_sql(spec: &EmbeddingSpec) -> String {
+    match spec.embed_blank {
+        true => format!("(({})::text) IS NOT NULL", spec.text),
+        false => format!("(({})::text) ~ '[^ \\t\\n\\r\\f]'", spec.text),
+    }
 }
 
 fn from_le_bytes(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
 }
 
-/// Vectors for `texts` (None = NULL or blank text, no vector): duplicates are
-/// embedded once, cached texts not at all, and new vectors go into the cache.
-pub async fn vectors_for(pool: &EmbedPool, cache: &Cache<'_>, texts: &[Option<String>]) -> Result<Vec<Option<Vec<f32>>>> {
-    let texts: Vec<Option<&String>> = texts.iter().map(|t| t.as_ref().filter(|t| !is_blank(t))).collect();
+/// Vectors for `texts` (None = NULL text, or blank text unless `spec` embeds it: no
+/// vector): duplicates are embedded once, cached texts not at all, and new vectors
+/// go into the cache.
+pub async fn vectors_for(pool: &EmbedPool, cache: &Cache<'_>, spec: &EmbeddingSpec, texts: &[Option<String>]) -> Result<Vec<Option<Vec<f32>>>> {
+    let texts: Vec<Option<&String>> = texts.iter().map(|t| t.as_ref().filter(|t| spec.embed_blank || !is_blank(t))).collect();
     let hashes: Vec<Option<Vec<u8>>> = texts.iter().map(|t| t.map(|t| content_hash(pool.model(), t).to_vec())).collect();
     let mut unique: Vec<Vec<u8>> = hashes.iter().flatten().cloned().collect();
     unique.sort();
@@ -303,7 +311,15 @@ mod tests {
     }
 
     fn setup(tables: &[&str], dims: usize) -> EmbeddingSetup {
-        let spec = |t: &&str| EmbeddingSpec { table: t.to_string(), text: "body".into(), column: "v".into(), dims, halfvec: false, index: VectorIndex::Hnsw };
+        let spec = |t: &&str| EmbeddingSpec {
+            table: t.to_string(),
+            text: "body".into(),
+            column: "v".into(),
+            dims,
+            halfvec: false,
+            index: VectorIndex::Hnsw,
+            embed_blank: false,
+        };
         EmbeddingSetup { specs: tables.iter().map(spec).collect(), embedder: Arc::new(Dims(384)), threads: 1, batch_size: 8 }
     }
 
@@ -338,6 +354,9 @@ mod tests {
         for text in ["a", " a ", "\u{a0}", "\x0b"] {
             assert!(!is_blank(text), "{text:?}");
         }
-        assert_eq!(has_text_sql("title"), r"((title)::text) ~ '[^ \t\n\r\f]'");
+        let mut spec = setup(&["docs"], 384).specs.remove(0);
+        assert_eq!(has_text_sql(&spec), r"((body)::text) ~ '[^ \t\n\r\f]'");
+        spec.embed_blank = true;
+        assert_eq!(has_text_sql(&spec), "((body)::text) IS NOT NULL");
     }
 }

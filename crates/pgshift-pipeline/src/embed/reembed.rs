@@ -258,7 +258,7 @@ impl Backfill<'_> {
                 keys.join(", "),
                 self.batch,
                 text = self.spec.text,
-                has_text = has_text_sql(&self.spec.text)
+                has_text = has_text_sql(self.spec)
             );
             let params: Vec<&(dyn ToSql + Sync)> = from.iter().flatten().map(|v| v as &(dyn ToSql + Sync)).collect();
             let rows = self.client.query(&select, &params).await.context(&self.endpoint, || format!("read {table}"))?;
@@ -279,7 +279,7 @@ impl Backfill<'_> {
     async fn store(&self, ids: &[String], texts: &[Option<String>], checkpoint: &[String]) -> Result<u64> {
         let store = Store::new(self.client, self.endpoint);
         let cache = Cache { store };
-        let vectors: Vec<Option<String>> = vectors_for(self.pool, &cache, texts)
+        let vectors: Vec<Option<String>> = vectors_for(self.pool, &cache, self.spec, texts)
             .await?
             .into_iter()
             .map(vector_literal)
