@@ -39,6 +39,10 @@ metric!(APPLIED: IntCounterVec = register_int_counter_vec_with_registry(
     "Row changes applied by catch-up",
     &["op"]
 ));
+metric!(APPLY_FALLBACKS: IntCounter = register_int_counter_with_registry(
+    "pgshift_apply_fallbacks_total",
+    "Catch-up batches re-applied change by change in source order after a set-based statement collided (unique or exclusion constraints)"
+));
 metric!(APPLY_BATCH_SECONDS: Histogram = register_histogram_with_registry(
     "pgshift_apply_batch_seconds",
     "Time to write and commit one catch-up batch on the target",
@@ -58,7 +62,7 @@ metric!(EMBEDDING_QUEUE: IntGauge = register_int_gauge_with_registry("pgshift_em
 metric!(ERRORS: IntCounterVec = register_int_counter_vec_with_registry("pgshift_errors_total", "Errors that stopped a command, by kind", &["kind"]));
 
 /// Every metric, registered on first use.
-fn all() -> [&'static dyn Collector; 17] {
+fn all() -> [&'static dyn Collector; 18] {
     [
         &*PHASE,
         &*ROWS_COPIED,
@@ -71,6 +75,7 @@ fn all() -> [&'static dyn Collector; 17] {
         &*LAG_BYTES,
         &*LAG_SECONDS,
         &*APPLIED,
+        &*APPLY_FALLBACKS,
         &*APPLY_BATCH_SECONDS,
         &*EMBEDDINGS,
         &*EMBEDDING_CACHE_HITS,

@@ -79,6 +79,9 @@ pub struct FollowReport {
     pub updates: u64,
     pub deletes: u64,
     pub truncates: u64,
+    /// Batches re-applied change by change in source order after a set-based
+    /// statement collided (values swapped between rows of a unique column).
+    pub fallbacks: u64,
     pub seconds: f64,
 }
 
@@ -228,6 +231,7 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
         updates: applied.updates,
         deletes: applied.deletes,
         truncates: applied.truncates,
+        fallbacks: applied.fallbacks,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -314,6 +318,7 @@ impl Follower<'_> {
         ] {
             metrics::APPLIED.with_label_values(&[op]).inc_by(n);
         }
+        metrics::APPLY_FALLBACKS.inc_by(now.fallbacks - before.fallbacks);
         self.counted = now;
     }
 

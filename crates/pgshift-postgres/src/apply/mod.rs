@@ -2,6 +2,16 @@
 //! batch goes in with a few set-based statements (plain COPY for new rows; a staging
 //! table joined for updates and deletes), not row by row. Every target transaction
 //! advances a replication origin, which makes the apply exactly-once across restarts.
+//!
+//! A set-based statement applies its rows in no particular order, so on a table with
+//! unique or exclusion constraints besides its key it can collide where the source's
+//! order did not (two rows swapping a value through a temporary one). Such tables'
+//! batches run under a savepoint and keep their changes in source order too; when a
+//! batch fails with a constraint violation it is rolled back to the savepoint and
+//! applied change by change in source order, in the same transaction (so
+//! exactly-once holds). The next batch takes the fast path again. A change that
+//! fails in source order too is a real conflict: the error names the table, the
+//! change and its key.
 
 mod encode;
 mod net;
@@ -20,7 +30,7 @@ use crate::lsn::Lsn;
 use crate::pgoutput::{OldKind, Relation, Tuple};
 use crate::sql::quote_literal;
 use encode::{put_row, Field, BINARY_HEADER, BINARY_TRAILER};
-use net::{Net, NetChanges};
+use net::{Key, Net, NetChanges};
 pub use table::ApplyTable;
 use table::RowParam;
 
@@ -31,10 +41,23 @@ enum RowOp {
     Delete(Tuple),
 }
 
+/// A keyed table's changes in source order: what the fallback replays.
+enum KeyedOp {
+    Insert(Tuple),
+    /// The key the row had, and its new values.
+    Update(Key, Tuple),
+    Delete(Key),
+}
+
 enum Pending {
-    Keyed(NetChanges),
+    /// The net effect, and (for order-sensitive tables) the changes in source order.
+    Keyed(NetChanges, Option<Vec<KeyedOp>>),
     Ordered(Vec<RowOp>),
 }
+
+/// SQLSTATEs a set-based batch may hit where source order would not: unique and
+/// exclusion violations, and foreign keys within a table when they are checked.
+const ORDER_SENSITIVE_STATES: &[&str] = &["23505", "23P01", "23503"];
 
 /// Counts of what one flush wrote.
 #[derive(Clone, Copy, Debug, Default)]
@@ -43,6 +66,8 @@ pub struct Applied {
     pub updates: u64,
     pub deletes: u64,
     pub truncates: u64,
+    /// Batches re-applied in source order after a set-based statement collided.
+    pub fallbacks: u64,
 }
 
 pub struct Applier {
@@ -170,13 +195,23 @@ impl Applier {
                     .into(),
             ));
         }
-        Ok(self.pending.entry(oid).or_insert_with(|| if keyed { Pending::Keyed(NetChanges::new(converge)) } else { Pending::Ordered(Vec::new()) }))
+        // Without the replica role, foreign keys are checked: any table may be order-sensitive.
+        let ordered = table.order_sensitive || !self.reorder;
+        Ok(self.pending.entry(oid).or_insert_with(|| match keyed {
+            true => Pending::Keyed(NetChanges::new(converge), ordered.then(Vec::new)),
+            false => Pending::Ordered(Vec::new()),
+        }))
     }
 
     pub async fn insert(&mut self, oid: u32, new: Tuple) -> Result<(), PgError> {
         let key = self.table(oid)?.key_of(&new);
         match self.pending_for(oid).await? {
-            Pending::Keyed(n) => n.insert(key.expect("keyed table"), new),
+            Pending::Keyed(n, ops) => {
+                if let Some(ops) = ops {
+                    ops.push(KeyedOp::Insert(new.clone()));
+                }
+                n.insert(key.expect("keyed table"), new)
+            }
             Pending::Ordered(ops) => ops.push(RowOp::Insert(new)),
         }
         Ok(())
@@ -187,7 +222,12 @@ impl Applier {
         let new_key = table.key_of(&new);
         let old_key = old.as_ref().and_then(|(_, t)| table.key_of(t)).or_else(|| new_key.clone());
         let moved = match self.pending_for(oid).await? {
-            Pending::Keyed(n) => n.update(old_key.clone().expect("keyed"), new_key.expect("keyed"), new).err(),
+            Pending::Keyed(n, ops) => {
+                if let Some(ops) = ops {
+                    ops.push(KeyedOp::Update(old_key.clone().expect("keyed"), new.clone()));
+                }
+                n.update(old_key.clone().expect("keyed"), new_key.expect("keyed"), new).err()
+            }
             Pending::Ordered(ops) => {
                 let (_, old) = old.ok_or_else(|| PgError::Protocol {
                     endpoint: String::new(),
@@ -201,8 +241,8 @@ impl Applier {
             // A key change whose unchanged TOAST values only the target knows.
             self.flush().await?;
             let table = self.table(oid)?;
-            let (sql, params) = table.move_row(old_key.expect("keyed"), &new, self.format);
-            self.exec_row(&sql, params).await?;
+            let statement = table.move_row(old_key.expect("keyed"), &new, self.format);
+            self.exec_row(statement).await?;
             self.applied.updates += 1;
         }
         Ok(())
@@ -211,7 +251,12 @@ impl Applier {
     pub async fn delete(&mut self, oid: u32, old: Tuple) -> Result<(), PgError> {
         let key = self.table(oid)?.key_of(&old);
         match self.pending_for(oid).await? {
-            Pending::Keyed(n) => n.delete(key.expect("keyed")),
+            Pending::Keyed(n, ops) => {
+                if let Some(ops) = ops {
+                    ops.push(KeyedOp::Delete(key.clone().expect("keyed")));
+                }
+                n.delete(key.expect("keyed"))
+            }
             Pending::Ordered(ops) => ops.push(RowOp::Delete(old)),
         }
         Ok(())
@@ -248,7 +293,7 @@ impl Applier {
         self.begin().await?;
         for (oid, pending) in std::mem::take(&mut self.pending) {
             match pending {
-                Pending::Keyed(n) => self.flush_keyed(oid, n).await?,
+                Pending::Keyed(n, ops) => self.flush_keyed(oid, n, ops).await?,
                 Pending::Ordered(ops) => self.flush_ordered(oid, ops).await?,
             }
         }
@@ -271,7 +316,7 @@ impl Applier {
         Ok(())
     }
 
-    async fn flush_keyed(&mut self, oid: u32, changes: NetChanges) -> Result<(), PgError> {
+    async fn flush_keyed(&mut self, oid: u32, changes: NetChanges, ops: Option<Vec<KeyedOp>>) -> Result<(), PgError> {
         let format = self.format;
         let table = self.tables.get(&oid).expect("relation known");
         let (mut stage, mut direct) = (BytesMut::new(), BytesMut::new());
@@ -315,11 +360,47 @@ impl Applier {
             statements.push(if self.converge { table.upsert_sql() } else { table.set_sql() });
         }
         statements.extend(masks.iter().map(|m| table.patch_sql(m)));
-        let (in_direct, in_stage) = (table.copy_in_sql(format), table.stage_copy_sql(format));
+        let statements: Vec<String> = statements.into_iter().flatten().collect();
+        let Some(ops) = ops else {
+            self.write_keyed(oid, (stage, direct), &statements).await?;
+            self.count(inserts, sets + patches, deletes);
+            return Ok(());
+        };
+        self.savepoint("SAVEPOINT pgshift_batch").await?;
+        match self.write_keyed(oid, (stage, direct), &statements).await {
+            Ok(()) => self.count(inserts, sets + patches, deletes),
+            Err(e) if e.sqlstate().is_some_and(|c| ORDER_SENSITIVE_STATES.contains(&c)) => {
+                tracing::info!("{}: a set-based batch of {} collided ({}); applying it in source order", self.endpoint, self.tables[&oid].qualified, e);
+                self.savepoint("ROLLBACK TO SAVEPOINT pgshift_batch").await?;
+                // The staging table may have been made, or filled, after the savepoint.
+                self.staging_made.remove(&oid);
+                self.staged.remove(&oid);
+                self.replay(oid, ops).await?;
+                self.applied.fallbacks += 1;
+            }
+            Err(e) => return Err(e),
+        }
+        self.savepoint("RELEASE SAVEPOINT pgshift_batch").await
+    }
+
+    fn count(&mut self, inserts: u64, updates: u64, deletes: u64) {
+        self.applied.inserts += inserts;
+        self.applied.updates += updates;
+        self.applied.deletes += deletes;
+    }
+
+    async fn savepoint(&self, sql: &str) -> Result<(), PgError> {
+        self.client.batch_execute(sql).await.context(&self.endpoint, || sql.to_string())
+    }
+
+    /// The set-based statements of one keyed table's batch.
+    async fn write_keyed(&mut self, oid: u32, (stage, direct): (BytesMut, BytesMut), statements: &[String]) -> Result<(), PgError> {
+        let table = &self.tables[&oid];
+        let (in_direct, in_stage) = (table.copy_in_sql(self.format), table.stage_copy_sql(self.format));
         if !stage.is_empty() {
             self.prepare_stage(oid).await?;
             self.copy_in(&in_stage, stage).await?;
-            for sql in statements.iter().flatten() {
+            for sql in statements {
                 self.client.batch_execute(sql).await.context(&self.endpoint, || sql.clone())?;
             }
             self.staged.insert(oid);
@@ -327,9 +408,56 @@ impl Applier {
         if !direct.is_empty() {
             self.copy_in(&in_direct, direct).await?;
         }
-        self.applied.inserts += inserts;
-        self.applied.updates += sets + patches;
-        self.applied.deletes += deletes;
+        Ok(())
+    }
+
+    /// A keyed table's batch, change by change in source order. A change that fails
+    /// here too is a real conflict with the target: the error says which.
+    async fn replay(&mut self, oid: u32, ops: Vec<KeyedOp>) -> Result<(), PgError> {
+        let (format, upsert) = (self.format, self.converge);
+        let total = ops.len();
+        for (n, op) in ops.into_iter().enumerate() {
+            let table = &self.tables[&oid];
+            let (what, key) = match &op {
+                KeyedOp::Insert(t) => ("insert", table.key_of(t).expect("keyed")),
+                KeyedOp::Update(k, _) => ("update", k.clone()),
+                KeyedOp::Delete(k) => ("delete", k.clone()),
+            };
+            let result = match &op {
+                KeyedOp::Insert(t) => self.exec_row(table.insert_row(t, format, upsert)).await.map(|_| ()),
+                KeyedOp::Update(k, t) => match self.exec_row(table.move_row(k.clone(), t, format)).await {
+                    // Catching up after a resumed load: a row the target does not have yet.
+                    Ok(0) if upsert && !net::is_partial(t) => self.exec_row(table.insert_row(t, format, true)).await.map(|_| ()),
+                    other => other.map(|_| ()),
+                },
+                KeyedOp::Delete(k) => self.exec_row(table.delete_by_key(k.clone(), format)).await.map(|_| ()),
+            };
+            if let Err(e) = result {
+                let table = &self.tables[&oid];
+                return Err(PgError::Query {
+                    endpoint: self.endpoint.clone(),
+                    context: format!(
+                        "table {}: the {what} of key {} (change {} of {total} in this batch) fails in the source's order too, so the \
+                         target holds something the source does not (a row, constraint or trigger of its own): compare them \
+                         (pgshift inspect --target, pgshift verify), fix the target, and run pgshift follow again, which resumes \
+                         at the last applied transaction",
+                        table.qualified,
+                        table.describe_key(&key, format),
+                        n + 1
+                    ),
+                    detail: match &e {
+                        PgError::Query { detail, .. } => detail.clone(),
+                        other => other.to_string(),
+                    },
+                    code: e.sqlstate().map(str::to_string),
+                });
+            }
+            match op {
+                KeyedOp::Insert(_) => self.applied.inserts += 1,
+                KeyedOp::Update(..) => self.applied.updates += 1,
+                KeyedOp::Delete(_) => self.applied.deletes += 1,
+            }
+        }
         Ok(())
     }
 
@@ -368,8 +496,8 @@ impl Applier {
             if !direct.is_empty() {
                 self.copy_in(&in_direct, direct.split()).await?;
             }
-            if let Some((sql, params)) = statement {
-                self.exec_row(&sql, params).await?;
+            if let Some(statement) = statement {
+                self.exec_row(statement).await?;
             }
             match op {
                 RowOp::Update(..) => self.applied.updates += 1,
@@ -383,10 +511,10 @@ impl Applier {
         Ok(())
     }
 
-    async fn exec_row(&self, sql: &str, params: Vec<RowParam>) -> Result<(), PgError> {
+    /// One statement with its row's values; returns the rows it touched.
+    async fn exec_row(&self, (sql, params): (String, Vec<RowParam>)) -> Result<u64, PgError> {
         let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.iter().map(|p| p as _).collect();
-        self.client.execute(sql, &refs).await.context(&self.endpoint, || sql.to_string())?;
-        Ok(())
+        self.client.execute(&sql, &refs).await.context(&self.endpoint, || sql.clone())
     }
 
     async fn copy_in(&self, sql: &str, rows: BytesMut) -> Result<(), PgError> {

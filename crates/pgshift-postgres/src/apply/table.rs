@@ -26,6 +26,11 @@ pub struct ApplyTable {
     types: Vec<String>,
     /// GENERATED ALWAYS identity columns, which UPDATE may not set.
     always_identity: Vec<bool>,
+    /// The target has unique or exclusion constraints (or unique indexes) besides the
+    /// primary key: a batch's net effect, applied set-based in no particular row
+    /// order, may collide where the source's order did not (two rows swapping a
+    /// value), so its batches run under a savepoint with a source-order fallback.
+    pub order_sensitive: bool,
 }
 
 impl ApplyTable {
@@ -60,7 +65,9 @@ impl ApplyTable {
             }
         };
         let key = key.filter(|k| !k.is_empty());
+        let order_sensitive = order_sensitive(target, table);
         Ok(ApplyTable {
+            order_sensitive,
             qualified: qualified(&relation.schema, &relation.name),
             stage: format!("pg_temp.pgshift_stage_{}", relation.oid),
             names: relation.columns.iter().map(|c| c.name.clone()).collect(),
@@ -219,20 +226,99 @@ impl ApplyTable {
         Some((format!("DELETE FROM ONLY {} WHERE {cond}", self.qualified), params))
     }
 
-    /// Moves a row to a new key, keeping the columns the stream left unchanged.
-    pub fn move_row(&self, old_key: Key, new: &Tuple, format: CopyFormat) -> (String, Vec<RowParam>) {
+    /// One row, in source order (the fallback of a set-based batch); with `upsert`,
+    /// whatever the key already holds is replaced.
+    pub fn insert_row(&self, t: &Tuple, format: CopyFormat, upsert: bool) -> (String, Vec<RowParam>) {
         let mut params = Vec::new();
-        let sets = self.assignments(new, format, &mut params);
-        let key = self.key.as_ref().expect("keyed");
-        let conds: Vec<String> = key
+        let values: Vec<String> = t
             .iter()
-            .zip(old_key)
+            .enumerate()
+            .map(|(i, d)| {
+                params.push(RowParam::new(d, format));
+                format!("${}::{}", params.len(), self.types[i])
+            })
+            .collect();
+        let mut sql = format!("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE VALUES ({})", self.qualified, self.cols(), values.join(", "));
+        if let (true, Some(key)) = (upsert, &self.key) {
+            let conflict = column_list(key.iter().map(|&i| self.names[i].as_str()));
+            let sets: Vec<String> = self.settable(None).map(|c| format!("{c} = EXCLUDED.{c}", c = quote_ident(c))).collect();
+            let action = if sets.is_empty() { "NOTHING".to_string() } else { format!("UPDATE SET {}", sets.join(", ")) };
+            sql.push_str(&format!(" ON CONFLICT ({conflict}) DO {action}"));
+        }
+        (sql, params)
+    }
+
+    fn key_match(&self, key: Key, format: CopyFormat, params: &mut Vec<RowParam>) -> String {
+        let columns = self.key.as_ref().expect("keyed");
+        let conds: Vec<String> = columns
+            .iter()
+            .zip(key)
             .map(|(&i, v)| {
                 params.push(RowParam(v, pg_format(format)));
                 format!("{} = ${}::{}", quote_ident(&self.names[i]), params.len(), self.types[i])
             })
             .collect();
-        (format!("UPDATE ONLY {} SET {} WHERE {}", self.qualified, sets.join(", "), conds.join(" AND ")), params)
+        conds.join(" AND ")
+    }
+
+    /// Deletes the row with this key.
+    pub fn delete_by_key(&self, key: Key, format: CopyFormat) -> (String, Vec<RowParam>) {
+        let mut params = Vec::new();
+        let cond = self.key_match(key, format, &mut params);
+        (format!("DELETE FROM ONLY {} WHERE {cond}", self.qualified), params)
+    }
+
+    /// A key as people read it: `(id)=(42)`, decoded for the common key types.
+    pub fn describe_key(&self, key: &Key, format: CopyFormat) -> String {
+        let columns = self.key.as_ref().expect("keyed");
+        let names: Vec<&str> = columns.iter().map(|&i| self.names[i].as_str()).collect();
+        let values: Vec<String> = columns.iter().zip(key).map(|(&i, v)| show_value(v.as_deref(), &self.types[i], format)).collect();
+        format!("({})=({})", names.join(", "), values.join(", "))
+    }
+
+    /// Moves a row to a new key, keeping the columns the stream left unchanged.
+    pub fn move_row(&self, old_key: Key, new: &Tuple, format: CopyFormat) -> (String, Vec<RowParam>) {
+        let mut params = Vec::new();
+        let sets = self.assignments(new, format, &mut params);
+        let cond = self.key_match(old_key, format, &mut params);
+        (format!("UPDATE ONLY {} SET {} WHERE {cond}", self.qualified, sets.join(", ")), params)
+    }
+}
+
+/// Whether the target table (or a partitioned table above it, whose unique indexes
+/// its partitions share) has unique or exclusion constraints, or unique indexes,
+/// other than its primary key.
+fn order_sensitive(target: &Catalog, table: &crate::catalog::Table) -> bool {
+    let own = |t: &crate::catalog::Table| {
+        t.constraints.iter().any(|c| c.kind == "u" || c.kind == "x") || t.indexes.iter().any(|i| i.definition.starts_with("CREATE UNIQUE INDEX"))
+    };
+    let mut current = Some(table);
+    while let Some(t) = current {
+        if own(t) {
+            return true;
+        }
+        current = t.partition_of.as_ref().and_then(|(s, n, _)| target.table(s, n));
+    }
+    false
+}
+
+/// One value for an error message: text as it is; binary integers, uuids and text
+/// decoded; anything else as hex.
+fn show_value(v: Option<&[u8]>, type_name: &str, format: CopyFormat) -> String {
+    let Some(b) = v else { return "NULL".into() };
+    if format == CopyFormat::Text {
+        return String::from_utf8_lossy(b).into_owned();
+    }
+    match (type_name, b.len()) {
+        ("smallint", 2) => i16::from_be_bytes([b[0], b[1]]).to_string(),
+        ("integer", 4) => i32::from_be_bytes(b.try_into().expect("4 bytes")).to_string(),
+        ("bigint", 8) => i64::from_be_bytes(b.try_into().expect("8 bytes")).to_string(),
+        ("uuid", 16) => {
+            let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+            format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+        }
+        (t, _) if t == "text" || t.starts_with("character") => String::from_utf8_lossy(b).into_owned(),
+        _ => format!("\\x{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
     }
 }
 
