@@ -8,6 +8,12 @@
 //! When the switch succeeds, the source database is made read-only for new sessions
 //! and the sessions that were waiting to write are ended before the locks go, so no
 //! write can land on the old database unseen.
+//!
+//! Nothing whose cost grows with the data runs while writers wait: inside the fence
+//! each side only opens a REPEATABLE READ transaction (the source's sees every write
+//! before the fence, the target's every change applied up to it); the row counts
+//! are compared under those two snapshots after the locks are released, exactly,
+//! even while the application already writes to the new database.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,6 +59,22 @@ pub struct TableCount {
     pub target_rows: i64,
 }
 
+/// The write pause, step by step (milliseconds).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PauseSteps {
+    /// Waiting for the writers in flight to finish (LOCK TABLE).
+    pub lock_ms: f64,
+    /// Writing the fence mark and waiting until the target applied it.
+    pub last_changes_ms: f64,
+    pub sequences_ms: f64,
+    /// Opening the snapshots the counts are compared under.
+    pub snapshots_ms: f64,
+    /// Reverse replication's slot, rollback's read-write switch.
+    pub switch_ms: f64,
+    /// Making the source read-only and releasing the locks.
+    pub release_ms: f64,
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct CutoverReport {
     pub run_id: i64,
@@ -65,6 +87,8 @@ pub struct CutoverReport {
     pub write_pause_ms: f64,
     pub sequences_synced: usize,
     pub counts: Vec<TableCount>,
+    /// Where the write pause went, in milliseconds.
+    pub pause_steps: PauseSteps,
     pub source_read_only: bool,
     /// The slot on the target that carries changes back to the source (--reverse).
     pub reverse_slot: Option<String>,
@@ -104,12 +128,13 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
         format!("on the source: LOCK TABLE {} IN EXCLUSIVE MODE (lock_timeout {} ms)", names.join(", "), opts.timeout.as_millis()),
         "write a fence mark into the source's WAL and wait until the target applied it".into(),
         format!("copy {} sequence values to the target", ddl::sequence_values(&catalog, &source_tables).len()),
-        format!("compare row counts of {} tables", names.len()),
+        "open a snapshot on each side (the counts are compared under them after the pause)".into(),
         if opts.keep_source_writable {
             "release the locks; the source stays writable (--keep-source-writable)".into()
         } else {
             "make the source database read-only for new sessions and end the sessions waiting to write, then release the locks".into()
         },
+        format!("compare row counts of {} tables under the fence's snapshots", names.len()),
         format!("mark run {} done, drop slot {slot} and its publication on the source", run.run_id),
     ];
     if opts.reverse {
@@ -151,16 +176,31 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
     }
 
     crate::metrics::set_phase("cutover");
+    // Every connection the pause needs is made before it begins.
     let fence = source.connect().await?;
+    let snapshots = (source.connect().await?, target.connect().await?);
     let lock = format!(
         "BEGIN; SET LOCAL lock_timeout = {}; LOCK TABLE {} IN EXCLUSIVE MODE",
         opts.timeout.as_millis(),
         if names.is_empty() { "pg_catalog.pg_class".to_string() } else { names.join(", ") }
     );
-    fence.batch_execute(&lock).await.context(&src_name, || "fence writes (LOCK TABLE ... IN EXCLUSIVE MODE)".into())?;
     let paused = Instant::now();
+    let mut clock = StepClock::new();
+    fence.batch_execute(&lock).await.context(&src_name, || "fence writes (LOCK TABLE ... IN EXCLUSIVE MODE)".into())?;
+    report.pause_steps.lock_ms = clock.lap();
     let result = async {
-        let done = fenced(&fence, &src, &dst, (src_name, dst_name), (&slot, &run.schema_map), &catalog, &pairs, paused, opts).await?;
+        let fence_lsn = apply_up_to_fence(&fence, &src, src_name, &slot, paused, opts.timeout).await?;
+        report.pause_steps.last_changes_ms = clock.lap();
+        let source_tables: Vec<&Table> = pairs.iter().map(|(s, _)| *s).collect();
+        let sequences = sync_sequences(&fence, &dst, (src_name, dst_name), (&catalog, &run.schema_map), &source_tables).await?;
+        report.pause_steps.sequences_ms = clock.lap();
+        for (client, name) in [(&snapshots.0, src_name), (&snapshots.1, dst_name)] {
+            client
+                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1")
+                .await
+                .context(&name, || "open the snapshot the counts are compared under".into())?;
+        }
+        report.pause_steps.snapshots_ms = clock.lap();
         if opts.reverse {
             let new_names: Vec<String> = tables.iter().map(|t| t.qualified()).collect();
             report.reverse_slot = Some(reverse::set_up((&src, src_name), (&dst, target), run.run_id, &new_names, &run.schema_map).await?);
@@ -169,26 +209,29 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
             let sql = format!("ALTER DATABASE {} RESET default_transaction_read_only", quote_ident(target.dbname()));
             dst.batch_execute(&sql).await.context(&dst_name, || sql.clone())?;
         }
-        Ok::<_, Error>(done)
+        report.pause_steps.switch_ms = clock.lap();
+        Ok::<_, Error>((fence_lsn, sequences))
     }
     .await;
     match result {
-        Ok((fence_lsn, sequences, counts)) => {
+        Ok((fence_lsn, sequences)) => {
             if !opts.keep_source_writable {
                 make_read_only(&fence, src_name, source.dbname()).await?;
                 report.source_read_only = true;
             }
             fence.batch_execute("COMMIT").await.context(&src_name, || "release the fence".into())?;
+            report.pause_steps.release_ms = clock.lap();
             report.write_pause_ms = paused.elapsed().as_secs_f64() * 1000.0;
             report.fence_lsn = Some(fence_lsn.to_string());
             report.sequences_synced = sequences;
-            report.counts = counts;
         }
         Err(e) => {
             let _ = fence.batch_execute("ROLLBACK").await;
             return Err(Error::State(format!("cutover aborted, writes on the source resumed and nothing was switched: {e}")));
         }
     }
+    tracing::info!("writes resumed after {:.0} ms; comparing row counts under the fence's snapshots", report.write_pause_ms);
+    let counted = compare_counts(&snapshots.0, &snapshots.1, (src_name, dst_name), &pairs).await;
     store.advance(run.run_id, Phase::Loaded, Phase::Done).await?;
     if let Some(task) = own_follower {
         let _ = task.await;
@@ -205,22 +248,28 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
         }
     }
     crate::metrics::set_phase("done");
+    report.counts = counted?;
     Ok(report)
 }
 
-/// Everything that happens while writes are paused. Any error here rolls the fence back.
-#[allow(clippy::too_many_arguments)]
-async fn fenced(
-    fence: &Client,
-    src: &Client,
-    dst: &Client,
-    (src_name, dst_name): (&str, &str),
-    (slot, schema_map): (&str, &SchemaMap),
-    catalog: &Catalog,
-    tables: &[(&Table, &Table)],
-    paused: Instant,
-    opts: &CutoverOptions,
-) -> Result<(Lsn, usize, Vec<TableCount>)> {
+/// Milliseconds since the last lap.
+struct StepClock(Instant);
+
+impl StepClock {
+    fn new() -> StepClock {
+        StepClock(Instant::now())
+    }
+
+    fn lap(&mut self) -> f64 {
+        let ms = self.0.elapsed().as_secs_f64() * 1000.0;
+        self.0 = Instant::now();
+        ms
+    }
+}
+
+/// Writes the fence mark and waits until the target confirmed it: every change made
+/// before the fence is applied. Gives up at `timeout` after the pause began.
+async fn apply_up_to_fence(fence: &Client, src: &Client, src_name: &str, slot: &str, paused: Instant, timeout: Duration) -> Result<Lsn> {
     let fence_lsn = emit_mark(fence, src, src_name, FENCE).await?;
     loop {
         let confirmed: Option<String> = src
@@ -229,20 +278,16 @@ async fn fenced(
             .context(&src_name, || "read the slot's confirmed position".into())?
             .get(0);
         if confirmed.and_then(|c| c.parse::<Lsn>().ok()).is_some_and(|c| c >= fence_lsn) {
-            break;
+            return Ok(fence_lsn);
         }
-        if paused.elapsed() >= opts.timeout {
+        if paused.elapsed() >= timeout {
             return Err(Error::State(format!(
                 "the target did not apply the changes up to the fence at {fence_lsn} within {} ms (is pgshift follow running?)",
-                opts.timeout.as_millis()
+                timeout.as_millis()
             )));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let source_tables: Vec<&Table> = tables.iter().map(|(s, _)| *s).collect();
-    let sequences = sync_sequences(fence, dst, (src_name, dst_name), (catalog, schema_map), &source_tables).await?;
-    let counts = compare_counts(fence, dst, (src_name, dst_name), tables).await?;
-    Ok((fence_lsn, sequences, counts))
 }
 
 /// Waits (before fencing) until the follower this process started has caught up.
@@ -292,13 +337,16 @@ async fn sync_sequences(
     Ok(statements.len())
 }
 
-async fn compare_counts(fence: &Client, dst: &Client, (src_name, dst_name): (&str, &str), tables: &[(&Table, &Table)]) -> Result<Vec<TableCount>> {
+/// Row counts of every run table, each side in the snapshot opened inside the fence
+/// (both transactions end here). The switch already happened: a difference is an
+/// error that says how to go back.
+async fn compare_counts(src: &Client, dst: &Client, (src_name, dst_name): (&str, &str), tables: &[(&Table, &Table)]) -> Result<Vec<TableCount>> {
     let mut counts = Vec::new();
     let mut differ = Vec::new();
     for (s, t) in tables {
         let count = |t: &Table| format!("SELECT count(*) FROM ONLY {}", t.qualified());
         let (src_sql, dst_sql, name) = (count(s), count(t), t.display_name());
-        let (s, d) = tokio::join!(fence.query_one(&src_sql, &[]), dst.query_one(&dst_sql, &[]));
+        let (s, d) = tokio::join!(src.query_one(&src_sql, &[]), dst.query_one(&dst_sql, &[]));
         let c = TableCount {
             table: name.clone(),
             source_rows: s.context(&src_name, || src_sql.clone())?.get(0),
@@ -309,8 +357,16 @@ async fn compare_counts(fence: &Client, dst: &Client, (src_name, dst_name): (&st
         }
         counts.push(c);
     }
+    for (client, name) in [(src, src_name), (dst, dst_name)] {
+        client.batch_execute("COMMIT").await.context(&name, || "end the snapshot".into())?;
+    }
     if !differ.is_empty() {
-        return Err(Error::State(format!("row counts differ ({}); run pgshift verify for details", differ.join("; "))));
+        return Err(Error::State(format!(
+            "the switch happened, but the row counts at the fence differ ({}): the target is missing changes. \
+             Keep the application on the old database: pgshift rollback (with --reverse) switches back, or \
+             ALTER DATABASE ... RESET default_transaction_read_only on the old one; pgshift verify shows where they differ",
+            differ.join("; ")
+        )));
     }
     Ok(counts)
 }
