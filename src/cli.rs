@@ -269,12 +269,17 @@ pub struct FollowTuning {
     /// Longest wait before applied changes are committed on the target, in milliseconds.
     #[arg(long, env = "PGSHIFT_COMMIT_DELAY_MS", default_value_t = 200)]
     pub commit_delay_ms: u64,
+    /// When a connection to the source or target is lost (restart, failover, terminated session), keep
+    /// reconnecting this long (e.g. 5m, 1h) before giving up; catch-up resumes at the last applied transaction.
+    #[arg(long, env = "PGSHIFT_RECONNECT_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub reconnect_timeout: Duration,
 }
 
 impl FollowTuning {
     pub fn options(&self) -> FollowOptions {
         FollowOptions {
             until: if self.until_caught_up { Until::CaughtUp } else { Until::Stopped },
+            reconnect_timeout: self.reconnect_timeout,
             batch_rows: self.batch_rows.max(1),
             commit_delay: Duration::from_millis(self.commit_delay_ms),
             embedding: None,
@@ -365,7 +370,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => n / 1000.0,
         "s" => n,
         "m" => n * 60.0,
-        _ => return Err(format!("unknown unit {unit:?} in {s:?}: use ms, s or m")),
+        "h" => n * 3600.0,
+        _ => return Err(format!("unknown unit {unit:?} in {s:?}: use ms, s, m or h")),
     };
     Ok(Duration::from_secs_f64(seconds))
 }

@@ -79,6 +79,7 @@ pub struct Copy {
 pub struct Follow {
     pub batch_rows: Option<u64>,
     pub commit_delay_ms: Option<u64>,
+    pub reconnect_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -157,6 +158,11 @@ impl Config {
         }
         if self.follow.batch_rows == Some(0) {
             out.push("follow.batch_rows: must be at least 1".into());
+        }
+        if let Some(t) = &self.follow.reconnect_timeout {
+            if let Err(e) = crate::cli::parse_duration(t) {
+                out.push(format!("follow.reconnect_timeout: {e}"));
+            }
         }
         if let Some(t) = &self.cutover.timeout {
             if let Err(e) = crate::cli::parse_duration(t) {
@@ -239,6 +245,7 @@ impl Config {
         set("PGSHIFT_MAINTENANCE_WORK_MEM", self.copy.maintenance_work_mem.clone());
         set("PGSHIFT_BATCH_ROWS", self.follow.batch_rows.map(|n| n.to_string()));
         set("PGSHIFT_COMMIT_DELAY_MS", self.follow.commit_delay_ms.map(|n| n.to_string()));
+        set("PGSHIFT_RECONNECT_TIMEOUT", self.follow.reconnect_timeout.clone());
         set("PGSHIFT_CUTOVER_TIMEOUT", self.cutover.timeout.clone());
         set("PGSHIFT_MAX_LAG_MB", self.cutover.max_lag_mb.map(|n| n.to_string()));
         set("PGSHIFT_METRICS_ADDR", self.metrics.addr.clone());

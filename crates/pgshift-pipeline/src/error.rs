@@ -20,6 +20,11 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Whether retrying on new connections may succeed (see `PgError::is_transient`).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Postgres(e) if e.is_transient())
+    }
+
     /// A short, secret-free name for the `kind` label of `pgshift_errors_total`.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -29,6 +34,7 @@ impl Error {
             Error::Postgres(PgError::AuthFailed { .. }) => "auth",
             Error::Postgres(PgError::Query { .. }) => "query",
             Error::Postgres(PgError::Protocol { .. }) => "replication",
+            Error::Postgres(PgError::Disconnected { .. }) => "disconnected",
             Error::Preflight(_) => "preflight",
             Error::State(_) => "state",
             Error::Input(_) => "input",

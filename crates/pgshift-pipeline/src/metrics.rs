@@ -43,6 +43,10 @@ metric!(APPLY_FALLBACKS: IntCounter = register_int_counter_with_registry(
     "pgshift_apply_fallbacks_total",
     "Catch-up batches re-applied change by change in source order after a set-based statement collided (unique or exclusion constraints)"
 ));
+metric!(RECONNECTS: IntCounter = register_int_counter_with_registry(
+    "pgshift_reconnects_total",
+    "Times catch-up lost a connection to the source or target and reconnected"
+));
 metric!(APPLY_BATCH_SECONDS: Histogram = register_histogram_with_registry(
     "pgshift_apply_batch_seconds",
     "Time to write and commit one catch-up batch on the target",
@@ -62,7 +66,7 @@ metric!(EMBEDDING_QUEUE: IntGauge = register_int_gauge_with_registry("pgshift_em
 metric!(ERRORS: IntCounterVec = register_int_counter_vec_with_registry("pgshift_errors_total", "Errors that stopped a command, by kind", &["kind"]));
 
 /// Every metric, registered on first use.
-fn all() -> [&'static dyn Collector; 18] {
+fn all() -> [&'static dyn Collector; 19] {
     [
         &*PHASE,
         &*ROWS_COPIED,
@@ -76,6 +80,7 @@ fn all() -> [&'static dyn Collector; 18] {
         &*LAG_SECONDS,
         &*APPLIED,
         &*APPLY_FALLBACKS,
+        &*RECONNECTS,
         &*APPLY_BATCH_SECONDS,
         &*EMBEDDINGS,
         &*EMBEDDING_CACHE_HITS,

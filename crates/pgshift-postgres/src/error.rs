@@ -16,6 +16,10 @@ pub enum PgError {
     Query { endpoint: String, context: String, detail: String, code: Option<String> },
     #[error("{endpoint}: replication protocol: {message}")]
     Protocol { endpoint: String, message: String },
+    /// The connection went away (server shut down or restarted, session terminated,
+    /// network): worth reconnecting.
+    #[error("{endpoint}: connection lost: {reason}")]
+    Disconnected { endpoint: String, reason: String },
 }
 
 impl PgError {
@@ -24,6 +28,19 @@ impl PgError {
         match self {
             PgError::Query { code, .. } => code.as_deref(),
             _ => None,
+        }
+    }
+
+    /// Whether the same work may succeed on a new connection a little later: the
+    /// server was unreachable, went away, is starting up or shutting down, ended the
+    /// session, or still holds the previous session's slot.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PgError::Unreachable { .. } | PgError::Disconnected { .. } => true,
+            // 08: connection exceptions; 57P01/02/03: admin or crash shutdown, starting up;
+            // 55006: the slot is still active for the session being replaced; 53300: too many connections.
+            PgError::Query { code: Some(c), .. } => c.starts_with("08") || ["57P01", "57P02", "57P03", "55006", "53300"].contains(&c.as_str()),
+            _ => false,
         }
     }
 }
@@ -59,5 +76,8 @@ impl<T> Context<T> for Result<T, tokio_postgres::Error> {
 
 /// A server error with "which server, doing what".
 pub fn query_error(e: &tokio_postgres::Error, endpoint: &dyn fmt::Display, what: String) -> PgError {
+    if e.is_closed() || (e.as_db_error().is_none() && e.code().is_none() && std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())) {
+        return PgError::Disconnected { endpoint: endpoint.to_string(), reason: format!("{what}: {}", describe(e)) };
+    }
     PgError::Query { endpoint: endpoint.to_string(), context: what, detail: describe(e), code: e.code().map(|c| c.code().to_string()) }
 }

@@ -254,7 +254,9 @@ impl ReplicationConn {
                     return Ok(WalEvent::Keepalive { wal_end, reply_requested: body.get_u8() == 1 });
                 }
                 b'E' => return Err(self.error_frame(tag, body, "replication stream")),
-                b'c' => return Err(self.protocol("the server ended the replication stream".into())),
+                // CopyDone, CommandComplete, ReadyForQuery: the walsender ended the stream
+                // (server shutting down, or the session was terminated).
+                b'c' | b'C' | b'Z' => return Err(self.disconnected("the source ended the replication stream (shut down, restarted, or its walsender was terminated)")),
                 b'N' => {}
                 other => return Err(self.protocol(format!("unexpected message {:?} while streaming", other as char))),
             }
@@ -298,9 +300,9 @@ impl ReplicationConn {
                 tokio::time::sleep(READ_PAUSE).await;
             }
             self.buf.reserve(256 * 1024);
-            let n = self.stream.read_buf(&mut self.buf).await.map_err(|e| self.protocol(e.to_string()))?;
+            let n = self.stream.read_buf(&mut self.buf).await.map_err(|e| self.disconnected(&e.to_string()))?;
             if n == 0 {
-                return Err(self.protocol("server closed the connection".into()));
+                return Err(self.disconnected("the server closed the connection"));
             }
             self.wait_before_read = self.streaming && n < SMALL_READ;
         }
@@ -328,8 +330,8 @@ impl ReplicationConn {
     }
 
     async fn send(&mut self, bytes: &[u8]) -> Result<(), PgError> {
-        self.stream.write_all(bytes).await.map_err(|e| self.protocol(e.to_string()))?;
-        self.stream.flush().await.map_err(|e| self.protocol(e.to_string()))
+        self.stream.write_all(bytes).await.map_err(|e| self.disconnected(&e.to_string()))?;
+        self.stream.flush().await.map_err(|e| self.disconnected(&e.to_string()))
     }
 
     async fn next_message(&mut self) -> Result<Message, PgError> {
@@ -338,9 +340,9 @@ impl ReplicationConn {
                 return Ok(msg);
             }
             self.buf.reserve(8192);
-            let n = self.stream.read_buf(&mut self.buf).await.map_err(|e| self.protocol(e.to_string()))?;
+            let n = self.stream.read_buf(&mut self.buf).await.map_err(|e| self.disconnected(&e.to_string()))?;
             if n == 0 {
-                return Err(self.protocol("server closed the connection".into()));
+                return Err(self.disconnected("the server closed the connection"));
             }
         }
     }
@@ -363,6 +365,10 @@ impl ReplicationConn {
             return PgError::AuthFailed { endpoint: self.endpoint.clone() };
         }
         PgError::Query { endpoint: self.endpoint.clone(), context: context.into(), detail: message + &hint, code: Some(code) }
+    }
+
+    fn disconnected(&self, reason: &str) -> PgError {
+        PgError::Disconnected { endpoint: self.endpoint.clone(), reason: reason.to_string() }
     }
 
     fn protocol(&self, message: String) -> PgError {

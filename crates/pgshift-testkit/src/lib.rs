@@ -156,6 +156,26 @@ impl Cluster {
         unreachable!()
     }
 
+    /// Runs `pg_ctl ACTION` (with `-m MODE` for stop and restart) and waits for it.
+    fn pg_ctl(&self, action: &str, mode: &str) {
+        let mut cmd = as_server_user(Command::new(self.bin.join("pg_ctl")), server_user());
+        cmd.arg("-D").arg(self.dir.join("data")).arg("-l").arg(self.dir.join("server.log"));
+        if action != "start" {
+            cmd.args(["-m", mode]);
+        }
+        run_checked(cmd.args(["-w", "-t", "60", action]), &format!("pg_ctl {action}"));
+    }
+
+    /// Stops the server (`fast`: sessions are ended, as in maintenance).
+    pub fn stop(&self) {
+        self.pg_ctl("stop", "fast");
+    }
+
+    /// Starts a stopped server again, on the same port.
+    pub fn start_again(&self) {
+        self.pg_ctl("start", "fast");
+    }
+
     /// Connection URL with the password, as a user would pass it to pgshift.
     pub fn url(&self, db: &str) -> String {
         format!("postgresql://postgres:{PASSWORD}@127.0.0.1:{}/{db}", self.port)
@@ -175,18 +195,26 @@ impl Cluster {
 
     /// Runs SQL with this cluster's psql over the socket; panics with psql's output on error.
     pub fn psql(&self, db: &str, sql: &str) -> String {
-        let out = run_checked(
-            Command::new(self.bin.join("psql"))
-                .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
-                .args(["-h", "127.0.0.1", "-U", "postgres", "-d", db])
-                .arg("-p")
-                .arg(self.port.to_string())
-                .env("PGPASSWORD", PASSWORD)
-                .arg("-c")
-                .arg(sql),
-            "psql",
-        );
+        let out = run_checked(&mut self.psql_command(db, sql), "psql");
         String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+    }
+
+    /// Like [`Cluster::psql`], but a failure (server down, statement error) is None.
+    pub fn try_psql(&self, db: &str, sql: &str) -> Option<String> {
+        let out = self.psql_command(db, sql).stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+    }
+
+    fn psql_command(&self, db: &str, sql: &str) -> Command {
+        let mut cmd = Command::new(self.bin.join("psql"));
+        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", db])
+            .arg("-p")
+            .arg(self.port.to_string())
+            .env("PGPASSWORD", PASSWORD)
+            .arg("-c")
+            .arg(sql);
+        cmd
     }
 
     /// The CA that signed a `tls_only` cluster's certificate (use it as `sslrootcert`).

@@ -53,6 +53,8 @@ pub const FENCE: &str = "fence";
 #[derive(Clone, Debug)]
 pub struct FollowOptions {
     pub until: Until,
+    /// How long to keep reconnecting after a connection is lost before giving up.
+    pub reconnect_timeout: Duration,
     /// Changes held in memory before they are written to the target.
     pub batch_rows: usize,
     /// How long applied changes may wait before their target transaction commits.
@@ -63,7 +65,13 @@ pub struct FollowOptions {
 
 impl Default for FollowOptions {
     fn default() -> Self {
-        FollowOptions { until: Until::Stopped, batch_rows: 20_000, commit_delay: Duration::from_millis(200), embedding: None }
+        FollowOptions {
+            until: Until::Stopped,
+            reconnect_timeout: Duration::from_secs(300),
+            batch_rows: 20_000,
+            commit_delay: Duration::from_millis(200),
+            embedding: None,
+        }
     }
 }
 
@@ -85,8 +93,81 @@ pub struct FollowReport {
     pub seconds: f64,
 }
 
+/// What catch-up did across reconnections.
+#[derive(Default)]
+struct Totals {
+    transactions: u64,
+    applied: Applied,
+    /// The first attempt's start position.
+    started_at: Option<Lsn>,
+    /// Set when an attempt got as far as streaming (the outage, if any, is over).
+    streamed: bool,
+}
+
+type Shutdown = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Catch-up that outlives failovers and maintenance: when a connection to either
+/// side goes away (restart, shutdown, terminated session, network), it reconnects
+/// with backoff and resumes from the replication origin, which records exactly what
+/// the target committed. It gives up only after `reconnect_timeout` without getting
+/// back to streaming, saying what failed.
 pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, progress: Arc<dyn Progress>) -> Result<FollowReport> {
     let started = Instant::now();
+    let mut totals = Totals::default();
+    let mut shutdown: Shutdown = Box::pin(shutdown_signal());
+    let mut lost_since: Option<Instant> = None;
+    let mut backoff = INITIAL_BACKOFF;
+    loop {
+        let attempt = follow_once(source, target, opts, &progress, &mut totals, &mut shutdown).await;
+        if std::mem::take(&mut totals.streamed) {
+            (lost_since, backoff) = (None, INITIAL_BACKOFF);
+        }
+        match attempt {
+            Ok(mut report) => {
+                report.started_at_lsn = totals.started_at.unwrap_or_default().to_string();
+                report.transactions = totals.transactions;
+                let a = totals.applied;
+                (report.inserts, report.updates, report.deletes, report.truncates, report.fallbacks) = (a.inserts, a.updates, a.deletes, a.truncates, a.fallbacks);
+                report.seconds = started.elapsed().as_secs_f64();
+                return Ok(report);
+            }
+            Err(e) if e.is_transient() => {
+                let down = lost_since.get_or_insert_with(Instant::now).elapsed();
+                if down >= opts.reconnect_timeout {
+                    return Err(Error::State(format!(
+                        "catch-up gave up after {}s of failed reconnects (--reconnect-timeout): {e}. Nothing is lost: \
+                         pgshift follow resumes from the last applied transaction once both servers are reachable",
+                        down.as_secs()
+                    )));
+                }
+                metrics::RECONNECTS.inc();
+                tracing::warn!("{e}; reconnecting in {:.1}s", backoff.as_secs_f64());
+                progress.step(&format!("connection lost ({e}); reconnecting in {:.1}s", backoff.as_secs_f64()));
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = &mut shutdown => return Err(Error::State(format!("stopped while reconnecting after: {e}"))),
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Waits between reconnect attempts: doubling from the first to the last.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// One connection's worth of catch-up: from the origin's position until the stop
+/// condition, a shutdown signal, or an error.
+async fn follow_once(
+    source: &ConnInfo,
+    target: &ConnInfo,
+    opts: &FollowOptions,
+    progress: &Arc<dyn Progress>,
+    totals: &mut Totals,
+    shutdown: &mut Shutdown,
+) -> Result<FollowReport> {
     let (src_name, dst_name) = (source.endpoint(), target.endpoint());
     let src = source.connect().await?;
     let dst = target.connect().await?;
@@ -124,8 +205,10 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
         return Err(slot::explain_stream_error(e, &src, src_name, &slot).await);
     }
     let mut stream = LogicalStream::spawn(repl, STREAM_QUEUE);
-    crate::progress::enter(&*progress, "catch-up");
+    crate::progress::enter(&**progress, "catch-up");
     tracing::info!(slot = %slot, from = %start, ?format, "streaming changes");
+    totals.started_at.get_or_insert(start);
+    totals.streamed = true;
 
     let probe = match opts.until {
         Until::CaughtUp => Some(emit_mark(&src, &src, src_name, "caught-up").await?),
@@ -142,14 +225,15 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
         skipping: false,
         batch_started: None,
         transactions: 0,
+        totals,
         oldest_unapplied: None,
         counted: Applied::default(),
         embed: embed.as_ref(),
         schema_map: &run.schema_map,
     };
-    let mut shutdown = Box::pin(shutdown_signal());
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_status = Instant::now();
+    let mut last_confirmed = start;
     let mut last_check = Instant::now();
     // Set when the stop mark was applied; the loop then waits briefly for the
     // keepalive that confirms the WAL written after the mark (its flushing commit).
@@ -189,9 +273,11 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
                 if !f.in_transaction && f.uncommitted_end.is_some() && f.batch_started.is_some_and(|t| t.elapsed() >= opts.commit_delay) {
                     f.commit().await?;
                 }
-                if last_status.elapsed() >= Duration::from_secs(1) {
+                // The slot's confirmed position is what status and cutover read as the
+                // lag: keep it within a tick of what the target holds.
+                if f.confirmed != last_confirmed || last_status.elapsed() >= Duration::from_secs(1) {
                     stream.confirm(f.received, f.confirmed);
-                    last_status = Instant::now();
+                    (last_status, last_confirmed) = (Instant::now(), f.confirmed);
                 }
                 if last_check.elapsed() >= Duration::from_secs(2) {
                     last_check = Instant::now();
@@ -199,13 +285,13 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
                     let secs = f.lag_seconds(lag);
                     metrics::LAG_BYTES.set(lag as i64);
                     metrics::LAG_SECONDS.set(secs);
-                    progress.step(&format!("lag {lag} bytes, {secs:.1}s; applied {} transactions", f.transactions));
+                    progress.step(&format!("lag {lag} bytes, {secs:.1}s; applied {} transactions", f.totals.transactions));
                     if store.is_done(run.run_id).await? {
                         break;
                     }
                 }
             }
-            _ = &mut shutdown => {
+            _ = &mut *shutdown => {
                 tracing::info!("stopping: committing what is complete");
                 break;
             }
@@ -219,20 +305,12 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
     }
     stream.confirm(f.received, f.confirmed);
     stream.close().await;
-    let applied: Applied = f.applier.applied;
     Ok(FollowReport {
         run_id: run.run_id,
         slot_name: slot,
-        started_at_lsn: start.to_string(),
         confirmed_lsn: f.confirmed.to_string(),
         lag_bytes: lag_bytes(&src, src_name, f.confirmed).await?,
-        transactions: f.transactions,
-        inserts: applied.inserts,
-        updates: applied.updates,
-        deletes: applied.deletes,
-        truncates: applied.truncates,
-        fallbacks: applied.fallbacks,
-        seconds: started.elapsed().as_secs_f64(),
+        ..Default::default()
     })
 }
 
@@ -249,7 +327,10 @@ struct Follower<'a> {
     in_transaction: bool,
     skipping: bool,
     batch_started: Option<Instant>,
+    /// Source transactions applied since the target's last commit.
     transactions: u64,
+    /// Counts across reconnections (committed work only).
+    totals: &'a mut Totals,
     /// Commit time of the oldest source transaction received but not yet committed
     /// on the target: what "seconds behind" means while a batch or a large
     /// transaction is on its way.
@@ -310,6 +391,12 @@ impl Follower<'_> {
     /// Moves the applied-changes counters by what the applier did since last time.
     fn count_applied(&mut self) {
         let (now, before) = (self.applier.applied, self.counted);
+        let total = &mut self.totals.applied;
+        total.inserts += now.inserts - before.inserts;
+        total.updates += now.updates - before.updates;
+        total.deletes += now.deletes - before.deletes;
+        total.truncates += now.truncates - before.truncates;
+        total.fallbacks += now.fallbacks - before.fallbacks;
         for (op, n) in [
             ("insert", now.inserts - before.inserts),
             ("update", now.updates - before.updates),
@@ -346,6 +433,7 @@ impl Follower<'_> {
             self.applier.commit(end).await?;
             metrics::APPLY_BATCH_SECONDS.observe(started.elapsed().as_secs_f64());
             self.count_applied();
+            self.totals.transactions += std::mem::take(&mut self.transactions);
             self.confirmed = self.confirmed.max(end);
         }
         if !self.in_transaction {
