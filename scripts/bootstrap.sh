@@ -28,6 +28,9 @@ apt_install() {
 # Debian's PostgreSQL 15 is the "standard PostgreSQL" source in tests; pgbench and
 # psql come with it. unzip unpacks the pgvector wheel.
 apt_install postgresql-15 postgresql-client-15 postgresql-contrib unzip
+# Cutovers through a connection pooler are tested against Debian's PgBouncer (it
+# installs without starting a service; tests run their own, as the server user).
+apt_install pgbouncer
 # The status page test drives Debian's headless Chromium through chromedriver.
 apt_install chromium chromium-driver
 if [ "${PGSHIFT_BENCH:-0}" = "1" ]; then apt_install pgcopydb pgloader sqlite3 time bc; fi

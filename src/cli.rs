@@ -333,6 +333,7 @@ impl PauseSettings {
             rollback: false,
             dry_run: false,
             embedding: None,
+            pgbouncer: None,
         }
     }
 }
@@ -359,6 +360,17 @@ pub struct SwitchArgs {
     /// For a run that computes vectors: the embedder that applies the last changes.
     #[command(flatten)]
     pub embed: EmbedSettings,
+    /// Switch the application in its PgBouncer instead of making it move: the admin console,
+    /// e.g. postgresql://admin@pool:6432/pgbouncer. PAUSE, fence, last changes, the pool's [databases]
+    /// entry pointed at the new database, RELOAD, RESUME: clients wait a moment instead of failing.
+    #[arg(long, env = "PGSHIFT_PGBOUNCER", hide_env_values = true, value_name = "ADMIN_URL")]
+    pub pgbouncer: Option<String>,
+    /// The pooled database to switch (default: the [databases] entry that points at the old database).
+    #[arg(long, env = "PGSHIFT_PGBOUNCER_DB", requires = "pgbouncer")]
+    pub pgbouncer_db: Option<String>,
+    /// PgBouncer's configuration file, when pgshift sees it at another path than PgBouncer reports (SHOW CONFIG's conffile).
+    #[arg(long, env = "PGSHIFT_PGBOUNCER_INI", requires = "pgbouncer")]
+    pub pgbouncer_ini: Option<std::path::PathBuf>,
 }
 
 /// `5s`, `800ms`, `2m` or plain seconds.

@@ -271,6 +271,14 @@ async fn switch(a: &SwitchArgs, reverse: bool, rollback: bool) -> Result<ExitCod
         rollback,
         dry_run: a.dry_run,
         embedding: a.embed.setup()?,
+        pgbouncer: match &a.pgbouncer {
+            Some(url) => Some(pgshift_pipeline::cutover::pooler::PoolerOptions {
+                admin: ConnInfo::parse(url, "--pgbouncer")?,
+                database: a.pgbouncer_db.clone(),
+                ini: a.pgbouncer_ini.clone(),
+            }),
+            None => None,
+        },
         ..a.pause.options()
     };
     let (from, to) = if rollback { (&new, &old) } else { (&old, &new) };

@@ -166,6 +166,14 @@ impl ConnInfo {
     /// A new connection with stable text settings; failures name the endpoint and
     /// say whether the server was unreachable or refused the credentials.
     pub async fn connect(&self) -> Result<Client, PgError> {
+        let client = self.connect_plain().await?;
+        client.batch_execute(STABLE_TEXT_SETTINGS).await.map_err(|e| self.connect_error(&e))?;
+        Ok(client)
+    }
+
+    /// A connection without pgshift's session settings, for servers that only speak
+    /// part of PostgreSQL (PgBouncer's admin console takes no SET).
+    pub async fn connect_plain(&self) -> Result<Client, PgError> {
         let client = match &self.tls {
             Some(tls) => {
                 let (client, connection) =
@@ -179,7 +187,6 @@ impl ConnInfo {
                 client
             }
         };
-        client.batch_execute(STABLE_TEXT_SETTINGS).await.map_err(|e| self.connect_error(&e))?;
         Ok(client)
     }
 

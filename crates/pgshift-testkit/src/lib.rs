@@ -344,3 +344,76 @@ pub fn free_port() -> u16 {
         }
     }
 }
+
+/// A throw-away PgBouncer (Debian's) in transaction pooling mode, run as the server
+/// user, stopped on drop. Its `[databases]` point at clusters; the admin console is
+/// the `pgbouncer` database, for user postgres.
+pub struct PgBouncer {
+    pub port: u16,
+    dir: PathBuf,
+    child: std::process::Child,
+}
+
+impl PgBouncer {
+    /// `databases`: (pooled name, cluster, database on it).
+    pub fn start(databases: &[(&str, &Cluster, &str)]) -> PgBouncer {
+        let bin = PathBuf::from("/usr/sbin/pgbouncer");
+        assert!(bin.exists(), "PgBouncer not found at {}: run scripts/bootstrap.sh", bin.display());
+        let dir = fresh_dir();
+        let owner = server_user();
+        let port = free_port();
+        let entries: Vec<String> =
+            databases.iter().map(|(name, c, db)| format!("{name} = host=127.0.0.1 port={} dbname={db}", c.port)).collect();
+        let ini = format!(
+            "[databases]\n{}\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+             auth_type = scram-sha-256\nauth_file = {dir}/userlist.txt\nadmin_users = postgres\npool_mode = transaction\n\
+             max_client_conn = 200\ndefault_pool_size = 10\nlogfile = {dir}/pgbouncer.log\nignore_startup_parameters = extra_float_digits\n",
+            entries.join("\n"),
+            dir = dir.display()
+        );
+        std::fs::write(dir.join("pgbouncer.ini"), ini).unwrap();
+        std::fs::write(dir.join("userlist.txt"), format!("\"postgres\" \"{PASSWORD}\"\n")).unwrap();
+        if let Some((uid, gid)) = owner {
+            for f in ["", "pgbouncer.ini", "userlist.txt"] {
+                std::os::unix::fs::chown(dir.join(f), Some(uid), Some(gid)).unwrap();
+            }
+        }
+        let child = as_server_user(Command::new(&bin), owner)
+            .arg(dir.join("pgbouncer.ini"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start pgbouncer");
+        let bouncer = PgBouncer { port, dir, child };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return bouncer;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("pgbouncer did not listen on {port}: {}", bouncer.log());
+    }
+
+    /// The configuration file (what `SHOW CONFIG` reports as conffile).
+    pub fn ini(&self) -> PathBuf {
+        self.dir.join("pgbouncer.ini")
+    }
+
+    /// A URL to a pooled database (or `pgbouncer`, the admin console), with the password.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgresql://postgres:{PASSWORD}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("pgbouncer.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

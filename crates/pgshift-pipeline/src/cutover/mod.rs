@@ -50,6 +50,8 @@ pub struct CutoverOptions {
     pub dry_run: bool,
     /// The embedder, when the cutover applies the last changes of a run that computes vectors.
     pub embedding: Option<crate::embed::EmbeddingSetup>,
+    /// Switch the application's clients in PgBouncer instead of making them move.
+    pub pgbouncer: Option<pooler::PoolerOptions>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -57,6 +59,13 @@ pub struct TableCount {
     pub table: String,
     pub source_rows: i64,
     pub target_rows: i64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PoolerReport {
+    pub database: String,
+    pub ini: String,
+    pub client_wait_ms: f64,
 }
 
 /// The write pause, step by step (milliseconds).
@@ -92,10 +101,14 @@ pub struct CutoverReport {
     pub source_read_only: bool,
     /// The slot on the target that carries changes back to the source (--reverse).
     pub reverse_slot: Option<String>,
+    /// The pooled database switched in PgBouncer (--pgbouncer), and how long its
+    /// clients' queries were held.
+    pub pgbouncer: Option<PoolerReport>,
     /// The database the application should use from now on (redacted).
     pub switch_to: String,
 }
 
+pub mod pooler;
 pub mod reverse;
 
 pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions) -> Result<CutoverReport> {
@@ -144,6 +157,18 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
     if opts.rollback {
         report.steps.insert(4, format!("make {dst_name} writable again (ALTER DATABASE ... RESET default_transaction_read_only)"));
     }
+    let mut pool = match &opts.pgbouncer {
+        Some(p) => Some(p.prepare(source, target).await?),
+        None => None,
+    };
+    if let Some(p) = &pool {
+        report.steps.insert(0, format!("PgBouncer: PAUSE {} (transactions in flight finish, new queries wait)", p.database));
+        let at = report.steps.len() - 2;
+        report.steps.insert(
+            at,
+            format!("PgBouncer: point [databases] {} in {} at {dst_name}, RELOAD, RESUME {}", p.database, p.ini.display(), p.database),
+        );
+    }
     if lag > opts.max_lag_bytes {
         return Err(Error::State(format!(
             "the target is {lag} bytes of WAL behind the source (limit {}): let pgshift follow catch up first, \
@@ -186,9 +211,12 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
     );
     let paused = Instant::now();
     let mut clock = StepClock::new();
-    fence.batch_execute(&lock).await.context(&src_name, || "fence writes (LOCK TABLE ... IN EXCLUSIVE MODE)".into())?;
-    report.pause_steps.lock_ms = clock.lap();
     let result = async {
+        if let Some(p) = pool.as_mut() {
+            p.pause(opts.timeout).await?;
+        }
+        fence.batch_execute(&lock).await.context(&src_name, || "fence writes (LOCK TABLE ... IN EXCLUSIVE MODE)".into())?;
+        report.pause_steps.lock_ms = clock.lap();
         let fence_lsn = apply_up_to_fence(&fence, &src, src_name, &slot, paused, opts.timeout).await?;
         report.pause_steps.last_changes_ms = clock.lap();
         let source_tables: Vec<&Table> = pairs.iter().map(|(s, _)| *s).collect();
@@ -209,6 +237,12 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
             let sql = format!("ALTER DATABASE {} RESET default_transaction_read_only", quote_ident(target.dbname()));
             dst.batch_execute(&sql).await.context(&dst_name, || sql.clone())?;
         }
+        if let Some(p) = pool.as_mut() {
+            p.repoint().await?;
+            let waited = p.resume().await?;
+            report.pgbouncer =
+                Some(PoolerReport { database: p.database.clone(), ini: p.ini.display().to_string(), client_wait_ms: waited.as_secs_f64() * 1000.0 });
+        }
         report.pause_steps.switch_ms = clock.lap();
         Ok::<_, Error>((fence_lsn, sequences))
     }
@@ -227,6 +261,9 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
         }
         Err(e) => {
             let _ = fence.batch_execute("ROLLBACK").await;
+            if let Some(p) = pool.as_mut() {
+                p.undo().await;
+            }
             return Err(Error::State(format!("cutover aborted, writes on the source resumed and nothing was switched: {e}")));
         }
     }
