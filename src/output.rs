@@ -174,6 +174,12 @@ pub fn print_cutover(r: &CutoverReport) {
         r.fence_lsn.as_deref().unwrap_or("-"),
         r.sequences_synced
     );
+    let p = &r.pause_steps;
+    println!(
+        "The pause: {:.0} ms waiting for writers in flight, {:.0} ms for the last changes, {:.0} ms sequences, {:.0} ms snapshots, \
+         {:.0} ms switching, {:.0} ms releasing; the row counts above were compared afterwards, as of the fence.",
+        p.lock_ms, p.last_changes_ms, p.sequences_ms, p.snapshots_ms, p.switch_ms, p.release_ms
+    );
     if r.source_read_only {
         println!("The database switched away from is now read-only for new sessions (ALTER DATABASE ... RESET default_transaction_read_only undoes it).");
     }
@@ -183,7 +189,13 @@ pub fn print_cutover(r: &CutoverReport) {
              to keep the old database current; pgshift rollback --source OLD --target NEW switches back."
         );
     }
-    println!("Switch the application's DATABASE_URL to {} now.", r.switch_to);
+    match &r.pgbouncer {
+        Some(p) => println!(
+            "PgBouncer now sends {} to {} ({} rewritten); its clients waited {:.0} ms and need no change.",
+            p.database, r.switch_to, p.ini, p.client_wait_ms
+        ),
+        None => println!("Switch the application's DATABASE_URL to {} now.", r.switch_to),
+    }
 }
 
 pub fn print_verify(r: &VerifyReport) {
