@@ -235,9 +235,11 @@ pub fn print_status(r: &StatusReport) {
         println!("the target holds no pgshift run");
         return;
     };
+    let catching_up = r.following == Some(true) && r.phase == Some(pgshift_pipeline::run::Phase::Loaded);
     println!(
-        "run {run_id}: phase {}, {} of {} chunks copied{}",
+        "run {run_id}: phase {}{}, {} of {} chunks copied{}",
         r.phase.map_or("?", |p| p.as_str()),
+        if catching_up { " (catch-up is applying changes)" } else { "" },
         r.chunks_done,
         r.chunks_total,
         r.updated_at.as_ref().map(|u| format!(", updated {u}")).unwrap_or_default()
