@@ -62,6 +62,12 @@ pub fn print_inspect(r: &InspectReport) {
             println!("    {} {}", c.name, c.type_name);
         }
     }
+    if !r.not_carried.is_empty() {
+        println!("\nnot carried by pgshift (each with what to do):");
+        for n in &r.not_carried {
+            println!("  - {n}");
+        }
+    }
     print_problems(&r.problems);
 }
 

@@ -32,7 +32,9 @@ pub enum PostDataKind {
 }
 
 /// Everything the tables in `tables` need, in an order that PostgreSQL accepts.
-pub fn pre_data(catalog: &Catalog, tables: &[&Table]) -> Vec<String> {
+/// `routines` (functions that defaults and checks may call) come after the types and
+/// before the sequences and tables, with their bodies unchecked until first use.
+pub fn pre_data(catalog: &Catalog, tables: &[&Table], routines: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     for s in &catalog.schemas {
         if s != "public" {
@@ -62,6 +64,10 @@ pub fn pre_data(catalog: &Catalog, tables: &[&Table]) -> Vec<String> {
     for c in &catalog.composites {
         let attrs: Vec<String> = c.attributes.iter().map(|(n, t)| format!("{} {t}", quote_ident(n))).collect();
         out.push(format!("CREATE TYPE {} AS ({})", qualified(&c.schema, &c.name), attrs.join(", ")));
+    }
+    if !routines.is_empty() {
+        out.push("SET LOCAL check_function_bodies = off".into());
+        out.extend(routines.iter().cloned());
     }
     // Identity sequences come with their column.
     let sequences: Vec<&Sequence> = sequences_of(catalog, tables).filter(|s| !s.identity).collect();

@@ -12,6 +12,7 @@ pub mod libpq;
 pub mod apply;
 pub mod logical_stream;
 pub mod lsn;
+pub mod objects;
 pub mod pgoutput;
 pub mod replication;
 pub mod schema_map;

@@ -140,7 +140,7 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
     report.steps = vec![
         format!("on the source: LOCK TABLE {} IN EXCLUSIVE MODE (lock_timeout {} ms)", names.join(", "), opts.timeout.as_millis()),
         "write a fence mark into the source's WAL and wait until the target applied it".into(),
-        format!("copy {} sequence values to the target", ddl::sequence_values(&catalog, &source_tables).len()),
+        format!("copy {} sequence values to the target, switch on its triggers and row security", ddl::sequence_values(&catalog, &source_tables).len()),
         "open a snapshot on each side (the counts are compared under them after the pause)".into(),
         if opts.keep_source_writable {
             "release the locks; the source stays writable (--keep-source-writable)".into()
@@ -201,6 +201,7 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
     }
 
     crate::metrics::set_phase("cutover");
+    let activation = store.at_cutover(run.run_id).await?;
     // Every connection the pause needs is made before it begins.
     let fence = source.connect().await?;
     let snapshots = (source.connect().await?, target.connect().await?);
@@ -221,6 +222,11 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
         report.pause_steps.last_changes_ms = clock.lap();
         let source_tables: Vec<&Table> = pairs.iter().map(|(s, _)| *s).collect();
         let sequences = sync_sequences(&fence, &dst, (src_name, dst_name), (&catalog, &run.schema_map), &source_tables).await?;
+        // Triggers and row security, held back while catch-up applied the source's
+        // own triggers' results: from now on the target's fire.
+        for sql in &activation {
+            dst.batch_execute(sql).await.context(&dst_name, || sql.clone())?;
+        }
         report.pause_steps.sequences_ms = clock.lap();
         for (client, name) in [(&snapshots.0, src_name), (&snapshots.1, dst_name)] {
             client

@@ -107,6 +107,10 @@ pub struct MigrateReport {
     /// Created on the source before the slot, so the slot's stream sees it from L0.
     pub publication: Option<String>,
     pub post_data: Vec<String>,
+    /// Views, policies, and (without catch-up) triggers and row security, after the indexes.
+    pub after_load: Vec<String>,
+    /// Triggers and row security, switched on inside the cutover's fence.
+    pub at_cutover: Vec<String>,
     pub warnings: Vec<String>,
     /// Tables that get vectors: the text expression, column, dimensions, index.
     pub embeddings: Vec<EmbeddingSpec>,
@@ -151,6 +155,8 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
         plan: plan.tables.iter().map(PlannedTable::from).collect(),
         pre_data: plan.pre_data.clone(),
         post_data: plan.post_data.iter().map(|s| s.sql.clone()).collect(),
+        after_load: plan.after_load.clone(),
+        at_cutover: plan.at_cutover.clone(),
         warnings: plan.warnings.clone(),
         publication: plan.publication.clone(),
         embeddings: plan.embeddings.clone(),
@@ -174,7 +180,14 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
                     t.chunks.iter().map(|c| ChunkState { table_name: t.name.clone(), chunk_no: c.no, split: t.split, predicate: c.predicate.clone(), done: false })
                 })
                 .collect();
-            let new = NewRun { source: source.name(), chunks, embeddings: &plan.embeddings, schema_map: &opts.schema_map, slot: follow };
+            let new = NewRun {
+                source: source.name(),
+                chunks,
+                embeddings: &plan.embeddings,
+                schema_map: &opts.schema_map,
+                slot: follow,
+                at_cutover: &plan.at_cutover,
+            };
             store.create_schema_and_run(&plan.pre_data, &new).await?
         }
     };
@@ -227,7 +240,7 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
     };
     let index_work: Vec<IndexTarget> = plan.vector_indexes.iter().map(|(schema, name, spec)| IndexTarget { schema, name, spec }).collect();
     report.warnings.extend(vector_index::build(target, &index_work, &vector_options, progress.clone()).await?);
-    for sql in plan.catchup_ddl.iter().chain(&plan.sequence_values) {
+    for sql in plan.after_load.iter().chain(&plan.catchup_ddl).chain(&plan.sequence_values) {
         dst.batch_execute(sql).await.context(&dst_name, || sql.clone())?;
     }
     report.post_data_seconds = post_started.elapsed().as_secs_f64();

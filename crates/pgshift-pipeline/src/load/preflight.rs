@@ -216,3 +216,24 @@ pub async fn embedding_problems(
     }
     Ok(problems)
 }
+
+/// Roles that objects carried to the target name (policies), which it must have:
+/// pgshift does not create roles (their passwords cannot be read).
+pub async fn missing_roles((client, endpoint): (&Client, &str), roles: &[String]) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for role in roles {
+        let exists: bool = client
+            .query_one("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", &[role])
+            .await
+            .context(&endpoint, || "look for roles".into())?
+            .get(0);
+        if !exists {
+            problems.push(format!(
+                "role {role}, which row-level security policies name, does not exist on the target {endpoint}: \
+                 create it there first (CREATE ROLE {}; pgshift does not copy roles, whose passwords it cannot read)",
+                pgshift_postgres::sql::quote_ident(role)
+            ));
+        }
+    }
+    Ok(problems)
+}

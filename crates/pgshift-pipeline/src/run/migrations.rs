@@ -73,6 +73,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
             PRIMARY KEY (table_name, column_name)
         )",
     ),
+    (
+        7,
+        "statements the cutover runs on the target (triggers and row security switched on after catch-up)",
+        "ALTER TABLE pgshift.runs ADD COLUMN IF NOT EXISTS at_cutover jsonb",
+    ),
 ];
 
 /// The newest version this pgshift knows.

@@ -59,6 +59,8 @@ pub struct NewRun<'a> {
     pub schema_map: &'a SchemaMap,
     /// Whether the run gets a replication slot (catch-up follows a slot).
     pub slot: bool,
+    /// Statements the cutover runs on the target (triggers, row security).
+    pub at_cutover: &'a [String],
 }
 
 /// A run's times, for `pgshift status`.
@@ -203,11 +205,13 @@ impl<'a> Store<'a> {
         let ctx = || "record the run in pgshift.runs".to_string();
         let map = serde_json::to_string(run.schema_map).expect("map serializes");
         let specs = (!run.embeddings.is_empty()).then(|| serde_json::to_string(run.embeddings).expect("specs serialize"));
+        let at_cutover = (!run.at_cutover.is_empty()).then(|| serde_json::to_string(run.at_cutover).expect("statements serialize"));
         let row = self
             .client
             .query_one(
-                "INSERT INTO pgshift.runs (source, phase, schema_map, embeddings) VALUES ($1, $2, $3::text::jsonb, $4::text::jsonb) RETURNING run_id",
-                &[&run.source, &Phase::Copy.as_str(), &map, &specs],
+                "INSERT INTO pgshift.runs (source, phase, schema_map, embeddings, at_cutover) \
+                 VALUES ($1, $2, $3::text::jsonb, $4::text::jsonb, $5::text::jsonb) RETURNING run_id",
+                &[&run.source, &Phase::Copy.as_str(), &map, &specs, &at_cutover],
             )
             .await
             .context(&self.endpoint, ctx)?;
@@ -389,6 +393,17 @@ impl<'a> Store<'a> {
             None => Vec::new(),
         };
         Ok((run, specs))
+    }
+
+    /// The statements the cutover runs on the target (none for runs made before them).
+    pub async fn at_cutover(&self, run_id: i64) -> Result<Vec<String>> {
+        let rows = self
+            .query("SELECT (to_jsonb(runs) -> 'at_cutover')::text FROM pgshift.runs runs WHERE run_id = $1", &[&run_id], "read the run's cutover statements")
+            .await?;
+        match rows.first().and_then(|r| r.get::<_, Option<String>>(0)).filter(|v| v != "null") {
+            None => Ok(Vec::new()),
+            Some(v) => serde_json::from_str(&v).map_err(|e| Error::State(format!("run {run_id}: unreadable cutover statements: {e}"))),
+        }
     }
 
     // ---- embedding cache ----

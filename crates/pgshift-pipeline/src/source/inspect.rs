@@ -56,6 +56,8 @@ pub struct InspectReport {
     pub extensions: Vec<String>,
     pub tables: Vec<TableReport>,
     pub problems: Vec<String>,
+    /// Objects pgshift does not carry to the target, each with what to do.
+    pub not_carried: Vec<String>,
 }
 
 /// `schema_map` says where the tables would go on the target (`--map-schema`).
@@ -119,7 +121,19 @@ pub async fn inspect(source: &ConnInfo, target: Option<&ConnInfo>, exact_counts:
             target_differences,
         });
     }
+    // Languages: the target's when given (what it will take), else the source's own.
+    let language_server = target_catalog.as_ref().map_or(&src, |(_, dst, _)| dst);
+    let mut languages: std::collections::BTreeSet<String> = language_server
+        .query("SELECT lanname::text FROM pg_language", &[])
+        .await
+        .context(&source.endpoint(), || "list languages".into())?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    languages.extend(catalog.extensions.iter().map(|e| e.name.clone()));
+    let objects = pgshift_postgres::objects::inspect(&src, source.endpoint(), &all, &languages).await?;
     Ok(InspectReport {
+        not_carried: objects.not_carried,
         source: source.endpoint().to_string(),
         server_version_num: catalog.server_version_num,
         extensions: catalog.extensions.iter().map(|e| format!("{} {}", e.name, e.version)).collect(),

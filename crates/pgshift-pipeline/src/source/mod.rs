@@ -91,6 +91,12 @@ pub struct LoadPlan<T> {
     pub vector_indexes: Vec<(String, String, EmbeddingSpec)>,
     /// For catch-up of computed vectors (after the indexes).
     pub catchup_ddl: Vec<String>,
+    /// Views, materialized views, policies (and, without catch-up, triggers and row
+    /// security): after the indexes, run again by a resumed load.
+    pub after_load: Vec<String>,
+    /// Triggers and row security when changes are followed: recorded in the run and
+    /// switched on inside the cutover's fence, so nothing fires twice during catch-up.
+    pub at_cutover: Vec<String>,
     /// Sequence and identity values, set last.
     pub sequence_values: Vec<String>,
     /// Recorded in the run: resume, catch-up and cutover need the same.
@@ -112,6 +118,8 @@ impl<T> LoadPlan<T> {
             post_data: Vec::new(),
             vector_indexes: Vec::new(),
             catchup_ddl: Vec::new(),
+            after_load: Vec::new(),
+            at_cutover: Vec::new(),
             sequence_values: Vec::new(),
             embeddings: Vec::new(),
             vector_schema,

@@ -3,13 +3,14 @@
 //! when catch-up follows, so the copy and the stream meet at L0); large tables are
 //! read in key or block ranges ([`super::chunks`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{pin_mut, TryStreamExt};
 use pgshift_postgres::catalog::{self, Catalog, Table};
 use pgshift_postgres::copy::{copy_in_sql, copy_out_sql, CopyFormat};
 use pgshift_postgres::ddl;
+use pgshift_postgres::objects::{self, SchemaObjects};
 use pgshift_postgres::error::Context;
 use pgshift_postgres::schema_map::relocate_extensions;
 use pgshift_postgres::sql::quote_literal;
@@ -102,7 +103,14 @@ impl LoadSource for PostgresSource {
         let view = relocate_extensions(&opts.schema_map.target_view(&catalog), &installed);
         let target_tables = view.same_tables(&tables);
         let checks = Checks { needs_slot, resume: resuming.is_some(), follow: opts.follow };
-        preflight::check((&src, src_name), (dst, dst_name), &catalog, (&tables, &target_tables), &checks).await?;
+        let objects = schema_objects((&src, src_name), (dst, dst_name), &catalog, &tables, &opts.schema_map).await?;
+        let mut problems = preflight::missing_roles((dst, dst_name), &objects.roles).await?;
+        if let Err(Error::Preflight(more)) = preflight::check((&src, src_name), (dst, dst_name), &catalog, (&tables, &target_tables), &checks).await {
+            problems.extend(more);
+        }
+        if !problems.is_empty() {
+            return Err(Error::Preflight(problems));
+        }
 
         let mut plan = LoadPlan::new(catalog::vector_schema(&installed, Some(&view)));
         let vector_schema = plan.vector_schema.clone();
@@ -128,7 +136,15 @@ impl LoadSource for PostgresSource {
         }
         // Largest first keeps the workers busy to the end.
         plan.tables.sort_by_key(|t| std::cmp::Reverse(t.size_bytes));
-        plan.pre_data = ddl::pre_data(&view, &target_tables);
+        plan.pre_data = ddl::pre_data(&view, &target_tables, &SchemaObjects::statements(&objects.routines));
+        plan.pre_data.extend(SchemaObjects::statements(&objects.routines_after_tables));
+        plan.after_load = SchemaObjects::statements(&objects.views);
+        plan.after_load.extend(SchemaObjects::statements(&objects.policies));
+        match opts.follow {
+            true => plan.at_cutover = SchemaObjects::statements(&objects.activation),
+            false => plan.after_load.extend(SchemaObjects::statements(&objects.activation)),
+        }
+        plan.warnings.extend(objects.not_carried.iter().map(|n| format!("not carried: {n}")));
         let embedded_targets: Vec<(&Table, &EmbeddingSpec)> = embedded.iter().map(|(t, s)| (view.same_tables(&[t])[0], *s)).collect();
         if !embedded_targets.is_empty() && !view.extensions.iter().any(|e| e.name == "vector") {
             plan.pre_data.push(crate::load::create_extension_sql("vector", &vector_schema));
@@ -233,6 +249,37 @@ impl LoadSource for PostgresSource {
             .get(0);
         Store::new(dst, dst_name).set_converge_lsn(run.run_id, &lsn).await
     }
+}
+
+/// The routines, views, triggers and row security that go with `tables`. Under a
+/// schema map their texts would name schemas by their old names: they are listed
+/// as not carried instead.
+async fn schema_objects(
+    (src, src_name): (&Client, &str),
+    (dst, dst_name): (&Client, &str),
+    catalog: &Catalog,
+    tables: &[&Table],
+    schema_map: &pgshift_postgres::schema_map::SchemaMap,
+) -> Result<SchemaObjects> {
+    let mut languages: BTreeSet<String> = dst
+        .query("SELECT lanname::text FROM pg_language", &[])
+        .await
+        .context(&dst_name, || "list the target's languages".into())?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // Languages that come as extensions (plpython3u, plperl) are created with them.
+    languages.extend(catalog.extensions.iter().map(|e| e.name.clone()));
+    let objects = objects::inspect(src, src_name, tables, &languages).await?;
+    if schema_map.is_empty() {
+        return Ok(objects);
+    }
+    let moved = |o: &objects::ObjectDdl| format!("{} {}: --map-schema does not rewrite its text yet: create it by hand in the mapped schema", o.kind, o.name);
+    let mut kept = SchemaObjects { not_carried: objects.not_carried, ..Default::default() };
+    for group in [&objects.routines, &objects.routines_after_tables, &objects.views, &objects.policies, &objects.activation] {
+        kept.not_carried.extend(group.iter().map(moved));
+    }
+    Ok(kept)
 }
 
 /// The source tables catch-up follows (qualified).

@@ -1,0 +1,383 @@
+//! The schema beyond tables: what the application relies on besides its rows.
+//! Functions, procedures and plain aggregates (which defaults, checks and triggers
+//! call), views and materialized views (with their indexes), triggers with their
+//! enabled state, row-level security and its policies, and comments on all of them,
+//! read from the catalog and rendered as DDL. What is not carried is listed with the
+//! reason and what to do, never skipped silently.
+//!
+//! When each runs is the caller's business; [`SchemaObjects`] groups them by the
+//! moment they can run: routines before the tables (their bodies are not checked:
+//! `check_function_bodies = off`), routines whose signature names a table's row
+//! type after the tables, views in dependency order after the load, and triggers
+//! and row security last.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use crate::catalog::Table;
+use crate::error::{Context, PgError};
+use crate::sql::{qualified, quote_ident, quote_literal};
+
+const SKIP_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift', 'pg_toast') \
+     AND n.nspname NOT LIKE 'pg_temp_%' AND n.nspname NOT LIKE 'pg_toast_temp_%'";
+
+fn not_from_extension(oid: &str) -> String {
+    format!("NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = {oid} AND d.deptype = 'e')")
+}
+
+/// One object: its statements (the object and its comment, indexes, options).
+#[derive(Clone, Debug, Serialize)]
+pub struct ObjectDdl {
+    /// `function`, `view`, `trigger`, ... for messages.
+    pub kind: &'static str,
+    /// `schema.name` (for a trigger or policy: `schema.table.name`).
+    pub name: String,
+    pub statements: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SchemaObjects {
+    /// Before the tables.
+    pub routines: Vec<ObjectDdl>,
+    /// After the tables: routines whose signature names a table's row type.
+    pub routines_after_tables: Vec<ObjectDdl>,
+    /// After the load, in dependency order; with the routines that name their row types.
+    pub views: Vec<ObjectDdl>,
+    /// Policies (created with the views; they only act once row security is on).
+    pub policies: Vec<ObjectDdl>,
+    /// Triggers with their enabled state, and row security switched on: the last step,
+    /// at the cutover when changes are followed (so nothing fires twice while the
+    /// source's own triggers' results arrive as changes).
+    pub activation: Vec<ObjectDdl>,
+    /// What is not carried: the object, why, and what to do.
+    pub not_carried: Vec<String>,
+    /// Roles the objects name (policies) that the target must have.
+    pub roles: Vec<String>,
+}
+
+impl SchemaObjects {
+    pub fn statements(objects: &[ObjectDdl]) -> Vec<String> {
+        objects.iter().flat_map(|o| o.statements.iter().cloned()).collect()
+    }
+}
+
+fn comment(kind_sql: &str, name: &str, text: Option<String>) -> Option<String> {
+    text.map(|t| format!("COMMENT ON {kind_sql} {name} IS {}", quote_literal(&t)))
+}
+
+/// Reads the objects that belong with `tables` (the tables being copied): routines
+/// of every user schema, views whose every relation is copied, triggers and row
+/// security of copied tables. `languages`: the procedural languages the target has
+/// or will get (CREATE EXTENSION), for functions written in them.
+pub async fn inspect(client: &Client, endpoint: &str, tables: &[&Table], languages: &BTreeSet<String>) -> Result<SchemaObjects, PgError> {
+    let q = |what: &'static str| move || format!("read the catalog ({what})");
+    let mut out = SchemaObjects::default();
+    let copied: BTreeSet<u32> = tables.iter().map(|t| t.oid).collect();
+
+    // Routines, and the kinds of relations whose row types their signatures name.
+    let rows = client
+        .query(
+            &format!(
+                "SELECT p.oid, n.nspname, p.proname, p.prokind::text, l.lanname, pg_get_function_identity_arguments(p.oid), \
+                   CASE WHEN p.prokind IN ('f', 'p', 'w') THEN pg_get_functiondef(p.oid) END, obj_description(p.oid, 'pg_proc'), \
+                   (SELECT string_agg(DISTINCT c.relkind::text, '') FROM pg_type t JOIN pg_class c ON c.oid = t.typrelid \
+                     WHERE t.oid = ANY (p.proargtypes::oid[] || coalesce(p.proallargtypes, '{{}}') || p.prorettype) AND c.relkind <> 'c'), \
+                   a.aggkind::text, a.aggtransfn::regproc::text, format_type(a.aggtranstype, NULL), \
+                   nullif(a.aggfinalfn::regproc::text, '-'), nullif(a.aggcombinefn::regproc::text, '-'), a.agginitval, \
+                   pg_get_function_arguments(p.oid) \
+                 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_language l ON l.oid = p.prolang \
+                 LEFT JOIN pg_aggregate a ON a.aggfnoid = p.oid \
+                 WHERE {SKIP_SCHEMAS} AND {} ORDER BY p.oid",
+                not_from_extension("p.oid")
+            ),
+            &[],
+        )
+        .await
+        .context(&endpoint, q("functions"))?;
+    let mut view_routines = Vec::new();
+    for r in &rows {
+        let (schema, name, kind, language): (String, String, String, String) = (r.get(1), r.get(2), r.get(3), r.get(4));
+        let display = format!("{schema}.{name}({})", r.get::<_, String>(5));
+        let word = if kind == "p" { "PROCEDURE" } else if kind == "a" { "AGGREGATE" } else { "FUNCTION" };
+        if language == "c" && kind != "a" {
+            out.not_carried.push(format!("function {display}: a C function needs its shared library on the target: install it there and create the function by hand"));
+            continue;
+        }
+        if !languages.contains(&language) && kind != "a" {
+            out.not_carried.push(format!(
+                "{} {display}: written in {language}, which the target does not have (install the language or its extension there, \
+                 then create the function by hand)",
+                word.to_lowercase()
+            ));
+            continue;
+        }
+        let mut statements = match (kind.as_str(), r.get::<_, Option<String>>(6), r.get::<_, Option<String>>(9)) {
+            (_, Some(def), _) => vec![def],
+            ("a", _, Some(aggkind)) if aggkind == "n" => {
+                let mut parts = vec![format!("SFUNC = {}", r.get::<_, String>(10)), format!("STYPE = {}", r.get::<_, String>(11))];
+                parts.extend(r.get::<_, Option<String>>(12).map(|f| format!("FINALFUNC = {f}")));
+                parts.extend(r.get::<_, Option<String>>(13).map(|f| format!("COMBINEFUNC = {f}")));
+                parts.extend(r.get::<_, Option<String>>(14).map(|i| format!("INITCOND = {}", quote_literal(&i))));
+                vec![format!("CREATE AGGREGATE {}({}) ({})", qualified(&schema, &name), r.get::<_, String>(15), parts.join(", "))]
+            }
+            _ => {
+                out.not_carried.push(format!("aggregate {display}: ordered-set and hypothetical-set aggregates are not carried: create it by hand"));
+                continue;
+            }
+        };
+        let signature = format!("{}({})", qualified(&schema, &name), r.get::<_, String>(5));
+        statements.extend(comment(word, &signature, r.get(7)));
+        let object = ObjectDdl { kind: if kind == "p" { "procedure" } else if kind == "a" { "aggregate" } else { "function" }, name: display, statements };
+        match r.get::<_, Option<String>>(8) {
+            Some(kinds) if kinds.contains('v') || kinds.contains('m') => view_routines.push(object),
+            Some(_) => out.routines_after_tables.push(object),
+            None => out.routines.push(object),
+        }
+    }
+
+    // Views and materialized views, with what they read.
+    let views = client
+        .query(
+            &format!(
+                "SELECT c.oid, n.nspname, c.relname, c.relkind::text, pg_get_viewdef(c.oid), obj_description(c.oid, 'pg_class'), \
+                   coalesce(array_to_string(c.reloptions, ', '), ''), \
+                   ARRAY(SELECT DISTINCT d.refobjid::int8 FROM pg_rewrite r JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid \
+                         WHERE r.ev_class = c.oid AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> c.oid), \
+                   ARRAY(SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i WHERE i.indrelid = c.oid ORDER BY i.indexrelid), c.relispopulated \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind IN ('v', 'm') AND {SKIP_SCHEMAS} AND {} ORDER BY c.oid",
+                not_from_extension("c.oid")
+            ),
+            &[],
+        )
+        .await
+        .context(&endpoint, q("views"))?;
+    let names: BTreeMap<u32, String> = views.iter().map(|v| (v.get::<_, u32>(0), format!("{}.{}", v.get::<_, String>(1), v.get::<_, String>(2)))).collect();
+    let mut pending: Vec<&tokio_postgres::Row> = views.iter().collect();
+    let mut carried: BTreeSet<u32> = BTreeSet::new();
+    // Dependency order: a view goes once everything it reads is there.
+    loop {
+        let ready: Vec<usize> = (0..pending.len())
+            .filter(|&i| pending[i].get::<_, Vec<i64>>(7).iter().all(|d| copied.contains(&(*d as u32)) || carried.contains(&(*d as u32))))
+            .collect();
+        if ready.is_empty() {
+            break;
+        }
+        for i in ready.into_iter().rev() {
+            let v = pending.remove(i);
+            let (schema, name, kind): (String, String, String) = (v.get(1), v.get(2), v.get(3));
+            let target = qualified(&schema, &name);
+            let definition = v.get::<_, String>(4).trim().trim_end_matches(';').to_string();
+            let options: String = v.get(6);
+            let with = if options.is_empty() { String::new() } else { format!(" WITH ({options})") };
+            let (word, mut statements) = match kind.as_str() {
+                // Populated from the copied rows, as a restore's REFRESH would; left
+                // empty when it is on the source.
+                "m" => {
+                    let data = if v.get::<_, bool>(9) { "WITH DATA" } else { "WITH NO DATA" };
+                    ("MATERIALIZED VIEW", vec![format!("CREATE MATERIALIZED VIEW IF NOT EXISTS {target}{with} AS {definition} {data}")])
+                }
+                _ => ("VIEW", vec![format!("CREATE OR REPLACE VIEW {target}{with} AS {definition}")]),
+            };
+            // A resumed load runs these again.
+            statements.extend(v.get::<_, Vec<String>>(8).iter().map(|i| {
+                i.replacen("CREATE UNIQUE INDEX ", "CREATE UNIQUE INDEX IF NOT EXISTS ", 1).replacen("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1)
+            }));
+            statements.extend(comment(word, &target, v.get(5)));
+            carried.insert(v.get(0));
+            out.views.push(ObjectDdl { kind: if kind == "m" { "materialized view" } else { "view" }, name: format!("{schema}.{name}"), statements });
+        }
+    }
+    let order = view_order(&views, &carried);
+    out.views.sort_by_key(|o| order.iter().position(|n| n == &o.name));
+    for v in pending {
+        let missing: Vec<String> = v
+            .get::<_, Vec<i64>>(7)
+            .iter()
+            .map(|d| *d as u32)
+            .filter(|d| !copied.contains(d) && !carried.contains(d))
+            .map(|d| names.get(&d).cloned().unwrap_or_else(|| format!("relation {d}")))
+            .collect();
+        out.not_carried.push(format!(
+            "view {}.{}: reads {}, which {} not copied (add it to --tables, or create the view by hand)",
+            v.get::<_, String>(1),
+            v.get::<_, String>(2),
+            missing.join(", "),
+            if missing.len() == 1 { "is" } else { "are" }
+        ));
+    }
+    out.views.extend(view_routines);
+    let on_copied = |oid: u32| copied.contains(&oid) || carried.contains(&oid);
+
+    // Triggers (not the internal ones of foreign keys, not partitions' clones of their parent's).
+    let triggers = client
+        .query(
+            &format!(
+                "SELECT t.tgrelid, n.nspname, c.relname, t.tgname, pg_get_triggerdef(t.oid), t.tgenabled::text, obj_description(t.oid, 'pg_trigger') \
+                 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE NOT t.tgisinternal AND t.tgparentid = 0 AND {SKIP_SCHEMAS} ORDER BY t.oid"
+            ),
+            &[],
+        )
+        .await
+        .context(&endpoint, q("triggers"))?;
+    for t in &triggers {
+        let (table_oid, schema, table, name): (u32, String, String, String) = (t.get(0), t.get(1), t.get(2), t.get(3));
+        let display = format!("{schema}.{table}.{name}");
+        if !on_copied(table_oid) {
+            continue;
+        }
+        let target = qualified(&schema, &table);
+        let mut statements = vec![format!("DROP TRIGGER IF EXISTS {} ON {target}", quote_ident(&name)), t.get::<_, String>(4)];
+        let state = match t.get::<_, String>(5).as_str() {
+            "D" => Some("DISABLE TRIGGER"),
+            "R" => Some("ENABLE REPLICA TRIGGER"),
+            "A" => Some("ENABLE ALWAYS TRIGGER"),
+            _ => None,
+        };
+        statements.extend(state.map(|s| format!("ALTER TABLE {target} {s} {}", quote_ident(&name))));
+        statements.extend(comment("TRIGGER", &format!("{} ON {target}", quote_ident(&name)), t.get(6)));
+        out.activation.push(ObjectDdl { kind: "trigger", name: display, statements });
+    }
+
+    // Row-level security and policies.
+    let policies = client
+        .query(
+            &format!(
+                "SELECT c.oid, n.nspname, c.relname, p.polname, p.polpermissive, p.polcmd::text, \
+                   ARRAY(SELECT CASE WHEN r = 0 THEN 'public' ELSE pg_get_userbyid(r)::text END FROM unnest(p.polroles) r), \
+                   pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid), obj_description(p.oid, 'pg_policy') \
+                 FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE {SKIP_SCHEMAS} ORDER BY p.oid"
+            ),
+            &[],
+        )
+        .await
+        .context(&endpoint, q("policies"))?;
+    let mut roles = BTreeSet::new();
+    for p in policies.iter().filter(|p| on_copied(p.get(0))) {
+        let (schema, table, name): (String, String, String) = (p.get(1), p.get(2), p.get(3));
+        let target = qualified(&schema, &table);
+        let command = match p.get::<_, String>(5).as_str() {
+            "r" => "SELECT",
+            "a" => "INSERT",
+            "w" => "UPDATE",
+            "d" => "DELETE",
+            _ => "ALL",
+        };
+        let to: Vec<String> = p.get::<_, Vec<String>>(6).into_iter().map(|r| if r == "public" { r } else { roles.insert(r.clone()); quote_ident(&r) }).collect();
+        let mut sql = format!(
+            "CREATE POLICY {} ON {target} AS {} FOR {command} TO {}",
+            quote_ident(&name),
+            if p.get::<_, bool>(4) { "PERMISSIVE" } else { "RESTRICTIVE" },
+            to.join(", ")
+        );
+        if let Some(using) = p.get::<_, Option<String>>(7) {
+            sql.push_str(&format!(" USING ({using})"));
+        }
+        if let Some(check) = p.get::<_, Option<String>>(8) {
+            sql.push_str(&format!(" WITH CHECK ({check})"));
+        }
+        let mut statements = vec![format!("DROP POLICY IF EXISTS {} ON {target}", quote_ident(&name)), sql];
+        statements.extend(comment("POLICY", &format!("{} ON {target}", quote_ident(&name)), p.get(9)));
+        out.policies.push(ObjectDdl { kind: "policy", name: format!("{schema}.{table}.{name}"), statements });
+    }
+    out.roles = roles.into_iter().collect();
+    let secured = client
+        .query(
+            &format!(
+                "SELECT c.oid, n.nspname, c.relname, c.relrowsecurity, c.relforcerowsecurity FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace WHERE (c.relrowsecurity OR c.relforcerowsecurity) AND {SKIP_SCHEMAS} ORDER BY c.oid"
+            ),
+            &[],
+        )
+        .await
+        .context(&endpoint, q("row security"))?;
+    for s in secured.iter().filter(|s| on_copied(s.get(0))) {
+        let target = qualified(&s.get::<_, String>(1), &s.get::<_, String>(2));
+        let mut statements = Vec::new();
+        if s.get::<_, bool>(3) {
+            statements.push(format!("ALTER TABLE {target} ENABLE ROW LEVEL SECURITY"));
+        }
+        if s.get::<_, bool>(4) {
+            statements.push(format!("ALTER TABLE {target} FORCE ROW LEVEL SECURITY"));
+        }
+        out.activation.push(ObjectDdl { kind: "row security", name: format!("{}.{}", s.get::<_, String>(1), s.get::<_, String>(2)), statements });
+    }
+
+    not_carried(client, endpoint, &copied, &mut out.not_carried).await?;
+    Ok(out)
+}
+
+/// Views by name in the order they can be created: a view after all it reads.
+fn view_order(views: &[tokio_postgres::Row], carried: &BTreeSet<u32>) -> Vec<String> {
+    let mut done: BTreeSet<u32> = BTreeSet::new();
+    let mut order = Vec::new();
+    while done.len() < carried.len() {
+        let before = done.len();
+        for v in views.iter().filter(|v| carried.contains(&v.get::<_, u32>(0))) {
+            if done.contains(&v.get::<_, u32>(0)) {
+                continue;
+            }
+            let deps: Vec<u32> = v.get::<_, Vec<i64>>(7).iter().map(|d| *d as u32).filter(|d| carried.contains(d)).collect();
+            if deps.iter().all(|d| done.contains(d)) {
+                done.insert(v.get(0));
+                order.push(format!("{}.{}", v.get::<_, String>(1), v.get::<_, String>(2)));
+            }
+        }
+        if done.len() == before {
+            break;
+        }
+    }
+    order
+}
+
+/// Kinds of objects pgshift does not carry yet, each listed with what to do.
+async fn not_carried(client: &Client, endpoint: &str, copied: &BTreeSet<u32>, out: &mut Vec<String>) -> Result<(), PgError> {
+    let copied: Vec<i64> = copied.iter().map(|o| *o as i64).collect();
+    let kinds = [
+        ("event trigger", format!("SELECT evtname::text FROM pg_event_trigger e WHERE {}", not_from_extension("e.oid")), "event triggers are database-wide: create them on the target by hand if it needs them"),
+        (
+            "rule",
+            "SELECT format('%s.%s.%s', n.nspname, c.relname, r.rulename) FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE r.rulename <> '_RETURN' AND c.oid = ANY($1::int8[]::oid[])"
+                .to_string(),
+            "create it on the target by hand (pg_get_ruledef shows it)",
+        ),
+        (
+            "statistics object",
+            format!("SELECT format('%s.%s', n.nspname, s.stxname) FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace WHERE {SKIP_SCHEMAS}"),
+            "create it on the target by hand (pg_get_statisticsobjdef shows it), then ANALYZE",
+        ),
+        (
+            "operator",
+            format!("SELECT format('%s.%s', n.nspname, o.oprname) FROM pg_operator o JOIN pg_namespace n ON n.oid = o.oprnamespace WHERE {SKIP_SCHEMAS} AND {}", not_from_extension("o.oid")),
+            "create it on the target by hand",
+        ),
+        (
+            "text search configuration",
+            format!("SELECT format('%s.%s', n.nspname, t.cfgname) FROM pg_ts_config t JOIN pg_namespace n ON n.oid = t.cfgnamespace WHERE {SKIP_SCHEMAS} AND {}", not_from_extension("t.oid")),
+            "create it on the target by hand before columns or indexes that name it are used",
+        ),
+        (
+            "collation",
+            format!("SELECT format('%s.%s', n.nspname, c.collname) FROM pg_collation c JOIN pg_namespace n ON n.oid = c.collnamespace WHERE {SKIP_SCHEMAS} AND {}", not_from_extension("c.oid")),
+            "create it on the target by hand",
+        ),
+        (
+            "cast",
+            format!("SELECT format('%s AS %s', format_type(c.castsource, NULL), format_type(c.casttarget, NULL)) FROM pg_cast c WHERE c.oid >= 16384 AND {}", not_from_extension("c.oid")),
+            "create it on the target by hand",
+        ),
+        ("large objects", "SELECT count(*)::text || ' large object(s)' FROM pg_largeobject_metadata HAVING count(*) > 0".to_string(), "logical replication does not carry them: copy them with pg_dump --large-objects before the cutover"),
+    ];
+    for (kind, sql, what) in kinds {
+        let rows = if sql.contains("$1") { client.query(&sql, &[&copied]).await } else { client.query(&sql, &[]).await };
+        for r in rows.context(&endpoint, || format!("read the catalog ({kind}s)"))? {
+            out.push(format!("{kind} {}: not carried by pgshift; {what}", r.get::<_, String>(0)));
+        }
+    }
+    Ok(())
+}
