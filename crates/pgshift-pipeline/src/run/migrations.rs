@@ -139,6 +139,6 @@ mod tests {
         }
         assert_eq!(pending(0).count(), MIGRATIONS.len());
         assert_eq!(pending(latest()).count(), 0);
-        assert_eq!(pending(4).map(|m| m.0).collect::<Vec<_>>(), vec![5, 6]);
+        assert_eq!(pending(4).map(|m| m.0).collect::<Vec<_>>(), (5..=latest()).collect::<Vec<_>>());
     }
 }
