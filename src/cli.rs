@@ -249,6 +249,16 @@ pub struct MigrateArgs {
     /// later have them: Prisma's shadow database, test databases.
     #[arg(long, env = "PGSHIFT_EXTENSIONS_IN_TEMPLATE1")]
     pub extensions_in_template1: bool,
+    /// Leave owners as they fall (the migrating user) instead of the source's (ALTER ... OWNER TO).
+    #[arg(long, env = "PGSHIFT_NO_OWNER")]
+    pub no_owner: bool,
+    /// Copy no GRANTs (tables, columns, sequences, views, functions, schemas, default privileges).
+    #[arg(long, env = "PGSHIFT_NO_PRIVILEGES")]
+    pub no_privileges: bool,
+    /// Create the roles that owners and grants name but the target lacks (NOLOGIN, without passwords,
+    /// which cannot be read: set them on the target afterwards).
+    #[arg(long, env = "PGSHIFT_ROLES")]
+    pub roles: bool,
     #[command(flatten)]
     pub placement: Placement,
     #[command(flatten)]

@@ -96,6 +96,9 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
                 resume: a.resume,
                 follow: !a.no_follow,
                 extensions_in_template1: a.extensions_in_template1,
+                owners: !a.no_owner,
+                privileges: !a.no_privileges,
+                create_roles: a.roles,
                 ..a.placement.apply(a.load.options()?)?
             };
             let report = pgshift_pipeline::load::migrate(&source, &target, &options, progress.clone()).await?;

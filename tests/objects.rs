@@ -30,6 +30,11 @@ CREATE AGGREGATE product(numeric) (SFUNC = numeric_mul, STYPE = numeric, INITCON
 ALTER TABLE articles ENABLE ROW LEVEL SECURITY;
 CREATE POLICY own ON articles FOR SELECT TO reader USING (owner = current_user);
 GRANT SELECT ON articles TO reader;
+CREATE ROLE analyst;
+GRANT SELECT ON cheap_titles TO analyst;
+GRANT SELECT (title) ON articles TO analyst;
+GRANT EXECUTE ON FUNCTION slugify(text) TO analyst;
+REVOKE EXECUTE ON FUNCTION positive(numeric) FROM PUBLIC;
 COMMENT ON FUNCTION slugify(text) IS 'url-safe';
 COMMENT ON VIEW cheap IS 'under 10';
 CREATE FUNCTION noop_event() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN END $$;
@@ -49,12 +54,15 @@ fn functions_triggers_views_aggregates_and_row_security_arrive_and_behave_the_sa
     let (source, target) = pair(PgVersion::V15, PgVersion::V16);
     source.psql("app", APP);
     let (s, t) = (source.url("app"), target.url("app"));
-    // The policy names a role the target lacks: said before anything is written.
+    // Grants and a policy name roles the target lacks: said before anything is written,
+    // with the statements that create them.
     let out = pgshift_expect(2, &["migrate", "--source", &s, "--target", &t, "--dry-run"]);
-    assert!(stderr(&out).contains("role reader") && stderr(&out).contains("CREATE ROLE"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("analyst, reader") && err.contains("CREATE ROLE \"reader\";") && err.contains("--roles"), "{err}");
     target.psql("app", "CREATE ROLE reader");
-
-    let out = pgshift_expect(0, &["migrate", "--source", &s, "--target", &t, "--load-only", "--json"]);
+    // --roles creates the rest, without a password.
+    let out = pgshift_expect(0, &["migrate", "--source", &s, "--target", &t, "--load-only", "--roles", "--json"]);
+    assert_eq!(q(&target, "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'analyst'"), "f");
     let report: serde_json::Value = serde_json::Deserializer::from_slice(&out.stdout).into_iter().next().unwrap().unwrap();
     let warnings = report["warnings"].to_string();
     assert!(warnings.contains("not carried: event trigger noop"), "{warnings}");
@@ -88,11 +96,18 @@ fn functions_triggers_views_aggregates_and_row_security_arrive_and_behave_the_sa
     assert_eq!(q(&target, "SELECT tgenabled FROM pg_trigger WHERE tgname = 'articles_unused'"), "D");
     assert_eq!(q(&target, "SELECT relrowsecurity FROM pg_class WHERE relname = 'articles'"), "t");
     // Row security: a role without BYPASSRLS sees the same rows on both.
-    target.psql("app", "GRANT SELECT ON articles TO reader");
     let as_reader = "SET ROLE reader; SELECT count(*) FROM articles";
     assert_eq!(q(&target, as_reader), q(&source, as_reader));
     assert_ne!(q(&target, as_reader), q(&target, "SELECT count(*) FROM articles"), "the policy filters");
     assert!(q(&source, "SELECT count(*) FROM pg_event_trigger").starts_with('1'));
+    // The grants came along: the same privileges on both.
+    for sql in [
+        "SELECT has_table_privilege('analyst', 'cheap_titles', 'SELECT'), has_table_privilege('analyst', 'articles', 'SELECT')",
+        "SELECT has_column_privilege('analyst', 'articles', 'title', 'SELECT'), has_column_privilege('analyst', 'articles', 'price', 'SELECT')",
+        "SELECT has_function_privilege('analyst', 'slugify(text)', 'EXECUTE'), has_function_privilege('analyst', 'positive(numeric)', 'EXECUTE')",
+    ] {
+        assert_eq!(q(&target, sql), q(&source, sql), "{sql}");
+    }
     // Nothing else differs: checksums of every table.
     let out = verify(&source, &target, &[]);
     assert!(stdout(&out).contains("public.articles"), "{}", stdout(&out));

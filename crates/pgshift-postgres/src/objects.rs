@@ -55,6 +55,8 @@ pub struct SchemaObjects {
     pub not_carried: Vec<String>,
     /// Roles the objects name (policies) that the target must have.
     pub roles: Vec<String>,
+    /// Owners and privileges.
+    pub access: Access,
 }
 
 impl SchemaObjects {
@@ -97,6 +99,7 @@ pub async fn inspect(client: &Client, endpoint: &str, tables: &[&Table], languag
         .await
         .context(&endpoint, q("functions"))?;
     let mut view_routines = Vec::new();
+    let mut carried_routines: Vec<u32> = Vec::new();
     for r in &rows {
         let (schema, name, kind, language): (String, String, String, String) = (r.get(1), r.get(2), r.get(3), r.get(4));
         let display = format!("{schema}.{name}({})", r.get::<_, String>(5));
@@ -129,6 +132,7 @@ pub async fn inspect(client: &Client, endpoint: &str, tables: &[&Table], languag
         };
         let signature = format!("{}({})", qualified(&schema, &name), r.get::<_, String>(5));
         statements.extend(comment(word, &signature, r.get(7)));
+        carried_routines.push(r.get(0));
         let object = ObjectDdl { kind: if kind == "p" { "procedure" } else if kind == "a" { "aggregate" } else { "function" }, name: display, statements };
         match r.get::<_, Option<String>>(8) {
             Some(kinds) if kinds.contains('v') || kinds.contains('m') => view_routines.push(object),
@@ -308,6 +312,124 @@ pub async fn inspect(client: &Client, endpoint: &str, tables: &[&Table], languag
     }
 
     not_carried(client, endpoint, &copied, &mut out.not_carried).await?;
+    let relations: Vec<u32> = copied.iter().chain(&carried).copied().collect();
+    out.access = access(client, endpoint, &relations, &carried_routines).await?;
+    Ok(out)
+}
+
+/// Who owns what, and who may do what: from the source's ACLs.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Access {
+    /// REVOKE/GRANT statements (tables, columns, sequences, views, routines, schemas)
+    /// and default privileges.
+    pub grants: Vec<String>,
+    /// ALTER ... OWNER TO statements.
+    pub owners: Vec<String>,
+    /// Roles these statements name (never PUBLIC).
+    pub grant_roles: BTreeSet<String>,
+    pub owner_roles: BTreeSet<String>,
+}
+
+/// The owners and privileges of `relations` (tables, views, their sequences) and
+/// `routines`, of the user schemas except `public` (whose defaults differ between
+/// versions), and the default privileges.
+async fn access(client: &Client, endpoint: &str, relations: &[u32], routines: &[u32]) -> Result<Access, PgError> {
+    let q = |what: &'static str| move || format!("read the catalog ({what})");
+    let relations: Vec<i64> = relations.iter().map(|o| *o as i64).collect();
+    let routines: Vec<i64> = routines.iter().map(|o| *o as i64).collect();
+    // (kind word, object text, owner, grants "grantee|privilege|grantable", has an ACL, default PUBLIC privilege to revoke)
+    let rows = client
+        .query(
+            &format!(
+                "SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END,                         format('%I.%I', n.nspname, c.relname), pg_get_userbyid(c.relowner),                         ARRAY(SELECT format('%s|%s|%s', CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, a.is_grantable)                               FROM aclexplode(c.relacl) a WHERE a.grantee <> c.relowner), c.relacl IS NOT NULL,                         EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i')                                 AND d.refclassid = 'pg_class'::regclass)                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace                  WHERE c.oid = ANY($1::int8[]::oid[])                     OR (c.relkind = 'S' AND {SKIP_SCHEMAS} AND {ext} AND (NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i'))                         OR EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i') AND d.refobjid = ANY($1::int8[]::oid[]))))                  UNION ALL                  SELECT CASE p.prokind WHEN 'p' THEN 'PROCEDURE' WHEN 'a' THEN 'AGGREGATE' ELSE 'FUNCTION' END,                         format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)), pg_get_userbyid(p.proowner),                         ARRAY(SELECT format('%s|%s|%s', CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, a.is_grantable)                               FROM aclexplode(p.proacl) a WHERE a.grantee <> p.proowner), p.proacl IS NOT NULL, false                  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.oid = ANY($2::int8[]::oid[])                  UNION ALL                  SELECT 'SCHEMA', format('%I', n.nspname), pg_get_userbyid(n.nspowner),                         ARRAY(SELECT format('%s|%s|%s', CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, a.is_grantable)                               FROM aclexplode(n.nspacl) a WHERE a.grantee <> n.nspowner), n.nspacl IS NOT NULL, false                  FROM pg_namespace n WHERE {SKIP_SCHEMAS} AND n.nspname <> 'public' AND {nsp_ext}",
+                ext = not_from_extension("c.oid"),
+                nsp_ext = not_from_extension("n.oid")
+            ),
+            &[&relations, &routines],
+        )
+        .await
+        .context(&endpoint, q("privileges"))?;
+    let mut out = Access::default();
+    let role = |r: &str| if r == "PUBLIC" { "PUBLIC".to_string() } else { quote_ident(r) };
+    for r in &rows {
+        let (kind, object, owner, grants, has_acl, owned_by_table): (String, String, String, Vec<String>, bool, bool) =
+            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
+        // ALTER TABLE ... OWNER TO moves a table's own sequences with it.
+        if !owned_by_table {
+            out.owners.push(format!("ALTER {kind} {object} OWNER TO {}", quote_ident(&owner)));
+            out.owner_roles.insert(owner.clone());
+        }
+        if !has_acl {
+            continue;
+        }
+        // The object's own kind word for GRANT: views and materialized views are TABLEs there.
+        let on = match kind.as_str() {
+            "VIEW" | "MATERIALIZED VIEW" | "TABLE" => "TABLE",
+            "AGGREGATE" | "PROCEDURE" => "FUNCTION",
+            other => other,
+        };
+        out.grants.push(format!("REVOKE ALL ON {on} {object} FROM PUBLIC"));
+        for g in grants {
+            let parts: Vec<&str> = g.splitn(3, '|').collect();
+            let [grantee, privilege, grantable] = parts.as_slice() else { continue };
+            if *grantee != "PUBLIC" {
+                out.grant_roles.insert(grantee.to_string());
+            }
+            let option = if *grantable == "true" { " WITH GRANT OPTION" } else { "" };
+            out.grants.push(format!("GRANT {privilege} ON {on} {object} TO {}{option}", role(grantee)));
+        }
+    }
+    // Column privileges of copied tables.
+    let columns = client
+        .query(
+            "SELECT format('%I.%I', n.nspname, c.relname), a.attname::text,                     CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(x.grantee) END, x.privilege_type, x.is_grantable              FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(a.attacl) x              WHERE a.attrelid = ANY($1::int8[]::oid[]) AND a.attacl IS NOT NULL AND x.grantee <> c.relowner ORDER BY 1, 2",
+            &[&relations],
+        )
+        .await
+        .context(&endpoint, q("column privileges"))?;
+    for c in &columns {
+        let (object, column, grantee, privilege, grantable): (String, String, String, String, bool) = (c.get(0), c.get(1), c.get(2), c.get(3), c.get(4));
+        if grantee != "PUBLIC" {
+            out.grant_roles.insert(grantee.clone());
+        }
+        out.grants.push(format!(
+            "GRANT {privilege} ({}) ON TABLE {object} TO {}{}",
+            quote_ident(&column),
+            role(&grantee),
+            if grantable { " WITH GRANT OPTION" } else { "" }
+        ));
+    }
+    // Default privileges: what future objects of a role get.
+    let defaults = client
+        .query(
+            "SELECT pg_get_userbyid(d.defaclrole), n.nspname, d.defaclobjtype::text,                     CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(x.grantee) END, x.privilege_type, x.is_grantable              FROM pg_default_acl d LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace, aclexplode(d.defaclacl) x              WHERE x.grantee <> d.defaclrole ORDER BY 1, 2, 3",
+            &[],
+        )
+        .await
+        .context(&endpoint, q("default privileges"))?;
+    for d in &defaults {
+        let (owner, schema, objtype, grantee, privilege, grantable): (String, Option<String>, String, String, String, bool) =
+            (d.get(0), d.get(1), d.get(2), d.get(3), d.get(4), d.get(5));
+        let on = match objtype.as_str() {
+            "r" => "TABLES",
+            "S" => "SEQUENCES",
+            "f" => "FUNCTIONS",
+            "T" => "TYPES",
+            "n" => "SCHEMAS",
+            _ => continue,
+        };
+        out.owner_roles.insert(owner.clone());
+        if grantee != "PUBLIC" {
+            out.grant_roles.insert(grantee.clone());
+        }
+        out.grants.push(format!(
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {}{} GRANT {privilege} ON {on} TO {}{}",
+            quote_ident(&owner),
+            schema.map(|s| format!(" IN SCHEMA {}", quote_ident(&s))).unwrap_or_default(),
+            role(&grantee),
+            if grantable { " WITH GRANT OPTION" } else { "" }
+        ));
+    }
     Ok(out)
 }
 

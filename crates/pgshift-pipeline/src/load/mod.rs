@@ -75,6 +75,12 @@ pub struct MigrateOptions {
     pub casts: Vec<crate::source::casts::ColumnCast>,
     /// Source schemas whose tables go to another schema on the target.
     pub schema_map: SchemaMap,
+    /// Give objects the source's owners (ALTER ... OWNER TO).
+    pub owners: bool,
+    /// Copy the source's GRANTs and default privileges.
+    pub privileges: bool,
+    /// Create missing roles (NOLOGIN, no password) instead of refusing.
+    pub create_roles: bool,
 }
 
 impl Default for MigrateOptions {
@@ -92,6 +98,9 @@ impl Default for MigrateOptions {
             foreign_keys: Vec::new(),
             casts: Vec::new(),
             schema_map: SchemaMap::default(),
+            owners: true,
+            privileges: true,
+            create_roles: false,
         }
     }
 }

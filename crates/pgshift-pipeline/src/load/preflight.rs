@@ -217,23 +217,47 @@ pub async fn embedding_problems(
     Ok(problems)
 }
 
-/// Roles that objects carried to the target name (policies), which it must have:
-/// pgshift does not create roles (their passwords cannot be read).
-pub async fn missing_roles((client, endpoint): (&Client, &str), roles: &[String]) -> Result<Vec<String>> {
-    let mut problems = Vec::new();
-    for role in roles {
-        let exists: bool = client
-            .query_one("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", &[role])
-            .await
-            .context(&endpoint, || "look for roles".into())?
-            .get(0);
-        if !exists {
-            problems.push(format!(
-                "role {role}, which row-level security policies name, does not exist on the target {endpoint}: \
-                 create it there first (CREATE ROLE {}; pgshift does not copy roles, whose passwords it cannot read)",
-                pgshift_postgres::sql::quote_ident(role)
-            ));
-        }
-    }
-    Ok(problems)
+/// Of `roles` (which owners, grants and policies name), those the target lacks.
+pub async fn missing_roles((client, endpoint): (&Client, &str), roles: &std::collections::BTreeSet<String>) -> Result<Vec<String>> {
+    let roles: Vec<&String> = roles.iter().collect();
+    let rows = client
+        .query("SELECT r FROM unnest($1::text[]) r WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) ORDER BY 1", &[&roles])
+        .await
+        .context(&endpoint, || "look for roles".into())?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// What to do about roles the target lacks.
+pub fn roles_problem(endpoint: &str, missing: &[String]) -> String {
+    let create: Vec<String> = missing.iter().map(|r| format!("CREATE ROLE {};", pgshift_postgres::sql::quote_ident(r))).collect();
+    format!(
+        "the target {endpoint} lacks roles that owners, grants or policies of the source name: {}. Create them there \
+         ({}), or pass --roles to have pgshift create them (NOLOGIN, without passwords, which cannot be read), \
+         or leave owners and grants out (--no-owner, --no-privileges)",
+        missing.join(", "),
+        create.join(" ")
+    )
+}
+
+/// Owners the target's user cannot give objects to (it must be a superuser or a member).
+pub async fn owner_problems((client, endpoint): (&Client, &str), owners: &std::collections::BTreeSet<String>) -> Result<Vec<String>> {
+    let owners: Vec<&String> = owners.iter().collect();
+    let rows = client
+        .query(
+            "SELECT r FROM unnest($1::text[]) r WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) \
+             AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AND NOT pg_has_role(current_user, r, 'MEMBER') ORDER BY 1",
+            &[&owners],
+        )
+        .await
+        .context(&endpoint, || "check who may own the objects".into())?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let role: String = r.get(0);
+            format!(
+                "the target's user may not give objects to {role}, which owns them on the source: GRANT {} TO the migrating user, or pass --no-owner",
+                pgshift_postgres::sql::quote_ident(&role)
+            )
+        })
+        .collect())
 }

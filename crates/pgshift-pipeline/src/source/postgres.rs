@@ -104,7 +104,22 @@ impl LoadSource for PostgresSource {
         let target_tables = view.same_tables(&tables);
         let checks = Checks { needs_slot, resume: resuming.is_some(), follow: opts.follow };
         let objects = schema_objects((&src, src_name), (dst, dst_name), &catalog, &tables, &opts.schema_map).await?;
-        let mut problems = preflight::missing_roles((dst, dst_name), &objects.roles).await?;
+        let access = &objects.access;
+        let mut needed: BTreeSet<String> = objects.roles.iter().cloned().collect();
+        if opts.privileges {
+            needed.extend(access.grant_roles.iter().cloned());
+        }
+        if opts.owners {
+            needed.extend(access.owner_roles.iter().cloned());
+        }
+        let missing = preflight::missing_roles((dst, dst_name), &needed).await?;
+        let mut problems = match (opts.create_roles, missing.is_empty()) {
+            (_, true) | (true, _) => Vec::new(),
+            (false, false) => vec![preflight::roles_problem(dst_name, &missing)],
+        };
+        if opts.owners {
+            problems.extend(preflight::owner_problems((dst, dst_name), &access.owner_roles).await?);
+        }
         if let Err(Error::Preflight(more)) = preflight::check((&src, src_name), (dst, dst_name), &catalog, (&tables, &target_tables), &checks).await {
             problems.extend(more);
         }
@@ -136,13 +151,26 @@ impl LoadSource for PostgresSource {
         }
         // Largest first keeps the workers busy to the end.
         plan.tables.sort_by_key(|t| std::cmp::Reverse(t.size_bytes));
-        plan.pre_data = ddl::pre_data(&view, &target_tables, &SchemaObjects::statements(&objects.routines));
+        plan.pre_data = match opts.create_roles {
+            true => missing.iter().map(|r| format!("CREATE ROLE {} NOLOGIN", pgshift_postgres::sql::quote_ident(r))).collect(),
+            false => Vec::new(),
+        };
+        plan.pre_data.extend(ddl::pre_data(&view, &target_tables, &SchemaObjects::statements(&objects.routines)));
         plan.pre_data.extend(SchemaObjects::statements(&objects.routines_after_tables));
         plan.after_load = SchemaObjects::statements(&objects.views);
         plan.after_load.extend(SchemaObjects::statements(&objects.policies));
+        if opts.privileges {
+            plan.after_load.extend(access.grants.iter().cloned());
+        }
+        // Triggers, row security and owners last; with catch-up at the cutover (an owner
+        // change could take away the apply session's rights on a table).
+        let mut last = SchemaObjects::statements(&objects.activation);
+        if opts.owners {
+            last.extend(access.owners.iter().cloned());
+        }
         match opts.follow {
-            true => plan.at_cutover = SchemaObjects::statements(&objects.activation),
-            false => plan.after_load.extend(SchemaObjects::statements(&objects.activation)),
+            true => plan.at_cutover = last,
+            false => plan.after_load.extend(last),
         }
         plan.warnings.extend(objects.not_carried.iter().map(|n| format!("not carried: {n}")));
         let embedded_targets: Vec<(&Table, &EmbeddingSpec)> = embedded.iter().map(|(t, s)| (view.same_tables(&[t])[0], *s)).collect();
@@ -275,7 +303,7 @@ async fn schema_objects(
         return Ok(objects);
     }
     let moved = |o: &objects::ObjectDdl| format!("{} {}: --map-schema does not rewrite its text yet: create it by hand in the mapped schema", o.kind, o.name);
-    let mut kept = SchemaObjects { not_carried: objects.not_carried, ..Default::default() };
+    let mut kept = SchemaObjects { not_carried: objects.not_carried, access: objects.access, ..Default::default() };
     for group in [&objects.routines, &objects.routines_after_tables, &objects.views, &objects.policies, &objects.activation] {
         kept.not_carried.extend(group.iter().map(moved));
     }
