@@ -9,11 +9,11 @@ use crate::error::{Context, PgError};
 use crate::sql::qualified;
 
 /// Schemas that belong to the system or to pgshift's own state.
-const SKIP_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift', 'pg_toast') \
+pub(crate) const SKIP_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift', 'pg_toast') \
      AND n.nspname NOT LIKE 'pg_temp_%' AND n.nspname NOT LIKE 'pg_toast_temp_%'";
 
 /// Objects that belong to an extension are created by CREATE EXTENSION, not by us.
-fn not_from_extension(oid_expr: &str) -> String {
+pub(crate) fn not_from_extension(oid_expr: &str) -> String {
     format!("NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = {oid_expr} AND d.deptype = 'e')")
 }
 

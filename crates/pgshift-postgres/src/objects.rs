@@ -20,12 +20,7 @@ use crate::catalog::Table;
 use crate::error::{Context, PgError};
 use crate::sql::{qualified, quote_ident, quote_literal};
 
-const SKIP_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift', 'pg_toast') \
-     AND n.nspname NOT LIKE 'pg_temp_%' AND n.nspname NOT LIKE 'pg_toast_temp_%'";
-
-fn not_from_extension(oid: &str) -> String {
-    format!("NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = {oid} AND d.deptype = 'e')")
-}
+use crate::catalog::{not_from_extension, SKIP_SCHEMAS};
 
 /// One object: its statements (the object and its comment, indexes, options).
 #[derive(Clone, Debug, Serialize)]
@@ -456,6 +451,12 @@ fn view_order(views: &[tokio_postgres::Row], carried: &BTreeSet<u32>) -> Vec<Str
     order
 }
 
+/// `SELECT schema.name` of a catalog's objects in user schemas (optionally not an extension's).
+fn named(catalog: &str, name: &str, namespace: &str, own_only: bool) -> String {
+    let own = if own_only { format!(" AND {}", not_from_extension("x.oid")) } else { String::new() };
+    format!("SELECT format('%s.%s', n.nspname, x.{name}) FROM {catalog} x JOIN pg_namespace n ON n.oid = x.{namespace} WHERE {SKIP_SCHEMAS}{own}")
+}
+
 /// Kinds of objects pgshift does not carry yet, each listed with what to do.
 async fn not_carried(client: &Client, endpoint: &str, copied: &BTreeSet<u32>, out: &mut Vec<String>) -> Result<(), PgError> {
     let copied: Vec<i64> = copied.iter().map(|o| *o as i64).collect();
@@ -468,26 +469,14 @@ async fn not_carried(client: &Client, endpoint: &str, copied: &BTreeSet<u32>, ou
                 .to_string(),
             "create it on the target by hand (pg_get_ruledef shows it)",
         ),
-        (
-            "statistics object",
-            format!("SELECT format('%s.%s', n.nspname, s.stxname) FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace WHERE {SKIP_SCHEMAS}"),
-            "create it on the target by hand (pg_get_statisticsobjdef shows it), then ANALYZE",
-        ),
-        (
-            "operator",
-            format!("SELECT format('%s.%s', n.nspname, o.oprname) FROM pg_operator o JOIN pg_namespace n ON n.oid = o.oprnamespace WHERE {SKIP_SCHEMAS} AND {}", not_from_extension("o.oid")),
-            "create it on the target by hand",
-        ),
+        ("statistics object", named("pg_statistic_ext", "stxname", "stxnamespace", false), "create it on the target by hand (pg_get_statisticsobjdef shows it), then ANALYZE"),
+        ("operator", named("pg_operator", "oprname", "oprnamespace", true), "create it on the target by hand"),
         (
             "text search configuration",
-            format!("SELECT format('%s.%s', n.nspname, t.cfgname) FROM pg_ts_config t JOIN pg_namespace n ON n.oid = t.cfgnamespace WHERE {SKIP_SCHEMAS} AND {}", not_from_extension("t.oid")),
+            named("pg_ts_config", "cfgname", "cfgnamespace", true),
             "create it on the target by hand before columns or indexes that name it are used",
         ),
-        (
-            "collation",
-            format!("SELECT format('%s.%s', n.nspname, c.collname) FROM pg_collation c JOIN pg_namespace n ON n.oid = c.collnamespace WHERE {SKIP_SCHEMAS} AND {}", not_from_extension("c.oid")),
-            "create it on the target by hand",
-        ),
+        ("collation", named("pg_collation", "collname", "collnamespace", true), "create it on the target by hand"),
         (
             "cast",
             format!("SELECT format('%s AS %s', format_type(c.castsource, NULL), format_type(c.casttarget, NULL)) FROM pg_cast c WHERE c.oid >= 16384 AND {}", not_from_extension("c.oid")),
