@@ -72,7 +72,10 @@ fn reembed_swaps_in_new_vectors_while_the_table_is_in_use() {
     let out = std::thread::scope(|scope| {
         scope.spawn(|| {
             let mut n = 0;
-            while !stop.load(Ordering::SeqCst) && n < 400 {
+            // Until the new index is built: rows the application inserts after the swap
+            // get their vectors from the application, not from pgshift.
+            let swap_next = || target.psql("app", "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = 'docs_embedding_pgshift_new_idx' AND i.indisvalid)") == "t";
+            while !stop.load(Ordering::SeqCst) && n < 400 && !swap_next() {
                 n += 1;
                 target.psql(
                     "app",
