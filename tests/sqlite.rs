@@ -345,3 +345,32 @@ fn a_sqlite_database_goes_to_a_schema_of_its_own_beside_a_postgresql_one() {
     assert_verified(&postgres, &target);
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
+
+#[test]
+fn integer_flag_columns_become_booleans_when_a_check_or_their_name_says_so() {
+    let target = Cluster::start(PgVersion::V16);
+    target.create_database("app");
+    let path = temp_db("flags");
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE accounts (id INTEGER PRIMARY KEY, is_admin INTEGER NOT NULL DEFAULT 0, active INTEGER DEFAULT 1,
+           status INTEGER CHECK (status IN (0, 1)), retries INTEGER, has_card INTEGER);
+         INSERT INTO accounts (is_admin, active, status, retries, has_card) VALUES (1, 1, 0, 0, 1), (0, NULL, 1, 1, 2), (0, 0, NULL, 1, 0);",
+    )
+    .unwrap();
+    drop(conn);
+    let (db, t) = (format!("sqlite://{}", path.display()), target.url("app"));
+    let out = pgshift_expect(0, &["inspect", "--source", &db, "--json"]);
+    assert!(stdout(&out).contains("reads as a flag"), "inspect says why: {}", stdout(&out));
+    pgshift_expect(0, &["migrate", "--source", &db, "--target", &t]);
+    let types = target.psql(
+        "app",
+        "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'accounts'::regclass AND attnum > 0",
+    );
+    // retries holds only 0 and 1 too, but nothing says it is a flag; has_card holds a 2.
+    assert_eq!(types, "id bigint, is_admin boolean, active boolean, status boolean, retries bigint, has_card bigint");
+    assert_eq!(target.psql("app", "SELECT count(*) FILTER (WHERE is_admin), count(*) FILTER (WHERE active IS NULL) FROM accounts"), "1|1");
+    assert!(target.psql("app", "SELECT column_default FROM information_schema.columns WHERE table_name = 'accounts' AND column_name = 'is_admin'").contains("false"));
+    pgshift_expect(0, &["verify", "--source", &db, "--target", &t]);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}

@@ -8,7 +8,7 @@ use std::path::Path;
 use rusqlite::Connection;
 use serde::Serialize;
 
-use crate::types::{default_sql, from_declared, refine, PgType, Stored};
+use crate::types::{flag_reason, default_sql, from_declared, refine, PgType, Stored};
 use crate::{quote, read_error, Result, SqliteError};
 
 #[derive(Clone, Debug, Serialize)]
@@ -91,7 +91,7 @@ pub fn inspect(conn: &Connection, path: &Path, overrides: &Overrides) -> Result<
                 sql.split_whitespace().skip_while(|w| !w.eq_ignore_ascii_case("USING")).nth(1).unwrap_or("?")
             )));
         }
-        tables.push(table(conn, path, name, is_fts5(sql), overrides)?);
+        tables.push(table(conn, path, name, is_fts5(sql), overrides, sql)?);
     }
     for key in overrides.keys() {
         let (t, c) = key.rsplit_once('.').unwrap_or(("", key));
@@ -107,7 +107,24 @@ fn is_fts5(sql: &str) -> bool {
     s.starts_with("create virtual table") && s.contains("using fts5")
 }
 
-fn table(conn: &Connection, path: &Path, name: &str, fts5: bool, overrides: &Overrides) -> Result<Table> {
+/// The single INTEGER PRIMARY KEY column (SQLite's rowid alias), if any.
+fn rowid_alias_of<'a>(raw: &'a [(String, String, bool, i64, i64, Option<String>)], fts5: bool) -> Option<&'a str> {
+    let keys: Vec<_> = raw.iter().filter(|c| c.3 > 0).collect();
+    match (keys.as_slice(), fts5) {
+        ([only], false) if only.1.eq_ignore_ascii_case("INTEGER") => Some(only.0.as_str()),
+        _ => None,
+    }
+}
+
+/// Whether the table's SQL has `CHECK (column IN (0, 1))` (in either order, any spacing
+/// and quoting).
+fn checks_zero_one(sql: &str, column: &str) -> bool {
+    let squeezed: String = sql.to_ascii_lowercase().chars().filter(|c| !c.is_whitespace() && !matches!(c, '"' | '`' | '[' | ']')).collect();
+    let c = column.to_ascii_lowercase().replace(char::is_whitespace, "");
+    [format!("check({c}in(0,1))"), format!("check({c}in(1,0))")].iter().any(|p| squeezed.contains(p.as_str()))
+}
+
+fn table(conn: &Connection, path: &Path, name: &str, fts5: bool, overrides: &Overrides, sql_of_table: &str) -> Result<Table> {
     let err = |e| read_error(path, e);
     let mut stmt = conn.prepare(&format!("PRAGMA table_xinfo({})", quote(name))).map_err(err)?;
     // cid, name, type, notnull, dflt_value, pk, hidden
@@ -134,8 +151,10 @@ fn table(conn: &Connection, path: &Path, name: &str, fts5: bool, overrides: &Ove
     for ((col, declared, not_null, _, _, default), s) in raw.iter().zip(stored) {
         let base = if fts5 { PgType::Text } else { from_declared(declared) };
         let refined = refine(base, declared.is_empty(), s);
+        let flag = (!fts5 && rowid_alias_of(&raw, fts5) != Some(col.as_str())).then(|| flag_reason(col, base, s, checks_zero_one(sql_of_table, col))).flatten();
         let (pg, note) = match overrides.get(&format!("{name}.{col}")) {
             Some(t) => (*t, Some("override".to_string())),
+            None if flag.is_some() => (PgType::Boolean, flag),
             None if refined == PgType::Jsonb && base != PgType::Jsonb => (refined, Some("every stored value is a JSON object or array".into())),
             None if refined != base => (refined, Some(format!("declared {declared:?}, but the stored values need {}", refined.sql()))),
             None => (refined, None),
@@ -176,7 +195,7 @@ fn table(conn: &Connection, path: &Path, name: &str, fts5: bool, overrides: &Ove
 /// aliases) need no look at their values.
 struct Probe {
     aggregates: Vec<String>,
-    /// The four typeof() counts come first, then the JSON count.
+    /// The four typeof() counts and the 0/1 count come first, then the JSON count.
     kinds: bool,
     json: bool,
 }
@@ -192,6 +211,7 @@ impl Probe {
         let mut aggregates = Vec::new();
         if kinds {
             aggregates.extend(["integer", "real", "text", "blob"].map(|k| format!("sum(typeof({c}) = '{k}')")));
+            aggregates.push(format!("sum(typeof({c}) = 'integer' AND {c} IN (0, 1))"));
         }
         if json {
             // CASE, not AND: SQLite evaluates both sides of an AND in a result column,
@@ -222,7 +242,7 @@ fn stored_kinds(conn: &Connection, path: &Path, table: &str, probes: &[Probe]) -
         for p in probes {
             let mut s = Stored::default();
             if p.kinds {
-                (s.integers, s.reals, s.texts, s.blobs) = (next()?, next()?, next()?, next()?);
+                (s.integers, s.reals, s.texts, s.blobs, s.zero_ones) = (next()?, next()?, next()?, next()?, next()?);
             }
             if p.json {
                 s.json_texts = next()?;

@@ -140,6 +140,25 @@ pub struct Stored {
     pub blobs: i64,
     /// Texts that are JSON objects or arrays.
     pub json_texts: i64,
+    /// Integers that are 0 or 1.
+    pub zero_ones: i64,
+}
+
+/// Why an integer column holds booleans, if it does: ORMs and apps declare flags as
+/// plain INTEGER. Said by a `CHECK (column IN (0, 1))`, or by every value being 0, 1
+/// or NULL in a column whose name reads as a flag.
+pub fn flag_reason(column: &str, declared: PgType, s: Stored, checked_01: bool) -> Option<String> {
+    if declared != PgType::Bigint || s.reals + s.texts + s.blobs > 0 || s.zero_ones != s.integers {
+        return None;
+    }
+    if checked_01 {
+        return Some(format!("CHECK ({column} IN (0, 1)) makes it a flag"));
+    }
+    let n = column.to_ascii_lowercase();
+    let named = ["is_", "has_", "can_", "should_", "allow_", "enable_"].iter().any(|p| n.starts_with(p))
+        || ["_enabled", "_disabled", "_flag", "_active", "_deleted", "_visible", "_verified", "_required"].iter().any(|x| n.ends_with(x))
+        || ["active", "enabled", "disabled", "deleted", "archived", "verified", "published", "visible", "done", "completed"].contains(&n.as_str());
+    (named && s.integers > 0).then(|| "every value is 0, 1 or NULL and the name reads as a flag".to_string())
 }
 
 /// The declared type, widened so every stored value fits: an integer column holding
@@ -194,12 +213,24 @@ mod tests {
 
     #[test]
     fn stored_values_widen_the_type() {
-        let s = |integers, reals, texts, json_texts| Stored { integers, reals, texts, blobs: 0, json_texts };
+        let s = |integers, reals, texts, json_texts| Stored { integers, reals, texts, blobs: 0, json_texts, zero_ones: 0 };
         assert_eq!(refine(PgType::Bigint, false, s(5, 1, 0, 0)), PgType::Double);
         assert_eq!(refine(PgType::Bigint, false, s(5, 0, 1, 0)), PgType::Text);
         assert_eq!(refine(PgType::Text, false, s(0, 0, 4, 4)), PgType::Jsonb);
         assert_eq!(refine(PgType::Text, false, s(0, 0, 4, 3)), PgType::Text);
         assert_eq!(refine(PgType::Text, true, s(3, 0, 0, 0)), PgType::Bigint);
         assert_eq!(refine(PgType::Boolean, false, s(3, 0, 0, 0)), PgType::Boolean);
+    }
+
+    #[test]
+    fn integer_flags_become_booleans_when_a_check_or_their_name_says_so() {
+        let s = |integers, zero_ones| Stored { integers, zero_ones, ..Stored::default() };
+        assert!(flag_reason("is_admin", PgType::Bigint, s(10, 10), false).is_some());
+        assert!(flag_reason("archived", PgType::Bigint, s(10, 10), false).is_some());
+        assert!(flag_reason("x", PgType::Bigint, s(10, 10), true).unwrap().contains("CHECK"));
+        assert!(flag_reason("x", PgType::Bigint, s(10, 10), false).is_none(), "a name that says nothing");
+        assert!(flag_reason("is_admin", PgType::Bigint, s(10, 9), false).is_none(), "a 2 somewhere");
+        assert!(flag_reason("is_admin", PgType::Bigint, s(0, 0), false).is_none(), "no values to go by");
+        assert!(flag_reason("is_admin", PgType::Text, s(10, 10), false).is_none());
     }
 }
