@@ -43,14 +43,16 @@ echo "backlog: $TXNS transactions, $CHANGES row changes" >&2
 t0=$(now)
 psql_at $SPORT bench -c "
 DO \$\$
-DECLARE a int; d int;
+DECLARE a int; b int; c int; d int;
 BEGIN
   FOR i IN 1..$TXNS LOOP
     a := 1 + (random() * ($SCALE * 100000 - 1))::int; d := (random() * 10000)::int - 5000;
     UPDATE pgbench_accounts SET abalance = abalance + d WHERE aid = a;
     IF '$MIX' = 'random' THEN
-      UPDATE pgbench_accounts SET abalance = abalance + d WHERE aid = 1 + (random() * ($SCALE * 100000 - 1))::int;
-      UPDATE pgbench_accounts SET abalance = abalance - d WHERE aid = 1 + (random() * ($SCALE * 100000 - 1))::int;
+      -- Keys drawn first: random() in a WHERE clause would be drawn per row (a full scan).
+      b := 1 + (random() * ($SCALE * 100000 - 1))::int; c := 1 + (random() * ($SCALE * 100000 - 1))::int;
+      UPDATE pgbench_accounts SET abalance = abalance + d WHERE aid = b;
+      UPDATE pgbench_accounts SET abalance = abalance - d WHERE aid = c;
     ELSE
       UPDATE pgbench_tellers SET tbalance = tbalance + d WHERE tid = 1 + i % ($SCALE * 10);
       UPDATE pgbench_branches SET bbalance = bbalance + d WHERE bid = 1 + i % $SCALE;

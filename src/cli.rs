@@ -201,8 +201,9 @@ impl LoadSettings {
 pub struct SqliteArgs {
     /// Type of a SQLite column on the target, overriding what pgshift infers:
     /// TABLE.COLUMN=TYPE with TYPE one of bigint, boolean, double, text, jsonb, timestamptz, bytea,
-    /// vector(N) (raw float BLOBs or JSON arrays).
-    #[arg(long = "sqlite-type", env = "PGSHIFT_SQLITE_TYPES", value_delimiter = ',')]
+    /// vector(N) (raw float BLOBs or JSON arrays), numeric(P,S) (exact; values with more decimals are refused).
+    /// Several may be given comma-separated; a comma inside parentheses belongs to the type.
+    #[arg(long = "sqlite-type", env = "PGSHIFT_SQLITE_TYPES")]
     pub types: Vec<String>,
     /// Rows whose values do not fit their column's type (not JSON, not a timestamp,
     /// invalid UTF-8...) go to this file as JSON lines instead of stopping the load.
@@ -213,7 +214,7 @@ pub struct SqliteArgs {
 impl SqliteArgs {
     pub fn overrides(&self) -> anyhow::Result<pgshift_sqlite::schema::Overrides> {
         let mut out = pgshift_sqlite::schema::Overrides::new();
-        for o in self.types.iter().filter(|o| !o.trim().is_empty()) {
+        for o in self.types.iter().flat_map(|t| split_outside_parentheses(t)).filter(|o| !o.trim().is_empty()) {
             let (column, ty) = o.split_once('=').ok_or_else(|| anyhow::anyhow!("--sqlite-type {o:?}: write TABLE.COLUMN=TYPE"))?;
             let t = pgshift_sqlite::types::PgType::parse(ty)
                 .ok_or_else(|| anyhow::anyhow!("--sqlite-type {o:?}: unknown type {ty:?} ({})", pgshift_sqlite::types::OVERRIDE_TYPES))?;
@@ -221,6 +222,25 @@ impl SqliteArgs {
         }
         Ok(out)
     }
+}
+
+/// `a=numeric(10,2),b=text` -> `a=numeric(10,2)`, `b=text`.
+fn split_outside_parentheses(text: &str) -> Vec<String> {
+    let (mut out, mut current, mut depth) = (Vec::new(), String::new(), 0i32);
+    for c in text.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(std::mem::take(&mut current));
+                continue;
+            }
+            _ => {}
+        }
+        current.push(c);
+    }
+    out.push(current);
+    out
 }
 
 #[derive(Args)]

@@ -374,3 +374,33 @@ fn integer_flag_columns_become_booleans_when_a_check_or_their_name_says_so() {
     pgshift_expect(0, &["verify", "--source", &db, "--target", &t]);
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
+
+#[test]
+fn decimal_columns_stay_exact_when_every_value_fits() {
+    let target = Cluster::start(PgVersion::V16);
+    target.create_database("app");
+    let path = temp_db("numeric");
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE products (id INTEGER PRIMARY KEY, price NUMERIC(10,2), weight REAL, ratio DECIMAL(4,2), code TEXT);
+         INSERT INTO products (price, weight, ratio, code) VALUES (19.99, 1.25, 0.5, 'a'), (0.1, 2.5, 12.345, 'b'), ('1000000.5', 0.125, 1, 'c'), (3, NULL, NULL, 'd'), (NULL, 7, 2, 'e');",
+    )
+    .unwrap();
+    drop(conn);
+    let (db, t) = (format!("sqlite://{}", path.display()), target.url("app"));
+    // A comma inside the type's parentheses is part of it.
+    pgshift_expect(0, &["migrate", "--source", &db, "--target", &t, "--sqlite-type", "products.weight=numeric(8,3),products.code=text"]);
+    let types = target.psql(
+        "app",
+        "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'products'::regclass AND attnum > 0",
+    );
+    // ratio holds 12.345, which numeric(4,2) cannot: double precision, said in the warnings.
+    assert_eq!(types, "id bigint, price numeric(10,2), weight numeric(8,3), ratio double precision, code text");
+    // Money stays exact: the sum is the decimal sum, not a float's.
+    assert_eq!(target.psql("app", "SELECT sum(price), sum(weight) FROM products"), "1000023.59|10.875");
+    assert_eq!(target.psql("app", "SELECT price FROM products WHERE id = 2"), "0.10");
+    pgshift_expect(0, &["verify", "--source", &db, "--target", &t, "--sqlite-type", "products.weight=numeric(8,3)"]);
+    let out = pgshift_expect(2, &["migrate", "--source", &db, "--target", &t, "--dry-run", "--sqlite-type", "products.price=numeric(10"]);
+    assert!(stderr(&out).contains("unknown type \"numeric(10\""), "the bad part is named: {}", stderr(&out));
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}

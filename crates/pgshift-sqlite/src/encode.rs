@@ -23,6 +23,66 @@ pub enum PgValue {
     Timestamp(i64),
     Bytes(Vec<u8>),
     Vector(Vec<f32>),
+    /// A decimal with exactly its column's scale of fractional digits: `-19.90`.
+    Numeric(String),
+}
+
+/// `text` as a decimal of scale `s` and at most `p` digits, or why not. Fewer
+/// decimals are padded; more are refused unless they are zeros (nothing is rounded).
+pub fn decimal(text: &str, p: u16, s: u16) -> Result<String, String> {
+    let t = text.trim();
+    let (sign, digits) = match t.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", t.strip_prefix('+').unwrap_or(t)),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let valid = |d: &str| d.chars().all(|c| c.is_ascii_digit());
+    if (int.is_empty() && frac.is_empty()) || !valid(int) || !valid(frac) {
+        return Err(format!("{t:?} is not a decimal number"));
+    }
+    let frac = frac.trim_end_matches('0');
+    if frac.len() > s as usize {
+        return Err(format!("{t:?} has more than {s} decimal places (numeric({p},{s}))"));
+    }
+    let int = int.trim_start_matches('0');
+    if int.len() > (p - s) as usize {
+        return Err(format!("{t:?} has more than {} digits before the point (numeric({p},{s}))", p - s));
+    }
+    let int = if int.is_empty() { "0" } else { int };
+    let zero = int == "0" && frac.is_empty();
+    let sign = if zero { "" } else { sign };
+    Ok(if s == 0 { format!("{sign}{int}") } else { format!("{sign}{int}.{frac:0<width$}", width = s as usize) })
+}
+
+/// PostgreSQL's binary numeric: digit count, weight, sign, display scale, then the
+/// digits in base 10000 (grouped from the decimal point outwards).
+fn put_numeric(out: &mut BytesMut, text: &str) {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let int_padded = format!("{}{int}", "0".repeat((4 - int.len() % 4) % 4));
+    let frac_padded = format!("{frac}{}", "0".repeat((4 - frac.len() % 4) % 4));
+    let group = |s: &str| s.as_bytes().chunks(4).map(|c| std::str::from_utf8(c).expect("ascii").parse::<i16>().expect("digits")).collect::<Vec<_>>();
+    let mut groups = group(&int_padded);
+    let mut weight = groups.len() as i16 - 1;
+    groups.extend(group(&frac_padded));
+    while groups.first() == Some(&0) && !groups.is_empty() {
+        groups.remove(0);
+        weight -= 1;
+    }
+    while groups.last() == Some(&0) {
+        groups.pop();
+    }
+    if groups.is_empty() {
+        weight = 0;
+    }
+    out.put_i16(groups.len() as i16);
+    out.put_i16(weight);
+    out.put_u16(if negative && !groups.is_empty() { 0x4000 } else { 0 });
+    out.put_u16(frac.len() as u16);
+    groups.iter().for_each(|g| out.put_i16(*g));
 }
 
 fn utf8(b: &[u8]) -> Result<String, String> {
@@ -40,6 +100,10 @@ pub fn convert(v: ValueRef<'_>, t: PgType) -> Result<Option<PgValue>, String> {
     };
     let value = match (v, t) {
         (Null, _) => return Ok(None),
+        (Integer(i), PgType::Numeric(p, s)) => PgValue::Numeric(decimal(&i.to_string(), p, s)?),
+        // Rust shows a double with the fewest digits that read back as it: 19.99, not 19.989999...
+        (Real(f), PgType::Numeric(p, s)) if f.is_finite() => PgValue::Numeric(decimal(&f.to_string(), p, s)?),
+        (Text(t), PgType::Numeric(p, s)) => PgValue::Numeric(decimal(&utf8(t)?, p, s)?),
         (Integer(i), PgType::Bigint) => PgValue::Int(i),
         (Real(f), PgType::Bigint) if f.fract() == 0.0 && f.abs() < 9.2e18 => PgValue::Int(f as i64),
         (Text(s), PgType::Bigint) => PgValue::Int(utf8(s)?.trim().parse().map_err(|_| format!("{:?} is not an integer", shown(v)))?),
@@ -106,6 +170,7 @@ impl PgValue {
                 out.put_u16(0);
                 v.iter().for_each(|f| out.put_f32(*f));
             }
+            PgValue::Numeric(text) => put_numeric(out, text),
         }
     }
 
@@ -120,6 +185,7 @@ impl PgValue {
             PgValue::Timestamp(t) => t.to_string(),
             PgValue::Bytes(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
             PgValue::Vector(v) => v.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>().join(","),
+            PgValue::Numeric(text) => text.clone(),
         }
     }
 }
@@ -274,12 +340,39 @@ fn row_key(row: &rusqlite::Row<'_>, keys: &[usize], cols: &[String], ordinal: u6
 }
 
 #[cfg(test)]
+mod numeric_tests {
+    use super::*;
+
+    fn binary(text: &str) -> Vec<i16> {
+        let mut out = BytesMut::new();
+        put_numeric(&mut out, text);
+        out.chunks(2).map(|c| i16::from_be_bytes([c[0], c[1]])).collect()
+    }
+
+    #[test]
+    fn decimals_take_postgresqls_binary_form() {
+        // ndigits, weight, sign, dscale, digits (base 10000)
+        assert_eq!(binary("1234567.89"), vec![3, 1, 0, 2, 123, 4567, 8900]);
+        assert_eq!(binary("-0.05"), vec![1, -1, 0x4000, 2, 500]);
+        assert_eq!(binary("0.00"), vec![0, 0, 0, 2]);
+        assert_eq!(binary("10000"), vec![1, 1, 0, 0, 1]);
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn values_convert_or_say_why_not() {
         assert_eq!(convert(ValueRef::Integer(1), PgType::Boolean), Ok(Some(PgValue::Bool(true))));
+        let money = PgType::Numeric(10, 2);
+        assert_eq!(convert(ValueRef::Real(19.99), money), Ok(Some(PgValue::Numeric("19.99".into()))));
+        assert_eq!(convert(ValueRef::Real(0.1), money), Ok(Some(PgValue::Numeric("0.10".into()))));
+        assert_eq!(convert(ValueRef::Integer(-3), money), Ok(Some(PgValue::Numeric("-3.00".into()))));
+        assert_eq!(convert(ValueRef::Text(b"1000.50"), money), Ok(Some(PgValue::Numeric("1000.50".into()))));
+        assert!(convert(ValueRef::Real(0.30000000000000004), money).unwrap_err().contains("decimal places"));
+        assert!(convert(ValueRef::Integer(123_456_789), money).unwrap_err().contains("digits before the point"));
         assert!(convert(ValueRef::Integer(2), PgType::Boolean).unwrap_err().contains("boolean"));
         assert_eq!(convert(ValueRef::Text(b"2000-01-01T00:00:02Z"), PgType::Timestamptz), Ok(Some(PgValue::Timestamp(2_000_000))));
         assert_eq!(convert(ValueRef::Integer(946_684_801), PgType::Timestamptz), Ok(Some(PgValue::Timestamp(1_000_000))));

@@ -156,6 +156,9 @@ fn table(conn: &Connection, path: &Path, name: &str, fts5: bool, overrides: &Ove
             Some(t) => (*t, Some("override".to_string())),
             None if flag.is_some() => (PgType::Boolean, flag),
             None if refined == PgType::Jsonb && base != PgType::Jsonb => (refined, Some("every stored value is a JSON object or array".into())),
+            None if matches!(base, PgType::Numeric(..)) && refined == PgType::Double => {
+                (refined, Some(format!("declared {declared:?}, but {} stored value(s) have more decimals or digits than it holds", s.unfit_numbers)))
+            }
             None if refined != base => (refined, Some(format!("declared {declared:?}, but the stored values need {}", refined.sql()))),
             None => (refined, None),
         };
@@ -195,7 +198,7 @@ fn table(conn: &Connection, path: &Path, name: &str, fts5: bool, overrides: &Ove
 /// aliases) need no look at their values.
 struct Probe {
     aggregates: Vec<String>,
-    /// The four typeof() counts and the 0/1 count come first, then the JSON count.
+    /// The four typeof() counts, the 0/1 count and the numeric misfits come first, then the JSON count.
     kinds: bool,
     json: bool,
 }
@@ -204,7 +207,7 @@ impl Probe {
     fn for_column(column: &str, declared: Option<(PgType, bool)>) -> Probe {
         let c = quote(column);
         let (kinds, json) = match declared {
-            Some((PgType::Bigint | PgType::Double, _)) => (true, false),
+            Some((PgType::Bigint | PgType::Double | PgType::Numeric(..), _)) => (true, false),
             Some((PgType::Text, _)) => (true, true),
             _ => (false, false),
         };
@@ -212,6 +215,14 @@ impl Probe {
         if kinds {
             aggregates.extend(["integer", "real", "text", "blob"].map(|k| format!("sum(typeof({c}) = '{k}')")));
             aggregates.push(format!("sum(typeof({c}) = 'integer' AND {c} IN (0, 1))"));
+            // Values a numeric(p,s) cannot hold exactly: more decimals, or too large.
+            aggregates.push(match declared {
+                Some((PgType::Numeric(p, s), _)) => format!(
+                    "sum(typeof({c}) IN ('integer', 'real') AND (round({c}, {s}) <> {c} OR abs({c}) >= 1e{}))",
+                    p - s
+                ),
+                _ => "0".to_string(),
+            });
         }
         if json {
             // CASE, not AND: SQLite evaluates both sides of an AND in a result column,
@@ -242,7 +253,7 @@ fn stored_kinds(conn: &Connection, path: &Path, table: &str, probes: &[Probe]) -
         for p in probes {
             let mut s = Stored::default();
             if p.kinds {
-                (s.integers, s.reals, s.texts, s.blobs, s.zero_ones) = (next()?, next()?, next()?, next()?, next()?);
+                (s.integers, s.reals, s.texts, s.blobs, s.zero_ones, s.unfit_numbers) = (next()?, next()?, next()?, next()?, next()?, next()?);
             }
             if p.json {
                 s.json_texts = next()?;

@@ -15,10 +15,13 @@ pub enum PgType {
     /// pgvector's `vector(n)`: libSQL's F32_BLOB(n) / F64_BLOB(n) columns, raw float
     /// BLOBs or JSON arrays when a column is overridden to it.
     Vector(u32),
+    /// `numeric(precision, scale)`: exact decimals (money), from `NUMERIC(p,s)` /
+    /// `DECIMAL(p,s)` columns whose every value fits.
+    Numeric(u16, u16),
 }
 
 /// The types an override may name, for messages.
-pub const OVERRIDE_TYPES: &str = "bigint, boolean, double, text, jsonb, timestamptz, bytea, vector(N)";
+pub const OVERRIDE_TYPES: &str = "bigint, boolean, double, text, jsonb, timestamptz, bytea, vector(N), numeric(P,S)";
 
 impl PgType {
     pub fn sql(self) -> String {
@@ -31,6 +34,7 @@ impl PgType {
             PgType::Timestamptz => "timestamptz".into(),
             PgType::Bytea => "bytea".into(),
             PgType::Vector(dims) => format!("vector({dims})"),
+            PgType::Numeric(p, s) => format!("numeric({p},{s})"),
         }
     }
 
@@ -39,6 +43,9 @@ impl PgType {
         let name = name.trim().to_ascii_lowercase();
         if let Some(dims) = name.strip_prefix("vector(").and_then(|r| r.strip_suffix(')')) {
             return dims.trim().parse().ok().filter(|d| (1..=16000).contains(d)).map(PgType::Vector);
+        }
+        if let Some(t) = numeric_of(&name) {
+            return Some(t);
         }
         Some(match name.as_str() {
             "bigint" | "int8" | "integer" | "int" => PgType::Bigint,
@@ -59,6 +66,22 @@ impl Serialize for PgType {
     }
 }
 
+/// `numeric(p,s)`, `numeric(p)`, `decimal(p,s)` (any case) with 1 <= p <= 1000, s <= p.
+fn numeric_of(declared: &str) -> Option<PgType> {
+    let lower = declared.to_ascii_lowercase();
+    let (name, rest) = lower.split_once('(')?;
+    if !matches!(name.trim(), "numeric" | "decimal") {
+        return None;
+    }
+    let args: Vec<&str> = rest.strip_suffix(')')?.split(',').map(str::trim).collect();
+    let (p, s): (u16, u16) = match args.as_slice() {
+        [p] => (p.parse().ok()?, 0),
+        [p, s] => (p.parse().ok()?, s.parse().ok()?),
+        _ => return None,
+    };
+    ((1..=1000).contains(&p) && s <= p).then_some(PgType::Numeric(p, s))
+}
+
 /// libSQL's vector column types (`F32_BLOB(384)`, `FLOAT32(384)`, and the 64-bit
 /// ones) and their dimensions.
 fn libsql_vector(declared_upper: &str) -> Option<u32> {
@@ -75,6 +98,8 @@ pub fn from_declared(declared: &str) -> PgType {
     let d = declared.to_ascii_uppercase();
     if let Some(dims) = libsql_vector(&d) {
         PgType::Vector(dims)
+    } else if let Some(t) = numeric_of(&d) {
+        t
     } else if d.contains("BOOL") {
         PgType::Boolean
     } else if d.contains("INT") {
@@ -116,7 +141,7 @@ pub fn default_sql(default: &str, t: PgType) -> Option<String> {
             (PgType::Boolean, "1" | "TRUE") => return Some("true".into()),
             (PgType::Boolean, "0" | "FALSE") => return Some("false".into()),
             (PgType::Boolean, _) => return None,
-            (PgType::Bigint | PgType::Double, _) => return Some(d.to_string()),
+            (PgType::Bigint | PgType::Double | PgType::Numeric(..), _) => return Some(d.to_string()),
             _ => d.to_string(),
         }
     } else {
@@ -142,6 +167,9 @@ pub struct Stored {
     pub json_texts: i64,
     /// Integers that are 0 or 1.
     pub zero_ones: i64,
+    /// Numbers that do not fit a declared numeric(p,s): more decimals than its scale,
+    /// or too large.
+    pub unfit_numbers: i64,
 }
 
 /// Why an integer column holds booleans, if it does: ORMs and apps declare flags as
@@ -166,6 +194,8 @@ pub fn flag_reason(column: &str, declared: PgType, s: Stored, checked_01: bool) 
 /// whose every value is a JSON object or array becomes jsonb.
 pub fn refine(declared: PgType, untyped: bool, s: Stored) -> PgType {
     match declared {
+        PgType::Numeric(..) if s.texts > 0 || s.blobs > 0 => PgType::Text,
+        PgType::Numeric(..) if s.unfit_numbers > 0 => PgType::Double,
         PgType::Bigint if s.texts > 0 || s.blobs > 0 => PgType::Text,
         PgType::Bigint if s.reals > 0 => PgType::Double,
         PgType::Double if s.texts > 0 || s.blobs > 0 => PgType::Text,
@@ -195,6 +225,9 @@ mod tests {
             ("F32_BLOB(384)", PgType::Vector(384)),
             ("float64(3)", PgType::Vector(3)),
             ("F16_BLOB(8)", PgType::Bytea),
+            ("NUMERIC(10,2)", PgType::Numeric(10, 2)),
+            ("decimal( 6 , 3 )", PgType::Numeric(6, 3)),
+            ("NUMERIC(5)", PgType::Numeric(5, 0)),
         ] {
             assert_eq!(from_declared(decl), t, "{decl}");
         }
@@ -213,13 +246,18 @@ mod tests {
 
     #[test]
     fn stored_values_widen_the_type() {
-        let s = |integers, reals, texts, json_texts| Stored { integers, reals, texts, blobs: 0, json_texts, zero_ones: 0 };
+        let s = |integers, reals, texts, json_texts| Stored { integers, reals, texts, json_texts, ..Stored::default() };
         assert_eq!(refine(PgType::Bigint, false, s(5, 1, 0, 0)), PgType::Double);
         assert_eq!(refine(PgType::Bigint, false, s(5, 0, 1, 0)), PgType::Text);
         assert_eq!(refine(PgType::Text, false, s(0, 0, 4, 4)), PgType::Jsonb);
         assert_eq!(refine(PgType::Text, false, s(0, 0, 4, 3)), PgType::Text);
         assert_eq!(refine(PgType::Text, true, s(3, 0, 0, 0)), PgType::Bigint);
         assert_eq!(refine(PgType::Boolean, false, s(3, 0, 0, 0)), PgType::Boolean);
+        let money = PgType::Numeric(10, 2);
+        assert_eq!(refine(money, false, s(3, 4, 0, 0)), money);
+        assert_eq!(refine(money, false, Stored { reals: 4, unfit_numbers: 1, ..Stored::default() }), PgType::Double);
+        assert_eq!(PgType::parse("numeric(10,2)"), Some(money));
+        assert_eq!(PgType::parse("numeric(10,20)"), None);
     }
 
     #[test]

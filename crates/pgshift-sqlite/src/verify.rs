@@ -89,6 +89,8 @@ pub fn canonical_from_pg(text: &str, t: PgType) -> Result<String> {
         PgType::Jsonb => canonical_json(&serde_json::from_str(text).map_err(|_| bad("jsonb"))?).to_string(),
         // vector::text is [1,2.5,-3]: JSON, and each value is the float4 it shows.
         PgType::Vector(_) => PgValue::Vector(serde_json::from_str(text).map_err(|_| bad("vector"))?).canonical(),
+        // numeric(p,s)::text shows exactly s decimals, as PgValue::Numeric holds them.
+        PgType::Numeric(..) => text.to_string(),
         _ => text.to_string(),
     })
 }
