@@ -301,3 +301,28 @@ fn pgvector_kept_in_another_schema_on_the_source_lands_where_the_target_has_it()
     assert_eq!(target.psql("app", "SELECT round(norm::numeric, 3) FROM items WHERE id = 100"), "5.000");
     assert_verified(&source, &target);
 }
+
+#[test]
+fn every_source_is_checked_before_anything_is_written_to_any() {
+    let (main, vectors, target) = clusters();
+    // The second source's text key does not all convert to uuid.
+    vectors.psql("app", "CREATE TABLE notes (id int PRIMARY KEY, asset_id text); INSERT INTO notes VALUES (1, 'not-a-uuid')");
+    let sources = format!(
+        r#"[{{"url": "{}", "tables": ["assets"]}}, {{"url": "{}", "casts": ["notes.asset_id=uuid"]}}]"#,
+        main.url("app"),
+        vectors.url("app")
+    );
+    let out = pgshift_expect(2, &["consolidate", "--sources", &sources, "--target", &target.url("app"), "--load-only"]);
+    let err = stderr(&out);
+    assert!(err.contains(&format!("127.0.0.1:{}/app", vectors.port)) && err.contains("not-a-uuid"), "the problem names its source: {err}");
+    // Nothing was written: no slot or publication on the first source, no run on the target.
+    assert_eq!(main.psql("app", "SELECT count(*) FROM pg_replication_slots"), "0");
+    assert_eq!(main.psql("app", "SELECT count(*) FROM pg_publication"), "0");
+    assert_eq!(target.psql("app", "SELECT count(*) FROM pg_namespace WHERE nspname = 'pgshift'"), "0");
+
+    // The cast check writes nothing: it works against a read-only source (PostgreSQL 16+).
+    vectors.psql("app", "UPDATE notes SET asset_id = md5('a1')::uuid::text; ALTER DATABASE app SET default_transaction_read_only = on");
+    let (s, t) = (vectors.url("app"), target.url("app"));
+    pgshift_expect(0, &["migrate", "--source", &s, "--target", &t, "--no-follow", "--tables", "notes", "--cast", "notes.asset_id=uuid"]);
+    assert_eq!(target.psql("app", "SELECT pg_typeof(asset_id) FROM notes"), "uuid");
+}

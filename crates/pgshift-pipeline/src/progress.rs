@@ -18,6 +18,34 @@ pub trait Progress: Send + Sync {
 pub struct Silent;
 impl Progress for Silent {}
 
+/// A reporter whose messages say which source they are about (several sources at
+/// once: `consolidate`). Tables keep their names; steps and phases get the prefix.
+pub struct OfSource {
+    pub inner: std::sync::Arc<dyn Progress>,
+    pub source: String,
+}
+
+impl Progress for OfSource {
+    fn phase(&self, name: &str) {
+        self.inner.step(&format!("{}: phase {name}", self.source));
+    }
+    fn table_started(&self, table: &str, size_bytes: u64) {
+        self.inner.table_started(table, size_bytes)
+    }
+    fn table_bytes(&self, table: &str, delta: u64) {
+        self.inner.table_bytes(table, delta)
+    }
+    fn table_done(&self, table: &str, rows: u64, bytes: u64, elapsed: Duration) {
+        self.inner.table_done(table, rows, bytes, elapsed)
+    }
+    fn step(&self, message: &str) {
+        self.inner.step(&format!("{}: {message}", self.source))
+    }
+    fn index_progress(&self, index: &str, done: u64, total: u64) {
+        self.inner.index_progress(index, done, total)
+    }
+}
+
 /// Enters a phase: tells the reporter and the `pgshift_phase` metric.
 pub fn enter(progress: &dyn Progress, phase: &str) {
     crate::metrics::set_phase(phase);

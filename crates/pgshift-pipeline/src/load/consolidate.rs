@@ -1,6 +1,7 @@
 //! Several databases into one target in one command: each source is loaded by its
 //! own run (its own slot, publication and origin), in the order given, then every
-//! run follows its source at the same time.
+//! run follows its source at the same time. Every source's checks run before
+//! anything is written to any of them; a load that fails says what it left behind.
 
 use std::sync::Arc;
 
@@ -10,8 +11,9 @@ use serde::Serialize;
 
 use super::{load, MigrateOptions, MigrateReport, PlanOptions};
 use crate::catchup::{follow, FollowOptions, FollowReport};
-use crate::error::Result;
-use crate::progress::Progress;
+use crate::error::{Error, Result};
+use crate::progress::{OfSource, Progress, Silent};
+use crate::run::slot;
 use crate::run::store::Store;
 use crate::run::Phase;
 use crate::source::casts::ColumnCast;
@@ -49,6 +51,7 @@ pub async fn consolidate(
     let mut report = ConsolidateReport::default();
     let (dst_name, dst) = (target.endpoint(), target.connect().await?);
     let store = Store::new(&dst, dst_name);
+    let mut todo = Vec::new();
     for s in sources {
         let name = s.source.endpoint();
         let resume = match store.newest_run_of_source(name).await?.map(|r| r.phase) {
@@ -59,7 +62,6 @@ pub async fn consolidate(
             Some(Phase::Copy | Phase::PostData) => true,
             _ => false,
         };
-        progress.step(&format!("loading {name}"));
         let options = MigrateOptions {
             plan: PlanOptions { patterns: s.tables.clone(), ..base.plan.clone() },
             casts: s.casts.clone(),
@@ -67,11 +69,58 @@ pub async fn consolidate(
             resume,
             ..base.clone()
         };
-        report.loads.push(load(&PostgresSource::new(s.source.clone()), target, &options, progress.clone()).await?);
+        todo.push((s, options));
+    }
+    // Every source's checks before anything is written to any of them, all problems at once.
+    let mut problems = Vec::new();
+    for (s, options) in &todo {
+        let checked = load(&PostgresSource::new(s.source.clone()), target, &MigrateOptions { dry_run: true, ..options.clone() }, Arc::new(Silent)).await;
+        match checked {
+            Ok(plan) if base.dry_run => report.loads.push(plan),
+            Ok(_) => {}
+            Err(Error::Preflight(p)) => problems.extend(p.into_iter().map(|p| format!("{}: {p}", s.source.endpoint()))),
+            Err(e) => return Err(Error::State(format!("{}: {e}", s.source.endpoint()))),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Error::Preflight(problems));
+    }
+    if base.dry_run {
+        return Ok(report);
+    }
+    for (s, options) in &todo {
+        let name = s.source.endpoint();
+        progress.step(&format!("loading {name}"));
+        let of_source: Arc<dyn Progress> = Arc::new(OfSource { inner: progress.clone(), source: name.to_string() });
+        match load(&PostgresSource::new(s.source.clone()), target, options, of_source).await {
+            Ok(r) => report.loads.push(r),
+            Err(e) => return Err(left_behind(&store, name, e).await),
+        }
     }
     if let (Some(fo), false) = (follow_options, base.dry_run || !base.follow) {
         let runs = sources.iter().map(|s| follow(&s.source, target, fo, progress.clone()));
         report.follows = futures_util::future::try_join_all(runs).await?;
     }
     Ok(report)
+}
+
+/// A failed load's error, with what it left behind on the source and how to go on.
+async fn left_behind(store: &Store<'_>, source: &str, e: Error) -> Error {
+    let Ok(Some(run)) = store.unfinished_run(source).await else {
+        return Error::State(format!("{source}: {e}"));
+    };
+    let leftovers = match &run.slot_name {
+        Some(slot) => format!(
+            "its replication slot {slot} and publication {} on {source} keep WAL there until removed \
+             (SELECT pg_drop_replication_slot('{slot}'); DROP PUBLICATION {};)",
+            slot::publication_name(slot),
+            pgshift_postgres::sql::quote_ident(slot::publication_name(slot))
+        ),
+        None => "no slot".to_string(),
+    };
+    Error::State(format!(
+        "{source}: {e}. Run {} of {source} is unfinished (phase {}): {leftovers}. Fix the cause and run pgshift consolidate \
+         again to continue it, or remove it with the statements above and the run's tables on the target",
+        run.run_id, run.phase
+    ))
 }

@@ -52,24 +52,42 @@ pub fn apply(catalog: &mut Catalog, casts: &[ColumnCast]) -> Result<()> {
     Ok(())
 }
 
-/// Every value of every cast column must convert; the problems list the rows that do not.
+/// Every value of every cast column must convert; the problems list the rows that do
+/// not. Read-only on PostgreSQL 16 and newer (`pg_input_is_valid`), so it works on a
+/// replica; older servers need a temporary function (the TEMP right).
 pub async fn check(src: &Client, src_name: &str, tables: &[&Table]) -> Result<Vec<String>> {
     let mut problems = Vec::new();
+    let mut version: Option<i32> = None;
     for t in tables.iter().filter(|t| t.holds_rows()) {
         for c in t.columns.iter().filter(|c| c.cast_to.is_some()) {
             let to = c.target_type();
-            // A temporary function catches the conversion error of each value.
-            let function = format!(
-                "CREATE OR REPLACE FUNCTION pg_temp.pgshift_castable(v text) RETURNS boolean LANGUAGE plpgsql AS $f$ \
-                 BEGIN PERFORM v::{to}; RETURN true; EXCEPTION WHEN others THEN RETURN false; END $f$"
-            );
-            src.batch_execute(&function).await.context(&src_name, || format!("check that {}.{} converts to {to}", t.display_name(), c.name))?;
-            let key = t.primary_key.as_ref().map_or_else(|| "ctid".to_string(), |k| k.columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", "));
+            let v = match version {
+                Some(v) => v,
+                None => {
+                    let v: i32 = src
+                        .query_one("SELECT current_setting('server_version_num')::int", &[])
+                        .await
+                        .context(&src_name, || "read the server version".into())?
+                        .get(0);
+                    *version.insert(v)
+                }
+            };
             let col = quote_ident(&c.name);
-            let sql = format!(
-                "SELECT ROW({key})::text, {col}::text FROM ONLY {} WHERE {col} IS NOT NULL AND NOT pg_temp.pgshift_castable({col}::text) LIMIT {SHOWN}",
-                t.qualified()
-            );
+            let valid = if v >= 160000 {
+                format!("pg_input_is_valid({col}::text, {})", pgshift_postgres::sql::quote_literal(to))
+            } else {
+                // A temporary function catches the conversion error of each value.
+                let function = format!(
+                    "CREATE OR REPLACE FUNCTION pg_temp.pgshift_castable(v text) RETURNS boolean LANGUAGE plpgsql AS $f$ \
+                     BEGIN PERFORM v::{to}; RETURN true; EXCEPTION WHEN others THEN RETURN false; END $f$"
+                );
+                src.batch_execute(&function).await.context(&src_name, || {
+                    format!("check that {}.{} converts to {to} (PostgreSQL before 16 needs a temporary function: grant TEMP, or check from a writable server)", t.display_name(), c.name)
+                })?;
+                format!("pg_temp.pgshift_castable({col}::text)")
+            };
+            let key = t.primary_key.as_ref().map_or_else(|| "ctid".to_string(), |k| k.columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", "));
+            let sql = format!("SELECT ROW({key})::text, {col}::text FROM ONLY {} WHERE {col} IS NOT NULL AND NOT {valid} LIMIT {SHOWN}", t.qualified());
             let rows = src.query(&sql, &[]).await.context(&src_name, || format!("check {}.{}", t.display_name(), c.name))?;
             if !rows.is_empty() {
                 let bad: Vec<String> = rows.iter().map(|r| format!("key {} = {:?}", r.get::<_, String>(0), r.get::<_, String>(1))).collect();
