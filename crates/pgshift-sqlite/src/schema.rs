@@ -107,8 +107,12 @@ fn is_fts5(sql: &str) -> bool {
     s.starts_with("create virtual table") && s.contains("using fts5")
 }
 
+/// A column as `PRAGMA table_xinfo` shows it: name, declared type, not null, key
+/// position, hidden, default.
+type RawColumn = (String, String, bool, i64, i64, Option<String>);
+
 /// The single INTEGER PRIMARY KEY column (SQLite's rowid alias), if any.
-fn rowid_alias_of<'a>(raw: &'a [(String, String, bool, i64, i64, Option<String>)], fts5: bool) -> Option<&'a str> {
+fn rowid_alias_of(raw: &[RawColumn], fts5: bool) -> Option<&str> {
     let keys: Vec<_> = raw.iter().filter(|c| c.3 > 0).collect();
     match (keys.as_slice(), fts5) {
         ([only], false) if only.1.eq_ignore_ascii_case("INTEGER") => Some(only.0.as_str()),
@@ -128,7 +132,7 @@ fn table(conn: &Connection, path: &Path, name: &str, fts5: bool, overrides: &Ove
     let err = |e| read_error(path, e);
     let mut stmt = conn.prepare(&format!("PRAGMA table_xinfo({})", quote(name))).map_err(err)?;
     // cid, name, type, notnull, dflt_value, pk, hidden
-    let raw: Vec<(String, String, bool, i64, i64, Option<String>)> = stmt
+    let raw: Vec<RawColumn> = stmt
         .query_map([], |r| Ok((r.get(1)?, r.get::<_, Option<String>>(2)?.unwrap_or_default(), r.get(3)?, r.get(5)?, r.get(6)?, r.get(4)?)))
         .map_err(err)?
         .collect::<rusqlite::Result<_>>()

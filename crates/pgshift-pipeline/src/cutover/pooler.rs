@@ -156,8 +156,11 @@ fn write_replacing(path: &Path, text: &str) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(fail)
 }
 
-/// The `[databases]` section's entries: (line index, name, settings).
-fn entries(ini: &str) -> Vec<(usize, String, Vec<(String, String)>)> {
+/// One `[databases]` entry: its line, name and settings.
+type Entry = (usize, String, Vec<(String, String)>);
+
+/// The `[databases]` section's entries.
+fn entries(ini: &str) -> Vec<Entry> {
     let mut in_databases = false;
     let mut out = Vec::new();
     for (i, line) in ini.lines().enumerate() {
