@@ -195,6 +195,9 @@ pub fn print_cutover(r: &CutoverReport) {
              to keep the old database current; pgshift rollback --source OLD --target NEW switches back."
         );
     }
+    for note in &r.foreign_keys {
+        println!("{note}");
+    }
     match &r.pgbouncer {
         Some(p) => println!(
             "PgBouncer now sends {} to {} ({} rewritten); its clients waited {:.0} ms and need no change.",

@@ -39,8 +39,9 @@ fn two_sources_load_and_follow_into_one_target() {
     assert!(report["foreign_keys"][0].as_str().unwrap().contains("waits for documents"), "{report}");
     let out = migrate(&vectors, &target, &["--json", "--foreign-key", LINK]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(report["foreign_keys"][0].as_str().unwrap().contains("added and validated"), "{report}");
-    assert_eq!(target.psql("app", "SELECT convalidated FROM pg_constraint WHERE conname = 'documents_asset_id_fkey'"), "t");
+    // Both sources are followed: the key is judged at the last cutover (see below).
+    assert!(report["foreign_keys"][0].as_str().unwrap().contains("added NOT VALID"), "{report}");
+    assert_eq!(target.psql("app", "SELECT convalidated FROM pg_constraint WHERE conname = 'documents_asset_id_fkey'"), "f");
     assert_eq!(target.psql("app", "SELECT count(*) FROM pgshift.runs WHERE phase = 'loaded'"), "2");
     let out = pgshift_expect(0, &["status", "--target", &target.url("app"), "--json"]);
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -107,7 +108,7 @@ fn a_text_key_becomes_uuid_on_the_way() {
     migrate(&main, &target, &["--cast", "assets.id=uuid"]);
     migrate(&vectors, &target, &["--foreign-key", LINK]);
     assert_eq!(target.psql("app", "SELECT data_type FROM information_schema.columns WHERE table_name = 'assets' AND column_name = 'id'"), "uuid");
-    assert_eq!(target.psql("app", "SELECT convalidated FROM pg_constraint WHERE conname = 'documents_asset_id_fkey'"), "t");
+    assert_eq!(target.psql("app", "SELECT convalidated FROM pg_constraint WHERE conname = 'documents_asset_id_fkey'"), "f", "judged at the last cutover");
 
     // Catch-up carries new text keys into the uuid column.
     main.psql("app", &format!("INSERT INTO assets VALUES ('{}', 'late asset')", "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11"));
@@ -137,7 +138,7 @@ fn one_command_consolidates_the_sources_of_a_config_file() {
     let out = pgshift_expect(0, &["consolidate", "--config", f, "--load-only", "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["loads"].as_array().unwrap().len(), 2, "{report}");
-    assert!(report["loads"][1]["foreign_keys"][0].as_str().unwrap().contains("added and validated"), "{report}");
+    assert!(report["loads"][1]["foreign_keys"][0].as_str().unwrap().contains("added NOT VALID"), "{report}");
 
     // Run again: the loaded sources are not loaded twice; both are followed.
     main.psql("app", "INSERT INTO assets VALUES (md5('late')::uuid, 'late')");
@@ -325,4 +326,30 @@ fn every_source_is_checked_before_anything_is_written_to_any() {
     let (s, t) = (vectors.url("app"), target.url("app"));
     pgshift_expect(0, &["migrate", "--source", &s, "--target", &t, "--no-follow", "--tables", "notes", "--cast", "notes.asset_id=uuid"]);
     assert_eq!(target.psql("app", "SELECT pg_typeof(asset_id) FROM notes"), "uuid");
+}
+
+#[test]
+fn a_key_across_sources_is_judged_once_both_are_at_the_same_point() {
+    let (main, vectors, target) = clusters();
+    let (m, v, t) = (main.url("app"), vectors.url("app"), target.url("app"));
+    migrate(&main, &target, &["--foreign-key", LINK]);
+    // The application writes to both while the second load runs: a new asset on main
+    // (not on the target yet) and a document about it on the vector database.
+    main.psql("app", "INSERT INTO assets VALUES (md5('fresh')::uuid, 'fresh asset')");
+    vectors.psql("app", "INSERT INTO documents VALUES (700, md5('fresh')::uuid, 'about the fresh asset', NULL)");
+    // A truly orphaned row too.
+    vectors.psql("app", "INSERT INTO documents VALUES (701, md5('gone')::uuid, 'orphan', NULL)");
+    let out = migrate(&vectors, &target, &["--json", "--foreign-key", LINK]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["foreign_keys"][0].as_str().unwrap().contains("NOT VALID"), "not judged yet: {report}");
+    assert_eq!(target.psql("app", "SELECT convalidated FROM pg_constraint WHERE conname = 'documents_asset_id_fkey'"), "f");
+    // The orphan goes away on the source before the end; the fresh asset arrives by catch-up.
+    vectors.psql("app", "DELETE FROM documents WHERE id = 701");
+    let out = pgshift_expect(0, &["cutover", "--source", &m, "--target", &t, "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["foreign_keys"].to_string().contains("NOT VALID"), "the vector database is still live: {report}");
+    let out = pgshift_expect(0, &["cutover", "--source", &v, "--target", &t, "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["foreign_keys"].to_string().contains("added and validated"), "{report}");
+    assert_eq!(target.psql("app", "SELECT convalidated FROM pg_constraint WHERE conname = 'documents_asset_id_fkey'"), "t");
 }

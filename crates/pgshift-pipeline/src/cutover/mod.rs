@@ -104,6 +104,8 @@ pub struct CutoverReport {
     /// The pooled database switched in PgBouncer (--pgbouncer), and how long its
     /// clients' queries were held.
     pub pgbouncer: Option<PoolerReport>,
+    /// Foreign keys declared across sources, validated once every run they span is done.
+    pub foreign_keys: Vec<String>,
     /// The database the application should use from now on (redacted).
     pub switch_to: String,
 }
@@ -290,6 +292,7 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
             }
         }
     }
+    report.foreign_keys = crate::load::links::validate_declared(&dst, dst_name).await?;
     crate::metrics::set_phase("done");
     report.counts = counted?;
     Ok(report)

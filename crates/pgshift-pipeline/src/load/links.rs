@@ -1,7 +1,14 @@
 //! Foreign keys that could not exist while the data lived in two databases,
 //! declared by the user and added on the target once both tables are there:
-//! NOT VALID first (instant), then VALIDATE; when rows break the key, the error
-//! lists them and the key is not left half-made.
+//! NOT VALID first (instant: new rows are checked from then on), then VALIDATE.
+//!
+//! A key across two sources can only be judged once both are at a common point:
+//! each source's rows arrive as of its own snapshot, then catch up on their own, so
+//! a row of one may name a row of the other that has not arrived yet. Such a key is
+//! validated when every run it spans is done (at the cutover of the last one, or at
+//! once when the loads do not follow their sources); until then it stays NOT VALID.
+//! When rows break it, they are listed (and the key is dropped at a load, where the
+//! error stops the run, or left NOT VALID at a cutover, which already happened).
 
 use pgshift_postgres::catalog::relation_exists;
 use pgshift_postgres::error::Context;
@@ -11,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
+use crate::run::store::Store;
+use crate::run::Phase;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeclaredForeignKey {
@@ -65,9 +74,27 @@ impl DeclaredForeignKey {
     }
 }
 
-/// Adds each declared key whose two tables exist; returns notes on the ones that
-/// wait for a table. A key the data breaks is an error listing offending rows.
-pub async fn add_declared(client: &Client, endpoint: &str, keys: &[DeclaredForeignKey]) -> Result<Vec<String>> {
+/// The runs whose tables a key joins, and whether they are all done.
+async fn spanned_runs(store: &Store<'_>, fk: &DeclaredForeignKey) -> Result<(Vec<i64>, bool)> {
+    let mut runs = Vec::new();
+    let mut all_done = true;
+    for t in [&fk.table, &fk.references] {
+        let (s, n) = split_table(t);
+        for run in store.runs_owning(&format!("{s}.{n}")).await? {
+            all_done &= run.phase == Phase::Done;
+            if !runs.contains(&run.run_id) {
+                runs.push(run.run_id);
+            }
+        }
+    }
+    Ok((runs, all_done))
+}
+
+/// Adds each declared key whose two tables exist (NOT VALID), and validates it when
+/// every run it spans is done; returns notes on the rest. At a load (`at_load`), a
+/// key the data breaks is an error listing offending rows, and is dropped again.
+pub async fn add_declared(client: &Client, endpoint: &str, keys: &[DeclaredForeignKey], at_load: bool) -> Result<Vec<String>> {
+    let store = Store::new(client, endpoint);
     let mut notes = Vec::new();
     for fk in keys {
         let mut missing = Vec::new();
@@ -100,24 +127,48 @@ pub async fn add_declared(client: &Client, endpoint: &str, keys: &[DeclaredForei
         if validated.is_none() {
             client.batch_execute(&add).await.context(&endpoint, || add.clone())?;
         }
+        let (runs, all_done) = spanned_runs(&store, fk).await?;
+        if !all_done {
+            let runs: Vec<String> = runs.iter().map(|r| r.to_string()).collect();
+            notes.push(format!(
+                "foreign key {} added NOT VALID (new rows are checked); the rows already there are checked once every source it \
+                 spans is cut over (runs {}), when both are at the same point",
+                fk.describe(),
+                runs.join(", ")
+            ));
+            continue;
+        }
         let validate = validate_sql(owner, &fk.name());
         if let Err(e) = client.batch_execute(&validate).await {
             let offending = offending_rows(client, endpoint, fk).await?;
-            let drop = format!("ALTER TABLE {} DROP CONSTRAINT {}", qualified(&fk.table), quote_ident(&fk.name()));
-            client.batch_execute(&drop).await.context(&endpoint, || drop.clone())?;
-            return Err(Error::Input(format!(
-                "foreign key {} does not hold ({}); rows of {} whose ({}) have no match: {}. The data is loaded; fix or \
-                 delete those rows on the source (catch-up carries the fix), then add the key on the target: {add}; {validate}",
+            let rows = format!(
+                "foreign key {} does not hold ({}); rows of {} whose ({}) have no match: {}",
                 fk.describe(),
                 pgshift_postgres::error::describe(&e),
                 fk.table,
                 fk.columns.join(", "),
                 offending.join("; ")
+            );
+            if !at_load {
+                notes.push(format!("{rows}. The key stays NOT VALID (new rows are checked): fix or delete those rows, then {validate}"));
+                continue;
+            }
+            let drop = format!("ALTER TABLE {} DROP CONSTRAINT {}", qualified(&fk.table), quote_ident(&fk.name()));
+            client.batch_execute(&drop).await.context(&endpoint, || drop.clone())?;
+            return Err(Error::Input(format!(
+                "{rows}. The data is loaded; fix or delete those rows on the source (catch-up carries the fix), then add the key on the target: {add}; {validate}"
             )));
         }
         notes.push(format!("foreign key {} added and validated", fk.describe()));
     }
     Ok(notes)
+}
+
+/// At a cutover: every key declared by any run on the target, validated where every
+/// run it spans is now done. Returns what happened to each.
+pub async fn validate_declared(client: &Client, endpoint: &str) -> Result<Vec<String>> {
+    let keys = Store::new(client, endpoint).declared_foreign_keys().await?;
+    add_declared(client, endpoint, &keys, false).await
 }
 
 /// Up to [`SHOWN`] referencing values without a referenced row, as text.

@@ -257,7 +257,10 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
     if !follow {
         crate::metrics::set_phase("done");
     }
-    report.foreign_keys = links::add_declared(&dst, dst_name, &opts.foreign_keys).await?;
+    if !opts.foreign_keys.is_empty() {
+        store.set_run_foreign_keys(run.run_id, &opts.foreign_keys).await?;
+    }
+    report.foreign_keys = links::add_declared(&dst, dst_name, &opts.foreign_keys, true).await?;
     report.total_seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

@@ -78,6 +78,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "statements the cutover runs on the target (triggers and row security switched on after catch-up)",
         "ALTER TABLE pgshift.runs ADD COLUMN IF NOT EXISTS at_cutover jsonb",
     ),
+    (
+        8,
+        "foreign keys declared across sources (--foreign-key), validated once every run they span is done",
+        "ALTER TABLE pgshift.runs ADD COLUMN IF NOT EXISTS foreign_keys jsonb",
+    ),
 ];
 
 /// The newest version this pgshift knows.

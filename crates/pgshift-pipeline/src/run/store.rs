@@ -406,6 +406,48 @@ impl<'a> Store<'a> {
         }
     }
 
+    /// Records the foreign keys a run declared (validated later, see `load::links`).
+    pub async fn set_run_foreign_keys(&self, run_id: i64, keys: &[crate::load::links::DeclaredForeignKey]) -> Result<()> {
+        let value = serde_json::to_string(keys).expect("keys serialize");
+        self.execute("UPDATE pgshift.runs SET foreign_keys = $2::text::jsonb WHERE run_id = $1", &[&run_id, &value], || {
+            "record the run's declared foreign keys".into()
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Every foreign key declared by any run, once each.
+    pub async fn declared_foreign_keys(&self) -> Result<Vec<crate::load::links::DeclaredForeignKey>> {
+        if !self.exists().await? {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .query("SELECT (to_jsonb(runs) -> 'foreign_keys')::text FROM pgshift.runs runs ORDER BY run_id", &[], "read the declared foreign keys")
+            .await?;
+        let mut out: Vec<crate::load::links::DeclaredForeignKey> = Vec::new();
+        for text in rows.iter().filter_map(|r| r.get::<_, Option<String>>(0)).filter(|t| t != "null") {
+            let keys: Vec<crate::load::links::DeclaredForeignKey> =
+                serde_json::from_str(&text).map_err(|e| Error::State(format!("unreadable declared foreign keys: {e}")))?;
+            for k in keys {
+                if !out.contains(&k) {
+                    out.push(k);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The runs that brought a table (`schema.table` as the target has it).
+    pub async fn runs_owning(&self, table: &str) -> Result<Vec<Run>> {
+        let mut out = Vec::new();
+        for r in self.all_runs().await? {
+            if self.run_table_names(r.run.run_id).await?.iter().any(|n| r.run.schema_map.target_display(n) == table) {
+                out.push(r.run);
+            }
+        }
+        Ok(out)
+    }
+
     // ---- embedding cache ----
 
     pub async fn cached_vectors(&self, model: &str, hashes: &[Vec<u8>]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
