@@ -72,14 +72,15 @@ fn reembed_swaps_in_new_vectors_while_the_table_is_in_use() {
     let out = std::thread::scope(|scope| {
         scope.spawn(|| {
             let mut n = 0;
-            // Until the new index is built (then the swap comes): rows the application
-            // inserts after the swap get their vectors from the application, not from
-            // pgshift. The one write in flight when it comes is allowed for below.
+            // Until the new index is built (then the swap comes) or the shadow column is
+            // gone (the swap happened): rows the application inserts after the swap get
+            // their vectors from the application, not from pgshift. The one write in
+            // flight when it comes is allowed for below.
             let swap_next = || {
                 target.psql(
                     "app",
                     "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = 'docs_embedding_pgshift_new_idx' AND i.indisvalid) \
-                     OR EXISTS (SELECT 1 FROM pgshift.reembeds WHERE phase = 'done')",
+                     OR NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'docs'::regclass AND attname = 'embedding__pgshift_new' AND NOT attisdropped)",
                 ) == "t"
             };
             while !stop.load(Ordering::SeqCst) && n < 400 && !swap_next() {
