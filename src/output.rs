@@ -106,9 +106,27 @@ pub fn print_migrate(r: &MigrateReport) {
             println!("\n-- on the source, before the replication slot");
             println!("{p};");
         }
+        if !r.template1.is_empty() {
+            println!("\n-- in the target server's template1 (--extensions-in-template1)");
+            for s in &r.template1 {
+                println!("{s};");
+            }
+        }
         println!("\n-- post-data (after the load)");
         for s in &r.post_data {
             println!("{s};");
+        }
+        if !r.after_load.is_empty() {
+            println!("\n-- after the indexes: views, policies, grants{}", if r.at_cutover.is_empty() { ", triggers, row security, owners" } else { "" });
+            for s in &r.after_load {
+                println!("{s};");
+            }
+        }
+        if !r.at_cutover.is_empty() {
+            println!("\n-- inside the cutover's fence: triggers, row security, owners");
+            for s in &r.at_cutover {
+                println!("{s};");
+            }
         }
         print_problems(&r.warnings);
         return;

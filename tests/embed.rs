@@ -292,3 +292,22 @@ fn tempfile_dir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[test]
+fn an_index_on_a_replaced_vector_column_is_built_once_on_the_new_vectors() {
+    let (source, target) = pair(PgVersion::V16, PgVersion::V16);
+    source.psql("app", DOCS);
+    // Another model's vectors with their HNSW index: replaced by the load's.
+    source.psql(
+        "app",
+        "CREATE EXTENSION vector; ALTER TABLE docs ADD COLUMN embedding vector(2); UPDATE docs SET embedding = ARRAY[id, 0.5]::vector;
+         CREATE INDEX docs_semantic ON docs USING hnsw (embedding vector_l2_ops);",
+    );
+    let (s, t) = (source.url("app"), target.url("app"));
+    let spec = format!("docs.embedding={TEXT}");
+    let out = run(&["migrate", "--source", &s, "--target", &t, "--embed", &spec, "--no-follow"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let indexes = target.psql("app", "SELECT string_agg(indexname || ': ' || indexdef, E'\\n' ORDER BY indexname) FROM pg_indexes WHERE tablename = 'docs' AND indexdef LIKE '%embedding%'");
+    assert_eq!(indexes.lines().count(), 1, "one index on the new vectors: {indexes}");
+    assert!(indexes.starts_with("docs_semantic: ") && indexes.contains("hnsw (embedding vector_cosine_ops)"), "the source's name, the spec's settings: {indexes}");
+}

@@ -22,6 +22,10 @@ fn prisma_history_moves_and_shadow_databases_get_pgvector() {
         CREATE TABLE "Document" (id serial PRIMARY KEY, "createdAt" timestamptz DEFAULT now(), embedding vector(3));
         INSERT INTO "Document" (embedding) SELECT ARRAY[i, 0, 1]::vector FROM generate_series(1, 20) i;"#,
     );
+    // The dry run names the template1 step.
+    let (s, t) = (source.url("app"), target.url("app"));
+    let out = pgshift_expect(0, &["migrate", "--source", &s, "--target", &t, "--no-follow", "--extensions-in-template1", "--dry-run"]);
+    assert!(stdout(&out).contains("template1") && stdout(&out).contains("CREATE EXTENSION IF NOT EXISTS \"vector\""), "{}", stdout(&out));
     migrate(&source, &target, &["--no-follow", "--extensions-in-template1"]);
     assert_verified(&source, &target);
     assert_eq!(target.psql("app", r#"SELECT count(*) FROM "_prisma_migrations" WHERE finished_at IS NOT NULL"#), "5");

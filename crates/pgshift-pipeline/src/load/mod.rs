@@ -120,6 +120,8 @@ pub struct MigrateReport {
     pub after_load: Vec<String>,
     /// Triggers and row security, switched on inside the cutover's fence.
     pub at_cutover: Vec<String>,
+    /// With --extensions-in-template1: what runs in the target server's template1.
+    pub template1: Vec<String>,
     pub warnings: Vec<String>,
     /// Tables that get vectors: the text expression, column, dimensions, index.
     pub embeddings: Vec<EmbeddingSpec>,
@@ -166,6 +168,10 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
         post_data: plan.post_data.iter().map(|s| s.sql.clone()).collect(),
         after_load: plan.after_load.clone(),
         at_cutover: plan.at_cutover.clone(),
+        template1: match opts.extensions_in_template1 {
+            true => plan.extensions.iter().map(|(name, schema)| create_extension_sql(name, schema)).collect(),
+            false => Vec::new(),
+        },
         warnings: plan.warnings.clone(),
         publication: plan.publication.clone(),
         embeddings: plan.embeddings.clone(),
@@ -176,6 +182,7 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
     }
 
     if opts.extensions_in_template1 {
+        progress.step(&format!("template1: {}", report.template1.join("; ")));
         extensions_in_template1(target, &plan.extensions).await?;
     }
     let run = match resuming {
@@ -247,7 +254,8 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
         max_workers: opts.jobs,
         vector_schema: plan.vector_schema.clone(),
     };
-    let index_work: Vec<IndexTarget> = plan.vector_indexes.iter().map(|(schema, name, spec)| IndexTarget { schema, name, spec }).collect();
+    let index_work: Vec<IndexTarget> =
+        plan.vector_indexes.iter().map(|(schema, name, spec, index)| IndexTarget { schema, name, spec, index: index.as_deref() }).collect();
     report.warnings.extend(vector_index::build(target, &index_work, &vector_options, progress.clone()).await?);
     for sql in plan.after_load.iter().chain(&plan.catchup_ddl).chain(&plan.sequence_values) {
         dst.batch_execute(sql).await.context(&dst_name, || sql.clone())?;

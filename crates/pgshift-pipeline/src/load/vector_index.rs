@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pgshift_postgres::catalog::Table;
 use pgshift_postgres::error::Context;
 use pgshift_postgres::sql::quote_ident;
 use pgshift_postgres::ConnInfo;
@@ -77,12 +76,8 @@ pub struct IndexTarget<'a> {
     pub schema: &'a str,
     pub name: &'a str,
     pub spec: &'a EmbeddingSpec,
-}
-
-impl<'a> IndexTarget<'a> {
-    pub fn of(t: &'a Table, spec: &'a EmbeddingSpec) -> IndexTarget<'a> {
-        IndexTarget { schema: &t.schema, name: &t.name, spec }
-    }
+    /// The index's name; default [`index_name`].
+    pub index: Option<&'a str>,
 }
 
 /// Builds each table's vector index; returns warnings (e.g. memory too small).
@@ -100,7 +95,7 @@ pub async fn build(
     let client = target.connect().await?;
     for w in work {
         let (spec, display) = (w.spec, format!("{}.{}", w.schema, w.name));
-        let name = index_name(w.name, spec);
+        let name = w.index.map_or_else(|| index_name(w.name, spec), str::to_string);
         let qualified = format!("{}.{}", quote_ident(w.schema), quote_ident(w.name));
         let Some(mut sql) = spec.index_sql(&qualified, &name, false, &options.vector_schema) else { continue };
         client.batch_execute(&format!("ANALYZE {qualified}")).await.context(&endpoint, || format!("analyze {qualified}"))?;

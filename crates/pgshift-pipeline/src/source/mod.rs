@@ -87,8 +87,9 @@ pub struct LoadPlan<T> {
     pub pre_data: Vec<String>,
     /// Keys, indexes, constraints, foreign keys, comments.
     pub post_data: Vec<PostDataStep>,
-    /// (schema, table, spec) on the target: vector indexes built after post-data.
-    pub vector_indexes: Vec<(String, String, EmbeddingSpec)>,
+    /// (schema, table, spec, index name) on the target: vector indexes built after
+    /// post-data; the name is the source's when it had an index on the column.
+    pub vector_indexes: Vec<(String, String, EmbeddingSpec, Option<String>)>,
     /// For catch-up of computed vectors (after the indexes).
     pub catchup_ddl: Vec<String>,
     /// Views, materialized views, policies (and, without catch-up, triggers and row

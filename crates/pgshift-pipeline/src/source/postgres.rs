@@ -179,7 +179,25 @@ impl LoadSource for PostgresSource {
         }
         plan.pre_data.extend(embedded_targets.iter().map(|(t, s)| embed_copy::vector_column_ddl(t, s, &vector_schema)));
         plan.post_data = ddl::post_data(&target_tables);
-        plan.vector_indexes = embedded_targets.iter().map(|(t, s)| (t.schema.clone(), t.name.clone(), (*s).clone())).collect();
+        // An index the source has on a column whose vectors are recomputed is built
+        // once, on the new vectors, with the spec's settings and the source's name.
+        let mut replaced: Vec<(String, String, String)> = Vec::new();
+        plan.post_data.retain(|step| {
+            let hit = embedded_targets.iter().find(|(t, s)| {
+                step.kind == ddl::PostDataKind::Index && step.schema == t.schema && step.relname == t.name && indexes_column(&step.sql, &s.column)
+            });
+            if let Some((t, _)) = hit {
+                replaced.push((t.schema.clone(), t.name.clone(), step.object.clone()));
+            }
+            hit.is_none()
+        });
+        plan.vector_indexes = embedded_targets
+            .iter()
+            .map(|(t, s)| {
+                let name = replaced.iter().find(|(sc, n, _)| *sc == t.schema && *n == t.name).map(|r| r.2.clone());
+                (t.schema.clone(), t.name.clone(), (*s).clone(), name)
+            })
+            .collect();
         if opts.follow {
             plan.catchup_ddl = embedded_targets.iter().flat_map(|(t, s)| catchup_ddl(t, s)).collect();
         }
@@ -313,6 +331,31 @@ async fn schema_objects(
     Ok(kept)
 }
 
+/// Whether `CREATE ... INDEX ... USING method (column ...)` indexes `column` first.
+fn indexes_column(index_sql: &str, column: &str) -> bool {
+    let Some(list) = index_sql.split_once(" USING ").and_then(|(_, r)| r.split_once('(')).map(|(_, l)| l) else { return false };
+    let first = match list.strip_prefix('"') {
+        // A quoted name ends at a quote that is not doubled.
+        Some(quoted) => {
+            let mut name = String::new();
+            let mut chars = quoted.chars().peekable();
+            while let Some(c) = chars.next() {
+                match c {
+                    '"' if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        name.push('"');
+                    }
+                    '"' => break,
+                    c => name.push(c),
+                }
+            }
+            name
+        }
+        None => list.split([' ', ')', ',']).next().unwrap_or_default().to_string(),
+    };
+    first == column
+}
+
 /// The source tables catch-up follows (qualified).
 fn publication_tables(plan: &LoadPlan<Table>) -> Vec<String> {
     plan.tables.iter().map(|t| t.source.qualified()).collect()
@@ -334,4 +377,17 @@ fn tables_of_run<'a>(names: &[String], run: &Run, catalog: &'a Catalog) -> Resul
     }
     // Partitioned parents hold no chunks but own keys and indexes.
     Ok(with_partition_parents(catalog, tables))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::indexes_column;
+
+    #[test]
+    fn an_index_is_on_a_column_when_it_leads_the_list() {
+        assert!(indexes_column("CREATE INDEX d ON public.docs USING hnsw (embedding vector_cosine_ops)", "embedding"));
+        assert!(indexes_column(r#"CREATE INDEX d ON public.docs USING btree ("Embedding Col")"#, "Embedding Col"));
+        assert!(!indexes_column("CREATE INDEX d ON public.docs USING btree (title, embedding)", "embedding"));
+        assert!(!indexes_column("CREATE INDEX d ON public.docs USING btree (embedding_v2)", "embedding"));
+    }
 }

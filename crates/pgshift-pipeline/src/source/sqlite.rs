@@ -288,7 +288,7 @@ impl LoadSource for SqliteSource {
                 embedding: spec.cloned(),
             });
             if let Some(spec) = spec {
-                plan.vector_indexes.push((schema.clone(), t.name.clone(), spec.clone()));
+                plan.vector_indexes.push((schema.clone(), t.name.clone(), spec.clone(), None));
             }
             if let Some(col) = &t.rowid_alias {
                 plan.sequence_values.push(identity_past_max_sql(StepOwner { schema: &schema, relname: &t.name }, col));
