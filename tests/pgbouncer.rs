@@ -115,3 +115,27 @@ fn a_cutover_that_cannot_finish_leaves_the_pool_on_the_old_server() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&q.stdout).trim(), source.port.to_string(), "{}", String::from_utf8_lossy(&q.stderr));
 }
+
+#[test]
+fn rollback_through_the_pool_brings_its_clients_back_to_the_old_server() {
+    let (source, target, bouncer) = loaded_behind_a_pool();
+    let (s, t, admin) = (source.url("app"), target.url("app"), bouncer.url("pgbouncer"));
+    let through_pool = |sql: &str| {
+        let out = Command::new(source.bin_dir().join("psql"))
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres", "-p", &bouncer.port.to_string(), "-d", "app", "-c", sql])
+            .env("PGPASSWORD", PASSWORD)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    pgshift_expect(0, &["cutover", "--source", &s, "--target", &t, "--pgbouncer", &admin, "--reverse"]);
+    assert_eq!(through_pool("SELECT inet_server_port()"), target.port.to_string());
+    through_pool("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 4242, now())");
+    // The old database follows the new one, then the pool switches back.
+    pgshift_expect(0, &["rollback", "--source", &s, "--target", &t, "--pgbouncer", &admin]);
+    assert_eq!(through_pool("SELECT inet_server_port()"), source.port.to_string(), "the pool serves the old server again");
+    assert_eq!(through_pool("SELECT count(*) FROM pgbench_history WHERE delta = 4242"), "1", "the write made on the new server came back");
+    through_pool("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 4343, now())");
+    assert_eq!(source.psql("app", "SELECT count(*) FROM pgbench_history WHERE delta = 4343"), "1", "and the old server takes writes again");
+}
