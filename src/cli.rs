@@ -351,11 +351,30 @@ pub struct PauseSettings {
     /// Refuse to start while the target is more than this many MiB of WAL behind.
     #[arg(long, env = "PGSHIFT_MAX_LAG_MB", default_value_t = 16)]
     pub max_lag_mb: u64,
+    /// Switch the application in its PgBouncer instead of making it move: the admin console,
+    /// e.g. postgresql://admin@pool:6432/pgbouncer. PAUSE, fence, last changes, the pool's [databases]
+    /// entry pointed at the new database, RELOAD, RESUME: clients wait a moment instead of failing.
+    #[arg(long, env = "PGSHIFT_PGBOUNCER", hide_env_values = true, value_name = "ADMIN_URL")]
+    pub pgbouncer: Option<String>,
+    /// The pooled database to switch (default: the [databases] entry that points at the old database).
+    #[arg(long, env = "PGSHIFT_PGBOUNCER_DB", requires = "pgbouncer")]
+    pub pgbouncer_db: Option<String>,
+    /// PgBouncer's configuration file, when pgshift sees it at another path than PgBouncer reports (SHOW CONFIG's conffile).
+    #[arg(long, env = "PGSHIFT_PGBOUNCER_INI", requires = "pgbouncer")]
+    pub pgbouncer_ini: Option<std::path::PathBuf>,
 }
 
 impl PauseSettings {
-    pub fn options(&self) -> CutoverOptions {
-        CutoverOptions {
+    pub fn options(&self) -> anyhow::Result<CutoverOptions> {
+        let pgbouncer = match &self.pgbouncer {
+            Some(url) => Some(pgshift_pipeline::cutover::pooler::PoolerOptions {
+                admin: pgshift_postgres::ConnInfo::parse(url, "--pgbouncer")?,
+                database: self.pgbouncer_db.clone(),
+                ini: self.pgbouncer_ini.clone(),
+            }),
+            None => None,
+        };
+        Ok(CutoverOptions {
             timeout: self.timeout,
             max_lag_bytes: self.max_lag_mb * 1024 * 1024,
             keep_source_writable: false,
@@ -363,8 +382,8 @@ impl PauseSettings {
             rollback: false,
             dry_run: false,
             embedding: None,
-            pgbouncer: None,
-        }
+            pgbouncer,
+        })
     }
 }
 
@@ -390,17 +409,6 @@ pub struct SwitchArgs {
     /// For a run that computes vectors: the embedder that applies the last changes.
     #[command(flatten)]
     pub embed: EmbedSettings,
-    /// Switch the application in its PgBouncer instead of making it move: the admin console,
-    /// e.g. postgresql://admin@pool:6432/pgbouncer. PAUSE, fence, last changes, the pool's [databases]
-    /// entry pointed at the new database, RELOAD, RESUME: clients wait a moment instead of failing.
-    #[arg(long, env = "PGSHIFT_PGBOUNCER", hide_env_values = true, value_name = "ADMIN_URL")]
-    pub pgbouncer: Option<String>,
-    /// The pooled database to switch (default: the [databases] entry that points at the old database).
-    #[arg(long, env = "PGSHIFT_PGBOUNCER_DB", requires = "pgbouncer")]
-    pub pgbouncer_db: Option<String>,
-    /// PgBouncer's configuration file, when pgshift sees it at another path than PgBouncer reports (SHOW CONFIG's conffile).
-    #[arg(long, env = "PGSHIFT_PGBOUNCER_INI", requires = "pgbouncer")]
-    pub pgbouncer_ini: Option<std::path::PathBuf>,
 }
 
 /// `5s`, `800ms`, `2m` or plain seconds.

@@ -87,6 +87,9 @@ pub struct Follow {
 pub struct Cutover {
     pub timeout: Option<String>,
     pub max_lag_mb: Option<u64>,
+    pub pgbouncer: Option<String>,
+    pub pgbouncer_db: Option<String>,
+    pub pgbouncer_ini: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -162,6 +165,11 @@ impl Config {
         if let Some(t) = &self.follow.reconnect_timeout {
             if let Err(e) = crate::cli::parse_duration(t) {
                 out.push(format!("follow.reconnect_timeout: {e}"));
+            }
+        }
+        if let Some(url) = &self.cutover.pgbouncer {
+            if let Err(e) = pgshift_postgres::ConnInfo::parse(url, "cutover.pgbouncer") {
+                out.push(e.to_string());
             }
         }
         if let Some(t) = &self.cutover.timeout {
@@ -248,6 +256,9 @@ impl Config {
         set("PGSHIFT_RECONNECT_TIMEOUT", self.follow.reconnect_timeout.clone());
         set("PGSHIFT_CUTOVER_TIMEOUT", self.cutover.timeout.clone());
         set("PGSHIFT_MAX_LAG_MB", self.cutover.max_lag_mb.map(|n| n.to_string()));
+        set("PGSHIFT_PGBOUNCER", self.cutover.pgbouncer.clone());
+        set("PGSHIFT_PGBOUNCER_DB", self.cutover.pgbouncer_db.clone());
+        set("PGSHIFT_PGBOUNCER_INI", self.cutover.pgbouncer_ini.clone());
         set("PGSHIFT_METRICS_ADDR", self.metrics.addr.clone());
         set("PGSHIFT_API_ADDR", self.api.addr.clone());
         let types: Vec<String> = self.sqlite.types.iter().map(|(c, t)| format!("{c}={t}")).collect();

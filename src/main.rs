@@ -249,7 +249,7 @@ async fn serve(a: ServeArgs, progress: Arc<dyn pgshift_pipeline::progress::Progr
         {
             let load = a.placement.apply(a.load.options()?)?;
             let follow = FollowOptions { embedding: load.embedding.clone(), ..a.follow.options() };
-            let cutover = CutoverOptions { embedding: load.embedding.clone(), ..a.pause.options() };
+            let cutover = CutoverOptions { embedding: load.embedding.clone(), ..a.pause.options()? };
             (load, follow, cutover)
         },
         progress,
@@ -274,15 +274,7 @@ async fn switch(a: &SwitchArgs, reverse: bool, rollback: bool) -> Result<ExitCod
         rollback,
         dry_run: a.dry_run,
         embedding: a.embed.setup()?,
-        pgbouncer: match &a.pgbouncer {
-            Some(url) => Some(pgshift_pipeline::cutover::pooler::PoolerOptions {
-                admin: ConnInfo::parse(url, "--pgbouncer")?,
-                database: a.pgbouncer_db.clone(),
-                ini: a.pgbouncer_ini.clone(),
-            }),
-            None => None,
-        },
-        ..a.pause.options()
+        ..a.pause.options()?
     };
     let (from, to) = if rollback { (&new, &old) } else { (&old, &new) };
     let report = pgshift_pipeline::cutover::cutover(from, to, &options).await?;

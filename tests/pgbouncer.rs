@@ -139,3 +139,19 @@ fn rollback_through_the_pool_brings_its_clients_back_to_the_old_server() {
     through_pool("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 4343, now())");
     assert_eq!(source.psql("app", "SELECT count(*) FROM pgbench_history WHERE delta = 4343"), "1", "and the old server takes writes again");
 }
+
+#[test]
+fn the_api_cutover_switches_the_pool_too() {
+    let (source, target, bouncer) = loaded_behind_a_pool();
+    let (s, t, admin) = (source.url("app"), target.url("app"), bouncer.url("pgbouncer"));
+    let port = pgshift_testkit::free_port();
+    let (addr, base) = (format!("127.0.0.1:{port}"), format!("http://127.0.0.1:{port}"));
+    const TOKEN: &str = "pool-switch-token-0123456789";
+    let env = [("PGSHIFT_API_TOKEN", TOKEN), ("PGSHIFT_SOURCE", s.as_str()), ("PGSHIFT_TARGET", t.as_str()), ("PGSHIFT_PGBOUNCER", admin.as_str())];
+    let _server = Background::pgshift_with_env(&["serve", "--addr", &addr], &env);
+    wait_until("pgshift serve to listen", Duration::from_secs(20), || common::http::get(&format!("{base}/health"), None).status == 200);
+    let cut = common::http::post(&format!("{base}/api/cutover"), Some(TOKEN), serde_json::json!({}));
+    assert_eq!(cut.status, 200, "{}", cut.body);
+    assert_eq!(cut.json()["pgbouncer"]["database"], "app", "{}", cut.body);
+    assert!(std::fs::read_to_string(bouncer.ini()).unwrap().contains(&format!("port={}", target.port)));
+}
