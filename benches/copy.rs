@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use pgshift_postgres::catalog;
-use pgshift_postgres::copy::{copy_in_sql, copy_out_sql, pipe, CopyFormat};
+use pgshift_postgres::copy::{copy_in_received, copy_in_sql, copy_out_batched, copy_out_sql, CopyFormat};
 use pgshift_postgres::ConnInfo;
 use pgshift_testkit::{Cluster, PgVersion, PASSWORD};
 
@@ -62,7 +62,13 @@ fn bench_copy(c: &mut Criterion) {
         b.iter(|| {
             rt.block_on(async {
                 dst.batch_execute("TRUNCATE public.docs").await.unwrap();
-                let stats = pipe((&src, "source"), (&dst, "target"), &out_sql, &in_sql, |_| {}).await.unwrap();
+                // As the load does it: the reader batches into a bounded queue the writer drains.
+                let (out, mut received) = tokio::sync::mpsc::channel(4);
+                let (src, out_sql) = (&src, &out_sql);
+                let read = async move { copy_out_batched((src, "source"), out_sql, &out).await };
+                let write = copy_in_received((&dst, "target"), &in_sql, &mut received, |_| {});
+                let (sent, stats) = tokio::try_join!(read, write).unwrap();
+                assert!(sent);
                 assert_eq!(stats.rows, rows);
             })
         })

@@ -1,9 +1,10 @@
 //! COPY streams from source to target. Bytes go through untouched: the source's
-//! `COPY ... TO STDOUT` messages are fed to the target's `COPY ... FROM STDIN` as they
-//! arrive, so memory holds a few messages, never a table.
+//! `COPY ... TO STDOUT` messages are gathered into batches for the target's
+//! `COPY ... FROM STDIN`, so memory holds a few batches, never a table.
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{pin_mut, SinkExt, TryStreamExt};
+use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
 use crate::catalog::Table;
@@ -66,36 +67,41 @@ pub struct PipeStats {
 /// saves a syscall and a message header per row on the target side.
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
 
-/// Streams one COPY from `source` into `target`. Both clients should already be
-/// inside the transactions the caller wants (snapshot on the source, chunk + its
-/// checkpoint on the target). `progress(bytes)` is called as data moves.
-pub async fn pipe(
-    source: (&Client, &str),
-    target: (&Client, &str),
-    out_sql: &str,
-    in_sql: &str,
-    mut progress: impl FnMut(u64),
-) -> Result<PipeStats, PgError> {
+/// Streams `COPY ... TO STDOUT` from `source` into `out` in pieces of about
+/// [`WRITE_BATCH_BYTES`]. Returns false when the receiver went away first (whoever
+/// reads `out` failed and says why), true when every row was sent.
+pub async fn copy_out_batched(source: (&Client, &str), out_sql: &str, out: &mpsc::Sender<Bytes>) -> Result<bool, PgError> {
     let (src, src_name) = source;
-    let (dst, dst_name) = target;
     let stream = src.copy_out(out_sql).await.context(&src_name, || format!("start {out_sql}"))?;
-    let sink = dst.copy_in::<_, Bytes>(in_sql).await.context(&dst_name, || format!("start {in_sql}"))?;
     pin_mut!(stream);
-    pin_mut!(sink);
-    let mut bytes = 0u64;
     let mut batch = BytesMut::with_capacity(WRITE_BATCH_BYTES);
     while let Some(data) = stream.try_next().await.context(&src_name, || format!("read {out_sql}"))? {
-        bytes += data.len() as u64;
         batch.extend_from_slice(&data);
-        if batch.len() >= WRITE_BATCH_BYTES {
-            sink.send(batch.split().freeze()).await.context(&dst_name, || format!("write {in_sql}"))?;
-            progress(bytes);
+        if batch.len() >= WRITE_BATCH_BYTES && out.send(batch.split().freeze()).await.is_err() {
+            return Ok(false);
         }
     }
-    if !batch.is_empty() {
-        sink.send(batch.split().freeze()).await.context(&dst_name, || format!("write {in_sql}"))?;
+    Ok(batch.is_empty() || out.send(batch.split().freeze()).await.is_ok())
+}
+
+/// Writes what arrives on `received` into `COPY ... FROM STDIN` on `target` (inside
+/// whatever transaction the caller holds) until the sender is dropped.
+/// `progress(bytes)` is called with the running total as data goes.
+pub async fn copy_in_received(
+    target: (&Client, &str),
+    in_sql: &str,
+    received: &mut mpsc::Receiver<Bytes>,
+    mut progress: impl FnMut(u64),
+) -> Result<PipeStats, PgError> {
+    let (dst, dst_name) = target;
+    let sink = dst.copy_in::<_, Bytes>(in_sql).await.context(&dst_name, || format!("start {in_sql}"))?;
+    pin_mut!(sink);
+    let mut bytes = 0u64;
+    while let Some(data) = received.recv().await {
+        bytes += data.len() as u64;
+        sink.send(data).await.context(&dst_name, || format!("write {in_sql}"))?;
+        progress(bytes);
     }
-    progress(bytes);
     let rows = sink.finish().await.context(&dst_name, || format!("finish {in_sql}"))?;
     Ok(PipeStats { rows, bytes })
 }

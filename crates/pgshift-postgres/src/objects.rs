@@ -325,6 +325,14 @@ pub struct Access {
     pub owner_roles: BTreeSet<String>,
 }
 
+/// SQL for an ACL's grants to others than the owner, as `grantee|privilege|grantable` texts.
+fn grants_of(acl: &str, owner: &str) -> String {
+    format!(
+        "ARRAY(SELECT format('%s|%s|%s', CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, a.is_grantable) \
+         FROM aclexplode({acl}) a WHERE a.grantee <> {owner})"
+    )
+}
+
 /// The owners and privileges of `relations` (tables, views, their sequences) and
 /// `routines`, of the user schemas except `public` (whose defaults differ between
 /// versions), and the default privileges.
@@ -336,9 +344,12 @@ async fn access(client: &Client, endpoint: &str, relations: &[u32], routines: &[
     let rows = client
         .query(
             &format!(
-                "SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END,                         format('%I.%I', n.nspname, c.relname), pg_get_userbyid(c.relowner),                         ARRAY(SELECT format('%s|%s|%s', CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, a.is_grantable)                               FROM aclexplode(c.relacl) a WHERE a.grantee <> c.relowner), c.relacl IS NOT NULL,                         EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i')                                 AND d.refclassid = 'pg_class'::regclass)                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace                  WHERE c.oid = ANY($1::int8[]::oid[])                     OR (c.relkind = 'S' AND {SKIP_SCHEMAS} AND {ext} AND (NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i'))                         OR EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i') AND d.refobjid = ANY($1::int8[]::oid[]))))                  UNION ALL                  SELECT CASE p.prokind WHEN 'p' THEN 'PROCEDURE' WHEN 'a' THEN 'AGGREGATE' ELSE 'FUNCTION' END,                         format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)), pg_get_userbyid(p.proowner),                         ARRAY(SELECT format('%s|%s|%s', CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, a.is_grantable)                               FROM aclexplode(p.proacl) a WHERE a.grantee <> p.proowner), p.proacl IS NOT NULL, false                  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.oid = ANY($2::int8[]::oid[])                  UNION ALL                  SELECT 'SCHEMA', format('%I', n.nspname), pg_get_userbyid(n.nspowner),                         ARRAY(SELECT format('%s|%s|%s', CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, a.is_grantable)                               FROM aclexplode(n.nspacl) a WHERE a.grantee <> n.nspowner), n.nspacl IS NOT NULL, false                  FROM pg_namespace n WHERE {SKIP_SCHEMAS} AND n.nspname <> 'public' AND {nsp_ext}",
+                "SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END,                         format('%I.%I', n.nspname, c.relname), pg_get_userbyid(c.relowner),                         {rel_grants}, c.relacl IS NOT NULL,                         EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i')                                 AND d.refclassid = 'pg_class'::regclass)                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace                  WHERE c.oid = ANY($1::int8[]::oid[])                     OR (c.relkind = 'S' AND {SKIP_SCHEMAS} AND {ext} AND (NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i'))                         OR EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i') AND d.refobjid = ANY($1::int8[]::oid[]))))                  UNION ALL                  SELECT CASE p.prokind WHEN 'p' THEN 'PROCEDURE' WHEN 'a' THEN 'AGGREGATE' ELSE 'FUNCTION' END,                         format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)), pg_get_userbyid(p.proowner),                         {pro_grants}, p.proacl IS NOT NULL, false                  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.oid = ANY($2::int8[]::oid[])                  UNION ALL                  SELECT 'SCHEMA', format('%I', n.nspname), pg_get_userbyid(n.nspowner),                         {nsp_grants}, n.nspacl IS NOT NULL, false                  FROM pg_namespace n WHERE {SKIP_SCHEMAS} AND n.nspname <> 'public' AND {nsp_ext}",
                 ext = not_from_extension("c.oid"),
-                nsp_ext = not_from_extension("n.oid")
+                nsp_ext = not_from_extension("n.oid"),
+                rel_grants = grants_of("c.relacl", "c.relowner"),
+                pro_grants = grants_of("p.proacl", "p.proowner"),
+                nsp_grants = grants_of("n.nspacl", "n.nspowner")
             ),
             &[&relations, &routines],
         )

@@ -9,8 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{pin_mut, SinkExt};
-use pgshift_postgres::copy::PipeStats;
+use pgshift_postgres::copy::{copy_in_received, PipeStats};
 use pgshift_postgres::error::Context;
 use pgshift_postgres::ConnInfo;
 use serde::Serialize;
@@ -140,7 +139,7 @@ async fn write_rows<T>(
     let table = &job.table.name;
     let in_sql = &job.table.copy_in;
     let mut reported = 0u64;
-    let mut report = |bytes: u64| {
+    let report = |bytes: u64| {
         ctx.progress.table_bytes(table, bytes - reported);
         metrics::BYTES_COPIED.with_label_values(&[table]).inc_by(bytes - reported);
         reported = bytes;
@@ -150,14 +149,5 @@ async fn write_rows<T>(
         let stream = futures_util::stream::unfold(received, |mut rx| async { rx.recv().await.map(|b| (Ok::<_, Error>(b), rx)) });
         return embed_stream(stream, (target, dst_name), &embed, in_sql, table, report).await;
     }
-    let sink = target.copy_in::<_, Bytes>(in_sql.as_str()).await.context(&dst_name, || format!("start {in_sql}"))?;
-    pin_mut!(sink);
-    let mut bytes = 0u64;
-    while let Some(data) = received.recv().await {
-        bytes += data.len() as u64;
-        sink.send(data).await.context(&dst_name, || format!("write {in_sql}"))?;
-        report(bytes);
-    }
-    let rows = sink.finish().await.context(&dst_name, || format!("finish {in_sql}"))?;
-    Ok(PipeStats { rows, bytes })
+    Ok(copy_in_received((target, dst_name), in_sql, &mut received, report).await?)
 }

@@ -48,14 +48,6 @@ impl Source {
             None => Ok(Source::Postgres(postgres::PostgresSource::new(ConnInfo::parse(url, "--source")?))),
         }
     }
-
-    /// How runs record the source (never with a password).
-    pub fn name(&self) -> String {
-        match self {
-            Source::Postgres(s) => s.name().to_string(),
-            Source::Sqlite(s) => s.name().to_string(),
-        }
-    }
 }
 
 /// One table as the load moves it. `T` is the source's own description of it.

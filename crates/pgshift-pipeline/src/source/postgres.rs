@@ -5,10 +5,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use bytes::{Bytes, BytesMut};
-use futures_util::{pin_mut, TryStreamExt};
+use bytes::Bytes;
 use pgshift_postgres::catalog::{self, Catalog, Table};
-use pgshift_postgres::copy::{copy_in_sql, copy_out_sql, CopyFormat};
+use pgshift_postgres::copy::{copy_in_sql, copy_out_batched, copy_out_sql, CopyFormat};
 use pgshift_postgres::ddl;
 use pgshift_postgres::objects::{self, SchemaObjects};
 use pgshift_postgres::error::Context;
@@ -29,10 +28,6 @@ use crate::load::preflight::{self, Checks};
 use crate::load::MigrateOptions;
 use crate::run::store::Store;
 use crate::run::{slot, Run};
-
-/// The server sends a CopyData message per row; gathering them into larger writes
-/// saves a syscall and a message header per row on the target side.
-const WRITE_BATCH_BYTES: usize = 256 * 1024;
 
 #[derive(Clone)]
 pub struct PostgresSource {
@@ -264,16 +259,7 @@ impl LoadSource for PostgresSource {
             Some(spec) => embed_copy::copy_out_sql(&table.source, spec, predicate),
             None => copy_out_sql(&table.source, predicate, table.format),
         };
-        let stream = src.copy_out(&out_sql).await.context(&src_name, || format!("start {out_sql}"))?;
-        pin_mut!(stream);
-        let mut batch = BytesMut::with_capacity(WRITE_BATCH_BYTES);
-        while let Some(data) = stream.try_next().await.context(&src_name, || format!("read {out_sql}"))? {
-            batch.extend_from_slice(&data);
-            if batch.len() >= WRITE_BATCH_BYTES && out.send(batch.split().freeze()).await.is_err() {
-                return Ok(());
-            }
-        }
-        if !batch.is_empty() && out.send(batch.split().freeze()).await.is_err() {
+        if !copy_out_batched((src, src_name), &out_sql, &out).await? {
             return Ok(());
         }
         src.batch_execute("COMMIT").await.context(&src_name, || "end snapshot transaction".into())?;
