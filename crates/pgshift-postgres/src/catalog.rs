@@ -14,7 +14,7 @@ pub(crate) const SKIP_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'informat
 
 /// Objects that belong to an extension are created by CREATE EXTENSION, not by us.
 pub(crate) fn not_from_extension(oid_expr: &str) -> String {
-    format!("NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = {oid_expr} AND d.deptype = 'e')")
+    format!("NOT EXISTS (SELECT 1 FROM pg_depend xd WHERE xd.objid = {oid_expr} AND xd.deptype = 'e')")
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -25,6 +25,7 @@ pub struct Catalog {
     pub enums: Vec<EnumType>,
     pub domains: Vec<DomainType>,
     pub composites: Vec<CompositeType>,
+    pub ranges: Vec<RangeType>,
     pub sequences: Vec<Sequence>,
     pub tables: Vec<Table>,
 }
@@ -63,6 +64,15 @@ pub struct CompositeType {
     pub schema: String,
     pub name: String,
     pub attributes: Vec<(String, String)>,
+}
+
+/// A range type; `options` are its CREATE TYPE ... AS RANGE settings besides the subtype.
+#[derive(Clone, Debug, Serialize)]
+pub struct RangeType {
+    pub schema: String,
+    pub name: String,
+    pub subtype: String,
+    pub options: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -109,6 +119,8 @@ pub struct Table {
     pub pages: i64,
     pub constraints: Vec<Constraint>,
     pub indexes: Vec<Index>,
+    /// The index named by `REPLICA IDENTITY USING INDEX` (replica_identity `i`).
+    pub replica_identity_index: Option<String>,
     pub comment: Option<String>,
 }
 
@@ -128,6 +140,8 @@ pub struct Column {
     /// reg* types), which differ between clusters: the table must be copied as text.
     pub oid_in_binary: bool,
     pub comment: Option<String>,
+    /// `schema.name` of the column's collation when it is not its type's.
+    pub collation: Option<String>,
     /// The type the column gets on the target when it is cast on the way
     /// (e.g. text -> uuid when two databases are consolidated).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -358,9 +372,45 @@ pub async fn inspect(client: &Client, endpoint: &(dyn std::fmt::Display + Sync))
         })
         .collect();
 
+    // Settings pg_dump would write: the operator class and collation only when not the
+    // subtype's defaults; the multirange's name only when not the derived one.
+    let multirange = if server_version_num >= 140000 {
+        "CASE WHEN mt.typname <> (CASE WHEN t.typname LIKE '%range%' THEN replace(t.typname, 'range', 'multirange') ELSE t.typname || '_multirange' END) \
+           THEN format('MULTIRANGE_TYPE_NAME = %I.%I', mn.nspname, mt.typname) END"
+    } else {
+        "NULL::text"
+    };
+    let multirange_join =
+        if server_version_num >= 140000 { "LEFT JOIN pg_type mt ON mt.oid = r.rngmultitypid LEFT JOIN pg_namespace mn ON mn.oid = mt.typnamespace" } else { "" };
+    let ranges = client
+        .query(
+            &format!(
+                "SELECT n.nspname, t.typname, format_type(r.rngsubtype, NULL), \
+                   ARRAY(SELECT o FROM unnest(ARRAY[ \
+                     CASE WHEN NOT oc.opcdefault THEN format('SUBTYPE_OPCLASS = %I.%I', ocn.nspname, oc.opcname) END, \
+                     CASE WHEN r.rngcollation <> 0 AND r.rngcollation <> st.typcollation THEN format('COLLATION = %I.%I', cn.nspname, co.collname) END, \
+                     CASE WHEN r.rngcanonical <> 0 THEN format('CANONICAL = %s', r.rngcanonical::regproc) END, \
+                     CASE WHEN r.rngsubdiff <> 0 THEN format('SUBTYPE_DIFF = %s', r.rngsubdiff::regproc) END, \
+                     {multirange}]) o WHERE o IS NOT NULL) \
+                 FROM pg_range r JOIN pg_type t ON t.oid = r.rngtypid JOIN pg_namespace n ON n.oid = t.typnamespace \
+                 JOIN pg_type st ON st.oid = r.rngsubtype \
+                 JOIN pg_opclass oc ON oc.oid = r.rngsubopc JOIN pg_namespace ocn ON ocn.oid = oc.opcnamespace \
+                 LEFT JOIN pg_collation co ON co.oid = r.rngcollation LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace \
+                 {multirange_join} \
+                 WHERE {SKIP_SCHEMAS} AND {} ORDER BY t.oid",
+                not_from_extension("t.oid")
+            ),
+            &[],
+        )
+        .await
+        .context(endpoint, q("range types"))?
+        .iter()
+        .map(|r| RangeType { schema: r.get(0), name: r.get(1), subtype: r.get(2), options: r.get(3) })
+        .collect();
+
     let sequences = read_sequences(client, endpoint).await?;
     let tables = read_tables(client, endpoint).await?;
-    Ok(Catalog { server_version_num, extensions, schemas, enums, domains, composites, sequences, tables })
+    Ok(Catalog { server_version_num, extensions, schemas, enums, domains, composites, ranges, sequences, tables })
 }
 
 async fn read_sequences(client: &Client, endpoint: &(dyn std::fmt::Display + Sync)) -> Result<Vec<Sequence>, PgError> {
@@ -457,6 +507,7 @@ async fn read_tables(client: &Client, endpoint: &(dyn std::fmt::Display + Sync))
             pages,
             constraints: Vec::new(),
             indexes: Vec::new(),
+            replica_identity_index: None,
             comment: r.get(12),
         });
     }
@@ -481,7 +532,9 @@ async fn read_columns(client: &Client, endpoint: &(dyn std::fmt::Display + Sync)
              a.attidentity::text, CASE WHEN a.attgenerated <> '' THEN pg_get_expr(ad.adbin, ad.adrelid) END, \
              (bt.typtype = 'c' OR (bt.typcategory = 'A' AND bt.typelem >= 16384) \
               OR (bt.oid < 16384 AND bt.typname LIKE 'reg%')), \
-             col_description(a.attrelid, a.attnum) \
+             col_description(a.attrelid, a.attnum), \
+             (SELECT format('%I.%I', cn.nspname, co.collname) FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace \
+              WHERE co.oid = a.attcollation AND a.attcollation <> t.typcollation) \
              FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
              JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END \
              LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum \
@@ -502,6 +555,7 @@ async fn read_columns(client: &Client, endpoint: &(dyn std::fmt::Display + Sync)
             generated: r.get(6),
             oid_in_binary: r.get(7),
             comment: r.get(8),
+            collation: r.get(9),
             cast_to: None,
         })
         .collect())
@@ -548,5 +602,12 @@ async fn read_keys_and_indexes(client: &Client, endpoint: &(dyn std::fmt::Displa
         .await
         .context(endpoint, || format!("read indexes of {}", t.display_name()))?;
     t.indexes = rows.iter().map(|r| Index { name: r.get(0), definition: r.get(1) }).collect();
+    if t.replica_identity == "i" {
+        t.replica_identity_index = client
+            .query_opt("SELECT ic.relname::text FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid WHERE i.indrelid = $1 AND i.indisreplident", &[&t.oid])
+            .await
+            .context(endpoint, || format!("read the replica identity of {}", t.display_name()))?
+            .map(|r| r.get(0));
+    }
     Ok(())
 }

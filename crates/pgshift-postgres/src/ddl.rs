@@ -27,14 +27,16 @@ pub enum PostDataKind {
     ForeignKey,
     /// VALIDATE CONSTRAINT: scans without blocking writes, in parallel.
     Validate,
-    /// Comments.
+    /// Comments, and replica identities (which may name an index): after the rest.
     Comment,
 }
 
 /// Everything the tables in `tables` need, in an order that PostgreSQL accepts.
-/// `routines` (functions that defaults and checks may call) come after the types and
-/// before the sequences and tables, with their bodies unchecked until first use.
-pub fn pre_data(catalog: &Catalog, tables: &[&Table], routines: &[String]) -> Vec<String> {
+/// `before_types` (comments on schemas, collations) come right after the extensions;
+/// `routines` (functions that defaults and checks may call, then the operators, casts
+/// and text search objects built on them) after the types and before the sequences
+/// and tables, with function bodies unchecked until first use.
+pub fn pre_data(catalog: &Catalog, tables: &[&Table], before_types: &[String], routines: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     for s in &catalog.schemas {
         if s != "public" {
@@ -44,9 +46,15 @@ pub fn pre_data(catalog: &Catalog, tables: &[&Table], routines: &[String]) -> Ve
     for e in &catalog.extensions {
         out.push(format!("CREATE EXTENSION IF NOT EXISTS {} WITH SCHEMA {}", quote_ident(&e.name), quote_ident(&e.schema)));
     }
+    out.extend(before_types.iter().cloned());
     for e in &catalog.enums {
         let labels: Vec<String> = e.labels.iter().map(|l| quote_literal(l)).collect();
         out.push(format!("CREATE TYPE {} AS ENUM ({})", qualified(&e.schema, &e.name), labels.join(", ")));
+    }
+    // Before domains and composites, which may be built on them.
+    for r in &catalog.ranges {
+        let options: String = r.options.iter().map(|o| format!(", {o}")).collect();
+        out.push(format!("CREATE TYPE {} AS RANGE (SUBTYPE = {}{options})", qualified(&r.schema, &r.name), r.subtype));
     }
     for d in &catalog.domains {
         let mut s = format!("CREATE DOMAIN {} AS {}", qualified(&d.schema, &d.name), d.base_type);
@@ -131,6 +139,9 @@ pub fn create_table(t: &Table) -> String {
 
 fn column_definition(c: &Column) -> String {
     let mut s = format!("{} {}", quote_ident(&c.name), c.target_type());
+    if let Some(collation) = c.collation.as_ref().filter(|_| c.cast_to.is_none()) {
+        s.push_str(&format!(" COLLATE {collation}"));
+    }
     if let Some(expr) = &c.generated {
         s.push_str(&format!(" GENERATED ALWAYS AS ({expr}) STORED"));
     } else if c.identity == "a" {
@@ -190,6 +201,17 @@ pub fn post_data(tables: &[&Table]) -> Vec<PostDataStep> {
         let mut comment = |object: String, sql: String| out.push(t.post_data_step(object, PostDataKind::Comment, sql));
         if let Some(text) = &t.comment {
             comment(t.name.clone(), format!("COMMENT ON TABLE {name} IS {}", quote_literal(text)));
+        }
+        // Reverse replication after the cutover publishes from the target: it needs the
+        // same replica identity as the source.
+        let identity = match (t.replica_identity.as_str(), &t.replica_identity_index) {
+            ("f", _) => Some("FULL".to_string()),
+            ("n", _) => Some("NOTHING".to_string()),
+            ("i", Some(index)) => Some(format!("USING INDEX {}", quote_ident(index))),
+            _ => None,
+        };
+        if let Some(identity) = identity {
+            comment(format!("{} replica identity", t.name), format!("ALTER TABLE ONLY {name} REPLICA IDENTITY {identity}"));
         }
         for c in &t.columns {
             if let Some(text) = &c.comment {

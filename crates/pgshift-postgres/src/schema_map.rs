@@ -97,6 +97,7 @@ impl SchemaMap {
         catalog.enums.iter().for_each(|e| add(&e.schema, &e.name));
         catalog.domains.iter().for_each(|d| add(&d.schema, &d.name));
         catalog.composites.iter().for_each(|c| add(&c.schema, &c.name));
+        catalog.ranges.iter().for_each(|r| add(&r.schema, &r.name));
         let to = |schema: &mut String| *schema = self.target_schema(schema).to_string();
 
         let mut c = catalog.clone();
@@ -109,6 +110,7 @@ impl SchemaMap {
         c.enums.iter_mut().for_each(|e| to(&mut e.schema));
         c.domains.iter_mut().for_each(|d| to(&mut d.schema));
         c.composites.iter_mut().for_each(|ct| to(&mut ct.schema));
+        c.ranges.iter_mut().for_each(|r| to(&mut r.schema));
         for s in &mut c.sequences {
             to(&mut s.schema);
             s.owned_by.iter_mut().for_each(|(schema, _, _)| to(schema));
@@ -184,6 +186,10 @@ impl Rewriter {
         for ct in &mut c.composites {
             ct.attributes.iter_mut().for_each(|(_, ty)| self.apply(ty));
         }
+        for r in &mut c.ranges {
+            self.apply(&mut r.subtype);
+            r.options.iter_mut().for_each(|o| self.apply(o));
+        }
         for s in &mut c.sequences {
             self.apply(&mut s.data_type);
         }
@@ -197,6 +203,7 @@ impl Rewriter {
                 col.default.iter_mut().for_each(|x| self.apply(x));
                 col.generated.iter_mut().for_each(|x| self.apply(x));
                 col.cast_to.iter_mut().for_each(|x| self.apply(x));
+                col.collation.iter_mut().for_each(|x| self.apply(x));
             }
             if let Some(pk) = &mut t.primary_key {
                 self.apply(&mut pk.first_type);

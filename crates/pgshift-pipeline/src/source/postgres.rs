@@ -150,9 +150,11 @@ impl LoadSource for PostgresSource {
             true => missing.iter().map(|r| format!("CREATE ROLE {} NOLOGIN", pgshift_postgres::sql::quote_ident(r))).collect(),
             false => Vec::new(),
         };
-        plan.pre_data.extend(ddl::pre_data(&view, &target_tables, &SchemaObjects::statements(&objects.routines)));
+        let routines = [SchemaObjects::statements(&objects.routines), SchemaObjects::statements(&objects.operators)].concat();
+        plan.pre_data.extend(ddl::pre_data(&view, &target_tables, &SchemaObjects::statements(&objects.before_types), &routines));
         plan.pre_data.extend(SchemaObjects::statements(&objects.routines_after_tables));
         plan.after_load = SchemaObjects::statements(&objects.views);
+        plan.after_load.extend(SchemaObjects::statements(&objects.statistics));
         plan.after_load.extend(SchemaObjects::statements(&objects.policies));
         if opts.privileges {
             plan.after_load.extend(access.grants.iter().cloned());
@@ -311,7 +313,16 @@ async fn schema_objects(
     if !objects.access.grants.is_empty() || !objects.access.owners.is_empty() {
         kept.not_carried.push("owners and privileges: --map-schema does not rewrite them yet: set them by hand in the mapped schemas".into());
     }
-    for group in [&objects.routines, &objects.routines_after_tables, &objects.views, &objects.policies, &objects.activation] {
+    for group in [
+        &objects.before_types,
+        &objects.routines,
+        &objects.operators,
+        &objects.routines_after_tables,
+        &objects.views,
+        &objects.statistics,
+        &objects.policies,
+        &objects.activation,
+    ] {
         kept.not_carried.extend(group.iter().map(moved));
     }
     Ok(kept)

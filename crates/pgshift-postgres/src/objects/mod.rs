@@ -1,15 +1,20 @@
 //! The schema beyond tables: what the application relies on besides its rows.
 //! Functions, procedures and plain aggregates (which defaults, checks and triggers
-//! call), views and materialized views (with their indexes), triggers with their
-//! enabled state, row-level security and its policies, and comments on all of them,
-//! read from the catalog and rendered as DDL. What is not carried is listed with the
-//! reason and what to do, never skipped silently.
+//! call), collations, operators, casts and text search (`operators.rs`), views and
+//! materialized views (with their indexes), statistics objects, triggers and rules
+//! with their enabled state, row-level security and its policies, owners and
+//! privileges, and comments on all of them, read from the catalog and rendered as
+//! DDL. What is not carried is listed with the reason and what to do, never skipped
+//! silently.
 //!
 //! When each runs is the caller's business; [`SchemaObjects`] groups them by the
-//! moment they can run: routines before the tables (their bodies are not checked:
+//! moment they can run: collations before the types, routines and then operators,
+//! casts and text search before the tables (function bodies are not checked:
 //! `check_function_bodies = off`), routines whose signature names a table's row
-//! type after the tables, views in dependency order after the load, and triggers
-//! and row security last.
+//! type after the tables, views in dependency order and statistics objects after
+//! the load, and triggers, rules and row security last.
+
+mod operators;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -34,15 +39,22 @@ pub struct ObjectDdl {
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct SchemaObjects {
+    /// Before the types: comments on schemas, collations.
+    pub before_types: Vec<ObjectDdl>,
     /// Before the tables.
     pub routines: Vec<ObjectDdl>,
+    /// After the routines, before the tables: text search dictionaries and
+    /// configurations, operators, operator families and classes, casts.
+    pub operators: Vec<ObjectDdl>,
     /// After the tables: routines whose signature names a table's row type.
     pub routines_after_tables: Vec<ObjectDdl>,
     /// After the load, in dependency order; with the routines that name their row types.
     pub views: Vec<ObjectDdl>,
+    /// Statistics objects of copied tables (after the load, with the views).
+    pub statistics: Vec<ObjectDdl>,
     /// Policies (created with the views; they only act once row security is on).
     pub policies: Vec<ObjectDdl>,
-    /// Triggers with their enabled state, and row security switched on: the last step,
+    /// Triggers and rules with their enabled state, and row security switched on: the last step,
     /// at the cutover when changes are followed (so nothing fires twice while the
     /// source's own triggers' results arrive as changes).
     pub activation: Vec<ObjectDdl>,
@@ -73,7 +85,8 @@ pub async fn inspect(client: &Client, endpoint: &str, tables: &[&Table], languag
     let mut out = SchemaObjects::default();
     let copied: BTreeSet<u32> = tables.iter().map(|t| t.oid).collect();
 
-    // Routines, and the kinds of relations whose row types their signatures name.
+    // Routines (not the ones a type makes for itself, such as a range type's
+    // constructors), and the kinds of relations whose row types their signatures name.
     let rows = client
         .query(
             &format!(
@@ -86,7 +99,9 @@ pub async fn inspect(client: &Client, endpoint: &str, tables: &[&Table], languag
                    pg_get_function_arguments(p.oid) \
                  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_language l ON l.oid = p.prolang \
                  LEFT JOIN pg_aggregate a ON a.aggfnoid = p.oid \
-                 WHERE {SKIP_SCHEMAS} AND {} ORDER BY p.oid",
+                 WHERE {SKIP_SCHEMAS} AND {} \
+                   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'i') \
+                 ORDER BY p.oid",
                 not_from_extension("p.oid")
             ),
             &[],
@@ -135,6 +150,9 @@ pub async fn inspect(client: &Client, endpoint: &str, tables: &[&Table], languag
             None => out.routines.push(object),
         }
     }
+
+    out.before_types = operators::before_types(client, endpoint).await?;
+    out.operators = operators::after_routines(client, endpoint, &mut out.not_carried).await?;
 
     // Views and materialized views, with what they read.
     let views = client
@@ -239,6 +257,56 @@ pub async fn inspect(client: &Client, endpoint: &str, tables: &[&Table], languag
         statements.extend(state.map(|s| format!("ALTER TABLE {target} {s} {}", quote_ident(&name))));
         statements.extend(comment("TRIGGER", &format!("{} ON {target}", quote_ident(&name)), t.get(6)));
         out.activation.push(ObjectDdl { kind: "trigger", name: display, statements });
+    }
+
+    // Rules (not the ones that make a view), with their enabled state.
+    let rules = client
+        .query(
+            &format!(
+                "SELECT r.ev_class, n.nspname, c.relname, r.rulename, pg_get_ruledef(r.oid), r.ev_enabled::text, obj_description(r.oid, 'pg_rewrite') \
+                 FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE r.rulename <> '_RETURN' AND {SKIP_SCHEMAS} ORDER BY r.oid"
+            ),
+            &[],
+        )
+        .await
+        .context(&endpoint, q("rules"))?;
+    for r in rules.iter().filter(|r| on_copied(r.get(0))) {
+        let (schema, table, name): (String, String, String) = (r.get(1), r.get(2), r.get(3));
+        let target = qualified(&schema, &table);
+        let definition = r.get::<_, String>(4).trim().trim_end_matches(';').to_string();
+        let mut statements = vec![format!("DROP RULE IF EXISTS {} ON {target}", quote_ident(&name)), definition];
+        let state = match r.get::<_, String>(5).as_str() {
+            "D" => Some("DISABLE RULE"),
+            "R" => Some("ENABLE REPLICA RULE"),
+            "A" => Some("ENABLE ALWAYS RULE"),
+            _ => None,
+        };
+        statements.extend(state.map(|s| format!("ALTER TABLE {target} {s} {}", quote_ident(&name))));
+        statements.extend(comment("RULE", &format!("{} ON {target}", quote_ident(&name)), r.get(6)));
+        out.activation.push(ObjectDdl { kind: "rule", name: format!("{schema}.{table}.{name}"), statements });
+    }
+
+    // Statistics objects, with their statistics target when set.
+    let statistics = client
+        .query(
+            &format!(
+                "SELECT s.stxrelid, n.nspname, s.stxname, pg_get_statisticsobjdef(s.oid), nullif(coalesce(s.stxstattarget::int, -1), -1), \
+                   obj_description(s.oid, 'pg_statistic_ext') \
+                 FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace WHERE {SKIP_SCHEMAS} ORDER BY s.oid"
+            ),
+            &[],
+        )
+        .await
+        .context(&endpoint, q("statistics objects"))?;
+    for st in statistics.iter().filter(|s| on_copied(s.get(0))) {
+        let (schema, name): (String, String) = (st.get(1), st.get(2));
+        let target = qualified(&schema, &name);
+        // A resumed load runs these again.
+        let mut statements = vec![st.get::<_, String>(3).replacen("CREATE STATISTICS ", "CREATE STATISTICS IF NOT EXISTS ", 1)];
+        statements.extend(st.get::<_, Option<i32>>(4).map(|n| format!("ALTER STATISTICS {target} SET STATISTICS {n}")));
+        statements.extend(comment("STATISTICS", &target, st.get(5)));
+        out.statistics.push(ObjectDdl { kind: "statistics object", name: format!("{schema}.{name}"), statements });
     }
 
     // Row-level security and policies.
@@ -463,7 +531,7 @@ fn view_order(views: &[tokio_postgres::Row], carried: &BTreeSet<u32>) -> Vec<Str
 }
 
 /// `SELECT schema.name` of a catalog's objects in user schemas (optionally not an extension's).
-fn named(catalog: &str, name: &str, namespace: &str, own_only: bool) -> String {
+pub(super) fn named(catalog: &str, name: &str, namespace: &str, own_only: bool) -> String {
     let own = if own_only { format!(" AND {}", not_from_extension("x.oid")) } else { String::new() };
     format!("SELECT format('%s.%s', n.nspname, x.{name}) FROM {catalog} x JOIN pg_namespace n ON n.oid = x.{namespace} WHERE {SKIP_SCHEMAS}{own}")
 }
@@ -473,26 +541,6 @@ async fn not_carried(client: &Client, endpoint: &str, copied: &BTreeSet<u32>, ou
     let copied: Vec<i64> = copied.iter().map(|o| *o as i64).collect();
     let kinds = [
         ("event trigger", format!("SELECT evtname::text FROM pg_event_trigger e WHERE {}", not_from_extension("e.oid")), "event triggers are database-wide: create them on the target by hand if it needs them"),
-        (
-            "rule",
-            "SELECT format('%s.%s.%s', n.nspname, c.relname, r.rulename) FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class \
-             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE r.rulename <> '_RETURN' AND c.oid = ANY($1::int8[]::oid[])"
-                .to_string(),
-            "create it on the target by hand (pg_get_ruledef shows it)",
-        ),
-        ("statistics object", named("pg_statistic_ext", "stxname", "stxnamespace", false), "create it on the target by hand (pg_get_statisticsobjdef shows it), then ANALYZE"),
-        ("operator", named("pg_operator", "oprname", "oprnamespace", true), "create it on the target by hand"),
-        (
-            "text search configuration",
-            named("pg_ts_config", "cfgname", "cfgnamespace", true),
-            "create it on the target by hand before columns or indexes that name it are used",
-        ),
-        ("collation", named("pg_collation", "collname", "collnamespace", true), "create it on the target by hand"),
-        (
-            "cast",
-            format!("SELECT format('%s AS %s', format_type(c.castsource, NULL), format_type(c.casttarget, NULL)) FROM pg_cast c WHERE c.oid >= 16384 AND {}", not_from_extension("c.oid")),
-            "create it on the target by hand",
-        ),
         ("large objects", "SELECT count(*)::text || ' large object(s)' FROM pg_largeobject_metadata HAVING count(*) > 0".to_string(), "logical replication does not carry them: copy them with pg_dump --large-objects before the cutover"),
     ];
     for (kind, sql, what) in kinds {
