@@ -8,6 +8,7 @@ pub mod copy;
 pub mod copy_binary;
 pub mod ddl;
 pub mod error;
+pub mod large_objects;
 pub mod libpq;
 pub mod apply;
 pub mod logical_stream;

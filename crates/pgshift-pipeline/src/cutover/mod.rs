@@ -15,6 +15,7 @@
 //! are compared under those two snapshots after the locks are released, exactly,
 //! even while the application already writes to the new database.
 
+use pgshift_postgres::large_objects;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -76,6 +77,8 @@ pub struct PauseSteps {
     /// Writing the fence mark and waiting until the target applied it.
     pub last_changes_ms: f64,
     pub sequences_ms: f64,
+    /// Bringing large objects up to date (grows with their size).
+    pub large_objects_ms: f64,
     /// Opening the snapshots the counts are compared under.
     pub snapshots_ms: f64,
     /// Reverse replication's slot, rollback's read-write switch.
@@ -95,6 +98,9 @@ pub struct CutoverReport {
     /// How long writers on the source were blocked.
     pub write_pause_ms: f64,
     pub sequences_synced: usize,
+    /// Large objects written and removed inside the pause.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub large_objects: Option<large_objects::Synced>,
     pub counts: Vec<TableCount>,
     /// Where the write pause went, in milliseconds.
     pub pause_steps: PauseSteps,
@@ -204,6 +210,7 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
 
     crate::metrics::set_phase("cutover");
     let activation = store.at_cutover(run.run_id).await?;
+    let large_objects = store.large_objects(run.run_id).await?;
     // Every connection the pause needs is made before it begins.
     let fence = source.connect().await?;
     let snapshots = (source.connect().await?, target.connect().await?);
@@ -230,6 +237,12 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
             dst.batch_execute(sql).await.context(&dst_name, || sql.clone())?;
         }
         report.pause_steps.sequences_ms = clock.lap();
+        // Logical decoding does not carry large objects: made the same here, while
+        // writers wait (a pause that grows with their size; none without them).
+        if let Some(carry) = large_objects {
+            report.large_objects = Some(large_objects::sync((&src, src_name), (&dst, dst_name), carry).await?);
+        }
+        report.pause_steps.large_objects_ms = clock.lap();
         for (client, name) in [(&snapshots.0, src_name), (&snapshots.1, dst_name)] {
             client
                 .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1")
@@ -239,7 +252,7 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
         report.pause_steps.snapshots_ms = clock.lap();
         if opts.reverse {
             let new_names: Vec<String> = tables.iter().map(|t| t.qualified()).collect();
-            report.reverse_slot = Some(reverse::set_up((&src, src_name), (&dst, target), run.run_id, &new_names, &run.schema_map).await?);
+            report.reverse_slot = Some(reverse::set_up((&src, src_name), (&dst, target), run.run_id, &new_names, (&run.schema_map, large_objects)).await?);
         }
         if opts.rollback {
             let sql = format!("ALTER DATABASE {} RESET default_transaction_read_only", quote_ident(target.dbname()));

@@ -8,6 +8,7 @@
 //! `pgshift` schema, so `pgshift follow --source NEW --target OLD` and
 //! `pgshift rollback` find it like any loaded run.
 
+use pgshift_postgres::large_objects::Carry;
 use pgshift_postgres::error::Context;
 use pgshift_postgres::schema_map::SchemaMap;
 use pgshift_postgres::ConnInfo;
@@ -48,19 +49,20 @@ pub async fn check_possible(new: &Client, new_name: &str) -> Result<()> {
 
 /// Creates publication and slot on the new database and records the reverse run in
 /// the old one. `tables` are the new database's (qualified); `schema_map` is the
-/// forward run's, whose inverse leads the changes back. Runs while the old database is fenced.
+/// forward run's, whose inverse leads the changes back; `large_objects` its large
+/// object settings, which rollback uses the other way. Runs while the old database is fenced.
 pub async fn set_up(
     (old, old_name): (&Client, &str),
     (new, new_info): (&Client, &ConnInfo),
     run_id: i64,
     tables: &[String],
-    schema_map: &SchemaMap,
+    (schema_map, large_objects): (&SchemaMap, Option<Carry>),
 ) -> Result<String> {
     let new_name = new_info.endpoint();
     let slot = slot::reverse_slot_name(run_id);
     // A slot left over from an aborted cutover is remade: nothing streams from it yet.
     let lsn = slot::create_without_snapshot(new, new_name, &slot, tables).await?;
     let names: Vec<String> = tables.iter().map(|t| t.replace('"', "")).collect();
-    Store::new(old, old_name).create_loaded_run(new_name, (&slot, &lsn), &names, &schema_map.inverse()).await?;
+    Store::new(old, old_name).create_loaded_run(new_name, (&slot, &lsn), &names, &schema_map.inverse(), large_objects).await?;
     Ok(slot)
 }

@@ -203,6 +203,7 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
                 schema_map: &opts.schema_map,
                 slot: follow,
                 at_cutover: &plan.at_cutover,
+                large_objects: plan.large_objects,
             };
             store.create_schema_and_run(&plan.pre_data, &new).await?
         }
@@ -259,6 +260,9 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
     report.warnings.extend(vector_index::build(target, &index_work, &vector_options, progress.clone()).await?);
     for sql in plan.after_load.iter().chain(&plan.catchup_ddl).chain(&plan.sequence_values) {
         dst.batch_execute(sql).await.context(&dst_name, || sql.clone())?;
+    }
+    for line in source.finish_load((&dst, dst_name), &plan).await? {
+        progress.step(&line);
     }
     report.post_data_seconds = post_started.elapsed().as_secs_f64();
     store.advance(run.run_id, Phase::PostData, Phase::after_load(follow)).await?;

@@ -83,6 +83,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "foreign keys declared across sources (--foreign-key), validated once every run they span is done",
         "ALTER TABLE pgshift.runs ADD COLUMN IF NOT EXISTS foreign_keys jsonb",
     ),
+    (
+        9,
+        "how the cutover and rollback bring large objects up to date (owners, privileges); null: the run has none to carry",
+        "ALTER TABLE pgshift.runs ADD COLUMN IF NOT EXISTS large_objects jsonb",
+    ),
 ];
 
 /// The newest version this pgshift knows.

@@ -6,6 +6,7 @@
 use pgshift_postgres::catalog::relation_exists;
 use pgshift_postgres::conn::in_transaction;
 use pgshift_postgres::error::Context;
+use pgshift_postgres::large_objects::Carry;
 use pgshift_postgres::schema_map::SchemaMap;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
@@ -61,6 +62,8 @@ pub struct NewRun<'a> {
     pub slot: bool,
     /// Statements the cutover runs on the target (triggers, row security).
     pub at_cutover: &'a [String],
+    /// Large objects are brought up to date at the cutover (PostgreSQL sources).
+    pub large_objects: Option<Carry>,
 }
 
 /// A run's times, for `pgshift status`.
@@ -206,12 +209,13 @@ impl<'a> Store<'a> {
         let map = serde_json::to_string(run.schema_map).expect("map serializes");
         let specs = (!run.embeddings.is_empty()).then(|| serde_json::to_string(run.embeddings).expect("specs serialize"));
         let at_cutover = (!run.at_cutover.is_empty()).then(|| serde_json::to_string(run.at_cutover).expect("statements serialize"));
+        let large_objects = run.large_objects.map(|c| serde_json::to_string(&c).expect("settings serialize"));
         let row = self
             .client
             .query_one(
-                "INSERT INTO pgshift.runs (source, phase, schema_map, embeddings, at_cutover) \
-                 VALUES ($1, $2, $3::text::jsonb, $4::text::jsonb, $5::text::jsonb) RETURNING run_id",
-                &[&run.source, &Phase::Copy.as_str(), &map, &specs, &at_cutover],
+                "INSERT INTO pgshift.runs (source, phase, schema_map, embeddings, at_cutover, large_objects) \
+                 VALUES ($1, $2, $3::text::jsonb, $4::text::jsonb, $5::text::jsonb, $6::text::jsonb) RETURNING run_id",
+                &[&run.source, &Phase::Copy.as_str(), &map, &specs, &at_cutover, &large_objects],
             )
             .await
             .context(&self.endpoint, ctx)?;
@@ -239,16 +243,18 @@ impl<'a> Store<'a> {
         (slot, start_lsn): (&str, &str),
         tables: &[String],
         schema_map: &SchemaMap,
+        large_objects: Option<Carry>,
     ) -> Result<i64> {
         let ctx = || "record the reverse run in pgshift.runs".to_string();
         self.ensure_schema().await?;
         let map = serde_json::to_string(schema_map).expect("map serializes");
+        let large_objects = large_objects.map(|c| serde_json::to_string(&c).expect("settings serialize"));
         let row = self
             .client
             .query_one(
-                "INSERT INTO pgshift.runs (source, slot_name, start_lsn, phase, finished_at, schema_map) \
-                 VALUES ($1, $2, $3::text::pg_lsn, $4, now(), $5::text::jsonb) RETURNING run_id",
-                &[&source, &slot, &start_lsn, &Phase::Loaded.as_str(), &map],
+                "INSERT INTO pgshift.runs (source, slot_name, start_lsn, phase, finished_at, schema_map, large_objects) \
+                 VALUES ($1, $2, $3::text::pg_lsn, $4, now(), $5::text::jsonb, $6::text::jsonb) RETURNING run_id",
+                &[&source, &slot, &start_lsn, &Phase::Loaded.as_str(), &map, &large_objects],
             )
             .await
             .context(&self.endpoint, ctx)?;
@@ -397,13 +403,25 @@ impl<'a> Store<'a> {
 
     /// The statements the cutover runs on the target (none for runs made before them).
     pub async fn at_cutover(&self, run_id: i64) -> Result<Vec<String>> {
+        Ok(self.run_json(run_id, "at_cutover", "cutover statements").await?.unwrap_or_default())
+    }
+
+    /// A JSON column of a run, read through the row's JSON so that a state schema made
+    /// before the column existed reads as None.
+    async fn run_json<T: serde::de::DeserializeOwned>(&self, run_id: i64, column: &str, what: &str) -> Result<Option<T>> {
         let rows = self
-            .query("SELECT (to_jsonb(runs) -> 'at_cutover')::text FROM pgshift.runs runs WHERE run_id = $1", &[&run_id], "read the run's cutover statements")
+            .query("SELECT (to_jsonb(runs) -> $2::text)::text FROM pgshift.runs runs WHERE run_id = $1", &[&run_id, &column], &format!("read the run's {what}"))
             .await?;
         match rows.first().and_then(|r| r.get::<_, Option<String>>(0)).filter(|v| v != "null") {
-            None => Ok(Vec::new()),
-            Some(v) => serde_json::from_str(&v).map_err(|e| Error::State(format!("run {run_id}: unreadable cutover statements: {e}"))),
+            None => Ok(None),
+            Some(v) => serde_json::from_str(&v).map(Some).map_err(|e| Error::State(format!("run {run_id}: unreadable {what}: {e}"))),
         }
+    }
+
+    /// How the cutover brings the run's large objects up to date (None: it does not;
+    /// runs made before large objects were carried).
+    pub async fn large_objects(&self, run_id: i64) -> Result<Option<Carry>> {
+        self.run_json(run_id, "large_objects", "large object settings").await
     }
 
     /// Records the foreign keys a run declared (validated later, see `load::links`).

@@ -16,6 +16,7 @@ pub mod postgres;
 pub mod select;
 pub mod sqlite;
 
+use pgshift_postgres::large_objects::Carry;
 use std::future::Future;
 
 use bytes::Bytes;
@@ -100,6 +101,8 @@ pub struct LoadPlan<T> {
     pub extensions: Vec<(String, String)>,
     /// The publication catch-up reads (shown by --dry-run).
     pub publication: Option<String>,
+    /// Large objects are made the same after the load and at the cutover (PostgreSQL sources).
+    pub large_objects: Option<Carry>,
     pub warnings: Vec<String>,
 }
 
@@ -118,6 +121,7 @@ impl<T> LoadPlan<T> {
             vector_schema,
             extensions: Vec::new(),
             publication: None,
+            large_objects: None,
             warnings: Vec::new(),
         }
     }
@@ -218,5 +222,11 @@ pub trait LoadSource: Send + Sync + 'static {
     /// (`shared_snapshot`: all under the run's first snapshot).
     fn after_copy(&self, _target: (&Client, &str), _run: &Run, _shared_snapshot: bool, _follow: bool) -> impl Future<Output = Result<()>> + Send {
         async { Ok(()) }
+    }
+
+    /// The load's last step, run again by a resumed load: what the source has besides
+    /// its tables' rows (large objects). Returns what to report.
+    fn finish_load(&self, _target: (&Client, &str), _plan: &LoadPlan<Self::Table>) -> impl Future<Output = Result<Vec<String>>> + Send {
+        async { Ok(Vec::new()) }
     }
 }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use pgshift_postgres::catalog::{self, Catalog, Table};
 use pgshift_postgres::copy::{copy_in_sql, copy_out_batched, copy_out_sql, CopyFormat};
 use pgshift_postgres::ddl;
+use pgshift_postgres::large_objects::{self, Carry};
 use pgshift_postgres::objects::{self, SchemaObjects};
 use pgshift_postgres::error::Context;
 use pgshift_postgres::schema_map::relocate_extensions;
@@ -100,12 +101,18 @@ impl LoadSource for PostgresSource {
         let checks = Checks { needs_slot, resume: resuming.is_some(), follow: opts.follow };
         let objects = schema_objects((&src, src_name), (dst, dst_name), &catalog, &tables, &opts.schema_map).await?;
         let access = &objects.access;
+        let large_objects = large_objects::count(&src, src_name).await?;
+        let (lo_owners, lo_grantees) = match large_objects {
+            0 => Default::default(),
+            _ => large_objects::roles(&src, src_name).await?,
+        };
+        let owner_roles: BTreeSet<String> = access.owner_roles.iter().cloned().chain(lo_owners).collect();
         let mut needed: BTreeSet<String> = objects.roles.iter().cloned().collect();
         if opts.privileges {
-            needed.extend(access.grant_roles.iter().cloned());
+            needed.extend(access.grant_roles.iter().cloned().chain(lo_grantees));
         }
         if opts.owners {
-            needed.extend(access.owner_roles.iter().cloned());
+            needed.extend(owner_roles.iter().cloned());
         }
         let missing = preflight::missing_roles((dst, dst_name), &needed).await?;
         let mut problems = match (opts.create_roles, missing.is_empty()) {
@@ -113,7 +120,16 @@ impl LoadSource for PostgresSource {
             (false, false) => vec![preflight::roles_problem(dst_name, &missing)],
         };
         if opts.owners {
-            problems.extend(preflight::owner_problems((dst, dst_name), &access.owner_roles).await?);
+            problems.extend(preflight::owner_problems((dst, dst_name), &owner_roles).await?);
+        }
+        // The target's large objects are made the same as the source's: ones it holds
+        // already would be replaced or removed.
+        let on_target = if large_objects > 0 && resuming.is_none() { large_objects::count(dst, dst_name).await? } else { 0 };
+        if on_target > 0 {
+            problems.push(format!(
+                "the source has {large_objects} large object(s) and target {dst_name} already holds {on_target}: pgshift makes the target's large objects \
+                 the same as the source's and would replace or remove those; move them elsewhere first (or migrate into an empty database)"
+            ));
         }
         if let Err(Error::Preflight(more)) = preflight::check((&src, src_name), (dst, dst_name), &catalog, (&tables, &target_tables), &checks).await {
             problems.extend(more);
@@ -170,6 +186,13 @@ impl LoadSource for PostgresSource {
             false => plan.after_load.extend(last),
         }
         plan.warnings.extend(objects.not_carried.iter().map(|n| format!("not carried: {n}")));
+        plan.large_objects = Some(Carry { owners: opts.owners, privileges: opts.privileges });
+        if large_objects > 0 && opts.follow {
+            plan.warnings.push(format!(
+                "{large_objects} large object(s): logical decoding does not carry them; they are copied after the tables and brought up to date \
+                 inside the cutover's write pause, which grows with their size"
+            ));
+        }
         let embedded_targets: Vec<(&Table, &EmbeddingSpec)> = embedded.iter().map(|(t, s)| (view.same_tables(&[t])[0], *s)).collect();
         if !embedded_targets.is_empty() && !view.extensions.iter().any(|e| e.name == "vector") {
             plan.pre_data.push(crate::load::create_extension_sql("vector", &vector_schema));
@@ -266,6 +289,19 @@ impl LoadSource for PostgresSource {
         }
         src.batch_execute("COMMIT").await.context(&src_name, || "end snapshot transaction".into())?;
         Ok(())
+    }
+
+    /// Large objects, made the same as the source's (again on a resumed load: only
+    /// what differs is written).
+    async fn finish_load(&self, (dst, dst_name): (&Client, &str), plan: &LoadPlan<Table>) -> Result<Vec<String>> {
+        let Some(carry) = plan.large_objects else { return Ok(Vec::new()) };
+        let src_name = self.conn.endpoint();
+        let src = self.conn.connect().await?;
+        let synced = large_objects::sync((&src, src_name), (dst, dst_name), carry).await?;
+        Ok(match synced.copied + synced.removed {
+            0 => Vec::new(),
+            _ => vec![format!("large objects: {} copied ({} bytes), {} removed", synced.copied, synced.bytes, synced.removed)],
+        })
     }
 
     /// Chunks read under fresh snapshots (a resumed run) may hold rows newer than L0:

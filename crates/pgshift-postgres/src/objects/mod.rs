@@ -374,7 +374,7 @@ pub async fn inspect(client: &Client, endpoint: &str, tables: &[&Table], languag
         out.activation.push(ObjectDdl { kind: "row security", name: format!("{}.{}", s.get::<_, String>(1), s.get::<_, String>(2)), statements });
     }
 
-    not_carried(client, endpoint, &copied, &mut out.not_carried).await?;
+    event_triggers(client, endpoint, &mut out.not_carried).await?;
     let relations: Vec<u32> = copied.iter().chain(&carried).copied().collect();
     out.access = access(client, endpoint, &relations, &carried_routines).await?;
     Ok(out)
@@ -394,7 +394,7 @@ pub struct Access {
 }
 
 /// SQL for an ACL's grants to others than the owner, as `grantee|privilege|grantable` texts.
-fn grants_of(acl: &str, owner: &str) -> String {
+pub(crate) fn grants_of(acl: &str, owner: &str) -> String {
     format!(
         "ARRAY(SELECT format('%s|%s|%s', CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, a.is_grantable) \
          FROM aclexplode({acl}) a WHERE a.grantee <> {owner})"
@@ -536,18 +536,14 @@ pub(super) fn named(catalog: &str, name: &str, namespace: &str, own_only: bool) 
     format!("SELECT format('%s.%s', n.nspname, x.{name}) FROM {catalog} x JOIN pg_namespace n ON n.oid = x.{namespace} WHERE {SKIP_SCHEMAS}{own}")
 }
 
-/// Kinds of objects pgshift does not carry yet, each listed with what to do.
-async fn not_carried(client: &Client, endpoint: &str, copied: &BTreeSet<u32>, out: &mut Vec<String>) -> Result<(), PgError> {
-    let copied: Vec<i64> = copied.iter().map(|o| *o as i64).collect();
-    let kinds = [
-        ("event trigger", format!("SELECT evtname::text FROM pg_event_trigger e WHERE {}", not_from_extension("e.oid")), "event triggers are database-wide: create them on the target by hand if it needs them"),
-        ("large objects", "SELECT count(*)::text || ' large object(s)' FROM pg_largeobject_metadata HAVING count(*) > 0".to_string(), "logical replication does not carry them: copy them with pg_dump --large-objects before the cutover"),
-    ];
-    for (kind, sql, what) in kinds {
-        let rows = if sql.contains("$1") { client.query(&sql, &[&copied]).await } else { client.query(&sql, &[]).await };
-        for r in rows.context(&endpoint, || format!("read the catalog ({kind}s)"))? {
-            out.push(format!("{kind} {}: not carried by pgshift; {what}", r.get::<_, String>(0)));
-        }
-    }
+/// Event triggers: database-wide, and the migration's own DDL would fire them.
+async fn event_triggers(client: &Client, endpoint: &str, out: &mut Vec<String>) -> Result<(), PgError> {
+    let rows = client
+        .query(&format!("SELECT evtname::text FROM pg_event_trigger e WHERE {}", not_from_extension("e.oid")), &[])
+        .await
+        .context(&endpoint, || "read the catalog (event triggers)".into())?;
+    out.extend(rows.iter().map(|r| {
+        format!("event trigger {}: not carried by pgshift; event triggers are database-wide: create them on the target by hand if it needs them", r.get::<_, String>(0))
+    }));
     Ok(())
 }
