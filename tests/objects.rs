@@ -112,3 +112,29 @@ fn functions_triggers_views_aggregates_and_row_security_arrive_and_behave_the_sa
     let out = verify(&source, &target, &[]);
     assert!(stdout(&out).contains("public.articles"), "{}", stdout(&out));
 }
+
+#[test]
+fn under_a_schema_map_the_objects_move_with_their_schema() {
+    let (source, target) = pair(PgVersion::V16, PgVersion::V18);
+    source.psql("app", APP);
+    source.psql("app", "CREATE FUNCTION count_articles() RETURNS bigint LANGUAGE sql AS $$ SELECT count(*) FROM public.articles $$");
+    let out = migrate(&source, &target, &["--no-follow", "--roles", "--map-schema", "public=moved", "--json"]);
+    let warnings = stdout(&out);
+    assert!(warnings.contains("function public.count_articles(): its body is text that names schema public"), "{warnings}");
+    assert_eq!(q(&target, "SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace"), "0", "nothing left behind in public");
+    // Views, functions, the aggregate, triggers and policies work in the new schema.
+    for (on_source, on_target) in [
+        ("SELECT string_agg(title, ',' ORDER BY title) FROM public.cheap_titles", "SELECT string_agg(title, ',' ORDER BY title) FROM moved.cheap_titles"),
+        ("SELECT public.count_articles()", "SELECT moved.count_articles()"),
+        ("SELECT public.product(price) FROM public.articles WHERE id <= 6", "SELECT moved.product(price) FROM moved.articles WHERE id <= 6"),
+        ("SET ROLE reader; SELECT count(*) FROM public.articles", "SET ROLE reader; SELECT count(*) FROM moved.articles"),
+        (
+            "INSERT INTO public.articles (title, price) VALUES ('Hello World!', 3) RETURNING slug, search::text",
+            "SET search_path = moved; INSERT INTO moved.articles (title, price) VALUES ('Hello World!', 3) RETURNING slug, search::text",
+        ),
+        ("SELECT has_table_privilege('analyst', 'public.cheap_titles', 'SELECT')", "SELECT has_table_privilege('analyst', 'moved.cheap_titles', 'SELECT')"),
+    ] {
+        assert_eq!(q(&target, on_target), q(&source, on_source), "{on_target}");
+    }
+    assert_eq!(q(&target, "SELECT count(*) FROM moved.audit"), q(&source, "SELECT count(*) FROM public.audit"), "the audit trigger fired on both");
+}

@@ -17,7 +17,7 @@ pub(crate) fn not_from_extension(oid_expr: &str) -> String {
     format!("NOT EXISTS (SELECT 1 FROM pg_depend xd WHERE xd.objid = {oid_expr} AND xd.deptype = 'e')")
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Catalog {
     pub server_version_num: i32,
     pub extensions: Vec<Extension>,

@@ -10,7 +10,7 @@
 //! The same rewriting moves references to an extension's objects to the schema the
 //! target already has that extension in ([`relocate_extensions`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -80,24 +80,13 @@ impl SchemaMap {
     }
 
     /// The catalog as the target should have it: the mapped schemas' tables,
-    /// sequences and types in their target schemas, and every qualified reference to
-    /// them rewritten. Object OIDs stay the source's, so tables pair up by OID.
+    /// sequences and types in their target schemas, and every qualified reference into
+    /// a mapped schema rewritten (but not to an extension's objects, which stay where
+    /// the extension is). Object OIDs stay the source's, so tables pair up by OID.
     pub fn target_view(&self, catalog: &Catalog) -> Catalog {
         if self.is_empty() {
             return catalog.clone();
         }
-        let mut moved = HashMap::new();
-        let mut add = |schema: &str, name: &str| {
-            if let Some(to) = self.0.get(schema) {
-                moved.insert((schema.to_string(), name.to_string()), to.clone());
-            }
-        };
-        catalog.tables.iter().for_each(|t| add(&t.schema, &t.name));
-        catalog.sequences.iter().for_each(|s| add(&s.schema, &s.name));
-        catalog.enums.iter().for_each(|e| add(&e.schema, &e.name));
-        catalog.domains.iter().for_each(|d| add(&d.schema, &d.name));
-        catalog.composites.iter().for_each(|c| add(&c.schema, &c.name));
-        catalog.ranges.iter().for_each(|r| add(&r.schema, &r.name));
         let to = |schema: &mut String| *schema = self.target_schema(schema).to_string();
 
         let mut c = catalog.clone();
@@ -121,8 +110,51 @@ impl SchemaMap {
                 to(schema);
             }
         }
-        Rewriter { moved }.apply_to_catalog(&mut c);
+        self.statement_rewriter(catalog).rewriter.apply_to_catalog(&mut c);
         c
+    }
+
+    /// Rewrites whole statements of the schema's other objects (views, routines,
+    /// triggers, policies, grants, comments) for the target: every qualified name in a
+    /// mapped schema moves, except an extension's objects, and so does `SCHEMA name`.
+    /// A routine's body is text to the catalog: qualified names in it move too, but
+    /// names it builds at run time or finds through its search_path do not (the
+    /// caller warns about those).
+    pub fn statement_rewriter(&self, catalog: &Catalog) -> StatementRewriter {
+        let kept = catalog.extensions.iter().flat_map(|e| e.members.iter().map(|m| (e.schema.clone(), m.clone()))).collect();
+        StatementRewriter { rewriter: Rewriter { schemas: self.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect(), kept, ..Default::default() } }
+    }
+}
+
+/// See [`SchemaMap::statement_rewriter`].
+pub struct StatementRewriter {
+    rewriter: Rewriter,
+}
+
+impl StatementRewriter {
+    pub fn rewrite(&self, sql: &str) -> String {
+        let text = self.rewriter.rewrite(sql, true);
+        // `ON SCHEMA s`, `IN SCHEMA s`, `ALTER SCHEMA s`: a schema named alone.
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("SCHEMA ") {
+            let (before, after) = rest.split_at(at + "SCHEMA ".len());
+            out.push_str(before);
+            rest = after;
+            if let Some((name, len)) = identifier(rest) {
+                if let Some(to) = self.rewriter.schemas.get(&name) {
+                    out.push_str(&quote_ident(to));
+                    rest = &rest[len..];
+                }
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// The mapped schemas a text names as `schema.` (a routine's body, say).
+    pub fn schemas_named(&self, text: &str) -> Vec<&str> {
+        self.rewriter.schemas.keys().filter(|s| text.contains(&format!("{}.", quote_ident(s))) || text.contains(&format!("{s}."))).map(String::as_str).collect()
     }
 }
 
@@ -145,7 +177,7 @@ pub fn relocate_extensions(catalog: &Catalog, installed: &BTreeMap<String, Strin
         }
     }
     if !moved.is_empty() {
-        Rewriter { moved }.apply_to_catalog(&mut c);
+        Rewriter { moved, ..Default::default() }.apply_to_catalog(&mut c);
     }
     c
 }
@@ -163,9 +195,13 @@ impl fmt::Display for SchemaMap {
     }
 }
 
-/// Rewrites qualified references to objects that move: (schema, name) -> new schema.
+/// Rewrites qualified references to objects that move: (schema, name) -> new schema,
+/// and everything in `schemas` (old -> new) but the `kept` objects.
+#[derive(Default)]
 struct Rewriter {
     moved: HashMap<(String, String), String>,
+    schemas: HashMap<String, String>,
+    kept: HashSet<(String, String)>,
 }
 
 /// Literals of these types name objects: `nextval('public.t_id_seq'::regclass)`.
@@ -238,7 +274,9 @@ impl Rewriter {
                 if let Some((schema, schema_len)) = identifier(rest) {
                     if let Some(after_dot) = rest[schema_len..].strip_prefix('.') {
                         if let Some((name, name_len)) = identifier(after_dot) {
-                            if let Some(to) = self.moved.get(&(schema.clone(), name)) {
+                            let key = (schema.clone(), name);
+                            let to = self.moved.get(&key).or_else(|| self.schemas.get(&key.0).filter(|_| !self.kept.contains(&key)));
+                            if let Some(to) = to {
                                 out.push_str(&quote_ident(to));
                                 out.push('.');
                                 out.push_str(&after_dot[..name_len]);
@@ -313,7 +351,7 @@ mod tests {
     fn rewrite(moved: &[(&str, &str)], text: &str) -> String {
         let map = SchemaMap::parse(&["public=main", "My Schema=other"]).unwrap();
         let moved = moved.iter().map(|(s, n)| ((s.to_string(), n.to_string()), map.target_schema(s).to_string())).collect();
-        Rewriter { moved }.rewrite(text, true)
+        Rewriter { moved, ..Default::default() }.rewrite(text, true)
     }
 
     #[test]
@@ -330,6 +368,22 @@ mod tests {
         assert_eq!(rewrite(&moved, "CHECK ((kind <> 'public.users'::text))"), "CHECK ((kind <> 'public.users'::text))");
         assert_eq!(rewrite(&moved, "xpublic.users + mypublic.users"), "xpublic.users + mypublic.users");
         assert_eq!(rewrite(&moved, "'it''s public.users'::regclass"), r#"'it''s "main".users'::regclass"#);
+    }
+
+    #[test]
+    fn statements_move_with_their_schema_but_extension_objects_stay() {
+        let mut catalog = crate::catalog::Catalog::default();
+        catalog.extensions.push(crate::catalog::Extension { name: "vector".into(), schema: "public".into(), version: "0.8".into(), members: vec!["vector".into()] });
+        let r = SchemaMap::parse(&["public=main"]).unwrap().statement_rewriter(&catalog);
+        assert_eq!(
+            r.rewrite("CREATE VIEW public.v AS SELECT a::public.vector FROM public.t JOIN other.u USING (id)"),
+            r#"CREATE VIEW "main".v AS SELECT a::public.vector FROM "main".t JOIN other.u USING (id)"#
+        );
+        assert_eq!(r.rewrite("GRANT USAGE ON SCHEMA public TO reader"), r#"GRANT USAGE ON SCHEMA "main" TO reader"#);
+        assert_eq!(r.rewrite("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO r"), r#"ALTER DEFAULT PRIVILEGES IN SCHEMA "main" GRANT SELECT ON TABLES TO r"#);
+        assert_eq!(r.rewrite("COMMENT ON SCHEMA publics IS 'x'"), "COMMENT ON SCHEMA publics IS 'x'");
+        assert_eq!(r.schemas_named("BEGIN INSERT INTO public.audit VALUES (1); END"), vec!["public"]);
+        assert!(r.schemas_named("BEGIN INSERT INTO audit VALUES (1); END").is_empty());
     }
 
     #[test]

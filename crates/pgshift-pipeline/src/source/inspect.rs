@@ -131,7 +131,7 @@ pub async fn inspect(source: &ConnInfo, target: Option<&ConnInfo>, exact_counts:
         .map(|r| r.get(0))
         .collect();
     languages.extend(catalog.extensions.iter().map(|e| e.name.clone()));
-    let objects = pgshift_postgres::objects::inspect(&src, source.endpoint(), &all, &languages).await?;
+    let objects = pgshift_postgres::objects::inspect(&src, source.endpoint(), &all, &languages, false).await?;
     Ok(InspectReport {
         not_carried: objects.not_carried,
         source: source.endpoint().to_string(),

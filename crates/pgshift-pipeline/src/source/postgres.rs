@@ -186,6 +186,7 @@ impl LoadSource for PostgresSource {
             false => plan.after_load.extend(last),
         }
         plan.warnings.extend(objects.not_carried.iter().map(|n| format!("not carried: {n}")));
+        plan.warnings.extend(objects.warnings.iter().cloned());
         plan.large_objects = Some(Carry { owners: opts.owners, privileges: opts.privileges });
         if large_objects > 0 && opts.follow {
             plan.warnings.push(format!(
@@ -321,9 +322,8 @@ impl LoadSource for PostgresSource {
     }
 }
 
-/// The routines, views, triggers and row security that go with `tables`. Under a
-/// schema map their texts would name schemas by their old names: they are listed
-/// as not carried instead.
+/// The routines, views, triggers, row security and the rest of the schema that go
+/// with `tables`; under a schema map, their statements rewritten for the target.
 async fn schema_objects(
     (src, src_name): (&Client, &str),
     (dst, dst_name): (&Client, &str),
@@ -340,28 +340,45 @@ async fn schema_objects(
         .collect();
     // Languages that come as extensions (plpython3u, plperl) are created with them.
     languages.extend(catalog.extensions.iter().map(|e| e.name.clone()));
-    let objects = objects::inspect(src, src_name, tables, &languages).await?;
+    let mut objects = objects::inspect(src, src_name, tables, &languages, schema_map.target_schema("public") != "public").await?;
     if schema_map.is_empty() {
         return Ok(objects);
     }
-    let moved = |o: &objects::ObjectDdl| format!("{} {}: --map-schema does not rewrite its text yet: create it by hand in the mapped schema", o.kind, o.name);
-    let mut kept = SchemaObjects { not_carried: objects.not_carried, ..Default::default() };
-    if !objects.access.grants.is_empty() || !objects.access.owners.is_empty() {
-        kept.not_carried.push("owners and privileges: --map-schema does not rewrite them yet: set them by hand in the mapped schemas".into());
-    }
+    let rewriter = schema_map.statement_rewriter(catalog);
     for group in [
-        &objects.before_types,
-        &objects.routines,
-        &objects.operators,
-        &objects.routines_after_tables,
-        &objects.views,
-        &objects.statistics,
-        &objects.policies,
-        &objects.activation,
+        &mut objects.before_types,
+        &mut objects.routines,
+        &mut objects.operators,
+        &mut objects.routines_after_tables,
+        &mut objects.views,
+        &mut objects.statistics,
+        &mut objects.policies,
+        &mut objects.activation,
     ] {
-        kept.not_carried.extend(group.iter().map(moved));
+        for object in group.iter_mut() {
+            // A routine's body is text: the qualified names in it move, but not names
+            // it builds at run time or finds through a search_path it sets.
+            if matches!(object.kind, "function" | "procedure") {
+                let body = object.statements.first().map(String::as_str).unwrap_or_default();
+                let named = rewriter.schemas_named(body);
+                if !named.is_empty() || body.contains("search_path") {
+                    objects.warnings.push(format!(
+                        "{} {}: its body is text{}; pgshift moved the schema-qualified names in it for --map-schema {schema_map}: \
+                         check names it builds at run time and the search_path it sets",
+                        object.kind,
+                        object.name,
+                        if named.is_empty() { String::new() } else { format!(" that names schema {}", named.join(", ")) }
+                    ));
+                }
+            }
+            object.statements.iter_mut().for_each(|s| *s = rewriter.rewrite(s));
+        }
     }
-    Ok(kept)
+    let access = &mut objects.access;
+    for s in access.grants.iter_mut().chain(access.owners.iter_mut()) {
+        *s = rewriter.rewrite(s);
+    }
+    Ok(objects)
 }
 
 /// Whether `CREATE ... INDEX ... USING method (column ...)` indexes `column` first.

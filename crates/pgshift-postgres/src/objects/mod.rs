@@ -60,6 +60,8 @@ pub struct SchemaObjects {
     pub activation: Vec<ObjectDdl>,
     /// What is not carried: the object, why, and what to do.
     pub not_carried: Vec<String>,
+    /// What is carried but should be checked (routine bodies under a schema map).
+    pub warnings: Vec<String>,
     /// Roles the objects name (policies) that the target must have.
     pub roles: Vec<String>,
     /// Owners and privileges.
@@ -79,8 +81,10 @@ fn comment(kind_sql: &str, name: &str, text: Option<String>) -> Option<String> {
 /// Reads the objects that belong with `tables` (the tables being copied): routines
 /// of every user schema, views whose every relation is copied, triggers and row
 /// security of copied tables. `languages`: the procedural languages the target has
-/// or will get (CREATE EXTENSION), for functions written in them.
-pub async fn inspect(client: &Client, endpoint: &str, tables: &[&Table], languages: &BTreeSet<String>) -> Result<SchemaObjects, PgError> {
+/// or will get (CREATE EXTENSION), for functions written in them. `public_moves`:
+/// the public schema goes to another schema (`--map-schema`), which gets its owner
+/// and privileges (the target's own public keeps its defaults otherwise).
+pub async fn inspect(client: &Client, endpoint: &str, tables: &[&Table], languages: &BTreeSet<String>, public_moves: bool) -> Result<SchemaObjects, PgError> {
     let q = |what: &'static str| move || format!("read the catalog ({what})");
     let mut out = SchemaObjects::default();
     let copied: BTreeSet<u32> = tables.iter().map(|t| t.oid).collect();
@@ -376,7 +380,7 @@ pub async fn inspect(client: &Client, endpoint: &str, tables: &[&Table], languag
 
     event_triggers(client, endpoint, &mut out.not_carried).await?;
     let relations: Vec<u32> = copied.iter().chain(&carried).copied().collect();
-    out.access = access(client, endpoint, &relations, &carried_routines).await?;
+    out.access = access(client, endpoint, &relations, &carried_routines, public_moves).await?;
     Ok(out)
 }
 
@@ -403,8 +407,8 @@ pub(crate) fn grants_of(acl: &str, owner: &str) -> String {
 
 /// The owners and privileges of `relations` (tables, views, their sequences) and
 /// `routines`, of the user schemas except `public` (whose defaults differ between
-/// versions), and the default privileges.
-async fn access(client: &Client, endpoint: &str, relations: &[u32], routines: &[u32]) -> Result<Access, PgError> {
+/// versions) unless it moves, and the default privileges.
+async fn access(client: &Client, endpoint: &str, relations: &[u32], routines: &[u32], public_moves: bool) -> Result<Access, PgError> {
     let q = |what: &'static str| move || format!("read the catalog ({what})");
     let relations: Vec<i64> = relations.iter().map(|o| *o as i64).collect();
     let routines: Vec<i64> = routines.iter().map(|o| *o as i64).collect();
@@ -412,14 +416,14 @@ async fn access(client: &Client, endpoint: &str, relations: &[u32], routines: &[
     let rows = client
         .query(
             &format!(
-                "SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END,                         format('%I.%I', n.nspname, c.relname), pg_get_userbyid(c.relowner),                         {rel_grants}, c.relacl IS NOT NULL,                         EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i')                                 AND d.refclassid = 'pg_class'::regclass)                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace                  WHERE c.oid = ANY($1::int8[]::oid[])                     OR (c.relkind = 'S' AND {SKIP_SCHEMAS} AND {ext} AND (NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i'))                         OR EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i') AND d.refobjid = ANY($1::int8[]::oid[]))))                  UNION ALL                  SELECT CASE p.prokind WHEN 'p' THEN 'PROCEDURE' WHEN 'a' THEN 'AGGREGATE' ELSE 'FUNCTION' END,                         format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)), pg_get_userbyid(p.proowner),                         {pro_grants}, p.proacl IS NOT NULL, false                  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.oid = ANY($2::int8[]::oid[])                  UNION ALL                  SELECT 'SCHEMA', format('%I', n.nspname), pg_get_userbyid(n.nspowner),                         {nsp_grants}, n.nspacl IS NOT NULL, false                  FROM pg_namespace n WHERE {SKIP_SCHEMAS} AND n.nspname <> 'public' AND {nsp_ext}",
+                "SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END,                         format('%I.%I', n.nspname, c.relname), pg_get_userbyid(c.relowner),                         {rel_grants}, c.relacl IS NOT NULL,                         EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i')                                 AND d.refclassid = 'pg_class'::regclass)                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace                  WHERE c.oid = ANY($1::int8[]::oid[])                     OR (c.relkind = 'S' AND {SKIP_SCHEMAS} AND {ext} AND (NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i'))                         OR EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i') AND d.refobjid = ANY($1::int8[]::oid[]))))                  UNION ALL                  SELECT CASE p.prokind WHEN 'p' THEN 'PROCEDURE' WHEN 'a' THEN 'AGGREGATE' ELSE 'FUNCTION' END,                         format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)), pg_get_userbyid(p.proowner),                         {pro_grants}, p.proacl IS NOT NULL, false                  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.oid = ANY($2::int8[]::oid[])                  UNION ALL                  SELECT 'SCHEMA', format('%I', n.nspname), pg_get_userbyid(n.nspowner),                         {nsp_grants}, n.nspacl IS NOT NULL, false                  FROM pg_namespace n WHERE {SKIP_SCHEMAS} AND (n.nspname <> 'public' OR $3) AND {nsp_ext}",
                 ext = not_from_extension("c.oid"),
                 nsp_ext = not_from_extension("n.oid"),
                 rel_grants = grants_of("c.relacl", "c.relowner"),
                 pro_grants = grants_of("p.proacl", "p.proowner"),
                 nsp_grants = grants_of("n.nspacl", "n.nspowner")
             ),
-            &[&relations, &routines],
+            &[&relations, &routines, &public_moves],
         )
         .await
         .context(&endpoint, q("privileges"))?;
