@@ -14,12 +14,14 @@ use common::*;
 use pgshift_testkit::{Cluster, PgVersion};
 
 /// Inserts (and updates) on the source until told to stop; failed writes (source
-/// down) are retried by the next round, as an application would.
+/// down) are retried by the next round, as an application would. A write can commit
+/// and still fail for the client (the server went down before the reply): the retry
+/// then finds its row there already.
 fn writer(source: Arc<Cluster>, stop: Arc<AtomicBool>, written: Arc<AtomicU64>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut n = 0u64;
         while !stop.load(Ordering::SeqCst) {
-            let sql = format!("INSERT INTO events (id, body) VALUES ({n}, 'event {n}'); UPDATE counters SET hits = hits + 1 WHERE id = {}", n % 5);
+            let sql = format!("INSERT INTO events (id, body) VALUES ({n}, 'event {n}') ON CONFLICT (id) DO NOTHING; UPDATE counters SET hits = hits + 1 WHERE id = {}", n % 5);
             if source.try_psql("app", &sql).is_some() {
                 n += 1;
                 written.store(n, Ordering::SeqCst);

@@ -407,7 +407,9 @@ pub(crate) fn grants_of(acl: &str, owner: &str) -> String {
 
 /// The owners and privileges of `relations` (tables, views, their sequences) and
 /// `routines`, of the user schemas except `public` (whose defaults differ between
-/// versions) unless it moves, and the default privileges.
+/// versions) unless it moves, the owners of the user schemas' types (and their
+/// privileges), collations, operators, operator classes and text search objects, and
+/// the default privileges.
 async fn access(client: &Client, endpoint: &str, relations: &[u32], routines: &[u32], public_moves: bool) -> Result<Access, PgError> {
     let q = |what: &'static str| move || format!("read the catalog ({what})");
     let relations: Vec<i64> = relations.iter().map(|o| *o as i64).collect();
@@ -416,12 +418,13 @@ async fn access(client: &Client, endpoint: &str, relations: &[u32], routines: &[
     let rows = client
         .query(
             &format!(
-                "SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END,                         format('%I.%I', n.nspname, c.relname), pg_get_userbyid(c.relowner),                         {rel_grants}, c.relacl IS NOT NULL,                         EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i')                                 AND d.refclassid = 'pg_class'::regclass)                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace                  WHERE c.oid = ANY($1::int8[]::oid[])                     OR (c.relkind = 'S' AND {SKIP_SCHEMAS} AND {ext} AND (NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i'))                         OR EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i') AND d.refobjid = ANY($1::int8[]::oid[]))))                  UNION ALL                  SELECT CASE p.prokind WHEN 'p' THEN 'PROCEDURE' WHEN 'a' THEN 'AGGREGATE' ELSE 'FUNCTION' END,                         format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)), pg_get_userbyid(p.proowner),                         {pro_grants}, p.proacl IS NOT NULL, false                  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.oid = ANY($2::int8[]::oid[])                  UNION ALL                  SELECT 'SCHEMA', format('%I', n.nspname), pg_get_userbyid(n.nspowner),                         {nsp_grants}, n.nspacl IS NOT NULL, false                  FROM pg_namespace n WHERE {SKIP_SCHEMAS} AND (n.nspname <> 'public' OR $3) AND {nsp_ext}",
+                "SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END,                         format('%I.%I', n.nspname, c.relname), pg_get_userbyid(c.relowner),                         {rel_grants}, c.relacl IS NOT NULL,                         EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i')                                 AND d.refclassid = 'pg_class'::regclass)                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace                  WHERE c.oid = ANY($1::int8[]::oid[])                     OR (c.relkind = 'S' AND {SKIP_SCHEMAS} AND {ext} AND (NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i'))                         OR EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i') AND d.refobjid = ANY($1::int8[]::oid[]))))                  UNION ALL                  SELECT CASE p.prokind WHEN 'p' THEN 'PROCEDURE' WHEN 'a' THEN 'AGGREGATE' ELSE 'FUNCTION' END,                         format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)), pg_get_userbyid(p.proowner),                         {pro_grants}, p.proacl IS NOT NULL, false                  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.oid = ANY($2::int8[]::oid[])                  UNION ALL                  SELECT 'SCHEMA', format('%I', n.nspname), pg_get_userbyid(n.nspowner),                         {nsp_grants}, n.nspacl IS NOT NULL, false                  FROM pg_namespace n WHERE {SKIP_SCHEMAS} AND (n.nspname <> 'public' OR $3) AND {nsp_ext} {others}",
                 ext = not_from_extension("c.oid"),
                 nsp_ext = not_from_extension("n.oid"),
                 rel_grants = grants_of("c.relacl", "c.relowner"),
                 pro_grants = grants_of("p.proacl", "p.proowner"),
-                nsp_grants = grants_of("n.nspacl", "n.nspowner")
+                nsp_grants = grants_of("n.nspacl", "n.nspowner"),
+                others = other_owners()
             ),
             &[&relations, &routines, &public_moves],
         )
@@ -509,6 +512,45 @@ async fn access(client: &Client, endpoint: &str, relations: &[u32], routines: &[
         ));
     }
     Ok(out)
+}
+
+/// The `UNION ALL` rows of [`access`] for types (with their privileges), collations,
+/// operators, operator families and classes, and text search objects.
+fn other_owners() -> String {
+    let owned = |word: &str, object: &str, owner: &str, catalog: &str, namespace: &str, extra: &str| {
+        format!(
+            " UNION ALL SELECT '{word}', {object}, pg_get_userbyid(x.{owner}), ARRAY[]::text[], false, false \
+             FROM {catalog} x JOIN pg_namespace n ON n.oid = x.{namespace} WHERE {SKIP_SCHEMAS} AND {}{extra}",
+            not_from_extension("x.oid")
+        )
+    };
+    let arg = |side: &str| format!("CASE WHEN x.{side} = 0 THEN 'NONE' ELSE format_type(x.{side}, NULL) END");
+    let mut sql = format!(
+        " UNION ALL SELECT CASE x.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, format('%I.%I', n.nspname, x.typname), pg_get_userbyid(x.typowner), \
+           {}, x.typacl IS NOT NULL, false FROM pg_type x JOIN pg_namespace n ON n.oid = x.typnamespace \
+         WHERE (x.typtype IN ('e', 'd', 'r') OR (x.typtype = 'c' AND (SELECT relkind FROM pg_class WHERE oid = x.typrelid) = 'c')) \
+           AND {SKIP_SCHEMAS} AND {}",
+        grants_of("x.typacl", "x.typowner"),
+        not_from_extension("x.oid")
+    );
+    sql.push_str(&owned("COLLATION", "format('%I.%I', n.nspname, x.collname)", "collowner", "pg_collation", "collnamespace", ""));
+    sql.push_str(&owned(
+        "OPERATOR",
+        &format!("format('%I.%s (%s, %s)', n.nspname, x.oprname, {}, {})", arg("oprleft"), arg("oprright")),
+        "oprowner",
+        "pg_operator",
+        "oprnamespace",
+        " AND x.oprcode <> 0",
+    ));
+    for (word, name, owner, catalog, namespace, method) in
+        [("OPERATOR FAMILY", "opfname", "opfowner", "pg_opfamily", "opfnamespace", "opfmethod"), ("OPERATOR CLASS", "opcname", "opcowner", "pg_opclass", "opcnamespace", "opcmethod")]
+    {
+        let object = format!("format('%I.%I USING %I', n.nspname, x.{name}, (SELECT amname FROM pg_am WHERE oid = x.{method}))");
+        sql.push_str(&owned(word, &object, owner, catalog, namespace, ""));
+    }
+    sql.push_str(&owned("TEXT SEARCH DICTIONARY", "format('%I.%I', n.nspname, x.dictname)", "dictowner", "pg_ts_dict", "dictnamespace", ""));
+    sql.push_str(&owned("TEXT SEARCH CONFIGURATION", "format('%I.%I', n.nspname, x.cfgname)", "cfgowner", "pg_ts_config", "cfgnamespace", ""));
+    sql
 }
 
 /// Views by name in the order they can be created: a view after all it reads.
