@@ -9,6 +9,7 @@ use pgshift_embed::http::{HttpConfig, HttpEmbedder};
 use pgshift_embed::onnx::{OnnxConfig, OnnxEmbedder};
 use pgshift_embed::{Embedder, MINILM, MINILM_DIMS};
 use pgshift_pipeline::embed::{EmbeddingSetup, EmbeddingSpec, VectorIndex};
+use pgshift_postgres::ConnInfo;
 use serde::{Deserialize, Serialize};
 
 /// One table's vectors: a config `[[embedding]]` section, an `--embed` value, and
@@ -156,6 +157,29 @@ impl EmbedSpecArg {
                 _ => VectorIndex::Hnsw,
             },
             embed_blank: self.embed_blank,
+            model: self.model.clone(),
+            url: self.url.as_deref().map(pgshift_embed::http::redact),
+        }
+    }
+
+    /// The flags a recorded spec was given with (a recorded URL has lost its
+    /// credentials: PGSHIFT_EMBED_API_KEY still applies).
+    pub fn from_spec(spec: &EmbeddingSpec) -> EmbedSpecArg {
+        EmbedSpecArg {
+            table: spec.table.clone(),
+            text: spec.text.clone(),
+            column: spec.column.clone(),
+            model: spec.model.clone(),
+            url: spec.url.clone(),
+            dims: Some(spec.dims),
+            halfvec: spec.halfvec,
+            index: match spec.index {
+                VectorIndex::Hnsw => "hnsw",
+                VectorIndex::IvfFlat => "ivfflat",
+                VectorIndex::None => "none",
+            }
+            .into(),
+            embed_blank: spec.embed_blank,
         }
     }
 }
@@ -165,6 +189,8 @@ impl EmbedSpecArg {
 pub struct EmbedSettings {
     /// Compute vectors while copying: TABLE.COLUMN=EXPRESSION (e.g. 'docs.embedding=title || body'),
     /// or a JSON object / array with table, text, column, model, url, dims, halfvec, index. Repeatable.
+    /// A column the source already has is recomputed in place (catch-up leaves its old values out).
+    /// follow and cutover take the run's own specs when none are given.
     #[arg(long, env = "PGSHIFT_EMBED")]
     pub embed: Vec<String>,
     #[command(flatten)]
@@ -203,6 +229,16 @@ impl EmbedSettings {
     /// The pipeline's setup with a loaded embedder; None without specs.
     pub fn setup(&self) -> anyhow::Result<Option<EmbeddingSetup>> {
         self.runtime.setup_for(self.specs()?)
+    }
+
+    /// For follow and cutover: the specs given, else those the run to follow was
+    /// started with (recorded in the target), so no flags need repeating.
+    pub async fn setup_for_run(&self, source: &ConnInfo, target: &ConnInfo) -> anyhow::Result<Option<EmbeddingSetup>> {
+        if !self.embed.is_empty() {
+            return self.setup();
+        }
+        let recorded = pgshift_pipeline::run::recorded_embeddings(source, target).await?;
+        self.runtime.setup_for(recorded.iter().map(EmbedSpecArg::from_spec).collect())
     }
 }
 

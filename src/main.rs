@@ -113,7 +113,7 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
         Command::Follow(a) => {
             let source = ConnInfo::parse(&a.source.source, "--source")?;
             let target = ConnInfo::parse(&a.target.target, "--target")?;
-            let options = FollowOptions { embedding: a.embed.setup()?, ..a.tuning.options() };
+            let options = FollowOptions { embedding: a.embed.setup_for_run(&source, &target).await?, ..a.tuning.options() };
             let report = pgshift_pipeline::catchup::follow(&source, &target, &options, progress).await?;
             emit(a.json, &report, output::print_follow)?;
             Ok(ExitCode::SUCCESS)
@@ -268,15 +268,15 @@ async fn serve(a: ServeArgs, progress: Arc<dyn pgshift_pipeline::progress::Progr
 async fn switch(a: &SwitchArgs, reverse: bool, rollback: bool) -> Result<ExitCode> {
     let old = ConnInfo::parse(&a.source.source, "--source")?;
     let new = ConnInfo::parse(&a.target, "--target")?;
+    let (from, to) = if rollback { (&new, &old) } else { (&old, &new) };
     let options = CutoverOptions {
         keep_source_writable: a.keep_source_writable,
         reverse,
         rollback,
         dry_run: a.dry_run,
-        embedding: a.embed.setup()?,
+        embedding: a.embed.setup_for_run(from, to).await?,
         ..a.pause.options()?
     };
-    let (from, to) = if rollback { (&new, &old) } else { (&old, &new) };
     let report = pgshift_pipeline::cutover::cutover(from, to, &options).await?;
     emit(a.json, &report, output::print_cutover)?;
     Ok(ExitCode::SUCCESS)

@@ -3,6 +3,7 @@
 //! what the target committed. The slot, publication and origin are the run's
 //! (`run::slot`); pgshift-postgres does the protocol, decoding and set-based apply.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use pgshift_postgres::copy::CopyFormat;
 use pgshift_postgres::error::Context;
 use pgshift_postgres::lsn::Lsn;
 use pgshift_postgres::logical_stream::{LogicalStream, StreamItem};
-use pgshift_postgres::pgoutput::LogicalMessage;
+use pgshift_postgres::pgoutput::{LogicalMessage, Tuple};
 use pgshift_postgres::replication::{pg_now_micros, ReplicationConn};
 use pgshift_postgres::schema_map::{relocate_extensions, SchemaMap};
 use pgshift_postgres::ConnInfo;
@@ -25,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::metrics;
 use crate::progress::Progress;
 use crate::run::slot;
-use crate::run::store::Store;
+use crate::run::store::{LeftOut, Store};
 use crate::run::Run;
 use crate::source::postgres::specs_by_table;
 
@@ -185,7 +186,9 @@ async fn follow_once(
     // source's names are compared as the target has them (schema map, extensions).
     let installed = catalog::installed_extensions(&dst, dst_name).await?;
     let source_catalog = relocate_extensions(&run.schema_map.target_view(&catalog::inspect(&src, &src_name).await?), &installed);
-    let binary = tables.iter().all(|t| CopyFormat::for_table(t) == CopyFormat::Binary) && !crate::source::casts::types_differ(&source_catalog, &tables);
+    // Columns left out (vectors recomputed in place) are dropped from every change.
+    let left_out = Store::new(&dst, dst_name).left_out(run.run_id).await?;
+    let binary = tables.iter().all(|t| CopyFormat::for_table(t) == CopyFormat::Binary) && !crate::source::casts::types_differ(&source_catalog, &tables, &left_out);
     let format = if binary { CopyFormat::Binary } else { CopyFormat::Text };
     let embed = catchup_embedding(&dst, dst_name, &run, (&target_catalog, &tables), opts).await?;
     let apply_client = target.connect().await?;
@@ -230,6 +233,8 @@ async fn follow_once(
         counted: Applied::default(),
         embed: embed.as_ref(),
         schema_map: &run.schema_map,
+        left_out: &left_out,
+        dropped: HashMap::new(),
     };
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_status = Instant::now();
@@ -340,6 +345,18 @@ struct Follower<'a> {
     embed: Option<&'a CatchupEmbedding>,
     /// Where the source's schemas went on the target.
     schema_map: &'a SchemaMap,
+    left_out: &'a LeftOut,
+    /// Relation OID -> positions (descending) of left-out columns in its changes.
+    dropped: HashMap<u32, Vec<usize>>,
+}
+
+/// Removes the columns at `positions` (descending) from a change's row.
+fn drop_columns(row: &mut Tuple, positions: &[usize]) {
+    for &i in positions {
+        if i < row.len() {
+            row.remove(i);
+        }
+    }
 }
 
 /// The embedding threads and the tables (those holding rows) whose vectors follow their text.
@@ -384,6 +401,12 @@ async fn catchup_embedding(
 }
 
 impl Follower<'_> {
+    fn drop_left_out<'r, const N: usize>(&self, relation: u32, rows: [&'r mut Tuple; N]) {
+        if let Some(positions) = self.dropped.get(&relation).filter(|p| !p.is_empty()) {
+            rows.into_iter().for_each(|row| drop_columns(row, positions));
+        }
+    }
+
     fn idle(&self) -> bool {
         !self.in_transaction && self.uncommitted_end.is_none()
     }
@@ -473,12 +496,33 @@ impl Follower<'_> {
             }
             LogicalMessage::Relation(mut rel) => {
                 rel.schema = self.schema_map.target_schema(&rel.schema).to_string();
+                let mut positions: Vec<usize> = match self.left_out.get(&format!("{}.{}", rel.schema, rel.name)) {
+                    Some(columns) => rel.columns.iter().enumerate().filter(|(_, c)| columns.contains(&c.name)).map(|(i, _)| i).collect(),
+                    None => Vec::new(),
+                };
+                positions.reverse();
+                for &i in &positions {
+                    rel.columns.remove(i);
+                }
+                self.dropped.insert(rel.oid, positions);
                 self.applier.relation(rel).await?
             }
             _ if self.skipping => {}
-            LogicalMessage::Insert { relation, new } => self.applier.insert(relation, new).await?,
-            LogicalMessage::Update { relation, old, new } => self.applier.update(relation, old, new).await?,
-            LogicalMessage::Delete { relation, old } => self.applier.delete(relation, old.1).await?,
+            LogicalMessage::Insert { relation, mut new } => {
+                self.drop_left_out(relation, [&mut new]);
+                self.applier.insert(relation, new).await?
+            }
+            LogicalMessage::Update { relation, mut old, mut new } => {
+                match &mut old {
+                    Some((_, row)) => self.drop_left_out(relation, [row, &mut new]),
+                    None => self.drop_left_out(relation, [&mut new]),
+                }
+                self.applier.update(relation, old, new).await?
+            }
+            LogicalMessage::Delete { relation, mut old } => {
+                self.drop_left_out(relation, [&mut old.1]);
+                self.applier.delete(relation, old.1).await?
+            }
             LogicalMessage::Truncate { relations, cascade, restart_identity } => {
                 self.applier.truncate(&relations, cascade, restart_identity).await?
             }

@@ -129,6 +129,8 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
     }
     let store = Store::new(&dst, dst_name);
     let (run, slot) = store.run_to_follow(src_name).await?;
+    let large_objects = store.large_objects(run.run_id).await?;
+    let left_out = store.left_out(run.run_id).await?;
     let SlotState::Usable { active: follower_running, confirmed } = slot::check(&src, src_name, &slot).await? else {
         unreachable!("check refuses missing and lost slots")
     };
@@ -149,6 +151,10 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
         format!("on the source: LOCK TABLE {} IN EXCLUSIVE MODE (lock_timeout {} ms)", names.join(", "), opts.timeout.as_millis()),
         "write a fence mark into the source's WAL and wait until the target applied it".into(),
         format!("copy {} sequence values to the target, switch on its triggers and row security", ddl::sequence_values(&catalog, &source_tables).len()),
+        match large_objects {
+            Some(_) => "bring the target's large objects up to date (only those that differ are written)".into(),
+            None => "large objects: not carried by this run".into(),
+        },
         "open a snapshot on each side (the counts are compared under them after the pause)".into(),
         if opts.keep_source_writable {
             "release the locks; the source stays writable (--keep-source-writable)".into()
@@ -160,10 +166,18 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
     ];
     if opts.reverse {
         reverse::check_possible(&dst, dst_name).await?;
-        report.steps.insert(4, "on the target: create a publication and a slot for replication back to the source".into());
+        let mut step = "on the target: create a publication and a slot for replication back to the source".to_string();
+        let columns: Vec<String> = left_out.iter().flat_map(|(t, cs)| cs.iter().map(move |c| format!("{t}.{c}"))).collect();
+        if !columns.is_empty() {
+            step.push_str(&format!(
+                ", leaving out {} (vectors pgshift recomputed: the old database's column keeps its own)",
+                columns.join(", ")
+            ));
+        }
+        report.steps.insert(5, step);
     }
     if opts.rollback {
-        report.steps.insert(4, format!("make {dst_name} writable again (ALTER DATABASE ... RESET default_transaction_read_only)"));
+        report.steps.insert(5, format!("make {dst_name} writable again (ALTER DATABASE ... RESET default_transaction_read_only)"));
     }
     let mut pool = match &opts.pgbouncer {
         Some(p) => Some(p.prepare(source, target).await?),
@@ -210,7 +224,7 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
 
     crate::metrics::set_phase("cutover");
     let activation = store.at_cutover(run.run_id).await?;
-    let large_objects = store.large_objects(run.run_id).await?;
+
     // Every connection the pause needs is made before it begins.
     let fence = source.connect().await?;
     let snapshots = (source.connect().await?, target.connect().await?);
@@ -251,8 +265,8 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
         }
         report.pause_steps.snapshots_ms = clock.lap();
         if opts.reverse {
-            let new_names: Vec<String> = tables.iter().map(|t| t.qualified()).collect();
-            report.reverse_slot = Some(reverse::set_up((&src, src_name), (&dst, target), run.run_id, &new_names, (&run.schema_map, large_objects)).await?);
+            let forward = reverse::Forward { run_id: run.run_id, schema_map: &run.schema_map, large_objects, left_out: &left_out };
+            report.reverse_slot = Some(reverse::set_up((&src, src_name), (&dst, target), (&tables, target_catalog.server_version_num), &forward).await?);
         }
         if opts.rollback {
             let sql = format!("ALTER DATABASE {} RESET default_transaction_read_only", quote_ident(target.dbname()));

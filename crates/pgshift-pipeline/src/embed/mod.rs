@@ -49,6 +49,17 @@ pub struct EmbeddingSpec {
     /// Embed blank text too (the model's vector for empty input) instead of NULL.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub embed_blank: bool,
+    /// The model, and the embedding server that runs it (None: the local model).
+    /// Recorded with the run, so follow and cutover need no repeated flags; the URL
+    /// without credentials or query, which are never stored.
+    #[serde(default = "default_model")]
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+fn default_model() -> String {
+    pgshift_embed::MINILM.into()
 }
 
 impl EmbeddingSpec {
@@ -319,6 +330,8 @@ mod tests {
             halfvec: false,
             index: VectorIndex::Hnsw,
             embed_blank: false,
+            model: default_model(),
+            url: None,
         };
         EmbeddingSetup { specs: tables.iter().map(spec).collect(), embedder: Arc::new(Dims(384)), threads: 1, batch_size: 8 }
     }

@@ -204,6 +204,7 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
                 slot: follow,
                 at_cutover: &plan.at_cutover,
                 large_objects: plan.large_objects,
+                left_out: &plan.left_out,
             };
             store.create_schema_and_run(&plan.pre_data, &new).await?
         }

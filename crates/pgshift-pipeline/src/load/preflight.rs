@@ -172,15 +172,13 @@ pub async fn pgvector_problem(dst: &Client, dst_name: &str) -> Result<Option<Str
 }
 
 /// What stops the embedding stage: a text expression the source rejects, a table
-/// that must be copied as text, no pgvector on the target, or (with catch-up) a
-/// vector column that already exists on the source, whose old values the stream
-/// would carry.
+/// that must be copied as text, or no pgvector on the target. (A vector column the
+/// source already has is recomputed in place: catch-up leaves its old values out.)
 pub async fn embedding_problems(
     (src, src_name): (&Client, &str),
     (dst, dst_name): (&Client, &str),
     tables: &[&Table],
     specs: &std::collections::HashMap<String, crate::embed::EmbeddingSpec>,
-    follow: bool,
 ) -> Result<Vec<String>> {
     let mut problems = Vec::new();
     if specs.is_empty() {
@@ -203,14 +201,6 @@ pub async fn embedding_problems(
                 "embedding for {}: the table has columns that binary COPY cannot carry between clusters \
                  (arrays of user types, composites): computing vectors for it is not supported yet",
                 t.display_name()
-            ));
-        }
-        if follow && t.columns.iter().any(|c| c.name == spec.column) {
-            problems.push(format!(
-                "embedding for {}: column {} already exists on the source, and catch-up would copy its old values: \
-                 choose another column name, copy without catch-up (--no-follow), or re-embed in place with pgshift reembed",
-                t.display_name(),
-                spec.column
             ));
         }
     }

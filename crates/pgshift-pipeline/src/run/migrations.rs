@@ -88,6 +88,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "how the cutover and rollback bring large objects up to date (owners, privileges); null: the run has none to carry",
         "ALTER TABLE pgshift.runs ADD COLUMN IF NOT EXISTS large_objects jsonb",
     ),
+    (
+        10,
+        "columns catch-up leaves out (a vector column recomputed in place), by the target's table names",
+        "ALTER TABLE pgshift.runs ADD COLUMN IF NOT EXISTS left_out jsonb",
+    ),
 ];
 
 /// The newest version this pgshift knows.

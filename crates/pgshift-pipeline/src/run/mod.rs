@@ -14,9 +14,22 @@ pub mod status;
 pub mod store;
 
 use pgshift_postgres::schema_map::SchemaMap;
+use pgshift_postgres::ConnInfo;
 use serde::{Deserialize, Serialize};
 
+use crate::embed::EmbeddingSpec;
 use crate::error::{Error, Result};
+
+/// The embedding specs of the run that `follow` and `cutover` take up for `source`
+/// (none without such a run: the command itself then says why).
+pub async fn recorded_embeddings(source: &ConnInfo, target: &ConnInfo) -> Result<Vec<EmbeddingSpec>> {
+    let dst = target.connect().await?;
+    let store = store::Store::new(&dst, target.endpoint());
+    match store.run_to_follow(source.endpoint()).await {
+        Ok((run, _)) => store.run_embeddings(run.run_id).await,
+        Err(_) => Ok(Vec::new()),
+    }
+}
 
 /// Where a run stands. A run moves forward only: copy -> post-data -> loaded (when
 /// catch-up follows) -> done.

@@ -10,7 +10,8 @@
 
 use pgshift_postgres::error::Context;
 use pgshift_postgres::replication::{CreatedSlot, ReplicationConn};
-use pgshift_postgres::sql::{quote_ident, quote_literal};
+use pgshift_postgres::catalog::Table;
+use pgshift_postgres::sql::{column_list, quote_ident, quote_literal};
 use pgshift_postgres::{ConnInfo, PgError};
 use tokio_postgres::Client;
 
@@ -46,7 +47,19 @@ pub fn is_pgshift_origin(origin: &str) -> bool {
     origin.starts_with(PREFIX)
 }
 
-/// `DROP` + `CREATE PUBLICATION` for `tables` (qualified names).
+/// A publication's entry for `table`: its name, with a column list that leaves out
+/// `left_out` where the server has column lists (PostgreSQL 15+) and the columns are
+/// not part of what identifies a row (REPLICA IDENTITY FULL publishes them all);
+/// otherwise the applier drops them. Generated columns are never listed.
+pub fn publication_entry(table: &Table, left_out: &[String], server_version_num: i32) -> String {
+    if left_out.is_empty() || server_version_num < 150000 || table.replica_identity == "f" {
+        return table.qualified();
+    }
+    let kept = table.copy_columns().filter(|c| !left_out.contains(&c.name)).map(|c| c.name.as_str());
+    format!("{} ({})", table.qualified(), column_list(kept))
+}
+
+/// `DROP` + `CREATE PUBLICATION` for `tables` (qualified names, maybe with a column list).
 pub fn publication_sql(slot: &str, tables: &[String]) -> String {
     let name = quote_ident(publication_name(slot));
     let scope = if tables.is_empty() { String::new() } else { format!(" FOR TABLE {}", tables.join(", ")) };

@@ -64,7 +64,14 @@ pub struct NewRun<'a> {
     pub at_cutover: &'a [String],
     /// Large objects are brought up to date at the cutover (PostgreSQL sources).
     pub large_objects: Option<Carry>,
+    /// Columns catch-up leaves out (see [`LeftOut`]).
+    pub left_out: &'a LeftOut,
 }
+
+/// Target table (`schema.table`) -> columns that catch-up leaves out of the changes it
+/// applies: a vector column recomputed in place keeps the target's vectors, not the
+/// source's (in either direction).
+pub type LeftOut = std::collections::BTreeMap<String, Vec<String>>;
 
 /// A run's times, for `pgshift status`.
 #[derive(Clone, Debug)]
@@ -210,12 +217,13 @@ impl<'a> Store<'a> {
         let specs = (!run.embeddings.is_empty()).then(|| serde_json::to_string(run.embeddings).expect("specs serialize"));
         let at_cutover = (!run.at_cutover.is_empty()).then(|| serde_json::to_string(run.at_cutover).expect("statements serialize"));
         let large_objects = run.large_objects.map(|c| serde_json::to_string(&c).expect("settings serialize"));
+        let left_out = (!run.left_out.is_empty()).then(|| serde_json::to_string(run.left_out).expect("columns serialize"));
         let row = self
             .client
             .query_one(
-                "INSERT INTO pgshift.runs (source, phase, schema_map, embeddings, at_cutover, large_objects) \
-                 VALUES ($1, $2, $3::text::jsonb, $4::text::jsonb, $5::text::jsonb, $6::text::jsonb) RETURNING run_id",
-                &[&run.source, &Phase::Copy.as_str(), &map, &specs, &at_cutover, &large_objects],
+                "INSERT INTO pgshift.runs (source, phase, schema_map, embeddings, at_cutover, large_objects, left_out) \
+                 VALUES ($1, $2, $3::text::jsonb, $4::text::jsonb, $5::text::jsonb, $6::text::jsonb, $7::text::jsonb) RETURNING run_id",
+                &[&run.source, &Phase::Copy.as_str(), &map, &specs, &at_cutover, &large_objects, &left_out],
             )
             .await
             .context(&self.endpoint, ctx)?;
@@ -243,18 +251,19 @@ impl<'a> Store<'a> {
         (slot, start_lsn): (&str, &str),
         tables: &[String],
         schema_map: &SchemaMap,
-        large_objects: Option<Carry>,
+        (large_objects, left_out): (Option<Carry>, &LeftOut),
     ) -> Result<i64> {
         let ctx = || "record the reverse run in pgshift.runs".to_string();
         self.ensure_schema().await?;
         let map = serde_json::to_string(schema_map).expect("map serializes");
         let large_objects = large_objects.map(|c| serde_json::to_string(&c).expect("settings serialize"));
+        let left_out = (!left_out.is_empty()).then(|| serde_json::to_string(left_out).expect("columns serialize"));
         let row = self
             .client
             .query_one(
-                "INSERT INTO pgshift.runs (source, slot_name, start_lsn, phase, finished_at, schema_map, large_objects) \
-                 VALUES ($1, $2, $3::text::pg_lsn, $4, now(), $5::text::jsonb, $6::text::jsonb) RETURNING run_id",
-                &[&source, &slot, &start_lsn, &Phase::Loaded.as_str(), &map, &large_objects],
+                "INSERT INTO pgshift.runs (source, slot_name, start_lsn, phase, finished_at, schema_map, large_objects, left_out) \
+                 VALUES ($1, $2, $3::text::pg_lsn, $4, now(), $5::text::jsonb, $6::text::jsonb, $7::text::jsonb) RETURNING run_id",
+                &[&source, &slot, &start_lsn, &Phase::Loaded.as_str(), &map, &large_objects, &left_out],
             )
             .await
             .context(&self.endpoint, ctx)?;
@@ -422,6 +431,11 @@ impl<'a> Store<'a> {
     /// runs made before large objects were carried).
     pub async fn large_objects(&self, run_id: i64) -> Result<Option<Carry>> {
         self.run_json(run_id, "large_objects", "large object settings").await
+    }
+
+    /// The columns the run's catch-up leaves out.
+    pub async fn left_out(&self, run_id: i64) -> Result<LeftOut> {
+        Ok(self.run_json(run_id, "left_out", "left-out columns").await?.unwrap_or_default())
     }
 
     /// Records the foreign keys a run declared (validated later, see `load::links`).

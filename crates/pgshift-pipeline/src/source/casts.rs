@@ -121,10 +121,13 @@ pub fn follow_target_types(source: &mut Catalog, target: &Catalog, schema_map: &
 
 /// Whether any run table's column has another type on the target than on the source
 /// (then catch-up streams text, which the target converts).
-pub fn types_differ(source: &Catalog, target_tables: &[&Table]) -> bool {
+pub fn types_differ(source: &Catalog, target_tables: &[&Table], left_out: &crate::run::store::LeftOut) -> bool {
     target_tables.iter().any(|tt| {
+        let skipped = left_out.get(&tt.display_name());
         source.table(&tt.schema, &tt.name).is_some_and(|st| {
-            st.columns.iter().any(|sc| tt.columns.iter().any(|tc| tc.name == sc.name && !same_type_name(&tc.type_name, &sc.type_name)))
+            st.columns.iter().filter(|sc| !skipped.is_some_and(|s| s.contains(&sc.name))).any(|sc| {
+                tt.columns.iter().any(|tc| tc.name == sc.name && !same_type_name(&tc.type_name, &sc.type_name))
+            })
         })
     })
 }

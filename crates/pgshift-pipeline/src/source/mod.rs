@@ -17,6 +17,7 @@ pub mod select;
 pub mod sqlite;
 
 use pgshift_postgres::large_objects::Carry;
+use crate::run::store::LeftOut;
 use std::future::Future;
 
 use bytes::Bytes;
@@ -99,8 +100,12 @@ pub struct LoadPlan<T> {
     pub vector_schema: String,
     /// Extensions (name, schema) the target's template1 gets with `--extensions-in-template1`.
     pub extensions: Vec<(String, String)>,
-    /// The publication catch-up reads (shown by --dry-run).
+    /// The publication catch-up reads (shown by --dry-run), and its tables (with
+    /// column lists where columns are left out).
     pub publication: Option<String>,
+    pub publication_tables: Vec<String>,
+    /// Columns catch-up leaves out (recorded in the run).
+    pub left_out: LeftOut,
     /// Large objects are made the same after the load and at the cutover (PostgreSQL sources).
     pub large_objects: Option<Carry>,
     pub warnings: Vec<String>,
@@ -121,6 +126,8 @@ impl<T> LoadPlan<T> {
             vector_schema,
             extensions: Vec::new(),
             publication: None,
+            publication_tables: Vec::new(),
+            left_out: LeftOut::new(),
             large_objects: None,
             warnings: Vec::new(),
         }

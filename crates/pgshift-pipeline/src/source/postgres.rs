@@ -88,7 +88,7 @@ impl LoadSource for PostgresSource {
         // The tables that get vectors (partitions take theirs from the parent).
         let embedded: Vec<(&Table, &EmbeddingSpec)> =
             tables.iter().filter(|t| t.partition_of.is_none()).filter_map(|t| specs.get(&t.display_name()).map(|s| (*t, s))).collect();
-        let mut problems = preflight::embedding_problems((&src, src_name), (dst, dst_name), &tables, &specs, opts.follow).await?;
+        let mut problems = preflight::embedding_problems((&src, src_name), (dst, dst_name), &tables, &specs).await?;
         problems.extend(super::casts::check(&src, src_name, &tables).await?);
         if !problems.is_empty() {
             return Err(Error::Preflight(problems));
@@ -221,6 +221,13 @@ impl LoadSource for PostgresSource {
             .collect();
         if opts.follow {
             plan.catchup_ddl = embedded_targets.iter().flat_map(|(t, s)| catchup_ddl(t, s)).collect();
+            // A vector column recomputed in place: catch-up keeps the target's vectors
+            // and leaves the source's out (every table that holds rows, partitions too).
+            for t in tables.iter().filter(|t| t.holds_rows()) {
+                if let Some(spec) = specs.get(&t.display_name()).filter(|s| t.columns.iter().any(|c| c.name == s.column)) {
+                    plan.left_out.entry(opts.schema_map.target_display(&t.display_name())).or_default().push(spec.column.clone());
+                }
+            }
         }
         plan.sequence_values = ddl::sequence_values(&view, &target_tables);
         plan.embeddings = embedded.iter().map(|(_, s)| (*s).clone()).collect();
@@ -229,7 +236,10 @@ impl LoadSource for PostgresSource {
             plan.extensions.push(("vector".into(), vector_schema.clone()));
         }
         if needs_slot {
-            plan.publication = Some(slot::publication_sql("<slot name>", &publication_tables(&plan)));
+            let left_out = |t: &Table| plan.left_out.get(&opts.schema_map.target_display(&t.display_name())).cloned().unwrap_or_default();
+            plan.publication_tables =
+                plan.tables.iter().map(|t| slot::publication_entry(&t.source, &left_out(&t.source), catalog.server_version_num)).collect();
+            plan.publication = Some(slot::publication_sql("<slot name>", &plan.publication_tables));
         }
         Ok(plan)
     }
@@ -256,7 +266,7 @@ impl LoadSource for PostgresSource {
             return Ok((run, Snapshot::held(name, move || async move { drop(holder) })));
         }
         let slot_name = run.slot_name.clone().expect("runs that follow get a slot name when created");
-        let (conn, created) = slot::create_with_snapshot(&self.conn, &src, &slot_name, &publication_tables(plan)).await?;
+        let (conn, created) = slot::create_with_snapshot(&self.conn, &src, &slot_name, &plan.publication_tables).await?;
         let store = Store::new(dst, dst_name);
         store.set_start_lsn(run.run_id, &created.consistent_point).await?;
         let run = store.run(run.run_id).await?;
@@ -404,11 +414,6 @@ fn indexes_column(index_sql: &str, column: &str) -> bool {
         None => list.split([' ', ')', ',']).next().unwrap_or_default().to_string(),
     };
     first == column
-}
-
-/// The source tables catch-up follows (qualified).
-fn publication_tables(plan: &LoadPlan<Table>) -> Vec<String> {
-    plan.tables.iter().map(|t| t.source.qualified()).collect()
 }
 
 /// The tables a run was started with (`names`: its chunks' tables), looked up in
