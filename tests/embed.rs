@@ -157,10 +157,12 @@ fn catch_up_embeds_new_and_changed_text_and_keeps_the_rest() {
          UPDATE docs SET tags = ARRAY['changed'] WHERE id = 8;
          DELETE FROM docs WHERE id = 9;",
     );
-    let out = run(&["follow", "--source", &s, "--target", &t, "--until-caught-up"]);
-    assert_eq!(out.status.code(), Some(2), "follow without the embedder refuses: {}", stderr(&out));
+    let other = format!("docs.embedding=title");
+    let out = run(&["follow", "--source", &s, "--target", &t, "--until-caught-up", "--embed", &other]);
+    assert_eq!(out.status.code(), Some(2), "follow with other embedding settings refuses: {}", stderr(&out));
     assert!(stderr(&out).contains("computes vectors") && stderr(&out).contains("docs.embedding="), "{}", stderr(&out));
-    let out = run(&["follow", "--source", &s, "--target", &t, "--until-caught-up", "--embed", &spec]);
+    // Without --embed, follow takes the run's own settings.
+    let out = run(&["follow", "--source", &s, "--target", &t, "--until-caught-up"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 
     assert_eq!(target.psql("app", "SELECT count(*) FILTER (WHERE embedding IS NULL), count(*) FROM docs"), "0|244");
@@ -176,7 +178,7 @@ fn catch_up_embeds_new_and_changed_text_and_keeps_the_rest() {
     assert_verified(&source, &target);
 
     // After the cutover the application owns the vectors: the catch-up trigger is gone.
-    let out = run(&["cutover", "--source", &s, "--target", &t, "--embed", &spec]);
+    let out = run(&["cutover", "--source", &s, "--target", &t]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(target.psql("app", "SELECT count(*) FROM pg_trigger WHERE tgname = 'pgshift_embedding_stale'"), "0");
 }
@@ -310,4 +312,90 @@ fn an_index_on_a_replaced_vector_column_is_built_once_on_the_new_vectors() {
     let indexes = target.psql("app", "SELECT string_agg(indexname || ': ' || indexdef, E'\\n' ORDER BY indexname) FROM pg_indexes WHERE tablename = 'docs' AND indexdef LIKE '%embedding%'");
     assert_eq!(indexes.lines().count(), 1, "one index on the new vectors: {indexes}");
     assert!(indexes.starts_with("docs_semantic: ") && indexes.contains("hnsw (embedding vector_cosine_ops)"), "the source's name, the spec's settings: {indexes}");
+}
+
+/// The Supabase -> RDS journey with a new model: the source keeps another model's
+/// vectors (pgvector in schema `extensions`, HNSW); the target gets the local model's
+/// in the same column, computed during the load and for every change during
+/// catch-up, while the application keeps writing (its own vectors into the old
+/// column). One table has a key (its publication leaves the column out), one
+/// REPLICA IDENTITY FULL (the applier drops the column). follow and cutover need no
+/// repeated --embed; reverse replication leaves the column out and says so.
+#[test]
+fn vectors_replaced_in_place_while_the_app_keeps_writing() {
+    let (source, target) = pair(PgVersion::V16, PgVersion::V18);
+    let old_vector = "array_fill(0.5::real, ARRAY[1536])::extensions.vector";
+    source.psql(
+        "app",
+        &format!(
+            "CREATE SCHEMA extensions; CREATE EXTENSION vector SCHEMA extensions;
+             CREATE TABLE documents (id bigint PRIMARY KEY, content text, embedding extensions.vector(1536));
+             INSERT INTO documents SELECT i, 'document number ' || i, {old_vector} FROM generate_series(1, 60) i;
+             CREATE INDEX documents_embedding ON documents USING hnsw (embedding extensions.vector_cosine_ops);
+             CREATE TABLE snippets (id bigint PRIMARY KEY, body text, embedding extensions.vector(1536));
+             ALTER TABLE snippets REPLICA IDENTITY FULL;
+             INSERT INTO snippets SELECT i, 'snippet ' || i, {old_vector} FROM generate_series(1, 20) i;"
+        ),
+    );
+    let (s, t) = (source.url("app"), target.url("app"));
+    let specs = "[{\"table\": \"documents\", \"column\": \"embedding\", \"text\": \"content\"}, {\"table\": \"snippets\", \"column\": \"embedding\", \"text\": \"body\"}]";
+    let out = run(&["migrate", "--source", &s, "--target", &t, "--embed", specs, "--load-only", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains(r#""public"."documents" ("id", "content"), "public"."snippets""#), "the publication leaves the column out: {}", stdout(&out));
+    let out = run(&["migrate", "--source", &s, "--target", &t, "--embed", specs, "--load-only"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // The application goes on: new rows (with the old model's vectors), edits, deletes, a NULL text.
+    source.psql(
+        "app",
+        &format!(
+            "INSERT INTO documents VALUES (100, 'A cat sleeps on the sofa.', {old_vector}), (101, NULL, {old_vector});
+             UPDATE documents SET content = 'A man is riding a horse.', embedding = {old_vector} WHERE id = 7;
+             UPDATE documents SET content = NULL WHERE id = 8;
+             DELETE FROM documents WHERE id = 9;
+             INSERT INTO snippets VALUES (100, 'A woman is playing violin.', {old_vector});
+             UPDATE snippets SET body = 'A man is eating food.' WHERE id = 3;
+             DELETE FROM snippets WHERE id = 4;"
+        ),
+    );
+    let out = run(&["follow", "--source", &s, "--target", &t, "--until-caught-up"]);
+    assert_eq!(out.status.code(), Some(0), "follow takes the run's embedding settings: {}", stderr(&out));
+    source.psql("app", &format!("INSERT INTO documents VALUES (102, 'Just before the switch.', {old_vector})"));
+    let out = run(&["cutover", "--source", &s, "--target", &t, "--reverse", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("leaving out public.documents.embedding, public.snippets.embedding"), "{}", stdout(&out));
+
+    // Every row as on the source, but for the vectors, which are the model's.
+    for (table, text) in [("documents", "content"), ("snippets", "body")] {
+        let rows = format!("SELECT md5(string_agg(format('%s:%s', id, {text}), ',' ORDER BY id)) FROM {table}");
+        assert_eq!(target.psql("app", &rows), source.psql("app", &rows), "{table}");
+        let pairs = target.psql("app", &format!("SET search_path = public, extensions; SELECT id, {text}, embedding IS NULL, vector_dims(embedding) FROM {table} ORDER BY id"));
+        let model = local_model();
+        for line in pairs.lines() {
+            let f: Vec<&str> = line.split('|').collect();
+            match f[1] {
+                "" => assert_eq!(f[2], "t", "{table} {}: NULL text, no vector", f[0]),
+                text => {
+                    assert_eq!(f[3], "384", "{table} {}", f[0]);
+                    let got: Vec<f32> = target
+                        .psql("app", &format!("SELECT embedding::text FROM {table} WHERE id = {}", f[0]))
+                        .trim_matches(['[', ']'])
+                        .split(',')
+                        .map(|x| x.parse().unwrap())
+                        .collect();
+                    let c = cosine(&got, &model.embed(&[text]).unwrap()[0]);
+                    assert!(c > 0.9999, "{table} {}: cosine {c}", f[0]);
+                }
+            }
+        }
+    }
+    let indexes = target.psql("app", "SELECT string_agg(indexname, ',') FROM pg_indexes WHERE tablename = 'documents' AND indexdef LIKE '%embedding%'");
+    assert_eq!(indexes, "documents_embedding", "one HNSW index, the source's, on the new vectors");
+
+    // The application now writes to the new database, with 384-d vectors; they do not go back.
+    target.psql("app", "INSERT INTO documents VALUES (200, 'Written after the switch.', array_fill(0.1::real, ARRAY[384])::extensions.vector)");
+    let out = run(&["follow", "--source", &t, "--target", &s, "--until-caught-up"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(source.psql("app", "SELECT content, embedding IS NULL FROM documents WHERE id = 200"), "Written after the switch.|t");
+    assert_eq!(source.psql("app", "SELECT extensions.vector_dims(embedding) FROM documents WHERE id = 1"), "1536", "the old column keeps its vectors");
 }

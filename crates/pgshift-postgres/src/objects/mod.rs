@@ -155,7 +155,7 @@ pub async fn inspect(client: &Client, endpoint: &str, tables: &[&Table], languag
         }
     }
 
-    out.before_types = operators::before_types(client, endpoint).await?;
+    out.before_types = operators::before_types(client, endpoint, public_moves).await?;
     out.operators = operators::after_routines(client, endpoint, &mut out.not_carried).await?;
 
     // Views and materialized views, with what they read.

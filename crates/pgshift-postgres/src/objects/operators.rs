@@ -23,17 +23,18 @@ fn operator_name(expr: &str) -> String {
     format!("(SELECT format('OPERATOR(%I.%s)', xn.nspname, x.oprname) FROM pg_operator x JOIN pg_namespace xn ON xn.oid = x.oprnamespace WHERE x.oid = {expr})")
 }
 
-/// Comments on the user schemas (which pre-data creates) and their collations:
-/// before the types.
-pub(super) async fn before_types(client: &Client, endpoint: &str) -> Result<Vec<ObjectDdl>, PgError> {
+/// Comments on the user schemas (which pre-data creates; `public` only when it moves
+/// to another schema, as the target's own may not be pgshift's to comment on) and
+/// their collations: before the types.
+pub(super) async fn before_types(client: &Client, endpoint: &str, public_moves: bool) -> Result<Vec<ObjectDdl>, PgError> {
     let schemas = client
         .query(
             &format!(
                 "SELECT n.nspname, obj_description(n.oid, 'pg_namespace') FROM pg_namespace n \
-                 WHERE {SKIP_SCHEMAS} AND {} AND obj_description(n.oid, 'pg_namespace') IS NOT NULL ORDER BY n.oid",
+                 WHERE {SKIP_SCHEMAS} AND {} AND (n.nspname <> 'public' OR $1) AND obj_description(n.oid, 'pg_namespace') IS NOT NULL ORDER BY n.oid",
                 not_from_extension("n.oid")
             ),
-            &[],
+            &[&public_moves],
         )
         .await
         .context(&endpoint, || "read the catalog (schema comments)".into())?;
