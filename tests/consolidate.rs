@@ -353,3 +353,58 @@ fn a_key_across_sources_is_judged_once_both_are_at_the_same_point() {
     assert!(report["foreign_keys"].to_string().contains("added and validated"), "{report}");
     assert_eq!(target.psql("app", "SELECT convalidated FROM pg_constraint WHERE conname = 'documents_asset_id_fkey'"), "t");
 }
+
+/// The merge journey end to end: the vector database keeps asset ids as text (cast to
+/// uuid on the way) and the application writes to both databases between the loads,
+/// during catch-up and between the two cutovers. The declared key is judged at the
+/// last cutover, when both are at the same point: it names the one row that is truly
+/// orphaned, and nothing else; every table ends identical to its source.
+#[test]
+fn the_merge_names_only_the_truly_orphaned_row_and_every_table_matches() {
+    let (main, vectors) = pair(PgVersion::V15, PgVersion::V16);
+    let target = Cluster::start(PgVersion::V16);
+    target.create_database("app");
+    main.psql("app", MAIN);
+    vectors.psql(
+        "app",
+        "CREATE EXTENSION vector;
+         CREATE TABLE documents (id bigint PRIMARY KEY, asset_id text NOT NULL, body text, embedding vector(3));
+         INSERT INTO documents SELECT i, md5('a' || (1 + i % 40))::uuid::text, 'doc ' || i, ARRAY[i, 1, 0]::vector FROM generate_series(1, 120) i;
+         CREATE INDEX documents_embedding ON documents USING hnsw (embedding vector_l2_ops);",
+    );
+    let (m, v, t) = (main.url("app"), vectors.url("app"), target.url("app"));
+    migrate(&main, &target, &["--foreign-key", LINK]);
+    // Between the loads: a new asset on main (the target learns of it only by catch-up),
+    // a document about it, and a document about an asset that exists nowhere.
+    main.psql("app", "INSERT INTO assets VALUES (md5('fresh')::uuid, 'fresh asset')");
+    vectors.psql(
+        "app",
+        "INSERT INTO documents VALUES (700, md5('fresh')::uuid::text, 'about the fresh asset', NULL), (701, md5('gone')::uuid::text, 'orphan', NULL)",
+    );
+    migrate(&vectors, &target, &["--cast", "documents.asset_id=uuid", "--foreign-key", LINK]);
+    // During catch-up, on both.
+    main.psql("app", "UPDATE users SET email = 'changed' WHERE id < 5; INSERT INTO assets VALUES (md5('later')::uuid, 'later asset')");
+    vectors.psql("app", "INSERT INTO documents VALUES (702, md5('later')::uuid::text, 'about the later asset', '[1,1,1]'); DELETE FROM documents WHERE id = 5");
+    let out = pgshift_expect(0, &["cutover", "--source", &m, "--target", &t, "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["foreign_keys"].to_string().contains("NOT VALID"), "the vector database is still live: {report}");
+    // Between the cutovers the application writes on the new database and the vector one.
+    target.psql("app", "INSERT INTO assets VALUES (md5('newest')::uuid, 'newest asset')");
+    vectors.psql("app", "UPDATE documents SET body = 'edited' WHERE id = 10");
+    let out = pgshift_expect(0, &["cutover", "--source", &v, "--target", &t, "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys = report["foreign_keys"].to_string();
+    let orphan = main.psql("app", "SELECT md5('gone')::uuid");
+    let fresh = main.psql("app", "SELECT md5('fresh')::uuid");
+    assert!(keys.contains("does not hold") && keys.contains(&orphan), "the orphan is named: {keys}");
+    assert!(!keys.contains(&fresh) && !keys.contains(&main.psql("app", "SELECT md5('later')::uuid")), "nothing else is: {keys}");
+    assert_eq!(target.psql("app", "SELECT convalidated FROM pg_constraint WHERE conname = 'documents_asset_id_fkey'"), "f", "it stays NOT VALID");
+    // Independent checksums of every table against its source.
+    for (sql, source) in [
+        ("SELECT md5(string_agg(format('%s:%s', id, name), ',' ORDER BY id)) FROM assets WHERE name <> 'newest asset'", &main),
+        ("SELECT md5(string_agg(format('%s:%s', id, email), ',' ORDER BY id)) FROM users", &main),
+        ("SELECT md5(string_agg(format('%s:%s:%s:%s', id, asset_id, body, embedding), ',' ORDER BY id)) FROM documents", &vectors),
+    ] {
+        assert_eq!(target.psql("app", sql), source.psql("app", sql), "{sql}");
+    }
+}
