@@ -326,6 +326,15 @@ fn every_source_is_checked_before_anything_is_written_to_any() {
     let (s, t) = (vectors.url("app"), target.url("app"));
     pgshift_expect(0, &["migrate", "--source", &s, "--target", &t, "--no-follow", "--tables", "notes", "--cast", "notes.asset_id=uuid"]);
     assert_eq!(target.psql("app", "SELECT pg_typeof(asset_id) FROM notes"), "uuid");
+    // And before PostgreSQL 16 (main is 15), where it tries each value in a DO block.
+    main.psql(
+        "app",
+        "CREATE TABLE tags (id int PRIMARY KEY, asset_id text); INSERT INTO tags VALUES (1, md5('a1')::uuid::text), (2, 'nope'), (3, NULL);
+         ALTER DATABASE app SET default_transaction_read_only = on",
+    );
+    let m = main.url("app");
+    let out = pgshift_expect(2, &["migrate", "--source", &m, "--target", &t, "--no-follow", "--tables", "tags", "--cast", "tags.asset_id=uuid", "--dry-run"]);
+    assert!(stderr(&out).contains(r#"key (2) = "nope""#) && !stderr(&out).contains("(1)"), "{}", stderr(&out));
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use pgshift_postgres::catalog::{Catalog, Table};
 use pgshift_postgres::error::Context;
 use pgshift_postgres::schema_map::{same_type_name, SchemaMap};
-use pgshift_postgres::sql::quote_ident;
+use pgshift_postgres::sql::{quote_ident, quote_literal};
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
@@ -53,8 +53,9 @@ pub fn apply(catalog: &mut Catalog, casts: &[ColumnCast]) -> Result<()> {
 }
 
 /// Every value of every cast column must convert; the problems list the rows that do
-/// not. Read-only on PostgreSQL 16 and newer (`pg_input_is_valid`), so it works on a
-/// replica; older servers need a temporary function (the TEMP right).
+/// not. Read-only SQL, so it works on a replica: `pg_input_is_valid` on PostgreSQL 16
+/// and newer; before, a DO block that tries each value (a subtransaction per value,
+/// which writes nothing) and reports the first ones that fail.
 pub async fn check(src: &Client, src_name: &str, tables: &[&Table]) -> Result<Vec<String>> {
     let mut problems = Vec::new();
     let mut version: Option<i32> = None;
@@ -73,24 +74,35 @@ pub async fn check(src: &Client, src_name: &str, tables: &[&Table]) -> Result<Ve
                 }
             };
             let col = quote_ident(&c.name);
-            let valid = if v >= 160000 {
-                format!("pg_input_is_valid({col}::text, {})", pgshift_postgres::sql::quote_literal(to))
-            } else {
-                // A temporary function catches the conversion error of each value.
-                let function = format!(
-                    "CREATE OR REPLACE FUNCTION pg_temp.pgshift_castable(v text) RETURNS boolean LANGUAGE plpgsql AS $f$ \
-                     BEGIN PERFORM v::{to}; RETURN true; EXCEPTION WHEN others THEN RETURN false; END $f$"
-                );
-                src.batch_execute(&function).await.context(&src_name, || {
-                    format!("check that {}.{} converts to {to} (PostgreSQL before 16 needs a temporary function: grant TEMP, or check from a writable server)", t.display_name(), c.name)
-                })?;
-                format!("pg_temp.pgshift_castable({col}::text)")
-            };
             let key = t.primary_key.as_ref().map_or_else(|| "ctid".to_string(), |k| k.columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", "));
-            let sql = format!("SELECT ROW({key})::text, {col}::text FROM ONLY {} WHERE {col} IS NOT NULL AND NOT {valid} LIMIT {SHOWN}", t.qualified());
-            let rows = src.query(&sql, &[]).await.context(&src_name, || format!("check {}.{}", t.display_name(), c.name))?;
-            if !rows.is_empty() {
-                let bad: Vec<String> = rows.iter().map(|r| format!("key {} = {:?}", r.get::<_, String>(0), r.get::<_, String>(1))).collect();
+            let what = || format!("check that {}.{} converts to {to}", t.display_name(), c.name);
+            let bad: Vec<String> = if v >= 160000 {
+                let valid = format!("pg_input_is_valid({col}::text, {})", quote_literal(to));
+                let sql = format!("SELECT ROW({key})::text, {col}::text FROM ONLY {} WHERE {col} IS NOT NULL AND NOT {valid} LIMIT {SHOWN}", t.qualified());
+                let rows = src.query(&sql, &[]).await.context(&src_name, what)?;
+                rows.iter().map(|r| format!("key {} = {:?}", r.get::<_, String>(0), r.get::<_, String>(1))).collect()
+            } else {
+                let block = format!(
+                    "DO $pgshift$ DECLARE r record; bad text[] := '{{}}'; BEGIN \
+                       FOR r IN SELECT ROW({key})::text AS k, {col}::text AS v FROM ONLY {} WHERE {col} IS NOT NULL LOOP \
+                         BEGIN PERFORM r.v::{to}; \
+                         EXCEPTION WHEN others THEN bad := bad || format('key %s = %s', r.k, to_json(r.v)); EXIT WHEN cardinality(bad) >= {SHOWN}; END; \
+                       END LOOP; \
+                       IF cardinality(bad) > 0 THEN RAISE EXCEPTION USING MESSAGE = array_to_string(bad, E'\\n'), ERRCODE = 'PGSCC'; END IF; \
+                     END $pgshift$",
+                    t.qualified()
+                );
+                match src.batch_execute(&block).await {
+                    Err(e) if e.as_db_error().is_some_and(|d| d.code().code() == "PGSCC") => {
+                        e.as_db_error().map(|d| d.message().lines().map(String::from).collect()).unwrap_or_default()
+                    }
+                    other => {
+                        other.context(&src_name, what)?;
+                        Vec::new()
+                    }
+                }
+            };
+            if !bad.is_empty() {
                 problems.push(format!(
                     "--cast {}.{} to {to}: these values do not convert: {}; fix them on the source or leave the cast out",
                     t.display_name(),
