@@ -303,6 +303,10 @@ pub struct FollowTuning {
     /// reconnecting this long (e.g. 5m, 1h) before giving up; catch-up resumes at the last applied transaction.
     #[arg(long, env = "PGSHIFT_RECONNECT_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub reconnect_timeout: Duration,
+    /// Receive a large transaction only after it commits (protocol 1), instead of while it runs (spooled
+    /// to disk under PGSHIFT_SPOOL_DIR or the temporary directory until its commit; PostgreSQL 14+ sources).
+    #[arg(long, env = "PGSHIFT_NO_STREAMING")]
+    pub no_streaming: bool,
 }
 
 impl FollowTuning {
@@ -312,6 +316,7 @@ impl FollowTuning {
             reconnect_timeout: self.reconnect_timeout,
             batch_rows: self.batch_rows.max(1),
             commit_delay: Duration::from_millis(self.commit_delay_ms),
+            streaming: !self.no_streaming,
             embedding: None,
         }
     }

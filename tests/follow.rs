@@ -174,3 +174,49 @@ fn sigkill_during_catch_up_loses_nothing_and_applies_nothing_twice() {
     assert_eq!(target.psql("app", "SELECT count(*) || ' ' || sum(n) FROM counters"), "100 3000");
     assert_eq!(target.psql("app", "SELECT count(*) FROM ledger"), "3000");
 }
+
+/// Large transactions arrive while they run (protocol 2, spooled to disk until their
+/// commit): with a tiny logical_decoding_work_mem the source streams them. A
+/// committed one arrives whole, without its rolled-back savepoint; an aborted one
+/// leaves nothing on the target; the spool is gone afterwards, and so is one that a
+/// killed follower left behind.
+#[test]
+fn large_transactions_stream_while_they_run_and_aborted_ones_cost_nothing() {
+    let (source, target) = pair(PgVersion::V16, PgVersion::V18);
+    source.psql("app", "ALTER SYSTEM SET logical_decoding_work_mem = '64kB'");
+    source.psql("app", "SELECT pg_reload_conf()");
+    source.psql("app", "CREATE TABLE big (id int PRIMARY KEY, v text); CREATE TABLE small (id int PRIMARY KEY)");
+    migrate(&source, &target, &[]);
+    source.psql(
+        "app",
+        "BEGIN;
+         INSERT INTO big SELECT i, md5(i::text) FROM generate_series(1, 30000) i;
+         INSERT INTO small VALUES (1);
+         SAVEPOINT s; INSERT INTO big SELECT i, 'rolled back' FROM generate_series(30001, 35000) i; ROLLBACK TO s;
+         UPDATE big SET v = 'changed' WHERE id % 7 = 0;
+         DELETE FROM big WHERE id % 11 = 0;
+         COMMIT;
+         BEGIN; INSERT INTO big SELECT i, 'aborted' FROM generate_series(40001, 70000) i; INSERT INTO small VALUES (2); ROLLBACK;
+         INSERT INTO small VALUES (3);",
+    );
+    let spool = std::env::temp_dir().join(format!("pgshift-spool-test-{}", std::process::id()));
+    let left_behind = spool.join("pgshift-spool-999999999-0");
+    std::fs::create_dir_all(&left_behind).unwrap();
+    let (s, t) = (source.url("app"), target.url("app"));
+    let out = Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args(["follow", "--source", &s, "--target", &t, "--until-caught-up"])
+        .env("PGSHIFT_SPOOL_DIR", &spool)
+        .env("PGSHIFT_LOG", "warn")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let streamed = source.psql("app", "SELECT stream_txns > 0 FROM pg_stat_replication_slots WHERE slot_name LIKE 'pgshift%'");
+    assert_eq!(streamed, "t", "the source streamed the large transactions");
+    for sql in ["SELECT count(*), md5(string_agg(id || v, ',' ORDER BY id)) FROM big", "SELECT string_agg(id::text, ',' ORDER BY id) FROM small"] {
+        assert_eq!(target.psql("app", sql), source.psql("app", sql), "{sql}");
+    }
+    assert_eq!(target.psql("app", "SELECT count(*) FROM big WHERE v IN ('rolled back', 'aborted')"), "0");
+    assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0, "the spool is cleaned up, and the one a killed follower left");
+    let _ = std::fs::remove_dir_all(&spool);
+    assert_verified(&source, &target);
+}

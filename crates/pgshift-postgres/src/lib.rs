@@ -17,6 +17,7 @@ pub mod objects;
 pub mod pgoutput;
 pub mod replication;
 pub mod schema_map;
+pub mod spool;
 pub mod sql;
 pub mod tls;
 

@@ -1,6 +1,8 @@
 //! A replication stream read and decoded on its own task, so the source keeps
 //! sending (and the walsender keeps decoding) while the target applies the previous
 //! batch. The queue between them is bounded: a slow target slows the reader down.
+//! Streamed transactions (protocol 2) are kept in a [`Spool`] until they end and
+//! come out as ordinary ones (Begin, changes, Commit) at their commit.
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -9,6 +11,20 @@ use crate::error::PgError;
 use crate::lsn::Lsn;
 use crate::pgoutput::{self, LogicalMessage};
 use crate::replication::{ReplicationConn, WalEvent};
+use crate::spool::{Spool, SpoolError};
+
+/// While a long streamed transaction is handed on, the walsender hears from us this often.
+const STATUS_DURING_REPLAY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Where streamed transactions are spooled: PGSHIFT_SPOOL_DIR, else the system's
+/// temporary directory.
+fn spool_parent() -> std::path::PathBuf {
+    std::env::var_os("PGSHIFT_SPOOL_DIR").map(Into::into).unwrap_or_else(std::env::temp_dir)
+}
+
+fn spool_error(e: SpoolError) -> PgError {
+    PgError::Protocol { endpoint: String::new(), message: format!("streamed transaction: {e}") }
+}
 
 #[derive(Debug)]
 pub enum StreamItem {
@@ -53,13 +69,30 @@ impl LogicalStream {
 
 async fn read(mut conn: ReplicationConn, tx: mpsc::Sender<Result<StreamItem, PgError>>, mut status_rx: mpsc::UnboundedReceiver<(Lsn, Lsn)>) {
     let mut last = (Lsn::default(), Lsn::default());
+    let mut spool: Option<Spool> = None;
     loop {
         tokio::select! {
             event = conn.next_event() => {
                 let item = match event {
-                    Ok(WalEvent::Data { wal_start, data, .. }) => pgoutput::decode(data)
-                        .map(|message| StreamItem::Message { wal_start, message })
-                        .map_err(|e| PgError::Protocol { endpoint: String::new(), message: e.to_string() }),
+                    Ok(WalEvent::Data { wal_start, data, .. }) => {
+                        match streamed(&mut spool, &data) {
+                            Ok(Streamed::Kept) => continue,
+                            Ok(Streamed::Committed { xid, commit_lsn, end_lsn, commit_time }) => {
+                                let begin = LogicalMessage::Begin { final_lsn: commit_lsn, commit_time, xid };
+                                let commit = LogicalMessage::Commit { commit_lsn, end_lsn, commit_time };
+                                let spool = spool.as_mut().expect("a committed stream was spooled");
+                                match replay(spool, xid, wal_start, (begin, commit), &tx, (&mut conn, &mut status_rx, &mut last)).await {
+                                    Ok(true) => continue,
+                                    Ok(false) => break,
+                                    Err(e) => Err(e),
+                                }
+                            }
+                            Ok(Streamed::No) => pgoutput::decode(data)
+                                .map(|message| StreamItem::Message { wal_start, message })
+                                .map_err(|e| PgError::Protocol { endpoint: String::new(), message: e.to_string() }),
+                            Err(e) => Err(e),
+                        }
+                    }
                     Ok(WalEvent::Keepalive { wal_end, reply_requested }) => {
                         if reply_requested {
                             if let Err(e) = conn.send_status(last.0.max(wal_end), last.1, false).await {
@@ -88,10 +121,88 @@ async fn read(mut conn: ReplicationConn, tx: mpsc::Sender<Result<StreamItem, PgE
             },
         }
     }
+    drop(spool);
     // Drain updates sent just before close, then report the final position.
     while let Ok(s) = status_rx.try_recv() {
         last = s;
     }
     let _ = conn.send_status(last.0, last.1, false).await;
     conn.close().await;
+}
+
+enum Streamed {
+    /// Not part of a streamed transaction.
+    No,
+    /// Spooled (a block's message, its start or stop, an abort).
+    Kept,
+    Committed { xid: u32, commit_lsn: Lsn, end_lsn: Lsn, commit_time: i64 },
+}
+
+/// Keeps what belongs to a streamed transaction in the spool.
+fn streamed(spool: &mut Option<Spool>, data: &[u8]) -> Result<Streamed, PgError> {
+    if let Some(s) = spool.as_mut().filter(|s| s.in_block()) {
+        if data.first() == Some(&b'E') {
+            s.stop().map_err(spool_error)?;
+        } else {
+            s.append(data).map_err(spool_error)?;
+        }
+        return Ok(Streamed::Kept);
+    }
+    if !matches!(data.first(), Some(b'S' | b'A' | b'c')) {
+        return Ok(Streamed::No);
+    }
+    let message = pgoutput::decode(bytes::Bytes::copy_from_slice(data)).map_err(|e| PgError::Protocol { endpoint: String::new(), message: e.to_string() })?;
+    match message {
+        LogicalMessage::StreamStart { xid, .. } => {
+            if spool.is_none() {
+                *spool = Some(Spool::new(&spool_parent()).map_err(spool_error)?);
+            }
+            spool.as_mut().expect("made above").start(xid).map_err(spool_error)?;
+        }
+        LogicalMessage::StreamAbort { xid, subxid } => {
+            if let Some(s) = spool.as_mut() {
+                s.abort(xid, subxid).map_err(spool_error)?;
+            }
+        }
+        LogicalMessage::StreamCommit { xid, commit_lsn, end_lsn, commit_time } => {
+            if spool.is_none() {
+                *spool = Some(Spool::new(&spool_parent()).map_err(spool_error)?);
+            }
+            return Ok(Streamed::Committed { xid, commit_lsn, end_lsn, commit_time });
+        }
+        _ => return Ok(Streamed::No),
+    }
+    Ok(Streamed::Kept)
+}
+
+/// Hands a committed streamed transaction on as Begin, its changes, Commit, telling
+/// the walsender where we are while it lasts. False when the receiver is gone.
+async fn replay(
+    spool: &mut Spool,
+    xid: u32,
+    wal_start: Lsn,
+    (begin, commit): (LogicalMessage, LogicalMessage),
+    tx: &mpsc::Sender<Result<StreamItem, PgError>>,
+    (conn, status_rx, last): (&mut ReplicationConn, &mut mpsc::UnboundedReceiver<(Lsn, Lsn)>, &mut (Lsn, Lsn)),
+) -> Result<bool, PgError> {
+    let mut replay = spool.replay(xid).map_err(spool_error)?;
+    let item = |message| Ok(StreamItem::Message { wal_start, message });
+    if tx.send(item(begin)).await.is_err() {
+        return Ok(false);
+    }
+    let mut told = std::time::Instant::now();
+    while let Some(data) = replay.next_message().map_err(spool_error)? {
+        let message = pgoutput::decode(data).map_err(|e| PgError::Protocol { endpoint: String::new(), message: e.to_string() })?;
+        if tx.send(item(message)).await.is_err() {
+            return Ok(false);
+        }
+        if told.elapsed() >= STATUS_DURING_REPLAY {
+            while let Ok(s) = status_rx.try_recv() {
+                *last = s;
+            }
+            conn.send_status(last.0, last.1, false).await?;
+            told = std::time::Instant::now();
+        }
+    }
+    Ok(tx.send(item(commit)).await.is_ok())
 }

@@ -1,6 +1,9 @@
-//! Decoder for the pgoutput logical replication protocol (version 1): the messages
-//! inside XLogData. Values stay as the bytes the server sent (text or binary form),
-//! sliced out of the message without copying.
+//! Decoder for the pgoutput logical replication protocol (versions 1 and 2): the
+//! messages inside XLogData. Values stay as the bytes the server sent (text or binary
+//! form), sliced out of the message without copying. Version 2 adds streamed
+//! transactions: a large transaction arrives while in progress, in blocks between
+//! Stream Start and Stream Stop whose messages carry the (sub)transaction's xid after
+//! their tag ([`streamed_xid`]), and ends with Stream Commit or Stream Abort.
 
 use bytes::{Buf, Bytes};
 
@@ -66,6 +69,21 @@ pub enum LogicalMessage {
     Delete { relation: u32, old: (OldKind, Tuple) },
     Truncate { relations: Vec<u32>, cascade: bool, restart_identity: bool },
     Message { transactional: bool, lsn: Lsn, prefix: String, content: Bytes },
+    /// Protocol 2: a block of an in-progress transaction's changes follows.
+    StreamStart { xid: u32, first: bool },
+    StreamStop,
+    StreamCommit { xid: u32, commit_lsn: Lsn, end_lsn: Lsn, commit_time: i64 },
+    /// The whole transaction (`subxid == xid`) or one subtransaction was rolled back.
+    StreamAbort { xid: u32, subxid: u32 },
+}
+
+/// Inside a stream block: the xid of the (sub)transaction a message belongs to, which
+/// follows its tag; [`decode`] reads the message once the 4 bytes are taken out.
+pub fn streamed_xid(data: &[u8]) -> Result<u32, DecodeError> {
+    match data.get(1..5) {
+        Some(b) => Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
+        None => Err(short("streamed message xid")),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +237,14 @@ pub fn decode(data: Bytes) -> Result<LogicalMessage, DecodeError> {
             let len = r.u32("message length")? as usize;
             LogicalMessage::Message { transactional, lsn, prefix, content: r.bytes(len, "message content")? }
         }
+        b'S' => LogicalMessage::StreamStart { xid: r.u32("stream start")?, first: r.u8("stream start")? == 1 },
+        b'E' => LogicalMessage::StreamStop,
+        b'c' => {
+            let xid = r.u32("stream commit")?;
+            r.u8("stream commit flags")?;
+            LogicalMessage::StreamCommit { xid, commit_lsn: r.lsn("stream commit")?, end_lsn: r.lsn("stream commit")?, commit_time: r.i64("stream commit")? }
+        }
+        b'A' => LogicalMessage::StreamAbort { xid: r.u32("stream abort")?, subxid: r.u32("stream abort")? },
         other => return Err(DecodeError(format!("unknown message tag {:?}", other as char))),
     };
     Ok(msg)

@@ -60,6 +60,8 @@ pub struct FollowOptions {
     pub batch_rows: usize,
     /// How long applied changes may wait before their target transaction commits.
     pub commit_delay: Duration,
+    /// Large transactions arrive while they run (protocol 2, PostgreSQL 14+ sources).
+    pub streaming: bool,
     /// The embedder, for a run that computes vectors (its specs must match the run's).
     pub embedding: Option<EmbeddingSetup>,
 }
@@ -71,6 +73,7 @@ impl Default for FollowOptions {
             reconnect_timeout: Duration::from_secs(300),
             batch_rows: 20_000,
             commit_delay: Duration::from_millis(200),
+            streaming: true,
             embedding: None,
         }
     }
@@ -198,12 +201,17 @@ async fn follow_once(
     let start = origin_lsn.max(l0);
 
     let mut repl = ReplicationConn::connect(source).await?;
-    let options = [
-        ("proto_version", "1".to_string()),
+    // Protocol 2 streams large transactions while they run (spooled until their commit).
+    let streaming = opts.streaming && source_catalog.server_version_num >= 140000;
+    let mut options = vec![
+        ("proto_version", if streaming { "2" } else { "1" }.to_string()),
         ("publication_names", slot::publication_name(&slot).to_string()),
         ("binary", (format == CopyFormat::Binary).to_string()),
         ("messages", "true".to_string()),
     ];
+    if streaming {
+        options.push(("streaming", "on".to_string()));
+    }
     if let Err(e) = repl.start_logical(&slot, start, &options).await {
         return Err(slot::explain_stream_error(e, &src, src_name, &slot).await);
     }
@@ -534,6 +542,8 @@ impl Follower<'_> {
             // reverse replication) must not travel back.
             LogicalMessage::Origin { name, .. } if slot::is_pgshift_origin(&name) => self.skipping = true,
             LogicalMessage::Origin { .. } | LogicalMessage::Type { .. } | LogicalMessage::Message { .. } => {}
+            // The stream reader hands streamed transactions on as ordinary ones.
+            LogicalMessage::StreamStart { .. } | LogicalMessage::StreamStop | LogicalMessage::StreamCommit { .. } | LogicalMessage::StreamAbort { .. } => {}
         }
         if self.in_transaction && self.applier.pending_rows() >= opts.batch_rows {
             // A large source transaction: write what we hold, commit with its end.
