@@ -23,3 +23,4 @@ bench: build
 	./benches/catchup.sh
 	./benches/cutover.sh
 	./benches/embed.sh
+	./benches/large_txn.sh

@@ -12,6 +12,12 @@ use crate::sql::qualified;
 pub(crate) const SKIP_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift', 'pg_toast') \
      AND n.nspname NOT LIKE 'pg_temp_%' AND n.nspname NOT LIKE 'pg_toast_temp_%'";
 
+/// Objects another object makes for itself (a range type's constructors and its
+/// multirange cast) come with that object, not on their own.
+pub(crate) fn not_internal(catalog: &str, oid_expr: &str) -> String {
+    format!("NOT EXISTS (SELECT 1 FROM pg_depend id WHERE id.classid = '{catalog}'::regclass AND id.objid = {oid_expr} AND id.deptype = 'i')")
+}
+
 /// Objects that belong to an extension are created by CREATE EXTENSION, not by us.
 pub(crate) fn not_from_extension(oid_expr: &str) -> String {
     format!("NOT EXISTS (SELECT 1 FROM pg_depend xd WHERE xd.objid = {oid_expr} AND xd.deptype = 'e')")

@@ -25,7 +25,7 @@ use crate::catalog::Table;
 use crate::error::{Context, PgError};
 use crate::sql::{qualified, quote_ident, quote_literal};
 
-use crate::catalog::{not_from_extension, SKIP_SCHEMAS};
+use crate::catalog::{not_from_extension, not_internal, SKIP_SCHEMAS};
 
 /// One object: its statements (the object and its comment, indexes, options).
 #[derive(Clone, Debug, Serialize)]
@@ -103,10 +103,9 @@ pub async fn inspect(client: &Client, endpoint: &str, tables: &[&Table], languag
                    pg_get_function_arguments(p.oid) \
                  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_language l ON l.oid = p.prolang \
                  LEFT JOIN pg_aggregate a ON a.aggfnoid = p.oid \
-                 WHERE {SKIP_SCHEMAS} AND {} \
-                   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'i') \
-                 ORDER BY p.oid",
-                not_from_extension("p.oid")
+                 WHERE {SKIP_SCHEMAS} AND {} AND {} ORDER BY p.oid",
+                not_from_extension("p.oid"),
+                not_internal("pg_proc", "p.oid")
             ),
             &[],
         )

@@ -9,7 +9,7 @@
 use tokio_postgres::Client;
 
 use super::{comment, ObjectDdl};
-use crate::catalog::{not_from_extension, SKIP_SCHEMAS};
+use crate::catalog::{not_from_extension, not_internal, SKIP_SCHEMAS};
 use crate::error::{Context, PgError};
 use crate::sql::{qualified, quote_ident, quote_literal};
 
@@ -205,10 +205,9 @@ pub(super) async fn after_routines(client: &Client, endpoint: &str, not_carried:
             &format!(
                 "SELECT format_type(c.castsource, NULL), format_type(c.casttarget, NULL), c.castmethod::text, \
                    CASE WHEN c.castfunc <> 0 THEN c.castfunc::regprocedure::text END, c.castcontext::text, obj_description(c.oid, 'pg_cast') \
-                 FROM pg_cast c WHERE c.oid >= 16384 AND {} \
-                   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_cast'::regclass AND d.objid = c.oid AND d.deptype = 'i') \
-                 ORDER BY c.oid",
-                not_from_extension("c.oid")
+                 FROM pg_cast c WHERE c.oid >= 16384 AND {} AND {} ORDER BY c.oid",
+                not_from_extension("c.oid"),
+                not_internal("pg_cast", "c.oid")
             ),
             &[],
         )
