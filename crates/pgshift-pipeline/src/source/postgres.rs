@@ -171,6 +171,7 @@ impl LoadSource for PostgresSource {
         plan.pre_data.extend(SchemaObjects::statements(&objects.routines_after_tables));
         plan.after_load = SchemaObjects::statements(&objects.views);
         plan.after_load.extend(SchemaObjects::statements(&objects.statistics));
+        plan.after_load.extend(SchemaObjects::statements(&objects.comments));
         plan.after_load.extend(SchemaObjects::statements(&objects.policies));
         if opts.privileges {
             plan.after_load.extend(access.grants.iter().cloned());
@@ -362,6 +363,7 @@ async fn schema_objects(
         &mut objects.routines_after_tables,
         &mut objects.views,
         &mut objects.statistics,
+        &mut objects.comments,
         &mut objects.policies,
         &mut objects.activation,
     ] {

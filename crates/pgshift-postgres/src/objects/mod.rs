@@ -52,6 +52,9 @@ pub struct SchemaObjects {
     pub views: Vec<ObjectDdl>,
     /// Statistics objects of copied tables (after the load, with the views).
     pub statistics: Vec<ObjectDdl>,
+    /// Comments on the copied tables' indexes and constraints, and on sequences
+    /// (after the load; those on types go with the types).
+    pub comments: Vec<ObjectDdl>,
     /// Policies (created with the views; they only act once row security is on).
     pub policies: Vec<ObjectDdl>,
     /// Triggers and rules with their enabled state, and row security switched on: the last step,
@@ -377,7 +380,10 @@ pub async fn inspect(client: &Client, endpoint: &str, tables: &[&Table], languag
         out.activation.push(ObjectDdl { kind: "row security", name: format!("{}.{}", s.get::<_, String>(1), s.get::<_, String>(2)), statements });
     }
 
-    event_triggers(client, endpoint, &mut out.not_carried).await?;
+    not_carried(client, endpoint, &mut out.not_carried).await?;
+    let (on_types, after_load) = comments(client, endpoint, &copied).await?;
+    out.operators.extend(on_types);
+    out.comments = after_load;
     let relations: Vec<u32> = copied.iter().chain(&carried).copied().collect();
     out.access = access(client, endpoint, &relations, &carried_routines, public_moves).await?;
     Ok(out)
@@ -581,14 +587,84 @@ pub(super) fn named(catalog: &str, name: &str, namespace: &str, own_only: bool) 
     format!("SELECT format('%s.%s', n.nspname, x.{name}) FROM {catalog} x JOIN pg_namespace n ON n.oid = x.{namespace} WHERE {SKIP_SCHEMAS}{own}")
 }
 
-/// Event triggers: database-wide, and the migration's own DDL would fire them.
-async fn event_triggers(client: &Client, endpoint: &str, out: &mut Vec<String>) -> Result<(), PgError> {
+/// Comments that no other statement carries: on types and domain constraints (with
+/// the types), and on the copied tables' indexes, constraints and sequences (after
+/// the load).
+async fn comments(client: &Client, endpoint: &str, copied: &BTreeSet<u32>) -> Result<(Vec<ObjectDdl>, Vec<ObjectDdl>), PgError> {
+    let copied: Vec<i64> = copied.iter().map(|o| *o as i64).collect();
+    let described = |catalog: &str, oid: &str| format!("JOIN pg_description ds ON ds.objoid = {oid} AND ds.classoid = '{catalog}'::regclass AND ds.objsubid = 0");
+    let on_types = format!(
+        "SELECT format('%s %I.%I', CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, n.nspname, t.typname), ds.description \
+         FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace {} \
+         WHERE (t.typtype IN ('e', 'd', 'r') OR (t.typtype = 'c' AND (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')) AND {SKIP_SCHEMAS} AND {} \
+         UNION ALL \
+         SELECT format('CONSTRAINT %I ON DOMAIN %I.%I', c.conname, n.nspname, t.typname), ds.description \
+         FROM pg_constraint c JOIN pg_type t ON t.oid = c.contypid JOIN pg_namespace n ON n.oid = t.typnamespace {} \
+         WHERE {SKIP_SCHEMAS} AND {}",
+        described("pg_type", "t.oid"),
+        not_from_extension("t.oid"),
+        described("pg_constraint", "c.oid"),
+        not_from_extension("t.oid")
+    );
+    // Indexes and constraints as the catalog carries them: not a partition's copy of its parent's.
+    let after_load = format!(
+        "SELECT format('INDEX %I.%I', n.nspname, ic.relname), ds.description \
+         FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_namespace n ON n.oid = ic.relnamespace {} \
+         WHERE i.indrelid = ANY($1::int8[]::oid[]) AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = i.indexrelid) \
+         UNION ALL \
+         SELECT format('CONSTRAINT %I ON %I.%I', c.conname, n.nspname, r.relname), ds.description \
+         FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid JOIN pg_namespace n ON n.oid = r.relnamespace {} \
+         WHERE c.conrelid = ANY($1::int8[]::oid[]) AND c.conislocal AND c.conparentid = 0 \
+         UNION ALL \
+         SELECT format('SEQUENCE %I.%I', n.nspname, s.relname), ds.description \
+         FROM pg_class s JOIN pg_namespace n ON n.oid = s.relnamespace {} \
+         WHERE s.relkind = 'S' AND {SKIP_SCHEMAS} AND {} \
+           AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = s.oid AND d.deptype IN ('a', 'i') \
+                           AND d.refclassid = 'pg_class'::regclass AND NOT d.refobjid = ANY($1::int8[]::oid[]))",
+        described("pg_class", "ic.oid"),
+        described("pg_constraint", "c.oid"),
+        described("pg_class", "s.oid"),
+        not_from_extension("s.oid")
+    );
+    let render = |rows: Vec<tokio_postgres::Row>| -> Vec<ObjectDdl> {
+        rows.iter()
+            .map(|r| {
+                let (object, text): (String, String) = (r.get(0), r.get(1));
+                ObjectDdl { kind: "comment", name: object.clone(), statements: vec![format!("COMMENT ON {object} IS {}", quote_literal(&text))] }
+            })
+            .collect()
+    };
+    let types = client.query(&on_types, &[]).await.context(&endpoint, || "read the catalog (comments on types)".into())?;
+    let others = client.query(&after_load, &[&copied]).await.context(&endpoint, || "read the catalog (comments on indexes, constraints, sequences)".into())?;
+    Ok((render(types), render(others)))
+}
+
+/// Event triggers (database-wide, and the migration's own DDL would fire them) and
+/// base types (made of C functions).
+async fn not_carried(client: &Client, endpoint: &str, out: &mut Vec<String>) -> Result<(), PgError> {
     let rows = client
         .query(&format!("SELECT evtname::text FROM pg_event_trigger e WHERE {}", not_from_extension("e.oid")), &[])
         .await
         .context(&endpoint, || "read the catalog (event triggers)".into())?;
     out.extend(rows.iter().map(|r| {
         format!("event trigger {}: not carried by pgshift; event triggers are database-wide: create them on the target by hand if it needs them", r.get::<_, String>(0))
+    }));
+    let base = client
+        .query(
+            &format!(
+                "SELECT format('%s.%s', n.nspname, t.typname) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace \
+                 WHERE t.typtype = 'b' AND t.typcategory <> 'A' AND {SKIP_SCHEMAS} AND {}",
+                not_from_extension("t.oid")
+            ),
+            &[],
+        )
+        .await
+        .context(&endpoint, || "read the catalog (base types)".into())?;
+    out.extend(base.iter().map(|r| {
+        format!(
+            "base type {}: made of C functions, which need their shared library on the target: install it there and create the type by hand",
+            r.get::<_, String>(0)
+        )
     }));
     Ok(())
 }
