@@ -50,6 +50,18 @@ pub async fn count(client: &Client, endpoint: &str) -> Result<i64, PgError> {
         .get(0))
 }
 
+/// Why this session cannot read every large object (None: it can): reading needs
+/// SELECT on each, which their owners or a superuser have.
+pub async fn unreadable(client: &Client, endpoint: &str) -> Result<Option<String>, PgError> {
+    match client.batch_execute("SELECT lo_get(oid, 0, 1) FROM pg_largeobject_metadata").await {
+        Err(e) if e.as_db_error().is_some() => Ok(Some(format!(
+            "{endpoint}: cannot read the large objects ({}): connect as their owner or a superuser, or GRANT SELECT ON LARGE OBJECT to this user",
+            crate::error::describe(&e)
+        ))),
+        other => other.context(&endpoint, || "read the large objects".into()).map(|()| None),
+    }
+}
+
 /// The roles large objects' owners and privileges name (never PUBLIC).
 pub async fn roles(client: &Client, endpoint: &str) -> Result<(Vec<String>, Vec<String>), PgError> {
     let row = client

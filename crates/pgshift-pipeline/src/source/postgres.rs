@@ -125,6 +125,9 @@ impl LoadSource for PostgresSource {
         // The target's large objects are made the same as the source's: ones it holds
         // already would be replaced or removed.
         let on_target = if large_objects > 0 && resuming.is_none() { large_objects::count(dst, dst_name).await? } else { 0 };
+        if large_objects > 0 {
+            problems.extend(large_objects::unreadable(&src, src_name).await?);
+        }
         if on_target > 0 {
             problems.push(format!(
                 "the source has {large_objects} large object(s) and target {dst_name} already holds {on_target}: pgshift makes the target's large objects \
@@ -188,7 +191,9 @@ impl LoadSource for PostgresSource {
         }
         plan.warnings.extend(objects.not_carried.iter().map(|n| format!("not carried: {n}")));
         plan.warnings.extend(objects.warnings.iter().cloned());
-        plan.large_objects = Some(Carry { owners: opts.owners, privileges: opts.privileges });
+        // Only a source that has large objects carries them: syncing removes those the
+        // source lacks, which on a shared target may be another source's.
+        plan.large_objects = (large_objects > 0).then_some(Carry { owners: opts.owners, privileges: opts.privileges });
         if large_objects > 0 && opts.follow {
             plan.warnings.push(format!(
                 "{large_objects} large object(s): logical decoding does not carry them; they are copied after the tables and brought up to date \
