@@ -101,8 +101,16 @@ impl OnnxEmbedder {
         if config.gpu {
             options = options.with_execution_providers(gpu_providers()?);
         }
-        let model = TextEmbedding::try_new_from_user_defined(model, options)
-            .map_err(|e| EmbedError::Setup(format!("cannot load {} as {MINILM}: {e}", dir.display())))?;
+        let model = TextEmbedding::try_new_from_user_defined(model, options).map_err(|e| {
+            // error_on_failure: a missing CUDA stops here, before anything is written.
+            let gpu = if config.gpu {
+                " (--gpu needs an NVIDIA driver with a CUDA device and a CUDA build of ONNX Runtime at ORT_DYLIB_PATH; \
+                 without them, leave --gpu out to run on the CPU)"
+            } else {
+                ""
+            };
+            EmbedError::Setup(format!("cannot load {} as {MINILM}: {e}{gpu}", dir.display()))
+        })?;
         Ok(OnnxEmbedder { model: Mutex::new(model) })
     }
 }
