@@ -239,6 +239,7 @@ async fn follow_once(
         totals,
         oldest_unapplied: None,
         counted: Applied::default(),
+        committing: None,
         embed: embed.as_ref(),
         schema_map: &run.schema_map,
         left_out: &left_out,
@@ -283,8 +284,10 @@ async fn follow_once(
                 }
             }
             _ = tick.tick() => {
+                f.applier.settle_if_done().await?;
+                f.absorb();
                 if !f.in_transaction && f.uncommitted_end.is_some() && f.batch_started.is_some_and(|t| t.elapsed() >= opts.commit_delay) {
-                    f.commit().await?;
+                    f.commit_soon().await?;
                 }
                 // The slot's confirmed position is what status and cutover read as the
                 // lag: keep it within a tick of what the target holds.
@@ -316,6 +319,8 @@ async fn follow_once(
     if !f.in_transaction {
         f.commit().await?;
     }
+    f.applier.settle().await?;
+    f.absorb();
     stream.confirm(f.received, f.confirmed);
     stream.close().await;
     Ok(FollowReport {
@@ -350,6 +355,8 @@ struct Follower<'a> {
     oldest_unapplied: Option<i64>,
     /// Applier counts already added to the metrics.
     counted: Applied,
+    /// A batch committing in the background: its source transactions and when it began.
+    committing: Option<(u64, Instant)>,
     embed: Option<&'a CatchupEmbedding>,
     /// Where the source's schemas went on the target.
     schema_map: &'a SchemaMap,
@@ -416,12 +423,12 @@ impl Follower<'_> {
     }
 
     fn idle(&self) -> bool {
-        !self.in_transaction && self.uncommitted_end.is_none()
+        !self.in_transaction && self.uncommitted_end.is_none() && self.committing.is_none()
     }
 
     /// Moves the applied-changes counters by what the applier did since last time.
     fn count_applied(&mut self) {
-        let (now, before) = (self.applier.applied, self.counted);
+        let (now, before) = (self.applier.applied(), self.counted);
         let total = &mut self.totals.applied;
         total.inserts += now.inserts - before.inserts;
         total.updates += now.updates - before.updates;
@@ -447,7 +454,10 @@ impl Follower<'_> {
         }
     }
 
+    /// Commits what was applied; the target holds it when this returns.
     async fn commit(&mut self) -> Result<()> {
+        self.applier.settle().await?;
+        self.absorb();
         if let Some(end) = self.uncommitted_end.take() {
             let started = Instant::now();
             if let Some(embed) = self.embed {
@@ -455,9 +465,10 @@ impl Follower<'_> {
                 self.applier.flush().await?;
                 if self.applier.in_transaction() {
                     let endpoint = self.applier.endpoint().to_string();
+                    let client = self.applier.client().await?;
                     for (table, spec) in &embed.tables {
                         let column = VectorColumn { table, spec, vector_schema: &embed.vector_schema };
-                        embed_pending(self.applier.client(), &endpoint, &embed.pool, column).await?;
+                        embed_pending(client, &endpoint, &embed.pool, column).await?;
                     }
                 }
             }
@@ -472,6 +483,36 @@ impl Follower<'_> {
         }
         self.batch_started = None;
         Ok(())
+    }
+
+    /// Commits in the background, so the target writes this batch while the next one
+    /// gathers; the source hears of it once it is committed ([`Follower::absorb`]).
+    /// With vectors to compute inside the transaction, commits here and now.
+    async fn commit_soon(&mut self) -> Result<()> {
+        if self.embed.is_some() {
+            return self.commit().await;
+        }
+        if let Some(end) = self.uncommitted_end.take() {
+            self.applier.commit_in_background(end).await?;
+            self.absorb();
+            self.committing = Some((std::mem::take(&mut self.transactions), Instant::now()));
+        }
+        self.batch_started = None;
+        Ok(())
+    }
+
+    /// Takes in a background commit that finished: the source may forget up to it.
+    fn absorb(&mut self) {
+        let Some(lsn) = self.applier.take_committed() else { return };
+        if let Some((transactions, started)) = self.committing.take() {
+            metrics::APPLY_BATCH_SECONDS.observe(started.elapsed().as_secs_f64());
+            self.totals.transactions += transactions;
+        }
+        self.confirmed = self.confirmed.max(lsn);
+        self.count_applied();
+        if !self.in_transaction && self.uncommitted_end.is_none() && self.committing.is_none() {
+            self.oldest_unapplied = None;
+        }
     }
 
     /// Applies one message. Returns a position the source may now forget when the
@@ -499,7 +540,7 @@ impl Follower<'_> {
                 self.skipping = false;
                 let due = self.batch_started.is_some_and(|t| t.elapsed() >= opts.commit_delay);
                 if self.applier.pending_rows() >= opts.batch_rows || due {
-                    self.commit().await?;
+                    self.commit_soon().await?;
                 }
             }
             LogicalMessage::Relation(mut rel) => {

@@ -12,12 +12,19 @@
 //! exactly-once holds). The next batch takes the fast path again. A change that
 //! fails in source order too is a real conflict: the error names the table, the
 //! change and its key.
+//!
+//! The [`Applier`] gathers a batch; its [`Writer`] owns the target session and
+//! writes. A batch that ends on a commit can be written and committed in the
+//! background ([`Applier::commit_in_background`]) while the next one gathers, so the
+//! target works while pgshift decodes; anything that must write waits for it first.
 
 mod encode;
 mod net;
 mod table;
 
 use std::collections::{HashMap, HashSet};
+
+use tokio::task::JoinHandle;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{pin_mut, SinkExt};
@@ -70,8 +77,32 @@ pub struct Applied {
     pub fallbacks: u64,
 }
 
-pub struct Applier {
+/// The target session: everything that writes. Owned by the [`Applier`], or by the
+/// task that writes and commits a batch in the background.
+struct Writer {
     client: Client,
+    endpoint: String,
+    format: CopyFormat,
+    /// The tables as the Applier knows them (kept in step: a new Relation waits for
+    /// the writer first).
+    tables: HashMap<u32, ApplyTable>,
+    converge: bool,
+    in_transaction: bool,
+    staged: HashSet<u32>,
+    staging_made: HashSet<u32>,
+    applied: Applied,
+}
+
+enum Session {
+    Ready(Box<Writer>),
+    /// Writing and committing a batch; gives the writer back with the LSN committed.
+    Busy(JoinHandle<(Box<Writer>, Result<Lsn, PgError>)>),
+    /// The background task failed and took the session with it.
+    Lost,
+}
+
+pub struct Applier {
+    session: Session,
     endpoint: String,
     format: CopyFormat,
     target: Catalog,
@@ -83,10 +114,10 @@ pub struct Applier {
     /// fires no foreign-key triggers (session_replication_role = replica).
     reorder: bool,
     last_table: Option<u32>,
-    in_transaction: bool,
-    staged: HashSet<u32>,
-    staging_made: HashSet<u32>,
-    pub applied: Applied,
+    /// A background commit finished at this source position (see [`Applier::take_committed`]).
+    committed: Option<Lsn>,
+    /// What the writer had applied when last seen.
+    applied: Applied,
 }
 
 impl Applier {
@@ -114,8 +145,19 @@ impl Applier {
             tracing::warn!("{ep}: cannot set session_replication_role = replica; changes are applied in source order per table switch (slower)");
         }
         let lsn = progress.and_then(|p| p.parse().ok()).unwrap_or_default();
-        let applier = Applier {
+        let writer = Writer {
             client,
+            endpoint: ep.clone(),
+            format,
+            tables: HashMap::new(),
+            converge: false,
+            in_transaction: false,
+            staged: HashSet::new(),
+            staging_made: HashSet::new(),
+            applied: Applied::default(),
+        };
+        let applier = Applier {
+            session: Session::Ready(Box::new(writer)),
             endpoint: ep,
             format,
             target,
@@ -125,25 +167,75 @@ impl Applier {
             converge: false,
             reorder,
             last_table: None,
-            in_transaction: false,
-            staged: HashSet::new(),
-            staging_made: HashSet::new(),
+            committed: None,
             applied: Applied::default(),
         };
         Ok((applier, lsn))
     }
 
-    pub fn client(&self) -> &Client {
-        &self.client
+    /// The writer, once a background commit (if any) finished.
+    async fn writer(&mut self) -> Result<&mut Writer, PgError> {
+        self.settle().await?;
+        match &mut self.session {
+            Session::Ready(w) => Ok(w),
+            _ => Err(PgError::Protocol { endpoint: self.endpoint.clone(), message: "the apply session was lost with a failed batch".into() }),
+        }
+    }
+
+    /// Waits for a background commit; its position is then in [`Applier::take_committed`].
+    pub async fn settle(&mut self) -> Result<(), PgError> {
+        if !matches!(self.session, Session::Busy(_)) {
+            return Ok(());
+        }
+        let Session::Busy(task) = std::mem::replace(&mut self.session, Session::Lost) else { unreachable!("checked") };
+        let (writer, result) = task.await.map_err(|e| PgError::Protocol { endpoint: self.endpoint.clone(), message: format!("apply task: {e}") })?;
+        self.applied = writer.applied;
+        self.session = Session::Ready(writer);
+        self.committed = Some(result?);
+        Ok(())
+    }
+
+    /// Settles a background commit only if it already finished.
+    pub async fn settle_if_done(&mut self) -> Result<(), PgError> {
+        match &self.session {
+            Session::Busy(task) if task.is_finished() => self.settle().await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Where the last background commit that finished left the target (once).
+    pub fn take_committed(&mut self) -> Option<Lsn> {
+        self.committed.take()
+    }
+
+    /// A background commit is on its way.
+    pub fn committing(&self) -> bool {
+        matches!(self.session, Session::Busy(_))
+    }
+
+    /// The target session, once nothing is being written in the background.
+    pub async fn client(&mut self) -> Result<&Client, PgError> {
+        Ok(&self.writer().await?.client)
     }
 
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }
 
+    /// What was applied, as of the last time the writer was here.
+    pub fn applied(&self) -> Applied {
+        match &self.session {
+            Session::Ready(w) => w.applied,
+            _ => self.applied,
+        }
+    }
+
     /// A target transaction is open (something was flushed and not yet committed).
     pub fn in_transaction(&self) -> bool {
-        self.in_transaction
+        match &self.session {
+            Session::Ready(w) => w.in_transaction,
+            _ => true,
+        }
     }
 
     /// Rows waiting in memory for the next flush.
@@ -157,6 +249,7 @@ impl Applier {
         if converge != self.converge {
             self.flush().await?;
             self.converge = converge;
+            self.writer().await?.converge = converge;
         }
         Ok(())
     }
@@ -167,11 +260,13 @@ impl Applier {
         }
         self.flush().await?;
         let table = ApplyTable::new(rel, &self.target)?;
-        self.staging_made.remove(&table.relation.oid);
-        self.tables.insert(table.relation.oid, table);
+        let oid = table.relation.oid;
+        let writer = self.writer().await?;
+        writer.staging_made.remove(&oid);
+        writer.tables.insert(oid, table.clone());
+        self.tables.insert(oid, table);
         Ok(())
     }
-
     fn table(&self, oid: u32) -> Result<&ApplyTable, PgError> {
         self.tables
             .get(&oid)
@@ -240,10 +335,10 @@ impl Applier {
         if let Some(new) = moved {
             // A key change whose unchanged TOAST values only the target knows.
             self.flush().await?;
-            let table = self.table(oid)?;
-            let statement = table.move_row(old_key.expect("keyed"), &new, self.format);
-            self.exec_row(statement).await?;
-            self.applied.updates += 1;
+            let statement = self.table(oid)?.move_row(old_key.expect("keyed"), &new, self.format);
+            let writer = self.writer().await?;
+            writer.exec_row(statement).await?;
+            writer.applied.updates += 1;
         }
         Ok(())
     }
@@ -271,12 +366,57 @@ impl Applier {
             if restart_identity { " RESTART IDENTITY" } else { "" },
             if cascade { " CASCADE" } else { "" }
         );
-        self.begin().await?;
-        self.client.batch_execute(&sql).await.context(&self.endpoint, || sql.clone())?;
-        self.applied.truncates += names.len() as u64;
+        let writer = self.writer().await?;
+        writer.begin().await?;
+        writer.client.batch_execute(&sql).await.context(&writer.endpoint, || sql.clone())?;
+        writer.applied.truncates += names.len() as u64;
         Ok(())
     }
 
+    /// Writes everything pending into the open target transaction.
+    pub async fn flush(&mut self) -> Result<(), PgError> {
+        self.settle().await?;
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = self.take_pending();
+        self.writer().await?.write(pending).await
+    }
+
+    fn take_pending(&mut self) -> HashMap<u32, Pending> {
+        self.pending_rows = 0;
+        self.last_table = None;
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Flushes and commits, recording `end_lsn` as the origin's progress in the same
+    /// transaction: the target holds a change exactly when the origin says so.
+    pub async fn commit(&mut self, end_lsn: Lsn) -> Result<(), PgError> {
+        self.flush().await?;
+        self.writer().await?.commit(end_lsn).await
+    }
+
+    /// Like [`Applier::commit`], but written and committed by a task of its own
+    /// while the caller gathers the next batch; [`Applier::take_committed`] tells when
+    /// it is done. Anything else that writes waits for it first.
+    pub async fn commit_in_background(&mut self, end_lsn: Lsn) -> Result<(), PgError> {
+        self.settle().await?;
+        let pending = self.take_pending();
+        let Session::Ready(mut writer) = std::mem::replace(&mut self.session, Session::Lost) else {
+            return Err(PgError::Protocol { endpoint: self.endpoint.clone(), message: "the apply session was lost with a failed batch".into() });
+        };
+        self.session = Session::Busy(tokio::spawn(async move {
+            let result = match writer.write(pending).await {
+                Ok(()) => writer.commit(end_lsn).await.map(|()| end_lsn),
+                Err(e) => Err(e),
+            };
+            (writer, result)
+        }));
+        Ok(())
+    }
+}
+
+impl Writer {
     async fn begin(&mut self) -> Result<(), PgError> {
         if !self.in_transaction {
             self.client.batch_execute("BEGIN").await.context(&self.endpoint, || "begin apply transaction".into())?;
@@ -285,27 +425,18 @@ impl Applier {
         Ok(())
     }
 
-    /// Writes everything pending into the open target transaction.
-    pub async fn flush(&mut self) -> Result<(), PgError> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
+    async fn write(&mut self, pending: HashMap<u32, Pending>) -> Result<(), PgError> {
         self.begin().await?;
-        for (oid, pending) in std::mem::take(&mut self.pending) {
+        for (oid, pending) in pending {
             match pending {
                 Pending::Keyed(n, ops) => self.flush_keyed(oid, n, ops).await?,
                 Pending::Ordered(ops) => self.flush_ordered(oid, ops).await?,
             }
         }
-        self.pending_rows = 0;
-        self.last_table = None;
         Ok(())
     }
 
-    /// Flushes and commits, recording `end_lsn` as the origin's progress in the same
-    /// transaction: the target holds a change exactly when the origin says so.
-    pub async fn commit(&mut self, end_lsn: Lsn) -> Result<(), PgError> {
-        self.flush().await?;
+    async fn commit(&mut self, end_lsn: Lsn) -> Result<(), PgError> {
         if !self.in_transaction {
             return Ok(());
         }

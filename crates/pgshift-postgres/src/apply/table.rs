@@ -15,6 +15,7 @@ use super::net::Key;
 const OP: &str = "_pgshift_op";
 const MASK: &str = "_pgshift_mask";
 
+#[derive(Clone)]
 pub struct ApplyTable {
     pub relation: Relation,
     pub qualified: String,
