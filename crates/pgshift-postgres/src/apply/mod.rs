@@ -426,6 +426,9 @@ impl Writer {
     }
 
     async fn write(&mut self, pending: HashMap<u32, Pending>) -> Result<(), PgError> {
+        if pending.is_empty() {
+            return Ok(());
+        }
         self.begin().await?;
         for (oid, pending) in pending {
             match pending {
