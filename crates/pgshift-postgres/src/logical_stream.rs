@@ -26,6 +26,10 @@ fn spool_error(e: SpoolError) -> PgError {
     PgError::Protocol { endpoint: String::new(), message: format!("streamed transaction: {e}") }
 }
 
+fn decode_error(e: pgoutput::DecodeError) -> PgError {
+    PgError::Protocol { endpoint: String::new(), message: e.to_string() }
+}
+
 #[derive(Debug)]
 pub enum StreamItem {
     Message { wal_start: Lsn, message: LogicalMessage },
@@ -89,7 +93,7 @@ async fn read(mut conn: ReplicationConn, tx: mpsc::Sender<Result<StreamItem, PgE
                             }
                             Ok(Streamed::No) => pgoutput::decode(data)
                                 .map(|message| StreamItem::Message { wal_start, message })
-                                .map_err(|e| PgError::Protocol { endpoint: String::new(), message: e.to_string() }),
+                                .map_err(decode_error),
                             Err(e) => Err(e),
                         }
                     }
@@ -151,7 +155,7 @@ fn streamed(spool: &mut Option<Spool>, data: &[u8]) -> Result<Streamed, PgError>
     if !matches!(data.first(), Some(b'S' | b'A' | b'c')) {
         return Ok(Streamed::No);
     }
-    let message = pgoutput::decode(bytes::Bytes::copy_from_slice(data)).map_err(|e| PgError::Protocol { endpoint: String::new(), message: e.to_string() })?;
+    let message = pgoutput::decode(bytes::Bytes::copy_from_slice(data)).map_err(decode_error)?;
     match message {
         LogicalMessage::StreamStart { xid, .. } => {
             if spool.is_none() {
@@ -192,7 +196,7 @@ async fn replay(
     }
     let mut told = std::time::Instant::now();
     while let Some(data) = replay.next_message().map_err(spool_error)? {
-        let message = pgoutput::decode(data).map_err(|e| PgError::Protocol { endpoint: String::new(), message: e.to_string() })?;
+        let message = pgoutput::decode(data).map_err(decode_error)?;
         if tx.send(item(message)).await.is_err() {
             return Ok(false);
         }

@@ -24,10 +24,9 @@ mod table;
 
 use std::collections::{HashMap, HashSet};
 
-use tokio::task::JoinHandle;
-
 use bytes::{Bytes, BytesMut};
 use futures_util::{pin_mut, SinkExt};
+use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
 use crate::catalog::Catalog;
