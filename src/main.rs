@@ -243,17 +243,18 @@ async fn serve(a: ServeArgs, progress: Arc<dyn pgshift_pipeline::progress::Progr
     if token.is_none() {
         eprintln!("pgshift: the control API is off (no PGSHIFT_API_TOKEN): serving the status page, /metrics and /health only");
     }
-    let control = Arc::new(jobs::Control::new(
-        (source, target),
-        token,
-        {
-            let load = a.placement.apply(a.load.options()?)?;
-            let follow = FollowOptions { embedding: load.embedding.clone(), ..a.follow.options() };
-            let cutover = CutoverOptions { embedding: load.embedding.clone(), ..a.pause.options()? };
-            (load, follow, cutover)
-        },
-        progress,
-    ));
+    let load = a.placement.apply(a.load.options()?)?;
+    // Without --embed, a run already on the target brings its own embedding settings.
+    let embedding = match &load.embedding {
+        Some(setup) => Some(setup.clone()),
+        None => a.load.embed.setup_for_run(&source, &target).await.unwrap_or_else(|e| {
+            eprintln!("pgshift: warning: cannot read the embedding settings of a run on the target ({e}); follow and cutover use --embed");
+            None
+        }),
+    };
+    let follow = FollowOptions { embedding: embedding.clone(), ..a.follow.options() };
+    let cutover = CutoverOptions { embedding, ..a.pause.options()? };
+    let control = Arc::new(jobs::Control::new((source, target), token, (load, follow, cutover), progress));
     let listener = server::bind(&a.addr, "pgshift serve").await?;
     eprintln!("pgshift: serving on http://{}/", listener.local_addr()?);
     axum::serve(listener, server::serve_routes(control))
