@@ -138,3 +138,15 @@ fn under_a_schema_map_the_objects_move_with_their_schema() {
     }
     assert_eq!(q(&target, "SELECT count(*) FROM moved.audit"), q(&source, "SELECT count(*) FROM public.audit"), "the audit trigger fired on both");
 }
+
+#[test]
+fn a_column_collation_the_target_lacks_is_named_before_anything_is_written() {
+    // The Debian PostgreSQL 15 has ICU collations; the test's PostgreSQL 16 is built without ICU.
+    let (source, target) = pair(PgVersion::V15, PgVersion::V16);
+    assert_eq!(target.psql("app", "SELECT count(*) FROM pg_collation WHERE collname = 'und-x-icu'"), "0", "the fixture needs a target without ICU");
+    source.psql("app", r#"CREATE TABLE names (id int PRIMARY KEY, name text COLLATE "und-x-icu")"#);
+    let out = pgshift_expect(2, &["migrate", "--source", &source.url("app"), "--target", &target.url("app"), "--no-follow"]);
+    let err = stderr(&out);
+    assert!(err.contains("column public.names.name uses collation pg_catalog.\"und-x-icu\""), "{err}");
+    assert_eq!(target.psql("app", "SELECT count(*) FROM pg_tables WHERE schemaname IN ('public', 'pgshift')"), "0", "nothing written");
+}

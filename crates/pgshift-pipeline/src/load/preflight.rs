@@ -51,11 +51,42 @@ pub async fn check(
     if !checks.resume {
         target_tables_absent(target, target_tables, &mut problems).await?;
     }
+    problems.extend(collation_problems(target, target_tables).await?);
     if problems.is_empty() {
         Ok(())
     } else {
         Err(Error::Preflight(problems))
     }
+}
+
+/// Columns whose collation (other than their type's) is a system one the target
+/// lacks (those of the user schemas are created with them): locales differ between
+/// servers (ICU versions, libc locales installed).
+async fn collation_problems((client, endpoint): (&Client, &str), target_tables: &[&Table]) -> Result<Vec<String>> {
+    let mut wanted: Vec<(&str, String)> = Vec::new();
+    for t in target_tables {
+        for c in t.columns.iter().filter(|c| c.cast_to.is_none()) {
+            match &c.collation {
+                Some(collation) if collation.starts_with("pg_catalog.") => wanted.push((collation, format!("{}.{}", t.display_name(), c.name))),
+                _ => {}
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    for (collation, column) in wanted {
+        let present: bool = client
+            .query_one("SELECT to_regcollation($1) IS NOT NULL", &[&collation])
+            .await
+            .context(&endpoint, || format!("look for collation {collation}"))?
+            .get(0);
+        if !present {
+            problems.push(format!(
+                "column {column} uses collation {collation}, which target {endpoint} does not have: create it there \
+                 (CREATE COLLATION, or install the locale) before migrating"
+            ));
+        }
+    }
+    Ok(problems)
 }
 
 async fn source_replication((client, endpoint): (&Client, &str), problems: &mut Vec<String>) -> Result<()> {
