@@ -29,11 +29,12 @@ wait $MIGRATE || true
 kill $BENCH 2>/dev/null || true; wait $BENCH 2>/dev/null || true
 "$PGSHIFT" verify --source "$SRC" --target "$DST" --quiet >/dev/null && VERIFY=ok || VERIFY=FAILED
 PAUSE=$(python3 -c "import json;print(round(json.load(open('$WORK/cutover.json'))['write_pause_ms']))")
+STEPS=$(python3 -c "import json;print(', '.join(f'{k[:-3]} {round(v)}' for k, v in json.load(open('$WORK/cutover.json'))['pause_steps'].items()))")
 
 cat <<REPORT
 
 cutover under pgbench (scale $SCALE, -R $TPS, 4 clients), PG15 -> PG16, 2 cores
-  write pause reported by pgshift cutover:  ${PAUSE} ms
+  write pause reported by pgshift cutover:  ${PAUSE} ms (ms per step: ${STEPS})
   verify after cutover:                     $VERIFY
   pgbench progress around the cutover:
 $(grep -E "^progress" "$WORK/pgbench.log" | tail -6 | sed 's/^/    /')
