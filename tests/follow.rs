@@ -220,3 +220,42 @@ fn large_transactions_stream_while_they_run_and_aborted_ones_cost_nothing() {
     let _ = std::fs::remove_dir_all(&spool);
     assert_verified(&source, &target);
 }
+
+/// A deploy during catch-up: columns added on the source (in one transaction with
+/// changes that use them) are added on the target at that point in the stream. A
+/// change pgshift does not follow yet (a dropped column) stops follow with the
+/// statement and the fix, and follow resumes once the target matches. The event
+/// trigger that reports schema changes goes at the cutover.
+#[test]
+fn columns_added_on_the_source_during_catch_up_arrive_and_other_changes_stop_with_the_fix() {
+    let (source, target) = pair(PgVersion::V15, PgVersion::V16);
+    source.psql("app", "CREATE TABLE orders (id int PRIMARY KEY, item text); INSERT INTO orders SELECT i, 'item ' || i FROM generate_series(1, 50) i;");
+    migrate(&source, &target, &[]);
+    source.psql(
+        "app",
+        "INSERT INTO orders VALUES (51, 'before');
+         BEGIN;
+         ALTER TABLE orders ADD COLUMN amount numeric(10,2) NOT NULL DEFAULT 0, ADD COLUMN note text;
+         UPDATE orders SET amount = id * 1.5 WHERE id % 5 = 0;
+         INSERT INTO orders VALUES (52, 'after', 9.99, 'n');
+         COMMIT;
+         INSERT INTO orders VALUES (53, 'later', 1, NULL);",
+    );
+    follow(&source, &target, &[]);
+    let rows = "SELECT md5(string_agg(format('%s:%s:%s:%s', id, item, amount, note), ',' ORDER BY id)) FROM orders";
+    assert_eq!(target.psql("app", rows), source.psql("app", rows));
+    assert_eq!(target.psql("app", "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'orders'::regclass AND attname = 'amount'"), "numeric(10,2)");
+
+    source.psql("app", "ALTER TABLE orders DROP COLUMN note; INSERT INTO orders VALUES (54, 'dropped', 2)");
+    let (s, t) = (source.url("app"), target.url("app"));
+    let out = pgshift(&["follow", "--source", &s, "--target", &t, "--until-caught-up"]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = stderr(&out);
+    assert!(err.contains("ALTER TABLE orders DROP COLUMN note") && err.contains("make the same change on the target"), "{err}");
+    target.psql("app", "ALTER TABLE orders DROP COLUMN note");
+    follow(&source, &target, &[]);
+    assert_eq!(target.psql("app", "SELECT item FROM orders WHERE id = 54"), "dropped");
+    assert_verified(&source, &target);
+    pgshift_expect(0, &["cutover", "--source", &s, "--target", &t]);
+    assert_eq!(source.psql("app", "SELECT count(*) FROM pg_event_trigger WHERE evtname = 'pgshift_ddl'"), "0");
+}

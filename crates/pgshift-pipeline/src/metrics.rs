@@ -43,6 +43,10 @@ metric!(APPLY_FALLBACKS: IntCounter = register_int_counter_with_registry(
     "pgshift_apply_fallbacks_total",
     "Catch-up batches re-applied change by change in source order after a set-based statement collided (unique or exclusion constraints)"
 ));
+metric!(SCHEMA_CHANGES: IntCounter = register_int_counter_with_registry(
+    "pgshift_schema_changes_total",
+    "Schema changes on the source that catch-up made on the target too"
+));
 metric!(RECONNECTS: IntCounter = register_int_counter_with_registry(
     "pgshift_reconnects_total",
     "Times catch-up lost a connection to the source or target and reconnected"
@@ -66,7 +70,7 @@ metric!(EMBEDDING_QUEUE: IntGauge = register_int_gauge_with_registry("pgshift_em
 metric!(ERRORS: IntCounterVec = register_int_counter_vec_with_registry("pgshift_errors_total", "Errors that stopped a command, by kind", &["kind"]));
 
 /// Every metric, registered on first use.
-fn all() -> [&'static dyn Collector; 19] {
+fn all() -> [&'static dyn Collector; 20] {
     [
         &*PHASE,
         &*ROWS_COPIED,
@@ -80,6 +84,7 @@ fn all() -> [&'static dyn Collector; 19] {
         &*LAG_SECONDS,
         &*APPLIED,
         &*APPLY_FALLBACKS,
+        &*SCHEMA_CHANGES,
         &*RECONNECTS,
         &*APPLY_BATCH_SECONDS,
         &*EMBEDDINGS,

@@ -3,7 +3,9 @@
 //! what the target committed. The slot, publication and origin are the run's
 //! (`run::slot`); pgshift-postgres does the protocol, decoding and set-based apply.
 
-use std::collections::HashMap;
+pub mod ddl;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -188,14 +190,15 @@ async fn follow_once(
     // A column whose type changed on the way (migrate --cast) must arrive as text; the
     // source's names are compared as the target has them (schema map, extensions).
     let installed = catalog::installed_extensions(&dst, dst_name).await?;
-    let source_catalog = relocate_extensions(&run.schema_map.target_view(&catalog::inspect(&src, &src_name).await?), &installed);
+    let source_raw = catalog::inspect(&src, &src_name).await?;
+    let source_catalog = relocate_extensions(&run.schema_map.target_view(&source_raw), &installed);
     // Columns left out (vectors recomputed in place) are dropped from every change.
     let left_out = Store::new(&dst, dst_name).left_out(run.run_id).await?;
     let binary = tables.iter().all(|t| CopyFormat::for_table(t) == CopyFormat::Binary) && !crate::source::casts::types_differ(&source_catalog, &tables, &left_out);
     let format = if binary { CopyFormat::Binary } else { CopyFormat::Text };
     let embed = catchup_embedding(&dst, dst_name, &run, (&target_catalog, &tables), opts).await?;
     let apply_client = target.connect().await?;
-    let (mut applier, origin_lsn) = Applier::new(apply_client, dst_name, format, target_catalog, slot::origin_name(&slot)).await?;
+    let (mut applier, origin_lsn) = Applier::new(apply_client, dst_name, format, target_catalog.clone(), slot::origin_name(&slot)).await?;
     let l0: Lsn = run.start_lsn.as_deref().unwrap_or("0/0").parse().map_err(Error::State)?;
     let converge_until: Option<Lsn> = run.converge_lsn.as_deref().map(str::parse).transpose().map_err(Error::State)?;
     let start = origin_lsn.max(l0);
@@ -244,6 +247,14 @@ async fn follow_once(
         schema_map: &run.schema_map,
         left_out: &left_out,
         dropped: HashMap::new(),
+        schema_changes: SchemaChanges {
+            rewriter: run.schema_map.statement_rewriter(&source_raw),
+            followed: tables.iter().map(|t| t.display_name()).collect(),
+            target_only: embed
+                .as_ref()
+                .map(|e| e.tables.iter().map(|(t, s)| format!("{}.{}", t.display_name(), s.column)).collect())
+                .unwrap_or_default(),
+        },
     };
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_status = Instant::now();
@@ -363,6 +374,15 @@ struct Follower<'a> {
     left_out: &'a LeftOut,
     /// Relation OID -> positions (descending) of left-out columns in its changes.
     dropped: HashMap<u32, Vec<usize>>,
+    schema_changes: SchemaChanges,
+}
+
+/// What following a schema change needs: how names move to the target, the tables
+/// the run follows and the columns only the target has (target names).
+struct SchemaChanges {
+    rewriter: pgshift_postgres::schema_map::StatementRewriter,
+    followed: HashSet<String>,
+    target_only: HashSet<String>,
 }
 
 /// Removes the columns at `positions` (descending) from a change's row.
@@ -501,6 +521,32 @@ impl Follower<'_> {
         Ok(())
     }
 
+    /// A schema change at its place in the stream: the changes before it are written
+    /// with the old definition, then the target gets the same columns, in the same
+    /// transaction, before the changes that use them.
+    async fn schema_change(&mut self, content: &[u8]) -> Result<()> {
+        let change = ddl::Change::parse(content)?;
+        self.applier.flush().await?;
+        let endpoint = self.applier.endpoint().to_string();
+        let target = catalog::inspect(self.applier.client().await?, &endpoint).await?;
+        let sc = &self.schema_changes;
+        let statements = ddl::statements(&change, &target, self.schema_map, &sc.rewriter, &sc.followed, &sc.target_only)?;
+        if statements.is_empty() {
+            if change.tables.iter().all(|t| !sc.followed.contains(&format!("{}.{}", self.schema_map.target_schema(&t.schema), t.name))) {
+                tracing::warn!("schema change on the source not followed ({}): `{}`; make it on the target if the application needs it", change.tag, change.shown());
+            }
+            return Ok(());
+        }
+        for sql in &statements {
+            self.applier.execute(sql).await?;
+        }
+        let target = catalog::inspect(self.applier.client().await?, &endpoint).await?;
+        self.applier.set_target(target);
+        metrics::SCHEMA_CHANGES.inc();
+        tracing::info!("schema change followed: `{}` ({})", change.shown(), statements.join("; "));
+        Ok(())
+    }
+
     /// Takes in a background commit that finished: the source may forget up to it.
     fn absorb(&mut self) {
         let Some(lsn) = self.applier.take_committed() else { return };
@@ -575,6 +621,7 @@ impl Follower<'_> {
             LogicalMessage::Truncate { relations, cascade, restart_identity } => {
                 self.applier.truncate(&relations, cascade, restart_identity).await?
             }
+            LogicalMessage::Message { prefix, transactional: true, content, .. } if prefix == ddl::PREFIX => self.schema_change(&content).await?,
             LogicalMessage::Message { prefix, lsn, transactional: false, content } if prefix == MARK_PREFIX => {
                 self.commit().await?;
                 return Ok(Some((lsn, String::from_utf8_lossy(&content).into_owned())));

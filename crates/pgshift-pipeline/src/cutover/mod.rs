@@ -309,6 +309,7 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
         let _ = task.await;
     }
     slot::drop(&src, src_name, &slot).await?;
+    crate::catchup::ddl::remove_if_unused(&src, src_name).await?;
     slot::drop_origin(&dst, dst_name, &slot).await;
     // From now on the application writes the vectors: catch-up's trigger goes.
     let embedded = store.run_embeddings(run.run_id).await?;

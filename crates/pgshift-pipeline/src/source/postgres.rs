@@ -272,6 +272,10 @@ impl LoadSource for PostgresSource {
             return Ok((run, Snapshot::held(name, move || async move { drop(holder) })));
         }
         let slot_name = run.slot_name.clone().expect("runs that follow get a slot name when created");
+        // Before the slot: schema changes from its first position on are reported.
+        if let Some(reason) = crate::catchup::ddl::install(&src, src_name).await? {
+            tracing::warn!("{reason}");
+        }
         let (conn, created) = slot::create_with_snapshot(&self.conn, &src, &slot_name, &plan.publication_tables).await?;
         let store = Store::new(dst, dst_name);
         store.set_start_lsn(run.run_id, &created.consistent_point).await?;

@@ -372,6 +372,21 @@ impl Applier {
         Ok(())
     }
 
+    /// Runs a statement (a schema change) in the open target transaction, after
+    /// everything pending.
+    pub async fn execute(&mut self, sql: &str) -> Result<(), PgError> {
+        self.flush().await?;
+        let writer = self.writer().await?;
+        writer.begin().await?;
+        writer.client.batch_execute(sql).await.context(&writer.endpoint, || sql.to_string())
+    }
+
+    /// The target's catalog after a schema change: tables are rebuilt from it at their
+    /// next Relation message.
+    pub fn set_target(&mut self, target: Catalog) {
+        self.target = target;
+    }
+
     /// Writes everything pending into the open target transaction.
     pub async fn flush(&mut self) -> Result<(), PgError> {
         self.settle().await?;

@@ -639,11 +639,12 @@ async fn comments(client: &Client, endpoint: &str, copied: &BTreeSet<u32>) -> Re
     Ok((render(types), render(others)))
 }
 
-/// Event triggers (database-wide, and the migration's own DDL would fire them) and
-/// base types (made of C functions).
+/// Event triggers (database-wide, and the migration's own DDL would fire them; not
+/// pgshift's own, which reports schema changes during catch-up) and base types
+/// (made of C functions).
 async fn not_carried(client: &Client, endpoint: &str, out: &mut Vec<String>) -> Result<(), PgError> {
     let rows = client
-        .query(&format!("SELECT evtname::text FROM pg_event_trigger e WHERE {}", not_from_extension("e.oid")), &[])
+        .query(&format!("SELECT evtname::text FROM pg_event_trigger e WHERE evtname <> 'pgshift_ddl' AND {}", not_from_extension("e.oid")), &[])
         .await
         .context(&endpoint, || "read the catalog (event triggers)".into())?;
     out.extend(rows.iter().map(|r| {

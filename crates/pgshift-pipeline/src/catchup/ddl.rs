@@ -1,0 +1,172 @@
+//! Schema changes during catch-up (first part of following them). An event trigger
+//! on the source (installed by `migrate` when it follows, where the role may create
+//! event triggers) writes a transactional logical message after every DDL command,
+//! with the definition of every table the command touched; it arrives in the change
+//! stream at the command's exact position. The follower compares each table the run
+//! follows with the target: columns the source added are added on the target (in
+//! the same target transaction, before the changes that use them); anything else a
+//! table now differs in stops `follow` with the statement and what to do, and
+//! resumes once the target matches. Not followed yet, and said in the log: new
+//! tables, indexes, types. The message carries the definitions, not just the
+//! statement text, because `current_query()` may hold other statements too.
+
+use std::collections::HashSet;
+
+use pgshift_postgres::catalog::Catalog;
+use pgshift_postgres::error::Context;
+use pgshift_postgres::schema_map::{SchemaMap, StatementRewriter};
+use pgshift_postgres::sql::{qualified, quote_ident};
+use serde::Deserialize;
+use tokio_postgres::Client;
+
+use crate::error::{Error, Result};
+
+pub const PREFIX: &str = "pgshift.ddl";
+const TRIGGER: &str = "pgshift_ddl";
+
+/// Installs the event trigger on the source (idempotent). Returns why it cannot be
+/// installed, when it cannot (creating event triggers needs a superuser).
+pub async fn install(src: &Client, src_name: &str) -> Result<Option<String>> {
+    let superuser: bool = src
+        .query_one("SELECT rolsuper FROM pg_roles WHERE rolname = current_user", &[])
+        .await
+        .context(&src_name, || "check whether schema changes can be followed".into())?
+        .get(0);
+    if !superuser {
+        return Ok(Some(format!(
+            "schema changes on {src_name} during catch-up will not be followed: creating the event trigger that reports them needs a superuser; \
+             apply each schema change on the target too, before the changes that use it"
+        )));
+    }
+    let sql = format!(
+        "CREATE SCHEMA IF NOT EXISTS pgshift; \
+         CREATE OR REPLACE FUNCTION pgshift.ddl_message() RETURNS event_trigger LANGUAGE plpgsql SET search_path = pg_catalog AS $f$ \
+         DECLARE tables jsonb; \
+         BEGIN \
+           SELECT coalesce(jsonb_agg(jsonb_build_object('schema', n.nspname, 'name', c.relname, 'columns', \
+               (SELECT coalesce(jsonb_agg(jsonb_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod), \
+                          'not_null', a.attnotnull, 'generated', a.attgenerated <> '', 'default', pg_get_expr(d.adbin, d.adrelid)) ORDER BY a.attnum), '[]') \
+                FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+                WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped))), '[]') \
+             INTO tables \
+             FROM (SELECT DISTINCT objid FROM pg_event_trigger_ddl_commands() WHERE classid = 'pg_class'::regclass) o \
+             JOIN pg_class c ON c.oid = o.objid AND c.relkind IN ('r', 'p') JOIN pg_namespace n ON n.oid = c.relnamespace; \
+           PERFORM pg_logical_emit_message(true, '{PREFIX}', jsonb_build_object('tag', tg_tag, 'statement', current_query(), 'tables', tables)::text); \
+         END $f$; \
+         DROP EVENT TRIGGER IF EXISTS {TRIGGER}; \
+         CREATE EVENT TRIGGER {TRIGGER} ON ddl_command_end EXECUTE FUNCTION pgshift.ddl_message()"
+    );
+    src.batch_execute(&sql).await.context(&src_name, || "install the event trigger that reports schema changes".into())?;
+    Ok(None)
+}
+
+/// Removes the event trigger once no pgshift slot on the source needs it.
+pub async fn remove_if_unused(src: &Client, src_name: &str) -> Result<()> {
+    let in_use: bool = src
+        .query_one("SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name LIKE 'pgshift%' AND database = current_database())", &[])
+        .await
+        .context(&src_name, || "look for pgshift slots".into())?
+        .get(0);
+    if !in_use {
+        src.batch_execute(&format!("DROP EVENT TRIGGER IF EXISTS {TRIGGER}; DROP FUNCTION IF EXISTS pgshift.ddl_message()"))
+            .await
+            .context(&src_name, || "remove the event trigger that reports schema changes".into())?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Change {
+    pub tag: String,
+    pub statement: String,
+    pub tables: Vec<ChangedTable>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChangedTable {
+    pub schema: String,
+    pub name: String,
+    pub columns: Vec<ChangedColumn>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChangedColumn {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub not_null: bool,
+    pub generated: bool,
+    pub default: Option<String>,
+}
+
+impl Change {
+    pub fn parse(content: &[u8]) -> Result<Change> {
+        serde_json::from_slice(content).map_err(|e| Error::State(format!("unreadable schema change message from the source: {e}")))
+    }
+
+    /// The statement for logs: its first line, without literals' contents.
+    pub fn shown(&self) -> String {
+        let first = self.statement.trim().lines().next().unwrap_or_default();
+        let mut out = String::new();
+        let mut in_literal = false;
+        for c in first.chars() {
+            match (c, in_literal) {
+                ('\'', false) => {
+                    in_literal = true;
+                    out.push_str("'...");
+                }
+                ('\'', true) => {
+                    in_literal = false;
+                    out.push('\'');
+                }
+                (_, true) => {}
+                (c, false) => out.push(c),
+            }
+        }
+        out.chars().take(200).collect()
+    }
+}
+
+/// What the target must run for `change`: the columns the source added to a table
+/// the run follows (`followed`: target names). A table that differs otherwise is an
+/// error that names the statement and the fix; `target_only`: columns that only the
+/// target has by design (computed vectors), as `schema.table.column`.
+pub fn statements(change: &Change, target: &Catalog, map: &SchemaMap, rewriter: &StatementRewriter, followed: &HashSet<String>, target_only: &HashSet<String>) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for t in &change.tables {
+        let (schema, name) = (map.target_schema(&t.schema), t.name.as_str());
+        if !followed.contains(&format!("{schema}.{name}")) {
+            continue;
+        }
+        let Some(table) = target.table(schema, name) else { continue };
+        let differs = |what: String| {
+            Error::State(format!(
+                "the source ran `{}`; {what}, which pgshift does not follow yet: make the same change on the target, \
+                 then run pgshift follow again (it resumes at this change)",
+                change.shown()
+            ))
+        };
+        for c in t.columns.iter().filter(|c| !table.columns.iter().any(|tc| tc.name == c.name)) {
+            let mut sql = format!("ALTER TABLE {} ADD COLUMN {} {}", qualified(schema, name), quote_ident(&c.name), rewriter.rewrite(&c.type_name));
+            match (&c.default, c.generated) {
+                (Some(expr), true) => sql.push_str(&format!(" GENERATED ALWAYS AS ({}) STORED", rewriter.rewrite(expr))),
+                (Some(expr), false) => sql.push_str(&format!(" DEFAULT {}", rewriter.rewrite(expr))),
+                _ => {}
+            }
+            if c.not_null {
+                sql.push_str(" NOT NULL");
+            }
+            out.push(sql);
+        }
+        let gone: Vec<&str> = table
+            .columns
+            .iter()
+            .filter(|tc| !t.columns.iter().any(|c| c.name == tc.name) && !target_only.contains(&format!("{schema}.{name}.{}", tc.name)))
+            .map(|tc| tc.name.as_str())
+            .collect();
+        if !gone.is_empty() {
+            return Err(differs(format!("{schema}.{name} no longer has column(s) {} (dropped or renamed)", gone.join(", "))));
+        }
+    }
+    Ok(out)
+}
