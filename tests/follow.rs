@@ -222,10 +222,11 @@ fn large_transactions_stream_while_they_run_and_aborted_ones_cost_nothing() {
 }
 
 /// A deploy during catch-up: columns added on the source (in one transaction with
-/// changes that use them) are added on the target at that point in the stream. A
-/// change pgshift does not follow yet (a dropped column) stops follow with the
-/// statement and the fix, and follow resumes once the target matches. The event
-/// trigger that reports schema changes goes at the cutover.
+/// changes that use them) are added on the target at that point in the stream, and
+/// a column renamed by the application's own role is renamed there. A change pgshift
+/// does not follow yet (a dropped column) stops follow with the statement and the
+/// fix, and follow resumes once the target matches. The event trigger that reports
+/// schema changes goes at the cutover.
 #[test]
 fn columns_added_on_the_source_during_catch_up_arrive_and_other_changes_stop_with_the_fix() {
     let (source, target) = pair(PgVersion::V15, PgVersion::V16);
@@ -246,6 +247,18 @@ fn columns_added_on_the_source_during_catch_up_arrive_and_other_changes_stop_wit
     assert_eq!(target.psql("app", rows), source.psql("app", rows));
     assert_eq!(target.psql("app", "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'orders'::regclass AND attname = 'amount'"), "numeric(10,2)");
 
+    // A rename, made by the application's own role (not a superuser), between changes.
+    source.psql(
+        "app",
+        "CREATE ROLE shop LOGIN; ALTER TABLE orders OWNER TO shop; SET ROLE shop;
+         BEGIN; UPDATE orders SET item = 'renamed soon' WHERE id = 1; ALTER TABLE orders RENAME COLUMN item TO product;
+         UPDATE orders SET product = 'renamed' WHERE id = 2; COMMIT;",
+    );
+    target.psql("app", "CREATE ROLE shop");
+    follow(&source, &target, &[]);
+    let rows = "SELECT md5(string_agg(format('%s:%s:%s:%s', id, product, amount, note), ',' ORDER BY id)) FROM orders";
+    assert_eq!(target.psql("app", rows), source.psql("app", rows));
+
     source.psql("app", "ALTER TABLE orders DROP COLUMN note; INSERT INTO orders VALUES (54, 'dropped', 2)");
     let (s, t) = (source.url("app"), target.url("app"));
     let out = pgshift(&["follow", "--source", &s, "--target", &t, "--until-caught-up"]);
@@ -254,7 +267,7 @@ fn columns_added_on_the_source_during_catch_up_arrive_and_other_changes_stop_wit
     assert!(err.contains("ALTER TABLE orders DROP COLUMN note") && err.contains("make the same change on the target"), "{err}");
     target.psql("app", "ALTER TABLE orders DROP COLUMN note");
     follow(&source, &target, &[]);
-    assert_eq!(target.psql("app", "SELECT item FROM orders WHERE id = 54"), "dropped");
+    assert_eq!(target.psql("app", "SELECT product FROM orders WHERE id = 54"), "dropped");
     assert_verified(&source, &target);
     pgshift_expect(0, &["cutover", "--source", &s, "--target", &t]);
     assert_eq!(source.psql("app", "SELECT count(*) FROM pg_event_trigger WHERE evtname = 'pgshift_ddl'"), "0");

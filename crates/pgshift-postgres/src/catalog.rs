@@ -9,7 +9,7 @@ use crate::error::{Context, PgError};
 use crate::sql::qualified;
 
 /// Schemas that belong to the system or to pgshift's own state.
-pub(crate) const SKIP_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift', 'pg_toast') \
+pub const SKIP_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgshift', 'pg_toast') \
      AND n.nspname NOT LIKE 'pg_temp_%' AND n.nspname NOT LIKE 'pg_toast_temp_%'";
 
 /// Objects another object makes for itself (a range type's constructors and its

@@ -24,37 +24,67 @@ use crate::error::{Error, Result};
 pub const PREFIX: &str = "pgshift.ddl";
 const TRIGGER: &str = "pgshift_ddl";
 
-/// Installs the event trigger on the source (idempotent). Returns why it cannot be
-/// installed, when it cannot (creating event triggers needs a superuser).
-pub async fn install(src: &Client, src_name: &str) -> Result<Option<String>> {
+/// Why schema changes on the source will not be followed (None: they will): the
+/// event trigger that reports them needs a superuser to create. Read-only.
+pub async fn unfollowable(src: &Client, src_name: &str) -> Result<Option<String>> {
     let superuser: bool = src
         .query_one("SELECT rolsuper FROM pg_roles WHERE rolname = current_user", &[])
         .await
         .context(&src_name, || "check whether schema changes can be followed".into())?
         .get(0);
-    if !superuser {
-        return Ok(Some(format!(
-            "schema changes on {src_name} during catch-up will not be followed: creating the event trigger that reports them needs a superuser; \
-             apply each schema change on the target too, before the changes that use it"
-        )));
+    Ok((!superuser).then(|| {
+        format!(
+            "schema changes on {src_name} during catch-up will not be followed: the event trigger that reports them needs a superuser \
+             to create (on a managed service, the provider's admin role); make each schema change on the target too, before the \
+             changes that use it"
+        )
+    }))
+}
+
+/// Installs the event trigger on the source (idempotent), where it can be; returns
+/// why not otherwise.
+pub async fn install(src: &Client, src_name: &str) -> Result<Option<String>> {
+    if let Some(reason) = unfollowable(src, src_name).await? {
+        return Ok(Some(reason));
     }
+    // SECURITY DEFINER: the application's own role runs its migrations. A failure to
+    // describe a change must not fail the application's migration: it is reported
+    // instead, and follow stops on it.
+    let columns_of = |rel: &str| {
+        format!(
+            "(SELECT coalesce(jsonb_agg(jsonb_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod), \
+                      'not_null', a.attnotnull, 'generated', a.attgenerated <> '', 'default', pg_get_expr(d.adbin, d.adrelid)) ORDER BY a.attnum), '[]') \
+              FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+              WHERE a.attrelid = {rel} AND a.attnum > 0 AND NOT a.attisdropped)"
+        )
+    };
     let sql = format!(
         "CREATE SCHEMA IF NOT EXISTS pgshift; \
-         CREATE OR REPLACE FUNCTION pgshift.ddl_message() RETURNS event_trigger LANGUAGE plpgsql SET search_path = pg_catalog AS $f$ \
-         DECLARE tables jsonb; \
+         CREATE TABLE IF NOT EXISTS pgshift.ddl_columns (relid oid, attnum int2, name name, PRIMARY KEY (relid, attnum)); \
+         INSERT INTO pgshift.ddl_columns SELECT a.attrelid, a.attnum, a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+           JOIN pg_namespace n ON n.oid = c.relnamespace \
+           WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped AND {SKIP} \
+           ON CONFLICT (relid, attnum) DO UPDATE SET name = EXCLUDED.name; \
+         CREATE OR REPLACE FUNCTION pgshift.ddl_message() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$ \
+         DECLARE t record; tables jsonb := '[]'; renamed jsonb; \
          BEGIN \
-           SELECT coalesce(jsonb_agg(jsonb_build_object('schema', n.nspname, 'name', c.relname, 'columns', \
-               (SELECT coalesce(jsonb_agg(jsonb_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod), \
-                          'not_null', a.attnotnull, 'generated', a.attgenerated <> '', 'default', pg_get_expr(d.adbin, d.adrelid)) ORDER BY a.attnum), '[]') \
-                FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
-                WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped))), '[]') \
-             INTO tables \
-             FROM (SELECT DISTINCT objid FROM pg_event_trigger_ddl_commands() WHERE classid = 'pg_class'::regclass) o \
-             JOIN pg_class c ON c.oid = o.objid AND c.relkind IN ('r', 'p') JOIN pg_namespace n ON n.oid = c.relnamespace; \
+           FOR t IN SELECT DISTINCT c.oid, n.nspname, c.relname FROM pg_event_trigger_ddl_commands() o \
+                    JOIN pg_class c ON o.classid = 'pg_class'::regclass AND c.oid = o.objid AND c.relkind IN ('r', 'p') \
+                    JOIN pg_namespace n ON n.oid = c.relnamespace LOOP \
+             SELECT coalesce(jsonb_agg(jsonb_build_array(s.name, a.attname)), '[]') INTO renamed FROM pgshift.ddl_columns s \
+               JOIN pg_attribute a ON a.attrelid = s.relid AND a.attnum = s.attnum AND NOT a.attisdropped WHERE s.relid = t.oid AND s.name <> a.attname; \
+             DELETE FROM pgshift.ddl_columns WHERE relid = t.oid; \
+             INSERT INTO pgshift.ddl_columns SELECT t.oid, a.attnum, a.attname FROM pg_attribute a WHERE a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped; \
+             tables := tables || jsonb_build_object('schema', t.nspname, 'name', t.relname, 'renamed', renamed, 'columns', {columns}); \
+           END LOOP; \
            PERFORM pg_logical_emit_message(true, '{PREFIX}', jsonb_build_object('tag', tg_tag, 'statement', current_query(), 'tables', tables)::text); \
+         EXCEPTION WHEN others THEN \
+           PERFORM pg_logical_emit_message(true, '{PREFIX}', jsonb_build_object('tag', tg_tag, 'statement', current_query(), 'tables', '[]'::jsonb, 'error', SQLERRM)::text); \
          END $f$; \
          DROP EVENT TRIGGER IF EXISTS {TRIGGER}; \
-         CREATE EVENT TRIGGER {TRIGGER} ON ddl_command_end EXECUTE FUNCTION pgshift.ddl_message()"
+         CREATE EVENT TRIGGER {TRIGGER} ON ddl_command_end EXECUTE FUNCTION pgshift.ddl_message()",
+        SKIP = pgshift_postgres::catalog::SKIP_SCHEMAS,
+        columns = columns_of("t.oid")
     );
     src.batch_execute(&sql).await.context(&src_name, || "install the event trigger that reports schema changes".into())?;
     Ok(None)
@@ -68,7 +98,7 @@ pub async fn remove_if_unused(src: &Client, src_name: &str) -> Result<()> {
         .context(&src_name, || "look for pgshift slots".into())?
         .get(0);
     if !in_use {
-        src.batch_execute(&format!("DROP EVENT TRIGGER IF EXISTS {TRIGGER}; DROP FUNCTION IF EXISTS pgshift.ddl_message()"))
+        src.batch_execute(&format!("DROP EVENT TRIGGER IF EXISTS {TRIGGER}; DROP FUNCTION IF EXISTS pgshift.ddl_message(); DROP TABLE IF EXISTS pgshift.ddl_columns"))
             .await
             .context(&src_name, || "remove the event trigger that reports schema changes".into())?;
     }
@@ -80,12 +110,18 @@ pub struct Change {
     pub tag: String,
     pub statement: String,
     pub tables: Vec<ChangedTable>,
+    /// The event trigger could not describe the change.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct ChangedTable {
     pub schema: String,
     pub name: String,
+    /// (old name, new name) of renamed columns.
+    #[serde(default)]
+    pub renamed: Vec<(String, String)>,
     pub columns: Vec<ChangedColumn>,
 }
 
@@ -132,6 +168,12 @@ impl Change {
 /// error that names the statement and the fix; `target_only`: columns that only the
 /// target has by design (computed vectors), as `schema.table.column`.
 pub fn statements(change: &Change, target: &Catalog, map: &SchemaMap, rewriter: &StatementRewriter, followed: &HashSet<String>, target_only: &HashSet<String>) -> Result<Vec<String>> {
+    if let Some(error) = &change.error {
+        return Err(Error::State(format!(
+            "the source ran `{}`, which its event trigger could not describe ({error}): make the same change on the target, then run pgshift follow again",
+            change.shown()
+        )));
+    }
     let mut out = Vec::new();
     for t in &change.tables {
         let (schema, name) = (map.target_schema(&t.schema), t.name.as_str());
@@ -139,6 +181,14 @@ pub fn statements(change: &Change, target: &Catalog, map: &SchemaMap, rewriter: 
             continue;
         }
         let Some(table) = target.table(schema, name) else { continue };
+        // Renames first: the target's names as they will be, for what follows.
+        let mut names: Vec<String> = table.columns.iter().map(|c| c.name.clone()).collect();
+        for (old, new) in &t.renamed {
+            if let Some(n) = names.iter_mut().find(|n| *n == old).filter(|_| !table.columns.iter().any(|c| &c.name == new)) {
+                out.push(format!("ALTER TABLE {} RENAME COLUMN {} TO {}", qualified(schema, name), quote_ident(old), quote_ident(new)));
+                *n = new.clone();
+            }
+        }
         let differs = |what: String| {
             Error::State(format!(
                 "the source ran `{}`; {what}, which pgshift does not follow yet: make the same change on the target, \
@@ -146,7 +196,7 @@ pub fn statements(change: &Change, target: &Catalog, map: &SchemaMap, rewriter: 
                 change.shown()
             ))
         };
-        for c in t.columns.iter().filter(|c| !table.columns.iter().any(|tc| tc.name == c.name)) {
+        for c in t.columns.iter().filter(|c| !names.contains(&c.name)) {
             let mut sql = format!("ALTER TABLE {} ADD COLUMN {} {}", qualified(schema, name), quote_ident(&c.name), rewriter.rewrite(&c.type_name));
             match (&c.default, c.generated) {
                 (Some(expr), true) => sql.push_str(&format!(" GENERATED ALWAYS AS ({}) STORED", rewriter.rewrite(expr))),
@@ -158,11 +208,10 @@ pub fn statements(change: &Change, target: &Catalog, map: &SchemaMap, rewriter: 
             }
             out.push(sql);
         }
-        let gone: Vec<&str> = table
-            .columns
+        let gone: Vec<&str> = names
             .iter()
-            .filter(|tc| !t.columns.iter().any(|c| c.name == tc.name) && !target_only.contains(&format!("{schema}.{name}.{}", tc.name)))
-            .map(|tc| tc.name.as_str())
+            .filter(|n| !t.columns.iter().any(|c| &c.name == *n) && !target_only.contains(&format!("{schema}.{name}.{n}")))
+            .map(String::as_str)
             .collect();
         if !gone.is_empty() {
             return Err(differs(format!("{schema}.{name} no longer has column(s) {} (dropped or renamed)", gone.join(", "))));

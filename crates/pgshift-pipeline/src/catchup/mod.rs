@@ -255,6 +255,7 @@ async fn follow_once(
                 .map(|e| e.tables.iter().map(|(t, s)| format!("{}.{}", t.display_name(), s.column)).collect())
                 .unwrap_or_default(),
         },
+        schema_changed: false,
     };
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_status = Instant::now();
@@ -375,6 +376,8 @@ struct Follower<'a> {
     /// Relation OID -> positions (descending) of left-out columns in its changes.
     dropped: HashMap<u32, Vec<usize>>,
     schema_changes: SchemaChanges,
+    /// The source transaction being applied changed the schema: commit at its end.
+    schema_changed: bool,
 }
 
 /// What following a schema change needs: how names move to the target, the tables
@@ -543,6 +546,7 @@ impl Follower<'_> {
         let target = catalog::inspect(self.applier.client().await?, &endpoint).await?;
         self.applier.set_target(target);
         metrics::SCHEMA_CHANGES.inc();
+        self.schema_changed = true;
         tracing::info!("schema change followed: `{}` ({})", change.shown(), statements.join("; "));
         Ok(())
     }
@@ -585,7 +589,10 @@ impl Follower<'_> {
                 }
                 self.skipping = false;
                 let due = self.batch_started.is_some_and(|t| t.elapsed() >= opts.commit_delay);
-                if self.applier.pending_rows() >= opts.batch_rows || due {
+                if std::mem::take(&mut self.schema_changed) {
+                    // Later transactions may use what it added (an enum value, say) only once committed.
+                    self.commit().await?;
+                } else if self.applier.pending_rows() >= opts.batch_rows || due {
                     self.commit_soon().await?;
                 }
             }

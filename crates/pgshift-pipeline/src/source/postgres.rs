@@ -194,6 +194,9 @@ impl LoadSource for PostgresSource {
         // Only a source that has large objects carries them: syncing removes those the
         // source lacks, which on a shared target may be another source's.
         plan.large_objects = (large_objects > 0).then_some(Carry { owners: opts.owners, privileges: opts.privileges });
+        if opts.follow {
+            plan.warnings.extend(crate::catchup::ddl::unfollowable(&src, src_name).await?);
+        }
         if large_objects > 0 && opts.follow {
             plan.warnings.push(format!(
                 "{large_objects} large object(s): logical decoding does not carry them; they are copied after the tables and brought up to date \
