@@ -230,21 +230,31 @@ fn large_transactions_stream_while_they_run_and_aborted_ones_cost_nothing() {
 #[test]
 fn columns_added_on_the_source_during_catch_up_arrive_and_other_changes_stop_with_the_fix() {
     let (source, target) = pair(PgVersion::V15, PgVersion::V16);
-    source.psql("app", "CREATE TABLE orders (id int PRIMARY KEY, item text); INSERT INTO orders SELECT i, 'item ' || i FROM generate_series(1, 50) i;");
-    migrate(&source, &target, &[]);
     source.psql(
         "app",
-        "INSERT INTO orders VALUES (51, 'before');
+        "CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE TABLE orders (id int PRIMARY KEY, item text, mood mood);
+         INSERT INTO orders SELECT i, 'item ' || i, 'ok' FROM generate_series(1, 50) i;",
+    );
+    migrate(&source, &target, &[]);
+    // A new enum value (used by a later transaction) and a new index.
+    source.psql("app", "ALTER TYPE mood ADD VALUE 'happy' AFTER 'ok'; ALTER TYPE mood ADD VALUE 'angry' BEFORE 'sad'");
+    source.psql("app", "UPDATE orders SET mood = 'happy' WHERE id = 3; CREATE INDEX orders_mood ON orders (mood); UPDATE orders SET mood = 'angry' WHERE id = 4");
+    source.psql(
+        "app",
+        "INSERT INTO orders (id, item) VALUES (51, 'before');
          BEGIN;
          ALTER TABLE orders ADD COLUMN amount numeric(10,2) NOT NULL DEFAULT 0, ADD COLUMN note text;
          UPDATE orders SET amount = id * 1.5 WHERE id % 5 = 0;
-         INSERT INTO orders VALUES (52, 'after', 9.99, 'n');
+         INSERT INTO orders (id, item, amount, note) VALUES (52, 'after', 9.99, 'n');
          COMMIT;
-         INSERT INTO orders VALUES (53, 'later', 1, NULL);",
+         INSERT INTO orders (id, item, amount, note) VALUES (53, 'later', 1, NULL);",
     );
     follow(&source, &target, &[]);
-    let rows = "SELECT md5(string_agg(format('%s:%s:%s:%s', id, item, amount, note), ',' ORDER BY id)) FROM orders";
+    let rows = "SELECT md5(string_agg(format('%s:%s:%s:%s:%s', id, item, amount, note, mood), ',' ORDER BY id)) FROM orders";
     assert_eq!(target.psql("app", rows), source.psql("app", rows));
+    let labels = "SELECT string_agg(enumlabel, ',' ORDER BY enumsortorder) FROM pg_enum WHERE enumtypid = 'mood'::regtype";
+    assert_eq!(target.psql("app", labels), "angry,sad,ok,happy");
+    assert_eq!(target.psql("app", "SELECT indexdef FROM pg_indexes WHERE indexname = 'orders_mood'"), source.psql("app", "SELECT indexdef FROM pg_indexes WHERE indexname = 'orders_mood'"));
     assert_eq!(target.psql("app", "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'orders'::regclass AND attname = 'amount'"), "numeric(10,2)");
 
     // A rename, made by the application's own role (not a superuser), between changes.
@@ -256,10 +266,10 @@ fn columns_added_on_the_source_during_catch_up_arrive_and_other_changes_stop_wit
     );
     target.psql("app", "CREATE ROLE shop");
     follow(&source, &target, &[]);
-    let rows = "SELECT md5(string_agg(format('%s:%s:%s:%s', id, product, amount, note), ',' ORDER BY id)) FROM orders";
+    let rows = "SELECT md5(string_agg(format('%s:%s:%s:%s:%s', id, product, amount, note, mood), ',' ORDER BY id)) FROM orders";
     assert_eq!(target.psql("app", rows), source.psql("app", rows));
 
-    source.psql("app", "ALTER TABLE orders DROP COLUMN note; INSERT INTO orders VALUES (54, 'dropped', 2)");
+    source.psql("app", "ALTER TABLE orders DROP COLUMN note; INSERT INTO orders (id, product, amount) VALUES (54, 'dropped', 2)");
     let (s, t) = (source.url("app"), target.url("app"));
     let out = pgshift(&["follow", "--source", &s, "--target", &t, "--until-caught-up"]);
     assert_ne!(out.status.code(), Some(0));

@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use pgshift_postgres::catalog::Catalog;
 use pgshift_postgres::error::Context;
 use pgshift_postgres::schema_map::{SchemaMap, StatementRewriter};
-use pgshift_postgres::sql::{qualified, quote_ident};
+use pgshift_postgres::sql::{qualified, quote_ident, quote_literal};
 use serde::Deserialize;
 use tokio_postgres::Client;
 
@@ -66,7 +66,7 @@ pub async fn install(src: &Client, src_name: &str) -> Result<Option<String>> {
            WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped AND {SKIP} \
            ON CONFLICT (relid, attnum) DO UPDATE SET name = EXCLUDED.name; \
          CREATE OR REPLACE FUNCTION pgshift.ddl_message() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$ \
-         DECLARE t record; tables jsonb := '[]'; renamed jsonb; \
+         DECLARE t record; tables jsonb := '[]'; renamed jsonb; indexes jsonb; enums jsonb; \
          BEGIN \
            FOR t IN SELECT DISTINCT c.oid, n.nspname, c.relname FROM pg_event_trigger_ddl_commands() o \
                     JOIN pg_class c ON o.classid = 'pg_class'::regclass AND c.oid = o.objid AND c.relkind IN ('r', 'p') \
@@ -77,7 +77,16 @@ pub async fn install(src: &Client, src_name: &str) -> Result<Option<String>> {
              INSERT INTO pgshift.ddl_columns SELECT t.oid, a.attnum, a.attname FROM pg_attribute a WHERE a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped; \
              tables := tables || jsonb_build_object('schema', t.nspname, 'name', t.relname, 'renamed', renamed, 'columns', {columns}); \
            END LOOP; \
-           PERFORM pg_logical_emit_message(true, '{PREFIX}', jsonb_build_object('tag', tg_tag, 'statement', current_query(), 'tables', tables)::text); \
+           SELECT coalesce(jsonb_agg(DISTINCT jsonb_build_object('schema', n.nspname, 'table', r.relname, 'name', c.relname, 'definition', pg_get_indexdef(c.oid))), '[]') \
+             INTO indexes FROM pg_event_trigger_ddl_commands() o \
+             JOIN pg_class c ON o.classid = 'pg_class'::regclass AND c.oid = o.objid AND c.relkind IN ('i', 'I') \
+             JOIN pg_index i ON i.indexrelid = c.oid JOIN pg_class r ON r.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace; \
+           SELECT coalesce(jsonb_agg(DISTINCT jsonb_build_object('schema', n.nspname, 'name', y.typname, \
+               'labels', (SELECT jsonb_agg(e.enumlabel ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = y.oid))), '[]') \
+             INTO enums FROM pg_event_trigger_ddl_commands() o \
+             JOIN pg_type y ON o.classid = 'pg_type'::regclass AND y.oid = o.objid AND y.typtype = 'e' JOIN pg_namespace n ON n.oid = y.typnamespace; \
+           PERFORM pg_logical_emit_message(true, '{PREFIX}', jsonb_build_object('tag', tg_tag, 'statement', current_query(), 'tables', tables, \
+             'indexes', indexes, 'enums', enums)::text); \
          EXCEPTION WHEN others THEN \
            PERFORM pg_logical_emit_message(true, '{PREFIX}', jsonb_build_object('tag', tg_tag, 'statement', current_query(), 'tables', '[]'::jsonb, 'error', SQLERRM)::text); \
          END $f$; \
@@ -110,9 +119,30 @@ pub struct Change {
     pub tag: String,
     pub statement: String,
     pub tables: Vec<ChangedTable>,
+    /// Indexes the command created.
+    #[serde(default)]
+    pub indexes: Vec<ChangedIndex>,
+    /// Enums the command changed, with all their labels in order.
+    #[serde(default)]
+    pub enums: Vec<ChangedEnum>,
     /// The event trigger could not describe the change.
     #[serde(default)]
     pub error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChangedIndex {
+    pub schema: String,
+    pub table: String,
+    pub name: String,
+    pub definition: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChangedEnum {
+    pub schema: String,
+    pub name: String,
+    pub labels: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,6 +205,27 @@ pub fn statements(change: &Change, target: &Catalog, map: &SchemaMap, rewriter: 
         )));
     }
     let mut out = Vec::new();
+    // New enum labels, each placed after the one before it (or before the first).
+    for e in &change.enums {
+        let schema = map.target_schema(&e.schema);
+        let Some(have) = target.enums.iter().find(|x| x.schema == schema && x.name == e.name) else { continue };
+        for (i, label) in e.labels.iter().enumerate().filter(|(_, l)| !have.labels.contains(l)) {
+            let place = match i {
+                0 => e.labels.get(1).map(|next| format!(" BEFORE {}", quote_literal(next))).unwrap_or_default(),
+                _ => format!(" AFTER {}", quote_literal(&e.labels[i - 1])),
+            };
+            out.push(format!("ALTER TYPE {} ADD VALUE IF NOT EXISTS {}{place}", qualified(schema, &e.name), quote_literal(label)));
+        }
+    }
+    // New indexes of followed tables (built in the apply transaction: nothing else writes to the target yet).
+    for i in &change.indexes {
+        let schema = map.target_schema(&i.schema);
+        if !followed.contains(&format!("{schema}.{}", i.table)) || target.table(schema, &i.table).is_some_and(|t| t.indexes.iter().any(|x| x.name == i.name)) {
+            continue;
+        }
+        let definition = rewriter.rewrite(&i.definition);
+        out.push(definition.replacen("CREATE UNIQUE INDEX ", "CREATE UNIQUE INDEX IF NOT EXISTS ", 1).replacen("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1));
+    }
     for t in &change.tables {
         let (schema, name) = (map.target_schema(&t.schema), t.name.as_str());
         if !followed.contains(&format!("{schema}.{name}")) {
