@@ -66,16 +66,24 @@ pub async fn install(src: &Client, src_name: &str) -> Result<Option<String>> {
            WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped AND {SKIP} \
            ON CONFLICT (relid, attnum) DO UPDATE SET name = EXCLUDED.name; \
          CREATE OR REPLACE FUNCTION pgshift.ddl_message() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$ \
-         DECLARE t record; tables jsonb := '[]'; renamed jsonb; indexes jsonb; enums jsonb; \
+         DECLARE t record; p record; tables jsonb := '[]'; renamed jsonb; indexes jsonb; enums jsonb; created boolean; \
          BEGIN \
            FOR t IN SELECT DISTINCT c.oid, n.nspname, c.relname FROM pg_event_trigger_ddl_commands() o \
                     JOIN pg_class c ON o.classid = 'pg_class'::regclass AND c.oid = o.objid AND c.relkind IN ('r', 'p') \
-                    JOIN pg_namespace n ON n.oid = c.relnamespace LOOP \
+                    JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {SKIP} LOOP \
              SELECT coalesce(jsonb_agg(jsonb_build_array(s.name, a.attname)), '[]') INTO renamed FROM pgshift.ddl_columns s \
                JOIN pg_attribute a ON a.attrelid = s.relid AND a.attnum = s.attnum AND NOT a.attisdropped WHERE s.relid = t.oid AND s.name <> a.attname; \
+             created := NOT EXISTS (SELECT 1 FROM pgshift.ddl_columns WHERE relid = t.oid) AND tg_tag IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO'); \
+             IF created AND NOT (SELECT relispartition FROM pg_class WHERE oid = t.oid) THEN \
+               FOR p IN SELECT pubname FROM pg_publication WHERE pubname LIKE 'pgshift%' AND NOT puballtables LOOP \
+                 EXECUTE format('ALTER PUBLICATION %I ADD TABLE %I.%I', p.pubname, t.nspname, t.relname); \
+               END LOOP; \
+             END IF; \
              DELETE FROM pgshift.ddl_columns WHERE relid = t.oid; \
              INSERT INTO pgshift.ddl_columns SELECT t.oid, a.attnum, a.attname FROM pg_attribute a WHERE a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped; \
-             tables := tables || jsonb_build_object('schema', t.nspname, 'name', t.relname, 'renamed', renamed, 'columns', {columns}); \
+             tables := tables || jsonb_build_object('schema', t.nspname, 'name', t.relname, 'renamed', renamed, 'columns', {columns}, \
+               'created', created, 'partition', (SELECT relispartition FROM pg_class WHERE oid = t.oid), \
+               'key', (SELECT pg_get_constraintdef(k.oid) FROM pg_constraint k WHERE k.conrelid = t.oid AND k.contype = 'p')); \
            END LOOP; \
            SELECT coalesce(jsonb_agg(DISTINCT jsonb_build_object('schema', n.nspname, 'table', r.relname, 'name', c.relname, 'definition', pg_get_indexdef(c.oid))), '[]') \
              INTO indexes FROM pg_event_trigger_ddl_commands() o \
@@ -153,6 +161,14 @@ pub struct ChangedTable {
     #[serde(default)]
     pub renamed: Vec<(String, String)>,
     pub columns: Vec<ChangedColumn>,
+    /// Made by this command (and added to pgshift's publications on the source).
+    #[serde(default)]
+    pub created: bool,
+    /// `PRIMARY KEY (...)`, if it has one.
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub partition: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -193,11 +209,19 @@ impl Change {
     }
 }
 
-/// What the target must run for `change`: the columns the source added to a table
-/// the run follows (`followed`: target names). A table that differs otherwise is an
-/// error that names the statement and the fix; `target_only`: columns that only the
-/// target has by design (computed vectors), as `schema.table.column`.
-pub fn statements(change: &Change, target: &Catalog, map: &SchemaMap, rewriter: &StatementRewriter, followed: &HashSet<String>, target_only: &HashSet<String>) -> Result<Vec<String>> {
+/// What the target must run for `change`, and the tables it starts following
+/// (target names): new enum values, new indexes and columns of followed tables (and
+/// renames), tables the source created. A followed table that differs otherwise is
+/// an error that names the statement and the fix; `target_only`: columns that only
+/// the target has by design (computed vectors), as `schema.table.column`.
+pub fn statements(
+    change: &Change,
+    target: &Catalog,
+    map: &SchemaMap,
+    rewriter: &StatementRewriter,
+    followed: &HashSet<String>,
+    target_only: &HashSet<String>,
+) -> Result<(Vec<String>, Vec<String>)> {
     if let Some(error) = &change.error {
         return Err(Error::State(format!(
             "the source ran `{}`, which its event trigger could not describe ({error}): make the same change on the target, then run pgshift follow again",
@@ -226,8 +250,26 @@ pub fn statements(change: &Change, target: &Catalog, map: &SchemaMap, rewriter: 
         let definition = rewriter.rewrite(&i.definition);
         out.push(definition.replacen("CREATE UNIQUE INDEX ", "CREATE UNIQUE INDEX IF NOT EXISTS ", 1).replacen("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1));
     }
+    let mut new_tables = Vec::new();
     for t in &change.tables {
         let (schema, name) = (map.target_schema(&t.schema), t.name.as_str());
+        if t.created && t.partition && target.table(schema, name).is_none() {
+            return Err(Error::State(format!(
+                "the source ran `{}`: a new partition, which pgshift does not follow yet: create it on the target (CREATE TABLE ... PARTITION OF), \
+                 add it to the run's publication on the source (ALTER PUBLICATION ... ADD TABLE {}.{name}) and copy the rows written to it before \
+                 that, then run pgshift follow again",
+                change.shown(),
+                t.schema
+            )));
+        }
+        if t.created && target.table(schema, name).is_none() {
+            let mut columns: Vec<String> = t.columns.iter().map(|c| column_definition(c, rewriter)).collect();
+            columns.extend(t.key.iter().cloned());
+            out.push(format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema)));
+            out.push(format!("CREATE TABLE {} ({})", qualified(schema, name), columns.join(", ")));
+            new_tables.push(format!("{schema}.{name}"));
+            continue;
+        }
         if !followed.contains(&format!("{schema}.{name}")) {
             continue;
         }
@@ -248,16 +290,7 @@ pub fn statements(change: &Change, target: &Catalog, map: &SchemaMap, rewriter: 
             ))
         };
         for c in t.columns.iter().filter(|c| !names.contains(&c.name)) {
-            let mut sql = format!("ALTER TABLE {} ADD COLUMN {} {}", qualified(schema, name), quote_ident(&c.name), rewriter.rewrite(&c.type_name));
-            match (&c.default, c.generated) {
-                (Some(expr), true) => sql.push_str(&format!(" GENERATED ALWAYS AS ({}) STORED", rewriter.rewrite(expr))),
-                (Some(expr), false) => sql.push_str(&format!(" DEFAULT {}", rewriter.rewrite(expr))),
-                _ => {}
-            }
-            if c.not_null {
-                sql.push_str(" NOT NULL");
-            }
-            out.push(sql);
+            out.push(format!("ALTER TABLE {} ADD COLUMN {}", qualified(schema, name), column_definition(c, rewriter)));
         }
         let gone: Vec<&str> = names
             .iter()
@@ -268,5 +301,19 @@ pub fn statements(change: &Change, target: &Catalog, map: &SchemaMap, rewriter: 
             return Err(differs(format!("{schema}.{name} no longer has column(s) {} (dropped or renamed)", gone.join(", "))));
         }
     }
-    Ok(out)
+    Ok((out, new_tables))
+}
+
+/// `name type [GENERATED ... | DEFAULT ...] [NOT NULL]`, names moved for the target.
+fn column_definition(c: &ChangedColumn, rewriter: &StatementRewriter) -> String {
+    let mut sql = format!("{} {}", quote_ident(&c.name), rewriter.rewrite(&c.type_name));
+    match (&c.default, c.generated) {
+        (Some(expr), true) => sql.push_str(&format!(" GENERATED ALWAYS AS ({}) STORED", rewriter.rewrite(expr))),
+        (Some(expr), false) => sql.push_str(&format!(" DEFAULT {}", rewriter.rewrite(expr))),
+        _ => {}
+    }
+    if c.not_null {
+        sql.push_str(" NOT NULL");
+    }
+    sql
 }

@@ -256,6 +256,7 @@ async fn follow_once(
                 .unwrap_or_default(),
         },
         schema_changed: false,
+        run_id: run.run_id,
     };
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_status = Instant::now();
@@ -376,6 +377,7 @@ struct Follower<'a> {
     /// Relation OID -> positions (descending) of left-out columns in its changes.
     dropped: HashMap<u32, Vec<usize>>,
     schema_changes: SchemaChanges,
+    run_id: i64,
     /// The source transaction being applied changed the schema: commit at its end.
     schema_changed: bool,
 }
@@ -533,7 +535,7 @@ impl Follower<'_> {
         let endpoint = self.applier.endpoint().to_string();
         let target = catalog::inspect(self.applier.client().await?, &endpoint).await?;
         let sc = &self.schema_changes;
-        let statements = ddl::statements(&change, &target, self.schema_map, &sc.rewriter, &sc.followed, &sc.target_only)?;
+        let (statements, new_tables) = ddl::statements(&change, &target, self.schema_map, &sc.rewriter, &sc.followed, &sc.target_only)?;
         if statements.is_empty() {
             if change.tables.iter().all(|t| !sc.followed.contains(&format!("{}.{}", self.schema_map.target_schema(&t.schema), t.name))) {
                 tracing::warn!("schema change on the source not followed ({}): `{}`; make it on the target if the application needs it", change.tag, change.shown());
@@ -542,6 +544,12 @@ impl Follower<'_> {
         }
         for sql in &statements {
             self.applier.execute(sql).await?;
+        }
+        // The run follows them from now on: cutover fences and counts them, verify compares them.
+        let back = self.schema_map.inverse();
+        for table in &new_tables {
+            Store::new(self.applier.client().await?, &endpoint).add_run_table(self.run_id, &back.target_display(table)).await?;
+            self.schema_changes.followed.insert(table.clone());
         }
         let target = catalog::inspect(self.applier.client().await?, &endpoint).await?;
         self.applier.set_target(target);

@@ -343,6 +343,18 @@ impl<'a> Store<'a> {
     }
 
     /// The source names of the tables a run copies, in order, once each.
+    /// A table the run follows from now on (created on the source during catch-up), as
+    /// one copied chunk, in the caller's transaction.
+    pub async fn add_run_table(&self, run_id: i64, table: &str) -> Result<()> {
+        self.execute(
+            "INSERT INTO pgshift.chunks (run_id, table_name, chunk_no, split, done_at, rows, bytes) VALUES ($1, $2, 0, $3, now(), 0, 0) ON CONFLICT DO NOTHING",
+            &[&run_id, &table, &SplitKind::Whole.as_str()],
+            || format!("record table {table} in the run"),
+        )
+        .await?;
+        Ok(())
+    }
+
     pub async fn run_table_names(&self, run_id: i64) -> Result<Vec<String>> {
         let mut names: Vec<String> = self.chunks(run_id).await?.into_iter().map(|c| c.table_name).collect();
         names.dedup();
