@@ -204,6 +204,9 @@ pub fn print_cutover(r: &CutoverReport) {
          {:.0} ms switching, {:.0} ms releasing; the row counts above were compared afterwards, as of the fence.",
         p.lock_ms, p.last_changes_ms, p.sequences_ms, p.snapshots_ms, p.switch_ms, p.release_ms
     );
+    for s in &r.skipped {
+        println!("Left out (its object was dropped or renamed on the source during catch-up): {s}");
+    }
     if r.source_read_only {
         println!("The database switched away from is now read-only for new sessions (ALTER DATABASE ... RESET default_transaction_read_only undoes it).");
     }

@@ -98,8 +98,22 @@ pub async fn install(src: &Client, src_name: &str) -> Result<Option<String>> {
          EXCEPTION WHEN others THEN \
            PERFORM pg_logical_emit_message(true, '{PREFIX}', jsonb_build_object('tag', tg_tag, 'statement', current_query(), 'tables', '[]'::jsonb, 'error', SQLERRM)::text); \
          END $f$; \
+         CREATE OR REPLACE FUNCTION pgshift.ddl_drop_message() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$ \
+         DECLARE dropped jsonb; \
+         BEGIN \
+           SELECT coalesce(jsonb_agg(jsonb_build_object('schema', d.schema_name, 'name', d.object_name)), '[]') INTO dropped \
+             FROM pg_event_trigger_dropped_objects() d WHERE d.object_type = 'table' AND d.original; \
+           IF jsonb_array_length(dropped) > 0 THEN \
+             PERFORM pg_logical_emit_message(true, '{PREFIX}', jsonb_build_object('tag', tg_tag, 'statement', current_query(), 'tables', '[]'::jsonb, \
+               'dropped', dropped)::text); \
+           END IF; \
+         EXCEPTION WHEN others THEN \
+           PERFORM pg_logical_emit_message(true, '{PREFIX}', jsonb_build_object('tag', tg_tag, 'statement', current_query(), 'tables', '[]'::jsonb, 'error', SQLERRM)::text); \
+         END $f$; \
          DROP EVENT TRIGGER IF EXISTS {TRIGGER}; \
-         CREATE EVENT TRIGGER {TRIGGER} ON ddl_command_end EXECUTE FUNCTION pgshift.ddl_message()",
+         CREATE EVENT TRIGGER {TRIGGER} ON ddl_command_end EXECUTE FUNCTION pgshift.ddl_message(); \
+         DROP EVENT TRIGGER IF EXISTS {TRIGGER}_drop; \
+         CREATE EVENT TRIGGER {TRIGGER}_drop ON sql_drop EXECUTE FUNCTION pgshift.ddl_drop_message()",
         SKIP = pgshift_postgres::catalog::SKIP_SCHEMAS,
         columns = columns_of("t.oid")
     );
@@ -115,7 +129,10 @@ pub async fn remove_if_unused(src: &Client, src_name: &str) -> Result<()> {
         .context(&src_name, || "look for pgshift slots".into())?
         .get(0);
     if !in_use {
-        src.batch_execute(&format!("DROP EVENT TRIGGER IF EXISTS {TRIGGER}; DROP FUNCTION IF EXISTS pgshift.ddl_message(); DROP TABLE IF EXISTS pgshift.ddl_columns"))
+        src.batch_execute(&format!(
+            "DROP EVENT TRIGGER IF EXISTS {TRIGGER}; DROP EVENT TRIGGER IF EXISTS {TRIGGER}_drop; DROP FUNCTION IF EXISTS pgshift.ddl_message(); \
+             DROP FUNCTION IF EXISTS pgshift.ddl_drop_message(); DROP TABLE IF EXISTS pgshift.ddl_columns"
+        ))
             .await
             .context(&src_name, || "remove the event trigger that reports schema changes".into())?;
     }
@@ -133,9 +150,18 @@ pub struct Change {
     /// Enums the command changed, with all their labels in order.
     #[serde(default)]
     pub enums: Vec<ChangedEnum>,
+    /// Tables the command dropped.
+    #[serde(default)]
+    pub dropped: Vec<DroppedTable>,
     /// The event trigger could not describe the change.
     #[serde(default)]
     pub error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DroppedTable {
+    pub schema: String,
+    pub name: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -209,29 +235,48 @@ impl Change {
     }
 }
 
-/// What the target must run for `change`, and the tables it starts following
-/// (target names): new enum values, new indexes and columns of followed tables (and
-/// renames), tables the source created. A followed table that differs otherwise is
-/// an error that names the statement and the fix; `target_only`: columns that only
-/// the target has by design (computed vectors), as `schema.table.column`.
-pub fn statements(
-    change: &Change,
-    target: &Catalog,
-    map: &SchemaMap,
-    rewriter: &StatementRewriter,
-    followed: &HashSet<String>,
-    target_only: &HashSet<String>,
-) -> Result<(Vec<String>, Vec<String>)> {
-    if let Some(error) = &change.error {
-        return Err(Error::State(format!(
-            "the source ran `{}`, which its event trigger could not describe ({error}): make the same change on the target, then run pgshift follow again",
+/// What the follower knows to plan a schema change (target names throughout).
+pub struct Following {
+    pub map: SchemaMap,
+    pub rewriter: StatementRewriter,
+    /// `schema.table` of the tables the run follows.
+    pub followed: HashSet<String>,
+    /// `schema.table.column` the target holds differently by design (computed
+    /// vectors, `--cast` columns): left as they are.
+    pub own: HashSet<String>,
+    /// `schema.table` -> the embedding expression computed from its rows.
+    pub embedded: std::collections::HashMap<String, String>,
+}
+
+/// What a schema change does to the target.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub statements: Vec<String>,
+    /// Tables the run follows from now on.
+    pub created: Vec<String>,
+    /// Tables the run no longer follows.
+    pub dropped: Vec<String>,
+}
+
+/// What the target must run for `change`: new enum values (in their place), new
+/// indexes, renamed, added, dropped and changed columns of followed tables, tables
+/// the source created or dropped. What pgshift cannot follow (a new partition, a
+/// column an embedding expression reads, a change the event trigger could not
+/// describe) is an error that names the statement and the fix.
+pub fn plan(change: &Change, target: &Catalog, f: &Following) -> Result<Plan> {
+    let stop = |what: String| {
+        Error::State(format!(
+            "the source ran `{}`: {what}: make the same change on the target, then run pgshift follow again (it resumes at this change)",
             change.shown()
-        )));
+        ))
+    };
+    if let Some(error) = &change.error {
+        return Err(stop(format!("its event trigger could not describe it ({error})")));
     }
-    let mut out = Vec::new();
-    // New enum labels, each placed after the one before it (or before the first).
+    let mut plan = Plan::default();
+    let out = &mut plan.statements;
     for e in &change.enums {
-        let schema = map.target_schema(&e.schema);
+        let schema = f.map.target_schema(&e.schema);
         let Some(have) = target.enums.iter().find(|x| x.schema == schema && x.name == e.name) else { continue };
         for (i, label) in e.labels.iter().enumerate().filter(|(_, l)| !have.labels.contains(l)) {
             let place = match i {
@@ -241,67 +286,102 @@ pub fn statements(
             out.push(format!("ALTER TYPE {} ADD VALUE IF NOT EXISTS {}{place}", qualified(schema, &e.name), quote_literal(label)));
         }
     }
-    // New indexes of followed tables (built in the apply transaction: nothing else writes to the target yet).
+    // Built in the apply transaction: nothing else writes to the target yet.
     for i in &change.indexes {
-        let schema = map.target_schema(&i.schema);
-        if !followed.contains(&format!("{schema}.{}", i.table)) || target.table(schema, &i.table).is_some_and(|t| t.indexes.iter().any(|x| x.name == i.name)) {
-            continue;
+        let schema = f.map.target_schema(&i.schema);
+        if f.followed.contains(&format!("{schema}.{}", i.table)) {
+            let definition = f.rewriter.rewrite(&i.definition).replacen(" ON ONLY ", " ON ", 1);
+            out.push(definition.replacen("CREATE UNIQUE INDEX ", "CREATE UNIQUE INDEX IF NOT EXISTS ", 1).replacen("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1));
         }
-        let definition = rewriter.rewrite(&i.definition);
-        out.push(definition.replacen("CREATE UNIQUE INDEX ", "CREATE UNIQUE INDEX IF NOT EXISTS ", 1).replacen("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1));
     }
-    let mut new_tables = Vec::new();
+    for d in &change.dropped {
+        let (schema, name) = (f.map.target_schema(&d.schema), d.name.as_str());
+        if f.followed.contains(&format!("{schema}.{name}")) {
+            out.push(format!("DROP TABLE IF EXISTS {}", qualified(schema, name)));
+            plan.dropped.push(format!("{schema}.{name}"));
+        }
+    }
     for t in &change.tables {
-        let (schema, name) = (map.target_schema(&t.schema), t.name.as_str());
-        if t.created && t.partition && target.table(schema, name).is_none() {
-            return Err(Error::State(format!(
-                "the source ran `{}`: a new partition, which pgshift does not follow yet: create it on the target (CREATE TABLE ... PARTITION OF), \
-                 add it to the run's publication on the source (ALTER PUBLICATION ... ADD TABLE {}.{name}) and copy the rows written to it before \
-                 that, then run pgshift follow again",
-                change.shown(),
-                t.schema
-            )));
-        }
-        if t.created && target.table(schema, name).is_none() {
-            let mut columns: Vec<String> = t.columns.iter().map(|c| column_definition(c, rewriter)).collect();
-            columns.extend(t.key.iter().cloned());
-            out.push(format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema)));
-            out.push(format!("CREATE TABLE {} ({})", qualified(schema, name), columns.join(", ")));
-            new_tables.push(format!("{schema}.{name}"));
+        let (schema, name) = (f.map.target_schema(&t.schema), t.name.as_str());
+        let key = format!("{schema}.{name}");
+        let Some(table) = target.table(schema, name) else {
+            if t.created && t.partition {
+                return Err(stop(format!(
+                    "{key} is a new partition, which pgshift does not follow yet: create it on the target (CREATE TABLE ... PARTITION OF), \
+                     add it to the run's publication on the source (ALTER PUBLICATION ... ADD TABLE) and copy the rows written to it before that"
+                )));
+            }
+            if t.created {
+                let mut columns: Vec<String> = t.columns.iter().map(|c| column_definition(c, &f.rewriter)).collect();
+                columns.extend(t.key.iter().cloned());
+                out.push(format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema)));
+                out.push(format!("CREATE TABLE {} ({})", qualified(schema, name), columns.join(", ")));
+                plan.created.push(key);
+            }
+            continue;
+        };
+        if !f.followed.contains(&key) {
             continue;
         }
-        if !followed.contains(&format!("{schema}.{name}")) {
-            continue;
-        }
-        let Some(table) = target.table(schema, name) else { continue };
+        let target_name = qualified(schema, name);
+        let alter = |what: String| format!("ALTER TABLE {target_name} {what}");
+        let reads = |column: &str| f.embedded.get(&key).is_some_and(|text| reads_column(text, column));
         // Renames first: the target's names as they will be, for what follows.
         let mut names: Vec<String> = table.columns.iter().map(|c| c.name.clone()).collect();
         for (old, new) in &t.renamed {
             if let Some(n) = names.iter_mut().find(|n| *n == old).filter(|_| !table.columns.iter().any(|c| &c.name == new)) {
-                out.push(format!("ALTER TABLE {} RENAME COLUMN {} TO {}", qualified(schema, name), quote_ident(old), quote_ident(new)));
+                if reads(old) {
+                    return Err(stop(format!("column {old} of {key}, which its embedding expression reads, was renamed to {new}; a run's expression cannot change: cut over first, then `pgshift reembed`")));
+                }
+                out.push(alter(format!("RENAME COLUMN {} TO {}", quote_ident(old), quote_ident(new))));
                 *n = new.clone();
             }
         }
-        let differs = |what: String| {
-            Error::State(format!(
-                "the source ran `{}`; {what}, which pgshift does not follow yet: make the same change on the target, \
-                 then run pgshift follow again (it resumes at this change)",
-                change.shown()
-            ))
-        };
-        for c in t.columns.iter().filter(|c| !names.contains(&c.name)) {
-            out.push(format!("ALTER TABLE {} ADD COLUMN {}", qualified(schema, name), column_definition(c, rewriter)));
+        for c in &t.columns {
+            if !names.contains(&c.name) {
+                out.push(alter(format!("ADD COLUMN {}", column_definition(c, &f.rewriter))));
+                continue;
+            }
+            let Some(have) = table.columns.iter().find(|tc| tc.name == c.name || t.renamed.iter().any(|(o, n)| *n == c.name && tc.name == *o)) else { continue };
+            if f.own.contains(&format!("{key}.{}", have.name)) || c.generated || have.generated.is_some() {
+                continue;
+            }
+            let col = quote_ident(&c.name);
+            let wanted = f.rewriter.rewrite(&c.type_name);
+            if !pgshift_postgres::schema_map::same_type_name(&wanted, &have.type_name) {
+                out.push(alter(format!("ALTER COLUMN {col} TYPE {wanted} USING {col}::{wanted}")));
+            }
+            let default = c.default.as_deref().map(|d| f.rewriter.rewrite(d));
+            if have.identity.is_empty() && default != have.default {
+                out.push(alter(match default {
+                    Some(d) => format!("ALTER COLUMN {col} SET DEFAULT {d}"),
+                    None => format!("ALTER COLUMN {col} DROP DEFAULT"),
+                }));
+            }
+            if c.not_null != have.not_null {
+                out.push(alter(format!("ALTER COLUMN {col} {} NOT NULL", if c.not_null { "SET" } else { "DROP" })));
+            }
         }
-        let gone: Vec<&str> = names
-            .iter()
-            .filter(|n| !t.columns.iter().any(|c| &c.name == *n) && !target_only.contains(&format!("{schema}.{name}.{n}")))
-            .map(String::as_str)
-            .collect();
-        if !gone.is_empty() {
-            return Err(differs(format!("{schema}.{name} no longer has column(s) {} (dropped or renamed)", gone.join(", "))));
+        for gone in names.iter().filter(|n| !t.columns.iter().any(|c| &c.name == *n) && !f.own.contains(&format!("{key}.{n}"))) {
+            if reads(gone) {
+                return Err(stop(format!("column {gone} of {key}, which its embedding expression reads, was dropped; a run's expression cannot change: cut over first, then `pgshift reembed`")));
+            }
+            out.push(alter(format!("DROP COLUMN IF EXISTS {}", quote_ident(gone))));
         }
     }
-    Ok((out, new_tables))
+    Ok(plan)
+}
+
+/// Whether an SQL expression names `column` (as a word, quoted or not).
+fn reads_column(text: &str, column: &str) -> bool {
+    let quoted = format!("\"{column}\"");
+    text.contains(&quoted)
+        || text.match_indices(column).any(|(i, _)| {
+            let before = text[..i].chars().next_back();
+            let after = text[i + column.len()..].chars().next();
+            let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+            !word(before) && !word(after)
+        })
 }
 
 /// `name type [GENERATED ... | DEFAULT ...] [NOT NULL]`, names moved for the target.

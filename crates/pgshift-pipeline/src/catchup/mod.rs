@@ -247,13 +247,12 @@ async fn follow_once(
         schema_map: &run.schema_map,
         left_out: &left_out,
         dropped: HashMap::new(),
-        schema_changes: SchemaChanges {
+        following: ddl::Following {
+            map: run.schema_map.clone(),
             rewriter: run.schema_map.statement_rewriter(&source_raw),
             followed: tables.iter().map(|t| t.display_name()).collect(),
-            target_only: embed
-                .as_ref()
-                .map(|e| e.tables.iter().map(|(t, s)| format!("{}.{}", t.display_name(), s.column)).collect())
-                .unwrap_or_default(),
+            own: own_columns(&source_raw, &target_catalog, &run.schema_map, &left_out, embed.as_ref()),
+            embedded: embed.as_ref().map(|e| e.tables.iter().map(|(t, s)| (t.display_name(), s.text.clone())).collect()).unwrap_or_default(),
         },
         schema_changed: false,
         run_id: run.run_id,
@@ -376,18 +375,27 @@ struct Follower<'a> {
     left_out: &'a LeftOut,
     /// Relation OID -> positions (descending) of left-out columns in its changes.
     dropped: HashMap<u32, Vec<usize>>,
-    schema_changes: SchemaChanges,
+    following: ddl::Following,
     run_id: i64,
     /// The source transaction being applied changed the schema: commit at its end.
     schema_changed: bool,
 }
 
-/// What following a schema change needs: how names move to the target, the tables
-/// the run follows and the columns only the target has (target names).
-struct SchemaChanges {
-    rewriter: pgshift_postgres::schema_map::StatementRewriter,
-    followed: HashSet<String>,
-    target_only: HashSet<String>,
+/// `schema.table.column` (target names) that the target holds differently from the
+/// source by design: computed vectors, vector columns recomputed in place, and
+/// `--cast` columns (text on the source, another type on the target, as verify
+/// reads them). Schema changes leave them as they are.
+fn own_columns(source: &catalog::Catalog, target: &catalog::Catalog, map: &SchemaMap, left_out: &LeftOut, embed: Option<&CatchupEmbedding>) -> HashSet<String> {
+    let mut own: HashSet<String> = embed.map(|e| e.tables.iter().map(|(t, s)| format!("{}.{}", t.display_name(), s.column)).collect()).unwrap_or_default();
+    own.extend(left_out.iter().flat_map(|(t, cs)| cs.iter().map(move |c| format!("{t}.{c}"))));
+    let mut cast = source.clone();
+    crate::source::casts::follow_target_types(&mut cast, target, map);
+    for t in &cast.tables {
+        for c in t.columns.iter().filter(|c| c.cast_to.is_some()) {
+            own.insert(format!("{}.{}.{}", map.target_schema(&t.schema), t.name, c.name));
+        }
+    }
+    own
 }
 
 /// Removes the columns at `positions` (descending) from a change's row.
@@ -534,23 +542,28 @@ impl Follower<'_> {
         self.applier.flush().await?;
         let endpoint = self.applier.endpoint().to_string();
         let target = catalog::inspect(self.applier.client().await?, &endpoint).await?;
-        let sc = &self.schema_changes;
-        let (statements, new_tables) = ddl::statements(&change, &target, self.schema_map, &sc.rewriter, &sc.followed, &sc.target_only)?;
-        if statements.is_empty() {
-            if change.tables.iter().all(|t| !sc.followed.contains(&format!("{}.{}", self.schema_map.target_schema(&t.schema), t.name))) {
+        let plan = ddl::plan(&change, &target, &self.following)?;
+        if plan.statements.is_empty() {
+            let ours = change.tables.iter().any(|t| self.following.followed.contains(&format!("{}.{}", self.schema_map.target_schema(&t.schema), t.name)));
+            if !ours {
                 tracing::warn!("schema change on the source not followed ({}): `{}`; make it on the target if the application needs it", change.tag, change.shown());
             }
             return Ok(());
         }
-        for sql in &statements {
+        for sql in &plan.statements {
             self.applier.execute(sql).await?;
         }
-        // The run follows them from now on: cutover fences and counts them, verify compares them.
+        // Cutover fences and counts the run's tables, verify compares them.
         let back = self.schema_map.inverse();
-        for table in &new_tables {
+        for table in &plan.created {
             Store::new(self.applier.client().await?, &endpoint).add_run_table(self.run_id, &back.target_display(table)).await?;
-            self.schema_changes.followed.insert(table.clone());
+            self.following.followed.insert(table.clone());
         }
+        for table in &plan.dropped {
+            Store::new(self.applier.client().await?, &endpoint).remove_run_table(self.run_id, &back.target_display(table)).await?;
+            self.following.followed.remove(table);
+        }
+        let statements = plan.statements;
         let target = catalog::inspect(self.applier.client().await?, &endpoint).await?;
         self.applier.set_target(target);
         metrics::SCHEMA_CHANGES.inc();

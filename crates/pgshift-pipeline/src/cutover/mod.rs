@@ -112,12 +112,19 @@ pub struct CutoverReport {
     pub pgbouncer: Option<PoolerReport>,
     /// Foreign keys declared across sources, validated once every run they span is done.
     pub foreign_keys: Vec<String>,
+    /// Statements recorded at the load (triggers, owners, row security) left out because
+    /// their object was dropped or renamed on the source during catch-up, with why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
     /// The database the application should use from now on (redacted).
     pub switch_to: String,
 }
 
 pub mod pooler;
 pub mod reverse;
+
+/// SQLSTATEs of an object that is not there: undefined table, column, object, function.
+const GONE: [&str; 4] = ["42P01", "42703", "42704", "42883"];
 
 pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions) -> Result<CutoverReport> {
     let (src_name, dst_name) = (source.endpoint(), target.endpoint());
@@ -248,7 +255,14 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
         // Triggers and row security, held back while catch-up applied the source's
         // own triggers' results: from now on the target's fire.
         for sql in &activation {
-            dst.batch_execute(sql).await.context(&dst_name, || sql.clone())?;
+            // Recorded at the load: an object dropped (or renamed) on the source during
+            // catch-up is gone on the target too, and its statement no longer applies.
+            match dst.batch_execute(sql).await {
+                Err(e) if e.code().is_some_and(|c| GONE.contains(&c.code())) => {
+                    report.skipped.push(format!("{sql}: {}", pgshift_postgres::error::describe(&e)));
+                }
+                other => other.context(&dst_name, || sql.clone())?,
+            }
         }
         report.pause_steps.sequences_ms = clock.lap();
         // Logical decoding does not carry large objects: made the same here, while

@@ -355,6 +355,13 @@ impl<'a> Store<'a> {
         Ok(())
     }
 
+    /// A table dropped on the source during catch-up: no longer the run's.
+    pub async fn remove_run_table(&self, run_id: i64, table: &str) -> Result<()> {
+        self.execute("DELETE FROM pgshift.chunks WHERE run_id = $1 AND table_name = $2", &[&run_id, &table], || format!("forget table {table} in the run"))
+            .await?;
+        Ok(())
+    }
+
     pub async fn run_table_names(&self, run_id: i64) -> Result<Vec<String>> {
         let mut names: Vec<String> = self.chunks(run_id).await?.into_iter().map(|c| c.table_name).collect();
         names.dedup();
