@@ -307,6 +307,11 @@ pub struct FollowTuning {
     /// to disk under PGSHIFT_SPOOL_DIR or the temporary directory until its commit; PostgreSQL 14+ sources).
     #[arg(long, env = "PGSHIFT_NO_STREAMING")]
     pub no_streaming: bool,
+    /// Schema changes on the source during catch-up: `on` makes them on the target at their place in the
+    /// stream; `off` stops at the first one that the target does not have yet, with the statement and
+    /// what to run on the target.
+    #[arg(long, env = "PGSHIFT_FOLLOW_DDL", default_value = "on", value_parser = ["on", "off"])]
+    pub follow_ddl: String,
 }
 
 impl FollowTuning {
@@ -317,6 +322,7 @@ impl FollowTuning {
             batch_rows: self.batch_rows.max(1),
             commit_delay: Duration::from_millis(self.commit_delay_ms),
             streaming: !self.no_streaming,
+            follow_ddl: self.follow_ddl == "on",
             embedding: None,
         }
     }

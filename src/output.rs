@@ -62,6 +62,7 @@ pub fn print_inspect(r: &InspectReport) {
             println!("    {} {}", c.name, c.type_name);
         }
     }
+    println!("\nschema changes: {}", r.schema_changes);
     if !r.not_carried.is_empty() {
         println!("\nnot carried by pgshift (each with what to do):");
         for n in &r.not_carried {

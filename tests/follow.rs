@@ -330,3 +330,27 @@ fn an_applications_migration_during_catch_up_arrives_whole() {
     assert_verified(&source, &target);
     assert_eq!(target.psql("app", "SELECT count(*) FROM invoices"), source.psql("app", "SELECT count(*) FROM invoices"));
 }
+
+/// `--follow-ddl off` stops at a schema change with what to run on the target, and
+/// goes on once the target has it; after `cutover --reverse`, a schema change on the
+/// new database reaches the old one by the reverse replication.
+#[test]
+fn follow_ddl_off_says_what_to_run_and_reverse_replication_follows_schema_changes() {
+    let (source, target) = pair(PgVersion::V16, PgVersion::V18);
+    source.psql("app", "CREATE TABLE notes (id int PRIMARY KEY, body text); INSERT INTO notes VALUES (1, 'one')");
+    migrate(&source, &target, &[]);
+    source.psql("app", "ALTER TABLE notes ADD COLUMN stars int NOT NULL DEFAULT 3; INSERT INTO notes VALUES (2, 'two', 5)");
+    let (s, t) = (source.url("app"), target.url("app"));
+    let out = pgshift(&["follow", "--source", &s, "--target", &t, "--until-caught-up", "--follow-ddl", "off"]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = stderr(&out);
+    assert!(err.contains(r#"ALTER TABLE "public"."notes" ADD COLUMN "stars" integer DEFAULT 3 NOT NULL"#), "{err}");
+    target.psql("app", "ALTER TABLE notes ADD COLUMN stars int NOT NULL DEFAULT 3");
+    follow(&source, &target, &["--follow-ddl", "off"]);
+    assert_eq!(target.psql("app", "SELECT string_agg(format('%s:%s', id, stars), ',' ORDER BY id) FROM notes"), "1:3,2:5");
+
+    pgshift_expect(0, &["cutover", "--source", &s, "--target", &t, "--reverse"]);
+    target.psql("app", "ALTER TABLE notes ADD COLUMN color text; INSERT INTO notes VALUES (3, 'three', 1, 'red')");
+    follow(&target, &source, &[]);
+    assert_eq!(source.psql("app", "SELECT color FROM notes WHERE id = 3"), "red");
+}

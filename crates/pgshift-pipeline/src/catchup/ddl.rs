@@ -68,6 +68,10 @@ pub async fn install(src: &Client, src_name: &str) -> Result<Option<String>> {
          CREATE OR REPLACE FUNCTION pgshift.ddl_message() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$ \
          DECLARE t record; p record; tables jsonb := '[]'; renamed jsonb; indexes jsonb; enums jsonb; created boolean; \
          BEGIN \
+           IF NOT EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() c \
+                          WHERE coalesce(c.schema_name, '') <> 'pgshift' AND coalesce(c.schema_name, '') NOT LIKE 'pg_temp%') THEN \
+             RETURN; \
+           END IF; \
            FOR t IN SELECT DISTINCT c.oid, n.nspname, c.relname FROM pg_event_trigger_ddl_commands() o \
                     JOIN pg_class c ON o.classid = 'pg_class'::regclass AND c.oid = o.objid AND c.relkind IN ('r', 'p') \
                     JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {SKIP} LOOP \

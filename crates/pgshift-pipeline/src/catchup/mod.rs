@@ -64,6 +64,8 @@ pub struct FollowOptions {
     pub commit_delay: Duration,
     /// Large transactions arrive while they run (protocol 2, PostgreSQL 14+ sources).
     pub streaming: bool,
+    /// Make the source's schema changes on the target (else stop at the first one).
+    pub follow_ddl: bool,
     /// The embedder, for a run that computes vectors (its specs must match the run's).
     pub embedding: Option<EmbeddingSetup>,
 }
@@ -76,6 +78,7 @@ impl Default for FollowOptions {
             batch_rows: 20_000,
             commit_delay: Duration::from_millis(200),
             streaming: true,
+            follow_ddl: true,
             embedding: None,
         }
     }
@@ -537,7 +540,7 @@ impl Follower<'_> {
     /// A schema change at its place in the stream: the changes before it are written
     /// with the old definition, then the target gets the same columns, in the same
     /// transaction, before the changes that use them.
-    async fn schema_change(&mut self, content: &[u8]) -> Result<()> {
+    async fn schema_change(&mut self, content: &[u8], follow_ddl: bool) -> Result<()> {
         let change = ddl::Change::parse(content)?;
         self.applier.flush().await?;
         let endpoint = self.applier.endpoint().to_string();
@@ -549,6 +552,13 @@ impl Follower<'_> {
                 tracing::warn!("schema change on the source not followed ({}): `{}`; make it on the target if the application needs it", change.tag, change.shown());
             }
             return Ok(());
+        }
+        if !follow_ddl {
+            return Err(Error::State(format!(
+                "the source ran `{}` (--follow-ddl off): run on the target\n  {};\nthen run pgshift follow again (it resumes at this change)",
+                change.shown(),
+                plan.statements.join(";\n  ")
+            )));
         }
         for sql in &plan.statements {
             self.applier.execute(sql).await?;
@@ -649,7 +659,7 @@ impl Follower<'_> {
             LogicalMessage::Truncate { relations, cascade, restart_identity } => {
                 self.applier.truncate(&relations, cascade, restart_identity).await?
             }
-            LogicalMessage::Message { prefix, transactional: true, content, .. } if prefix == ddl::PREFIX => self.schema_change(&content).await?,
+            LogicalMessage::Message { prefix, transactional: true, content, .. } if prefix == ddl::PREFIX => self.schema_change(&content, opts.follow_ddl).await?,
             LogicalMessage::Message { prefix, lsn, transactional: false, content } if prefix == MARK_PREFIX => {
                 self.commit().await?;
                 return Ok(Some((lsn, String::from_utf8_lossy(&content).into_owned())));

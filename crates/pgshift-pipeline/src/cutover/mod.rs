@@ -334,6 +334,12 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
             }
         }
     }
+    // Replication back reports the new database's schema changes too (after pgshift's own cleanup above).
+    if opts.reverse {
+        if let Some(reason) = crate::catchup::ddl::install(&dst, dst_name).await? {
+            tracing::warn!("{reason}");
+        }
+    }
     report.foreign_keys = crate::load::links::validate_declared(&dst, dst_name).await?;
     crate::metrics::set_phase("done");
     report.counts = counted?;

@@ -58,6 +58,8 @@ pub struct InspectReport {
     pub problems: Vec<String>,
     /// Objects pgshift does not carry to the target, each with what to do.
     pub not_carried: Vec<String>,
+    /// Whether schema changes made during catch-up will be followed, and if not, why.
+    pub schema_changes: String,
 }
 
 /// `schema_map` says where the tables would go on the target (`--map-schema`).
@@ -132,7 +134,12 @@ pub async fn inspect(source: &ConnInfo, target: Option<&ConnInfo>, exact_counts:
         .collect();
     languages.extend(catalog.extensions.iter().map(|e| e.name.clone()));
     let objects = pgshift_postgres::objects::inspect(&src, source.endpoint(), &all, &languages, false).await?;
+    let schema_changes = match crate::catchup::ddl::unfollowable(&src, source.endpoint()).await? {
+        None => "followed during catch-up (an event trigger on the source reports them)".to_string(),
+        Some(reason) => reason,
+    };
     Ok(InspectReport {
+        schema_changes,
         not_carried: objects.not_carried,
         source: source.endpoint().to_string(),
         server_version_num: catalog.server_version_num,
