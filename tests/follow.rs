@@ -290,6 +290,12 @@ fn schema_changes_during_catch_up_arrive_and_what_is_not_followed_stops_with_the
     let publication = source.psql("app", "SELECT pubname FROM pg_publication WHERE pubname LIKE 'pgshift%'");
     source.psql("app", &format!("ALTER PUBLICATION \"{publication}\" ADD TABLE events_2026"));
     follow(&source, &target, &[]);
+    // A new table without a key is not published (the application's updates would fail): it stops too.
+    source.psql("app", "CREATE TABLE log (msg text); INSERT INTO log VALUES ('x'); UPDATE log SET msg = 'y'");
+    let out = pgshift(&["follow", "--source", &s, "--target", &t, "--until-caught-up"]);
+    assert!(stderr(&out).contains("public.log is a new table without a primary key"), "{}", stderr(&out));
+    target.psql("app", "CREATE TABLE log (msg text); INSERT INTO log VALUES ('y')");
+    follow(&source, &target, &[]);
     assert_verified(&source, &target);
     pgshift_expect(0, &["cutover", "--source", &s, "--target", &t]);
     assert_eq!(source.psql("app", "SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'pgshift%'"), "0");

@@ -66,7 +66,7 @@ pub async fn install(src: &Client, src_name: &str) -> Result<Option<String>> {
            WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped AND {SKIP} \
            ON CONFLICT (relid, attnum) DO UPDATE SET name = EXCLUDED.name; \
          CREATE OR REPLACE FUNCTION pgshift.ddl_message() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$ \
-         DECLARE t record; p record; tables jsonb := '[]'; renamed jsonb; indexes jsonb; enums jsonb; created boolean; \
+         DECLARE t record; p record; tables jsonb := '[]'; renamed jsonb; indexes jsonb; enums jsonb; created boolean; published boolean; \
          BEGIN \
            IF NOT EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() c \
                           WHERE coalesce(c.schema_name, '') <> 'pgshift' AND coalesce(c.schema_name, '') NOT LIKE 'pg_temp%') THEN \
@@ -78,7 +78,10 @@ pub async fn install(src: &Client, src_name: &str) -> Result<Option<String>> {
              SELECT coalesce(jsonb_agg(jsonb_build_array(s.name, a.attname)), '[]') INTO renamed FROM pgshift.ddl_columns s \
                JOIN pg_attribute a ON a.attrelid = s.relid AND a.attnum = s.attnum AND NOT a.attisdropped WHERE s.relid = t.oid AND s.name <> a.attname; \
              created := NOT EXISTS (SELECT 1 FROM pgshift.ddl_columns WHERE relid = t.oid) AND tg_tag IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO'); \
-             IF created AND NOT (SELECT relispartition FROM pg_class WHERE oid = t.oid) THEN \
+             published := created AND NOT (SELECT relispartition FROM pg_class WHERE oid = t.oid) \
+               AND ((SELECT relreplident IN ('f', 'i') FROM pg_class WHERE oid = t.oid) \
+                    OR EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = t.oid AND k.contype = 'p')); \
+             IF published THEN \
                FOR p IN SELECT pubname FROM pg_publication WHERE pubname LIKE 'pgshift%' AND NOT puballtables LOOP \
                  EXECUTE format('ALTER PUBLICATION %I ADD TABLE %I.%I', p.pubname, t.nspname, t.relname); \
                END LOOP; \
@@ -86,7 +89,7 @@ pub async fn install(src: &Client, src_name: &str) -> Result<Option<String>> {
              DELETE FROM pgshift.ddl_columns WHERE relid = t.oid; \
              INSERT INTO pgshift.ddl_columns SELECT t.oid, a.attnum, a.attname FROM pg_attribute a WHERE a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped; \
              tables := tables || jsonb_build_object('schema', t.nspname, 'name', t.relname, 'renamed', renamed, 'columns', {columns}, \
-               'created', created, 'partition', (SELECT relispartition FROM pg_class WHERE oid = t.oid), \
+               'created', created, 'published', published, 'partition', (SELECT relispartition FROM pg_class WHERE oid = t.oid), \
                'key', (SELECT pg_get_constraintdef(k.oid) FROM pg_constraint k WHERE k.conrelid = t.oid AND k.contype = 'p')); \
            END LOOP; \
            SELECT coalesce(jsonb_agg(DISTINCT jsonb_build_object('schema', n.nspname, 'table', r.relname, 'name', c.relname, 'definition', pg_get_indexdef(c.oid))), '[]') \
@@ -199,6 +202,10 @@ pub struct ChangedTable {
     pub key: Option<String>,
     #[serde(default)]
     pub partition: bool,
+    /// Added to pgshift's publications (it has a primary key or replica identity:
+    /// without one, the source would refuse its updates once published).
+    #[serde(default)]
+    pub published: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -313,6 +320,13 @@ pub fn plan(change: &Change, target: &Catalog, f: &Following) -> Result<Plan> {
                 return Err(stop(format!(
                     "{key} is a new partition, which pgshift does not follow yet: create it on the target (CREATE TABLE ... PARTITION OF), \
                      add it to the run's publication on the source (ALTER PUBLICATION ... ADD TABLE) and copy the rows written to it before that"
+                )));
+            }
+            if t.created && !t.published {
+                return Err(stop(format!(
+                    "{key} is a new table without a primary key, which pgshift does not publish (the source would refuse its updates and \
+                     deletes): give it a primary key on the source, add it to the run's publication there (ALTER PUBLICATION ... ADD TABLE), \
+                     create it on the target and copy the rows written to it before that"
                 )));
             }
             if t.created {
