@@ -68,7 +68,7 @@ pub async fn install(src: &Client, src_name: &str) -> Result<Option<String>> {
          CREATE OR REPLACE FUNCTION pgshift.ddl_message() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$ \
          DECLARE t record; p record; tables jsonb := '[]'; renamed jsonb; indexes jsonb; enums jsonb; created boolean; published boolean; \
          BEGIN \
-           IF NOT EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() c \
+           IF tg_tag LIKE '% PUBLICATION' OR tg_tag LIKE '% SUBSCRIPTION' OR NOT EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() c \
                           WHERE coalesce(c.schema_name, '') <> 'pgshift' AND coalesce(c.schema_name, '') NOT LIKE 'pg_temp%') THEN \
              RETURN; \
            END IF; \
