@@ -268,7 +268,9 @@ fn schema_changes_during_catch_up_arrive_and_what_is_not_followed_stops_with_the
          UPDATE orders SET product = 'renamed' WHERE id = 2; COMMIT;
          ALTER TABLE orders DROP COLUMN note; ALTER TABLE orders ALTER COLUMN amount TYPE numeric(12,3), ALTER COLUMN amount SET DEFAULT 1;
          INSERT INTO orders (id, product) VALUES (54, 'dropped');
-         DROP TABLE scratch;",
+         DROP TABLE scratch;
+         ALTER TABLE orders ADD CONSTRAINT amount_positive CHECK (amount >= 0), ADD CONSTRAINT product_set CHECK (product <> '');
+         ALTER TABLE orders DROP CONSTRAINT product_set; DROP INDEX orders_mood;",
     );
     target.psql("app", "CREATE ROLE shop");
     follow(&source, &target, &[]);
@@ -278,6 +280,9 @@ fn schema_changes_during_catch_up_arrive_and_what_is_not_followed_stops_with_the
                    FROM pg_attribute LEFT JOIN pg_attrdef ON adrelid = attrelid AND adnum = attnum WHERE attrelid = 'orders'::regclass AND attnum > 0 AND NOT attisdropped";
     assert_eq!(target.psql("app", columns), source.psql("app", columns));
     assert_eq!(target.psql("app", "SELECT to_regclass('scratch') IS NULL"), "t");
+    let constraints = "SELECT string_agg(conname || ' ' || pg_get_constraintdef(oid), ', ' ORDER BY conname) FROM pg_constraint WHERE conrelid = 'orders'::regclass AND contype = 'c'";
+    assert_eq!(target.psql("app", constraints), "amount_positive CHECK ((amount >= (0)::numeric))");
+    assert_eq!(target.psql("app", "SELECT to_regclass('orders_mood') IS NULL"), "t");
 
     // A new partition is not followed yet: follow stops, says what to do, and goes on once it is done.
     source.psql("app", "CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')");

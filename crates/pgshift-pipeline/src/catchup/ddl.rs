@@ -90,7 +90,9 @@ pub async fn install(src: &Client, src_name: &str) -> Result<Option<String>> {
              INSERT INTO pgshift.ddl_columns SELECT t.oid, a.attnum, a.attname FROM pg_attribute a WHERE a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped; \
              tables := tables || jsonb_build_object('schema', t.nspname, 'name', t.relname, 'renamed', renamed, 'columns', {columns}, \
                'created', created, 'published', published, 'partition', (SELECT relispartition FROM pg_class WHERE oid = t.oid), \
-               'key', (SELECT pg_get_constraintdef(k.oid) FROM pg_constraint k WHERE k.conrelid = t.oid AND k.contype = 'p')); \
+               'key', (SELECT pg_get_constraintdef(k.oid) FROM pg_constraint k WHERE k.conrelid = t.oid AND k.contype = 'p'), \
+               'constraints', (SELECT coalesce(jsonb_agg(jsonb_build_object('name', k.conname, 'definition', pg_get_constraintdef(k.oid)) ORDER BY k.conname), '[]') \
+                               FROM pg_constraint k WHERE k.conrelid = t.oid AND k.contype IN ('c', 'u', 'f', 'x') AND k.conislocal AND k.conparentid = 0)); \
            END LOOP; \
            SELECT coalesce(jsonb_agg(DISTINCT jsonb_build_object('schema', n.nspname, 'table', r.relname, 'name', c.relname, 'definition', pg_get_indexdef(c.oid))), '[]') \
              INTO indexes FROM pg_event_trigger_ddl_commands() o \
@@ -106,13 +108,17 @@ pub async fn install(src: &Client, src_name: &str) -> Result<Option<String>> {
            PERFORM pg_logical_emit_message(true, '{PREFIX}', jsonb_build_object('tag', tg_tag, 'statement', current_query(), 'tables', '[]'::jsonb, 'error', SQLERRM)::text); \
          END $f$; \
          CREATE OR REPLACE FUNCTION pgshift.ddl_drop_message() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$ \
-         DECLARE dropped jsonb; \
+         DECLARE dropped jsonb; indexes jsonb; constraints jsonb; \
          BEGIN \
            SELECT coalesce(jsonb_agg(jsonb_build_object('schema', d.schema_name, 'name', d.object_name)), '[]') INTO dropped \
              FROM pg_event_trigger_dropped_objects() d WHERE d.object_type = 'table' AND d.original; \
-           IF jsonb_array_length(dropped) > 0 THEN \
+           SELECT coalesce(jsonb_agg(jsonb_build_object('schema', d.address_names[1], 'name', d.address_names[2])), '[]') INTO indexes \
+             FROM pg_event_trigger_dropped_objects() d WHERE d.object_type = 'index' AND d.original; \
+           SELECT coalesce(jsonb_agg(jsonb_build_object('schema', d.address_names[1], 'table', d.address_names[2], 'name', d.address_names[3])), '[]') \
+             INTO constraints FROM pg_event_trigger_dropped_objects() d WHERE d.object_type = 'table constraint' AND d.original; \
+           IF jsonb_array_length(dropped) + jsonb_array_length(indexes) + jsonb_array_length(constraints) > 0 THEN \
              PERFORM pg_logical_emit_message(true, '{PREFIX}', jsonb_build_object('tag', tg_tag, 'statement', current_query(), 'tables', '[]'::jsonb, \
-               'dropped', dropped)::text); \
+               'dropped', dropped, 'dropped_indexes', indexes, 'dropped_constraints', constraints)::text); \
            END IF; \
          EXCEPTION WHEN others THEN \
            PERFORM pg_logical_emit_message(true, '{PREFIX}', jsonb_build_object('tag', tg_tag, 'statement', current_query(), 'tables', '[]'::jsonb, 'error', SQLERRM)::text); \
@@ -160,6 +166,10 @@ pub struct Change {
     /// Tables the command dropped.
     #[serde(default)]
     pub dropped: Vec<DroppedTable>,
+    #[serde(default)]
+    pub dropped_indexes: Vec<DroppedTable>,
+    #[serde(default)]
+    pub dropped_constraints: Vec<DroppedConstraint>,
     /// The event trigger could not describe the change.
     #[serde(default)]
     pub error: Option<String>,
@@ -169,6 +179,19 @@ pub struct Change {
 pub struct DroppedTable {
     pub schema: String,
     pub name: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DroppedConstraint {
+    pub schema: String,
+    pub table: String,
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NamedConstraint {
+    pub name: String,
+    pub definition: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -206,6 +229,9 @@ pub struct ChangedTable {
     /// without one, the source would refuse its updates once published).
     #[serde(default)]
     pub published: bool,
+    /// Check, unique, foreign-key and exclusion constraints (not the key, not NOT NULL).
+    #[serde(default)]
+    pub constraints: Vec<NamedConstraint>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -305,6 +331,15 @@ pub fn plan(change: &Change, target: &Catalog, f: &Following) -> Result<Plan> {
             out.push(definition.replacen("CREATE UNIQUE INDEX ", "CREATE UNIQUE INDEX IF NOT EXISTS ", 1).replacen("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1));
         }
     }
+    for d in &change.dropped_indexes {
+        out.push(format!("DROP INDEX IF EXISTS {}", qualified(f.map.target_schema(&d.schema), &d.name)));
+    }
+    for c in &change.dropped_constraints {
+        let schema = f.map.target_schema(&c.schema);
+        if f.followed.contains(&format!("{schema}.{}", c.table)) {
+            out.push(format!("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}", qualified(schema, &c.table), quote_ident(&c.name)));
+        }
+    }
     for d in &change.dropped {
         let (schema, name) = (f.map.target_schema(&d.schema), d.name.as_str());
         if f.followed.contains(&format!("{schema}.{name}")) {
@@ -332,6 +367,7 @@ pub fn plan(change: &Change, target: &Catalog, f: &Following) -> Result<Plan> {
             if t.created {
                 let mut columns: Vec<String> = t.columns.iter().map(|c| column_definition(c, &f.rewriter)).collect();
                 columns.extend(t.key.iter().cloned());
+                columns.extend(t.constraints.iter().map(|c| format!("CONSTRAINT {} {}", quote_ident(&c.name), f.rewriter.rewrite(&c.definition))));
                 out.push(format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema)));
                 out.push(format!("CREATE TABLE {} ({})", qualified(schema, name), columns.join(", ")));
                 plan.created.push(key);
@@ -379,6 +415,9 @@ pub fn plan(change: &Change, target: &Catalog, f: &Following) -> Result<Plan> {
             if c.not_null != have.not_null {
                 out.push(alter(format!("ALTER COLUMN {col} {} NOT NULL", if c.not_null { "SET" } else { "DROP" })));
             }
+        }
+        for c in t.constraints.iter().filter(|c| !table.constraints.iter().any(|tc| tc.name == c.name)) {
+            out.push(alter(format!("ADD CONSTRAINT {} {}", quote_ident(&c.name), f.rewriter.rewrite(&c.definition))));
         }
         for gone in names.iter().filter(|n| !t.columns.iter().any(|c| &c.name == *n) && !f.own.contains(&format!("{key}.{n}"))) {
             if reads(gone) {
