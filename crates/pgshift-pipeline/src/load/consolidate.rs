@@ -112,7 +112,8 @@ async fn left_behind(store: &Store<'_>, source: &str, e: Error) -> Error {
     let leftovers = match &run.slot_name {
         Some(slot) => format!(
             "its replication slot {slot} and publication {} on {source} keep WAL there until removed \
-             (SELECT pg_drop_replication_slot('{slot}'); DROP PUBLICATION {};)",
+             (SELECT pg_drop_replication_slot('{slot}'); DROP PUBLICATION {}; and, once no pgshift slot is left there, \
+             DROP EVENT TRIGGER IF EXISTS pgshift_ddl, pgshift_ddl_drop;)",
             slot::publication_name(slot),
             pgshift_postgres::sql::quote_ident(slot::publication_name(slot))
         ),
