@@ -1,14 +1,13 @@
-//! Schema changes during catch-up (first part of following them). An event trigger
-//! on the source (installed by `migrate` when it follows, where the role may create
-//! event triggers) writes a transactional logical message after every DDL command,
-//! with the definition of every table the command touched; it arrives in the change
-//! stream at the command's exact position. The follower compares each table the run
-//! follows with the target: columns the source added are added on the target (in
-//! the same target transaction, before the changes that use them); anything else a
-//! table now differs in stops `follow` with the statement and what to do, and
-//! resumes once the target matches. Not followed yet, and said in the log: new
-//! tables, indexes, types. The message carries the definitions, not just the
-//! statement text, because `current_query()` may hold other statements too.
+//! Schema changes during catch-up. Event triggers on the source (installed with the
+//! slot where the role may create them; removed with the last pgshift slot) write a
+//! transactional logical message after every DDL command, which arrives in the change
+//! stream at the command's exact position: the definitions of the tables it touched
+//! (columns, renames, constraints), its new indexes, enum labels, and what it
+//! dropped. Definitions, not the statement text, because `current_query()` may hold
+//! other statements too. The follower diffs each against the target and makes the
+//! difference there in the same target transaction ([`plan`]); what it cannot
+//! follow stops `follow` with the statement and the fix, and an already matching
+//! target diffs empty, so no stop repeats.
 
 use std::collections::HashSet;
 
