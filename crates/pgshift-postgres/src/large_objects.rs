@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use crate::error::{Context, PgError};
+use crate::objects::Grant;
 use crate::sql::{quote_ident, quote_literal};
 
 const PIECE: i32 = 1 << 20;
@@ -134,19 +135,14 @@ pub async fn sync((src, src_name): (&Client, &str), (dst, dst_name): (&Client, &
             write(format!("ALTER LARGE OBJECT {oid} OWNER TO {}", quote_ident(&want.owner))).await?;
         }
         if carry.privileges && (fresh || have.is_some_and(|h| h.grants != want.grants)) {
-            let mut sql = vec![format!("REVOKE ALL ON LARGE OBJECT {oid} FROM PUBLIC")];
-            for g in have.map(|h| h.grants.as_slice()).unwrap_or_default() {
-                if let Some((grantee, _)) = g.split_once('|').filter(|(r, _)| *r != "PUBLIC") {
-                    sql.push(format!("REVOKE ALL ON LARGE OBJECT {oid} FROM {}", quote_ident(grantee)));
+            let on = format!("LARGE OBJECT {oid}");
+            let mut sql = vec![format!("REVOKE ALL ON {on} FROM PUBLIC")];
+            for g in have.map(|h| h.grants.as_slice()).unwrap_or_default().iter().filter_map(|g| Grant::parse(g)) {
+                if g.grantee != "PUBLIC" {
+                    sql.push(format!("REVOKE ALL ON {on} FROM {}", g.role()));
                 }
             }
-            for g in &want.grants {
-                let parts: Vec<&str> = g.splitn(3, '|').collect();
-                let [grantee, privilege, grantable] = parts.as_slice() else { continue };
-                let to = if *grantee == "PUBLIC" { "PUBLIC".to_string() } else { quote_ident(grantee) };
-                let option = if *grantable == "true" { " WITH GRANT OPTION" } else { "" };
-                sql.push(format!("GRANT {privilege} ON LARGE OBJECT {oid} TO {to}{option}"));
-            }
+            sql.extend(want.grants.iter().filter_map(|g| Grant::parse(g)).map(|g| g.sql(&on)));
             write(sql.join("; ")).await?;
         }
         if fresh || have.is_some_and(|h| h.comment != want.comment) {

@@ -402,6 +402,39 @@ pub struct Access {
     pub owner_roles: BTreeSet<String>,
 }
 
+/// One privilege of an ACL, as [`grants_of`] writes it: `grantee|privilege|grantable`.
+pub(crate) struct Grant<'a> {
+    /// A role name, or PUBLIC.
+    pub grantee: &'a str,
+    privilege: &'a str,
+    grantable: bool,
+}
+
+impl<'a> Grant<'a> {
+    pub fn new(grantee: &'a str, privilege: &'a str, grantable: bool) -> Grant<'a> {
+        Grant { grantee, privilege, grantable }
+    }
+
+    pub fn parse(text: &'a str) -> Option<Grant<'a>> {
+        let mut parts = text.splitn(3, '|');
+        let (grantee, privilege, grantable) = (parts.next()?, parts.next()?, parts.next()?);
+        Some(Grant { grantee, privilege, grantable: grantable == "true" })
+    }
+
+    /// The grantee as a role (quoted), or PUBLIC.
+    pub fn role(&self) -> String {
+        match self.grantee {
+            "PUBLIC" => "PUBLIC".to_string(),
+            r => quote_ident(r),
+        }
+    }
+
+    /// `GRANT ... ON {on} TO ...` (`on`: the object with its kind word).
+    pub fn sql(&self, on: &str) -> String {
+        format!("GRANT {} ON {on} TO {}{}", self.privilege, self.role(), if self.grantable { " WITH GRANT OPTION" } else { "" })
+    }
+}
+
 /// SQL for an ACL's grants to others than the owner, as `grantee|privilege|grantable` texts.
 pub(crate) fn grants_of(acl: &str, owner: &str) -> String {
     format!(
@@ -436,7 +469,6 @@ async fn access(client: &Client, endpoint: &str, relations: &[u32], routines: &[
         .await
         .context(&endpoint, q("privileges"))?;
     let mut out = Access::default();
-    let role = |r: &str| if r == "PUBLIC" { "PUBLIC".to_string() } else { quote_ident(r) };
     for r in &rows {
         let (kind, object, owner, grants, has_acl, owned_by_table): (String, String, String, Vec<String>, bool, bool) =
             (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
@@ -455,14 +487,11 @@ async fn access(client: &Client, endpoint: &str, relations: &[u32], routines: &[
             other => other,
         };
         out.grants.push(format!("REVOKE ALL ON {on} {object} FROM PUBLIC"));
-        for g in grants {
-            let parts: Vec<&str> = g.splitn(3, '|').collect();
-            let [grantee, privilege, grantable] = parts.as_slice() else { continue };
-            if *grantee != "PUBLIC" {
-                out.grant_roles.insert(grantee.to_string());
+        for g in grants.iter().filter_map(|g| Grant::parse(g)) {
+            if g.grantee != "PUBLIC" {
+                out.grant_roles.insert(g.grantee.to_string());
             }
-            let option = if *grantable == "true" { " WITH GRANT OPTION" } else { "" };
-            out.grants.push(format!("GRANT {privilege} ON {on} {object} TO {}{option}", role(grantee)));
+            out.grants.push(g.sql(&format!("{on} {object}")));
         }
     }
     // Column privileges of copied tables.
@@ -478,12 +507,8 @@ async fn access(client: &Client, endpoint: &str, relations: &[u32], routines: &[
         if grantee != "PUBLIC" {
             out.grant_roles.insert(grantee.clone());
         }
-        out.grants.push(format!(
-            "GRANT {privilege} ({}) ON TABLE {object} TO {}{}",
-            quote_ident(&column),
-            role(&grantee),
-            if grantable { " WITH GRANT OPTION" } else { "" }
-        ));
+        let on_column = format!("{privilege} ({})", quote_ident(&column));
+        out.grants.push(Grant::new(&grantee, &on_column, grantable).sql(&format!("TABLE {object}")));
     }
     // Default privileges: what future objects of a role get.
     let defaults = client
@@ -509,11 +534,10 @@ async fn access(client: &Client, endpoint: &str, relations: &[u32], routines: &[
             out.grant_roles.insert(grantee.clone());
         }
         out.grants.push(format!(
-            "ALTER DEFAULT PRIVILEGES FOR ROLE {}{} GRANT {privilege} ON {on} TO {}{}",
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {}{} {}",
             quote_ident(&owner),
             schema.map(|s| format!(" IN SCHEMA {}", quote_ident(&s))).unwrap_or_default(),
-            role(&grantee),
-            if grantable { " WITH GRANT OPTION" } else { "" }
+            Grant::new(&grantee, &privilege, grantable).sql(on)
         ));
     }
     Ok(out)
