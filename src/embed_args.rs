@@ -151,11 +151,7 @@ impl EmbedSpecArg {
             column: self.column.clone(),
             dims: self.dims.unwrap_or(MINILM_DIMS),
             halfvec: self.halfvec,
-            index: match self.index.as_str() {
-                "ivfflat" => VectorIndex::IvfFlat,
-                "none" => VectorIndex::None,
-                _ => VectorIndex::Hnsw,
-            },
+            index: VectorIndex::parse(&self.index),
             embed_blank: self.embed_blank,
             model: self.model.clone(),
             url: self.url.as_deref().map(pgshift_embed::http::redact),
@@ -173,12 +169,7 @@ impl EmbedSpecArg {
             url: spec.url.clone(),
             dims: Some(spec.dims),
             halfvec: spec.halfvec,
-            index: match spec.index {
-                VectorIndex::Hnsw => "hnsw",
-                VectorIndex::IvfFlat => "ivfflat",
-                VectorIndex::None => "none",
-            }
-            .into(),
+            index: spec.index.name().into(),
             embed_blank: spec.embed_blank,
         }
     }

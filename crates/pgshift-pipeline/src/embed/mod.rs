@@ -35,6 +35,26 @@ pub enum VectorIndex {
     None,
 }
 
+impl VectorIndex {
+    /// As specs and pgvector write it (`USING hnsw`).
+    pub fn name(self) -> &'static str {
+        match self {
+            VectorIndex::Hnsw => "hnsw",
+            VectorIndex::IvfFlat => "ivfflat",
+            VectorIndex::None => "none",
+        }
+    }
+
+    /// A spec's `index` (hnsw unless it says ivfflat or none).
+    pub fn parse(name: &str) -> VectorIndex {
+        match name {
+            "ivfflat" => VectorIndex::IvfFlat,
+            "none" => VectorIndex::None,
+            _ => VectorIndex::Hnsw,
+        }
+    }
+}
+
 /// One table whose rows get a vector computed from a SQL expression over the row.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EmbeddingSpec {
@@ -76,11 +96,10 @@ impl EmbeddingSpec {
 
     /// `CREATE INDEX` for the vector column, or None when no index is wanted.
     pub fn index_sql(&self, qualified_table: &str, index_name: &str, concurrently: bool, vector_schema: &str) -> Option<String> {
-        let method = match self.index {
-            VectorIndex::Hnsw => "hnsw",
-            VectorIndex::IvfFlat => "ivfflat",
-            VectorIndex::None => return None,
-        };
+        if self.index == VectorIndex::None {
+            return None;
+        }
+        let method = self.index.name();
         Some(format!(
             "CREATE INDEX {}IF NOT EXISTS {} ON {qualified_table} USING {method} ({} {})",
             if concurrently { "CONCURRENTLY " } else { "" },

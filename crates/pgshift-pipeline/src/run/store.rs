@@ -411,11 +411,7 @@ impl<'a> Store<'a> {
 
     /// The embedding specs a run was started with (empty when it computes no vectors).
     pub async fn run_embeddings(&self, run_id: i64) -> Result<Vec<EmbeddingSpec>> {
-        let rows = self.query("SELECT embeddings::text FROM pgshift.runs WHERE run_id = $1", &[&run_id], "read the run's embedding specs").await?;
-        match rows.first().and_then(|r| r.get::<_, Option<String>>(0)) {
-            None => Ok(Vec::new()),
-            Some(v) => serde_json::from_str(&v).map_err(|e| Error::State(format!("run {run_id}: unreadable embedding specs: {e}"))),
-        }
+        Ok(self.run_json(run_id, "embeddings", "embedding specs").await?.unwrap_or_default())
     }
 
     /// What verify needs of the source's newest run: the run (for its schema map) and
