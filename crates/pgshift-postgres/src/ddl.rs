@@ -137,7 +137,8 @@ pub fn create_table(t: &Table) -> String {
     s
 }
 
-fn column_definition(c: &Column) -> String {
+/// `name type [COLLATE] [GENERATED ... | DEFAULT ...] [NOT NULL]`.
+pub fn column_definition(c: &Column) -> String {
     let mut s = format!("{} {}", quote_ident(&c.name), c.target_type());
     if let Some(collation) = c.collation.as_ref().filter(|_| c.cast_to.is_none()) {
         s.push_str(&format!(" COLLATE {collation}"));

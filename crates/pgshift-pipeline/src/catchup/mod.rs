@@ -251,7 +251,6 @@ async fn follow_once(
         left_out: &left_out,
         dropped: HashMap::new(),
         following: ddl::Following {
-            map: run.schema_map.clone(),
             rewriter: run.schema_map.statement_rewriter(&source_raw),
             followed: tables.iter().map(|t| t.display_name()).collect(),
             own: own_columns(&source_raw, &target_catalog, &run.schema_map, &left_out, embed.as_ref()),
@@ -545,7 +544,7 @@ impl Follower<'_> {
         self.applier.flush().await?;
         let endpoint = self.applier.endpoint().to_string();
         let target = catalog::inspect(self.applier.client().await?, &endpoint).await?;
-        let plan = ddl::plan(&change, &target, &self.following)?;
+        let plan = ddl::plan(&change, &target, self.schema_map, &self.following)?;
         if plan.statements.is_empty() {
             let ours = change.tables.iter().any(|t| self.following.followed.contains(&format!("{}.{}", self.schema_map.target_schema(&t.schema), t.name)));
             if !ours {
