@@ -84,8 +84,7 @@ async fn read(mut conn: ReplicationConn, tx: mpsc::Sender<Result<StreamItem, PgE
                             Ok(Streamed::Committed { xid, commit_lsn, end_lsn, commit_time }) => {
                                 let begin = LogicalMessage::Begin { final_lsn: commit_lsn, commit_time, xid };
                                 let commit = LogicalMessage::Commit { commit_lsn, end_lsn, commit_time };
-                                let spool = spool.as_mut().expect("a committed stream was spooled");
-                                match replay(spool, xid, wal_start, (begin, commit), &tx, (&mut conn, &mut status_rx, &mut last)).await {
+                                match replay(spool.as_mut(), xid, wal_start, (begin, commit), &tx, (&mut conn, &mut status_rx, &mut last)).await {
                                     Ok(true) => continue,
                                     Ok(false) => break,
                                     Err(e) => Err(e),
@@ -143,7 +142,7 @@ enum Streamed {
 }
 
 /// Keeps what belongs to a streamed transaction in the spool.
-fn streamed(spool: &mut Option<Spool>, data: &[u8]) -> Result<Streamed, PgError> {
+fn streamed(spool: &mut Option<Spool>, data: &bytes::Bytes) -> Result<Streamed, PgError> {
     if let Some(s) = spool.as_mut().filter(|s| s.in_block()) {
         if data.first() == Some(&b'E') {
             s.stop().map_err(spool_error)?;
@@ -155,7 +154,7 @@ fn streamed(spool: &mut Option<Spool>, data: &[u8]) -> Result<Streamed, PgError>
     if !matches!(data.first(), Some(b'S' | b'A' | b'c')) {
         return Ok(Streamed::No);
     }
-    let message = pgoutput::decode(bytes::Bytes::copy_from_slice(data)).map_err(decode_error)?;
+    let message = pgoutput::decode(data.clone()).map_err(decode_error)?;
     match message {
         LogicalMessage::StreamStart { xid, .. } => {
             if spool.is_none() {
@@ -169,9 +168,6 @@ fn streamed(spool: &mut Option<Spool>, data: &[u8]) -> Result<Streamed, PgError>
             }
         }
         LogicalMessage::StreamCommit { xid, commit_lsn, end_lsn, commit_time } => {
-            if spool.is_none() {
-                *spool = Some(Spool::new(&spool_parent()).map_err(spool_error)?);
-            }
             return Ok(Streamed::Committed { xid, commit_lsn, end_lsn, commit_time });
         }
         _ => return Ok(Streamed::No),
@@ -180,22 +176,27 @@ fn streamed(spool: &mut Option<Spool>, data: &[u8]) -> Result<Streamed, PgError>
 }
 
 /// Hands a committed streamed transaction on as Begin, its changes, Commit, telling
-/// the walsender where we are while it lasts. False when the receiver is gone.
+/// the walsender where we are while it lasts (no spool: nothing was streamed on this
+/// connection, so it has no changes). False when the receiver is gone.
 async fn replay(
-    spool: &mut Spool,
+    spool: Option<&mut Spool>,
     xid: u32,
     wal_start: Lsn,
     (begin, commit): (LogicalMessage, LogicalMessage),
     tx: &mpsc::Sender<Result<StreamItem, PgError>>,
     (conn, status_rx, last): (&mut ReplicationConn, &mut mpsc::UnboundedReceiver<(Lsn, Lsn)>, &mut (Lsn, Lsn)),
 ) -> Result<bool, PgError> {
-    let mut replay = spool.replay(xid).map_err(spool_error)?;
+    let mut replay = match spool {
+        Some(s) => Some(s.replay(xid).map_err(spool_error)?),
+        None => None,
+    };
     let item = |message| Ok(StreamItem::Message { wal_start, message });
     if tx.send(item(begin)).await.is_err() {
         return Ok(false);
     }
     let mut told = std::time::Instant::now();
-    while let Some(data) = replay.next_message().map_err(spool_error)? {
+    while let Some(r) = replay.as_mut() {
+        let Some(data) = r.next_message().map_err(spool_error)? else { break };
         let message = pgoutput::decode(data).map_err(decode_error)?;
         if tx.send(item(message)).await.is_err() {
             return Ok(false);
