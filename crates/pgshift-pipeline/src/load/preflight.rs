@@ -72,21 +72,27 @@ async fn collation_problems((client, endpoint): (&Client, &str), target_tables: 
             }
         }
     }
-    let mut problems = Vec::new();
-    for (collation, column) in wanted {
-        let present: bool = client
-            .query_one("SELECT to_regcollation($1) IS NOT NULL", &[&collation])
-            .await
-            .context(&endpoint, || format!("look for collation {collation}"))?
-            .get(0);
-        if !present {
-            problems.push(format!(
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let names: Vec<&str> = wanted.iter().map(|(collation, _)| *collation).collect();
+    let missing: Vec<String> = client
+        .query("SELECT c FROM unnest($1::text[]) c WHERE to_regcollation(c) IS NULL", &[&names])
+        .await
+        .context(&endpoint, || "look for the columns' collations".into())?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(wanted
+        .iter()
+        .filter(|(collation, _)| missing.iter().any(|m| m == collation))
+        .map(|(collation, column)| {
+            format!(
                 "column {column} uses collation {collation}, which target {endpoint} does not have: create it there \
                  (CREATE COLLATION, or install the locale) before migrating"
-            ));
-        }
-    }
-    Ok(problems)
+            )
+        })
+        .collect())
 }
 
 async fn source_replication((client, endpoint): (&Client, &str), problems: &mut Vec<String>) -> Result<()> {
