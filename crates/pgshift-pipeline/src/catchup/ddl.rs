@@ -165,11 +165,11 @@ pub struct Change {
     /// Enums the command changed, with all their labels in order.
     #[serde(default)]
     pub enums: Vec<ChangedEnum>,
-    /// Tables the command dropped.
+    /// Tables and indexes the command dropped.
     #[serde(default)]
-    pub dropped: Vec<DroppedTable>,
+    pub dropped: Vec<Dropped>,
     #[serde(default)]
-    pub dropped_indexes: Vec<DroppedTable>,
+    pub dropped_indexes: Vec<Dropped>,
     #[serde(default)]
     pub dropped_constraints: Vec<DroppedConstraint>,
     /// The event trigger could not describe the change.
@@ -177,8 +177,9 @@ pub struct Change {
     pub error: Option<String>,
 }
 
+/// A dropped table or index: `schema.name`.
 #[derive(Debug, Deserialize)]
-pub struct DroppedTable {
+pub struct Dropped {
     pub schema: String,
     pub name: String,
 }
