@@ -357,7 +357,6 @@ impl Applier {
     }
 
     pub async fn truncate(&mut self, oids: &[u32], cascade: bool, restart_identity: bool) -> Result<(), PgError> {
-        self.flush().await?;
         let names: Vec<String> = oids.iter().map(|o| self.table(*o).map(|t| t.qualified.clone())).collect::<Result<_, _>>()?;
         let sql = format!(
             "TRUNCATE ONLY {}{}{}",
@@ -365,15 +364,13 @@ impl Applier {
             if restart_identity { " RESTART IDENTITY" } else { "" },
             if cascade { " CASCADE" } else { "" }
         );
-        let writer = self.writer().await?;
-        writer.begin().await?;
-        writer.client.batch_execute(&sql).await.context(&writer.endpoint, || sql.clone())?;
-        writer.applied.truncates += names.len() as u64;
+        self.execute(&sql).await?;
+        self.writer().await?.applied.truncates += names.len() as u64;
         Ok(())
     }
 
-    /// Runs a statement (a schema change) in the open target transaction, after
-    /// everything pending.
+    /// Runs a statement (a truncate, a schema change) in the open target transaction,
+    /// after everything pending.
     pub async fn execute(&mut self, sql: &str) -> Result<(), PgError> {
         self.flush().await?;
         let writer = self.writer().await?;
