@@ -50,6 +50,9 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Copy schema and data into the target: tables, parallel COPY under one snapshot, then indexes and constraints.
     Migrate(MigrateArgs),
+    /// Help a running `migrate` copy, from this or any other host: claim chunks from the run's queue on the
+    /// target, copy them under the run's snapshot, and stay until every chunk is done (start as many as you like).
+    Worker(WorkerArgs),
     /// Apply the source's changes since the load to the target (logical replication), until stopped.
     Follow(FollowArgs),
     /// Pause writes on the source, apply the last changes, sync sequences, compare counts, hand over.
@@ -166,7 +169,8 @@ pub struct InspectArgs {
 /// How the load runs; shared by `migrate` and `serve`.
 #[derive(Args)]
 pub struct LoadSettings {
-    /// Parallel copy and index workers (each holds one source and one target connection).
+    /// Parallel copy and index workers (each holds one source and one target connection). 0: this process
+    /// copies nothing and waits for `pgshift worker` processes to copy the chunks (indexes still use one).
     #[arg(long, short, env = "PGSHIFT_JOBS", default_value_t = 4)]
     pub jobs: usize,
     /// Only these tables: glob patterns over schema.table or table, e.g. 'public.*' 'orders_*'; '!pattern' leaves tables out.
@@ -187,7 +191,7 @@ impl LoadSettings {
     pub fn options(&self) -> anyhow::Result<MigrateOptions> {
         Ok(MigrateOptions {
             plan: PlanOptions { patterns: self.tables.clone(), split_rows: self.split_rows },
-            jobs: self.jobs.max(1),
+            jobs: self.jobs,
             maintenance_work_mem: self.maintenance_work_mem.clone(),
             embedding: self.embed.setup()?,
             vector_index_memory_mb: self.embed.runtime.vector_index_memory,
@@ -456,6 +460,29 @@ pub struct VerifyArgs {
     pub schemas: SchemaMapArg,
     #[command(flatten)]
     pub sqlite: SqliteArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub source: SourceArg,
+    #[command(flatten)]
+    pub target: TargetArg,
+    /// The run to join (default: the newest run whose copy is open).
+    #[arg(long, env = "PGSHIFT_RUN")]
+    pub run: Option<i64>,
+    /// Chunks copied at once by this process (each holds one source and one target connection).
+    #[arg(long, short, env = "PGSHIFT_JOBS", default_value_t = 4)]
+    pub jobs: usize,
+    /// Seconds to wait for a run's copy to open (workers may start before migrate reaches its copy).
+    #[arg(long, env = "PGSHIFT_WORKER_WAIT", default_value_t = 300)]
+    pub wait: u64,
+    /// How the embedder runs, when the run computes vectors (its model and server come from the run).
+    #[command(flatten)]
+    pub embed: crate::embed_args::EmbedRuntime,
+    /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
 }

@@ -3,6 +3,7 @@
 use pgshift_pipeline::source::inspect::InspectReport;
 use pgshift_pipeline::cutover::CutoverReport;
 use pgshift_pipeline::catchup::FollowReport;
+use pgshift_pipeline::load::worker::WorkerReport;
 use pgshift_pipeline::load::MigrateReport;
 use pgshift_pipeline::embed::reembed::ReembedReport;
 use pgshift_pipeline::run::status::StatusReport;
@@ -281,6 +282,18 @@ pub fn print_status(r: &StatusReport) {
         .map(|t| vec![t.table.clone(), format!("{}/{}", t.chunks_done, t.chunks_total), t.rows.to_string(), human_bytes(t.bytes.max(0) as u64)])
         .collect();
     table(&["table", "chunks", "rows", "copied"], &rows);
+    if !r.workers.is_empty() {
+        let rows: Vec<Vec<String>> = r
+            .workers
+            .iter()
+            .map(|w| {
+                let copying = if w.copying.is_empty() { "-".to_string() } else { w.copying.join(", ") };
+                let seen = if w.seen_seconds_ago > 30.0 { format!("{:.0} s ago (gone?)", w.seen_seconds_ago) } else { "now".into() };
+                vec![w.worker.clone(), w.jobs.to_string(), copying, w.chunks_done.to_string(), w.rows.to_string(), format!("{:.0}", w.rows_per_second), seen]
+            })
+            .collect();
+        table(&["worker", "jobs", "copying", "chunks done", "rows", "rows/s", "seen"], &rows);
+    }
     if r.runs.len() > 1 {
         println!("runs on this target:");
         for run in &r.runs {
@@ -294,6 +307,13 @@ pub fn print_status(r: &StatusReport) {
         }
         (None, _) if r.slot_name.is_some() => println!("replication lag: pass --source to see it"),
         _ => {}
+    }
+}
+
+pub fn print_worker(r: &WorkerReport) {
+    println!("run {}: every chunk is copied; this worker took part for {:.1} s", r.run_id, r.seconds);
+    for t in &r.tables {
+        println!("  {} finished: {} rows, {}", t.table, t.rows, human_bytes(t.bytes));
     }
 }
 

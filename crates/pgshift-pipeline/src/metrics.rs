@@ -26,6 +26,7 @@ metric!(ROWS_COPIED: IntCounterVec = register_int_counter_vec_with_registry("pgs
 metric!(BYTES_COPIED: IntCounterVec = register_int_counter_vec_with_registry("pgshift_bytes_copied_total", "COPY bytes streamed by the bulk load", &["table"]));
 metric!(CHUNKS_TOTAL: IntGauge = register_int_gauge_with_registry("pgshift_chunks_total", "Chunks this run copies"));
 metric!(CHUNKS_DONE: IntGauge = register_int_gauge_with_registry("pgshift_chunks_done", "Chunks copied and checkpointed"));
+metric!(COPY_WORKERS: IntGauge = register_int_gauge_with_registry("pgshift_copy_workers", "Processes copying the run's chunks (this one and pgshift worker processes seen in the last 30 s)"));
 metric!(INDEX_STEPS_TOTAL: IntGauge = register_int_gauge_with_registry("pgshift_index_builds_total", "Indexes and constraints to build after the load"));
 metric!(INDEX_STEPS_DONE: IntGauge = register_int_gauge_with_registry("pgshift_index_builds_done", "Indexes and constraints built"));
 metric!(VECTOR_INDEX_PROGRESS: Gauge = register_gauge_with_registry(
@@ -70,13 +71,14 @@ metric!(EMBEDDING_QUEUE: IntGauge = register_int_gauge_with_registry("pgshift_em
 metric!(ERRORS: IntCounterVec = register_int_counter_vec_with_registry("pgshift_errors_total", "Errors that stopped a command, by kind", &["kind"]));
 
 /// Every metric, registered on first use.
-fn all() -> [&'static dyn Collector; 20] {
+fn all() -> [&'static dyn Collector; 21] {
     [
         &*PHASE,
         &*ROWS_COPIED,
         &*BYTES_COPIED,
         &*CHUNKS_TOTAL,
         &*CHUNKS_DONE,
+        &*COPY_WORKERS,
         &*INDEX_STEPS_TOTAL,
         &*INDEX_STEPS_DONE,
         &*VECTOR_INDEX_PROGRESS,

@@ -1,6 +1,7 @@
-//! The load's core invariant, in one place: a chunk's rows and its checkpoint commit
-//! in one target transaction. After any crash a chunk is either complete and marked
-//! done, or absent; `--resume` copies exactly the chunks not marked.
+//! The load's core invariant, in one place: a chunk is claimed, its rows written and
+//! its checkpoint set in one target transaction. After any crash (of this process or
+//! of a worker on another host) a chunk is either complete and marked done, or absent
+//! and back in the queue; `--resume` copies exactly the chunks not marked.
 
 use pgshift_postgres::conn::in_transaction;
 use pgshift_postgres::copy::PipeStats;
@@ -8,33 +9,25 @@ use pgshift_postgres::error::Context;
 use tokio_postgres::Client;
 
 use crate::error::Result;
-use crate::run::store::Store;
+use crate::run::store::{ClaimedChunk, Store};
 
-/// A chunk to write: which one, and what to remove first.
-pub struct ChunkToWrite<'a> {
-    pub run_id: i64,
-    /// As the run's chunks name the table (the source's `schema.table`).
-    pub table: &'a str,
-    pub chunk_no: i32,
-    /// Deletes rows a newer source state may have left in the chunk's range
-    /// (resumed runs), in the same transaction.
-    pub clear_first: Option<String>,
-}
-
-/// Runs `write` (which fills the chunk's rows through `client`) inside one target
-/// transaction that also clears the range first and marks the chunk done last. Any
-/// failure rolls all of it back.
-pub async fn write_chunk<F>(client: &Client, endpoint: &str, chunk: &ChunkToWrite<'_>, write: F) -> Result<PipeStats>
+/// In one target transaction: claims the run's next free chunk (the row lock is the
+/// claim, see [`Store::claim_chunk`]), clears its range when it must, runs `write`
+/// (which fills the chunk's rows through `client`) and marks it done. Any failure
+/// rolls all of it back. None: no chunk is free now.
+pub async fn copy_next_chunk<F>(client: &Client, endpoint: &str, run_id: i64, write: F) -> Result<Option<(ClaimedChunk, PipeStats)>>
 where
-    F: std::future::Future<Output = Result<PipeStats>>,
+    F: AsyncFnOnce(&ClaimedChunk) -> Result<PipeStats>,
 {
     let work = async {
-        if let Some(sql) = &chunk.clear_first {
-            client.batch_execute(sql).await.context(&endpoint, || format!("clear {} before re-copy", chunk.table))?;
+        let store = Store::new(client, endpoint);
+        let Some(chunk) = store.claim_chunk(run_id).await? else { return Ok(None) };
+        if let Some(sql) = chunk.clear_sql() {
+            client.batch_execute(&sql).await.context(&endpoint, || format!("clear {} before re-copy", chunk.table_name))?;
         }
-        let stats = write.await?;
-        Store::new(client, endpoint).mark_chunk_done(chunk.run_id, chunk.table, chunk.chunk_no, stats.rows, stats.bytes).await?;
-        Ok(stats)
+        let stats = write(&chunk).await?;
+        store.mark_chunk_done(run_id, &chunk.table_name, chunk.chunk_no, stats.rows, stats.bytes).await?;
+        Ok(Some((chunk, stats)))
     };
-    in_transaction(client, endpoint, &format!("chunk {} of {}", chunk.chunk_no, chunk.table), work).await
+    in_transaction(client, endpoint, &format!("a chunk of run {run_id}"), work).await
 }

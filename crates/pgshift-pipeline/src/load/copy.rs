@@ -1,10 +1,13 @@
-//! The copy: N workers, each with a source reader and one target connection, take
-//! chunks from a shared queue. Per chunk the source's reader streams COPY data into
-//! a bounded queue while the writer sends it to the target (as it is, or through
-//! the embedding stage), inside the chunk's transaction ([`super::chunk_writer`]).
-//! Bytes and rows are counted here, once, for every source.
+//! The copy: workers claim chunks from the run's queue on the target
+//! ([`super::chunk_writer`]): migrate's own, and `pgshift worker` processes on any
+//! number of hosts. Per chunk the source's reader streams COPY data into a bounded
+//! queue while the writer sends it to the target (as it is, or through the embedding
+//! stage). Every process stays until each chunk of the run is done, so a chunk given
+//! back by a worker that died is copied by another. Bytes and rows are counted here,
+//! once, for every source; what other processes copied is read from the run.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,33 +16,40 @@ use pgshift_postgres::copy::{copy_in_received, PipeStats};
 use pgshift_postgres::error::Context;
 use pgshift_postgres::ConnInfo;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinSet;
 use tokio_postgres::Client;
 
-use super::chunk_writer::{write_chunk, ChunkToWrite};
-use super::resume::CopyJob;
+use super::chunk_writer::copy_next_chunk;
 use crate::embed::copy::{embed_stream, EmbedTarget};
 use crate::embed::{Cache, EmbedPool};
 use crate::error::{Error, Result};
 use crate::metrics;
 use crate::progress::Progress;
-use crate::run::store::Store;
-use crate::source::LoadSource;
-use crate::workers::{run_workers, WorkQueue};
+use crate::run::store::{ClaimedChunk, Store};
+use crate::source::{ChunkReader, TableLoad};
 
 /// COPY messages read ahead of the target per worker (each up to 256 KiB).
 const READ_AHEAD: usize = 4;
+/// How often an idle worker looks for a chunk given back, and progress is reported.
+const POLL: Duration = Duration::from_millis(500);
+/// How often a process that waits for others' chunks says so.
+const WAITING_NOTICE: Duration = Duration::from_secs(30);
 
 pub struct CopyContext {
     pub target: ConnInfo,
     /// Exported snapshot to read under; None = each chunk takes its own (resume).
     pub snapshot: Option<String>,
     pub run_id: i64,
+    /// Workers in this process (0: only wait for other processes' workers).
     pub jobs: usize,
     pub progress: Arc<dyn Progress>,
     /// The embedding threads, when some tables get vectors computed on the way.
     pub embedding: Option<Arc<EmbedPool>>,
 }
+
+/// How a worker finds the table a claimed chunk belongs to.
+pub type TableOf<T> = Box<dyn Fn(&ClaimedChunk) -> Result<Arc<TableLoad<T>>> + Send + Sync>;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct TableSummary {
@@ -49,82 +59,180 @@ pub struct TableSummary {
     pub seconds: f64,
 }
 
-struct TableAcc {
-    chunks_left: usize,
-    rows: u64,
-    bytes: u64,
-    started: Option<Instant>,
+/// What this process's workers share.
+struct Shared<T> {
+    table_of: TableOf<T>,
+    /// When each table's copy began here (first chunk taken, or first seen done elsewhere).
+    started: Mutex<HashMap<String, Instant>>,
+    mine: Mutex<Mine>,
+    chunk_done: Notify,
+    failed: AtomicBool,
 }
 
-type Tables = Mutex<HashMap<String, TableAcc>>;
+/// This process's part, as `pgshift status` shows it.
+#[derive(Default)]
+struct Mine {
+    chunks_done: i32,
+    rows: i64,
+    copying: Vec<String>,
+}
 
-pub async fn copy_chunks<S: LoadSource>(source: Arc<S>, ctx: Arc<CopyContext>, jobs: Vec<CopyJob<S::Table>>) -> Result<Vec<TableSummary>> {
-    let mut tables: HashMap<String, TableAcc> = HashMap::new();
-    for j in &jobs {
-        tables.entry(j.table.name.clone()).or_insert(TableAcc { chunks_left: 0, rows: 0, bytes: 0, started: None }).chunks_left += 1;
+impl<T> Shared<T> {
+    fn start(&self, progress: &dyn Progress, table: &str, size_bytes: u64) {
+        let mut started = self.started.lock().unwrap();
+        if !started.contains_key(table) {
+            started.insert(table.to_string(), Instant::now());
+            progress.table_started(table, size_bytes);
+        }
     }
-    let tables = Arc::new(Mutex::new(tables));
-    let done = run_workers(ctx.jobs, jobs, |queue| {
-        let (source, ctx, tables) = (source.clone(), ctx.clone(), tables.clone());
-        async move { worker(&*source, &ctx, &queue, &tables).await }
-    })
-    .await?;
-    let mut summaries: Vec<TableSummary> = done.into_iter().flatten().collect();
-    summaries.sort_by(|a, b| a.table.cmp(&b.table));
-    Ok(summaries)
 }
 
-async fn worker<S: LoadSource>(source: &S, ctx: &CopyContext, queue: &WorkQueue<CopyJob<S::Table>>, tables: &Tables) -> Result<Vec<TableSummary>> {
+/// Copies the run's open chunks with `ctx.jobs` workers, until every chunk of the run
+/// is done (by this process or another). Returns the tables finished meanwhile.
+pub async fn copy_chunks<R: ChunkReader>(source: Arc<R>, ctx: Arc<CopyContext>, table_of: TableOf<R::Table>) -> Result<Vec<TableSummary>> {
+    let dst_name = ctx.target.endpoint();
+    let control = ctx.target.connect().await?;
+    let store = Store::new(&control, dst_name);
+    let host = host_name();
+    let me = format!("{host}:{}", std::process::id());
+    store.register_worker(ctx.run_id, &me, &host, ctx.jobs as i32).await?;
+    let shared = Arc::new(Shared { table_of, started: Mutex::default(), mine: Mutex::default(), chunk_done: Notify::new(), failed: AtomicBool::new(false) });
+    let mut tasks = JoinSet::new();
+    for _ in 0..ctx.jobs {
+        let (source, ctx, shared) = (source.clone(), ctx.clone(), shared.clone());
+        tasks.spawn(async move {
+            let result = worker(&*source, &ctx, &shared).await;
+            if result.is_err() {
+                shared.failed.store(true, Ordering::SeqCst);
+            }
+            result
+        });
+    }
+    let mut watch = Watch::default();
+    let mut first_error = None;
+    let mut last_notice = Instant::now();
+    loop {
+        let left = watch.poll(&store, &ctx, &shared, &me).await?;
+        if tasks.is_empty() {
+            if left == 0 || first_error.is_some() {
+                break;
+            }
+            if last_notice.elapsed() >= WAITING_NOTICE {
+                last_notice = Instant::now();
+                ctx.progress.step(&format!(
+                    "waiting for workers: {left} chunk(s) of run {} left (start `pgshift worker --source ... --target ...` on any host)",
+                    ctx.run_id
+                ));
+            }
+        }
+        tokio::select! {
+            joined = tasks.join_next(), if !tasks.is_empty() => {
+                if let Some(Err(e)) = joined.map(|j| j.expect("copy worker panicked")) {
+                    first_error.get_or_insert(e);
+                }
+            }
+            _ = shared.chunk_done.notified() => {}
+            _ = tokio::time::sleep(POLL) => {}
+        }
+        if tasks.is_empty() && first_error.is_some() {
+            break;
+        }
+    }
+    let _ = store.unregister_worker(ctx.run_id, &me).await;
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(watch.finished),
+    }
+}
+
+/// Progress of the whole run, read from its chunks: tables finished (by any
+/// process), the metrics, and this process's heartbeat.
+#[derive(Default)]
+struct Watch {
+    /// Tables with chunks left when the copy began here: false until done.
+    tables: Option<HashMap<String, bool>>,
+    finished: Vec<TableSummary>,
+}
+
+impl Watch {
+    /// Returns how many chunks are not done yet.
+    async fn poll<T>(&mut self, store: &Store<'_>, ctx: &CopyContext, shared: &Shared<T>, me: &str) -> Result<i64> {
+        let totals = store.table_totals(ctx.run_id).await?;
+        let tables = self.tables.get_or_insert_with(|| totals.iter().map(|t| (t.table.clone(), t.chunks_done == t.chunks_total)).collect());
+        metrics::CHUNKS_TOTAL.set(totals.iter().map(|t| t.chunks_total).sum());
+        metrics::CHUNKS_DONE.set(totals.iter().map(|t| t.chunks_done).sum());
+        for t in &totals {
+            // Rows committed by other processes, counted once here.
+            let rows = metrics::ROWS_COPIED.with_label_values(&[&t.table]);
+            if t.rows as u64 > rows.get() && tables.contains_key(&t.table) {
+                rows.inc_by(t.rows as u64 - rows.get());
+            }
+            let Some(done) = tables.get_mut(&t.table) else { continue };
+            if *done || t.chunks_done < t.chunks_total {
+                continue;
+            }
+            *done = true;
+            shared.start(&*ctx.progress, &t.table, 0);
+            let elapsed = shared.started.lock().unwrap()[&t.table].elapsed();
+            ctx.progress.table_done(&t.table, t.rows as u64, t.bytes as u64, elapsed);
+            self.finished.push(TableSummary { table: t.table.clone(), rows: t.rows as u64, bytes: t.bytes as u64, seconds: elapsed.as_secs_f64() });
+        }
+        let (chunks_done, rows, copying) = {
+            let mine = shared.mine.lock().unwrap();
+            (mine.chunks_done, mine.rows, mine.copying.clone())
+        };
+        store.worker_seen(ctx.run_id, me, chunks_done, rows, &copying).await?;
+        let live = store.workers(ctx.run_id).await?.iter().filter(|w| w.seen_seconds_ago < 30.0).count();
+        metrics::COPY_WORKERS.set(live as i64);
+        Ok(totals.iter().map(|t| t.chunks_total - t.chunks_done).sum())
+    }
+}
+
+async fn worker<R: ChunkReader>(source: &R, ctx: &CopyContext, shared: &Shared<R::Table>) -> Result<()> {
     let dst_name = ctx.target.endpoint();
     let mut reader = source.reader().await?;
     let target = ctx.target.connect().await?;
     // A lost commit after a target crash only loses the chunk's checkpoint with its
     // rows, and the chunk is copied again: safe, and much faster.
     target.batch_execute("SET synchronous_commit = off").await.context(&dst_name, || "configure copy session".into())?;
-    let mut finished = Vec::new();
     // The embedding cache is read while the chunk's COPY holds `target`: its own session.
     let mut cache_client: Option<Client> = None;
-    while let Some(job) = queue.pop() {
-        let table = job.table.name.clone();
-        let first = {
-            let mut t = tables.lock().unwrap();
-            let started = &mut t.get_mut(&table).unwrap().started;
-            let first = started.is_none();
-            started.get_or_insert_with(Instant::now);
-            first
-        };
-        if first {
-            ctx.progress.table_started(&table, job.table.size_bytes.max(0) as u64);
-        }
-        if job.table.embedding.is_some() && cache_client.is_none() {
-            cache_client = Some(ctx.target.connect().await?);
-        }
-        let chunk = ChunkToWrite { run_id: ctx.run_id, table: &table, chunk_no: job.chunk_no, clear_first: job.clear_sql() };
-        let (out, received) = mpsc::channel::<Bytes>(READ_AHEAD);
-        let read = source.read_chunk(&mut reader, ctx.snapshot.as_deref(), &job.table, job.predicate.as_deref(), out);
-        let write = write_rows(ctx, (&target, dst_name), cache_client.as_ref(), &job, received);
-        let stats = write_chunk(&target, dst_name, &chunk, async {
+    while !shared.failed.load(Ordering::SeqCst) {
+        let mut holding = None;
+        let copied = copy_next_chunk(&target, dst_name, ctx.run_id, async |chunk: &ClaimedChunk| {
+            let table = (shared.table_of)(chunk)?;
+            shared.start(&*ctx.progress, &table.name, table.size_bytes.max(0) as u64);
+            let label = format!("{}#{}", chunk.table_name, chunk.chunk_no);
+            shared.mine.lock().unwrap().copying.push(label.clone());
+            holding = Some(label);
+            if table.embedding.is_some() && cache_client.is_none() {
+                cache_client = Some(ctx.target.connect().await?);
+            }
+            let (out, received) = mpsc::channel::<Bytes>(READ_AHEAD);
+            let read = source.read_chunk(&mut reader, ctx.snapshot.as_deref(), &table, chunk.predicate.as_deref(), out);
+            let write = write_rows(ctx, (&target, dst_name), cache_client.as_ref(), &table, received);
             let ((), stats) = tokio::try_join!(read, write)?;
             Ok(stats)
         })
-        .await?;
-        metrics::ROWS_COPIED.with_label_values(&[&table]).inc_by(stats.rows);
-        metrics::CHUNKS_DONE.inc();
-
-        let done = {
-            let mut t = tables.lock().unwrap();
-            let acc = t.get_mut(&table).unwrap();
-            acc.chunks_left -= 1;
-            acc.rows += stats.rows;
-            acc.bytes += stats.bytes;
-            (acc.chunks_left == 0).then(|| (acc.rows, acc.bytes, acc.started.map_or(Duration::ZERO, |s| s.elapsed())))
-        };
-        if let Some((rows, bytes, elapsed)) = done {
-            ctx.progress.table_done(&table, rows, bytes, elapsed);
-            finished.push(TableSummary { table, rows, bytes, seconds: elapsed.as_secs_f64() });
+        .await;
+        if let Some(label) = holding {
+            shared.mine.lock().unwrap().copying.retain(|c| *c != label);
+        }
+        match copied? {
+            Some((chunk, stats)) => {
+                metrics::ROWS_COPIED.with_label_values(&[&chunk.table_name]).inc_by(stats.rows);
+                let mut mine = shared.mine.lock().unwrap();
+                mine.chunks_done += 1;
+                mine.rows += stats.rows as i64;
+                shared.chunk_done.notify_one();
+            }
+            // Every chunk is taken: wait for the others, and take over a chunk whose
+            // worker died (its lock went with its session).
+            None if Store::new(&target, dst_name).chunks_left(ctx.run_id).await? == 0 => break,
+            None => tokio::time::sleep(POLL).await,
         }
     }
-    Ok(finished)
+    Ok(())
 }
 
 /// Sends what the reader produces to the target's COPY: as it is, or with vectors
@@ -133,21 +241,30 @@ async fn write_rows<T>(
     ctx: &CopyContext,
     (target, dst_name): (&Client, &str),
     cache_client: Option<&Client>,
-    job: &CopyJob<T>,
+    table: &TableLoad<T>,
     mut received: mpsc::Receiver<Bytes>,
 ) -> Result<PipeStats> {
-    let table = &job.table.name;
-    let in_sql = &job.table.copy_in;
+    let (name, in_sql) = (&table.name, &table.copy_in);
     let mut reported = 0u64;
     let report = |bytes: u64| {
-        ctx.progress.table_bytes(table, bytes - reported);
-        metrics::BYTES_COPIED.with_label_values(&[table]).inc_by(bytes - reported);
+        ctx.progress.table_bytes(name, bytes - reported);
+        metrics::BYTES_COPIED.with_label_values(&[name]).inc_by(bytes - reported);
         reported = bytes;
     };
-    if let (Some(spec), Some(pool), Some(cache)) = (&job.table.embedding, &ctx.embedding, cache_client) {
+    if let (Some(spec), Some(pool), Some(cache)) = (&table.embedding, &ctx.embedding, cache_client) {
         let embed = EmbedTarget { pool, cache: Cache { store: Store::new(cache, dst_name) }, spec };
         let stream = futures_util::stream::unfold(received, |mut rx| async { rx.recv().await.map(|b| (Ok::<_, Error>(b), rx)) });
-        return embed_stream(stream, (target, dst_name), &embed, in_sql, table, report).await;
+        return embed_stream(stream, (target, dst_name), &embed, in_sql, name, report).await;
     }
     Ok(copy_in_received((target, dst_name), in_sql, &mut received, report).await?)
+}
+
+/// This host's name, for `pgshift status` (the worker's id adds the process id).
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }

@@ -5,7 +5,9 @@
 //! catch-up when the source can be followed.
 //!
 //! - [`resume`]: which chunks a run still copies, and how;
-//! - [`copy`]: the copy workers; [`chunk_writer`]: the rows-plus-checkpoint transaction;
+//! - [`copy`]: the copy workers, claiming chunks from the run's queue on the target;
+//!   [`chunk_writer`]: the claim-rows-checkpoint transaction; [`worker`]: `pgshift worker`,
+//!   the same workers in another process on any host;
 //! - [`preflight`]: checks before writing; [`postdata`], [`vector_index`]: after the rows;
 //! - [`links`]: foreign keys declared across sources; [`consolidate`]: several sources.
 
@@ -17,7 +19,9 @@ pub mod postdata;
 pub mod preflight;
 pub mod resume;
 pub mod vector_index;
+pub mod worker;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,8 +36,8 @@ use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::run::store::{ChunkState, NewRun, Store};
 use crate::run::Phase;
-use crate::source::{LoadSource, PlannedTable, Source};
-use copy::{copy_chunks, CopyContext, TableSummary};
+use crate::source::{LoadSource, PlannedTable, Source, TableLoad};
+use copy::{copy_chunks, CopyContext, TableOf, TableSummary};
 use postdata::PostDataOptions;
 use vector_index::{IndexTarget, VectorIndexOptions};
 
@@ -56,6 +60,7 @@ impl Default for PlanOptions {
 #[derive(Clone, Debug)]
 pub struct MigrateOptions {
     pub plan: PlanOptions,
+    /// Copy workers in this process (0: only coordinate `pgshift worker` processes).
     pub jobs: usize,
     pub dry_run: bool,
     pub resume: bool,
@@ -151,6 +156,9 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
     let store = Store::new(&dst, dst_name);
     let resuming = store.run_to_resume(source.name(), opts.resume, &opts.schema_map).await?;
     let plan = source.plan((&dst, dst_name), opts, resuming.as_ref()).await?;
+    if opts.jobs == 0 && plan.tables.first().is_some_and(|t| source.copy_out(t, None).is_none()) {
+        return Err(Error::Input("--jobs 0 leaves the copy to `pgshift worker` processes, which cannot read this source (a file): use --jobs 1 or more".into()));
+    }
     if let Some(run) = &resuming {
         let recorded = store.run_embeddings(run.run_id).await?;
         if recorded != plan.embeddings {
@@ -219,10 +227,7 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
     if run.phase == Phase::Copy {
         crate::progress::enter(&*progress, "copy");
         let copy_started = Instant::now();
-        let jobs = resume::copy_jobs(&store, &run, &plan, snapshot.name.is_some()).await?;
-        let total: usize = plan.tables.iter().map(|t| t.chunks.len()).sum();
-        crate::metrics::CHUNKS_TOTAL.set(total as i64);
-        crate::metrics::CHUNKS_DONE.set((total - jobs.len()) as i64);
+        resume::open_copy(&store, &run, &plan, source, snapshot.name.as_deref()).await?;
         let embedding = opts
             .embedding
             .as_ref()
@@ -236,7 +241,14 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
             progress: progress.clone(),
             embedding,
         });
-        let copied = copy_chunks(Arc::new(source.clone()), ctx, jobs).await;
+        let tables: HashMap<String, Arc<TableLoad<S::Table>>> = plan.tables.iter().map(|t| (t.name.clone(), Arc::new(t.clone()))).collect();
+        let table_of: TableOf<S::Table> = Box::new(move |chunk| {
+            tables.get(&chunk.table_name).cloned().ok_or_else(|| Error::State(format!("chunk {} of {}: not a table of this run's plan", chunk.chunk_no, chunk.table_name)))
+        });
+        let copied = copy_chunks(Arc::new(source.clone()), ctx, table_of).await;
+        if copied.is_ok() {
+            store.close_copy(run.run_id).await?;
+        }
         let shared_snapshot = snapshot.name.is_some();
         snapshot.release().await;
         report.tables = copied?;
@@ -249,11 +261,11 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
 
     crate::progress::enter(&*progress, "post-data");
     let post_started = Instant::now();
-    let pd = PostDataOptions { jobs: opts.jobs, maintenance_work_mem: opts.maintenance_work_mem.clone() };
+    let pd = PostDataOptions { jobs: opts.jobs.max(1), maintenance_work_mem: opts.maintenance_work_mem.clone() };
     postdata::run(target, &plan.post_data, &pd, progress.clone()).await?;
     let vector_options = VectorIndexOptions {
         max_memory_mb: opts.vector_index_memory_mb,
-        max_workers: opts.jobs,
+        max_workers: opts.jobs.max(1),
         vector_schema: plan.vector_schema.clone(),
     };
     let index_work: Vec<IndexTarget> =

@@ -4,36 +4,14 @@
 //! a table split by block ranges is copied whole again when partly done, because
 //! updates move rows between blocks (see docs/ARCHITECTURE.md, "Resuming is correct").
 
-use std::sync::Arc;
-
 use pgshift_postgres::conn::in_transaction;
 use pgshift_postgres::error::Context;
 
 use crate::error::Result;
-use crate::run::store::{ChunkState, Store};
+use crate::run::store::{ChunkState, ChunkWork, CopyTable, Store};
 use crate::run::Run;
 use crate::source::chunks::SplitKind;
-use crate::source::{LoadPlan, TableLoad};
-
-/// One chunk for a copy worker.
-pub struct CopyJob<T> {
-    pub table: Arc<TableLoad<T>>,
-    pub chunk_no: i32,
-    pub predicate: Option<String>,
-    /// Rows of this range may be on the target from a newer source state than the
-    /// snapshot now read: clear the range in the chunk's transaction.
-    pub clear_first: bool,
-}
-
-impl<T> CopyJob<T> {
-    /// The statement that clears the chunk's range on the target, when it must.
-    pub fn clear_sql(&self) -> Option<String> {
-        self.clear_first.then(|| match &self.predicate {
-            Some(p) => format!("DELETE FROM ONLY {} WHERE {p}", self.table.target),
-            None => format!("TRUNCATE ONLY {}", self.table.target),
-        })
-    }
-}
+use crate::source::{LoadPlan, LoadSource};
 
 /// What to do with one table's chunks.
 #[derive(Debug, PartialEq, Eq)]
@@ -62,16 +40,14 @@ pub fn resume_table(chunks: &[&ChunkState], resumed: bool) -> TableResume {
     TableResume { truncate: false, todo: chunks.iter().filter(|c| !c.done).map(|c| (c.chunk_no, resumed)).collect() }
 }
 
-/// The chunks still to copy, tables in the plan's order (largest first).
-pub async fn copy_jobs<T>(store: &Store<'_>, run: &Run, plan: &Arc<LoadPlan<T>>, shared_snapshot: bool) -> Result<Vec<CopyJob<T>>>
-where
-    T: Clone,
-{
+/// Opens the run's copy to workers (this process's and `pgshift worker`s): the
+/// chunks still to copy, tables in the plan's order (largest first), each with the
+/// statement that reads it and whether it clears its range first. Returns how many.
+pub async fn open_copy<S: LoadSource>(store: &Store<'_>, run: &Run, plan: &LoadPlan<S::Table>, source: &S, snapshot: Option<&str>) -> Result<usize> {
     let states = store.chunks(run.run_id).await?;
-    let resumed = states.iter().any(|c| c.done) || !shared_snapshot;
-    let mut jobs = Vec::new();
+    let resumed = states.iter().any(|c| c.done) || snapshot.is_none();
+    let (mut tables, mut work) = (Vec::new(), Vec::new());
     for table in &plan.tables {
-        let table = Arc::new(table.clone());
         let mine: Vec<&ChunkState> = states.iter().filter(|c| c.table_name == table.name).collect();
         let what = resume_table(&mine, resumed);
         if what.truncate {
@@ -83,12 +59,15 @@ where
             };
             in_transaction(client, endpoint, &format!("the re-copy of {}", table.name), work).await?;
         }
+        tables.push(CopyTable { table_name: table.name.clone(), target: table.target.clone(), copy_in: table.copy_in.clone(), embedding: table.embedding.clone() });
         for (chunk_no, clear_first) in what.todo {
             let predicate = mine.iter().find(|c| c.chunk_no == chunk_no).and_then(|c| c.predicate.clone());
-            jobs.push(CopyJob { table: table.clone(), chunk_no, predicate, clear_first });
+            let copy_out = source.copy_out(table, predicate.as_deref());
+            work.push(ChunkWork { table_name: table.name.clone(), chunk_no, copy_out, clear_first });
         }
     }
-    Ok(jobs)
+    store.open_copy(run.run_id, snapshot, &tables, &work).await?;
+    Ok(work.len())
 }
 
 #[cfg(test)]
@@ -132,25 +111,5 @@ mod tests {
     fn a_finished_table_has_nothing_to_do() {
         let chunks = [chunk(0, SplitKind::Whole, true)];
         assert_eq!(resume(&chunks, true), (false, vec![]));
-    }
-
-    #[test]
-    fn clearing_uses_the_range_on_the_target_table() {
-        let table = Arc::new(TableLoad {
-            source: (),
-            name: "public.t".into(),
-            target: "app.t".into(),
-            copy_in: String::new(),
-            format: pgshift_postgres::copy::CopyFormat::Binary,
-            split: SplitKind::IntKey,
-            chunks: Vec::new(),
-            rows_estimate: 0,
-            size_bytes: 0,
-            embedding: None,
-        });
-        let job = |predicate: Option<&str>, clear_first| CopyJob { table: table.clone(), chunk_no: 1, predicate: predicate.map(String::from), clear_first };
-        assert_eq!(job(Some("id >= 5"), true).clear_sql().as_deref(), Some("DELETE FROM ONLY app.t WHERE id >= 5"));
-        assert_eq!(job(None, true).clear_sql().as_deref(), Some("TRUNCATE ONLY app.t"));
-        assert_eq!(job(Some("id >= 5"), false).clear_sql(), None);
     }
 }

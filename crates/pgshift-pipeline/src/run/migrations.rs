@@ -93,6 +93,34 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "columns catch-up leaves out (a vector column recomputed in place), by the target's table names",
         "ALTER TABLE pgshift.runs ADD COLUMN IF NOT EXISTS left_out jsonb",
     ),
+    (
+        11,
+        "the copy as a queue any worker claims from (pgshift worker): each chunk's source statement, the tables' target statements, the exported snapshot, the workers",
+        "ALTER TABLE pgshift.chunks ADD COLUMN IF NOT EXISTS copy_out text;
+        ALTER TABLE pgshift.chunks ADD COLUMN IF NOT EXISTS clear_first boolean;
+        ALTER TABLE pgshift.runs ADD COLUMN IF NOT EXISTS copy_snapshot text;
+        CREATE TABLE IF NOT EXISTS pgshift.copy_tables (
+            run_id     bigint NOT NULL REFERENCES pgshift.runs ON DELETE CASCADE,
+            table_name text NOT NULL,
+            ord        int NOT NULL,
+            target     text NOT NULL,
+            copy_in    text NOT NULL,
+            embedding  jsonb,
+            PRIMARY KEY (run_id, table_name)
+        );
+        CREATE TABLE IF NOT EXISTS pgshift.workers (
+            run_id      bigint NOT NULL REFERENCES pgshift.runs ON DELETE CASCADE,
+            worker      text NOT NULL,
+            host        text NOT NULL,
+            jobs        int NOT NULL,
+            chunks_done int NOT NULL DEFAULT 0,
+            rows        bigint NOT NULL DEFAULT 0,
+            copying     text[] NOT NULL DEFAULT '{}',
+            started_at  timestamptz NOT NULL DEFAULT now(),
+            seen_at     timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (run_id, worker)
+        )",
+    ),
 ];
 
 /// The newest version this pgshift knows.

@@ -6,7 +6,7 @@ use pgshift_postgres::ConnInfo;
 use serde::Serialize;
 
 use super::slot::{self, SlotState};
-use super::store::Store;
+use super::store::{Store, WorkerState};
 use super::Phase;
 use crate::error::Result;
 
@@ -47,6 +47,8 @@ pub struct StatusReport {
     pub lag_bytes: Option<u64>,
     /// Whether a follower is streaming from the run's slot right now.
     pub following: Option<bool>,
+    /// The processes copying the newest run's chunks (migrate's own and `pgshift worker`s), while it copies.
+    pub workers: Vec<WorkerState>,
     /// All runs, newest first; the fields above describe the newest.
     pub runs: Vec<RunSummary>,
 }
@@ -84,6 +86,9 @@ pub async fn status(source: Option<&ConnInfo>, target: &ConnInfo) -> Result<Stat
         .into_iter()
         .map(|t| TableProgress { table: t.table, chunks_done: t.chunks_done, chunks_total: t.chunks_total, rows: t.rows, bytes: t.bytes })
         .collect();
+    if newest.run.phase == Phase::Copy {
+        report.workers = store.workers(run_id).await?;
+    }
     report.chunks_done = report.tables.iter().map(|t| t.chunks_done).sum();
     report.chunks_total = report.tables.iter().map(|t| t.chunks_total).sum();
     if let (Some(source), Some(slot)) = (source, &report.slot_name) {

@@ -73,6 +73,64 @@ pub struct NewRun<'a> {
 /// source's (in either direction).
 pub type LeftOut = std::collections::BTreeMap<String, Vec<String>>;
 
+/// A table of an open copy: where its rows go on the target.
+pub struct CopyTable {
+    pub table_name: String,
+    pub target: String,
+    pub copy_in: String,
+    /// The vectors computed on the way (the chunk's last field is their text).
+    pub embedding: Option<EmbeddingSpec>,
+}
+
+/// A chunk still to copy, as [`Store::open_copy`] publishes it.
+pub struct ChunkWork {
+    pub table_name: String,
+    pub chunk_no: i32,
+    /// The statement that reads the chunk on the source; None when only the
+    /// process that opened the copy can read it (a SQLite file).
+    pub copy_out: Option<String>,
+    pub clear_first: bool,
+}
+
+/// A chunk a worker holds (see [`Store::claim_chunk`]).
+#[derive(Clone, Debug)]
+pub struct ClaimedChunk {
+    pub table_name: String,
+    pub chunk_no: i32,
+    pub predicate: Option<String>,
+    pub copy_out: Option<String>,
+    /// Rows of its range may be on the target already: delete them first.
+    pub clear_first: bool,
+    pub target: String,
+    pub copy_in: String,
+    pub embedding: Option<EmbeddingSpec>,
+}
+
+impl ClaimedChunk {
+    /// The statement that clears the chunk's range on the target, when it must.
+    pub fn clear_sql(&self) -> Option<String> {
+        self.clear_first.then(|| match &self.predicate {
+            Some(p) => format!("DELETE FROM ONLY {} WHERE {p}", self.target),
+            None => format!("TRUNCATE ONLY {}", self.target),
+        })
+    }
+}
+
+/// A process copying chunks, for `pgshift status`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct WorkerState {
+    /// `host:pid`.
+    pub worker: String,
+    pub host: String,
+    pub jobs: i32,
+    pub chunks_done: i32,
+    pub rows: i64,
+    /// The chunks it holds now (`table#chunk`).
+    pub copying: Vec<String>,
+    pub rows_per_second: f64,
+    pub seen_seconds_ago: f64,
+}
+
 /// A run's times, for `pgshift status`.
 #[derive(Clone, Debug)]
 pub struct RunTimes {
@@ -378,6 +436,162 @@ impl<'a> Store<'a> {
         )
         .await?;
         Ok(())
+    }
+
+    // ---- the copy queue: chunks claimed by the run's own workers and by `pgshift worker` ----
+
+    /// Opens the copy to workers, in one transaction: what every table's rows go
+    /// through on the target, each chunk still to copy with its source statement and
+    /// whether it clears its range first, and the snapshot chunks read under.
+    pub async fn open_copy(&self, run_id: i64, snapshot: Option<&str>, tables: &[CopyTable], chunks: &[ChunkWork]) -> Result<()> {
+        let work = async {
+            self.execute("DELETE FROM pgshift.copy_tables WHERE run_id = $1", &[&run_id], || "reset the copy queue".into()).await?;
+            let names: Vec<&str> = tables.iter().map(|t| t.table_name.as_str()).collect();
+            let targets: Vec<&str> = tables.iter().map(|t| t.target.as_str()).collect();
+            let copy_in: Vec<&str> = tables.iter().map(|t| t.copy_in.as_str()).collect();
+            let specs: Vec<Option<String>> = tables.iter().map(|t| t.embedding.as_ref().map(|s| serde_json::to_string(s).expect("specs serialize"))).collect();
+            self.execute(
+                "INSERT INTO pgshift.copy_tables (run_id, table_name, ord, target, copy_in, embedding) \
+                 SELECT $1, n, o::int, t, c, e::jsonb FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS u(n, t, c, e, o)",
+                &[&run_id, &names, &targets, &copy_in, &specs],
+                || "record the copy's tables".into(),
+            )
+            .await?;
+            let names: Vec<&str> = chunks.iter().map(|c| c.table_name.as_str()).collect();
+            let numbers: Vec<i32> = chunks.iter().map(|c| c.chunk_no).collect();
+            let copy_out: Vec<Option<&str>> = chunks.iter().map(|c| c.copy_out.as_deref()).collect();
+            let clear: Vec<bool> = chunks.iter().map(|c| c.clear_first).collect();
+            self.execute(
+                "UPDATE pgshift.chunks c SET copy_out = u.o, clear_first = u.c \
+                 FROM unnest($2::text[], $3::int[], $4::text[], $5::bool[]) AS u(n, no, o, c) \
+                 WHERE c.run_id = $1 AND c.table_name = u.n AND c.chunk_no = u.no",
+                &[&run_id, &names, &numbers, &copy_out, &clear],
+                || "record the chunks to copy".into(),
+            )
+            .await?;
+            self.execute("UPDATE pgshift.runs SET copy_snapshot = $2 WHERE run_id = $1", &[&run_id, &snapshot], || "record the copy's snapshot".into())
+                .await?;
+            Ok::<_, Error>(())
+        };
+        in_transaction(self.client, self.endpoint, "open the copy to workers", work).await
+    }
+
+    /// After the last chunk: workers find nothing more to join.
+    pub async fn close_copy(&self, run_id: i64) -> Result<()> {
+        self.execute(
+            "UPDATE pgshift.runs SET copy_snapshot = NULL WHERE run_id = $1",
+            &[&run_id],
+            || "close the copy".into(),
+        )
+        .await?;
+        self.execute("DELETE FROM pgshift.copy_tables WHERE run_id = $1", &[&run_id], || "close the copy".into()).await?;
+        Ok(())
+    }
+
+    /// The newest run (or `run_id`) whose copy is open to workers, and its snapshot.
+    pub async fn open_copy_run(&self, run_id: Option<i64>) -> Result<Option<(Run, Option<String>)>> {
+        let rows = self
+            .query(
+                &format!(
+                    "SELECT {RUN_COLUMNS}, runs.copy_snapshot FROM pgshift.runs runs \
+                     WHERE runs.phase = 'copy' AND ($1::int8 IS NULL OR runs.run_id = $1) \
+                       AND EXISTS (SELECT FROM pgshift.copy_tables t WHERE t.run_id = runs.run_id) \
+                     ORDER BY runs.run_id DESC LIMIT 1"
+                ),
+                &[&run_id],
+                "find a run whose copy is open",
+            )
+            .await?;
+        rows.first().map(|r| Ok((run_from(r)?, r.get(7)))).transpose()
+    }
+
+    /// Takes the next chunk no other session holds, locked until the caller's
+    /// transaction ends: committed with the chunk's rows it is done; rolled back, or
+    /// its session gone (a worker killed), it is back in the queue.
+    pub async fn claim_chunk(&self, run_id: i64) -> Result<Option<ClaimedChunk>> {
+        let rows = self
+            .query(
+                "SELECT c.table_name, c.chunk_no, c.predicate, c.copy_out, coalesce(c.clear_first, false), t.target, t.copy_in, t.embedding::text \
+                 FROM pgshift.chunks c JOIN pgshift.copy_tables t USING (run_id, table_name) \
+                 WHERE c.run_id = $1 AND c.done_at IS NULL ORDER BY t.ord, c.chunk_no \
+                 LIMIT 1 FOR UPDATE OF c SKIP LOCKED",
+                &[&run_id],
+                "claim a chunk",
+            )
+            .await?;
+        rows.first().map(|r| Ok(ClaimedChunk {
+            table_name: r.get(0),
+            chunk_no: r.get(1),
+            predicate: r.get(2),
+            copy_out: r.get(3),
+            clear_first: r.get(4),
+            target: r.get(5),
+            copy_in: r.get(6),
+            embedding: r.get::<_, Option<String>>(7).map(|s| serde_json::from_str(&s)).transpose().map_err(|e| Error::State(format!("pgshift.copy_tables: {e}")))?,
+        }))
+        .transpose()
+    }
+
+    /// Chunks of the run not done yet (being copied or waiting).
+    pub async fn chunks_left(&self, run_id: i64) -> Result<i64> {
+        let rows = self.query("SELECT count(*) FROM pgshift.chunks WHERE run_id = $1 AND done_at IS NULL", &[&run_id], "count chunks left").await?;
+        Ok(rows[0].get(0))
+    }
+
+    /// A process taking chunks of a run (a worker, or migrate's own workers).
+    pub async fn register_worker(&self, run_id: i64, worker: &str, host: &str, jobs: i32) -> Result<()> {
+        self.execute(
+            "INSERT INTO pgshift.workers (run_id, worker, host, jobs) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (run_id, worker) DO UPDATE SET host = $3, jobs = $4, started_at = now(), seen_at = now(), chunks_done = 0, rows = 0, copying = '{}'",
+            &[&run_id, &worker, &host, &jobs],
+            || "register the worker".into(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn worker_seen(&self, run_id: i64, worker: &str, chunks_done: i32, rows: i64, copying: &[String]) -> Result<()> {
+        self.execute(
+            "UPDATE pgshift.workers SET seen_at = now(), chunks_done = $3, rows = $4, copying = $5 WHERE run_id = $1 AND worker = $2",
+            &[&run_id, &worker, &chunks_done, &rows, &copying],
+            || "report the worker's progress".into(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn unregister_worker(&self, run_id: i64, worker: &str) -> Result<()> {
+        self.execute("DELETE FROM pgshift.workers WHERE run_id = $1 AND worker = $2", &[&run_id, &worker], || "unregister the worker".into()).await?;
+        Ok(())
+    }
+
+    /// The processes copying a run's chunks, as they last reported.
+    pub async fn workers(&self, run_id: i64) -> Result<Vec<WorkerState>> {
+        let rows = self
+            .query(
+                "SELECT worker, host, jobs, chunks_done, rows, copying, \
+                        extract(epoch FROM seen_at - started_at)::float8, extract(epoch FROM now() - seen_at)::float8 \
+                 FROM pgshift.workers WHERE run_id = $1 ORDER BY started_at, worker",
+                &[&run_id],
+                "read pgshift.workers",
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let (rows, seconds): (i64, f64) = (r.get(4), r.get(6));
+                WorkerState {
+                    worker: r.get(0),
+                    host: r.get(1),
+                    jobs: r.get(2),
+                    chunks_done: r.get(3),
+                    rows,
+                    copying: r.get(5),
+                    rows_per_second: if seconds > 0.0 { rows as f64 / seconds } else { 0.0 },
+                    seen_seconds_ago: r.get(7),
+                }
+            })
+            .collect())
     }
 
     /// Forgets the progress of a table's chunks (before re-copying a ctid-split table whole).

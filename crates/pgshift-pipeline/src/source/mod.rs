@@ -191,13 +191,30 @@ impl Snapshot {
     }
 }
 
-/// A kind of source, as the load orchestrator uses it.
-pub trait LoadSource: Send + Sync + 'static {
+/// What a copy worker reads a chunk with: a load's own source, or (for
+/// `pgshift worker`) the statements the run recorded.
+pub trait ChunkReader: Send + Sync + 'static {
     /// The source's own description of a table (what its reader needs).
     type Table: Clone + Send + Sync + 'static;
     /// What one copy worker reads with (a connection, or nothing).
     type Reader: Send;
 
+    fn reader(&self) -> impl Future<Output = Result<Self::Reader>> + Send;
+
+    /// Streams one chunk's rows as COPY data (header, rows, trailer) into `out`. When
+    /// the receiver is gone (the writer failed and says why), it stops and returns Ok.
+    fn read_chunk(
+        &self,
+        reader: &mut Self::Reader,
+        snapshot: Option<&str>,
+        table: &TableLoad<Self::Table>,
+        predicate: Option<&str>,
+        out: mpsc::Sender<Bytes>,
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// A kind of source, as the load orchestrator uses it.
+pub trait LoadSource: ChunkReader {
     /// How runs record this source (redacted).
     fn name(&self) -> &str;
 
@@ -212,18 +229,11 @@ pub trait LoadSource: Send + Sync + 'static {
     /// run's start position. Returns the run as it now stands.
     fn open(&self, target: (&Client, &str), run: Run, plan: &LoadPlan<Self::Table>, follow: bool) -> impl Future<Output = Result<(Run, Snapshot)>> + Send;
 
-    fn reader(&self) -> impl Future<Output = Result<Self::Reader>> + Send;
-
-    /// Streams one chunk's rows as COPY data (header, rows, trailer) into `out`. When
-    /// the receiver is gone (the writer failed and says why), it stops and returns Ok.
-    fn read_chunk(
-        &self,
-        reader: &mut Self::Reader,
-        snapshot: Option<&str>,
-        table: &TableLoad<Self::Table>,
-        predicate: Option<&str>,
-        out: mpsc::Sender<Bytes>,
-    ) -> impl Future<Output = Result<()>> + Send;
+    /// The statement another process (`pgshift worker`) reads a chunk with; None
+    /// when only this process can read the source (a SQLite file).
+    fn copy_out(&self, _table: &TableLoad<Self::Table>, _predicate: Option<&str>) -> Option<String> {
+        None
+    }
 
     /// After the last chunk: what catch-up must know of how the chunks were read
     /// (`shared_snapshot`: all under the run's first snapshot).

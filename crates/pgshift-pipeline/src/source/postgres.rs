@@ -20,7 +20,7 @@ use tokio_postgres::Client;
 
 use super::chunks::chunk_table;
 use super::select::{select_tables, table_matches, with_partition_parents};
-use super::{LoadPlan, LoadSource, Snapshot, TableLoad};
+use super::{ChunkReader, LoadPlan, LoadSource, Snapshot, TableLoad};
 use crate::embed::catchup::catchup_ddl;
 use crate::embed::copy as embed_copy;
 use crate::embed::{match_specs, EmbeddingSpec, SpecCandidate};
@@ -60,9 +60,6 @@ pub fn specs_by_table(setup: &crate::embed::EmbeddingSetup, tables: &[&Table]) -
 }
 
 impl LoadSource for PostgresSource {
-    type Table = Table;
-    type Reader = Client;
-
     fn name(&self) -> &str {
         self.conn.endpoint()
     }
@@ -286,33 +283,8 @@ impl LoadSource for PostgresSource {
         Ok((run, Snapshot::held(created.snapshot_name, move || conn.close())))
     }
 
-    async fn reader(&self) -> Result<Client> {
-        Ok(self.conn.connect().await?)
-    }
-
-    async fn read_chunk(
-        &self,
-        src: &mut Client,
-        snapshot: Option<&str>,
-        table: &TableLoad<Table>,
-        predicate: Option<&str>,
-        out: mpsc::Sender<Bytes>,
-    ) -> Result<()> {
-        let src_name = self.conn.endpoint();
-        let mut begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY".to_string();
-        if let Some(s) = snapshot {
-            begin.push_str(&format!("; SET TRANSACTION SNAPSHOT {}", quote_literal(s)));
-        }
-        src.batch_execute(&begin).await.context(&src_name, || format!("open snapshot for {}", table.name))?;
-        let out_sql = match &table.embedding {
-            Some(spec) => embed_copy::copy_out_sql(&table.source, spec, predicate),
-            None => copy_out_sql(&table.source, predicate, table.format),
-        };
-        if !copy_out_batched((src, src_name), &out_sql, &out).await? {
-            return Ok(());
-        }
-        src.batch_execute("COMMIT").await.context(&src_name, || "end snapshot transaction".into())?;
-        Ok(())
+    fn copy_out(&self, table: &TableLoad<Table>, predicate: Option<&str>) -> Option<String> {
+        Some(copy_out_statement(table, predicate))
     }
 
     /// Large objects, made the same as the source's (again on a resumed load: only
@@ -343,6 +315,69 @@ impl LoadSource for PostgresSource {
             .get(0);
         Store::new(dst, dst_name).set_converge_lsn(run.run_id, &lsn).await
     }
+}
+
+impl ChunkReader for PostgresSource {
+    type Table = Table;
+    type Reader = Client;
+
+    async fn reader(&self) -> Result<Client> {
+        Ok(self.conn.connect().await?)
+    }
+
+    async fn read_chunk(&self, src: &mut Client, snapshot: Option<&str>, table: &TableLoad<Table>, predicate: Option<&str>, out: mpsc::Sender<Bytes>) -> Result<()> {
+        read_copy_out((src, self.conn.endpoint()), snapshot, &table.name, &copy_out_statement(table, predicate), out).await
+    }
+}
+
+/// What a chunk's rows are read with on the source (recorded in the run for workers).
+fn copy_out_statement(table: &TableLoad<Table>, predicate: Option<&str>) -> String {
+    match &table.embedding {
+        Some(spec) => embed_copy::copy_out_sql(&table.source, spec, predicate),
+        None => copy_out_sql(&table.source, predicate, table.format),
+    }
+}
+
+/// A PostgreSQL source as `pgshift worker` reads it: each chunk with the statement
+/// the run recorded (the table's `source` is that statement).
+pub struct RecordedStatements {
+    pub conn: ConnInfo,
+}
+
+impl ChunkReader for RecordedStatements {
+    type Table = String;
+    type Reader = Client;
+
+    async fn reader(&self) -> Result<Client> {
+        Ok(self.conn.connect().await?)
+    }
+
+    async fn read_chunk(&self, src: &mut Client, snapshot: Option<&str>, table: &TableLoad<String>, _predicate: Option<&str>, out: mpsc::Sender<Bytes>) -> Result<()> {
+        read_copy_out((src, self.conn.endpoint()), snapshot, &table.name, &table.source, out).await
+    }
+}
+
+/// Streams `copy_out` into `out` in a read-only transaction, under `snapshot` when given.
+async fn read_copy_out((src, src_name): (&mut Client, &str), snapshot: Option<&str>, table: &str, copy_out: &str, out: mpsc::Sender<Bytes>) -> Result<()> {
+    let mut begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY".to_string();
+    if let Some(s) = snapshot {
+        begin.push_str(&format!("; SET TRANSACTION SNAPSHOT {}", quote_literal(s)));
+    }
+    if let Err(e) = src.batch_execute(&begin).await {
+        let _ = src.batch_execute("ROLLBACK").await;
+        if snapshot.is_some() && e.code() == Some(&tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE) {
+            return Err(Error::Input(format!(
+                "{table}: the run's snapshot is gone on {src_name} (the migrate that exported it has stopped): \
+                 run `pgshift migrate --resume` with the same settings; workers join its new copy"
+            )));
+        }
+        return Err(pgshift_postgres::error::query_error(&e, &src_name, format!("open snapshot for {table}")).into());
+    }
+    if !copy_out_batched((src, src_name), copy_out, &out).await? {
+        return Ok(());
+    }
+    src.batch_execute("COMMIT").await.context(&src_name, || "end snapshot transaction".into())?;
+    Ok(())
 }
 
 /// The routines, views, triggers, row security and the rest of the schema that go

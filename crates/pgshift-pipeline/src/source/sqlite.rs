@@ -24,7 +24,7 @@ use tokio_postgres::Client;
 
 use super::chunks::{Chunk, SplitKind};
 use super::select::{name_matches, select};
-use super::{LoadPlan, LoadSource, Snapshot, TableLoad};
+use super::{ChunkReader, LoadPlan, LoadSource, Snapshot, TableLoad};
 use crate::embed::{match_specs, EmbeddingSpec, SpecCandidate};
 use crate::error::{Error, Result};
 use crate::load::MigrateOptions;
@@ -233,9 +233,6 @@ fn run_map(schema: &str) -> Result<SchemaMap> {
 }
 
 impl LoadSource for SqliteSource {
-    type Table = Table;
-    type Reader = ();
-
     fn name(&self) -> &str {
         &self.name
     }
@@ -326,6 +323,11 @@ impl LoadSource for SqliteSource {
         self.rejects()?;
         Ok((run, Snapshot::none()))
     }
+}
+
+impl ChunkReader for SqliteSource {
+    type Table = Table;
+    type Reader = ();
 
     async fn reader(&self) -> Result<()> {
         Ok(())

@@ -1,0 +1,117 @@
+//! `pgshift worker`: another process, on any host, copying chunks of a run that
+//! `migrate` opened. PostgreSQL is the coordinator: the worker claims chunks from the
+//! target's queue exactly as migrate's own workers do, reads each with the statement
+//! the run recorded under the run's exported snapshot, and commits rows and
+//! checkpoint in one transaction ([`super::chunk_writer`]). Nothing but the two
+//! connection strings (and, for vectors, the same embedder) is needed on its host.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pgshift_postgres::copy::CopyFormat;
+use pgshift_postgres::ConnInfo;
+use serde::Serialize;
+
+use super::copy::{copy_chunks, CopyContext, TableOf, TableSummary};
+use crate::embed::{EmbedPool, EmbeddingSetup, EmbeddingSpec};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::run::store::Store;
+use crate::run::Run;
+use crate::source::chunks::SplitKind;
+use crate::source::postgres::RecordedStatements;
+use crate::source::TableLoad;
+
+/// A run whose copy is open, as a worker joins it.
+pub struct OpenRun {
+    pub run: Run,
+    pub snapshot: Option<String>,
+    /// The run's embedding specs: the worker needs an embedder when there are any.
+    pub embeddings: Vec<EmbeddingSpec>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct WorkerReport {
+    pub run_id: i64,
+    /// Tables whose last chunk was done while this worker was part of the copy.
+    pub tables: Vec<TableSummary>,
+    pub seconds: f64,
+}
+
+/// The run to join: `run_id`, or the newest whose copy is open; waits up to `wait`
+/// for one (a worker may start before migrate reaches its copy).
+pub async fn join(target: &ConnInfo, run_id: Option<i64>, wait: Duration, progress: &dyn Progress) -> Result<OpenRun> {
+    let dst_name = target.endpoint();
+    let dst = target.connect().await?;
+    let store = Store::new(&dst, dst_name);
+    let started = Instant::now();
+    let mut said = false;
+    loop {
+        if store.exists().await? {
+            if let Some((run, snapshot)) = store.open_copy_run(run_id).await? {
+                let embeddings = store.run_embeddings(run.run_id).await?;
+                return Ok(OpenRun { run, snapshot, embeddings });
+            }
+            if let Some(id) = run_id {
+                let run = store.run(id).await?;
+                if run.phase != crate::run::Phase::Copy {
+                    return Err(Error::Input(format!("run {id} on {dst_name} is past its copy (phase {}): nothing for a worker to do", run.phase.as_str())));
+                }
+            }
+        }
+        if started.elapsed() >= wait {
+            return Err(Error::Input(format!(
+                "no run's copy is open on {dst_name} after {} s: start `pgshift migrate` (workers join its copy), or wait longer with --wait",
+                wait.as_secs()
+            )));
+        }
+        if !said {
+            progress.step(&format!("waiting for a run's copy to open on {dst_name}"));
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Copies chunks of `open` with `jobs` workers until every chunk of the run is done.
+pub async fn work(
+    source: &ConnInfo,
+    target: &ConnInfo,
+    open: &OpenRun,
+    jobs: usize,
+    embedding: Option<&EmbeddingSetup>,
+    progress: Arc<dyn Progress>,
+) -> Result<WorkerReport> {
+    let started = Instant::now();
+    let run_id = open.run.run_id;
+    if source.endpoint() != open.run.source {
+        tracing::warn!("run {run_id} copies from {}; --source is {} (the same server under another name is fine)", open.run.source, source.endpoint());
+    }
+    if !open.embeddings.is_empty() && embedding.is_none() {
+        return Err(Error::Input(format!("run {run_id} computes vectors: this worker needs the same embedder (the run's model, or --embed-url)")));
+    }
+    let embedding = embedding.map(|setup| Arc::new(EmbedPool::start(setup.embedder.clone(), setup.threads, setup.batch_size)));
+    let ctx = Arc::new(CopyContext { target: target.clone(), snapshot: open.snapshot.clone(), run_id, jobs: jobs.max(1), progress, embedding });
+    let table_of: TableOf<String> = Box::new(move |chunk| {
+        let Some(copy_out) = chunk.copy_out.clone() else {
+            return Err(Error::Input(format!(
+                "chunk {} of {} is read from a file only the migrate that opened run {run_id} can read (a SQLite source): workers cannot help",
+                chunk.chunk_no, chunk.table_name
+            )));
+        };
+        Ok(Arc::new(TableLoad {
+            source: copy_out,
+            name: chunk.table_name.clone(),
+            target: chunk.target.clone(),
+            copy_in: chunk.copy_in.clone(),
+            format: if chunk.copy_in.ends_with("(FORMAT text)") { CopyFormat::Text } else { CopyFormat::Binary },
+            split: SplitKind::Whole,
+            chunks: Vec::new(),
+            rows_estimate: 0,
+            size_bytes: 0,
+            embedding: chunk.embedding.clone(),
+        }))
+    });
+    let tables = copy_chunks(Arc::new(RecordedStatements { conn: source.clone() }), ctx, table_of).await?;
+    Ok(WorkerReport { run_id, tables, seconds: started.elapsed().as_secs_f64() })
+}
