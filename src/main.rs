@@ -117,7 +117,7 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
             let open = pgshift_pipeline::load::worker::join(&target, a.run, wait, &*progress).await?;
             let embedding = a.embed.setup_for(open.embeddings.iter().map(embed_args::EmbedSpecArg::from_spec).collect())?;
             progress.step(&format!("joined run {} (copy from {})", open.run.run_id, open.run.source));
-            let report = pgshift_pipeline::load::worker::work(&source, &target, &open, a.jobs, embedding.as_ref(), progress).await?;
+            let report = pgshift_pipeline::load::worker::work((&source, &target), &open, (a.jobs, wait), embedding.as_ref(), progress).await?;
             emit(a.json, &report, output::print_worker)?;
             Ok(ExitCode::SUCCESS)
         }

@@ -205,6 +205,15 @@ impl Background {
         Background { child, logs: Some((out, err)) }
     }
 
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
     /// Waits for the process to end by itself and returns its output.
     pub fn wait(mut self, timeout: std::time::Duration) -> Output {
         let deadline = std::time::Instant::now() + timeout;

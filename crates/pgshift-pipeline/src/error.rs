@@ -15,6 +15,12 @@ pub enum Error {
     Embed(#[from] pgshift_embed::EmbedError),
     #[error(transparent)]
     Sqlite(#[from] pgshift_sqlite::SqliteError),
+    /// A chunk cannot import the run's exported snapshot: the migrate holding it stopped.
+    #[error(
+        "{table}: the run's snapshot is gone on {endpoint} (the migrate that exported it has stopped): \
+         run `pgshift migrate --resume` with the same settings; workers join its new copy"
+    )]
+    SnapshotGone { table: String, endpoint: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -40,6 +46,7 @@ impl Error {
             Error::Input(_) => "input",
             Error::Embed(_) => "embedding",
             Error::Sqlite(_) => "sqlite",
+            Error::SnapshotGone { .. } => "snapshot_gone",
         }
     }
 }

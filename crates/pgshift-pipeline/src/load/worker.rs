@@ -74,11 +74,12 @@ pub async fn join(target: &ConnInfo, run_id: Option<i64>, wait: Duration, progre
 }
 
 /// Copies chunks of `open` with `jobs` workers until every chunk of the run is done.
+/// When the run's snapshot is gone (its migrate stopped), waits up to `wait` for
+/// `migrate --resume` to open the copy again, and goes on with that.
 pub async fn work(
-    source: &ConnInfo,
-    target: &ConnInfo,
+    (source, target): (&ConnInfo, &ConnInfo),
     open: &OpenRun,
-    jobs: usize,
+    (jobs, wait): (usize, Duration),
     embedding: Option<&EmbeddingSetup>,
     progress: Arc<dyn Progress>,
 ) -> Result<WorkerReport> {
@@ -91,8 +92,52 @@ pub async fn work(
         return Err(Error::Input(format!("run {run_id} computes vectors: this worker needs the same embedder (the run's model, or --embed-url)")));
     }
     let embedding = embedding.map(|setup| Arc::new(EmbedPool::start(setup.embedder.clone(), setup.threads, setup.batch_size)));
-    let ctx = Arc::new(CopyContext { target: target.clone(), snapshot: open.snapshot.clone(), run_id, jobs: jobs.max(1), progress, embedding });
-    let table_of: TableOf<String> = Box::new(move |chunk| {
+    let mut snapshot = open.snapshot.clone();
+    loop {
+        let ctx = Arc::new(CopyContext {
+            target: target.clone(),
+            snapshot: snapshot.clone(),
+            run_id,
+            jobs: jobs.max(1),
+            progress: progress.clone(),
+            embedding: embedding.clone(),
+        });
+        match copy_chunks(Arc::new(RecordedStatements { conn: source.clone() }), ctx, recorded_tables(run_id)).await {
+            Ok(tables) => return Ok(WorkerReport { run_id, tables, seconds: started.elapsed().as_secs_f64() }),
+            Err(gone @ Error::SnapshotGone { .. }) => {
+                progress.step(&format!("run {run_id}'s snapshot is gone (its migrate stopped): waiting up to {} s for `migrate --resume`", wait.as_secs()));
+                match reopened(target, run_id, snapshot.as_deref(), wait).await? {
+                    Some(next) => snapshot = next,
+                    None => return Err(gone),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The snapshot of the run's copy once it is opened again under another one (None
+/// inside: chunks read their own); None when that does not happen within `wait`.
+async fn reopened(target: &ConnInfo, run_id: i64, gone: Option<&str>, wait: Duration) -> Result<Option<Option<String>>> {
+    let dst_name = target.endpoint();
+    let dst = target.connect().await?;
+    let store = Store::new(&dst, dst_name);
+    let started = Instant::now();
+    while started.elapsed() < wait {
+        if let Some((_, snapshot)) = store.open_copy_run(Some(run_id)).await? {
+            if snapshot.as_deref() != gone {
+                return Ok(Some(snapshot));
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(None)
+}
+
+/// A claimed chunk's table as the run recorded it: the source statement, the
+/// target's COPY, the vectors computed on the way.
+fn recorded_tables(run_id: i64) -> TableOf<String> {
+    Box::new(move |chunk| {
         let Some(copy_out) = chunk.copy_out.clone() else {
             return Err(Error::Input(format!(
                 "chunk {} of {} is read from a file only the migrate that opened run {run_id} can read (a SQLite source): workers cannot help",
@@ -111,7 +156,5 @@ pub async fn work(
             size_bytes: 0,
             embedding: chunk.embedding.clone(),
         }))
-    });
-    let tables = copy_chunks(Arc::new(RecordedStatements { conn: source.clone() }), ctx, table_of).await?;
-    Ok(WorkerReport { run_id, tables, seconds: started.elapsed().as_secs_f64() })
+    })
 }

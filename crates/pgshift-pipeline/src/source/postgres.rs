@@ -366,10 +366,7 @@ async fn read_copy_out((src, src_name): (&mut Client, &str), snapshot: Option<&s
     if let Err(e) = src.batch_execute(&begin).await {
         let _ = src.batch_execute("ROLLBACK").await;
         if snapshot.is_some() && e.code() == Some(&tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE) {
-            return Err(Error::Input(format!(
-                "{table}: the run's snapshot is gone on {src_name} (the migrate that exported it has stopped): \
-                 run `pgshift migrate --resume` with the same settings; workers join its new copy"
-            )));
+            return Err(Error::SnapshotGone { table: table.to_string(), endpoint: src_name.to_string() });
         }
         return Err(pgshift_postgres::error::query_error(&e, &src_name, format!("open snapshot for {table}")).into());
     }
