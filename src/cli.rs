@@ -551,9 +551,9 @@ pub struct EmbedTextArgs {
     /// all-MiniLM-L6-v2 (local), or the model name an embedding server (--url) expects.
     #[arg(long, default_value = pgshift_embed::MINILM)]
     pub model: String,
-    /// An OpenAI-compatible (.../v1/embeddings) or TEI (.../embed) embedding server.
+    /// An OpenAI-compatible (.../v1/embeddings) or TEI (.../embed) embedding server (repeat for several).
     #[arg(long)]
-    pub url: Option<String>,
+    pub url: Vec<String>,
     /// Dimensions the server's model makes.
     #[arg(long)]
     pub dims: Option<usize>,

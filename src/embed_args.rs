@@ -30,10 +30,12 @@ pub struct EmbedSpecArg {
     #[serde(default = "default_model")]
     #[arg(long, default_value = MINILM)]
     pub model: String,
-    /// An OpenAI-compatible (.../v1/embeddings) or TEI (.../embed) embedding server.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// An OpenAI-compatible (.../v1/embeddings) or TEI (.../embed) embedding server; several (a list, or the
+    /// flag repeated) serving the same model share the work: each batch goes to the least busy one, and a
+    /// failing one rests while its batches go to the others.
+    #[serde(default, deserialize_with = "pgshift_pipeline::embed::one_or_many", skip_serializing_if = "Vec::is_empty")]
     #[arg(long)]
-    pub url: Option<String>,
+    pub url: Vec<String>,
     /// Dimensions of the vectors (the model's; may differ from an old column's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[arg(long)]
@@ -78,7 +80,7 @@ impl EmbedSpecArg {
             text: text.trim().into(),
             column: column.into(),
             model: default_model(),
-            url: None,
+            url: Vec::new(),
             dims: None,
             halfvec: false,
             index: default_index(),
@@ -87,7 +89,7 @@ impl EmbedSpecArg {
     }
 
     /// A spec that only names a model (`pgshift embed`).
-    pub fn for_texts(model: &str, url: Option<String>, dims: Option<usize>) -> EmbedSpecArg {
+    pub fn for_texts(model: &str, url: Vec<String>, dims: Option<usize>) -> EmbedSpecArg {
         EmbedSpecArg {
             table: "-".into(),
             text: "-".into(),
@@ -102,7 +104,7 @@ impl EmbedSpecArg {
     }
 
     fn local(&self) -> bool {
-        self.url.is_none()
+        self.url.is_empty()
     }
 
     /// What is wrong, each line starting with `key.field`.
@@ -123,7 +125,7 @@ impl EmbedSpecArg {
         if !self.local() && self.dims.is_none() {
             out.push(format!("{key}.dims: give the dimensions the server's model {} makes", self.model));
         }
-        if let Some(url) = &self.url {
+        for url in &self.url {
             if !url.starts_with("http://") && !url.starts_with("https://") {
                 out.push(format!("{key}.url: {} is not an http(s) URL", pgshift_embed::http::redact(url)));
             }
@@ -154,7 +156,7 @@ impl EmbedSpecArg {
             index: VectorIndex::parse(&self.index),
             embed_blank: self.embed_blank,
             model: self.model.clone(),
-            url: self.url.as_deref().map(pgshift_embed::http::redact),
+            url: self.url.iter().map(|u| pgshift_embed::http::redact(u)).collect(),
         }
     }
 
@@ -244,14 +246,15 @@ impl EmbedRuntime {
         if let Some(other) = specs.iter().find(|s| (&s.model, &s.url) != (&first.model, &first.url)) {
             bail!("embedding for {} uses another model than {}: one run uses one model", other.table, first.table);
         }
-        let embedder: Arc<dyn Embedder> = match &first.url {
-            Some(url) => {
-                let mut config = HttpConfig::new(url, &first.model, first.dims.unwrap_or(MINILM_DIMS));
+        let embedder: Arc<dyn Embedder> = match first.url.is_empty() {
+            false => {
+                let mut config = HttpConfig::fleet(&first.url, &first.model, first.dims.unwrap_or(MINILM_DIMS));
+                config.observer = Some(Arc::new(pgshift_pipeline::metrics::EmbeddingRequests));
                 config.api_key = std::env::var("PGSHIFT_EMBED_API_KEY").ok();
                 config.batch_size = self.embed_batch;
                 Arc::new(HttpEmbedder::new(config)?)
             }
-            None => {
+            true => {
                 let config = OnnxConfig { model_dir: self.model_dir.clone(), runtime: None, threads: None, gpu: self.gpu };
                 Arc::new(OnnxEmbedder::load(&config).context("loading the embedding model")?)
             }
@@ -285,7 +288,7 @@ mod tests {
         assert!(s.problems("e").is_empty());
         s.dims = Some(1536);
         assert!(s.problems("e")[0].starts_with("e.dims: all-MiniLM-L6-v2 makes 384"), "{:?}", s.problems("e"));
-        s.url = Some("https://key@api.example.com/v1/embeddings".into());
+        s.url = vec!["https://key@api.example.com/v1/embeddings".into()];
         s.model = "text-embedding-3-small".into();
         assert!(s.problems("e").is_empty(), "{:?}", s.problems("e"));
         s.dims = Some(3072);

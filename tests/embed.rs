@@ -28,12 +28,7 @@ fn run(args: &[&str]) -> std::process::Output {
 }
 
 fn vector_of(target: &pgshift_testkit::Cluster, id: i64) -> Vec<f32> {
-    let text = target.psql("app", &format!("SELECT embedding::text FROM docs WHERE id = {id}"));
-    text.trim_matches(['[', ']']).split(',').map(|x| x.parse().unwrap()).collect()
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>() / (a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|x| x * x).sum::<f32>().sqrt())
+    parse_vector(&target.psql("app", &format!("SELECT embedding::text FROM docs WHERE id = {id}")))
 }
 
 #[test]

@@ -163,6 +163,15 @@ pub fn model_env() -> Vec<(String, String)> {
     ]
 }
 
+/// pgvector's text form, `[0.1,0.2,...]`.
+pub fn parse_vector(text: &str) -> Vec<f32> {
+    text.trim_matches(['[', ']']).split(',').map(|x| x.parse().unwrap()).collect()
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>() / (a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|x| x * x).sum::<f32>().sqrt())
+}
+
 /// The same model in the test process, to compute the vectors pgshift should store.
 pub fn local_model() -> pgshift_embed::onnx::OnnxEmbedder {
     let embed = pgshift_testkit::cache_dir().join("embed");

@@ -9,7 +9,9 @@ pub fn embed_bucketed(embedder: &dyn Embedder, texts: &[&str], batch_size: usize
     let mut order: Vec<usize> = (0..texts.len()).collect();
     order.sort_by_key(|&i| texts[i].len());
     let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
-    for group in order.chunks(batch_size.max(1)) {
+    // An embedder that runs several batches at once gets them in one call (still
+    // sorted, so each of its batches holds texts of similar length).
+    for group in order.chunks(batch_size.max(1) * embedder.parallel_batches().max(1)) {
         let batch: Vec<&str> = group.iter().map(|&i| texts[i]).collect();
         for (&i, v) in group.iter().zip(embedder.embed(&batch)?) {
             out[i] = v;

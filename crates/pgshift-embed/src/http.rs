@@ -1,10 +1,13 @@
 //! Remote embedding servers: OpenAI-compatible `POST .../v1/embeddings` and
-//! text-embeddings-inference `POST .../embed`. Texts go in batches, several batches
-//! at once up to a concurrency limit shared by every caller, and failed requests
-//! (connection errors, 429, 5xx) are retried with exponential backoff.
+//! text-embeddings-inference `POST .../embed`, one or a fleet of them serving the same
+//! model. Texts go in batches, several at once; each batch goes to the endpoint with
+//! the fewest requests in flight, within each endpoint's own concurrency limit. A
+//! request that fails (connection error, timeout, 429, 5xx) rests its endpoint for a
+//! while (longer each time in a row, or the server's Retry-After) and its batch goes
+//! to another; a batch's result is used once, so nothing is embedded twice or lost.
 
-use std::sync::{Condvar, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -18,27 +21,40 @@ pub enum Api {
     Tei,
 }
 
-#[derive(Clone, Debug)]
+/// Told about every request, e.g. to count them per endpoint in metrics.
+pub trait Observer: Send + Sync {
+    /// `endpoint` is shown without credentials; `ok` is false for a failed request.
+    fn request(&self, endpoint: &str, texts: usize, seconds: f64, ok: bool);
+}
+
+#[derive(Clone)]
 pub struct HttpConfig {
-    /// The endpoint, e.g. http://tei:8080/embed or https://api.openai.com/v1/embeddings.
-    pub url: String,
+    /// The endpoints, serving the same model, e.g. http://tei:8080/embed or
+    /// https://api.openai.com/v1/embeddings.
+    pub urls: Vec<String>,
     /// The model name sent to OpenAI-compatible servers and used in cache keys.
     pub model: String,
     pub dims: usize,
     /// Sent as `Authorization: Bearer`; never logged or shown.
     pub api_key: Option<String>,
     pub batch_size: usize,
-    /// Requests in flight at once, over all callers.
+    /// Requests in flight at once per endpoint, over all callers.
     pub concurrency: usize,
-    /// Attempts after the first one.
+    /// Attempts after the first one, per batch (each may go to another endpoint).
     pub retries: u32,
     pub timeout: Duration,
+    pub observer: Option<Arc<dyn Observer>>,
 }
 
 impl HttpConfig {
     pub fn new(url: &str, model: &str, dims: usize) -> HttpConfig {
+        HttpConfig::fleet(&[url.to_string()], model, dims)
+    }
+
+    /// Several endpoints serving the same model.
+    pub fn fleet(urls: &[String], model: &str, dims: usize) -> HttpConfig {
         HttpConfig {
-            url: url.to_string(),
+            urls: urls.to_vec(),
             model: model.to_string(),
             dims,
             api_key: None,
@@ -46,17 +62,18 @@ impl HttpConfig {
             concurrency: 4,
             retries: 5,
             timeout: Duration::from_secs(60),
+            observer: None,
         }
     }
+}
 
-    /// Which API the URL speaks: a path ending in `/embed` is TEI, anything else OpenAI.
-    pub fn api(&self) -> Api {
-        let path = self.url.split(['?', '#']).next().unwrap_or_default().trim_end_matches('/');
-        if path.ends_with("/embed") {
-            Api::Tei
-        } else {
-            Api::OpenAi
-        }
+/// Which API a URL speaks: a path ending in `/embed` is TEI, anything else OpenAI.
+pub fn api_of(url: &str) -> Api {
+    let path = url.split(['?', '#']).next().unwrap_or_default().trim_end_matches('/');
+    if path.ends_with("/embed") {
+        Api::Tei
+    } else {
+        Api::OpenAi
     }
 }
 
@@ -70,53 +87,124 @@ pub fn redact(url: &str) -> String {
 
 pub struct HttpEmbedder {
     config: HttpConfig,
-    endpoint: String,
+    endpoints: Vec<Endpoint>,
     client: reqwest::blocking::Client,
-    in_flight: Mutex<usize>,
+    load: Mutex<Vec<Load>>,
     freed: Condvar,
+}
+
+struct Endpoint {
+    url: String,
+    /// Without credentials or query: safe to show.
+    shown: String,
+    api: Api,
+}
+
+/// An endpoint's state, under [`HttpEmbedder::load`].
+#[derive(Default)]
+struct Load {
+    in_flight: usize,
+    /// Failures in a row: each one rests the endpoint longer.
+    failures: u32,
+    resting_until: Option<Instant>,
+}
+
+/// How long an endpoint rests after failing `failures` times in a row.
+fn rest(failures: u32) -> Duration {
+    Duration::from_millis(200 * 2u64.pow(failures.saturating_sub(1).min(7)))
 }
 
 impl HttpEmbedder {
     pub fn new(config: HttpConfig) -> Result<HttpEmbedder> {
-        let endpoint = redact(&config.url);
+        if config.urls.is_empty() {
+            return Err(EmbedError::Setup("embedding server: no URL given".into()));
+        }
+        let endpoints: Vec<Endpoint> = config.urls.iter().map(|url| Endpoint { url: url.clone(), shown: redact(url), api: api_of(url) }).collect();
         let client = reqwest::blocking::Client::builder()
             .timeout(config.timeout)
             .build()
-            .map_err(|e| EmbedError::Setup(format!("embedding server {endpoint}: {e}")))?;
-        Ok(HttpEmbedder { config, endpoint, client, in_flight: Mutex::new(0), freed: Condvar::new() })
+            .map_err(|e| EmbedError::Setup(format!("embedding server {}: {e}", endpoints[0].shown)))?;
+        let load = Mutex::new(endpoints.iter().map(|_| Load::default()).collect());
+        Ok(HttpEmbedder { config, endpoints, client, load, freed: Condvar::new() })
     }
 
-    fn remote(&self, message: String) -> EmbedError {
-        EmbedError::Remote { endpoint: self.endpoint.clone(), message }
-    }
-
-    /// One batch, retried; holds one of the concurrency slots while it runs.
+    /// One batch: to the least busy endpoint that is not resting; a failure rests
+    /// that endpoint and the batch tries another (or the same, once rested).
     fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        let _slot = self.acquire();
         let mut attempt = 0;
         loop {
-            match self.request(texts) {
+            let i = self.acquire();
+            let endpoint = &self.endpoints[i];
+            let started = Instant::now();
+            let result = self.request(endpoint, texts);
+            if let Some(observer) = &self.config.observer {
+                observer.request(&endpoint.shown, texts.len(), started.elapsed().as_secs_f64(), result.is_ok());
+            }
+            self.release(i, match &result {
+                Err(Failure::Retry(_, wait)) => Some(*wait),
+                _ => None,
+            });
+            match result {
                 Ok(v) => return Ok(v),
                 Err(Failure::Final(e)) => return Err(e),
                 Err(Failure::Retry(e, _)) if attempt >= self.config.retries => {
-                    return Err(self.remote(format!("{e} (gave up after {} attempts)", attempt + 1)));
+                    return Err(remote(endpoint, format!("{e} (gave up after {} attempts)", attempt + 1)));
                 }
-                Err(Failure::Retry(e, wait)) => {
-                    let backoff = wait.unwrap_or_else(|| Duration::from_millis(200 * 2u64.pow(attempt.min(6))));
-                    tracing::warn!(endpoint = %self.endpoint, attempt, "embedding request failed, retrying in {backoff:?}: {e}");
-                    std::thread::sleep(backoff);
+                Err(Failure::Retry(e, _)) => {
+                    let elsewhere = if self.endpoints.len() > 1 { ", the batch goes to another endpoint" } else { "" };
+                    tracing::warn!(endpoint = %endpoint.shown, attempt, "embedding request failed{elsewhere}: {e}");
                     attempt += 1;
                 }
             }
         }
     }
 
-    fn request(&self, texts: &[&str]) -> std::result::Result<Vec<Vec<f32>>, Failure> {
-        let body = match self.config.api() {
+    /// Waits for an endpoint with a free slot that is not resting; takes the slot.
+    fn acquire(&self) -> usize {
+        let limit = self.config.concurrency.max(1);
+        let mut load = self.load.lock().unwrap();
+        loop {
+            let now = Instant::now();
+            let free = (0..load.len())
+                .filter(|&i| load[i].in_flight < limit && load[i].resting_until.is_none_or(|t| t <= now))
+                .min_by_key(|&i| load[i].in_flight);
+            if let Some(i) = free {
+                load[i].in_flight += 1;
+                return i;
+            }
+            // Every endpoint is busy or resting: wait for a slot, or the first rest to end.
+            load = match load.iter().filter_map(|l| l.resting_until).filter(|t| *t > now).min() {
+                Some(until) => self.freed.wait_timeout(load, until - now).unwrap().0,
+                None => self.freed.wait(load).unwrap(),
+            };
+        }
+    }
+
+    /// Gives the slot back; `failed` (with the server's Retry-After, if any) rests the endpoint.
+    fn release(&self, i: usize, failed: Option<Option<Duration>>) {
+        let mut load = self.load.lock().unwrap();
+        let l = &mut load[i];
+        l.in_flight -= 1;
+        match failed {
+            None => {
+                l.failures = 0;
+                l.resting_until = None;
+            }
+            Some(retry_after) => {
+                l.failures += 1;
+                l.resting_until = Some(Instant::now() + retry_after.unwrap_or_else(|| rest(l.failures)));
+            }
+        }
+        drop(load);
+        self.freed.notify_all();
+    }
+
+    fn request(&self, endpoint: &Endpoint, texts: &[&str]) -> std::result::Result<Vec<Vec<f32>>, Failure> {
+        let body = match endpoint.api {
             Api::OpenAi => json!({ "model": self.config.model, "input": texts }),
             Api::Tei => json!({ "inputs": texts, "normalize": true, "truncate": true }),
         };
-        let mut request = self.client.post(&self.config.url).json(&body);
+        let mut request = self.client.post(&endpoint.url).json(&body);
         if let Some(key) = &self.config.api_key {
             request = request.bearer_auth(key);
         }
@@ -133,10 +221,10 @@ impl HttpEmbedder {
         }
         if !status.is_success() {
             let snippet: String = text.chars().take(300).collect();
-            return Err(Failure::Final(self.remote(format!("HTTP {status}: {snippet}"))));
+            return Err(Failure::Final(remote(endpoint, format!("HTTP {status}: {snippet}"))));
         }
-        let value: Value = serde_json::from_str(&text).map_err(|e| Failure::Final(self.remote(format!("answer is not JSON: {e}"))))?;
-        let mut vectors = self.parse(&value, texts.len()).map_err(|m| Failure::Final(self.remote(m)))?;
+        let value: Value = serde_json::from_str(&text).map_err(|e| Failure::Final(remote(endpoint, format!("answer is not JSON: {e}"))))?;
+        let mut vectors = parse(endpoint.api, &value, texts.len()).map_err(|m| Failure::Final(remote(endpoint, m)))?;
         for v in &mut vectors {
             if v.len() != self.config.dims {
                 return Err(Failure::Final(EmbedError::Dimensions {
@@ -150,33 +238,29 @@ impl HttpEmbedder {
         Ok(vectors)
     }
 
-    fn parse(&self, value: &Value, count: usize) -> std::result::Result<Vec<Vec<f32>>, String> {
-        let floats = |v: &Value| -> Option<Vec<f32>> { v.as_array()?.iter().map(|x| x.as_f64().map(|f| f as f32)).collect() };
-        let vectors: Option<Vec<Vec<f32>>> = match self.config.api() {
-            Api::Tei => value.as_array().and_then(|a| a.iter().map(floats).collect()),
-            Api::OpenAi => value["data"].as_array().and_then(|data| {
-                let mut out = vec![Vec::new(); data.len()];
-                for item in data {
-                    let i = item["index"].as_u64()? as usize;
-                    *out.get_mut(i)? = floats(&item["embedding"])?;
-                }
-                Some(out)
-            }),
-        };
-        match vectors {
-            Some(v) if v.len() == count => Ok(v),
-            Some(v) => Err(format!("asked for {count} vectors, got {}", v.len())),
-            None => Err(format!("unexpected answer shape for the {:?} API", self.config.api())),
-        }
-    }
+}
 
-    fn acquire(&self) -> Slot<'_> {
-        let mut n = self.in_flight.lock().unwrap();
-        while *n >= self.config.concurrency.max(1) {
-            n = self.freed.wait(n).unwrap();
-        }
-        *n += 1;
-        Slot(self)
+fn remote(endpoint: &Endpoint, message: String) -> EmbedError {
+    EmbedError::Remote { endpoint: endpoint.shown.clone(), message }
+}
+
+fn parse(api: Api, value: &Value, count: usize) -> std::result::Result<Vec<Vec<f32>>, String> {
+    let floats = |v: &Value| -> Option<Vec<f32>> { v.as_array()?.iter().map(|x| x.as_f64().map(|f| f as f32)).collect() };
+    let vectors: Option<Vec<Vec<f32>>> = match api {
+        Api::Tei => value.as_array().and_then(|a| a.iter().map(floats).collect()),
+        Api::OpenAi => value["data"].as_array().and_then(|data| {
+            let mut out = vec![Vec::new(); data.len()];
+            for item in data {
+                let i = item["index"].as_u64()? as usize;
+                *out.get_mut(i)? = floats(&item["embedding"])?;
+            }
+            Some(out)
+        }),
+    };
+    match vectors {
+        Some(v) if v.len() == count => Ok(v),
+        Some(v) => Err(format!("asked for {count} vectors, got {}", v.len())),
+        None => Err(format!("unexpected answer shape for the {api:?} API")),
     }
 }
 
@@ -203,15 +287,6 @@ fn describe(e: &reqwest::Error) -> String {
     }
 }
 
-struct Slot<'a>(&'a HttpEmbedder);
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        *self.0.in_flight.lock().unwrap() -= 1;
-        self.0.freed.notify_one();
-    }
-}
-
 impl Embedder for HttpEmbedder {
     fn model(&self) -> &str {
         &self.config.model
@@ -221,12 +296,16 @@ impl Embedder for HttpEmbedder {
         self.config.dims
     }
 
+    fn parallel_batches(&self) -> usize {
+        self.config.concurrency.max(1) * self.endpoints.len()
+    }
+
     /// Batches go out in parallel (up to the concurrency limit); results keep input order.
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         let batches: Vec<&[&str]> = texts.chunks(self.config.batch_size.max(1)).collect();
         let results: Vec<Mutex<Option<BatchResult>>> = batches.iter().map(|_| Mutex::new(None)).collect();
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let senders = self.config.concurrency.clamp(1, batches.len().max(1));
+        let senders = (self.config.concurrency.max(1) * self.endpoints.len()).clamp(1, batches.len().max(1));
         std::thread::scope(|scope| {
             for _ in 0..senders {
                 scope.spawn(|| loop {
@@ -258,7 +337,14 @@ mod tests {
     #[test]
     fn urls_are_shown_without_credentials_and_select_the_api() {
         assert_eq!(redact("https://user:key@api.example.com/v1/embeddings?key=s3cret"), "https://api.example.com/v1/embeddings");
-        assert_eq!(HttpConfig::new("http://tei:8080/embed", "m", 3).api(), Api::Tei);
-        assert_eq!(HttpConfig::new("http://x/v1/embeddings", "m", 3).api(), Api::OpenAi);
+        assert_eq!(api_of("http://tei:8080/embed"), Api::Tei);
+        assert_eq!(api_of("http://x/v1/embeddings"), Api::OpenAi);
+    }
+
+    #[test]
+    fn an_endpoint_rests_longer_after_each_failure_in_a_row() {
+        assert_eq!(rest(1), Duration::from_millis(200));
+        assert_eq!(rest(3), Duration::from_millis(800));
+        assert_eq!(rest(50), rest(8), "capped");
     }
 }

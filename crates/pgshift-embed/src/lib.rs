@@ -34,6 +34,11 @@ pub trait Embedder: Send + Sync {
     fn dims(&self) -> usize;
     /// One vector per text, in order, L2-normalised.
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
+    /// Batches one [`Embedder::embed`] call runs at once (a fleet of servers: many),
+    /// so callers hand it that many batches' texts per call.
+    fn parallel_batches(&self) -> usize {
+        1
+    }
 }
 
 /// Scales a vector to unit length (a zero vector stays zero), as sentence-transformers'

@@ -1,12 +1,13 @@
 //! Every Prometheus metric pgshift exports, in one place. Labels carry table names,
-//! phases and operation kinds only: never connection strings or values.
+//! phases, operation kinds and embedding endpoints without credentials or query:
+//! never connection strings or values.
 
 use std::sync::LazyLock;
 
 use prometheus::{
-    register_gauge_with_registry, register_histogram_with_registry, register_int_counter_vec_with_registry,
+    register_gauge_with_registry, register_histogram_vec_with_registry, register_histogram_with_registry, register_int_counter_vec_with_registry,
     register_int_counter_with_registry, register_int_gauge_vec_with_registry, register_int_gauge_with_registry, core::Collector, Encoder, Gauge,
-    Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry, TextEncoder,
+    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry, TextEncoder,
 };
 
 static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
@@ -68,10 +69,26 @@ metric!(EMBEDDING_BATCH_SECONDS: Histogram = register_histogram_with_registry(
     vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
 ));
 metric!(EMBEDDING_QUEUE: IntGauge = register_int_gauge_with_registry("pgshift_embedding_queue_depth", "Rows waiting for the embedding workers"));
+metric!(EMBEDDING_REQUESTS: IntCounterVec = register_int_counter_vec_with_registry(
+    "pgshift_embedding_requests_total",
+    "Requests to embedding servers, by endpoint (shown without credentials) and outcome (ok, error)",
+    &["endpoint", "outcome"]
+));
+metric!(EMBEDDING_REQUEST_TEXTS: IntCounterVec = register_int_counter_vec_with_registry(
+    "pgshift_embedding_request_texts_total",
+    "Texts embedded by each embedding server (rate() is its texts/s)",
+    &["endpoint"]
+));
+metric!(EMBEDDING_REQUEST_SECONDS: HistogramVec = register_histogram_vec_with_registry(
+    "pgshift_embedding_request_seconds",
+    "Time of one request to an embedding server",
+    &["endpoint"],
+    vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
+));
 metric!(ERRORS: IntCounterVec = register_int_counter_vec_with_registry("pgshift_errors_total", "Errors that stopped a command, by kind", &["kind"]));
 
 /// Every metric, registered on first use.
-fn all() -> [&'static dyn Collector; 21] {
+fn all() -> [&'static dyn Collector; 24] {
     [
         &*PHASE,
         &*ROWS_COPIED,
@@ -93,6 +110,9 @@ fn all() -> [&'static dyn Collector; 21] {
         &*EMBEDDING_CACHE_HITS,
         &*EMBEDDING_BATCH_SECONDS,
         &*EMBEDDING_QUEUE,
+        &*EMBEDDING_REQUESTS,
+        &*EMBEDDING_REQUEST_TEXTS,
+        &*EMBEDDING_REQUEST_SECONDS,
         &*ERRORS,
     ]
 }
@@ -125,6 +145,57 @@ pub fn render() -> String {
 /// Names of every exported metric (the dashboard test checks against them).
 pub fn names() -> Vec<String> {
     all().iter().flat_map(|c| c.desc()).map(|d| d.fq_name.clone()).collect()
+}
+
+/// Counts every request to an embedding server, per endpoint.
+pub struct EmbeddingRequests;
+
+impl pgshift_embed::http::Observer for EmbeddingRequests {
+    fn request(&self, endpoint: &str, texts: usize, seconds: f64, ok: bool) {
+        EMBEDDING_REQUESTS.with_label_values(&[endpoint, if ok { "ok" } else { "error" }]).inc();
+        EMBEDDING_REQUEST_SECONDS.with_label_values(&[endpoint]).observe(seconds);
+        if ok {
+            EMBEDDING_REQUEST_TEXTS.with_label_values(&[endpoint]).inc_by(texts as u64);
+        }
+    }
+}
+
+/// What each embedding server did for this process, as the load reports it.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct EndpointUse {
+    pub endpoint: String,
+    pub requests: u64,
+    pub failed: u64,
+    pub texts: u64,
+    /// Time spent in its successful and failed requests, summed over concurrent ones.
+    pub request_seconds: f64,
+}
+
+/// Every embedding endpoint used so far, from the counters above.
+pub fn embedding_endpoints() -> Vec<EndpointUse> {
+    let mut by_endpoint: std::collections::BTreeMap<String, EndpointUse> = Default::default();
+    let label = |m: &prometheus::proto::Metric, name: &str| m.get_label().iter().find(|l| l.name() == name).map(|l| l.value().to_string()).unwrap_or_default();
+    for family in EMBEDDING_REQUESTS.collect() {
+        for m in family.get_metric() {
+            let e = by_endpoint.entry(label(m, "endpoint")).or_default();
+            let n = m.get_counter().get_value() as u64;
+            e.requests += n;
+            if label(m, "outcome") == "error" {
+                e.failed += n;
+            }
+        }
+    }
+    for family in EMBEDDING_REQUEST_TEXTS.collect() {
+        for m in family.get_metric() {
+            by_endpoint.entry(label(m, "endpoint")).or_default().texts += m.get_counter().get_value() as u64;
+        }
+    }
+    for family in EMBEDDING_REQUEST_SECONDS.collect() {
+        for m in family.get_metric() {
+            by_endpoint.entry(label(m, "endpoint")).or_default().request_seconds += m.get_histogram().get_sample_sum();
+        }
+    }
+    by_endpoint.into_iter().map(|(endpoint, e)| EndpointUse { endpoint, ..e }).collect()
 }
 
 /// Counts an error that stopped a command.

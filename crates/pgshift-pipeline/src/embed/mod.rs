@@ -69,17 +69,31 @@ pub struct EmbeddingSpec {
     /// Embed blank text too (the model's vector for empty input) instead of NULL.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub embed_blank: bool,
-    /// The model, and the embedding server that runs it (None: the local model).
-    /// Recorded with the run, so follow and cutover need no repeated flags; the URL
+    /// The model, and the embedding servers that run it (none: the local model).
+    /// Recorded with the run, so follow and cutover need no repeated flags; the URLs
     /// without credentials or query, which are never stored.
     #[serde(default = "default_model")]
     pub model: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
+    #[serde(default, deserialize_with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
+    pub url: Vec<String>,
 }
 
 fn default_model() -> String {
     pgshift_embed::MINILM.into()
+}
+
+/// `url = "http://a/..."` or `url = ["http://a/...", "http://b/..."]` (a fleet).
+pub fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(url) => vec![url],
+        OneOrMany::Many(urls) => urls,
+    })
 }
 
 impl EmbeddingSpec {
@@ -350,7 +364,7 @@ mod tests {
             index: VectorIndex::Hnsw,
             embed_blank: false,
             model: default_model(),
-            url: None,
+            url: Vec::new(),
         };
         EmbeddingSetup { specs: tables.iter().map(spec).collect(), embedder: Arc::new(Dims(384)), threads: 1, batch_size: 8 }
     }

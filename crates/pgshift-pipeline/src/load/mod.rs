@@ -133,6 +133,8 @@ pub struct MigrateReport {
     /// Declared foreign keys: added, or waiting for a table another run brings.
     pub foreign_keys: Vec<String>,
     pub tables: Vec<TableSummary>,
+    /// Embedding servers this process used during the copy: requests, failures, texts.
+    pub embedding_endpoints: Vec<crate::metrics::EndpointUse>,
     pub copy_seconds: f64,
     pub post_data_seconds: f64,
     pub total_seconds: f64,
@@ -254,6 +256,7 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
         report.tables = copied?;
         source.after_copy((&dst, dst_name), &run, shared_snapshot, follow).await?;
         report.copy_seconds = copy_started.elapsed().as_secs_f64();
+        report.embedding_endpoints = crate::metrics::embedding_endpoints();
         store.advance(run.run_id, Phase::Copy, Phase::PostData).await?;
     } else {
         snapshot.release().await;
