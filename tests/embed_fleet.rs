@@ -85,12 +85,13 @@ fn two_infinity_servers_share_the_load_and_losing_one_loses_nothing() {
     let env = model_env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let args = ["migrate", "--source", &s, "--target", &t, "--embed", &spec, "--no-follow", "--split-rows", "500", "--embed-batch", "16", "--json"];
-    let load = Background::pgshift_with_env(&[&args[..], &["--metrics-addr", &addr]].concat(), &env);
+    let mut load = Background::pgshift_with_env(&[&args[..], &["--metrics-addr", &addr]].concat(), &env);
 
     // Both servers get work; then one dies mid-run.
     let metrics = || http::get(&format!("http://{addr}/metrics"), None).body;
     let texts = |m: &str, i: &Infinity| http::sample(m, &format!("pgshift_embedding_request_texts_total{{endpoint=\"{}\"}}", i.url())).unwrap_or(0.0);
     wait_until("both servers to embed texts", Duration::from_secs(120), || {
+        assert!(load.running(), "the load ended early: {:?}", load.printed());
         let m = metrics();
         texts(&m, &a) > 0.0 && texts(&m, &b) > 0.0
     });

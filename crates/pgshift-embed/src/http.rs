@@ -6,7 +6,7 @@
 //! while (longer each time in a row, or the server's Retry-After) and its batch goes
 //! to another; a batch's result is used once, so nothing is embedded twice or lost.
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -88,7 +88,9 @@ pub fn redact(url: &str) -> String {
 pub struct HttpEmbedder {
     config: HttpConfig,
     endpoints: Vec<Endpoint>,
-    client: reqwest::blocking::Client,
+    /// Built on first use, on an embedding thread: reqwest's blocking client starts a
+    /// runtime of its own, which cannot be made (or dropped) inside pgshift's async one.
+    client: OnceLock<std::result::Result<reqwest::blocking::Client, String>>,
     load: Mutex<Vec<Load>>,
     freed: Condvar,
 }
@@ -120,12 +122,13 @@ impl HttpEmbedder {
             return Err(EmbedError::Setup("embedding server: no URL given".into()));
         }
         let endpoints: Vec<Endpoint> = config.urls.iter().map(|url| Endpoint { url: url.clone(), shown: redact(url), api: api_of(url) }).collect();
-        let client = reqwest::blocking::Client::builder()
-            .timeout(config.timeout)
-            .build()
-            .map_err(|e| EmbedError::Setup(format!("embedding server {}: {e}", endpoints[0].shown)))?;
         let load = Mutex::new(endpoints.iter().map(|_| Load::default()).collect());
-        Ok(HttpEmbedder { config, endpoints, client, load, freed: Condvar::new() })
+        Ok(HttpEmbedder { config, endpoints, client: OnceLock::new(), load, freed: Condvar::new() })
+    }
+
+    fn client(&self) -> Result<&reqwest::blocking::Client> {
+        let built = self.client.get_or_init(|| reqwest::blocking::Client::builder().timeout(self.config.timeout).build().map_err(|e| e.to_string()));
+        built.as_ref().map_err(|e| EmbedError::Setup(format!("embedding server {}: {e}", self.endpoints[0].shown)))
     }
 
     /// One batch: to the least busy endpoint that is not resting; a failure rests
@@ -204,7 +207,7 @@ impl HttpEmbedder {
             Api::OpenAi => json!({ "model": self.config.model, "input": texts }),
             Api::Tei => json!({ "inputs": texts, "normalize": true, "truncate": true }),
         };
-        let mut request = self.client.post(&endpoint.url).json(&body);
+        let mut request = self.client().map_err(Failure::Final)?.post(&endpoint.url).json(&body);
         if let Some(key) = &self.config.api_key {
             request = request.bearer_auth(key);
         }
