@@ -90,7 +90,7 @@ fn mounts(service: &Value) -> Vec<(String, String)> {
 fn docker_compose_wires_every_service() {
     let compose = yaml("docker-compose.yml");
     let names: BTreeSet<&str> = compose["services"].as_mapping().unwrap().keys().map(|k| k.as_str().unwrap()).collect();
-    assert_eq!(names, BTreeSet::from(["source", "target", "pgshift", "prometheus", "grafana"]));
+    assert_eq!(names, BTreeSet::from(["source", "target", "pgshift", "worker", "prometheus", "grafana"]));
 
     let source = service(&compose, "source");
     assert!(source["image"].as_str().unwrap().starts_with("postgres:"));
@@ -108,6 +108,14 @@ fn docker_compose_wires_every_service() {
     assert!(env["PGSHIFT_SOURCE"].as_str().unwrap().contains("@source:5432/"));
     assert!(env["PGSHIFT_TARGET"].as_str().unwrap().contains("@target:5432/"));
     assert!(env["PGSHIFT_API_TOKEN"].as_str().unwrap().contains(":?"), "no default token: compose demands one");
+
+    // Copy workers join the same run: same source and target, started only with their profile.
+    let worker = service(&compose, "worker");
+    assert_eq!(strings(&worker["command"]), ["worker"]);
+    assert_eq!(strings(&worker["profiles"]), ["workers"]);
+    for key in ["PGSHIFT_SOURCE", "PGSHIFT_TARGET"] {
+        assert_eq!(worker["environment"][key], env[key], "{key}");
+    }
 
     // Prometheus scrapes pgshift where it listens.
     let prometheus = service(&compose, "prometheus");
@@ -127,4 +135,21 @@ fn docker_compose_wires_every_service() {
     let provider = yaml("grafana/provisioning/dashboards/pgshift.yml");
     let path = provider["providers"][0]["options"]["path"].as_str().unwrap();
     assert!(grafana.contains(&("./grafana/dashboards".into(), path.into())), "dashboards mounted at {path}");
+}
+
+#[test]
+fn the_kubernetes_job_runs_workers_that_end_by_themselves() {
+    let job = yaml("deploy/kubernetes/pgshift-workers.yaml");
+    assert_eq!(job["kind"], "Job");
+    assert!(job["spec"]["parallelism"].as_u64().unwrap() > 1);
+    assert!(job["spec"]["completions"].is_null(), "a work-queue Job: the pods end when the queue is empty");
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(strings(&container["args"])[0], "worker");
+    let env: Vec<&str> = container["env"].as_sequence().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    for key in ["PGSHIFT_SOURCE", "PGSHIFT_TARGET", "PGSHIFT_WORKER_WAIT"] {
+        assert!(env.contains(&key), "{key} missing");
+    }
+    for e in container["env"].as_sequence().unwrap().iter().filter(|e| ["PGSHIFT_SOURCE", "PGSHIFT_TARGET"].contains(&e["name"].as_str().unwrap())) {
+        assert!(e["valueFrom"]["secretKeyRef"].is_mapping(), "connection strings come from a Secret");
+    }
 }
