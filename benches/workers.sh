@@ -8,7 +8,7 @@
 # ROWS, EMBED_ROWS size the runs; PARTS="1 2" picks parts.
 set -euo pipefail
 
-ROWS="${ROWS:-3000000}"; EMBED_ROWS="${EMBED_ROWS:-3000}"
+ROWS="${ROWS:-5000000}"; EMBED_ROWS="${EMBED_ROWS:-6000}"
 WORK="${BENCH_DIR:-/tmp/pgshift-bench-workers}"
 PARTS="${PARTS:-1 2}"
 part() { [[ " $PARTS " == *" $1 "* ]]; }
@@ -22,23 +22,32 @@ fresh_target() { psql_at $TPORT postgres -c "DROP DATABASE IF EXISTS bench" -c "
 
 if part 1; then
   psql_at $SPORT bench -c "CREATE TABLE events (id bigint PRIMARY KEY, account int, body text, at timestamptz DEFAULT now());
-    INSERT INTO events SELECT i, i % 9973, repeat(md5(i::text), 3) FROM generate_series(1, $ROWS) i; ANALYZE" >/dev/null
-  fresh_target
-  t0=$(now); "$PGSHIFT" migrate --source "$SRC" --target "$DST" --jobs 3 --split-rows 100000 --no-follow --quiet >/dev/null; t1=$(now)
-  LOCAL=$(python3 -c "print(f'{$t1 - $t0:.2f}')")
-  fresh_target
-  t0=$(now)
-  "$PGSHIFT" migrate --source "$SRC" --target "$DST" --jobs 0 --split-rows 100000 --no-follow --quiet >/dev/null &
-  COORD=$!
-  for _ in 1 2 3; do "$PGSHIFT" worker --source "$SRC" --target "$DST" --jobs 1 --quiet >/dev/null & done
-  wait $COORD; t1=$(now); wait
-  WORKERS=$(python3 -c "print(f'{$t1 - $t0:.2f}')")
+    INSERT INTO events SELECT i, i % 9973, repeat(md5(i::text), 3) FROM generate_series(1, $ROWS) i" >/dev/null
+  # Hint bits and the visibility map set now, not by whichever run reads first.
+  psql_at $SPORT bench -c "VACUUM ANALYZE events" >/dev/null
+  one_process() {
+    fresh_target
+    t0=$(now); "$PGSHIFT" migrate --source "$SRC" --target "$DST" --jobs 3 --split-rows 100000 --no-follow --quiet >/dev/null; t1=$(now)
+    python3 -c "print(f'{$t1 - $t0:.2f}')"
+  }
+  three_workers() {
+    fresh_target
+    t0=$(now)
+    "$PGSHIFT" migrate --source "$SRC" --target "$DST" --jobs 0 --split-rows 100000 --no-follow --quiet >/dev/null &
+    local coord=$!
+    for _ in 1 2 3; do "$PGSHIFT" worker --source "$SRC" --target "$DST" --jobs 1 --quiet >/dev/null & done
+    wait $coord; t1=$(now); wait
+    python3 -c "print(f'{$t1 - $t0:.2f}')"
+  }
+  # Alternating, best of two each: the machine's noise hits both sides.
+  L1=$(one_process); W1=$(three_workers); L2=$(one_process); W2=$(three_workers)
+  LOCAL=$(python3 -c "print(min($L1, $L2))"); WORKERS=$(python3 -c "print(min($W1, $W2))")
   "$PGSHIFT" verify --source "$SRC" --target "$DST" --quiet >/dev/null && VERIFY=ok || VERIFY=FAILED
   cat <<REPORT
 
 1. copy of $ROWS rows (split 100k), PG15 -> PG16, 2 cores, same run
-  migrate --jobs 3:                          ${LOCAL} s
-  migrate --jobs 0 + 3 x worker --jobs 1:    ${WORKERS} s   (speed ratio workers / one process: $(ratio $LOCAL $WORKERS); verify: $VERIFY)
+  migrate --jobs 3:                          ${LOCAL} s (runs: $L1, $L2)
+  migrate --jobs 0 + 3 x worker --jobs 1:    ${WORKERS} s (runs: $W1, $W2)   (speed ratio workers / one process: $(ratio $LOCAL $WORKERS); verify: $VERIFY)
 REPORT
 fi
 
@@ -71,19 +80,26 @@ with cf.ThreadPoolExecutor(4) as ex: list(ex.map(post, batches))
 print(f"{len(texts) / (time.time() - t):.0f}")
 PY
 )
+  # The load's own report: texts per second of the copy, and each endpoint's busy share.
   load() {
     fresh_target
     spec=$(python3 -c "import json,sys; print(json.dumps({'table': 'docs', 'text': 'body', 'column': 'embedding', 'dims': 384, 'url': sys.argv[1:]}))" "$@")
-    t0=$(now); "$PGSHIFT" migrate --source "$SRC" --target "$DST" --tables docs --embed "$spec" --no-follow --quiet >/dev/null; t1=$(now)
-    python3 -c "print(f'{$EMBED_ROWS / ($t1 - $t0):.0f}')"
+    "$PGSHIFT" migrate --source "$SRC" --target "$DST" --tables docs --embed "$spec" --no-follow --quiet --json >"$WORK/load.json"
+    python3 - "$WORK/load.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+s = r["copy_seconds"]
+busy = ", ".join(f"{e['busy_seconds'] / s:.0%}" for e in r["embedding_endpoints"])
+print(f"{sum(e['texts'] for e in r['embedding_endpoints']) / s:.0f} {busy}")
+PY
   }
-  ONE=$(load http://127.0.0.1:57997/v1/embeddings)
-  TWO=$(load http://127.0.0.1:57997/v1/embeddings http://127.0.0.1:57998/v1/embeddings)
+  read -r ONE ONE_BUSY < <(load http://127.0.0.1:57997/v1/embeddings)
+  read -r TWO TWO_BUSY < <(load http://127.0.0.1:57997/v1/embeddings http://127.0.0.1:57998/v1/embeddings)
   cat <<REPORT
 
-2. embedded load of $EMBED_ROWS short texts through infinity (one core per server), same run
+2. embedded load of $EMBED_ROWS short texts through infinity (one core per server), copy phase, same run
   one server alone (32 per request, 4 at once):  ${ALONE} texts/s
-  load with one endpoint:                        ${ONE} texts/s   ($(ratio $ONE $ALONE) of the server's own rate)
-  load with two endpoints:                       ${TWO} texts/s   ($(ratio $TWO $ONE) of one endpoint; $(ratio $TWO $((2 * ALONE))) of two servers' rate)
+  load with one endpoint:                        ${ONE} texts/s   ($(ratio $ONE $ALONE) of the server's own rate; endpoint busy ${ONE_BUSY} of the copy)
+  load with two endpoints:                       ${TWO} texts/s   ($(ratio $TWO $ONE) of one endpoint; endpoints busy ${TWO_BUSY} of the copy)
 REPORT
 fi

@@ -25,6 +25,8 @@ pub enum Api {
 pub trait Observer: Send + Sync {
     /// `endpoint` is shown without credentials; `ok` is false for a failed request.
     fn request(&self, endpoint: &str, texts: usize, seconds: f64, ok: bool);
+    /// The endpoint had requests in flight for `seconds` without a pause (its busy time).
+    fn busy(&self, _endpoint: &str, _seconds: f64) {}
 }
 
 #[derive(Clone)]
@@ -109,6 +111,8 @@ struct Load {
     /// Failures in a row: each one rests the endpoint longer.
     failures: u32,
     resting_until: Option<Instant>,
+    /// Since when requests have been in flight without a pause.
+    busy_since: Option<Instant>,
 }
 
 /// How long an endpoint rests after failing `failures` times in a row.
@@ -173,6 +177,7 @@ impl HttpEmbedder {
                 .min_by_key(|&i| load[i].in_flight);
             if let Some(i) = free {
                 load[i].in_flight += 1;
+                load[i].busy_since.get_or_insert(now);
                 return i;
             }
             // Every endpoint is busy or resting: wait for a slot, or the first rest to end.
@@ -188,6 +193,7 @@ impl HttpEmbedder {
         let mut load = self.load.lock().unwrap();
         let l = &mut load[i];
         l.in_flight -= 1;
+        let idle = if l.in_flight == 0 { l.busy_since.take() } else { None };
         match failed {
             None => {
                 l.failures = 0;
@@ -200,6 +206,9 @@ impl HttpEmbedder {
         }
         drop(load);
         self.freed.notify_all();
+        if let (Some(since), Some(observer)) = (idle, &self.config.observer) {
+            observer.busy(&self.endpoints[i].shown, since.elapsed().as_secs_f64());
+        }
     }
 
     fn request(&self, endpoint: &Endpoint, texts: &[&str]) -> std::result::Result<Vec<Vec<f32>>, Failure> {

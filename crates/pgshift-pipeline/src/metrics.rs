@@ -5,9 +5,9 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    register_gauge_with_registry, register_histogram_vec_with_registry, register_histogram_with_registry, register_int_counter_vec_with_registry,
+    register_counter_vec_with_registry, register_gauge_with_registry, register_histogram_vec_with_registry, register_histogram_with_registry, register_int_counter_vec_with_registry,
     register_int_counter_with_registry, register_int_gauge_vec_with_registry, register_int_gauge_with_registry, core::Collector, Encoder, Gauge,
-    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry, TextEncoder,
+    CounterVec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry, TextEncoder,
 };
 
 static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
@@ -85,10 +85,15 @@ metric!(EMBEDDING_REQUEST_SECONDS: HistogramVec = register_histogram_vec_with_re
     &["endpoint"],
     vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
 ));
+metric!(EMBEDDING_ENDPOINT_BUSY: CounterVec = register_counter_vec_with_registry(
+    "pgshift_embedding_endpoint_busy_seconds_total",
+    "Time each embedding server had requests in flight (rate() is its utilisation, 0 to 1)",
+    &["endpoint"]
+));
 metric!(ERRORS: IntCounterVec = register_int_counter_vec_with_registry("pgshift_errors_total", "Errors that stopped a command, by kind", &["kind"]));
 
 /// Every metric, registered on first use.
-fn all() -> [&'static dyn Collector; 24] {
+fn all() -> [&'static dyn Collector; 25] {
     [
         &*PHASE,
         &*ROWS_COPIED,
@@ -113,6 +118,7 @@ fn all() -> [&'static dyn Collector; 24] {
         &*EMBEDDING_REQUESTS,
         &*EMBEDDING_REQUEST_TEXTS,
         &*EMBEDDING_REQUEST_SECONDS,
+        &*EMBEDDING_ENDPOINT_BUSY,
         &*ERRORS,
     ]
 }
@@ -158,6 +164,10 @@ impl pgshift_embed::http::Observer for EmbeddingRequests {
             EMBEDDING_REQUEST_TEXTS.with_label_values(&[endpoint]).inc_by(texts as u64);
         }
     }
+
+    fn busy(&self, endpoint: &str, seconds: f64) {
+        EMBEDDING_ENDPOINT_BUSY.with_label_values(&[endpoint]).inc_by(seconds);
+    }
 }
 
 /// What each embedding server did for this process, as the load reports it.
@@ -169,6 +179,8 @@ pub struct EndpointUse {
     pub texts: u64,
     /// Time spent in its successful and failed requests, summed over concurrent ones.
     pub request_seconds: f64,
+    /// Time it had at least one request in flight.
+    pub busy_seconds: f64,
 }
 
 /// Every embedding endpoint used so far, from the counters above.
@@ -193,6 +205,11 @@ pub fn embedding_endpoints() -> Vec<EndpointUse> {
     for family in EMBEDDING_REQUEST_SECONDS.collect() {
         for m in family.get_metric() {
             by_endpoint.entry(label(m, "endpoint")).or_default().request_seconds += m.get_histogram().get_sample_sum();
+        }
+    }
+    for family in EMBEDDING_ENDPOINT_BUSY.collect() {
+        for m in family.get_metric() {
+            by_endpoint.entry(label(m, "endpoint")).or_default().busy_seconds += m.get_counter().get_value();
         }
     }
     by_endpoint.into_iter().map(|(endpoint, e)| EndpointUse { endpoint, ..e }).collect()

@@ -32,7 +32,7 @@ use crate::source::{ChunkReader, TableLoad};
 /// COPY messages read ahead of the target per worker (each up to 256 KiB).
 const READ_AHEAD: usize = 4;
 /// How often an idle worker looks for a chunk given back, and progress is reported.
-const POLL: Duration = Duration::from_millis(500);
+const POLL: Duration = Duration::from_millis(200);
 /// How often a process that waits for others' chunks says so.
 const WAITING_NOTICE: Duration = Duration::from_secs(30);
 
@@ -97,6 +97,9 @@ pub async fn copy_chunks<R: ChunkReader>(source: Arc<R>, ctx: Arc<CopyContext>, 
     let me = format!("{host}:{}", std::process::id());
     store.register_worker(ctx.run_id, &me, &host, ctx.jobs as i32).await?;
     let shared = Arc::new(Shared { table_of, started: Mutex::default(), mine: Mutex::default(), chunk_done: Notify::new(), failed: AtomicBool::new(false) });
+    // Which tables are left is read before any worker starts: a table finished by the
+    // first chunk still gets reported.
+    let mut watch = Watch::start(&store, ctx.run_id).await?;
     let mut tasks = JoinSet::new();
     for _ in 0..ctx.jobs {
         let (source, ctx, shared) = (source.clone(), ctx.clone(), shared.clone());
@@ -108,7 +111,6 @@ pub async fn copy_chunks<R: ChunkReader>(source: Arc<R>, ctx: Arc<CopyContext>, 
             result
         });
     }
-    let mut watch = Watch::default();
     let mut first_error = None;
     let mut last_notice = Instant::now();
     loop {
@@ -146,23 +148,29 @@ pub async fn copy_chunks<R: ChunkReader>(source: Arc<R>, ctx: Arc<CopyContext>, 
 }
 
 /// Progress of the whole run, read from its chunks: tables finished (by any
-/// process), the metrics, and this process's heartbeat.
-#[derive(Default)]
+/// process), the metrics (the one place rows are counted, so nothing twice), and this
+/// process's heartbeat.
 struct Watch {
     /// Tables with chunks left when the copy began here: false until done.
-    tables: Option<HashMap<String, bool>>,
+    tables: HashMap<String, bool>,
     finished: Vec<TableSummary>,
 }
 
 impl Watch {
+    async fn start(store: &Store<'_>, run_id: i64) -> Result<Watch> {
+        let totals = store.table_totals(run_id).await?;
+        let tables = totals.into_iter().filter(|t| t.chunks_done < t.chunks_total).map(|t| (t.table, false)).collect();
+        Ok(Watch { tables, finished: Vec::new() })
+    }
+
     /// Returns how many chunks are not done yet.
     async fn poll<T>(&mut self, store: &Store<'_>, ctx: &CopyContext, shared: &Shared<T>, me: &str) -> Result<i64> {
         let totals = store.table_totals(ctx.run_id).await?;
-        let tables = self.tables.get_or_insert_with(|| totals.iter().map(|t| (t.table.clone(), t.chunks_done == t.chunks_total)).collect());
+        let tables = &mut self.tables;
         metrics::CHUNKS_TOTAL.set(totals.iter().map(|t| t.chunks_total).sum());
         metrics::CHUNKS_DONE.set(totals.iter().map(|t| t.chunks_done).sum());
         for t in &totals {
-            // Rows committed by other processes, counted once here.
+            // Rows committed by any process, counted here only.
             let rows = metrics::ROWS_COPIED.with_label_values(&[&t.table]);
             if t.rows as u64 > rows.get() && tables.contains_key(&t.table) {
                 rows.inc_by(t.rows as u64 - rows.get());
@@ -219,8 +227,7 @@ async fn worker<R: ChunkReader>(source: &R, ctx: &CopyContext, shared: &Shared<R
             shared.mine.lock().unwrap().copying.retain(|c| *c != label);
         }
         match copied? {
-            Some((chunk, stats)) => {
-                metrics::ROWS_COPIED.with_label_values(&[&chunk.table_name]).inc_by(stats.rows);
+            Some((_, stats)) => {
                 let mut mine = shared.mine.lock().unwrap();
                 mine.chunks_done += 1;
                 mine.rows += stats.rows as i64;

@@ -22,6 +22,9 @@ use crate::source::chunks::SplitKind;
 use crate::source::postgres::RecordedStatements;
 use crate::source::TableLoad;
 
+/// How often a waiting worker looks for a run's copy to open.
+const LOOK_AGAIN: Duration = Duration::from_millis(200);
+
 /// A run whose copy is open, as a worker joins it.
 pub struct OpenRun {
     pub run: Run,
@@ -69,7 +72,7 @@ pub async fn join(target: &ConnInfo, run_id: Option<i64>, wait: Duration, progre
             progress.step(&format!("waiting for a run's copy to open on {dst_name}"));
             said = true;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(LOOK_AGAIN).await;
     }
 }
 
@@ -129,7 +132,7 @@ async fn reopened(target: &ConnInfo, run_id: i64, gone: Option<&str>, wait: Dura
                 return Ok(Some(snapshot));
             }
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(LOOK_AGAIN).await;
     }
     Ok(None)
 }
