@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use pgshift_embed::Embedder;
 use pgshift_testkit::{Cluster, PgVersion};
 
 const FIXTURE: &str = "CREATE TABLE events (id bigint PRIMARY KEY, body text); \
@@ -29,8 +30,15 @@ fn copy_open(target: &Cluster) -> bool {
     target.psql("app", "SELECT to_regclass('pgshift.copy_tables') IS NOT NULL") == "t" && target.psql("app", "SELECT count(*) > 0 FROM pgshift.copy_tables") == "t"
 }
 
+/// pgshift with the local model's settings: a run with vectors needs the embedder on every worker.
+fn pgshift(args: &[&str]) -> Background {
+    let env = model_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Background::pgshift_with_env(args, &env)
+}
+
 fn worker(s: &str, t: &str, jobs: &str, wait: &str) -> Background {
-    Background::pgshift(&["worker", "--source", s, "--target", t, "--jobs", jobs, "--wait", wait])
+    pgshift(&["worker", "--source", s, "--target", t, "--jobs", jobs, "--wait", wait])
 }
 
 /// A table locked on the target by a session of the test: a chunk of it, once
@@ -62,7 +70,9 @@ fn workers_copy_the_chunks_and_one_killed_mid_chunk_loses_nothing() {
     source.psql("app", FIXTURE);
     let (s, t) = (source.url("app"), target.url("app"));
     // The coordinator copies nothing itself: every chunk goes through workers.
-    let coordinator = Background::pgshift(&["migrate", "--source", &s, "--target", &t, "--jobs", "0", "--split-rows", "40000", "--until-caught-up"]);
+    // Vectors too: the worker that takes the docs chunk embeds it with the run's model.
+    source.psql("app", "CREATE TABLE docs (id int PRIMARY KEY, body text); INSERT INTO docs SELECT i, 'a note about ' || i FROM generate_series(1, 300) i");
+    let coordinator = pgshift(&["migrate", "--source", &s, "--target", &t, "--jobs", "0", "--split-rows", "40000", "--until-caught-up", "--embed", "docs.embedding=body"]);
     // A worker started before the copy opens waits for it.
     let mut doomed = worker(&s, &t, "1", "60");
     let steady = worker(&s, &t, "1", "60");
@@ -103,6 +113,12 @@ fn workers_copy_the_chunks_and_one_killed_mid_chunk_loses_nothing() {
     assert_eq!(target.psql("app", "SELECT count(*) FROM pgshift.chunks WHERE done_at IS NULL"), "0");
     assert_same(&source, &target);
     assert_verified(&source, &target);
+    let model = local_model();
+    for id in [1, 150, 300] {
+        let vector = parse_vector(&target.psql("app", &format!("SELECT embedding::text FROM docs WHERE id = {id}")));
+        let want = &model.embed(&[&format!("a note about {id}")]).unwrap()[0];
+        assert!(cosine(&vector, want) > 0.9999, "docs {id}: the worker's vector is the model's");
+    }
 }
 
 #[test]
@@ -111,7 +127,7 @@ fn a_dead_coordinators_run_is_resumed_and_its_workers_say_what_happened() {
     source.psql("app", FIXTURE);
     let (s, t) = (source.url("app"), target.url("app"));
     let args = ["migrate", "--source", &s, "--target", &t, "--jobs", "0", "--split-rows", "40000", "--until-caught-up"];
-    let coordinator = Background::pgshift(&args);
+    let coordinator = pgshift(&args);
     wait_until("the copy to open", Duration::from_secs(120), || copy_open(&target));
     let mut helper = worker(&s, &t, "1", "3");
     wait_until("a chunk done", Duration::from_secs(60), || target.psql("app", "SELECT count(done_at) > 0 FROM pgshift.chunks") == "t");
@@ -127,7 +143,7 @@ fn a_dead_coordinators_run_is_resumed_and_its_workers_say_what_happened() {
     source.psql("app", "UPDATE events SET body = 'after' WHERE id % 1001 = 0");
     let mut resume = args.to_vec();
     resume.push("--resume");
-    let coordinator = Background::pgshift(&resume);
+    let coordinator = pgshift(&resume);
     let helper = worker(&s, &t, "2", "60");
     let out = coordinator.wait(Duration::from_secs(300));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
