@@ -102,6 +102,47 @@ struct Endpoint {
     /// Without credentials or query: safe to show.
     shown: String,
     api: Api,
+    /// What the server says of its limits, asked once on first use.
+    limits: OnceLock<Limits>,
+}
+
+/// A server's stated limits per request (TEI's `GET /info`); OpenAI-compatible servers
+/// and infinity state none, and then `batch_size` rows is the only limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub max_texts: Option<usize>,
+    pub max_tokens: Option<usize>,
+    /// Longer texts are truncated to this many tokens by the server.
+    pub max_input_tokens: Option<usize>,
+}
+
+impl Limits {
+    /// TEI's `/info` answer.
+    pub fn from_tei_info(info: &Value) -> Limits {
+        let number = |key: &str| info[key].as_u64().map(|n| n as usize).filter(|&n| n > 0);
+        Limits { max_texts: number("max_client_batch_size"), max_tokens: number("max_batch_tokens"), max_input_tokens: number("max_input_length") }
+    }
+
+    /// How many of `texts`, from the first, one request may carry (at least one: a
+    /// single text over the token budget is the server's to truncate).
+    pub fn fitting(&self, texts: &[&str], batch_size: usize) -> usize {
+        let rows = batch_size.max(1).min(self.max_texts.unwrap_or(usize::MAX)).min(texts.len());
+        let Some(budget) = self.max_tokens else { return rows };
+        let mut used = 0;
+        for (n, text) in texts[..rows].iter().enumerate() {
+            used += self.estimated_tokens(text);
+            if used > budget {
+                return n.max(1);
+            }
+        }
+        rows
+    }
+
+    /// Without the model's tokenizer: about a token per three bytes (WordPiece and BPE
+    /// average nearer four on prose), plus the special tokens; at most the input limit.
+    fn estimated_tokens(&self, text: &str) -> usize {
+        (text.len().div_ceil(3) + 2).min(self.max_input_tokens.unwrap_or(usize::MAX))
+    }
 }
 
 /// An endpoint's state, under [`HttpEmbedder::load`].
@@ -125,7 +166,8 @@ impl HttpEmbedder {
         if config.urls.is_empty() {
             return Err(EmbedError::Setup("embedding server: no URL given".into()));
         }
-        let endpoints: Vec<Endpoint> = config.urls.iter().map(|url| Endpoint { url: url.clone(), shown: redact(url), api: api_of(url) }).collect();
+        let endpoints: Vec<Endpoint> =
+            config.urls.iter().map(|url| Endpoint { url: url.clone(), shown: redact(url), api: api_of(url), limits: OnceLock::new() }).collect();
         let load = Mutex::new(endpoints.iter().map(|_| Load::default()).collect());
         Ok(HttpEmbedder { config, endpoints, client: OnceLock::new(), load, freed: Condvar::new() })
     }
@@ -135,24 +177,32 @@ impl HttpEmbedder {
         built.as_ref().map_err(|e| EmbedError::Setup(format!("embedding server {}: {e}", self.endpoints[0].shown)))
     }
 
-    /// One batch: to the least busy endpoint that is not resting; a failure rests
-    /// that endpoint and the batch tries another (or the same, once rested).
+    /// One batch: each request to the least busy endpoint that is not resting, sized to
+    /// what that endpoint says it takes; a failure rests that endpoint and the rest of
+    /// the batch tries another (or the same, once rested). Vectors already received are
+    /// kept, so nothing is asked twice after a success.
     fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(texts.len());
         let mut attempt = 0;
-        loop {
+        while out.len() < texts.len() {
             let i = self.acquire();
             let endpoint = &self.endpoints[i];
+            let left = &texts[out.len()..];
+            let piece = &left[..self.limits(endpoint).fitting(left, self.config.batch_size)];
             let started = Instant::now();
-            let result = self.request(endpoint, texts);
+            let result = self.request(endpoint, piece);
             if let Some(observer) = &self.config.observer {
-                observer.request(&endpoint.shown, texts.len(), started.elapsed().as_secs_f64(), result.is_ok());
+                observer.request(&endpoint.shown, piece.len(), started.elapsed().as_secs_f64(), result.is_ok());
             }
             self.release(i, match &result {
                 Err(Failure::Retry(_, wait)) => Some(*wait),
                 _ => None,
             });
             match result {
-                Ok(v) => return Ok(v),
+                Ok(v) => {
+                    out.extend(v);
+                    attempt = 0;
+                }
                 Err(Failure::Final(e)) => return Err(e),
                 Err(Failure::Retry(e, _)) if attempt >= self.config.retries => {
                     return Err(remote(endpoint, format!("{e} (gave up after {} attempts)", attempt + 1)));
@@ -164,6 +214,28 @@ impl HttpEmbedder {
                 }
             }
         }
+        Ok(out)
+    }
+
+    /// The endpoint's limits: asked of a TEI server once (`GET .../info` beside its
+    /// `/embed`); unknown (none) when it does not answer or speaks another API.
+    fn limits(&self, endpoint: &Endpoint) -> Limits {
+        *endpoint.limits.get_or_init(|| {
+            let (Api::Tei, Ok(client)) = (endpoint.api, self.client()) else { return Limits::default() };
+            let base = endpoint.url.split(['?', '#']).next().unwrap_or_default().trim_end_matches('/');
+            let info = format!("{}/info", base.strip_suffix("/embed").unwrap_or(base));
+            let mut request = client.get(&info).timeout(Duration::from_secs(10));
+            if let Some(key) = &self.config.api_key {
+                request = request.bearer_auth(key);
+            }
+            match request.send().and_then(|r| r.error_for_status()).and_then(|r| r.json::<Value>()) {
+                Ok(value) => Limits::from_tei_info(&value),
+                Err(e) => {
+                    tracing::info!(endpoint = %endpoint.shown, "no limits from its /info ({}): batches of --embed-batch rows", describe(&e));
+                    Limits::default()
+                }
+            }
+        })
     }
 
     /// Waits for an endpoint with a free slot that is not resting; takes the slot.
@@ -351,6 +423,22 @@ mod tests {
         assert_eq!(redact("https://user:key@api.example.com/v1/embeddings?key=s3cret"), "https://api.example.com/v1/embeddings");
         assert_eq!(api_of("http://tei:8080/embed"), Api::Tei);
         assert_eq!(api_of("http://x/v1/embeddings"), Api::OpenAi);
+    }
+
+    #[test]
+    fn requests_fit_the_servers_stated_limits() {
+        let texts = ["a".repeat(30), "b".repeat(30), "c".repeat(30), "d".repeat(300)];
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let none = Limits::default();
+        assert_eq!(none.fitting(&refs, 3), 3, "rows only");
+        let tei = Limits::from_tei_info(&json!({ "max_client_batch_size": 2, "max_batch_tokens": 1000, "max_input_length": 512 }));
+        assert_eq!(tei.fitting(&refs, 32), 2, "the server's row limit");
+        // 30 bytes ~ 12 tokens each: two fit in 25, the third does not.
+        let tokens = Limits { max_tokens: Some(25), ..Limits::default() };
+        assert_eq!(tokens.fitting(&refs, 32), 2);
+        assert_eq!(tokens.fitting(&refs[3..], 32), 1, "one long text still goes (the server truncates it)");
+        let truncated = Limits { max_tokens: Some(40), max_input_tokens: Some(10), ..Limits::default() };
+        assert_eq!(truncated.fitting(&refs, 32), 4, "a text counts at most the input limit");
     }
 
     #[test]

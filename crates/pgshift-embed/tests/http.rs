@@ -27,6 +27,8 @@ struct Script {
     dims: usize,
     /// Answer 400 to every request.
     refuse: bool,
+    /// TEI's `GET /info` answer (404 without).
+    info: Option<Value>,
     stopped: std::sync::atomic::AtomicBool,
 }
 
@@ -77,6 +79,15 @@ fn handle(stream: TcpStream, script: &Script) {
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body).unwrap();
+    if path.ends_with("/info") {
+        let (status, body) = match &script.info {
+            Some(info) => (200, info.to_string()),
+            None => (404, "{}".to_string()),
+        };
+        let mut stream = stream;
+        let _ = write!(stream, "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        return;
+    }
     let request: Value = serde_json::from_slice(&body).unwrap();
     script.requests.fetch_add(1, Ordering::SeqCst);
     let now = script.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
@@ -171,6 +182,22 @@ fn tei_api_is_chosen_by_its_path() {
     let texts = texts();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     check(&embedder.embed(&refs).unwrap(), &texts);
+    stop(&url, &script, handle);
+}
+
+#[test]
+fn tei_requests_fit_the_limits_its_info_states() {
+    let info = json!({ "max_client_batch_size": 3, "max_batch_tokens": 20, "max_input_length": 512 });
+    let script = Arc::new(Script { dims: 8, info: Some(info), ..Script::default() });
+    let (url, handle) = serve(script.clone());
+    let embedder = HttpEmbedder::new(config(&format!("{url}/embed"))).unwrap();
+    let texts = texts();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    check(&embedder.embed(&refs).unwrap(), &texts);
+    let sizes = script.batch_sizes.lock().unwrap().clone();
+    assert_eq!(sizes.iter().sum::<usize>(), texts.len(), "each text once: {sizes:?}");
+    assert!(sizes.iter().all(|&n| n <= 3), "never more rows than the server takes: {sizes:?}");
+    assert!(sizes.len() > texts.len().div_ceil(5), "the token budget cut batches of 5 further: {sizes:?}");
     stop(&url, &script, handle);
 }
 
