@@ -111,6 +111,9 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
             Ok(ExitCode::SUCCESS)
         }
         Command::Worker(a) => {
+            if pgshift_sqlite::path_of(&a.source.source).is_some() {
+                bail!("a SQLite file is read only by the migrate that loads it (with --jobs 1 or more): workers copy from PostgreSQL sources");
+            }
             let source = ConnInfo::parse(&a.source.source, "--source")?;
             let target = ConnInfo::parse(&a.target.target, "--target")?;
             let wait = std::time::Duration::from_secs(a.wait);

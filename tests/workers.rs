@@ -151,3 +151,20 @@ fn a_dead_coordinators_run_is_resumed_and_its_workers_say_what_happened() {
     assert_same(&source, &target);
     assert_verified(&source, &target);
 }
+
+#[test]
+fn a_sqlite_file_is_never_left_to_workers() {
+    let target = Cluster::start(PgVersion::V16);
+    target.create_database("app");
+    let dir = std::env::temp_dir().join(format!("pgshift-workers-sqlite-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("app.db");
+    rusqlite::Connection::open(&db).unwrap().execute_batch("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes VALUES (1, 'x')").unwrap();
+    let (s, t) = (format!("sqlite://{}", db.display()), target.url("app"));
+    let out = pgshift_expect(2, &["migrate", "--source", &s, "--target", &t, "--jobs", "0"]);
+    assert!(stderr(&out).contains("--jobs 0") && stderr(&out).contains("--jobs 1 or more"), "{}", stderr(&out));
+    assert_eq!(target.psql("app", "SELECT to_regclass('pgshift.runs') IS NULL AND to_regclass('public.notes') IS NULL"), "t", "nothing was written");
+    let out = pgshift_expect(2, &["worker", "--source", &s, "--target", &t]);
+    assert!(stderr(&out).contains("SQLite file is read only by the migrate"), "{}", stderr(&out));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
