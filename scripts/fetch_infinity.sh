@@ -26,7 +26,7 @@ if [ ! -f "$DIR/venv/.installed" ]; then
   # A venv's scripts name their interpreter by path: it is built where it stays.
   rm -rf "$DIR/venv"
   python3 -m venv "$DIR/venv"
-  "$DIR/venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
+  "$DIR/venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-cache-dir --no-deps --require-hashes \
     -r "$ROOT/scripts/requirements/infinity.txt"
   touch "$DIR/venv/.installed"
 fi
