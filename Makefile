@@ -24,3 +24,4 @@ bench: build
 	./benches/cutover.sh
 	./benches/embed.sh
 	./benches/large_txn.sh
+	./benches/workers.sh
