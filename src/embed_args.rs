@@ -202,6 +202,9 @@ pub struct EmbedRuntime {
     /// Texts per model call (grouped by length to cut padding).
     #[arg(long, env = "PGSHIFT_EMBED_BATCH", default_value_t = 32)]
     pub embed_batch: usize,
+    /// Requests in flight at once per embedding server (a GPU server may take more).
+    #[arg(long, env = "PGSHIFT_EMBED_CONCURRENCY", default_value_t = 4)]
+    pub embed_concurrency: usize,
     /// Run the local model on the GPU (CUDA; needs a build with --features cuda).
     #[arg(long, env = "PGSHIFT_GPU")]
     pub gpu: bool,
@@ -252,6 +255,7 @@ impl EmbedRuntime {
                 config.observer = Some(Arc::new(pgshift_pipeline::metrics::EmbeddingRequests));
                 config.api_key = std::env::var("PGSHIFT_EMBED_API_KEY").ok();
                 config.batch_size = self.embed_batch;
+                config.concurrency = self.embed_concurrency.max(1);
                 Arc::new(HttpEmbedder::new(config)?)
             }
             true => {
@@ -279,6 +283,11 @@ mod tests {
         let s = EmbedSpecArg::parse(r#"[{"table": "docs", "text": "body", "column": "v", "halfvec": true}]"#).unwrap();
         assert!(s[0].halfvec && s[0].index == "hnsw");
         assert!(EmbedSpecArg::parse("docs=body").unwrap_err().contains("TABLE.COLUMN"));
+        // One server, or a fleet.
+        let one = EmbedSpecArg::parse(r#"{"table": "d", "text": "b", "column": "v", "dims": 8, "url": "http://a/embed"}"#).unwrap();
+        assert_eq!(one[0].url, ["http://a/embed"]);
+        let fleet = EmbedSpecArg::parse(r#"{"table": "d", "text": "b", "column": "v", "dims": 8, "url": ["http://a/embed", "http://b/embed"]}"#).unwrap();
+        assert_eq!(fleet[0].spec().url, ["http://a/embed", "http://b/embed"]);
         assert!(EmbedSpecArg::parse(r#"{"table": "docs", "txt": "body", "column": "v"}"#).unwrap_err().contains("txt"));
     }
 
