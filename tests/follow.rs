@@ -246,7 +246,7 @@ fn schema_changes_during_catch_up_arrive_and_what_is_not_followed_stops_with_the
         "UPDATE orders SET mood = 'happy' WHERE id = 3; CREATE INDEX orders_mood ON orders (mood); UPDATE orders SET mood = 'angry' WHERE id = 4;
          INSERT INTO orders (id, item) VALUES (51, 'before');
          BEGIN;
-         ALTER TABLE orders ADD COLUMN amount numeric(10,2) NOT NULL DEFAULT 0, ADD COLUMN note text;
+         ALTER TABLE orders ADD COLUMN amount numeric(10,2) NOT NULL DEFAULT 0, ADD COLUMN note text, ADD COLUMN code text COLLATE \"C\";
          UPDATE orders SET amount = id * 1.5 WHERE id % 5 = 0;
          INSERT INTO orders (id, item, amount, note) VALUES (52, 'after', 9.99, 'n');
          COMMIT;
@@ -267,6 +267,7 @@ fn schema_changes_during_catch_up_arrive_and_what_is_not_followed_stops_with_the
          BEGIN; UPDATE orders SET item = 'renamed soon' WHERE id = 1; ALTER TABLE orders RENAME COLUMN item TO product;
          UPDATE orders SET product = 'renamed' WHERE id = 2; COMMIT;
          ALTER TABLE orders DROP COLUMN note; ALTER TABLE orders ALTER COLUMN amount TYPE numeric(12,3), ALTER COLUMN amount SET DEFAULT 1;
+         ALTER TABLE orders ALTER COLUMN code TYPE text COLLATE \"POSIX\";
          INSERT INTO orders (id, product) VALUES (54, 'dropped');
          DROP TABLE scratch;
          ALTER TABLE orders ADD CONSTRAINT amount_positive CHECK (amount >= 0), ADD CONSTRAINT product_set CHECK (product <> '');
@@ -276,7 +277,7 @@ fn schema_changes_during_catch_up_arrive_and_what_is_not_followed_stops_with_the
     follow(&source, &target, &[]);
     let rows = "SELECT md5(string_agg(format('%s:%s:%s:%s', id, product, amount, mood), ',' ORDER BY id)) FROM orders";
     assert_eq!(target.psql("app", rows), source.psql("app", rows));
-    let columns = "SELECT string_agg(format('%s %s %s', attname, format_type(atttypid, atttypmod), pg_get_expr(adbin, adrelid)), ', ' ORDER BY attnum) \
+    let columns = "SELECT string_agg(format('%s %s %s %s', attname, format_type(atttypid, atttypmod), attcollation::regcollation, pg_get_expr(adbin, adrelid)), ', ' ORDER BY attnum) \
                    FROM pg_attribute LEFT JOIN pg_attrdef ON adrelid = attrelid AND adnum = attnum WHERE attrelid = 'orders'::regclass AND attnum > 0 AND NOT attisdropped";
     assert_eq!(target.psql("app", columns), source.psql("app", columns));
     assert_eq!(target.psql("app", "SELECT to_regclass('scratch') IS NULL"), "t");

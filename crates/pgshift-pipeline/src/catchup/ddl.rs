@@ -54,7 +54,10 @@ pub async fn install(src: &Client, src_name: &str) -> Result<Option<String>> {
             "(SELECT coalesce(jsonb_agg(jsonb_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod), \
                       'not_null', a.attnotnull, 'generated', a.attgenerated <> '', 'identity', a.attidentity::text, \
                       'sequence', pg_get_serial_sequence(format('%I.%I', n.nspname, c.relname), a.attname), \
-                      'default', pg_get_expr(d.adbin, d.adrelid)) ORDER BY a.attnum), '[]') \
+                      'default', pg_get_expr(d.adbin, d.adrelid), \
+                      'collation', (SELECT format('%I.%I', cn.nspname, co.collname) FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace \
+                                    WHERE co.oid = a.attcollation AND a.attcollation <> (SELECT typcollation FROM pg_type WHERE oid = a.atttypid))) \
+                      ORDER BY a.attnum), '[]') \
               FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
               JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
               WHERE a.attrelid = {rel} AND a.attnum > 0 AND NOT a.attisdropped)"
@@ -251,6 +254,15 @@ pub struct ChangedColumn {
     /// The sequence the column owns (serial or identity), qualified.
     #[serde(default)]
     pub sequence: Option<String>,
+    /// `schema.name` of its collation when not its type's; the outer None: a message
+    /// from an older pgshift's trigger, which did not say (the collation is left alone).
+    #[serde(default, deserialize_with = "described")]
+    pub collation: Option<Option<String>>,
+}
+
+/// A key present in the message, even as null.
+fn described<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Option<String>>, D::Error> {
+    Ok(Some(Option::deserialize(d)?))
 }
 
 impl Change {
@@ -422,8 +434,13 @@ pub fn plan(change: &Change, target: &Catalog, map: &SchemaMap, f: &Following) -
             }
             let col = quote_ident(&c.name);
             let wanted = f.rewriter.rewrite(&c.type_name);
-            if !pgshift_postgres::schema_map::same_type_name(&wanted, &have.type_name) {
-                out.push(alter(format!("ALTER COLUMN {col} TYPE {wanted} USING {col}::{wanted}")));
+            let collation = match &c.collation {
+                Some(described) => described.as_deref().map(|x| f.rewriter.rewrite(x)),
+                None => have.collation.clone(),
+            };
+            if !pgshift_postgres::schema_map::same_type_name(&wanted, &have.type_name) || collation != have.collation {
+                let collate = collation.map(|x| format!(" COLLATE {x}")).unwrap_or_default();
+                out.push(alter(format!("ALTER COLUMN {col} TYPE {wanted}{collate} USING {col}::{wanted}")));
             }
             let default = c.default.as_deref().map(|d| f.rewriter.rewrite(d));
             if have.identity.is_empty() && default != have.default {
@@ -474,7 +491,21 @@ fn column_definition(c: &ChangedColumn, rewriter: &StatementRewriter) -> String 
         generated: expression.filter(|_| c.generated),
         oid_in_binary: false,
         comment: None,
-        collation: None,
+        collation: c.collation.clone().flatten().map(|x| rewriter.rewrite(&x)),
         cast_to: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_column_message_without_a_collation_leaves_it_alone() {
+        let column = |json: &str| serde_json::from_str::<ChangedColumn>(json).unwrap().collation;
+        let base = r#""name": "c", "type": "text", "not_null": false, "generated": false, "default": null"#;
+        assert_eq!(column(&format!("{{{base}}}")), None, "an older trigger did not say");
+        assert_eq!(column(&format!(r#"{{{base}, "collation": null}}"#)), Some(None), "the type's own");
+        assert_eq!(column(&format!(r#"{{{base}, "collation": "pg_catalog.\"C\""}}"#)), Some(Some(r#"pg_catalog."C""#.into())));
+    }
 }
