@@ -467,7 +467,12 @@ impl Writer {
         let (mut stage, mut direct) = (BytesMut::new(), BytesMut::new());
         let mut masks: Vec<String> = Vec::new();
         let (mut sets, mut patches, mut deletes, mut inserts) = (0u64, 0u64, 0u64, 0u64);
-        for (key, net) in changes.states {
+        // In key order: the target then walks its key index (and a heap loaded in key
+        // order) in order instead of at random, and new keys append at the index's right
+        // edge. Measured: the random-key mix's set-based updates took a third less time.
+        let mut states: Vec<(Key, Net)> = changes.states.into_iter().collect();
+        states.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (key, net) in states {
             let (op, tuple, mask) = match net {
                 Net::Absent => continue,
                 Net::Insert(t) => {
