@@ -68,11 +68,13 @@ WAL=$(psql_at $SPORT bench -At -c "SELECT pg_size_pretty(pg_current_wal_lsn() - 
 checkpoint() { psql_at $SPORT bench -c CHECKPOINT; psql_at $TPORT postgres -c CHECKPOINT; }
 
 # The backlog's last row, found by its key: one session polling an index every 10 ms
-# (a psql per poll, or a scan of pgbench_history, would take CPU from the apply).
+# (a psql per poll, or a scan of pgbench_history, would take CPU from the apply), each
+# look in a transaction of its own (one long transaction would keep every dead row
+# version alive and slow the apply of hot rows down).
 MARKER=$(psql_at $SPORT bench -At -c "SELECT max(id) FROM pgbench_history")
 wait_marker() {
   psql_at $TPORT "$1" -c "DO \$\$ BEGIN
-    WHILE NOT EXISTS (SELECT FROM pgbench_history WHERE id = $MARKER AND delta = -999999999) LOOP PERFORM pg_sleep(0.01); END LOOP;
+    WHILE NOT EXISTS (SELECT FROM pgbench_history WHERE id = $MARKER AND delta = -999999999) LOOP COMMIT; PERFORM pg_sleep(0.01); END LOOP;
   END \$\$"
 }
 
