@@ -61,6 +61,76 @@ enum Pending {
     Ordered(Vec<RowOp>),
 }
 
+/// A table's part of a batch as the writer gets it: a keyed table's net effect already
+/// encoded (by the Applier, while the writer may still be busy with the batch before).
+enum Batch {
+    Keyed(EncodedKeyed, Option<Vec<KeyedOp>>),
+    Ordered(Vec<RowOp>),
+}
+
+/// A keyed table's net effect for the target: rows for its staging table (with op and
+/// mask), rows for a plain COPY (new keys), the set-based statements, and the counts.
+struct EncodedKeyed {
+    stage: BytesMut,
+    direct: BytesMut,
+    statements: Vec<String>,
+    inserts: u64,
+    updates: u64,
+    deletes: u64,
+}
+
+/// A keyed table's net effect, encoded for [`Writer::flush_keyed`].
+fn encode_keyed(table: &ApplyTable, format: CopyFormat, converge: bool, changes: NetChanges) -> Result<EncodedKeyed, PgError> {
+    let (mut stage, mut direct) = (BytesMut::new(), BytesMut::new());
+    let mut masks: Vec<String> = Vec::new();
+    let (mut sets, mut patches, mut deletes, mut inserts) = (0u64, 0u64, 0u64, 0u64);
+    // In key order: the target then walks its key index (and a heap loaded in key
+    // order) in order instead of at random, and new keys append at the index's right
+    // edge. Measured: the random-key mix's set-based updates took a third less time.
+    let mut states: Vec<(Key, Net)> = changes.states.into_iter().collect();
+    states.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    for (key, net) in states {
+        let (op, tuple, mask) = match net {
+            Net::Absent => continue,
+            Net::Insert(t) => {
+                inserts += 1;
+                put_row(&mut direct, format, &t.iter().map(Field::Datum).collect::<Vec<_>>()).map_err(|e| table.error(e))?;
+                continue;
+            }
+            Net::Set(t) => {
+                sets += 1;
+                ("s", t, String::new())
+            }
+            Net::Patch(t) => {
+                patches += 1;
+                let mask = table.mask(&t);
+                if !masks.contains(&mask) {
+                    masks.push(mask.clone());
+                }
+                ("p", t, mask)
+            }
+            Net::Delete => {
+                deletes += 1;
+                ("d", table.key_row(&key, format), String::new())
+            }
+        };
+        let mut fields: Vec<Field> = tuple.iter().map(Field::Datum).collect();
+        fields.push(Field::Own(op));
+        fields.push(Field::Own(&mask));
+        put_row(&mut stage, format, &fields).map_err(|e| table.error(e))?;
+    }
+    let mut statements = Vec::new();
+    if deletes > 0 {
+        statements.push(Some(table.delete_sql()));
+    }
+    if sets > 0 {
+        statements.push(if converge { table.upsert_sql() } else { table.set_sql() });
+    }
+    statements.extend(masks.iter().map(|m| table.patch_sql(m)));
+    let statements: Vec<String> = statements.into_iter().flatten().collect();
+    Ok(EncodedKeyed { stage, direct, statements, inserts, updates: sets + patches, deletes })
+}
+
 /// SQLSTATEs a set-based batch may hit where source order would not: unique and
 /// exclusion violations, and foreign keys within a table when they are checked.
 const ORDER_SENSITIVE_STATES: &[&str] = &["23505", "23P01", "23503"];
@@ -386,18 +456,32 @@ impl Applier {
 
     /// Writes everything pending into the open target transaction.
     pub async fn flush(&mut self) -> Result<(), PgError> {
+        let batches = self.take_batches()?;
         self.settle().await?;
-        if self.pending.is_empty() {
+        if batches.is_empty() {
             return Ok(());
         }
-        let pending = self.take_pending();
-        self.writer().await?.write(pending).await
+        self.writer().await?.write(batches).await
     }
 
     fn take_pending(&mut self) -> HashMap<u32, Pending> {
         self.pending_rows = 0;
         self.last_table = None;
         std::mem::take(&mut self.pending)
+    }
+
+    /// What is pending, encoded for the writer: done here, while the writer may still
+    /// be busy with the batch before, so the target does not wait for the encoding.
+    fn take_batches(&mut self) -> Result<Vec<(u32, Batch)>, PgError> {
+        let pending = self.take_pending();
+        let mut batches = Vec::with_capacity(pending.len());
+        for (oid, p) in pending {
+            batches.push((oid, match p {
+                Pending::Keyed(changes, ops) => Batch::Keyed(encode_keyed(self.table(oid)?, self.format, self.converge, changes)?, ops),
+                Pending::Ordered(ops) => Batch::Ordered(ops),
+            }));
+        }
+        Ok(batches)
     }
 
     /// Flushes and commits, recording `end_lsn` as the origin's progress in the same
@@ -411,13 +495,13 @@ impl Applier {
     /// while the caller gathers the next batch; [`Applier::take_committed`] tells when
     /// it is done. Anything else that writes waits for it first.
     pub async fn commit_in_background(&mut self, end_lsn: Lsn) -> Result<(), PgError> {
+        let batches = self.take_batches()?;
         self.settle().await?;
-        let pending = self.take_pending();
         let Session::Ready(mut writer) = std::mem::replace(&mut self.session, Session::Lost) else {
             return Err(PgError::Protocol { endpoint: self.endpoint.clone(), message: "the apply session was lost with a failed batch".into() });
         };
         self.session = Session::Busy(tokio::spawn(async move {
-            let result = match writer.write(pending).await {
+            let result = match writer.write(batches).await {
                 Ok(()) => writer.commit(end_lsn).await.map(|()| end_lsn),
                 Err(e) => Err(e),
             };
@@ -436,15 +520,15 @@ impl Writer {
         Ok(())
     }
 
-    async fn write(&mut self, pending: HashMap<u32, Pending>) -> Result<(), PgError> {
-        if pending.is_empty() {
+    async fn write(&mut self, batches: Vec<(u32, Batch)>) -> Result<(), PgError> {
+        if batches.is_empty() {
             return Ok(());
         }
         self.begin().await?;
-        for (oid, pending) in pending {
-            match pending {
-                Pending::Keyed(n, ops) => self.flush_keyed(oid, n, ops).await?,
-                Pending::Ordered(ops) => self.flush_ordered(oid, ops).await?,
+        for (oid, batch) in batches {
+            match batch {
+                Batch::Keyed(encoded, ops) => self.flush_keyed(oid, encoded, ops).await?,
+                Batch::Ordered(ops) => self.flush_ordered(oid, ops).await?,
             }
         }
         Ok(())
@@ -461,64 +545,16 @@ impl Writer {
         Ok(())
     }
 
-    async fn flush_keyed(&mut self, oid: u32, changes: NetChanges, ops: Option<Vec<KeyedOp>>) -> Result<(), PgError> {
-        let format = self.format;
-        let table = self.tables.get(&oid).expect("relation known");
-        let (mut stage, mut direct) = (BytesMut::new(), BytesMut::new());
-        let mut masks: Vec<String> = Vec::new();
-        let (mut sets, mut patches, mut deletes, mut inserts) = (0u64, 0u64, 0u64, 0u64);
-        // In key order: the target then walks its key index (and a heap loaded in key
-        // order) in order instead of at random, and new keys append at the index's right
-        // edge. Measured: the random-key mix's set-based updates took a third less time.
-        let mut states: Vec<(Key, Net)> = changes.states.into_iter().collect();
-        states.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (key, net) in states {
-            let (op, tuple, mask) = match net {
-                Net::Absent => continue,
-                Net::Insert(t) => {
-                    inserts += 1;
-                    put_row(&mut direct, format, &t.iter().map(Field::Datum).collect::<Vec<_>>()).map_err(|e| table.error(e))?;
-                    continue;
-                }
-                Net::Set(t) => {
-                    sets += 1;
-                    ("s", t, String::new())
-                }
-                Net::Patch(t) => {
-                    patches += 1;
-                    let mask = table.mask(&t);
-                    if !masks.contains(&mask) {
-                        masks.push(mask.clone());
-                    }
-                    ("p", t, mask)
-                }
-                Net::Delete => {
-                    deletes += 1;
-                    ("d", table.key_row(&key, format), String::new())
-                }
-            };
-            let mut fields: Vec<Field> = tuple.iter().map(Field::Datum).collect();
-            fields.push(Field::Own(op));
-            fields.push(Field::Own(&mask));
-            put_row(&mut stage, format, &fields).map_err(|e| table.error(e))?;
-        }
-        let mut statements = Vec::new();
-        if deletes > 0 {
-            statements.push(Some(table.delete_sql()));
-        }
-        if sets > 0 {
-            statements.push(if self.converge { table.upsert_sql() } else { table.set_sql() });
-        }
-        statements.extend(masks.iter().map(|m| table.patch_sql(m)));
-        let statements: Vec<String> = statements.into_iter().flatten().collect();
+    async fn flush_keyed(&mut self, oid: u32, encoded: EncodedKeyed, ops: Option<Vec<KeyedOp>>) -> Result<(), PgError> {
+        let EncodedKeyed { stage, direct, statements, inserts, updates, deletes } = encoded;
         let Some(ops) = ops else {
             self.write_keyed(oid, (stage, direct), &statements).await?;
-            self.count(inserts, sets + patches, deletes);
+            self.count(inserts, updates, deletes);
             return Ok(());
         };
         self.savepoint("SAVEPOINT pgshift_batch").await?;
         match self.write_keyed(oid, (stage, direct), &statements).await {
-            Ok(()) => self.count(inserts, sets + patches, deletes),
+            Ok(()) => self.count(inserts, updates, deletes),
             Err(e) if e.sqlstate().is_some_and(|c| ORDER_SENSITIVE_STATES.contains(&c)) => {
                 tracing::info!("{}: a set-based batch of {} collided ({}); applying it in source order", self.endpoint, self.tables[&oid].qualified, e);
                 self.savepoint("ROLLBACK TO SAVEPOINT pgshift_batch").await?;
