@@ -204,7 +204,8 @@ fn large_transactions_stream_while_they_run_and_aborted_ones_cost_nothing() {
     std::fs::create_dir_all(&left_behind).unwrap();
     let (s, t) = (source.url("app"), target.url("app"));
     let out = Command::new(env!("CARGO_BIN_EXE_pgshift"))
-        .args(["follow", "--source", &s, "--target", &t, "--until-caught-up"])
+        // Small parts: the large transaction is written in several, each while the next gathers.
+        .args(["follow", "--source", &s, "--target", &t, "--until-caught-up", "--batch-rows", "4000"])
         .env("PGSHIFT_SPOOL_DIR", &spool)
         .env("PGSHIFT_LOG", "warn")
         .output()

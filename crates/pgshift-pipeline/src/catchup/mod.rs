@@ -671,8 +671,9 @@ impl Follower<'_> {
             LogicalMessage::StreamStart { .. } | LogicalMessage::StreamStop | LogicalMessage::StreamCommit { .. } | LogicalMessage::StreamAbort { .. } => {}
         }
         if self.in_transaction && self.applier.pending_rows() >= opts.batch_rows {
-            // A large source transaction: write what we hold, commit with its end.
-            self.applier.flush().await?;
+            // A large source transaction: write what we hold while the next part
+            // gathers; it commits with the transaction's end.
+            self.applier.flush_in_background().await?;
         }
         Ok(None)
     }

@@ -164,8 +164,9 @@ struct Writer {
 
 enum Session {
     Ready(Box<Writer>),
-    /// Writing and committing a batch; gives the writer back with the LSN committed.
-    Busy(JoinHandle<(Box<Writer>, Result<Lsn, PgError>)>),
+    /// Writing (and committing) a batch; gives the writer back with the LSN committed,
+    /// if it committed.
+    Busy(JoinHandle<(Box<Writer>, Result<Option<Lsn>, PgError>)>),
     /// The background task failed and took the session with it.
     Lost,
 }
@@ -260,7 +261,9 @@ impl Applier {
         let (writer, result) = task.await.map_err(|e| PgError::Protocol { endpoint: self.endpoint.clone(), message: format!("apply task: {e}") })?;
         self.applied = writer.applied;
         self.session = Session::Ready(writer);
-        self.committed = Some(result?);
+        if let Some(lsn) = result? {
+            self.committed = Some(lsn);
+        }
         Ok(())
     }
 
@@ -277,7 +280,7 @@ impl Applier {
         self.committed.take()
     }
 
-    /// A background commit is on its way.
+    /// A background write or commit is on its way.
     pub fn committing(&self) -> bool {
         matches!(self.session, Session::Busy(_))
     }
@@ -495,15 +498,26 @@ impl Applier {
     /// while the caller gathers the next batch; [`Applier::take_committed`] tells when
     /// it is done. Anything else that writes waits for it first.
     pub async fn commit_in_background(&mut self, end_lsn: Lsn) -> Result<(), PgError> {
+        self.in_background(Some(end_lsn)).await
+    }
+
+    /// Like [`Applier::flush`] (a large source transaction, written in parts), but
+    /// written by a task of its own while the caller gathers the next part.
+    pub async fn flush_in_background(&mut self) -> Result<(), PgError> {
+        self.in_background(None).await
+    }
+
+    async fn in_background(&mut self, commit: Option<Lsn>) -> Result<(), PgError> {
         let batches = self.take_batches()?;
         self.settle().await?;
         let Session::Ready(mut writer) = std::mem::replace(&mut self.session, Session::Lost) else {
             return Err(PgError::Protocol { endpoint: self.endpoint.clone(), message: "the apply session was lost with a failed batch".into() });
         };
         self.session = Session::Busy(tokio::spawn(async move {
-            let result = match writer.write(batches).await {
-                Ok(()) => writer.commit(end_lsn).await.map(|()| end_lsn),
-                Err(e) => Err(e),
+            let result = match (writer.write(batches).await, commit) {
+                (Ok(()), Some(end_lsn)) => writer.commit(end_lsn).await.map(|()| Some(end_lsn)),
+                (Ok(()), None) => Ok(None),
+                (Err(e), _) => Err(e),
             };
             (writer, result)
         }));
