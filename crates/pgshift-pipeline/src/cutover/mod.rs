@@ -220,13 +220,17 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
         };
         tokio::spawn(async move { follow::follow(&s, &t, &fo, Arc::new(Silent) as Arc<dyn Progress>).await })
     });
-    if let Some(task) = &own_follower {
-        if let Err(e) = wait_for_follower(&src, src_name, &slot, opts.timeout, task).await {
-            return match own_follower.expect("checked").await {
+    // The pause applies what the source wrote since catch-up was last close: wait until
+    // it is close now, before fencing, whoever follows.
+    let stopped = || own_follower.as_ref().is_some_and(|task| task.is_finished());
+    if let Err(e) = wait_until_caught_up(&src, src_name, &slot, opts.timeout, own_follower.is_some(), &stopped).await {
+        return match own_follower {
+            Some(task) => match task.await {
                 Ok(Err(follow_error)) => Err(follow_error),
                 _ => Err(e),
-            };
-        }
+            },
+            None => Err(e),
+        };
     }
 
     crate::metrics::set_phase("cutover");
@@ -384,8 +388,11 @@ async fn apply_up_to_fence(fence: &Client, src: &Client, src_name: &str, slot: &
     }
 }
 
-/// Waits (before fencing) until the follower this process started has caught up.
-async fn wait_for_follower<T>(src: &Client, src_name: &str, slot: &str, timeout: Duration, follower: &tokio::task::JoinHandle<T>) -> Result<()> {
+/// Waits (before fencing) until catch-up is within 1 MiB of the source. This
+/// process's own follower (`own`) must get there, or the cutover stops (`stopped`:
+/// it ended). Another process's follower that stays further behind for `timeout`
+/// (30 s at least) is not waited for longer: the pause then includes its lag.
+async fn wait_until_caught_up(src: &Client, src_name: &str, slot: &str, timeout: Duration, own: bool, stopped: &(dyn Fn() -> bool + Sync)) -> Result<()> {
     let deadline = Instant::now() + timeout.max(Duration::from_secs(30));
     loop {
         let row = src
@@ -399,10 +406,14 @@ async fn wait_for_follower<T>(src: &Client, src_name: &str, slot: &str, timeout:
         if row.get::<_, bool>(0) && lag.is_some_and(|l| l < 1024.0 * 1024.0) {
             return Ok(());
         }
-        if follower.is_finished() {
+        if stopped() {
             return Err(Error::State("catch-up stopped before the cutover could begin".into()));
         }
         if Instant::now() >= deadline {
+            if !own {
+                tracing::warn!("catch-up is still {} bytes behind the source: the write pause includes applying them", lag.unwrap_or_default() as u64);
+                return Ok(());
+            }
             return Err(Error::State("catch-up did not start in time; run pgshift follow first".into()));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
