@@ -117,7 +117,9 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
             let source = ConnInfo::parse(&a.source.source, "--source")?;
             let target = ConnInfo::parse(&a.target.target, "--target")?;
             let wait = std::time::Duration::from_secs(a.wait);
-            let open = pgshift_pipeline::load::worker::join(&target, a.run, wait, &*progress).await?;
+            let Some(open) = pgshift_pipeline::load::worker::join(&target, a.run, wait, &*progress).await? else {
+                return Ok(ExitCode::SUCCESS);
+            };
             let embedding = a.embed.setup_for(open.embeddings.iter().map(embed_args::EmbedSpecArg::from_spec).collect())?;
             progress.step(&format!("joined run {} (copy from {})", open.run.run_id, open.run.source));
             let report = pgshift_pipeline::load::worker::work((&source, &target), &open, (a.jobs, wait), embedding.as_ref(), progress).await?;

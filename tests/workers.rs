@@ -113,6 +113,9 @@ fn workers_copy_the_chunks_and_one_killed_mid_chunk_loses_nothing() {
     assert_eq!(target.psql("app", "SELECT count(*) FROM pgshift.chunks WHERE done_at IS NULL"), "0");
     assert_same(&source, &target);
     assert_verified(&source, &target);
+    // A worker started (or restarted by its Job) after the copy ended has nothing to do, and says so.
+    let late = pgshift_expect(0, &["worker", "--source", &s, "--target", &t, "--wait", "1"]);
+    assert!(stderr(&late).contains("nothing for a worker to do"), "{}", stderr(&late));
     let model = local_model();
     for id in [1, 150, 300] {
         let vector = parse_vector(&target.psql("app", &format!("SELECT embedding::text FROM docs WHERE id = {id}")));

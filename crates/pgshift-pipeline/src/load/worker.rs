@@ -42,8 +42,10 @@ pub struct WorkerReport {
 }
 
 /// The run to join: `run_id`, or the newest whose copy is open; waits up to `wait`
-/// for one (a worker may start before migrate reaches its copy).
-pub async fn join(target: &ConnInfo, run_id: Option<i64>, wait: Duration, progress: &dyn Progress) -> Result<OpenRun> {
+/// for one (a worker may start before migrate reaches its copy). None: nothing to do
+/// (the run, or with no run given the newest one, is past its copy: a worker
+/// restarted after the copy ended, say by a Kubernetes Job, ends without an error).
+pub async fn join(target: &ConnInfo, run_id: Option<i64>, wait: Duration, progress: &dyn Progress) -> Result<Option<OpenRun>> {
     let dst_name = target.endpoint();
     let dst = target.connect().await?;
     let store = Store::new(&dst, dst_name);
@@ -53,16 +55,26 @@ pub async fn join(target: &ConnInfo, run_id: Option<i64>, wait: Duration, progre
         if store.exists().await? {
             if let Some((run, snapshot)) = store.open_copy_run(run_id).await? {
                 let embeddings = store.run_embeddings(run.run_id).await?;
-                return Ok(OpenRun { run, snapshot, embeddings });
+                return Ok(Some(OpenRun { run, snapshot, embeddings }));
             }
             if let Some(id) = run_id {
                 let run = store.run(id).await?;
                 if run.phase != crate::run::Phase::Copy {
-                    return Err(Error::Input(format!("run {id} on {dst_name} is past its copy (phase {}): nothing for a worker to do", run.phase.as_str())));
+                    progress.step(&format!("run {id} on {dst_name} is past its copy (phase {}): nothing for a worker to do", run.phase.as_str()));
+                    return Ok(None);
                 }
             }
         }
         if started.elapsed() >= wait {
+            let newest = if store.exists().await? { store.all_runs().await?.into_iter().next() } else { None };
+            if let Some(done) = newest.filter(|r| r.run.phase != crate::run::Phase::Copy) {
+                progress.step(&format!(
+                    "no copy opened on {dst_name} within {} s, and the newest run ({}) is past its copy: nothing for a worker to do",
+                    wait.as_secs(),
+                    done.run.run_id
+                ));
+                return Ok(None);
+            }
             return Err(Error::Input(format!(
                 "no run's copy is open on {dst_name} after {} s: start `pgshift migrate` (workers join its copy), or wait longer with --wait",
                 wait.as_secs()
