@@ -219,8 +219,11 @@ async fn worker<R: ChunkReader>(source: &R, ctx: &CopyContext, shared: &Shared<R
             let (out, received) = mpsc::channel::<Bytes>(READ_AHEAD);
             let read = source.read_chunk(&mut reader, ctx.snapshot.as_deref(), &table, chunk.predicate.as_deref(), out);
             let write = write_rows(ctx, (&target, dst_name), cache_client.as_ref(), &table, received);
-            let ((), stats) = tokio::try_join!(read, write)?;
-            Ok(stats)
+            // Both run to their end (a failed side ends the other); a reader's error is
+            // the cause when both fail (the writer then only saw the rows stop).
+            let (read, write) = tokio::join!(read, write);
+            read?;
+            write
         })
         .await;
         if let Some(label) = holding {
