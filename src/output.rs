@@ -288,7 +288,7 @@ pub fn print_status(r: &StatusReport) {
             .iter()
             .map(|w| {
                 let copying = if w.copying.is_empty() { "-".to_string() } else { w.copying.join(", ") };
-                let seen = if w.seen_seconds_ago > 30.0 { format!("{:.0} s ago (gone?)", w.seen_seconds_ago) } else { "now".into() };
+                let seen = if w.gone { format!("{:.0} s ago (gone?)", w.seen_seconds_ago) } else { "now".into() };
                 vec![w.worker.clone(), w.jobs.to_string(), copying, w.chunks_done.to_string(), w.rows.to_string(), format!("{:.0}", w.rows_per_second), seen]
             })
             .collect();

@@ -90,6 +90,7 @@ fn workers_copy_the_chunks_and_one_killed_mid_chunk_loses_nothing() {
     let workers = report["workers"].as_array().unwrap();
     assert!(workers.len() >= 3, "the coordinator and both workers report: {report}");
     assert!(workers.iter().any(|w| w["jobs"] == 0), "the coordinator copies nothing: {report}");
+    assert!(workers.iter().all(|w| w["gone"] == false), "every process reported just now: {report}");
     let killed_holding = held(&target);
     assert!(doomed.running(), "the worker ended before it could be killed");
     let _ = doomed.stop();

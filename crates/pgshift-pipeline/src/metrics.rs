@@ -186,33 +186,27 @@ pub struct EndpointUse {
 /// Every embedding endpoint used so far, from the counters above.
 pub fn embedding_endpoints() -> Vec<EndpointUse> {
     let mut by_endpoint: std::collections::BTreeMap<String, EndpointUse> = Default::default();
-    let label = |m: &prometheus::proto::Metric, name: &str| m.get_label().iter().find(|l| l.name() == name).map(|l| l.value().to_string()).unwrap_or_default();
-    for family in EMBEDDING_REQUESTS.collect() {
-        for m in family.get_metric() {
-            let e = by_endpoint.entry(label(m, "endpoint")).or_default();
-            let n = m.get_counter().get_value() as u64;
-            e.requests += n;
-            if label(m, "outcome") == "error" {
-                e.failed += n;
-            }
+    let mut each = |metric: &dyn Collector, add: &dyn Fn(&mut EndpointUse, &prometheus::proto::Metric)| {
+        for m in metric.collect().iter().flat_map(|family| family.get_metric()) {
+            add(by_endpoint.entry(label(m, "endpoint")).or_default(), m);
         }
-    }
-    for family in EMBEDDING_REQUEST_TEXTS.collect() {
-        for m in family.get_metric() {
-            by_endpoint.entry(label(m, "endpoint")).or_default().texts += m.get_counter().get_value() as u64;
+    };
+    each(&*EMBEDDING_REQUESTS, &|e, m| {
+        let n = m.get_counter().get_value() as u64;
+        e.requests += n;
+        if label(m, "outcome") == "error" {
+            e.failed += n;
         }
-    }
-    for family in EMBEDDING_REQUEST_SECONDS.collect() {
-        for m in family.get_metric() {
-            by_endpoint.entry(label(m, "endpoint")).or_default().request_seconds += m.get_histogram().get_sample_sum();
-        }
-    }
-    for family in EMBEDDING_ENDPOINT_BUSY.collect() {
-        for m in family.get_metric() {
-            by_endpoint.entry(label(m, "endpoint")).or_default().busy_seconds += m.get_counter().get_value();
-        }
-    }
+    });
+    each(&*EMBEDDING_REQUEST_TEXTS, &|e, m| e.texts += m.get_counter().get_value() as u64);
+    each(&*EMBEDDING_REQUEST_SECONDS, &|e, m| e.request_seconds += m.get_histogram().get_sample_sum());
+    each(&*EMBEDDING_ENDPOINT_BUSY, &|e, m| e.busy_seconds += m.get_counter().get_value());
     by_endpoint.into_iter().map(|(endpoint, e)| EndpointUse { endpoint, ..e }).collect()
+}
+
+/// A sample's value of label `name` ("" without it).
+fn label(m: &prometheus::proto::Metric, name: &str) -> String {
+    m.get_label().iter().find(|l| l.name() == name).map(|l| l.value().to_string()).unwrap_or_default()
 }
 
 /// Counts an error that stopped a command.

@@ -190,7 +190,7 @@ impl Watch {
             (mine.chunks_done, mine.rows, mine.copying.clone())
         };
         store.worker_seen(ctx.run_id, me, chunks_done, rows, &copying).await?;
-        let live = store.workers(ctx.run_id).await?.iter().filter(|w| w.seen_seconds_ago < 30.0).count();
+        let live = store.workers(ctx.run_id).await?.iter().filter(|w| !w.gone).count();
         metrics::COPY_WORKERS.set(live as i64);
         Ok(totals.iter().map(|t| t.chunks_total - t.chunks_done).sum())
     }

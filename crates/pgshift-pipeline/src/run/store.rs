@@ -129,7 +129,14 @@ pub struct WorkerState {
     pub copying: Vec<String>,
     pub rows_per_second: f64,
     pub seen_seconds_ago: f64,
+    /// Not heard from for [`WORKER_GONE_AFTER_SECONDS`]: probably gone (its chunks went
+    /// back to the queue with its session).
+    pub gone: bool,
 }
+
+/// A worker reports every 200 ms while it copies; this long without a word, it is
+/// taken for gone (status, the status page, `pgshift_copy_workers`).
+pub const WORKER_GONE_AFTER_SECONDS: f64 = 30.0;
 
 /// A run's times, for `pgshift status`.
 #[derive(Clone, Debug)]
@@ -579,7 +586,7 @@ impl<'a> Store<'a> {
         Ok(rows
             .iter()
             .map(|r| {
-                let (rows, seconds): (i64, f64) = (r.get(4), r.get(6));
+                let (rows, seconds, seen): (i64, f64, f64) = (r.get(4), r.get(6), r.get(7));
                 WorkerState {
                     worker: r.get(0),
                     host: r.get(1),
@@ -588,7 +595,8 @@ impl<'a> Store<'a> {
                     rows,
                     copying: r.get(5),
                     rows_per_second: if seconds > 0.0 { rows as f64 / seconds } else { 0.0 },
-                    seen_seconds_ago: r.get(7),
+                    seen_seconds_ago: seen,
+                    gone: seen > WORKER_GONE_AFTER_SECONDS,
                 }
             })
             .collect())
