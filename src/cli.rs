@@ -6,8 +6,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use pgshift_pipeline::cutover::CutoverOptions;
 use pgshift_pipeline::catchup::{FollowOptions, Until};
-use pgshift_pipeline::load::MigrateOptions;
-use pgshift_pipeline::load::PlanOptions;
+use pgshift_pipeline::plan::MigrateOptions;
+use pgshift_pipeline::plan::PlanOptions;
 
 use crate::embed_args::{EmbedRuntime, EmbedSettings};
 
@@ -113,8 +113,8 @@ pub struct Placement {
 impl Placement {
     pub fn apply(&self, options: MigrateOptions) -> anyhow::Result<MigrateOptions> {
         Ok(MigrateOptions {
-            foreign_keys: parse_all(&self.foreign_keys, pgshift_pipeline::load::links::DeclaredForeignKey::parse)?,
-            casts: parse_all(&self.casts, pgshift_pipeline::source::casts::ColumnCast::parse)?,
+            foreign_keys: parse_all(&self.foreign_keys, pgshift_pipeline::plan::links::DeclaredForeignKey::parse)?,
+            casts: parse_all(&self.casts, pgshift_pipeline::plan::casts::ColumnCast::parse)?,
             schema_map: self.schemas.map()?,
             ..options
         })

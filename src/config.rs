@@ -204,7 +204,7 @@ impl Config {
             }
         }
         for k in &self.foreign_keys {
-            if let Err(e) = pgshift_pipeline::load::links::DeclaredForeignKey::parse(k) {
+            if let Err(e) = pgshift_pipeline::plan::links::DeclaredForeignKey::parse(k) {
                 out.push(format!("foreign_keys: {e}"));
             }
         }
@@ -213,7 +213,7 @@ impl Config {
                 out.push(format!("sources[{i}].url: {e}"));
             }
             for c in &s.casts {
-                if let Err(e) = pgshift_pipeline::source::casts::ColumnCast::parse(c) {
+                if let Err(e) = pgshift_pipeline::plan::casts::ColumnCast::parse(c) {
                     out.push(format!("sources[{i}].casts: {e}"));
                 }
             }
@@ -225,7 +225,7 @@ impl Config {
             out.push(format!("map_schema: {e}"));
         }
         for c in &self.casts {
-            if let Err(e) = pgshift_pipeline::source::casts::ColumnCast::parse(c) {
+            if let Err(e) = pgshift_pipeline::plan::casts::ColumnCast::parse(c) {
                 out.push(format!("casts: {e}"));
             }
         }

@@ -8,7 +8,7 @@ use anyhow::{bail, Context as _};
 use pgshift_embed::http::{HttpConfig, HttpEmbedder};
 use pgshift_embed::onnx::{OnnxConfig, OnnxEmbedder};
 use pgshift_embed::{Embedder, MINILM, MINILM_DIMS};
-use pgshift_pipeline::embed::{EmbeddingSetup, EmbeddingSpec, VectorIndex};
+use pgshift_pipeline::plan::embedding::{EmbeddingSetup, EmbeddingSpec, VectorIndex};
 use pgshift_postgres::ConnInfo;
 use serde::{Deserialize, Serialize};
 
@@ -33,7 +33,7 @@ pub struct EmbedSpecArg {
     /// An OpenAI-compatible (.../v1/embeddings) or TEI (.../embed) embedding server; several (a list, or the
     /// flag repeated) serving the same model share the work: each batch goes to the least busy one, and a
     /// failing one rests while its batches go to the others.
-    #[serde(default, deserialize_with = "pgshift_pipeline::embed::one_or_many", skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, deserialize_with = "pgshift_pipeline::plan::embedding::one_or_many", skip_serializing_if = "Vec::is_empty")]
     #[arg(long)]
     pub url: Vec<String>,
     /// Dimensions of the vectors (the model's; may differ from an old column's).

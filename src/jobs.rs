@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use pgshift_pipeline::cutover::CutoverOptions;
 use pgshift_pipeline::catchup::FollowOptions;
-use pgshift_pipeline::load::MigrateOptions;
+use pgshift_pipeline::plan::MigrateOptions;
 use pgshift_pipeline::source::postgres::PostgresSource;
 use pgshift_pipeline::progress::Progress;
 use pgshift_postgres::ConnInfo;

@@ -91,7 +91,7 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
                 }
             }
             let target = ConnInfo::parse(&a.target.target, "--target")?;
-            let options = pgshift_pipeline::load::MigrateOptions {
+            let options = pgshift_pipeline::plan::MigrateOptions {
                 dry_run: a.dry_run,
                 resume: a.resume,
                 follow: !a.no_follow,
@@ -221,13 +221,13 @@ async fn consolidate(a: cli::ConsolidateArgs, progress: Arc<dyn pgshift_pipeline
         sources.push(pgshift_pipeline::load::consolidate::SourcePlan {
             source: ConnInfo::parse(&e.url, &format!("sources[{i}].url"))?,
             tables: e.tables.clone(),
-            casts: cli::parse_all(&e.casts, pgshift_pipeline::source::casts::ColumnCast::parse)?,
+            casts: cli::parse_all(&e.casts, pgshift_pipeline::plan::casts::ColumnCast::parse)?,
             schema_map: e.schema_map().map_err(|err| anyhow::anyhow!("sources[{i}].map_schema: {err}"))?,
         });
     }
-    let base = pgshift_pipeline::load::MigrateOptions {
+    let base = pgshift_pipeline::plan::MigrateOptions {
         dry_run: a.dry_run,
-        foreign_keys: cli::parse_all(&a.foreign_keys, pgshift_pipeline::load::links::DeclaredForeignKey::parse)?,
+        foreign_keys: cli::parse_all(&a.foreign_keys, pgshift_pipeline::plan::links::DeclaredForeignKey::parse)?,
         ..a.load.options()?
     };
     let follow = FollowOptions { embedding: base.embedding.clone(), ..a.follow.options() };

@@ -1,7 +1,7 @@
 //! pgshift's stages and their orchestration, in the order data flows:
 //!
 //! ```text
-//! source/   what is read: PostgreSQL (snapshot, chunks) or SQLite (tables), --tables, --cast
+//! source/   what is read: PostgreSQL (snapshot, chunks) or SQLite (tables); preflight, --cast checks
 //!   |
 //! load/     the one load orchestrator: plan -> pre-data + run -> copy (chunk writer) -> post-data
 //!   |          embed/ computes vectors on the way (copy), during catch-up, and for reembed
@@ -9,12 +9,23 @@
 //!   |
 //! verify/   counts and checksums, source vs target
 //! cutover/  fence, last changes, sequences, switch; reverse replication and rollback
-//!
-//! run/      the run store (the only code on the target's pgshift schema), phases,
-//!           versioned state migrations, slot/publication/origin names and lifecycle
 //! ```
 //!
-//! `metrics`, `progress`, `workers` and `error` serve every stage.
+//! Imports point one way, down this list of layers (never back up, never in a circle):
+//!
+//! ```text
+//! cutover/, verify/   the last steps
+//! load/               reads a source/, follows with catchup/ (consolidate)
+//! source/             plans from the catalog; installs the schema-change capture of catchup/
+//! catchup/            applies changes; recomputes vectors through embed/
+//! embed/              computes and indexes vectors; caches them in the run store
+//! run/                the run store (the only code on the target's pgshift schema),
+//!                     phases, versioned state migrations, slot/publication/origin names
+//! plan/               what every stage reads: table selection, chunks, embedding specs,
+//!                     casts, declared keys, load options
+//! ```
+//!
+//! `error`, `metrics`, `progress` and `workers` serve every layer.
 
 pub mod catchup;
 pub mod cutover;
@@ -22,6 +33,7 @@ pub mod embed;
 pub mod error;
 pub mod load;
 pub mod metrics;
+pub mod plan;
 pub mod progress;
 pub mod run;
 pub mod source;

@@ -31,6 +31,13 @@ pub enum PostDataKind {
     Comment,
 }
 
+/// `CREATE EXTENSION` into a named schema: pgshift's sessions run with
+/// `search_path = pg_catalog`, where a bare CREATE EXTENSION would put it.
+pub fn create_extension_sql(name: &str, schema: &str) -> String {
+    let schema = quote_ident(schema);
+    format!("CREATE SCHEMA IF NOT EXISTS {schema}; CREATE EXTENSION IF NOT EXISTS {} WITH SCHEMA {schema}", quote_ident(name))
+}
+
 /// Everything the tables in `tables` need, in an order that PostgreSQL accepts.
 /// `before_types` (comments on schemas, collations) come right after the extensions;
 /// `routines` (functions that defaults and checks may call, then the operators, casts

@@ -23,14 +23,16 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use crate::embed::catchup::{embed_pending, VectorColumn};
-use crate::embed::{EmbedPool, EmbeddingSetup, EmbeddingSpec};
+use crate::embed::EmbedPool;
+use crate::plan::embedding::{EmbeddingSetup, EmbeddingSpec};
 use crate::error::{Error, Result};
 use crate::metrics;
 use crate::progress::Progress;
 use crate::run::slot;
-use crate::run::store::{LeftOut, Store};
+use crate::plan::LeftOut;
+use crate::run::store::Store;
 use crate::run::Run;
-use crate::source::postgres::specs_by_table;
+use crate::plan::embedding::specs_by_table;
 
 /// Prefix of the logical messages pgshift writes into the source's WAL to mark a
 /// position (caught-up probes, cutover fences).
@@ -197,7 +199,7 @@ async fn follow_once(
     let source_catalog = relocate_extensions(&run.schema_map.target_view(&source_raw), &installed);
     // Columns left out (vectors recomputed in place) are dropped from every change.
     let left_out = Store::new(&dst, dst_name).left_out(run.run_id).await?;
-    let binary = tables.iter().all(|t| CopyFormat::for_table(t) == CopyFormat::Binary) && !crate::source::casts::types_differ(&source_catalog, &tables, &left_out);
+    let binary = tables.iter().all(|t| CopyFormat::for_table(t) == CopyFormat::Binary) && !crate::plan::casts::types_differ(&source_catalog, &tables, &left_out);
     let format = if binary { CopyFormat::Binary } else { CopyFormat::Text };
     let embed = catchup_embedding(&dst, dst_name, &run, (&target_catalog, &tables), opts).await?;
     let apply_client = target.connect().await?;
@@ -311,7 +313,7 @@ async fn follow_once(
                 }
                 if last_check.elapsed() >= Duration::from_secs(2) {
                     last_check = Instant::now();
-                    let lag = lag_bytes(&src, src_name, f.confirmed).await?;
+                    let lag = slot::lag_bytes(&src, src_name, f.confirmed).await?;
                     let secs = f.lag_seconds(lag);
                     metrics::LAG_BYTES.set(lag as i64);
                     metrics::LAG_SECONDS.set(secs);
@@ -341,7 +343,7 @@ async fn follow_once(
         run_id: run.run_id,
         slot_name: slot,
         confirmed_lsn: f.confirmed.to_string(),
-        lag_bytes: lag_bytes(&src, src_name, f.confirmed).await?,
+        lag_bytes: slot::lag_bytes(&src, src_name, f.confirmed).await?,
         ..Default::default()
     })
 }
@@ -391,7 +393,7 @@ fn own_columns(source: &catalog::Catalog, target: &catalog::Catalog, map: &Schem
     let mut own: HashSet<String> = embed.map(|e| e.tables.iter().map(|(t, s)| format!("{}.{}", t.display_name(), s.column)).collect()).unwrap_or_default();
     own.extend(left_out.iter().flat_map(|(t, cs)| cs.iter().map(move |c| format!("{t}.{c}"))));
     let mut cast = source.clone();
-    crate::source::casts::follow_target_types(&mut cast, target, map);
+    crate::plan::casts::follow_target_types(&mut cast, target, map);
     for t in &cast.tables {
         for c in t.columns.iter().filter(|c| c.cast_to.is_some()) {
             own.insert(format!("{}.{}.{}", map.target_schema(&t.schema), t.name, c.name));
@@ -694,15 +696,6 @@ pub async fn emit_mark(client: &Client, flusher: &Client, src_name: &str, what: 
         .await
         .context(&src_name, || "flush the source's WAL".into())?;
     lsn.parse().map_err(Error::State)
-}
-
-pub(crate) async fn lag_bytes(src: &Client, src_name: &str, confirmed: Lsn) -> Result<u64> {
-    let current: String = src
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
-        .await
-        .context(&src_name, || "read the source's WAL position".into())?
-        .get(0);
-    Ok(current.parse::<Lsn>().map_err(Error::State)?.bytes_after(confirmed))
 }
 
 /// The tables the run copies, as the target has them now (the chunks keep the

@@ -50,7 +50,7 @@ pub struct CutoverOptions {
     pub rollback: bool,
     pub dry_run: bool,
     /// The embedder, when the cutover applies the last changes of a run that computes vectors.
-    pub embedding: Option<crate::embed::EmbeddingSetup>,
+    pub embedding: Option<crate::plan::embedding::EmbeddingSetup>,
     /// Switch the application's clients in PgBouncer instead of making them move.
     pub pgbouncer: Option<pooler::PoolerOptions>,
 }
@@ -142,7 +142,7 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
         unreachable!("check refuses missing and lost slots")
     };
     let confirmed: Lsn = confirmed.unwrap_or_default().parse().unwrap_or_default();
-    let lag = follow::lag_bytes(&src, src_name, confirmed).await?;
+    let lag = slot::lag_bytes(&src, src_name, confirmed).await?;
     let catalog = catalog::inspect(&src, &src_name).await?;
     let target_catalog = catalog::inspect(&dst, &dst_name).await?;
     let tables = follow::run_tables(&dst, dst_name, &run, &target_catalog).await?;
@@ -332,7 +332,7 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
     // From now on the application writes the vectors: catch-up's trigger goes.
     let embedded = store.run_embeddings(run.run_id).await?;
     for (s, t) in pairs.iter().filter(|(_, t)| t.partition_of.is_none()) {
-        for spec in embedded.iter().filter(|spec| crate::source::select::table_matches(s, &spec.table)) {
+        for spec in embedded.iter().filter(|spec| crate::plan::select::table_matches(s, &spec.table)) {
             for sql in crate::embed::catchup::drop_catchup_ddl(t, spec) {
                 dst.batch_execute(&sql).await.context(&dst_name, || sql.clone())?;
             }

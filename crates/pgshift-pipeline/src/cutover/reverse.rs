@@ -17,7 +17,8 @@ use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
 use crate::run::slot;
-use crate::run::store::{LeftOut, Store};
+use crate::plan::LeftOut;
+use crate::run::store::Store;
 
 /// What must hold on the new database before a cutover promises a way back.
 pub async fn check_possible(new: &Client, new_name: &str) -> Result<()> {

@@ -17,9 +17,10 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 use super::catchup::{self as embed_catchup, VectorColumn};
-use super::{has_text_sql, vector_literal, vectors_for, Cache, EmbedPool, EmbeddingSetup, EmbeddingSpec, VectorIndex};
+use super::{has_text_sql, vector_literal, vectors_for, Cache, EmbedPool};
+use crate::plan::embedding::{EmbeddingSetup, EmbeddingSpec, VectorIndex};
 use crate::error::{Error, Result};
-use crate::load::vector_index::hnsw_memory_mb;
+use crate::embed::vector_index::hnsw_memory_mb;
 use crate::progress::Progress;
 use crate::run::store::Store;
 
@@ -79,7 +80,7 @@ pub async fn reembed(target: &ConnInfo, options: &ReembedOptions, progress: std:
     let table = catalog
         .tables
         .iter()
-        .find(|t| crate::source::select::table_matches(t, &spec.table) && t.partition_of.is_none())
+        .find(|t| crate::plan::select::table_matches(t, &spec.table) && t.partition_of.is_none())
         .ok_or_else(|| Error::Input(format!("reembed: no table {} in {endpoint}", spec.table)))?;
     let key = table.primary_key.as_ref().ok_or_else(|| {
         Error::Input(format!("reembed: table {} has no primary key, which the backfill walks in order: add one", table.display_name()))
@@ -332,7 +333,7 @@ async fn swap(b: &Backfill<'_>, n: &Names, spec: &EmbeddingSpec, old_exists: boo
         let final_index = if spec.index == VectorIndex::None {
             None
         } else {
-            let name = old_index.unwrap_or_else(|| crate::load::vector_index::index_name(&b.table.name, spec));
+            let name = old_index.unwrap_or_else(|| crate::embed::vector_index::index_name(&b.table.name, spec));
             sql.push(format!("ALTER INDEX {schema}.{} RENAME TO {}", quote_ident(&n.new_index), quote_ident(&name)));
             Some(name)
         };

@@ -9,14 +9,15 @@ use pgshift_postgres::schema_map::SchemaMap;
 use pgshift_postgres::ConnInfo;
 use serde::Serialize;
 
-use super::{load, MigrateOptions, MigrateReport, PlanOptions};
+use super::{load, MigrateReport};
+use crate::plan::{MigrateOptions, PlanOptions};
 use crate::catchup::{follow, FollowOptions, FollowReport};
 use crate::error::{Error, Result};
 use crate::progress::{OfSource, Progress, Silent};
 use crate::run::slot;
 use crate::run::store::Store;
 use crate::run::Phase;
-use crate::source::casts::ColumnCast;
+use crate::plan::casts::ColumnCast;
 use crate::source::postgres::PostgresSource;
 
 /// One source and what of it moves.

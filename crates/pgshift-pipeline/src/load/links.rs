@@ -14,65 +14,15 @@ use pgshift_postgres::catalog::relation_exists;
 use pgshift_postgres::error::Context;
 use pgshift_postgres::ddl::{add_foreign_key_sql, foreign_key_definition, validate_sql, StepOwner};
 use pgshift_postgres::sql::quote_ident;
-use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
+use crate::plan::links::{qualified, split_table, DeclaredForeignKey};
 use crate::run::store::Store;
 use crate::run::Phase;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DeclaredForeignKey {
-    /// `schema.table` (or `table` in public) holding the referencing columns.
-    pub table: String,
-    pub columns: Vec<String>,
-    pub references: String,
-    pub ref_columns: Vec<String>,
-}
-
 /// How many offending rows an error shows.
 const SHOWN: usize = 10;
-
-fn split_table(name: &str) -> (String, String) {
-    match name.split_once('.') {
-        Some((s, t)) => (s.to_string(), t.to_string()),
-        None => ("public".to_string(), name.to_string()),
-    }
-}
-
-fn qualified(name: &str) -> String {
-    let (s, t) = split_table(name);
-    pgshift_postgres::sql::qualified(&s, &t)
-}
-
-impl DeclaredForeignKey {
-    /// `documents(asset_id) -> assets(id)`, schema-qualified names allowed.
-    pub fn parse(text: &str) -> std::result::Result<DeclaredForeignKey, String> {
-        let bad = || format!("foreign key {text:?}: write TABLE(COLUMNS) -> TABLE(COLUMNS), e.g. documents(asset_id) -> assets(id)");
-        let (from, to) = text.split_once("->").ok_or_else(bad)?;
-        let side = |s: &str| -> Option<(String, Vec<String>)> {
-            let (table, rest) = s.trim().split_once('(')?;
-            let cols: Vec<String> = rest.strip_suffix(')')?.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect();
-            (!table.trim().is_empty() && !cols.is_empty()).then(|| (table.trim().to_string(), cols))
-        };
-        let ((table, columns), (references, ref_columns)) = (side(from).ok_or_else(bad)?, side(to).ok_or_else(bad)?);
-        if columns.len() != ref_columns.len() {
-            return Err(format!("foreign key {text:?}: {} columns reference {}", columns.len(), ref_columns.len()));
-        }
-        Ok(DeclaredForeignKey { table, columns, references, ref_columns })
-    }
-
-    pub fn name(&self) -> String {
-        let (_, t) = split_table(&self.table);
-        let mut name = format!("{t}_{}_fkey", self.columns.join("_"));
-        name.truncate(63);
-        name
-    }
-
-    fn describe(&self) -> String {
-        format!("{}({}) -> {}({})", self.table, self.columns.join(", "), self.references, self.ref_columns.join(", "))
-    }
-}
 
 /// The runs whose tables a key joins, and whether they are all done.
 async fn spanned_runs(store: &Store<'_>, fk: &DeclaredForeignKey) -> Result<(Vec<i64>, bool)> {
@@ -188,16 +138,3 @@ async fn offending_rows(client: &Client, endpoint: &str, fk: &DeclaredForeignKey
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn declared_keys_parse() {
-        let fk = DeclaredForeignKey::parse("vectors.documents(asset_id) -> public.assets(id)").unwrap();
-        assert_eq!((fk.table.as_str(), fk.columns.as_slice(), fk.references.as_str()), ("vectors.documents", &["asset_id".to_string()][..], "public.assets"));
-        assert_eq!(fk.name(), "documents_asset_id_fkey");
-        assert!(DeclaredForeignKey::parse("documents.asset_id -> assets.id").unwrap_err().contains("TABLE(COLUMNS)"));
-        assert!(DeclaredForeignKey::parse("a(x, y) -> b(z)").unwrap_err().contains("2 columns reference 1"));
-    }
-}

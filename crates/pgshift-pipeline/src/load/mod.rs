@@ -16,9 +16,7 @@ pub mod consolidate;
 pub mod copy;
 pub mod links;
 pub mod postdata;
-pub mod preflight;
 pub mod resume;
-pub mod vector_index;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -26,12 +24,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use pgshift_postgres::error::Context;
-use pgshift_postgres::schema_map::SchemaMap;
-use pgshift_postgres::sql::quote_ident;
+use pgshift_postgres::ddl::create_extension_sql;
 use pgshift_postgres::ConnInfo;
 use serde::Serialize;
 
-use crate::embed::{EmbedPool, EmbeddingSetup, EmbeddingSpec};
+use crate::embed::vector_index::{self, IndexTarget, VectorIndexOptions};
+use crate::embed::EmbedPool;
+use crate::plan::embedding::EmbeddingSpec;
+use crate::plan::MigrateOptions;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::run::store::{ChunkState, NewRun, Store};
@@ -39,76 +39,6 @@ use crate::run::Phase;
 use crate::source::{LoadSource, PlannedTable, Source, TableLoad};
 use copy::{copy_chunks, CopyContext, TableOf, TableSummary};
 use postdata::PostDataOptions;
-use vector_index::{IndexTarget, VectorIndexOptions};
-
-/// Which tables, and how finely they are split.
-#[derive(Clone, Debug)]
-pub struct PlanOptions {
-    /// Glob patterns over `schema.table` (or bare `table` for any schema); empty = all.
-    pub patterns: Vec<String>,
-    /// Tables with more (estimated) rows than this are split into chunks of about
-    /// this many rows.
-    pub split_rows: u64,
-}
-
-impl Default for PlanOptions {
-    fn default() -> Self {
-        PlanOptions { patterns: Vec::new(), split_rows: 500_000 }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct MigrateOptions {
-    pub plan: PlanOptions,
-    /// Copy workers in this process (0: only coordinate `pgshift worker` processes).
-    pub jobs: usize,
-    pub dry_run: bool,
-    pub resume: bool,
-    /// Keep a logical slot for catch-up (sources that can be followed).
-    pub follow: bool,
-    pub maintenance_work_mem: String,
-    /// Tables that get vectors computed on the way, and the embedder.
-    pub embedding: Option<EmbeddingSetup>,
-    /// Ceiling for maintenance_work_mem of vector index builds, in MiB.
-    pub vector_index_memory_mb: u64,
-    /// Also create the extensions in the target's template1, so databases created
-    /// later (Prisma's shadow database, test databases) have them too.
-    pub extensions_in_template1: bool,
-    /// Keys between tables that came from different databases, added after the load.
-    pub foreign_keys: Vec<links::DeclaredForeignKey>,
-    /// Columns whose type changes on the way (every value checked first).
-    pub casts: Vec<crate::source::casts::ColumnCast>,
-    /// Source schemas whose tables go to another schema on the target.
-    pub schema_map: SchemaMap,
-    /// Give objects the source's owners (ALTER ... OWNER TO).
-    pub owners: bool,
-    /// Copy the source's GRANTs and default privileges.
-    pub privileges: bool,
-    /// Create missing roles (NOLOGIN, no password) instead of refusing.
-    pub create_roles: bool,
-}
-
-impl Default for MigrateOptions {
-    fn default() -> Self {
-        MigrateOptions {
-            plan: PlanOptions::default(),
-            jobs: 4,
-            dry_run: false,
-            resume: false,
-            follow: true,
-            maintenance_work_mem: "256MB".into(),
-            embedding: None,
-            vector_index_memory_mb: 2048,
-            extensions_in_template1: false,
-            foreign_keys: Vec::new(),
-            casts: Vec::new(),
-            schema_map: SchemaMap::default(),
-            owners: true,
-            privileges: true,
-            create_roles: false,
-        }
-    }
-}
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct MigrateReport {
@@ -291,13 +221,6 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
     report.foreign_keys = links::add_declared(&dst, dst_name, &opts.foreign_keys, true).await?;
     report.total_seconds = started.elapsed().as_secs_f64();
     Ok(report)
-}
-
-/// `CREATE EXTENSION` into a named schema: pgshift's sessions run with
-/// `search_path = pg_catalog`, where a bare CREATE EXTENSION would put it.
-pub(crate) fn create_extension_sql(name: &str, schema: &str) -> String {
-    let schema = quote_ident(schema);
-    format!("CREATE SCHEMA IF NOT EXISTS {schema}; CREATE EXTENSION IF NOT EXISTS {} WITH SCHEMA {schema}", quote_ident(name))
 }
 
 /// Creates the extensions (name, schema) in template1 (databases created from it get them).

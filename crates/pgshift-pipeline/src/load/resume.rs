@@ -10,7 +10,7 @@ use pgshift_postgres::error::Context;
 use crate::error::Result;
 use crate::run::store::{ChunkState, ChunkWork, CopyTable, Store};
 use crate::run::Run;
-use crate::source::chunks::SplitKind;
+use crate::plan::chunks::SplitKind;
 use crate::source::{LoadPlan, LoadSource};
 
 /// What to do with one table's chunks.

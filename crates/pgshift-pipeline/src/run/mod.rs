@@ -17,7 +17,7 @@ use pgshift_postgres::schema_map::SchemaMap;
 use pgshift_postgres::ConnInfo;
 use serde::{Deserialize, Serialize};
 
-use crate::embed::EmbeddingSpec;
+use crate::plan::embedding::EmbeddingSpec;
 use crate::error::{Error, Result};
 
 /// The embedding specs of the run that `follow` and `cutover` take up for `source`

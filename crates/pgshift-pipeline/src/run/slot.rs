@@ -12,6 +12,7 @@ use pgshift_postgres::error::Context;
 use pgshift_postgres::replication::{CreatedSlot, ReplicationConn};
 use pgshift_postgres::catalog::Table;
 use pgshift_postgres::sql::{column_list, quote_ident, quote_literal};
+use pgshift_postgres::lsn::Lsn;
 use pgshift_postgres::{ConnInfo, PgError};
 use tokio_postgres::Client;
 
@@ -199,6 +200,16 @@ pub async fn drop_origin(dst: &Client, dst_name: &str, slot: &str) {
         }
     }
     tracing::warn!("{dst_name}: replication origin {origin} is still in use: drop it later with SELECT pg_replication_origin_drop('{origin}')");
+}
+
+/// How many bytes of WAL the source has written past `confirmed` (a slot's position).
+pub async fn lag_bytes(src: &Client, src_name: &str, confirmed: Lsn) -> Result<u64> {
+    let current: String = src
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .context(&src_name, || "read the source's WAL position".into())?
+        .get(0);
+    Ok(current.parse::<Lsn>().map_err(Error::State)?.bytes_after(confirmed))
 }
 
 #[cfg(test)]

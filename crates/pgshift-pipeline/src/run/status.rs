@@ -94,7 +94,7 @@ pub async fn status(source: Option<&ConnInfo>, target: &ConnInfo) -> Result<Stat
     if let (Some(source), Some(slot)) = (source, &report.slot_name) {
         let src = source.connect().await?;
         if let SlotState::Usable { active, confirmed } = slot::state(&src, source.endpoint(), slot).await? {
-            report.lag_bytes = Some(crate::catchup::lag_bytes(&src, source.endpoint(), confirmed.and_then(|c| c.parse().ok()).unwrap_or_default()).await?);
+            report.lag_bytes = Some(crate::run::slot::lag_bytes(&src, source.endpoint(), confirmed.and_then(|c| c.parse().ok()).unwrap_or_default()).await?);
             report.following = Some(active);
         }
     }

@@ -12,9 +12,10 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
 
 use super::{migrations, slot, Phase, Run};
-use crate::embed::EmbeddingSpec;
+use crate::plan::embedding::EmbeddingSpec;
 use crate::error::{Error, Result};
-use crate::source::chunks::SplitKind;
+use crate::plan::LeftOut;
+use crate::plan::chunks::SplitKind;
 
 /// The target's `pgshift` schema through one connection.
 #[derive(Clone, Copy)]
@@ -67,11 +68,6 @@ pub struct NewRun<'a> {
     /// Columns catch-up leaves out (see [`LeftOut`]).
     pub left_out: &'a LeftOut,
 }
-
-/// Target table (`schema.table`) -> columns that catch-up leaves out of the changes it
-/// applies: a vector column recomputed in place keeps the target's vectors, not the
-/// source's (in either direction).
-pub type LeftOut = std::collections::BTreeMap<String, Vec<String>>;
 
 /// A table of an open copy: where its rows go on the target.
 pub struct CopyTable {
@@ -676,7 +672,7 @@ impl<'a> Store<'a> {
     }
 
     /// Records the foreign keys a run declared (validated later, see `load::links`).
-    pub async fn set_run_foreign_keys(&self, run_id: i64, keys: &[crate::load::links::DeclaredForeignKey]) -> Result<()> {
+    pub async fn set_run_foreign_keys(&self, run_id: i64, keys: &[crate::plan::links::DeclaredForeignKey]) -> Result<()> {
         let value = serde_json::to_string(keys).expect("keys serialize");
         self.execute("UPDATE pgshift.runs SET foreign_keys = $2::text::jsonb WHERE run_id = $1", &[&run_id, &value], || {
             "record the run's declared foreign keys".into()
@@ -686,16 +682,16 @@ impl<'a> Store<'a> {
     }
 
     /// Every foreign key declared by any run, once each.
-    pub async fn declared_foreign_keys(&self) -> Result<Vec<crate::load::links::DeclaredForeignKey>> {
+    pub async fn declared_foreign_keys(&self) -> Result<Vec<crate::plan::links::DeclaredForeignKey>> {
         if !self.exists().await? {
             return Ok(Vec::new());
         }
         let rows = self
             .query("SELECT (to_jsonb(runs) -> 'foreign_keys')::text FROM pgshift.runs runs ORDER BY run_id", &[], "read the declared foreign keys")
             .await?;
-        let mut out: Vec<crate::load::links::DeclaredForeignKey> = Vec::new();
+        let mut out: Vec<crate::plan::links::DeclaredForeignKey> = Vec::new();
         for text in rows.iter().filter_map(|r| r.get::<_, Option<String>>(0)).filter(|t| t != "null") {
-            let keys: Vec<crate::load::links::DeclaredForeignKey> =
+            let keys: Vec<crate::plan::links::DeclaredForeignKey> =
                 serde_json::from_str(&text).map_err(|e| Error::State(format!("unreadable declared foreign keys: {e}")))?;
             for k in keys {
                 if !out.contains(&k) {

@@ -5,48 +5,10 @@
 use pgshift_postgres::catalog::Table;
 use pgshift_postgres::error::Context;
 use pgshift_postgres::sql::{quote_ident, quote_literal};
-use serde::Serialize;
 use tokio_postgres::Client;
 
 use crate::error::Result;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SplitKind {
-    Whole,
-    IntKey,
-    UuidKey,
-    /// Block ranges: rows can move between them when updated, so a resumed run
-    /// re-copies such a table whole (see docs/ARCHITECTURE.md).
-    Ctid,
-}
-
-impl SplitKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SplitKind::Whole => "whole",
-            SplitKind::IntKey => "intkey",
-            SplitKind::UuidKey => "uuidkey",
-            SplitKind::Ctid => "ctid",
-        }
-    }
-
-    pub fn parse(s: &str) -> SplitKind {
-        match s {
-            "intkey" => SplitKind::IntKey,
-            "uuidkey" => SplitKind::UuidKey,
-            "ctid" => SplitKind::Ctid,
-            _ => SplitKind::Whole,
-        }
-    }
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Chunk {
-    pub no: i32,
-    /// SQL condition over the source table; None = the whole table.
-    pub predicate: Option<String>,
-}
+use crate::plan::chunks::{Chunk, SplitKind};
 
 /// One chunk for a table of at most `split_rows` (estimated) rows, else ranges of
 /// about that many rows. Verify calls this too, to check the ranges the copy used.

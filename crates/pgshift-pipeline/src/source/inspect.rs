@@ -9,7 +9,7 @@ use pgshift_postgres::ConnInfo;
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::load::preflight;
+use crate::source::preflight;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct KeyReport {

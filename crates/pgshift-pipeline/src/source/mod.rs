@@ -13,11 +13,11 @@ pub mod casts;
 pub mod chunks;
 pub mod inspect;
 pub mod postgres;
-pub mod select;
+pub mod preflight;
 pub mod sqlite;
 
 use pgshift_postgres::large_objects::Carry;
-use crate::run::store::LeftOut;
+use crate::plan::LeftOut;
 use std::future::Future;
 
 use bytes::Bytes;
@@ -29,11 +29,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
-use crate::embed::EmbeddingSpec;
+use crate::plan::embedding::EmbeddingSpec;
 use crate::error::Result;
-use crate::load::MigrateOptions;
+use crate::plan::MigrateOptions;
 use crate::run::Run;
-use chunks::{Chunk, SplitKind};
+use crate::plan::chunks::{Chunk, SplitKind};
 
 /// A source as the command line names it.
 pub enum Source {

@@ -19,14 +19,14 @@ use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
 use super::chunks::chunk_table;
-use super::select::{select_tables, table_matches, with_partition_parents};
+use crate::plan::select::{select_tables, with_partition_parents};
 use super::{ChunkReader, LoadPlan, LoadSource, Snapshot, TableLoad};
 use crate::embed::catchup::catchup_ddl;
 use crate::embed::copy as embed_copy;
-use crate::embed::{match_specs, EmbeddingSpec, SpecCandidate};
+use crate::plan::embedding::{specs_by_table, EmbeddingSpec};
 use crate::error::{Error, Result};
-use crate::load::preflight::{self, Checks};
-use crate::load::MigrateOptions;
+use crate::source::preflight::{self, Checks};
+use crate::plan::MigrateOptions;
 use crate::run::store::Store;
 use crate::run::{slot, Run};
 
@@ -45,20 +45,6 @@ impl PostgresSource {
     }
 }
 
-/// The embedding spec of each table (partitions take their parent's); every spec
-/// must name exactly one table being copied.
-pub fn specs_by_table(setup: &crate::embed::EmbeddingSetup, tables: &[&Table]) -> Result<HashMap<String, EmbeddingSpec>> {
-    let candidates: Vec<SpecCandidate> = tables
-        .iter()
-        .map(|t| SpecCandidate {
-            key: t.display_name(),
-            parent: t.partition_of.as_ref().map(|(s, n, _)| format!("{s}.{n}")),
-            matches: Box::new(move |pattern: &str| table_matches(t, pattern)),
-        })
-        .collect();
-    match_specs(setup, &candidates, "being copied (check the name and --tables)")
-}
-
 impl LoadSource for PostgresSource {
     fn name(&self) -> &str {
         self.conn.endpoint()
@@ -72,7 +58,7 @@ impl LoadSource for PostgresSource {
         let src_name = self.conn.endpoint();
         let src = self.conn.connect().await?;
         let mut catalog = catalog::inspect(&src, &src_name).await?;
-        super::casts::apply(&mut catalog, &opts.casts)?;
+        crate::plan::casts::apply(&mut catalog, &opts.casts)?;
         let tables = match resuming {
             Some(run) => tables_of_run(&Store::new(dst, dst_name).run_table_names(run.run_id).await?, run, &catalog)?,
             None => select_tables(&catalog, &opts.plan.patterns)?,
@@ -202,7 +188,7 @@ impl LoadSource for PostgresSource {
         }
         let embedded_targets: Vec<(&Table, &EmbeddingSpec)> = embedded.iter().map(|(t, s)| (view.same_tables(&[t])[0], *s)).collect();
         if !embedded_targets.is_empty() && !view.extensions.iter().any(|e| e.name == "vector") {
-            plan.pre_data.push(crate::load::create_extension_sql("vector", &vector_schema));
+            plan.pre_data.push(pgshift_postgres::ddl::create_extension_sql("vector", &vector_schema));
         }
         plan.pre_data.extend(embedded_targets.iter().map(|(t, s)| embed_copy::vector_column_ddl(t, s, &vector_schema)));
         plan.post_data = ddl::post_data(&target_tables);

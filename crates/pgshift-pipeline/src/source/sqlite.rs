@@ -22,12 +22,12 @@ use pgshift_sqlite::Connection;
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
-use super::chunks::{Chunk, SplitKind};
-use super::select::{name_matches, select};
+use crate::plan::chunks::{Chunk, SplitKind};
+use crate::plan::select::{name_matches, select};
 use super::{ChunkReader, LoadPlan, LoadSource, Snapshot, TableLoad};
-use crate::embed::{match_specs, EmbeddingSpec, SpecCandidate};
+use crate::plan::embedding::{match_specs, EmbeddingSpec, SpecCandidate};
 use crate::error::{Error, Result};
-use crate::load::MigrateOptions;
+use crate::plan::MigrateOptions;
 use crate::run::Run;
 
 /// How the file's values are read: type overrides, and where rejected rows go.
@@ -216,7 +216,7 @@ async fn embedding_problems(path: &Path, tables: &[Table], specs: &HashMap<Strin
 }
 
 /// The embedding spec of each table, by table name.
-fn specs_for(setup: &crate::embed::EmbeddingSetup, tables: &[Table]) -> Result<HashMap<String, EmbeddingSpec>> {
+fn specs_for(setup: &crate::plan::embedding::EmbeddingSetup, tables: &[Table]) -> Result<HashMap<String, EmbeddingSpec>> {
     let candidates: Vec<SpecCandidate> = tables
         .iter()
         .map(|t| SpecCandidate { key: t.name.clone(), parent: None, matches: Box::new(move |p: &str| table_matches_sqlite(p, &t.name)) })
@@ -261,7 +261,7 @@ impl LoadSource for SqliteSource {
         // Vectors computed on the way, or stored ones (libSQL's F32_BLOB, overrides).
         let needs_pgvector = !specs.is_empty() || tables.iter().flat_map(|t| &t.columns).any(|c| matches!(c.pg, PgType::Vector(_)));
         if needs_pgvector {
-            plan.pre_data.push(crate::load::create_extension_sql("vector", &vector_schema));
+            plan.pre_data.push(pgshift_postgres::ddl::create_extension_sql("vector", &vector_schema));
             plan.extensions.push(("vector".into(), vector_schema.clone()));
         }
         if schema != "public" {
@@ -307,7 +307,7 @@ impl LoadSource for SqliteSource {
             }
         }
         if needs_pgvector {
-            problems.extend(crate::load::preflight::pgvector_problem(dst, dst_name).await?);
+            problems.extend(crate::source::preflight::pgvector_problem(dst, dst_name).await?);
         }
         if !specs.is_empty() {
             problems.extend(embedding_problems(&self.path, &tables, &specs).await?);

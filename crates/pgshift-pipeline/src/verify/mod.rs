@@ -12,7 +12,7 @@ use pgshift_postgres::schema_map::SchemaMap;
 use pgshift_postgres::ConnInfo;
 use serde::Serialize;
 
-use crate::embed::EmbeddingSpec;
+use crate::plan::embedding::EmbeddingSpec;
 use crate::error::Result;
 use crate::source::Source;
 

@@ -10,8 +10,9 @@ use pgshift_postgres::ConnInfo;
 use super::{not_compared, RangeCheck, TableCheck, VerifyOptions, VerifyReport};
 use crate::error::Result;
 use crate::run::store::Store;
-use crate::source::chunks::{chunk_table, SplitKind};
-use crate::source::select::{select_tables, table_matches};
+use crate::plan::chunks::SplitKind;
+use crate::source::chunks::chunk_table;
+use crate::plan::select::{select_tables, table_matches};
 use crate::workers::run_workers;
 
 struct Unit {
@@ -32,7 +33,7 @@ pub async fn verify_postgres(source: &ConnInfo, target: &ConnInfo, opts: &Verify
     };
     let mut catalog = catalog::inspect(&src, &source.endpoint()).await?;
     // Columns migrate cast (text -> uuid) are compared as the target holds them.
-    crate::source::casts::follow_target_types(&mut catalog, &catalog::inspect(&dst, &target.endpoint()).await?, &schema_map);
+    crate::plan::casts::follow_target_types(&mut catalog, &catalog::inspect(&dst, &target.endpoint()).await?, &schema_map);
     let view = schema_map.target_view(&catalog);
     let tables = select_tables(&catalog, &opts.patterns)?;
     let mut checks = Vec::new();

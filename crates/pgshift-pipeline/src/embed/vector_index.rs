@@ -12,7 +12,7 @@ use pgshift_postgres::error::Context;
 use pgshift_postgres::sql::quote_ident;
 use pgshift_postgres::ConnInfo;
 
-use crate::embed::{EmbeddingSpec, VectorIndex};
+use crate::plan::embedding::{EmbeddingSpec, VectorIndex};
 use crate::error::Result;
 use crate::progress::Progress;
 

@@ -215,7 +215,7 @@ pub async fn embedding_problems(
     (src, src_name): (&Client, &str),
     (dst, dst_name): (&Client, &str),
     tables: &[&Table],
-    specs: &std::collections::HashMap<String, crate::embed::EmbeddingSpec>,
+    specs: &std::collections::HashMap<String, crate::plan::embedding::EmbeddingSpec>,
 ) -> Result<Vec<String>> {
     let mut problems = Vec::new();
     if specs.is_empty() {
