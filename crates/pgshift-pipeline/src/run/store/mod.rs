@@ -1,0 +1,62 @@
+//! The run store: every statement on the target's `pgshift` schema is here, and
+//! nowhere else, one file per thing it keeps: [`runs`] (a run, its phase and the
+//! settings it was started with), [`chunks`] (the chunks and the copy queue workers
+//! take from), [`workers`] (who is copying), [`cache`] (the embedding cache) and
+//! [`reembeds`]. A chunk is marked done in the same transaction that writes its rows
+//! (see `load::chunk_writer`), so a chunk is either fully there and marked, or neither.
+
+mod cache;
+mod chunks;
+mod reembeds;
+mod runs;
+mod workers;
+
+use pgshift_postgres::catalog::relation_exists;
+use pgshift_postgres::conn::in_transaction;
+use pgshift_postgres::error::Context;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row};
+
+pub use chunks::{ChunkState, ChunkWork, ClaimedChunk, CopyTable, TableTotals};
+pub use reembeds::ReembedState;
+pub use runs::{NewRun, RunTimes};
+pub use workers::{WorkerState, WORKER_GONE_AFTER_SECONDS};
+
+use super::migrations;
+use crate::error::Result;
+
+/// The target's `pgshift` schema through one connection.
+#[derive(Clone, Copy)]
+pub struct Store<'a> {
+    client: &'a Client,
+    endpoint: &'a str,
+}
+
+impl<'a> Store<'a> {
+    pub fn new(client: &'a Client, endpoint: &'a str) -> Store<'a> {
+        Store { client, endpoint }
+    }
+
+    /// The connection, for the statements on the user's tables that must share a
+    /// transaction with the run's state (a chunk's rows and its checkpoint).
+    pub fn connection(&self) -> (&'a Client, &'a str) {
+        (self.client, self.endpoint)
+    }
+
+    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)], what: &str) -> Result<Vec<Row>> {
+        Ok(self.client.query(sql, params).await.context(&self.endpoint, || what.to_string())?)
+    }
+
+    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)], what: impl FnOnce() -> String) -> Result<u64> {
+        Ok(self.client.execute(sql, params).await.context(&self.endpoint, what)?)
+    }
+
+    pub async fn exists(&self) -> Result<bool> {
+        Ok(relation_exists(self.client, self.endpoint, "pgshift", "runs").await?)
+    }
+
+    /// Creates or upgrades the state schema, in its own transaction.
+    pub async fn ensure_schema(&self) -> Result<()> {
+        in_transaction(self.client, self.endpoint, "the pgshift state schema", migrations::apply(self.client, self.endpoint)).await
+    }
+}
