@@ -110,7 +110,8 @@ impl Control {
     pub async fn status(&self) -> Result<Value, ApiError> {
         let run = pgshift_pipeline::run::status::status(Some(&self.source), &self.target).await?;
         let job = self.job.lock().unwrap().clone();
-        Ok(json!({ "source": self.source.endpoint(), "target": self.target.endpoint(), "job": job, "run": run }))
+        let control_api = self.token.is_some();
+        Ok(json!({ "source": self.source.endpoint(), "target": self.target.endpoint(), "job": job, "run": run, "control_api": control_api }))
     }
 
     pub async fn plan(&self) -> Result<Value, ApiError> {

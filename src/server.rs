@@ -1,6 +1,8 @@
 //! pgshift over HTTP: `/metrics` and `/health` for any command run with
-//! `--metrics-addr`, and for `pgshift serve` also the status page and the control
-//! API under `/api`, which is off unless a token is configured.
+//! `--metrics-addr`, and for `pgshift serve` also the status page, read-only progress
+//! (`GET /api/status`: what `/metrics` already publishes, by run and table) and the
+//! control API under `/api` (plan, migrate, cutover), which is off unless a token is
+//! configured.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,13 +29,12 @@ pub fn metrics_routes() -> Router {
 
 /// Everything `pgshift serve` answers.
 pub fn serve_routes(control: Arc<Control>) -> Router {
-    let api = Router::new()
-        .route("/status", get(status))
+    let controls = Router::new()
         .route("/plan", get(plan))
         .route("/migrate", post(start_migrate))
         .route("/cutover", post(cutover))
-        .route_layer(middleware::from_fn_with_state(control.clone(), require_token))
-        .with_state(control);
+        .route_layer(middleware::from_fn_with_state(control.clone(), require_token));
+    let api = Router::new().route("/status", get(status)).merge(controls).with_state(control);
     metrics_routes()
         .route("/", get(|| async { Html(include_str!("status_page.html")) }))
         .nest("/api", api)

@@ -82,23 +82,25 @@ fn the_control_api_needs_the_token_and_reveals_no_secret() {
     wait_until("pgshift serve to listen", Duration::from_secs(20), || get(&format!("{base}/health"), None).status == 200);
 
     // Missing, wrong, near-miss and misplaced tokens all get the same bare 401.
-    let refused = get(&format!("{base}/api/status"), None);
+    let refused = get(&format!("{base}/api/plan"), None);
     assert_eq!(refused.status, 401, "{}", refused.body);
     for token in ["wrong-token-0123456789abcdef", &TOKEN[..TOKEN.len() - 1], &format!("{TOKEN}x"), ""] {
-        let reply = get(&format!("{base}/api/status"), Some(token));
+        let reply = get(&format!("{base}/api/plan"), Some(token));
         assert_eq!((reply.status, reply.body.as_str()), (401, refused.body.as_str()), "token {token:?}");
     }
-    assert_eq!(get(&format!("{base}/api/status?token={TOKEN}"), None).status, 401, "a token in the URL is not accepted");
+    assert_eq!(get(&format!("{base}/api/plan?token={TOKEN}"), None).status, 401, "a token in the URL is not accepted");
     assert_eq!(post(&format!("{base}/api/migrate"), None, serde_json::json!({})).status, 401);
     assert_eq!(post(&format!("{base}/api/cutover"), Some("nope-nope-nope-nope"), serde_json::json!({})).status, 401);
     let body = refused.json();
     assert_eq!(body["error"], "unauthorized", "{body}");
 
-    let status = get(&format!("{base}/api/status"), Some(TOKEN));
+    // Progress is read-only: it needs no token.
+    let status = get(&format!("{base}/api/status"), None);
     assert_eq!(status.status, 200, "{}", status.body);
     let mut keys: Vec<String> = status.json().as_object().unwrap().keys().cloned().collect();
     keys.sort();
-    assert_eq!(keys, ["job", "run", "source", "target"], "GET /api/status as docs/JSON.md shows it");
+    assert_eq!(keys, ["control_api", "job", "run", "source", "target"], "GET /api/status as docs/JSON.md shows it");
+    assert_eq!(status.json()["control_api"], true, "{}", status.body);
     assert_eq!(status.json()["run"]["has_run"], false, "{}", status.body);
     let plan = get(&format!("{base}/api/plan"), Some(TOKEN));
     assert_eq!(plan.status, 200, "{}", plan.body);
@@ -154,9 +156,16 @@ fn without_a_token_the_api_is_off_but_health_and_metrics_answer() {
     let url = format!("postgresql://app:{PASSWORD}@127.0.0.1:1/app");
     let server = Background::pgshift_with_env(&["serve", "--addr", &addr, "--source", &url, "--target", &url], &env);
     wait_until("pgshift serve to listen", Duration::from_secs(20), || get(&format!("http://{addr}/health"), None).status == 200);
-    let reply = get(&format!("http://{addr}/api/status"), Some(TOKEN));
-    assert_eq!(reply.status, 403, "{}", reply.body);
-    assert!(reply.json()["error"].as_str().unwrap().contains("PGSHIFT_API_TOKEN"), "{}", reply.body);
+    for (method, path) in [("GET", "/api/plan"), ("POST", "/api/migrate"), ("POST", "/api/cutover")] {
+        let url = format!("http://{addr}{path}");
+        let reply = if method == "GET" { get(&url, Some(TOKEN)) } else { post(&url, Some(TOKEN), serde_json::json!({})) };
+        assert_eq!(reply.status, 403, "{path}: {}", reply.body);
+        assert!(reply.json()["error"].as_str().unwrap().contains("PGSHIFT_API_TOKEN"), "{path}: {}", reply.body);
+    }
+    // Progress needs no token: here it answers with why it cannot read the run.
+    let status = get(&format!("http://{addr}/api/status"), None);
+    assert!(![401, 403].contains(&status.status), "{}: {}", status.status, status.body);
+    assert!(!status.body.contains(PASSWORD), "{}", status.body);
     assert!(get(&format!("http://{addr}/metrics"), None).body.contains("pgshift_phase"));
     let out = server.stop();
     assert!(stderr(&out).contains("control API is off"), "{}", stderr(&out));

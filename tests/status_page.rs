@@ -126,14 +126,11 @@ fn the_status_page_shows_the_runs_progress() {
         get(&format!("{base}/api/status"), Some(TOKEN)).json()["job"]["state"] != "running"
     });
 
+    // Progress is shown without a token (the token guards only the control API).
     let browser = Browser::start();
     browser.session("POST", "/url", json!({ "url": format!("{base}/") }));
-    assert_eq!(browser.text("#phase"), "-", "nothing is shown before the token is given");
-    let token = browser.find("#token");
-    browser.session("POST", &format!("/element/{token}/value"), json!({ "text": TOKEN }));
-    let connect = browser.find("#connect");
-    browser.session("POST", &format!("/element/{connect}/click"), json!({}));
     wait_until("the page to render the run", Duration::from_secs(20), || browser.text("#phase") == "loaded");
+    assert!(browser.text("#control").starts_with("Control API on"), "{}", browser.text("#control"));
 
     assert_eq!(browser.text("#chunks"), "4 / 4", "orders in 3 ranges, users whole");
     assert!(browser.text("#job").contains("succeeded"), "{}", browser.text("#job"));
@@ -146,6 +143,17 @@ fn the_status_page_shows_the_runs_progress() {
     let png = browser.session("GET", "/screenshot", json!({}));
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status_page.png");
     std::fs::write(&shot, base64_decode(png.as_str().unwrap())).unwrap();
+    server.stop();
+
+    // Without a token the page still shows the run, and says how to turn the control API on.
+    let env = [("PGSHIFT_LOG", "warn"), ("PGSHIFT_SOURCE", s.as_str()), ("PGSHIFT_TARGET", t.as_str())];
+    let server = Background::pgshift_with_env(&["serve", "--addr", &format!("127.0.0.1:{port}")], &env);
+    wait_until("pgshift serve without a token", Duration::from_secs(20), || get(&format!("{base}/health"), None).status == 200);
+    browser.session("POST", "/url", json!({ "url": format!("{base}/") }));
+    wait_until("the page to render the run", Duration::from_secs(20), || browser.text("#phase") == "loaded");
+    assert_eq!(browser.rows("#tables tr"), ["public.orders 3 / 3 900", "public.users 1 / 1 40"]);
+    let control = browser.text("#control");
+    assert!(control.starts_with("Control API off") && control.contains("PGSHIFT_API_TOKEN"), "{control}");
     drop(browser);
     server.stop();
 }
