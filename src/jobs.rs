@@ -60,12 +60,36 @@ pub fn parse_body<T: Default + serde::de::DeserializeOwned>(body: &[u8]) -> Resu
     serde_json::from_slice(body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("request body: {e}")))
 }
 
+/// What a background job does (as `GET /api/status` shows it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    Migrate,
+    Resume,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            JobKind::Migrate => "migrate",
+            JobKind::Resume => "resume",
+        })
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Job {
     pub id: u64,
-    pub kind: &'static str,
-    /// running, succeeded or failed.
-    pub state: &'static str,
+    pub kind: JobKind,
+    pub state: JobState,
     pub started_at: u64,
     pub finished_at: Option<u64>,
     pub error: Option<String>,
@@ -125,13 +149,13 @@ impl Control {
     pub fn start_migrate(self: &Arc<Self>, request: MigrateRequest) -> Result<Job, ApiError> {
         let job = {
             let mut slot = self.job.lock().unwrap();
-            if let Some(running) = slot.as_ref().filter(|j| j.state == "running") {
+            if let Some(running) = slot.as_ref().filter(|j| j.state == JobState::Running) {
                 return Err(ApiError(StatusCode::CONFLICT, format!("job {} ({}) is still running", running.id, running.kind)));
             }
             let job = Job {
                 id: slot.as_ref().map_or(1, |j| j.id + 1),
-                kind: if request.resume { "resume" } else { "migrate" },
-                state: "running",
+                kind: if request.resume { JobKind::Resume } else { JobKind::Migrate },
+                state: JobState::Running,
                 started_at: now(),
                 finished_at: None,
                 error: None,
@@ -147,7 +171,7 @@ impl Control {
                 tracing::error!("job failed: {e}");
             }
             if let Some(job) = control.job.lock().unwrap().as_mut() {
-                job.state = if result.is_ok() { "succeeded" } else { "failed" };
+                job.state = if result.is_ok() { JobState::Succeeded } else { JobState::Failed };
                 job.finished_at = Some(now());
                 job.error = result.err().map(|e| e.to_string());
             }

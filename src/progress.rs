@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use pgshift_pipeline::metrics::Stage;
 use pgshift_pipeline::progress::Progress;
 
 pub fn reporter(quiet: bool) -> Box<dyn Progress> {
@@ -24,8 +25,8 @@ struct Bars {
 }
 
 impl Progress for Bars {
-    fn phase(&self, name: &str) {
-        let _ = self.multi.println(format!("== {name}"));
+    fn phase(&self, stage: Stage) {
+        let _ = self.multi.println(format!("== {stage}"));
     }
 
     fn table_started(&self, table: &str, size_bytes: u64) {
@@ -83,8 +84,8 @@ struct Lines {
 }
 
 impl Progress for Lines {
-    fn phase(&self, name: &str) {
-        eprintln!("pgshift: phase {name}");
+    fn phase(&self, stage: Stage) {
+        eprintln!("pgshift: phase {stage}");
     }
     fn table_started(&self, table: &str, size_bytes: u64) {
         eprintln!("pgshift: copying {table} (~{})", human_bytes(size_bytes));

@@ -19,8 +19,41 @@ macro_rules! metric {
     };
 }
 
-/// Phases a command goes through; the current one is 1, the others 0.
-pub const PHASES: &[&str] = &["inspect", "schema", "copy", "post-data", "catch-up", "cutover", "done"];
+/// What a pgshift process is doing: the `phase` label of `pgshift_phase` (the current
+/// one is 1, the others 0) and the phase progress reports show. Not a run's phase
+/// (`run::Phase`, recorded on the target), which moves only forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Inspect,
+    Schema,
+    Copy,
+    PostData,
+    CatchUp,
+    Cutover,
+    Done,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 7] = [Stage::Inspect, Stage::Schema, Stage::Copy, Stage::PostData, Stage::CatchUp, Stage::Cutover, Stage::Done];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Inspect => "inspect",
+            Stage::Schema => "schema",
+            Stage::Copy => "copy",
+            Stage::PostData => "post-data",
+            Stage::CatchUp => "catch-up",
+            Stage::Cutover => "cutover",
+            Stage::Done => "done",
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 metric!(PHASE: IntGaugeVec = register_int_gauge_vec_with_registry("pgshift_phase", "1 for the phase pgshift is in", &["phase"]));
 metric!(ROWS_COPIED: IntCounterVec = register_int_counter_vec_with_registry("pgshift_rows_copied_total", "Rows copied by the bulk load", &["table"]));
@@ -127,17 +160,17 @@ fn all() -> [&'static dyn Collector; 25] {
 /// shows them from the start (tables appear once their copy begins).
 pub fn init() {
     all();
-    for phase in PHASES {
-        PHASE.with_label_values(&[phase]).set(0);
+    for stage in Stage::ALL {
+        PHASE.with_label_values(&[stage.as_str()]).set(0);
     }
     for op in ["insert", "update", "delete", "truncate"] {
         APPLIED.with_label_values(&[op]);
     }
 }
 
-pub fn set_phase(phase: &str) {
-    for p in PHASES {
-        PHASE.with_label_values(&[p]).set((*p == phase) as i64);
+pub fn set_phase(now: Stage) {
+    for stage in Stage::ALL {
+        PHASE.with_label_values(&[stage.as_str()]).set((stage == now) as i64);
     }
 }
 

@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
+use crate::metrics::Stage;
+
 pub trait Progress: Send + Sync {
-    fn phase(&self, _name: &str) {}
+    fn phase(&self, _stage: Stage) {}
     /// A table's copy begins; its size on the source sizes its bar.
     fn table_started(&self, _table: &str, _size_bytes: u64) {}
     /// More bytes of a table went through.
@@ -26,8 +28,8 @@ pub struct OfSource {
 }
 
 impl Progress for OfSource {
-    fn phase(&self, name: &str) {
-        self.inner.step(&format!("{}: phase {name}", self.source));
+    fn phase(&self, stage: Stage) {
+        self.inner.step(&format!("{}: phase {stage}", self.source));
     }
     fn table_started(&self, table: &str, size_bytes: u64) {
         self.inner.table_started(table, size_bytes)
@@ -47,7 +49,7 @@ impl Progress for OfSource {
 }
 
 /// Enters a phase: tells the reporter and the `pgshift_phase` metric.
-pub fn enter(progress: &dyn Progress, phase: &str) {
-    crate::metrics::set_phase(phase);
-    progress.phase(phase);
+pub fn enter(progress: &dyn Progress, stage: Stage) {
+    crate::metrics::set_phase(stage);
+    progress.phase(stage);
 }

@@ -24,15 +24,15 @@ use tokio_postgres::Client;
 
 use crate::embed::catchup::{embed_pending, VectorColumn};
 use crate::embed::EmbedPool;
-use crate::plan::embedding::{EmbeddingSetup, EmbeddingSpec};
 use crate::error::{Error, Result};
-use crate::metrics;
-use crate::progress::Progress;
-use crate::run::slot;
-use crate::plan::LeftOut;
-use crate::run::store::Store;
-use crate::run::Run;
+use crate::metrics::{self, Stage};
 use crate::plan::embedding::specs_by_table;
+use crate::plan::embedding::{EmbeddingSetup, EmbeddingSpec};
+use crate::plan::LeftOut;
+use crate::progress::Progress;
+use crate::run::Run;
+use crate::run::slot;
+use crate::run::store::Store;
 
 /// Prefix of the logical messages pgshift writes into the source's WAL to mark a
 /// position (caught-up probes, cutover fences).
@@ -224,7 +224,7 @@ async fn follow_once(
         return Err(slot::explain_stream_error(e, &src, src_name, &slot).await);
     }
     let mut stream = LogicalStream::spawn(repl, STREAM_QUEUE);
-    crate::progress::enter(&**progress, "catch-up");
+    crate::progress::enter(&**progress, Stage::CatchUp);
     tracing::info!(slot = %slot, from = %start, ?format, "streaming changes");
     totals.started_at.get_or_insert(start);
     totals.streamed = true;

@@ -31,10 +31,11 @@ use tokio_postgres::Client;
 
 use crate::catchup::{self as follow, emit_mark, FollowOptions, Until, FENCE};
 use crate::error::{Error, Result};
+use crate::metrics::Stage;
 use crate::progress::{Progress, Silent};
+use crate::run::Phase;
 use crate::run::slot::{self, SlotState};
 use crate::run::store::Store;
-use crate::run::Phase;
 
 #[derive(Clone, Debug)]
 pub struct CutoverOptions {
@@ -233,7 +234,7 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
         };
     }
 
-    crate::metrics::set_phase("cutover");
+    crate::metrics::set_phase(Stage::Cutover);
     let activation = store.at_cutover(run.run_id).await?;
 
     // Every connection the pause needs is made before it begins.
@@ -345,7 +346,7 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
         }
     }
     report.foreign_keys = crate::load::links::validate_declared(&dst, dst_name).await?;
-    crate::metrics::set_phase("done");
+    crate::metrics::set_phase(Stage::Done);
     report.counts = counted?;
     Ok(report)
 }

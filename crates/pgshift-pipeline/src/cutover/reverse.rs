@@ -16,8 +16,8 @@ use pgshift_postgres::ConnInfo;
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
-use crate::run::slot;
 use crate::plan::LeftOut;
+use crate::run::slot;
 use crate::run::store::Store;
 
 /// What must hold on the new database before a cutover promises a way back.

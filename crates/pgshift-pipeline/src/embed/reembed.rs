@@ -18,9 +18,9 @@ use tokio_postgres::Client;
 
 use super::catchup::{self as embed_catchup, VectorColumn};
 use super::{has_text_sql, vector_literal, vectors_for, Cache, EmbedPool};
-use crate::plan::embedding::{EmbeddingSetup, EmbeddingSpec, VectorIndex};
-use crate::error::{Error, Result};
 use crate::embed::vector_index::hnsw_memory_mb;
+use crate::error::{Error, Result};
+use crate::plan::embedding::{EmbeddingSetup, EmbeddingSpec, VectorIndex};
 use crate::progress::Progress;
 use crate::run::store::Store;
 

@@ -12,8 +12,8 @@ use pgshift_postgres::error::Context;
 use pgshift_postgres::sql::quote_ident;
 use pgshift_postgres::ConnInfo;
 
-use crate::plan::embedding::{EmbeddingSpec, VectorIndex};
 use crate::error::Result;
+use crate::plan::embedding::{EmbeddingSpec, VectorIndex};
 use crate::progress::Progress;
 
 pub struct VectorIndexOptions {

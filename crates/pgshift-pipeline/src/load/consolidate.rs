@@ -10,14 +10,14 @@ use pgshift_postgres::ConnInfo;
 use serde::Serialize;
 
 use super::{load, MigrateReport};
-use crate::plan::{MigrateOptions, PlanOptions};
 use crate::catchup::{follow, FollowOptions, FollowReport};
 use crate::error::{Error, Result};
+use crate::plan::casts::ColumnCast;
+use crate::plan::{MigrateOptions, PlanOptions};
 use crate::progress::{OfSource, Progress, Silent};
+use crate::run::Phase;
 use crate::run::slot;
 use crate::run::store::Store;
-use crate::run::Phase;
-use crate::plan::casts::ColumnCast;
 use crate::source::postgres::PostgresSource;
 
 /// One source and what of it moves.

@@ -18,8 +18,8 @@ use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
 use crate::plan::links::{qualified, split_table, DeclaredForeignKey};
-use crate::run::store::Store;
 use crate::run::Phase;
+use crate::run::store::Store;
 
 /// How many offending rows an error shows.
 const SHOWN: usize = 10;

@@ -28,14 +28,15 @@ use pgshift_postgres::ddl::create_extension_sql;
 use pgshift_postgres::ConnInfo;
 use serde::Serialize;
 
-use crate::embed::vector_index::{self, IndexTarget, VectorIndexOptions};
 use crate::embed::EmbedPool;
+use crate::embed::vector_index::{self, IndexTarget, VectorIndexOptions};
+use crate::error::{Error, Result};
+use crate::metrics::Stage;
 use crate::plan::embedding::EmbeddingSpec;
 use crate::plan::MigrateOptions;
-use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::run::store::{ChunkState, NewRun, Store};
 use crate::run::Phase;
+use crate::run::store::{ChunkState, NewRun, Store};
 use crate::source::{LoadSource, PlannedTable, Source, TableLoad};
 use copy::{copy_chunks, CopyContext, TableOf, TableSummary};
 use postdata::PostDataOptions;
@@ -83,7 +84,7 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
     let started = Instant::now();
     let dst_name = target.endpoint();
     let follow = opts.follow && source.can_follow();
-    crate::progress::enter(&*progress, "inspect");
+    crate::progress::enter(&*progress, Stage::Inspect);
     let dst = target.connect().await?;
     let store = Store::new(&dst, dst_name);
     let resuming = store.run_to_resume(source.name(), opts.resume, &opts.schema_map).await?;
@@ -128,7 +129,7 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
     let run = match resuming {
         Some(run) => run,
         None => {
-            crate::progress::enter(&*progress, "schema");
+            crate::progress::enter(&*progress, Stage::Schema);
             let chunks = plan
                 .tables
                 .iter()
@@ -157,7 +158,7 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
     report.start_lsn = run.start_lsn.clone();
     let plan = Arc::new(plan);
     if run.phase == Phase::Copy {
-        crate::progress::enter(&*progress, "copy");
+        crate::progress::enter(&*progress, Stage::Copy);
         let copy_started = Instant::now();
         resume::open_copy(&store, &run, &plan, source, snapshot.name.as_deref()).await?;
         let embedding = opts
@@ -192,7 +193,7 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
         snapshot.release().await;
     }
 
-    crate::progress::enter(&*progress, "post-data");
+    crate::progress::enter(&*progress, Stage::PostData);
     let post_started = Instant::now();
     let pd = PostDataOptions { jobs: opts.jobs.max(1), maintenance_work_mem: opts.maintenance_work_mem.clone() };
     postdata::run(target, &plan.post_data, &pd, progress.clone()).await?;
@@ -213,7 +214,7 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
     report.post_data_seconds = post_started.elapsed().as_secs_f64();
     store.advance(run.run_id, Phase::PostData, Phase::after_load(follow)).await?;
     if !follow {
-        crate::metrics::set_phase("done");
+        crate::metrics::set_phase(Stage::Done);
     }
     if !opts.foreign_keys.is_empty() {
         store.set_run_foreign_keys(run.run_id, &opts.foreign_keys).await?;

@@ -8,9 +8,9 @@ use pgshift_postgres::conn::in_transaction;
 use pgshift_postgres::error::Context;
 
 use crate::error::Result;
-use crate::run::store::{ChunkState, ChunkWork, CopyTable, Store};
-use crate::run::Run;
 use crate::plan::chunks::SplitKind;
+use crate::run::Run;
+use crate::run::store::{ChunkState, ChunkWork, CopyTable, Store};
 use crate::source::{LoadPlan, LoadSource};
 
 /// What to do with one table's chunks.

@@ -14,12 +14,12 @@ use serde::Serialize;
 
 use super::copy::{copy_chunks, CopyContext, TableOf, TableSummary};
 use crate::embed::EmbedPool;
-use crate::plan::embedding::{EmbeddingSetup, EmbeddingSpec};
 use crate::error::{Error, Result};
-use crate::progress::Progress;
-use crate::run::store::Store;
-use crate::run::Run;
 use crate::plan::chunks::SplitKind;
+use crate::plan::embedding::{EmbeddingSetup, EmbeddingSpec};
+use crate::progress::Progress;
+use crate::run::Run;
+use crate::run::store::Store;
 use crate::source::postgres::RecordedStatements;
 use crate::source::TableLoad;
 

@@ -17,8 +17,8 @@ use pgshift_postgres::schema_map::SchemaMap;
 use pgshift_postgres::ConnInfo;
 use serde::{Deserialize, Serialize};
 
-use crate::plan::embedding::EmbeddingSpec;
 use crate::error::{Error, Result};
+use crate::plan::embedding::EmbeddingSpec;
 
 /// The embedding specs of the run that `follow` and `cutover` take up for `source`
 /// (none without such a run: the command itself then says why).

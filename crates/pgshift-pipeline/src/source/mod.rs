@@ -29,11 +29,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
-use crate::plan::embedding::EmbeddingSpec;
 use crate::error::Result;
+use crate::plan::chunks::{Chunk, SplitKind};
+use crate::plan::embedding::EmbeddingSpec;
 use crate::plan::MigrateOptions;
 use crate::run::Run;
-use crate::plan::chunks::{Chunk, SplitKind};
 
 /// A source as the command line names it.
 pub enum Source {

@@ -10,7 +10,7 @@ use pgshift_postgres::catalog::{self, Catalog, Table};
 use pgshift_postgres::copy::{copy_in_sql, copy_out_batched, copy_out_sql, CopyFormat};
 use pgshift_postgres::ddl;
 use pgshift_postgres::large_objects::{self, Carry};
-use pgshift_postgres::objects::{self, SchemaObjects};
+use pgshift_postgres::objects::{self, ObjectKind, SchemaObjects};
 use pgshift_postgres::error::Context;
 use pgshift_postgres::schema_map::relocate_extensions;
 use pgshift_postgres::sql::quote_literal;
@@ -23,12 +23,12 @@ use crate::plan::select::{select_tables, with_partition_parents};
 use super::{ChunkReader, LoadPlan, LoadSource, Snapshot, TableLoad};
 use crate::embed::catchup::catchup_ddl;
 use crate::embed::copy as embed_copy;
-use crate::plan::embedding::{specs_by_table, EmbeddingSpec};
 use crate::error::{Error, Result};
-use crate::source::preflight::{self, Checks};
+use crate::plan::embedding::{specs_by_table, EmbeddingSpec};
 use crate::plan::MigrateOptions;
 use crate::run::store::Store;
 use crate::run::{slot, Run};
+use crate::source::preflight::{self, Checks};
 
 #[derive(Clone)]
 pub struct PostgresSource {
@@ -400,7 +400,7 @@ async fn schema_objects(
         for object in group.iter_mut() {
             // A routine's body is text: the qualified names in it move, but not names
             // it builds at run time or finds through a search_path it sets.
-            if matches!(object.kind, "function" | "procedure") {
+            if matches!(object.kind, ObjectKind::Function | ObjectKind::Procedure) {
                 let body = object.statements.first().map(String::as_str).unwrap_or_default();
                 let named = rewriter.schemas_named(body);
                 if !named.is_empty() || body.contains("search_path") {

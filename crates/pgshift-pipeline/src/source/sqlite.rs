@@ -25,8 +25,8 @@ use tokio_postgres::Client;
 use crate::plan::chunks::{Chunk, SplitKind};
 use crate::plan::select::{name_matches, select};
 use super::{ChunkReader, LoadPlan, LoadSource, Snapshot, TableLoad};
-use crate::plan::embedding::{match_specs, EmbeddingSpec, SpecCandidate};
 use crate::error::{Error, Result};
+use crate::plan::embedding::{match_specs, EmbeddingSpec, SpecCandidate};
 use crate::plan::MigrateOptions;
 use crate::run::Run;
 

@@ -12,8 +12,8 @@ use pgshift_postgres::schema_map::SchemaMap;
 use pgshift_postgres::ConnInfo;
 use serde::Serialize;
 
-use crate::plan::embedding::EmbeddingSpec;
 use crate::error::Result;
+use crate::plan::embedding::EmbeddingSpec;
 use crate::source::Source;
 
 #[derive(Clone, Debug)]

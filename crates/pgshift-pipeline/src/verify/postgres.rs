@@ -9,10 +9,10 @@ use pgshift_postgres::ConnInfo;
 
 use super::{not_compared, RangeCheck, TableCheck, VerifyOptions, VerifyReport};
 use crate::error::Result;
-use crate::run::store::Store;
 use crate::plan::chunks::SplitKind;
-use crate::source::chunks::chunk_table;
 use crate::plan::select::{select_tables, table_matches};
+use crate::run::store::Store;
+use crate::source::chunks::chunk_table;
 use crate::workers::run_workers;
 
 struct Unit {

@@ -27,11 +27,70 @@ use crate::sql::{qualified, quote_ident, quote_literal};
 
 use crate::catalog::{not_from_extension, not_internal, SKIP_SCHEMAS};
 
+/// What an object is, as messages and `--dry-run` name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectKind {
+    Schema,
+    Collation,
+    TextSearchDictionary,
+    TextSearchConfiguration,
+    Operator,
+    OperatorFamily,
+    Cast,
+    Function,
+    Procedure,
+    Aggregate,
+    View,
+    MaterializedView,
+    Trigger,
+    Rule,
+    StatisticsObject,
+    Policy,
+    RowSecurity,
+    Comment,
+}
+
+impl ObjectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Schema => "schema",
+            ObjectKind::Collation => "collation",
+            ObjectKind::TextSearchDictionary => "text search dictionary",
+            ObjectKind::TextSearchConfiguration => "text search configuration",
+            ObjectKind::Operator => "operator",
+            ObjectKind::OperatorFamily => "operator family",
+            ObjectKind::Cast => "cast",
+            ObjectKind::Function => "function",
+            ObjectKind::Procedure => "procedure",
+            ObjectKind::Aggregate => "aggregate",
+            ObjectKind::View => "view",
+            ObjectKind::MaterializedView => "materialized view",
+            ObjectKind::Trigger => "trigger",
+            ObjectKind::Rule => "rule",
+            ObjectKind::StatisticsObject => "statistics object",
+            ObjectKind::Policy => "policy",
+            ObjectKind::RowSecurity => "row security",
+            ObjectKind::Comment => "comment",
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ObjectKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// One object: its statements (the object and its comment, indexes, options).
 #[derive(Clone, Debug, Serialize)]
 pub struct ObjectDdl {
-    /// `function`, `view`, `trigger`, ... for messages.
-    pub kind: &'static str,
+    pub kind: ObjectKind,
     /// `schema.name` (for a trigger or policy: `schema.table.name`).
     pub name: String,
     pub statements: Vec<String>,
@@ -149,7 +208,7 @@ pub async fn inspect(client: &Client, endpoint: &str, tables: &[&Table], languag
         let signature = format!("{}({})", qualified(&schema, &name), r.get::<_, String>(5));
         statements.extend(comment(word, &signature, r.get(7)));
         carried_routines.push(r.get(0));
-        let object = ObjectDdl { kind: if kind == "p" { "procedure" } else if kind == "a" { "aggregate" } else { "function" }, name: display, statements };
+        let object = ObjectDdl { kind: if kind == "p" { ObjectKind::Procedure } else if kind == "a" { ObjectKind::Aggregate } else { ObjectKind::Function }, name: display, statements };
         match r.get::<_, Option<String>>(8) {
             Some(kinds) if kinds.contains('v') || kinds.contains('m') => view_routines.push(object),
             Some(_) => out.routines_after_tables.push(object),
@@ -210,7 +269,7 @@ pub async fn inspect(client: &Client, endpoint: &str, tables: &[&Table], languag
             }));
             statements.extend(comment(word, &target, v.get(5)));
             carried.insert(v.get(0));
-            out.views.push(ObjectDdl { kind: if kind == "m" { "materialized view" } else { "view" }, name: format!("{schema}.{name}"), statements });
+            out.views.push(ObjectDdl { kind: if kind == "m" { ObjectKind::MaterializedView } else { ObjectKind::View }, name: format!("{schema}.{name}"), statements });
         }
     }
     let order = view_order(&views, &carried);
@@ -262,7 +321,7 @@ pub async fn inspect(client: &Client, endpoint: &str, tables: &[&Table], languag
         };
         statements.extend(state.map(|s| format!("ALTER TABLE {target} {s} {}", quote_ident(&name))));
         statements.extend(comment("TRIGGER", &format!("{} ON {target}", quote_ident(&name)), t.get(6)));
-        out.activation.push(ObjectDdl { kind: "trigger", name: display, statements });
+        out.activation.push(ObjectDdl { kind: ObjectKind::Trigger, name: display, statements });
     }
 
     // Rules (not the ones that make a view), with their enabled state.
@@ -290,7 +349,7 @@ pub async fn inspect(client: &Client, endpoint: &str, tables: &[&Table], languag
         };
         statements.extend(state.map(|s| format!("ALTER TABLE {target} {s} {}", quote_ident(&name))));
         statements.extend(comment("RULE", &format!("{} ON {target}", quote_ident(&name)), r.get(6)));
-        out.activation.push(ObjectDdl { kind: "rule", name: format!("{schema}.{table}.{name}"), statements });
+        out.activation.push(ObjectDdl { kind: ObjectKind::Rule, name: format!("{schema}.{table}.{name}"), statements });
     }
 
     // Statistics objects, with their statistics target when set.
@@ -312,7 +371,7 @@ pub async fn inspect(client: &Client, endpoint: &str, tables: &[&Table], languag
         let mut statements = vec![st.get::<_, String>(3).replacen("CREATE STATISTICS ", "CREATE STATISTICS IF NOT EXISTS ", 1)];
         statements.extend(st.get::<_, Option<i32>>(4).map(|n| format!("ALTER STATISTICS {target} SET STATISTICS {n}")));
         statements.extend(comment("STATISTICS", &target, st.get(5)));
-        out.statistics.push(ObjectDdl { kind: "statistics object", name: format!("{schema}.{name}"), statements });
+        out.statistics.push(ObjectDdl { kind: ObjectKind::StatisticsObject, name: format!("{schema}.{name}"), statements });
     }
 
     // Row-level security and policies.
@@ -355,7 +414,7 @@ pub async fn inspect(client: &Client, endpoint: &str, tables: &[&Table], languag
         }
         let mut statements = vec![format!("DROP POLICY IF EXISTS {} ON {target}", quote_ident(&name)), sql];
         statements.extend(comment("POLICY", &format!("{} ON {target}", quote_ident(&name)), p.get(9)));
-        out.policies.push(ObjectDdl { kind: "policy", name: format!("{schema}.{table}.{name}"), statements });
+        out.policies.push(ObjectDdl { kind: ObjectKind::Policy, name: format!("{schema}.{table}.{name}"), statements });
     }
     out.roles = roles.into_iter().collect();
     let secured = client
@@ -377,7 +436,7 @@ pub async fn inspect(client: &Client, endpoint: &str, tables: &[&Table], languag
         if s.get::<_, bool>(4) {
             statements.push(format!("ALTER TABLE {target} FORCE ROW LEVEL SECURITY"));
         }
-        out.activation.push(ObjectDdl { kind: "row security", name: format!("{}.{}", s.get::<_, String>(1), s.get::<_, String>(2)), statements });
+        out.activation.push(ObjectDdl { kind: ObjectKind::RowSecurity, name: format!("{}.{}", s.get::<_, String>(1), s.get::<_, String>(2)), statements });
     }
 
     not_carried(client, endpoint, &mut out.not_carried).await?;
@@ -654,7 +713,7 @@ async fn comments(client: &Client, endpoint: &str, copied: &BTreeSet<u32>) -> Re
         rows.iter()
             .map(|r| {
                 let (object, text): (String, String) = (r.get(0), r.get(1));
-                ObjectDdl { kind: "comment", name: object.clone(), statements: vec![format!("COMMENT ON {object} IS {}", quote_literal(&text))] }
+                ObjectDdl { kind: ObjectKind::Comment, name: object.clone(), statements: vec![format!("COMMENT ON {object} IS {}", quote_literal(&text))] }
             })
             .collect()
     };

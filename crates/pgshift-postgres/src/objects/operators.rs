@@ -8,7 +8,7 @@
 
 use tokio_postgres::Client;
 
-use super::{comment, ObjectDdl};
+use super::{comment, ObjectDdl, ObjectKind};
 use crate::catalog::{not_from_extension, not_internal, SKIP_SCHEMAS};
 use crate::error::{Context, PgError};
 use crate::sql::{qualified, quote_ident, quote_literal};
@@ -41,7 +41,7 @@ pub(super) async fn before_types(client: &Client, endpoint: &str, public_moves: 
     let mut out: Vec<ObjectDdl> = schemas
         .iter()
         .map(|r| ObjectDdl {
-            kind: "schema",
+            kind: ObjectKind::Schema,
             name: r.get(0),
             statements: comment("SCHEMA", &quote_ident(&r.get::<_, String>(0)), r.get(1)).into_iter().collect(),
         })
@@ -85,7 +85,7 @@ async fn collations(client: &Client, endpoint: &str) -> Result<Vec<ObjectDdl>, P
         let target = qualified(&schema, &name);
         let mut statements = vec![format!("CREATE COLLATION {target} ({})", options.join(", "))];
         statements.extend(comment("COLLATION", &target, r.get(8)));
-        out.push(ObjectDdl { kind: "collation", name: format!("{schema}.{name}"), statements });
+        out.push(ObjectDdl { kind: ObjectKind::Collation, name: format!("{schema}.{name}"), statements });
     }
     Ok(out)
 }
@@ -115,7 +115,7 @@ pub(super) async fn after_routines(client: &Client, endpoint: &str, not_carried:
         let options = options.map(|o| format!(", {o}")).unwrap_or_default();
         let mut statements = vec![format!("CREATE TEXT SEARCH DICTIONARY {target} (TEMPLATE = {template}{options})")];
         statements.extend(comment("TEXT SEARCH DICTIONARY", &target, r.get(4)));
-        out.push(ObjectDdl { kind: "text search dictionary", name: format!("{schema}.{name}"), statements });
+        out.push(ObjectDdl { kind: ObjectKind::TextSearchDictionary, name: format!("{schema}.{name}"), statements });
     }
 
     let configurations = client
@@ -141,7 +141,7 @@ pub(super) async fn after_routines(client: &Client, endpoint: &str, not_carried:
         let mut statements = vec![format!("CREATE TEXT SEARCH CONFIGURATION {target} (PARSER = {parser})")];
         statements.extend(r.get::<_, Vec<String>>(4).iter().map(|m| format!("ALTER TEXT SEARCH CONFIGURATION {target} ADD MAPPING FOR {m}")));
         statements.extend(comment("TEXT SEARCH CONFIGURATION", &target, r.get(3)));
-        out.push(ObjectDdl { kind: "text search configuration", name: format!("{schema}.{name}"), statements });
+        out.push(ObjectDdl { kind: ObjectKind::TextSearchConfiguration, name: format!("{schema}.{name}"), statements });
     }
     // Parsers and templates are made of C functions.
     for (kind, catalog, column, namespace) in
@@ -194,7 +194,7 @@ pub(super) async fn after_routines(client: &Client, endpoint: &str, not_carried:
         let signature = format!("{target} ({}, {})", left.as_deref().unwrap_or("NONE"), right.as_deref().unwrap_or("NONE"));
         let mut statements = vec![format!("CREATE OPERATOR {target} ({})", options.join(", "))];
         statements.extend(comment("OPERATOR", &signature, r.get(11)));
-        out.push(ObjectDdl { kind: "operator", name: format!("{schema}.{name}"), statements });
+        out.push(ObjectDdl { kind: ObjectKind::Operator, name: format!("{schema}.{name}"), statements });
     }
 
     out.extend(operator_classes(client, endpoint).await?);
@@ -228,7 +228,7 @@ pub(super) async fn after_routines(client: &Client, endpoint: &str, not_carried:
         let pair = format!("({source} AS {target})");
         let mut statements = vec![format!("CREATE CAST {pair} {how}{when}")];
         statements.extend(comment("CAST", &pair, r.get(5)));
-        out.push(ObjectDdl { kind: "cast", name: format!("{source} AS {target}"), statements });
+        out.push(ObjectDdl { kind: ObjectKind::Cast, name: format!("{source} AS {target}"), statements });
     }
     Ok(out)
 }
@@ -320,7 +320,7 @@ async fn operator_classes(client: &Client, endpoint: &str) -> Result<Vec<ObjectD
             statements.push(format!("ALTER OPERATOR FAMILY {on} ADD {}", loose.join(", ")));
         }
         statements.extend(comment("OPERATOR FAMILY", &on, f.get(4)));
-        out.push(ObjectDdl { kind: "operator family", name: format!("{schema}.{name}"), statements });
+        out.push(ObjectDdl { kind: ObjectKind::OperatorFamily, name: format!("{schema}.{name}"), statements });
     }
     Ok(out)
 }

@@ -10,9 +10,9 @@ use tokio_postgres::Row;
 
 use super::{ChunkState, Store};
 use crate::error::{Error, Result};
-use crate::plan::LeftOut;
 use crate::plan::chunks::SplitKind;
 use crate::plan::embedding::EmbeddingSpec;
+use crate::plan::LeftOut;
 use crate::run::{migrations, slot, Phase, Run};
 
 /// The columns [`run_from`] reads, in its order, from `pgshift.runs runs`. The schema
