@@ -171,6 +171,11 @@ impl ConnInfo {
         Ok(client)
     }
 
+    /// [`ConnInfo::connect`], with the endpoint it reports errors against.
+    pub async fn session(&self) -> Result<Session, PgError> {
+        Ok(Session { client: self.connect().await?, endpoint: self.endpoint.clone() })
+    }
+
     /// A connection without pgshift's session settings, for servers that only speak
     /// part of PostgreSQL (PgBouncer's admin console takes no SET).
     pub async fn connect_plain(&self) -> Result<Client, PgError> {
@@ -228,6 +233,33 @@ impl ConnInfo {
             return PgError::Tls { endpoint, reason: redact_reason(&text, "") };
         }
         PgError::Unreachable { endpoint, reason: redact_reason(&text, "") }
+    }
+}
+
+/// A connection and its printable endpoint (`user@host:port/db`): what every statement
+/// needs, to run and to say where it failed. Derefs to the client.
+pub struct Session {
+    client: Client,
+    endpoint: String,
+}
+
+impl Session {
+    /// `user@host:port/db`, safe to print.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+}
+
+impl std::ops::Deref for Session {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Session {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
     }
 }
 

@@ -21,5 +21,5 @@ pub mod spool;
 pub mod sql;
 pub mod tls;
 
-pub use conn::ConnInfo;
+pub use conn::{ConnInfo, Session};
 pub use error::PgError;

@@ -25,17 +25,19 @@ use pgshift_postgres::error::Context;
 use pgshift_postgres::lsn::Lsn;
 use pgshift_postgres::schema_map::SchemaMap;
 use pgshift_postgres::sql::{qualified, quote_ident};
-use pgshift_postgres::ConnInfo;
+use pgshift_postgres::{ConnInfo, Session};
 use serde::Serialize;
 use tokio_postgres::Client;
 
 use crate::catchup::{self as follow, emit_mark, FollowOptions, Until, FENCE};
 use crate::error::{Error, Result};
 use crate::metrics::Stage;
+use crate::plan::LeftOut;
 use crate::progress::{Progress, Silent};
-use crate::run::Phase;
+use crate::run::{Phase, Run};
 use crate::run::slot::{self, SlotState};
 use crate::run::store::Store;
+use pooler::PoolSwitch;
 
 #[derive(Clone, Debug)]
 pub struct CutoverOptions {
@@ -127,78 +129,304 @@ pub mod reverse;
 /// SQLSTATEs of an object that is not there: undefined table, column, object, function.
 const GONE: [&str; 4] = ["42P01", "42703", "42704", "42883"];
 
+/// A step of the cutover, in the order it runs. [`plan`] builds the list in order:
+/// `--dry-run` prints it, the log names each step as it begins, and each step's time
+/// inside the write pause goes to its part of the pause report ([`Step::pause_part`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// PgBouncer holds new queries (--pgbouncer).
+    PoolerPause,
+    /// LOCK TABLE on the source: writers in flight finish, new ones wait.
+    Lock,
+    /// The fence mark, and the wait until the target applied it.
+    LastChanges,
+    /// Sequence values; the target's triggers and row security switched on.
+    Sequences,
+    LargeObjects,
+    /// A snapshot on each side for the counts compared after the pause.
+    Snapshots,
+    /// Replication back to the old database (--reverse).
+    Reverse,
+    /// `pgshift rollback`: the old database writable again.
+    Rollback,
+    /// PgBouncer's entry pointed at the new database, RELOAD, RESUME.
+    PoolerSwitch,
+    /// The source read-only (unless --keep-source-writable), the locks released.
+    Release,
+    /// Row counts under the snapshots (writers no longer wait).
+    Counts,
+    /// The run done; its slot, publication, origin and catch-up triggers gone.
+    Finish,
+}
+
+impl Step {
+    /// The part of [`PauseSteps`] this step's time counts in (None: after the pause).
+    fn pause_part(self, parts: &mut PauseSteps) -> Option<&mut f64> {
+        match self {
+            Step::PoolerPause | Step::Lock => Some(&mut parts.lock_ms),
+            Step::LastChanges => Some(&mut parts.last_changes_ms),
+            Step::Sequences => Some(&mut parts.sequences_ms),
+            Step::LargeObjects => Some(&mut parts.large_objects_ms),
+            Step::Snapshots => Some(&mut parts.snapshots_ms),
+            Step::Reverse | Step::Rollback | Step::PoolerSwitch => Some(&mut parts.switch_ms),
+            Step::Release => Some(&mut parts.release_ms),
+            Step::Counts | Step::Finish => None,
+        }
+    }
+}
+
+/// The cutover's steps for these options, in the order they run.
+fn plan(opts: &CutoverOptions, pooled: bool) -> Vec<Step> {
+    let mut steps = Vec::new();
+    if pooled {
+        steps.push(Step::PoolerPause);
+    }
+    steps.extend([Step::Lock, Step::LastChanges, Step::Sequences, Step::LargeObjects, Step::Snapshots]);
+    if opts.reverse {
+        steps.push(Step::Reverse);
+    }
+    if opts.rollback {
+        steps.push(Step::Rollback);
+    }
+    if pooled {
+        steps.push(Step::PoolerSwitch);
+    }
+    steps.extend([Step::Release, Step::Counts, Step::Finish]);
+    steps
+}
+
+/// What the cutover knows before it pauses anything, and the connections it works with.
+struct Cutover<'a> {
+    source: &'a ConnInfo,
+    target: &'a ConnInfo,
+    opts: &'a CutoverOptions,
+    src: &'a Session,
+    dst: &'a Session,
+    run: &'a Run,
+    slot: &'a str,
+    catalog: &'a Catalog,
+    /// The run's tables as the target has them, and the server's version.
+    tables: &'a [&'a Table],
+    target_version: i32,
+    /// Each run table as the source and as the target has it (schemas may differ: --map-schema).
+    pairs: Vec<(&'a Table, &'a Table)>,
+    large_objects: Option<large_objects::Carry>,
+    left_out: &'a LeftOut,
+    pool: Option<PoolSwitch>,
+}
+
+/// What the write pause holds: the fence's session, the two snapshot sessions.
+struct Pause {
+    fence: Session,
+    snapshots: (Session, Session),
+    began: Instant,
+    activation: Vec<String>,
+}
+
+impl Cutover<'_> {
+    fn source_tables(&self) -> Vec<&Table> {
+        self.pairs.iter().map(|(s, _)| *s).collect()
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.pairs.iter().map(|(s, _)| s.qualified()).collect()
+    }
+
+    /// What a step does, as `--dry-run` and the log say it.
+    fn describe(&self, step: Step) -> String {
+        let database = || self.pool.as_ref().map(|p| p.database.clone()).unwrap_or_default();
+        match step {
+            Step::PoolerPause => format!("PgBouncer: PAUSE {} (transactions in flight finish, new queries wait)", database()),
+            Step::Lock => format!("on the source: LOCK TABLE {} IN EXCLUSIVE MODE (lock_timeout {} ms)", self.names().join(", "), self.opts.timeout.as_millis()),
+            Step::LastChanges => "write a fence mark into the source's WAL and wait until the target applied it".into(),
+            Step::Sequences => format!(
+                "copy {} sequence values to the target, switch on its triggers and row security",
+                ddl::sequence_values(self.catalog, &self.source_tables()).len()
+            ),
+            Step::LargeObjects => match self.large_objects {
+                Some(_) => "bring the target's large objects up to date (only those that differ are written)".into(),
+                None => "large objects: not carried by this run".into(),
+            },
+            Step::Snapshots => "open a snapshot on each side (the counts are compared under them after the pause)".into(),
+            Step::Reverse => {
+                let mut step = "on the target: create a publication and a slot for replication back to the source".to_string();
+                let columns: Vec<String> = self.left_out.iter().flat_map(|(t, cs)| cs.iter().map(move |c| format!("{t}.{c}"))).collect();
+                if !columns.is_empty() {
+                    step.push_str(&format!(", leaving out {} (vectors pgshift recomputed: the old database's column keeps its own)", columns.join(", ")));
+                }
+                step
+            }
+            Step::Rollback => format!("make {} writable again (ALTER DATABASE ... RESET default_transaction_read_only)", self.dst.endpoint()),
+            Step::PoolerSwitch => {
+                let ini = self.pool.as_ref().map(|p| p.ini.display().to_string()).unwrap_or_default();
+                format!("PgBouncer: point [databases] {} in {ini} at {}, RELOAD, RESUME {}", database(), self.dst.endpoint(), database())
+            }
+            Step::Release => match self.opts.keep_source_writable {
+                true => "release the locks; the source stays writable (--keep-source-writable)".into(),
+                false => "make the source database read-only for new sessions and end the sessions waiting to write, then release the locks".into(),
+            },
+            Step::Counts => format!("compare row counts of {} tables under the fence's snapshots", self.pairs.len()),
+            Step::Finish => format!("mark run {} done, drop slot {} and its publication on the source", self.run.run_id, self.slot),
+        }
+    }
+
+    /// One step inside the write pause.
+    async fn pause_step(&mut self, step: Step, pause: &Pause, report: &mut CutoverReport) -> Result<()> {
+        let (src, dst) = (self.src, self.dst);
+        match step {
+            Step::PoolerPause => self.pool.as_mut().expect("planned with a pool").pause(self.opts.timeout).await?,
+            Step::Lock => {
+                let lock = format!(
+                    "BEGIN; SET LOCAL lock_timeout = {}; LOCK TABLE {} IN EXCLUSIVE MODE",
+                    self.opts.timeout.as_millis(),
+                    if self.pairs.is_empty() { "pg_catalog.pg_class".to_string() } else { self.names().join(", ") }
+                );
+                pause.fence.batch_execute(&lock).await.context(&src.endpoint(), || "fence writes (LOCK TABLE ... IN EXCLUSIVE MODE)".into())?;
+            }
+            Step::LastChanges => {
+                let fence_lsn = apply_up_to_fence(&pause.fence, src, self.slot, pause.began, self.opts.timeout).await?;
+                report.fence_lsn = Some(fence_lsn.to_string());
+            }
+            Step::Sequences => {
+                report.sequences_synced = sync_sequences(&pause.fence, dst, (self.catalog, &self.run.schema_map), &self.source_tables()).await?;
+                // Triggers and row security, held back while catch-up applied the source's
+                // own triggers' results: from now on the target's fire.
+                for sql in &pause.activation {
+                    // Recorded at the load: an object dropped (or renamed) on the source during
+                    // catch-up is gone on the target too, and its statement no longer applies.
+                    match dst.batch_execute(sql).await {
+                        Err(e) if e.code().is_some_and(|c| GONE.contains(&c.code())) => {
+                            report.skipped.push(format!("{sql}: {}", pgshift_postgres::error::describe(&e)));
+                        }
+                        other => other.context(&dst.endpoint(), || sql.clone())?,
+                    }
+                }
+            }
+            Step::LargeObjects => {
+                // Logical decoding does not carry large objects: made the same here, while
+                // writers wait (a pause that grows with their size; none without them).
+                if let Some(carry) = self.large_objects {
+                    report.large_objects = Some(large_objects::sync((src, src.endpoint()), (dst, dst.endpoint()), carry).await?);
+                }
+            }
+            Step::Snapshots => {
+                for session in [&pause.snapshots.0, &pause.snapshots.1] {
+                    session
+                        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1")
+                        .await
+                        .context(&session.endpoint(), || "open the snapshot the counts are compared under".into())?;
+                }
+            }
+            Step::Reverse => {
+                let forward = reverse::Forward { run_id: self.run.run_id, schema_map: &self.run.schema_map, large_objects: self.large_objects, left_out: self.left_out };
+                report.reverse_slot = Some(reverse::set_up((src, src.endpoint()), (dst, self.target), (self.tables, self.target_version), &forward).await?);
+            }
+            Step::Rollback => {
+                let sql = format!("ALTER DATABASE {} RESET default_transaction_read_only", quote_ident(self.target.dbname()));
+                dst.batch_execute(&sql).await.context(&dst.endpoint(), || sql.clone())?;
+            }
+            Step::PoolerSwitch => {
+                let p = self.pool.as_mut().expect("planned with a pool");
+                p.repoint().await?;
+                let waited = p.resume().await?;
+                report.pgbouncer = Some(PoolerReport { database: p.database.clone(), ini: p.ini.display().to_string(), client_wait_ms: waited.as_secs_f64() * 1000.0 });
+            }
+            Step::Release | Step::Counts | Step::Finish => unreachable!("{step:?} runs after the pause"),
+        }
+        Ok(())
+    }
+
+    /// Ends the pause: the source read-only (unless kept writable), the locks released.
+    async fn release(&self, pause: &Pause, report: &mut CutoverReport) -> Result<()> {
+        if !self.opts.keep_source_writable {
+            make_read_only(&pause.fence, self.source.dbname()).await?;
+            report.source_read_only = true;
+        }
+        pause.fence.batch_execute("COMMIT").await.context(&self.src.endpoint(), || "release the fence".into())?;
+        Ok(())
+    }
+
+    /// After the switch: the run is done, its slot, publication, origin and catch-up
+    /// triggers go, declared keys are validated.
+    async fn finish(&self, store: &Store<'_>, own_follower: Option<tokio::task::JoinHandle<Result<follow::FollowReport>>>, report: &mut CutoverReport) -> Result<()> {
+        let (src, dst) = (self.src, self.dst);
+        store.advance(self.run.run_id, Phase::Loaded, Phase::Done).await?;
+        if let Some(task) = own_follower {
+            let _ = task.await;
+        }
+        slot::drop(src, src.endpoint(), self.slot).await?;
+        crate::catchup::ddl::remove_if_unused(src, src.endpoint()).await?;
+        slot::drop_origin(dst, dst.endpoint(), self.slot).await;
+        // From now on the application writes the vectors: catch-up's trigger goes.
+        let embedded = store.run_embeddings(self.run.run_id).await?;
+        for (s, t) in self.pairs.iter().filter(|(_, t)| t.partition_of.is_none()) {
+            for spec in embedded.iter().filter(|spec| crate::plan::select::table_matches(s, &spec.table)) {
+                for sql in crate::embed::catchup::drop_catchup_ddl(t, spec) {
+                    dst.batch_execute(&sql).await.context(&dst.endpoint(), || sql.clone())?;
+                }
+            }
+        }
+        // Replication back reports the new database's schema changes too (after pgshift's own cleanup above).
+        if self.opts.reverse {
+            if let Some(reason) = crate::catchup::ddl::install(dst, dst.endpoint()).await? {
+                tracing::warn!("{reason}");
+            }
+        }
+        report.foreign_keys = crate::load::links::validate_declared(dst, dst.endpoint()).await?;
+        Ok(())
+    }
+}
+
 pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions) -> Result<CutoverReport> {
-    let (src_name, dst_name) = (source.endpoint(), target.endpoint());
-    let src = source.connect().await?;
-    let dst = target.connect().await?;
+    let src = source.session().await?;
+    let dst = target.session().await?;
     if opts.rollback {
         // The old database was made read-only by the cutover; this session writes to it.
-        dst.batch_execute("SET default_transaction_read_only = off").await.context(&dst_name, || "leave read-only mode".into())?;
+        dst.batch_execute("SET default_transaction_read_only = off").await.context(&dst.endpoint(), || "leave read-only mode".into())?;
     }
-    let store = Store::new(&dst, dst_name);
-    let (run, slot) = store.run_to_follow(src_name).await?;
-    let large_objects = store.large_objects(run.run_id).await?;
+    let store = Store::new(&dst, dst.endpoint());
+    let (run, slot) = store.run_to_follow(src.endpoint()).await?;
     let left_out = store.left_out(run.run_id).await?;
-    let SlotState::Usable { active: follower_running, confirmed } = slot::check(&src, src_name, &slot).await? else {
+    let SlotState::Usable { active: follower_running, confirmed } = slot::check(&src, src.endpoint(), &slot).await? else {
         unreachable!("check refuses missing and lost slots")
     };
     let confirmed: Lsn = confirmed.unwrap_or_default().parse().unwrap_or_default();
-    let lag = slot::lag_bytes(&src, src_name, confirmed).await?;
-    let catalog = catalog::inspect(&src, &src_name).await?;
-    let target_catalog = catalog::inspect(&dst, &dst_name).await?;
-    let tables = follow::run_tables(&dst, dst_name, &run, &target_catalog).await?;
-    // Each run table as the source and as the target has it (schemas may differ: --map-schema).
+    let lag = slot::lag_bytes(&src, src.endpoint(), confirmed).await?;
+    let catalog = catalog::inspect(&src, &src.endpoint()).await?;
+    let target_catalog = catalog::inspect(&dst, &dst.endpoint()).await?;
+    let tables = follow::run_tables(&dst, dst.endpoint(), &run, &target_catalog).await?;
     let back = run.schema_map.inverse();
-    let pairs: Vec<(&Table, &Table)> =
-        tables.iter().filter_map(|t| catalog.table(back.target_schema(&t.schema), &t.name).map(|s| (s, *t))).collect();
-    let source_tables: Vec<&Table> = pairs.iter().map(|(s, _)| *s).collect();
-    let names: Vec<String> = source_tables.iter().map(|t| t.qualified()).collect();
-
-    let mut report = CutoverReport { run_id: run.run_id, dry_run: opts.dry_run, lag_bytes_before: lag, switch_to: dst_name.to_string(), ..Default::default() };
-    report.steps = vec![
-        format!("on the source: LOCK TABLE {} IN EXCLUSIVE MODE (lock_timeout {} ms)", names.join(", "), opts.timeout.as_millis()),
-        "write a fence mark into the source's WAL and wait until the target applied it".into(),
-        format!("copy {} sequence values to the target, switch on its triggers and row security", ddl::sequence_values(&catalog, &source_tables).len()),
-        match large_objects {
-            Some(_) => "bring the target's large objects up to date (only those that differ are written)".into(),
-            None => "large objects: not carried by this run".into(),
-        },
-        "open a snapshot on each side (the counts are compared under them after the pause)".into(),
-        if opts.keep_source_writable {
-            "release the locks; the source stays writable (--keep-source-writable)".into()
-        } else {
-            "make the source database read-only for new sessions and end the sessions waiting to write, then release the locks".into()
-        },
-        format!("compare row counts of {} tables under the fence's snapshots", names.len()),
-        format!("mark run {} done, drop slot {slot} and its publication on the source", run.run_id),
-    ];
-    if opts.reverse {
-        reverse::check_possible(&dst, dst_name).await?;
-        let mut step = "on the target: create a publication and a slot for replication back to the source".to_string();
-        let columns: Vec<String> = left_out.iter().flat_map(|(t, cs)| cs.iter().map(move |c| format!("{t}.{c}"))).collect();
-        if !columns.is_empty() {
-            step.push_str(&format!(
-                ", leaving out {} (vectors pgshift recomputed: the old database's column keeps its own)",
-                columns.join(", ")
-            ));
-        }
-        report.steps.insert(5, step);
-    }
-    if opts.rollback {
-        report.steps.insert(5, format!("make {dst_name} writable again (ALTER DATABASE ... RESET default_transaction_read_only)"));
-    }
-    let mut pool = match &opts.pgbouncer {
-        Some(p) => Some(p.prepare(source, target).await?),
-        None => None,
+    let mut cut = Cutover {
+        source,
+        target,
+        opts,
+        src: &src,
+        dst: &dst,
+        run: &run,
+        slot: &slot,
+        catalog: &catalog,
+        tables: &tables,
+        target_version: target_catalog.server_version_num,
+        pairs: tables.iter().filter_map(|t| catalog.table(back.target_schema(&t.schema), &t.name).map(|s| (s, *t))).collect(),
+        large_objects: store.large_objects(run.run_id).await?,
+        left_out: &left_out,
+        pool: None,
     };
-    if let Some(p) = &pool {
-        report.steps.insert(0, format!("PgBouncer: PAUSE {} (transactions in flight finish, new queries wait)", p.database));
-        let at = report.steps.len() - 2;
-        report.steps.insert(
-            at,
-            format!("PgBouncer: point [databases] {} in {} at {dst_name}, RELOAD, RESUME {}", p.database, p.ini.display(), p.database),
-        );
+    if opts.reverse {
+        reverse::check_possible(&dst, dst.endpoint()).await?;
     }
+    if let Some(p) = &opts.pgbouncer {
+        cut.pool = Some(p.prepare(source, target).await?);
+    }
+    let steps = plan(opts, cut.pool.is_some());
+    let mut report = CutoverReport {
+        run_id: run.run_id,
+        dry_run: opts.dry_run,
+        steps: steps.iter().map(|step| cut.describe(*step)).collect(),
+        lag_bytes_before: lag,
+        switch_to: dst.endpoint().to_string(),
+        ..Default::default()
+    };
     if lag > opts.max_lag_bytes {
         return Err(Error::State(format!(
             "the target is {lag} bytes of WAL behind the source (limit {}): let pgshift follow catch up first, \
@@ -224,7 +452,7 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
     // The pause applies what the source wrote since catch-up was last close: wait until
     // it is close now, before fencing, whoever follows.
     let stopped = || own_follower.as_ref().is_some_and(|task| task.is_finished());
-    if let Err(e) = wait_until_caught_up(&src, src_name, &slot, opts.timeout, own_follower.is_some(), &stopped).await {
+    if let Err(e) = wait_until_caught_up(&src, &slot, opts.timeout, own_follower.is_some(), &stopped).await {
         return match own_follower {
             Some(task) => match task.await {
                 Ok(Err(follow_error)) => Err(follow_error),
@@ -235,117 +463,37 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
     }
 
     crate::metrics::set_phase(Stage::Cutover);
+    let release_at = steps.iter().position(|s| *s == Step::Release).expect("every plan releases the fence");
     let activation = store.at_cutover(run.run_id).await?;
-
     // Every connection the pause needs is made before it begins.
-    let fence = source.connect().await?;
-    let snapshots = (source.connect().await?, target.connect().await?);
-    let lock = format!(
-        "BEGIN; SET LOCAL lock_timeout = {}; LOCK TABLE {} IN EXCLUSIVE MODE",
-        opts.timeout.as_millis(),
-        if names.is_empty() { "pg_catalog.pg_class".to_string() } else { names.join(", ") }
-    );
-    let paused = Instant::now();
+    let (fence, snapshots) = (source.session().await?, (source.session().await?, target.session().await?));
+    let pause = Pause { fence, snapshots, began: Instant::now(), activation };
     let mut clock = StepClock::new();
-    let result = async {
-        if let Some(p) = pool.as_mut() {
-            p.pause(opts.timeout).await?;
+    let paused = async {
+        for &step in &steps[..release_at] {
+            tracing::info!("cutover: {}", cut.describe(step));
+            cut.pause_step(step, &pause, &mut report).await?;
+            *step.pause_part(&mut report.pause_steps).expect("a step of the pause") += clock.lap();
         }
-        fence.batch_execute(&lock).await.context(&src_name, || "fence writes (LOCK TABLE ... IN EXCLUSIVE MODE)".into())?;
-        report.pause_steps.lock_ms = clock.lap();
-        let fence_lsn = apply_up_to_fence(&fence, &src, src_name, &slot, paused, opts.timeout).await?;
-        report.pause_steps.last_changes_ms = clock.lap();
-        let source_tables: Vec<&Table> = pairs.iter().map(|(s, _)| *s).collect();
-        let sequences = sync_sequences(&fence, &dst, (src_name, dst_name), (&catalog, &run.schema_map), &source_tables).await?;
-        // Triggers and row security, held back while catch-up applied the source's
-        // own triggers' results: from now on the target's fire.
-        for sql in &activation {
-            // Recorded at the load: an object dropped (or renamed) on the source during
-            // catch-up is gone on the target too, and its statement no longer applies.
-            match dst.batch_execute(sql).await {
-                Err(e) if e.code().is_some_and(|c| GONE.contains(&c.code())) => {
-                    report.skipped.push(format!("{sql}: {}", pgshift_postgres::error::describe(&e)));
-                }
-                other => other.context(&dst_name, || sql.clone())?,
-            }
-        }
-        report.pause_steps.sequences_ms = clock.lap();
-        // Logical decoding does not carry large objects: made the same here, while
-        // writers wait (a pause that grows with their size; none without them).
-        if let Some(carry) = large_objects {
-            report.large_objects = Some(large_objects::sync((&src, src_name), (&dst, dst_name), carry).await?);
-        }
-        report.pause_steps.large_objects_ms = clock.lap();
-        for (client, name) in [(&snapshots.0, src_name), (&snapshots.1, dst_name)] {
-            client
-                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1")
-                .await
-                .context(&name, || "open the snapshot the counts are compared under".into())?;
-        }
-        report.pause_steps.snapshots_ms = clock.lap();
-        if opts.reverse {
-            let forward = reverse::Forward { run_id: run.run_id, schema_map: &run.schema_map, large_objects, left_out: &left_out };
-            report.reverse_slot = Some(reverse::set_up((&src, src_name), (&dst, target), (&tables, target_catalog.server_version_num), &forward).await?);
-        }
-        if opts.rollback {
-            let sql = format!("ALTER DATABASE {} RESET default_transaction_read_only", quote_ident(target.dbname()));
-            dst.batch_execute(&sql).await.context(&dst_name, || sql.clone())?;
-        }
-        if let Some(p) = pool.as_mut() {
-            p.repoint().await?;
-            let waited = p.resume().await?;
-            report.pgbouncer =
-                Some(PoolerReport { database: p.database.clone(), ini: p.ini.display().to_string(), client_wait_ms: waited.as_secs_f64() * 1000.0 });
-        }
-        report.pause_steps.switch_ms = clock.lap();
-        Ok::<_, Error>((fence_lsn, sequences))
+        Ok::<_, Error>(())
     }
     .await;
-    match result {
-        Ok((fence_lsn, sequences)) => {
-            if !opts.keep_source_writable {
-                make_read_only(&fence, src_name, source.dbname()).await?;
-                report.source_read_only = true;
-            }
-            fence.batch_execute("COMMIT").await.context(&src_name, || "release the fence".into())?;
-            report.pause_steps.release_ms = clock.lap();
-            report.write_pause_ms = paused.elapsed().as_secs_f64() * 1000.0;
-            report.fence_lsn = Some(fence_lsn.to_string());
-            report.sequences_synced = sequences;
+    if let Err(e) = paused {
+        let _ = pause.fence.batch_execute("ROLLBACK").await;
+        if let Some(p) = cut.pool.as_mut() {
+            p.undo().await;
         }
-        Err(e) => {
-            let _ = fence.batch_execute("ROLLBACK").await;
-            if let Some(p) = pool.as_mut() {
-                p.undo().await;
-            }
-            return Err(Error::State(format!("cutover aborted, writes on the source resumed and nothing was switched: {e}")));
-        }
+        return Err(Error::State(format!("cutover aborted, writes on the source resumed and nothing was switched: {e}")));
     }
-    tracing::info!("writes resumed after {:.0} ms; comparing row counts under the fence's snapshots", report.write_pause_ms);
-    let counted = compare_counts(&snapshots.0, &snapshots.1, (src_name, dst_name), &pairs).await;
-    store.advance(run.run_id, Phase::Loaded, Phase::Done).await?;
-    if let Some(task) = own_follower {
-        let _ = task.await;
-    }
-    slot::drop(&src, src_name, &slot).await?;
-    crate::catchup::ddl::remove_if_unused(&src, src_name).await?;
-    slot::drop_origin(&dst, dst_name, &slot).await;
-    // From now on the application writes the vectors: catch-up's trigger goes.
-    let embedded = store.run_embeddings(run.run_id).await?;
-    for (s, t) in pairs.iter().filter(|(_, t)| t.partition_of.is_none()) {
-        for spec in embedded.iter().filter(|spec| crate::plan::select::table_matches(s, &spec.table)) {
-            for sql in crate::embed::catchup::drop_catchup_ddl(t, spec) {
-                dst.batch_execute(&sql).await.context(&dst_name, || sql.clone())?;
-            }
-        }
-    }
-    // Replication back reports the new database's schema changes too (after pgshift's own cleanup above).
-    if opts.reverse {
-        if let Some(reason) = crate::catchup::ddl::install(&dst, dst_name).await? {
-            tracing::warn!("{reason}");
-        }
-    }
-    report.foreign_keys = crate::load::links::validate_declared(&dst, dst_name).await?;
+    tracing::info!("cutover: {}", cut.describe(Step::Release));
+    cut.release(&pause, &mut report).await?;
+    *Step::Release.pause_part(&mut report.pause_steps).expect("the pause's last step") += clock.lap();
+    report.write_pause_ms = pause.began.elapsed().as_secs_f64() * 1000.0;
+
+    tracing::info!("writes resumed after {:.0} ms; cutover: {}", report.write_pause_ms, cut.describe(Step::Counts));
+    let counted = compare_counts(&pause.snapshots.0, &pause.snapshots.1, &cut.pairs).await;
+    tracing::info!("cutover: {}", cut.describe(Step::Finish));
+    cut.finish(&store, own_follower, &mut report).await?;
     crate::metrics::set_phase(Stage::Done);
     report.counts = counted?;
     Ok(report)
@@ -368,7 +516,8 @@ impl StepClock {
 
 /// Writes the fence mark and waits until the target confirmed it: every change made
 /// before the fence is applied. Gives up at `timeout` after the pause began.
-async fn apply_up_to_fence(fence: &Client, src: &Client, src_name: &str, slot: &str, paused: Instant, timeout: Duration) -> Result<Lsn> {
+async fn apply_up_to_fence(fence: &Client, src: &Session, slot: &str, paused: Instant, timeout: Duration) -> Result<Lsn> {
+    let src_name = src.endpoint();
     let fence_lsn = emit_mark(fence, src, src_name, FENCE).await?;
     loop {
         let confirmed: Option<String> = src
@@ -393,7 +542,7 @@ async fn apply_up_to_fence(fence: &Client, src: &Client, src_name: &str, slot: &
 /// process's own follower (`own`) must get there, or the cutover stops (`stopped`:
 /// it ended). Another process's follower that stays further behind for `timeout`
 /// (30 s at least) is not waited for longer: the pause then includes its lag.
-async fn wait_until_caught_up(src: &Client, src_name: &str, slot: &str, timeout: Duration, own: bool, stopped: &(dyn Fn() -> bool + Sync)) -> Result<()> {
+async fn wait_until_caught_up(src: &Session, slot: &str, timeout: Duration, own: bool, stopped: &(dyn Fn() -> bool + Sync)) -> Result<()> {
     let deadline = Instant::now() + timeout.max(Duration::from_secs(30));
     loop {
         let row = src
@@ -402,7 +551,7 @@ async fn wait_until_caught_up(src: &Client, src_name: &str, slot: &str, timeout:
                 &[&slot],
             )
             .await
-            .context(&src_name, || "read the run's slot".into())?;
+            .context(&src.endpoint(), || "read the run's slot".into())?;
         let lag: Option<f64> = row.get(1);
         if row.get::<_, bool>(0) && lag.is_some_and(|l| l < 1024.0 * 1024.0) {
             return Ok(());
@@ -422,23 +571,17 @@ async fn wait_until_caught_up(src: &Client, src_name: &str, slot: &str, timeout:
 }
 
 /// Sets every sequence of the run on the target to the source's current value.
-async fn sync_sequences(
-    fence: &Client,
-    dst: &Client,
-    (src_name, dst_name): (&str, &str),
-    (catalog, schema_map): (&Catalog, &SchemaMap),
-    tables: &[&Table],
-) -> Result<usize> {
+async fn sync_sequences(fence: &Session, dst: &Session, (catalog, schema_map): (&Catalog, &SchemaMap), tables: &[&Table]) -> Result<usize> {
     let mut current = catalog.clone();
     for s in current.sequences.iter_mut() {
         let sql = format!("SELECT last_value, is_called FROM {}", qualified(&s.schema, &s.name));
-        let row = fence.query_one(&sql, &[]).await.context(&src_name, || sql.clone())?;
+        let row = fence.query_one(&sql, &[]).await.context(&fence.endpoint(), || sql.clone())?;
         s.value = Some((row.get(0), row.get(1)));
     }
     let view = schema_map.target_view(&current);
     let statements = ddl::sequence_values(&view, &view.same_tables(tables));
     for sql in &statements {
-        dst.batch_execute(sql).await.context(&dst_name, || sql.clone())?;
+        dst.batch_execute(sql).await.context(&dst.endpoint(), || sql.clone())?;
     }
     Ok(statements.len())
 }
@@ -446,7 +589,7 @@ async fn sync_sequences(
 /// Row counts of every run table, each side in the snapshot opened inside the fence
 /// (both transactions end here). The switch already happened: a difference is an
 /// error that says how to go back.
-async fn compare_counts(src: &Client, dst: &Client, (src_name, dst_name): (&str, &str), tables: &[(&Table, &Table)]) -> Result<Vec<TableCount>> {
+async fn compare_counts(src: &Session, dst: &Session, tables: &[(&Table, &Table)]) -> Result<Vec<TableCount>> {
     let mut counts = Vec::new();
     let mut differ = Vec::new();
     for (s, t) in tables {
@@ -455,16 +598,16 @@ async fn compare_counts(src: &Client, dst: &Client, (src_name, dst_name): (&str,
         let (s, d) = tokio::join!(src.query_one(&src_sql, &[]), dst.query_one(&dst_sql, &[]));
         let c = TableCount {
             table: name.clone(),
-            source_rows: s.context(&src_name, || src_sql.clone())?.get(0),
-            target_rows: d.context(&dst_name, || dst_sql.clone())?.get(0),
+            source_rows: s.context(&src.endpoint(), || src_sql.clone())?.get(0),
+            target_rows: d.context(&dst.endpoint(), || dst_sql.clone())?.get(0),
         };
         if c.source_rows != c.target_rows {
             differ.push(format!("{name}: source {} rows, target {}", c.source_rows, c.target_rows));
         }
         counts.push(c);
     }
-    for (client, name) in [(src, src_name), (dst, dst_name)] {
-        client.batch_execute("COMMIT").await.context(&name, || "end the snapshot".into())?;
+    for session in [src, dst] {
+        session.batch_execute("COMMIT").await.context(&session.endpoint(), || "end the snapshot".into())?;
     }
     if !differ.is_empty() {
         return Err(Error::State(format!(
@@ -479,7 +622,7 @@ async fn compare_counts(src: &Client, dst: &Client, (src_name, dst_name): (&str,
 
 /// New sessions of the source database start read-only; sessions waiting on the
 /// fence are ended so that none of them writes to the old database afterwards.
-async fn make_read_only(fence: &Client, src_name: &str, dbname: &str) -> Result<()> {
+async fn make_read_only(fence: &Session, dbname: &str) -> Result<()> {
     let sql = format!(
         "ALTER DATABASE {} SET default_transaction_read_only = on; \
          SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
@@ -487,6 +630,49 @@ async fn make_read_only(fence: &Client, src_name: &str, dbname: &str) -> Result<
            AND application_name <> 'pgshift'",
         quote_ident(dbname)
     );
-    fence.batch_execute(&sql).await.context(&src_name, || "make the source read-only (needs the database owner or a superuser)".into())?;
+    fence.batch_execute(&sql).await.context(&fence.endpoint(), || "make the source read-only (needs the database owner or a superuser)".into())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(reverse: bool, rollback: bool) -> CutoverOptions {
+        CutoverOptions {
+            timeout: Duration::from_secs(5),
+            max_lag_bytes: 0,
+            keep_source_writable: false,
+            reverse,
+            rollback,
+            dry_run: true,
+            embedding: None,
+            pgbouncer: None,
+        }
+    }
+
+    #[test]
+    fn the_plan_lists_the_steps_in_the_order_they_run() {
+        use Step::*;
+        assert_eq!(plan(&options(false, false), false), [Lock, LastChanges, Sequences, LargeObjects, Snapshots, Release, Counts, Finish]);
+        assert_eq!(
+            plan(&options(true, false), true),
+            [PoolerPause, Lock, LastChanges, Sequences, LargeObjects, Snapshots, Reverse, PoolerSwitch, Release, Counts, Finish],
+            "the pool resumes on the new database before the fence is released"
+        );
+        assert_eq!(plan(&options(false, true), false)[5], Rollback);
+    }
+
+    #[test]
+    fn every_step_before_the_release_counts_in_the_pause() {
+        for steps in [plan(&options(true, false), true), plan(&options(false, true), false)] {
+            let release = steps.iter().position(|s| *s == Step::Release).unwrap();
+            for step in &steps[..=release] {
+                assert!(step.pause_part(&mut PauseSteps::default()).is_some(), "{step:?}");
+            }
+            for step in &steps[release + 1..] {
+                assert!(step.pause_part(&mut PauseSteps::default()).is_none(), "{step:?}");
+            }
+        }
+    }
 }
