@@ -18,18 +18,43 @@ use serde_json::{json, Value};
 
 /// An HTTP error with a JSON body `{"error": "..."}`. Messages come from pgshift's
 /// errors, which name servers by their redacted endpoint only.
-pub struct ApiError(pub StatusCode, pub String);
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    /// The pipeline error's kind (as `pgshift_errors_total` labels it).
+    kind: Option<&'static str>,
+}
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+impl ApiError {
+    pub fn new(status: StatusCode, message: String) -> ApiError {
+        ApiError { status, message, kind: None }
     }
 }
 
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = match self.kind {
+            Some(kind) => json!({ "error": self.message, "kind": kind }),
+            None => json!({ "error": self.message }),
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// A pipeline error: `{"error": ..., "kind": ...}`, with a status that says whose move
+/// it is (the request's, the run's, pgshift's, or a server's behind it).
 impl From<pgshift_pipeline::error::Error> for ApiError {
     fn from(e: pgshift_pipeline::error::Error) -> Self {
         pgshift_pipeline::metrics::count_error(&e);
-        ApiError(StatusCode::BAD_GATEWAY, e.to_string())
+        let kind = e.kind();
+        let status = match kind {
+            "bad_setting" | "bad_url" => StatusCode::BAD_REQUEST,
+            "preflight" => StatusCode::UNPROCESSABLE_ENTITY,
+            "run_state" => StatusCode::CONFLICT,
+            "internal" => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_GATEWAY,
+        };
+        ApiError { status, message: e.to_string(), kind: Some(kind) }
     }
 }
 
@@ -57,7 +82,7 @@ pub fn parse_body<T: Default + serde::de::DeserializeOwned>(body: &[u8]) -> Resu
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("request body: {e}")))
+    serde_json::from_slice(body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("request body: {e}")))
 }
 
 /// What a background job does (as `GET /api/status` shows it).
@@ -150,7 +175,7 @@ impl Control {
         let job = {
             let mut slot = self.job.lock().unwrap();
             if let Some(running) = slot.as_ref().filter(|j| j.state == JobState::Running) {
-                return Err(ApiError(StatusCode::CONFLICT, format!("job {} ({}) is still running", running.id, running.kind)));
+                return Err(ApiError::new(StatusCode::CONFLICT, format!("job {} ({}) is still running", running.id, running.kind)));
             }
             let job = Job {
                 id: slot.as_ref().map_or(1, |j| j.id + 1),
@@ -191,7 +216,7 @@ impl Control {
     /// Runs a cutover now and answers with its report; one at a time.
     pub async fn cutover(&self, request: CutoverRequest) -> Result<Value, ApiError> {
         let Ok(_guard) = self.cutover_running.try_lock() else {
-            return Err(ApiError(StatusCode::CONFLICT, "a cutover is already running".into()));
+            return Err(ApiError::new(StatusCode::CONFLICT, "a cutover is already running".into()));
         };
         let options = CutoverOptions {
             dry_run: request.dry_run,

@@ -63,7 +63,7 @@ pub async fn bind(addr: &str, what: &str) -> anyhow::Result<tokio::net::TcpListe
 /// whichever part was wrong.
 async fn require_token(State(control): State<Arc<Control>>, headers: HeaderMap, request: Request, next: Next) -> Response {
     let Some(token) = control.token.as_deref() else {
-        return ApiError(
+        return ApiError::new(
             StatusCode::FORBIDDEN,
             "the control API is off: set PGSHIFT_API_TOKEN (or [api] token_file in the config) and restart pgshift serve".into(),
         )
@@ -73,7 +73,7 @@ async fn require_token(State(control): State<Arc<Control>>, headers: HeaderMap, 
     if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
         next.run(request).await
     } else {
-        let mut response = ApiError(StatusCode::UNAUTHORIZED, "unauthorized".into()).into_response();
+        let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized".into()).into_response();
         response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
         response
     }

@@ -267,7 +267,7 @@ fn described<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Opti
 
 impl Change {
     pub fn parse(content: &[u8]) -> Result<Change> {
-        serde_json::from_slice(content).map_err(|e| Error::State(format!("unreadable schema change message from the source: {e}")))
+        serde_json::from_slice(content).map_err(|e| Error::SchemaChange(format!("unreadable schema change message from the source: {e}")))
     }
 
     /// The statement for logs: its first line, without literals' contents.
@@ -323,7 +323,7 @@ pub struct Plan {
 /// `map`: where the source's schemas go on the target.
 pub fn plan(change: &Change, target: &Catalog, map: &SchemaMap, f: &Following) -> Result<Plan> {
     let stop = |what: String| {
-        Error::State(format!(
+        Error::SchemaChange(format!(
             "the source ran `{}`: {what}: make the same change on the target, then run pgshift follow again (it resumes at this change)",
             change.shown()
         ))

@@ -145,7 +145,7 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
             Err(e) if e.is_transient() => {
                 let down = lost_since.get_or_insert_with(Instant::now).elapsed();
                 if down >= opts.reconnect_timeout {
-                    return Err(Error::State(format!(
+                    return Err(Error::CatchUpStopped(format!(
                         "catch-up gave up after {}s of failed reconnects (--reconnect-timeout): {e}. Nothing is lost: \
                          pgshift follow resumes from the last applied transaction once both servers are reachable",
                         down.as_secs()
@@ -156,7 +156,7 @@ pub async fn follow(source: &ConnInfo, target: &ConnInfo, opts: &FollowOptions, 
                 progress.step(&format!("connection lost ({e}); reconnecting in {:.1}s", backoff.as_secs_f64()));
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
-                    _ = &mut shutdown => return Err(Error::State(format!("stopped while reconnecting after: {e}"))),
+                    _ = &mut shutdown => return Err(Error::CatchUpStopped(format!("stopped while reconnecting after: {e}"))),
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
@@ -187,7 +187,7 @@ async fn follow_once(
     slot::check(&src, src_name, &slot).await?;
     let version: i32 = src.query_one("SELECT current_setting('server_version_num')::int", &[]).await.context(&src_name, || "read the server version".into())?.get(0);
     if version < 140000 {
-        return Err(Error::Input(format!("catch-up needs PostgreSQL 14 or newer on the source ({src_name} runs {})", version / 10000)));
+        return Err(Error::Setting(format!("catch-up needs PostgreSQL 14 or newer on the source ({src_name} runs {})", version / 10000)));
     }
 
     let target_catalog = catalog::inspect(&dst, &dst_name).await?;
@@ -204,8 +204,8 @@ async fn follow_once(
     let embed = catchup_embedding(&dst, dst_name, &run, (&target_catalog, &tables), opts).await?;
     let apply_client = target.connect().await?;
     let (mut applier, origin_lsn) = Applier::new(apply_client, dst_name, format, target_catalog.clone(), slot::origin_name(&slot)).await?;
-    let l0: Lsn = run.start_lsn.as_deref().unwrap_or("0/0").parse().map_err(Error::State)?;
-    let converge_until: Option<Lsn> = run.converge_lsn.as_deref().map(str::parse).transpose().map_err(Error::State)?;
+    let l0: Lsn = run.start_lsn.as_deref().unwrap_or("0/0").parse().map_err(Error::Internal)?;
+    let converge_until: Option<Lsn> = run.converge_lsn.as_deref().map(str::parse).transpose().map_err(Error::Internal)?;
     let start = origin_lsn.max(l0);
 
     let mut repl = ReplicationConn::connect(source).await?;
@@ -277,7 +277,7 @@ async fn follow_once(
                     // A finished cutover ends the stream (and drops the slot).
                     _ if store.is_done(run.run_id).await? => break,
                     Some(Err(e)) => return Err(slot::explain_stream_error(e, &src, src_name, &slot).await),
-                    None => return Err(Error::State("the replication stream ended".into())),
+                    None => return Err(Error::CatchUpStopped("the replication stream ended".into())),
                 };
                 match item {
                     StreamItem::Message { wal_start, message } => {
@@ -435,7 +435,7 @@ async fn catchup_embedding(
         Some(setup) if setup.specs == recorded => setup,
         _ => {
             let specs: Vec<String> = recorded.iter().map(|s| format!("{}.{}={}", s.table, s.column, s.text)).collect();
-            return Err(Error::Input(format!(
+            return Err(Error::Setting(format!(
                 "run {} computes vectors ({}): give catch-up the same embedding settings (--embed or the same --config)",
                 run.run_id,
                 specs.join("; ")
@@ -555,7 +555,7 @@ impl Follower<'_> {
             return Ok(());
         }
         if !follow_ddl {
-            return Err(Error::State(format!(
+            return Err(Error::SchemaChange(format!(
                 "the source ran `{}` (--follow-ddl off): run on the target\n  {};\nthen run pgshift follow again (it resumes at this change)",
                 change.shown(),
                 plan.statements.join(";\n  ")
@@ -695,7 +695,7 @@ pub async fn emit_mark(client: &Client, flusher: &Client, src_name: &str, what: 
         .batch_execute("SET synchronous_commit = on; SELECT pg_current_xact_id()")
         .await
         .context(&src_name, || "flush the source's WAL".into())?;
-    lsn.parse().map_err(Error::State)
+    lsn.parse().map_err(Error::Internal)
 }
 
 /// The tables the run copies, as the target has them now (the chunks keep the

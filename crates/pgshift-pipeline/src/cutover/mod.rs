@@ -428,7 +428,7 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
         ..Default::default()
     };
     if lag > opts.max_lag_bytes {
-        return Err(Error::State(format!(
+        return Err(Error::RunState(format!(
             "the target is {lag} bytes of WAL behind the source (limit {}): let pgshift follow catch up first, \
              or raise --max-lag",
             opts.max_lag_bytes
@@ -483,7 +483,7 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
         if let Some(p) = cut.pool.as_mut() {
             p.undo().await;
         }
-        return Err(Error::State(format!("cutover aborted, writes on the source resumed and nothing was switched: {e}")));
+        return Err(Error::CutoverAborted(format!("cutover aborted, writes on the source resumed and nothing was switched: {e}")));
     }
     tracing::info!("cutover: {}", cut.describe(Step::Release));
     cut.release(&pause, &mut report).await?;
@@ -529,7 +529,7 @@ async fn apply_up_to_fence(fence: &Client, src: &Session, slot: &str, paused: In
             return Ok(fence_lsn);
         }
         if paused.elapsed() >= timeout {
-            return Err(Error::State(format!(
+            return Err(Error::CatchUpStopped(format!(
                 "the target did not apply the changes up to the fence at {fence_lsn} within {} ms (is pgshift follow running?)",
                 timeout.as_millis()
             )));
@@ -557,14 +557,14 @@ async fn wait_until_caught_up(src: &Session, slot: &str, timeout: Duration, own:
             return Ok(());
         }
         if stopped() {
-            return Err(Error::State("catch-up stopped before the cutover could begin".into()));
+            return Err(Error::CatchUpStopped("catch-up stopped before the cutover could begin".into()));
         }
         if Instant::now() >= deadline {
             if !own {
                 tracing::warn!("catch-up is still {} bytes behind the source: the write pause includes applying them", lag.unwrap_or_default() as u64);
                 return Ok(());
             }
-            return Err(Error::State("catch-up did not start in time; run pgshift follow first".into()));
+            return Err(Error::CatchUpStopped("catch-up did not start in time; run pgshift follow first".into()));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -610,7 +610,7 @@ async fn compare_counts(src: &Session, dst: &Session, tables: &[(&Table, &Table)
         session.batch_execute("COMMIT").await.context(&session.endpoint(), || "end the snapshot".into())?;
     }
     if !differ.is_empty() {
-        return Err(Error::State(format!(
+        return Err(Error::CountsDiffer(format!(
             "the switch happened, but the row counts at the fence differ ({}): the target is missing changes. \
              Keep the application on the old database: pgshift rollback (with --reverse) switches back, or \
              ALTER DATABASE ... RESET default_transaction_read_only on the old one; pgshift verify shows where they differ",

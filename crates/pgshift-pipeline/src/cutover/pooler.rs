@@ -48,7 +48,7 @@ async fn admin(client: &Client, endpoint: &str, command: &str) -> Result<Vec<tok
     let messages = client
         .simple_query(command)
         .await
-        .map_err(|e| Error::State(format!("PgBouncer {endpoint}: {command}: {}", pgshift_postgres::error::describe(&e))))?;
+        .map_err(|e| Error::Pooler(format!("PgBouncer {endpoint}: {command}: {}", pgshift_postgres::error::describe(&e))))?;
     Ok(messages.into_iter().filter_map(|m| if let SimpleQueryMessage::Row(r) = m { Some(r) } else { None }).collect())
 }
 
@@ -65,16 +65,16 @@ impl PoolerOptions {
                 .iter()
                 .find(|r| r.get(0) == Some("conffile"))
                 .and_then(|r| r.get(1).map(PathBuf::from))
-                .ok_or_else(|| Error::State(format!("PgBouncer {endpoint} does not report its conffile: give the file with --pgbouncer-ini")))?,
+                .ok_or_else(|| Error::Pooler(format!("PgBouncer {endpoint} does not report its conffile: give the file with --pgbouncer-ini")))?,
         };
         let original = std::fs::read_to_string(&ini)
-            .map_err(|e| Error::Input(format!("--pgbouncer: cannot read PgBouncer's configuration {}: {e} (give it with --pgbouncer-ini)", ini.display())))?;
+            .map_err(|e| Error::Setting(format!("--pgbouncer: cannot read PgBouncer's configuration {}: {e} (give it with --pgbouncer-ini)", ini.display())))?;
         writable(&ini)?;
         let database = match &self.database {
             Some(d) => d.clone(),
-            None => entry_for(&original, old).map_err(|e| Error::Input(format!("--pgbouncer: {}: {e}", ini.display())))?,
+            None => entry_for(&original, old).map_err(|e| Error::Setting(format!("--pgbouncer: {}: {e}", ini.display())))?,
         };
-        let switched = repoint(&original, &database, new).map_err(|e| Error::Input(format!("--pgbouncer: {}: {e}", ini.display())))?;
+        let switched = repoint(&original, &database, new).map_err(|e| Error::Setting(format!("--pgbouncer: {}: {e}", ini.display())))?;
         Ok(PoolSwitch { admin: self.admin.clone(), client, endpoint, database, ini, original, switched, paused: None, rewritten: false })
     }
 }
@@ -84,7 +84,7 @@ fn writable(path: &Path) -> Result<()> {
         .append(true)
         .open(path)
         .map(|_| ())
-        .map_err(|e| Error::Input(format!("--pgbouncer: pgshift must be able to write PgBouncer's configuration {}: {e}", path.display())))
+        .map_err(|e| Error::Setting(format!("--pgbouncer: pgshift must be able to write PgBouncer's configuration {}: {e}", path.display())))
 }
 
 impl PoolSwitch {
@@ -94,7 +94,7 @@ impl PoolSwitch {
         self.paused = Some(Instant::now());
         match tokio::time::timeout(timeout, admin(&self.client, &self.endpoint, &command)).await {
             Ok(result) => result.map(|_| ()),
-            Err(_) => Err(Error::State(format!(
+            Err(_) => Err(Error::Pooler(format!(
                 "PgBouncer {}: PAUSE {} did not finish within {} ms (a long transaction through the pool?)",
                 self.endpoint,
                 self.database,
@@ -146,7 +146,7 @@ impl PoolSwitch {
 /// permissions, so PgBouncer never reads half a file.
 fn write_replacing(path: &Path, text: &str) -> Result<()> {
     let tmp = path.with_extension("pgshift-new");
-    let fail = |e: std::io::Error| Error::State(format!("write {}: {e}", path.display()));
+    let fail = |e: std::io::Error| Error::Pooler(format!("write {}: {e}", path.display()));
     std::fs::write(&tmp, text).map_err(fail)?;
     if let Ok(meta) = std::fs::metadata(path) {
         std::fs::set_permissions(&tmp, meta.permissions()).map_err(fail)?;

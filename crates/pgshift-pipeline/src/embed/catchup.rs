@@ -122,7 +122,7 @@ pub async fn embed_pending(client: &Client, endpoint: &str, pool: &EmbedPool, co
             .collect();
         let updated = client.execute(&update, &[&ids, &vectors]).await.context(&endpoint, || format!("store vectors of {table}"))?;
         if updated == 0 {
-            return Err(Error::State(format!("{table}: rows without a vector could not be updated")));
+            return Err(Error::Data(format!("{table}: rows without a vector could not be updated")));
         }
         total += updated;
     }

@@ -69,7 +69,7 @@ where
         while let Some(data) = stream.try_next().await? {
             bytes += data.len() as u64;
             splitter.push(&data);
-            while let Some(row) = splitter.next_row().map_err(|e| Error::State(format!("{name}: {e}")))? {
+            while let Some(row) = splitter.next_row().map_err(|e| Error::Internal(format!("{name}: {e}")))? {
                 batch.push(row);
                 if batch.len() == ROWS_PER_BATCH {
                     progress(bytes);

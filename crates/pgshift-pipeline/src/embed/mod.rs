@@ -87,9 +87,9 @@ impl EmbedPool {
         // The channel is bounded: wait for room on a blocking thread, not the runtime.
         tokio::task::spawn_blocking(move || sender.send(Job { texts, reply }))
             .await
-            .map_err(|e| Error::State(format!("embedding queue: {e}")))?
-            .map_err(|_| Error::State("the embedding threads stopped".into()))?;
-        Ok(answer.await.map_err(|_| Error::State("an embedding thread stopped".into()))??)
+            .map_err(|e| Error::Internal(format!("embedding queue: {e}")))?
+            .map_err(|_| Error::Internal("the embedding threads stopped".into()))?;
+        Ok(answer.await.map_err(|_| Error::Internal("an embedding thread stopped".into()))??)
     }
 }
 

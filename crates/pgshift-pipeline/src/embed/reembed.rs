@@ -71,7 +71,7 @@ fn names(t: &Table, spec: &EmbeddingSpec) -> Names {
 pub async fn reembed(target: &ConnInfo, options: &ReembedOptions, progress: std::sync::Arc<dyn Progress>) -> Result<ReembedReport> {
     let started = Instant::now();
     let endpoint = target.endpoint();
-    let spec = options.setup.specs.first().ok_or_else(|| Error::Input("reembed: name the table, text and column".into()))?;
+    let spec = options.setup.specs.first().ok_or_else(|| Error::Setting("reembed: name the table, text and column".into()))?;
     let client = target.connect().await?;
     let catalog = catalog::inspect(&client, &endpoint).await?;
     // The catalog is read with search_path = pg_catalog; the text expression and the
@@ -81,17 +81,17 @@ pub async fn reembed(target: &ConnInfo, options: &ReembedOptions, progress: std:
         .tables
         .iter()
         .find(|t| crate::plan::select::table_matches(t, &spec.table) && t.partition_of.is_none())
-        .ok_or_else(|| Error::Input(format!("reembed: no table {} in {endpoint}", spec.table)))?;
+        .ok_or_else(|| Error::Setting(format!("reembed: no table {} in {endpoint}", spec.table)))?;
     let key = table.primary_key.as_ref().ok_or_else(|| {
-        Error::Input(format!("reembed: table {} has no primary key, which the backfill walks in order: add one", table.display_name()))
+        Error::Setting(format!("reembed: table {} has no primary key, which the backfill walks in order: add one", table.display_name()))
     })?;
     options.setup.check_dims(spec, "reembed")?;
     let probe = format!("SELECT ({})::text FROM ONLY {} LIMIT 0", spec.text, table.qualified());
     client.batch_execute(&probe).await.map_err(|e| {
-        Error::Input(format!("reembed: the text expression {:?} fails on {}: {}", spec.text, table.display_name(), pgshift_postgres::error::describe(&e)))
+        Error::Data(format!("reembed: the text expression {:?} fails on {}: {}", spec.text, table.display_name(), pgshift_postgres::error::describe(&e)))
     })?;
     let Some(vector_schema) = catalog::installed_extensions(&client, endpoint).await?.remove("vector") else {
-        return Err(Error::Input(format!("reembed: {endpoint} has no pgvector extension: CREATE EXTENSION vector first")));
+        return Err(Error::Setting(format!("reembed: {endpoint} has no pgvector extension: CREATE EXTENSION vector first")));
     };
     let n = names(table, spec);
     let old_exists = table.columns.iter().any(|c| c.name == spec.column);
@@ -129,7 +129,7 @@ pub async fn reembed(target: &ConnInfo, options: &ReembedOptions, progress: std:
     match store.reembed(&report.table, &spec.column).await? {
         Some(existing) if !existing.finished => {
             if existing.spec.as_ref() != Some(spec) || existing.model != report.model {
-                return Err(Error::State(format!(
+                return Err(Error::RunState(format!(
                     "an unfinished re-embed of {}.{} with other settings exists: run it again with those settings, \
                      or remove it (DELETE FROM pgshift.reembeds WHERE table_name = {}; ALTER TABLE {} DROP COLUMN {})",
                     report.table,

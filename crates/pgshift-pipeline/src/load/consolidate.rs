@@ -80,7 +80,7 @@ pub async fn consolidate(
             Ok(plan) if base.dry_run => report.loads.push(plan),
             Ok(_) => {}
             Err(Error::Preflight(p)) => problems.extend(p.into_iter().map(|p| format!("{}: {p}", s.source.endpoint()))),
-            Err(e) => return Err(Error::State(format!("{}: {e}", s.source.endpoint()))),
+            Err(e) => return Err(e.of_source(s.source.endpoint(), String::new())),
         }
     }
     if !problems.is_empty() {
@@ -108,7 +108,7 @@ pub async fn consolidate(
 /// A failed load's error, with what it left behind on the source and how to go on.
 async fn left_behind(store: &Store<'_>, source: &str, e: Error) -> Error {
     let Ok(Some(run)) = store.unfinished_run(source).await else {
-        return Error::State(format!("{source}: {e}"));
+        return e.of_source(source, String::new());
     };
     let leftovers = match &run.slot_name {
         Some(slot) => format!(
@@ -120,9 +120,10 @@ async fn left_behind(store: &Store<'_>, source: &str, e: Error) -> Error {
         ),
         None => "no slot".to_string(),
     };
-    Error::State(format!(
-        "{source}: {e}. Run {} of {source} is unfinished (phase {}): {leftovers}. Fix the cause and run pgshift consolidate \
+    let note = format!(
+        ". Run {} of {source} is unfinished (phase {}): {leftovers}. Fix the cause and run pgshift consolidate \
          again to continue it, or remove it with the statements above and the run's tables on the target",
         run.run_id, run.phase
-    ))
+    );
+    e.of_source(source, note)
 }

@@ -105,7 +105,7 @@ pub async fn add_declared(client: &Client, endpoint: &str, keys: &[DeclaredForei
             }
             let drop = format!("ALTER TABLE {} DROP CONSTRAINT {}", qualified(&fk.table), quote_ident(&fk.name()));
             client.batch_execute(&drop).await.context(&endpoint, || drop.clone())?;
-            return Err(Error::Input(format!(
+            return Err(Error::Data(format!(
                 "{rows}. The data is loaded; fix or delete those rows on the source (catch-up carries the fix), then add the key on the target: {add}; {validate}"
             )));
         }

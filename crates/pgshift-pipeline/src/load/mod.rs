@@ -90,12 +90,12 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
     let resuming = store.run_to_resume(source.name(), opts.resume, &opts.schema_map).await?;
     let plan = source.plan((&dst, dst_name), opts, resuming.as_ref()).await?;
     if opts.jobs == 0 && plan.tables.first().is_some_and(|t| source.copy_out(t, None).is_none()) {
-        return Err(Error::Input("--jobs 0 leaves the copy to `pgshift worker` processes, which cannot read this source (a file): use --jobs 1 or more".into()));
+        return Err(Error::Setting("--jobs 0 leaves the copy to `pgshift worker` processes, which cannot read this source (a file): use --jobs 1 or more".into()));
     }
     if let Some(run) = &resuming {
         let recorded = store.run_embeddings(run.run_id).await?;
         if recorded != plan.embeddings {
-            return Err(Error::Input(format!(
+            return Err(Error::RunState(format!(
                 "run {} was started with other embedding settings ({} table(s) with vectors): resume it with the same --embed (or --config)",
                 run.run_id,
                 recorded.len()
@@ -176,7 +176,7 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
         });
         let tables: HashMap<String, Arc<TableLoad<S::Table>>> = plan.tables.iter().map(|t| (t.name.clone(), Arc::new(t.clone()))).collect();
         let table_of: TableOf<S::Table> = Box::new(move |chunk| {
-            tables.get(&chunk.table_name).cloned().ok_or_else(|| Error::State(format!("chunk {} of {}: not a table of this run's plan", chunk.chunk_no, chunk.table_name)))
+            tables.get(&chunk.table_name).cloned().ok_or_else(|| Error::Internal(format!("chunk {} of {}: not a table of this run's plan", chunk.chunk_no, chunk.table_name)))
         });
         let copied = copy_chunks(Arc::new(source.clone()), ctx, table_of).await;
         if copied.is_ok() {

@@ -76,7 +76,7 @@ pub async fn join(target: &ConnInfo, run_id: Option<i64>, wait: Duration, progre
                 ));
                 return Ok(None);
             }
-            return Err(Error::Input(format!(
+            return Err(Error::RunState(format!(
                 "no run's copy is open on {dst_name} after {} s: start `pgshift migrate` (workers join its copy), or wait longer with --wait",
                 wait.as_secs()
             )));
@@ -105,7 +105,7 @@ pub async fn work(
         tracing::warn!("run {run_id} copies from {}; --source is {} (the same server under another name is fine)", open.run.source, source.endpoint());
     }
     if !open.embeddings.is_empty() && embedding.is_none() {
-        return Err(Error::Input(format!("run {run_id} computes vectors: this worker needs the same embedder (the run's model, or --embed-url)")));
+        return Err(Error::Setting(format!("run {run_id} computes vectors: this worker needs the same embedder (the run's model, or --embed-url)")));
     }
     let embedding = embedding.map(|setup| Arc::new(EmbedPool::start(setup.embedder.clone(), setup.threads, setup.batch_size)));
     let mut snapshot = open.snapshot.clone();
@@ -155,7 +155,7 @@ async fn reopened(target: &ConnInfo, run_id: i64, gone: Option<&str>, wait: Dura
 fn recorded_tables(run_id: i64) -> TableOf<String> {
     Box::new(move |chunk| {
         let Some(copy_out) = chunk.copy_out.clone() else {
-            return Err(Error::Input(format!(
+            return Err(Error::Setting(format!(
                 "chunk {} of {} is read from a file only the migrate that opened run {run_id} can read (a SQLite source): workers cannot help",
                 chunk.chunk_no, chunk.table_name
             )));

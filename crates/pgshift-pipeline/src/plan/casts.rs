@@ -42,7 +42,7 @@ pub fn apply(catalog: &mut Catalog, casts: &[ColumnCast]) -> Result<()> {
             }
         }
         if !found {
-            return Err(Error::Input(format!("--cast {}.{}={}: no such column in the source", cast.table, cast.column, cast.to)));
+            return Err(Error::Setting(format!("--cast {}.{}={}: no such column in the source", cast.table, cast.column, cast.to)));
         }
     }
     Ok(())

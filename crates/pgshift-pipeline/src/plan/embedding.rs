@@ -128,7 +128,7 @@ impl EmbeddingSetup {
         if spec.dims == self.embedder.dims() {
             return Ok(());
         }
-        Err(Error::Input(format!(
+        Err(Error::Setting(format!(
             "{what}: dims = {}, but the model {} makes {}-dimensional vectors",
             spec.dims,
             self.embedder.model(),
@@ -162,10 +162,10 @@ pub fn match_specs(setup: &EmbeddingSetup, candidates: &[SpecCandidate<'_>], amo
         let matching: Vec<&SpecCandidate> = candidates.iter().filter(|c| c.parent.is_none() && (c.matches)(&spec.table)).collect();
         let table = match matching.as_slice() {
             [t] => t,
-            [] => return Err(Error::Input(format!("embedding for {}: no such table among those {among}", spec.table))),
+            [] => return Err(Error::Setting(format!("embedding for {}: no such table among those {among}", spec.table))),
             many => {
                 let names: Vec<&str> = many.iter().map(|t| t.key.as_str()).collect();
-                return Err(Error::Input(format!("embedding for {}: matches {}; name one table", spec.table, names.join(", "))));
+                return Err(Error::Setting(format!("embedding for {}: matches {}; name one table", spec.table, names.join(", "))));
             }
         };
         setup.check_dims(spec, &format!("embedding for {}", table.key))?;

@@ -27,7 +27,7 @@ pub fn select<T>(items: Vec<T>, patterns: &[String], source: &str, matches: impl
     let excludes: Vec<&str> = excludes.iter().map(|p| &p[1..]).collect();
     for p in includes.iter().chain(&excludes) {
         if !items.iter().any(|t| matches(t, p)) {
-            return Err(Error::Input(format!(
+            return Err(Error::Setting(format!(
                 "--tables {p:?} matches no table in {source} (patterns match schema.table or table, with * and ?)"
             )));
         }

@@ -152,7 +152,7 @@ pub async fn apply(client: &Client, endpoint: &str) -> Result<()> {
         .context(&endpoint, ctx)?
         .get(0);
     if current > latest() {
-        return Err(Error::State(format!(
+        return Err(Error::Internal(format!(
             "the pgshift state schema on {endpoint} is at version {current}, newer than this pgshift knows ({}): use the pgshift that wrote it, or a newer one",
             latest()
         )));

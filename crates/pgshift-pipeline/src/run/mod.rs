@@ -60,7 +60,7 @@ impl Phase {
 
     pub fn parse(text: &str) -> Result<Phase> {
         Phase::ALL.into_iter().find(|p| p.as_str() == text).ok_or_else(|| {
-            Error::State(format!("a run is in phase {text:?}, which this pgshift does not know: was it written by a newer pgshift?"))
+            Error::Internal(format!("a run is in phase {text:?}, which this pgshift does not know: was it written by a newer pgshift?"))
         })
     }
 

@@ -136,14 +136,14 @@ pub async fn check(src: &Client, src_name: &str, slot: &str) -> Result<SlotState
 }
 
 fn missing(slot: &str) -> Error {
-    Error::State(format!(
+    Error::SlotLost(format!(
         "slot {slot} no longer exists on the source, so changes since the load began are lost: \
          drop the migrated tables and the pgshift schema on the target and run pgshift migrate again"
     ))
 }
 
 fn lost(slot: &str) -> Error {
-    Error::State(format!(
+    Error::SlotLost(format!(
         "slot {slot} was invalidated on the source (WAL it needed was removed, see max_slot_wal_keep_size): \
          changes since the load are lost. Drop the migrated tables and the pgshift schema on the target and run \
          pgshift migrate again (or only the affected tables with --tables)"
@@ -209,7 +209,7 @@ pub async fn lag_bytes(src: &Client, src_name: &str, confirmed: Lsn) -> Result<u
         .await
         .context(&src_name, || "read the source's WAL position".into())?
         .get(0);
-    Ok(current.parse::<Lsn>().map_err(Error::State)?.bytes_after(confirmed))
+    Ok(current.parse::<Lsn>().map_err(Error::Internal)?.bytes_after(confirmed))
 }
 
 #[cfg(test)]

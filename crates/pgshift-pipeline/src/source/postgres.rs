@@ -457,7 +457,7 @@ fn tables_of_run<'a>(names: &[String], run: &Run, catalog: &'a Catalog) -> Resul
             .tables
             .iter()
             .find(|t| &t.display_name() == name)
-            .ok_or_else(|| Error::State(format!("run {} copies table {name}, which is no longer in the source", run.run_id)))?;
+            .ok_or_else(|| Error::RunState(format!("run {} copies table {name}, which is no longer in the source", run.run_id)))?;
         if !tables.iter().any(|x| x.oid == t.oid) {
             tables.push(t);
         }

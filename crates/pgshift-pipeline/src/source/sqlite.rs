@@ -74,7 +74,7 @@ impl SqliteSource {
             return Ok(r.clone());
         }
         let file = match &self.reading.reject_file {
-            Some(p) => Some(Arc::new(Mutex::new(std::fs::File::create(p).map_err(|e| Error::Input(format!("--reject-file {}: {e}", p.display())))?))),
+            Some(p) => Some(Arc::new(Mutex::new(std::fs::File::create(p).map_err(|e| Error::Setting(format!("--reject-file {}: {e}", p.display())))?))),
             None => None,
         };
         Ok(self.rejects.get_or_init(|| file).clone())
@@ -87,7 +87,7 @@ pub fn target_schema(map: &SchemaMap) -> Result<String> {
     match map.entries().as_slice() {
         [] => Ok("public".into()),
         [(from, to)] if *from == SQLITE_SCHEMA => Ok(to.to_string()),
-        _ => Err(Error::Input(format!(
+        _ => Err(Error::Setting(format!(
             "--map-schema {map}: a SQLite database has one schema, {SQLITE_SCHEMA}: write --map-schema {SQLITE_SCHEMA}=NAME"
         ))),
     }
@@ -105,7 +105,7 @@ pub(crate) async fn on_sqlite<T: Send + 'static>(
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || work(&pgshift_sqlite::open(&path)?, &path))
         .await
-        .map_err(|e| Error::State(format!("{what}: {e}")))?
+        .map_err(|e| Error::Internal(format!("{what}: {e}")))?
 }
 
 /// A column's type in DDL: pgvector's qualified (sessions run with search_path = pg_catalog).
@@ -228,7 +228,7 @@ fn specs_for(setup: &crate::plan::embedding::EmbeddingSetup, tables: &[Table]) -
 fn run_map(schema: &str) -> Result<SchemaMap> {
     match schema {
         "public" => Ok(SchemaMap::default()),
-        _ => SchemaMap::parse(&[format!("{SQLITE_SCHEMA}={schema}")]).map_err(Error::Input),
+        _ => SchemaMap::parse(&[format!("{SQLITE_SCHEMA}={schema}")]).map_err(Error::Setting),
     }
 }
 
@@ -353,6 +353,6 @@ impl ChunkReader for SqliteSource {
             Ok::<_, Error>(())
         })
         .await
-        .map_err(|e| Error::State(format!("reading {name}: {e}")))?
+        .map_err(|e| Error::Internal(format!("reading {name}: {e}")))?
     }
 }

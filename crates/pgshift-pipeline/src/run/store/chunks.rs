@@ -215,7 +215,7 @@ impl Store<'_> {
             clear_first: r.get(4),
             target: r.get(5),
             copy_in: r.get(6),
-            embedding: r.get::<_, Option<String>>(7).map(|s| serde_json::from_str(&s)).transpose().map_err(|e| Error::State(format!("pgshift.copy_tables: {e}")))?,
+            embedding: r.get::<_, Option<String>>(7).map(|s| serde_json::from_str(&s)).transpose().map_err(|e| Error::Internal(format!("pgshift.copy_tables: {e}")))?,
         }))
         .transpose()
     }

@@ -70,7 +70,7 @@ impl Store<'_> {
         self.runs_where("run_id = $1", &[&run_id])
             .await?
             .pop()
-            .ok_or_else(|| Error::State(format!("{}: run {run_id} is not in pgshift.runs", self.endpoint)))
+            .ok_or_else(|| Error::Internal(format!("{}: run {run_id} is not in pgshift.runs", self.endpoint)))
     }
 
     /// The newest run from `source` whose load has not finished, if any. Runs from
@@ -106,8 +106,8 @@ impl Store<'_> {
         let run = self
             .loaded_run(source)
             .await?
-            .ok_or_else(|| Error::State(format!("{} holds no loaded pgshift run to follow: run pgshift migrate first", self.endpoint)))?;
-        let slot = run.slot_name.clone().ok_or_else(|| Error::State(format!("run {} has no replication slot", run.run_id)))?;
+            .ok_or_else(|| Error::Internal(format!("{} holds no loaded pgshift run to follow: run pgshift migrate first", self.endpoint)))?;
+        let slot = run.slot_name.clone().ok_or_else(|| Error::Internal(format!("run {} has no replication slot", run.run_id)))?;
         Ok((run, slot))
     }
 
@@ -231,7 +231,7 @@ impl Store<'_> {
     /// (another process moved it) or the move is not forward through the load.
     pub async fn advance(&self, run_id: i64, from: Phase, to: Phase) -> Result<()> {
         if !from.may_become(to) {
-            return Err(Error::State(format!("run {run_id} cannot go from phase {from} to {to}")));
+            return Err(Error::Internal(format!("run {run_id} cannot go from phase {from} to {to}")));
         }
         let moved = self
             .execute(
@@ -243,7 +243,7 @@ impl Store<'_> {
             .await?;
         if moved == 0 {
             let now = self.run(run_id).await?.phase;
-            return Err(Error::State(format!("run {run_id} is in phase {now}, not {from}: another pgshift process moved it on")));
+            return Err(Error::RunState(format!("run {run_id} is in phase {now}, not {from}: another pgshift process moved it on")));
         }
         Ok(())
     }
@@ -282,7 +282,7 @@ impl Store<'_> {
             .await?;
         match rows.first().and_then(|r| r.get::<_, Option<String>>(0)).filter(|v| v != "null") {
             None => Ok(None),
-            Some(v) => serde_json::from_str(&v).map(Some).map_err(|e| Error::State(format!("run {run_id}: unreadable {what}: {e}"))),
+            Some(v) => serde_json::from_str(&v).map(Some).map_err(|e| Error::Internal(format!("run {run_id}: unreadable {what}: {e}"))),
         }
     }
 
@@ -318,7 +318,7 @@ impl Store<'_> {
         let mut out: Vec<crate::plan::links::DeclaredForeignKey> = Vec::new();
         for text in rows.iter().filter_map(|r| r.get::<_, Option<String>>(0)).filter(|t| t != "null") {
             let keys: Vec<crate::plan::links::DeclaredForeignKey> =
-                serde_json::from_str(&text).map_err(|e| Error::State(format!("unreadable declared foreign keys: {e}")))?;
+                serde_json::from_str(&text).map_err(|e| Error::Internal(format!("unreadable declared foreign keys: {e}")))?;
             for k in keys {
                 if !out.contains(&k) {
                     out.push(k);
@@ -343,12 +343,12 @@ impl Store<'_> {
 /// Which unfinished run a load continues (see [`Store::run_to_resume`]).
 fn resume_decision(unfinished: Option<Run>, resume: bool, schema_map: &SchemaMap) -> Result<Option<Run>> {
     match (unfinished, resume) {
-        (Some(run), false) => Err(Error::State(format!(
+        (Some(run), false) => Err(Error::RunState(format!(
             "the target holds an unfinished run {} (phase {}): pass --resume to continue it",
             run.run_id, run.phase
         ))),
-        (None, true) => Err(Error::State("--resume: the target holds no unfinished pgshift run".into())),
-        (Some(run), true) if run.schema_map != *schema_map => Err(Error::Input(format!(
+        (None, true) => Err(Error::RunState("--resume: the target holds no unfinished pgshift run".into())),
+        (Some(run), true) if run.schema_map != *schema_map => Err(Error::RunState(format!(
             "run {} was started with another schema map ({}): resume it with the same --map-schema",
             run.run_id,
             if run.schema_map.is_empty() { "none".to_string() } else { run.schema_map.to_string() }
@@ -367,7 +367,7 @@ fn pick_loaded_run(runs: Vec<Run>, source: &str, endpoint: &str) -> Result<Optio
         1 => Ok(runs.into_iter().next()),
         _ => {
             let sources: Vec<String> = runs.iter().map(|r| format!("run {} from {}", r.run_id, r.source)).collect();
-            Err(Error::State(format!(
+            Err(Error::RunState(format!(
                 "{endpoint} holds several loaded runs ({}), none from {source}: pass the --source of one of them as migrate was given it",
                 sources.join("; ")
             )))
