@@ -153,3 +153,30 @@ fn the_kubernetes_job_runs_workers_that_end_by_themselves() {
         assert!(e["valueFrom"]["secretKeyRef"].is_mapping(), "connection strings come from a Secret");
     }
 }
+
+/// Every file the architecture notes name (`name.rs`, `dir/name.rs`) exists in the
+/// tree, so the map cannot drift from the code unseen.
+#[test]
+fn the_architecture_names_only_files_that_exist() {
+    let mut sources = Vec::new();
+    let mut dirs: Vec<_> = ["crates", "src", "tests", "benches", "examples"].iter().map(|d| Path::new(ROOT).join(d)).collect();
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                sources.push(path.to_string_lossy().into_owned());
+            }
+        }
+    }
+    let doc = read("docs/ARCHITECTURE.md");
+    let named: BTreeSet<&str> = doc
+        .split(|c: char| !(c.is_ascii_alphanumeric() || "_-/.".contains(c)))
+        .map(|w| w.trim_end_matches('.'))
+        .filter(|w| w.ends_with(".rs") && w.len() > 3)
+        .collect();
+    assert!(named.len() > 20, "the notes name files: {named:?}");
+    let missing: Vec<&&str> = named.iter().filter(|n| !sources.iter().any(|s| s.ends_with(&format!("/{n}")))).collect();
+    assert!(missing.is_empty(), "docs/ARCHITECTURE.md names files that do not exist: {missing:?}");
+}
