@@ -28,9 +28,9 @@ fn bench_copy(c: &mut Criterion) {
     let (src_info, dst_info) =
         (ConnInfo::parse(&source.url("postgres"), "source").unwrap(), ConnInfo::parse(&target.url("postgres"), "target").unwrap());
     let (src, dst, table) = rt.block_on(async {
-        let src = src_info.connect().await.unwrap();
-        let dst = dst_info.connect().await.unwrap();
-        let cat = catalog::inspect(&src, &"source").await.unwrap();
+        let src = src_info.session().await.unwrap();
+        let dst = dst_info.session().await.unwrap();
+        let cat = catalog::inspect(&src).await.unwrap();
         let table = cat.table("public", "docs").unwrap().clone();
         (src, dst, table)
     });
@@ -65,8 +65,8 @@ fn bench_copy(c: &mut Criterion) {
                 // As the load does it: the reader batches into a bounded queue the writer drains.
                 let (out, mut received) = tokio::sync::mpsc::channel(4);
                 let (src, out_sql) = (&src, &out_sql);
-                let read = async move { copy_out_batched((src, "source"), out_sql, &out).await };
-                let write = copy_in_received((&dst, "target"), &in_sql, &mut received, |_| {});
+                let read = async move { copy_out_batched(src, out_sql, &out).await };
+                let write = copy_in_received(&dst, &in_sql, &mut received, |_| {});
                 let (sent, stats) = tokio::try_join!(read, write).unwrap();
                 assert!(sent);
                 assert_eq!(stats.rows, rows);

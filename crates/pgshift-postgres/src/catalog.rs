@@ -5,6 +5,7 @@
 use serde::Serialize;
 use tokio_postgres::Client;
 
+use crate::conn::Session;
 use crate::error::{Context, PgError};
 use crate::sql::qualified;
 
@@ -232,8 +233,9 @@ impl Catalog {
 }
 
 /// The extensions installed on a server: name -> schema.
-pub async fn installed_extensions(client: &Client, endpoint: &str) -> Result<std::collections::BTreeMap<String, String>, PgError> {
-    let rows = client
+pub async fn installed_extensions(db: &Session) -> Result<std::collections::BTreeMap<String, String>, PgError> {
+    let endpoint = db.endpoint();
+    let rows = db
         .query("SELECT e.extname::text, n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace", &[])
         .await
         .context(&endpoint, || "list the installed extensions".into())?;
@@ -252,15 +254,18 @@ pub fn vector_schema(installed: &std::collections::BTreeMap<String, String>, sou
 }
 
 /// Whether a table (or any relation) of this name exists on that server.
-pub async fn relation_exists(client: &Client, endpoint: &str, schema: &str, name: &str) -> Result<bool, PgError> {
-    let row = client
+pub async fn relation_exists(db: &Session, schema: &str, name: &str) -> Result<bool, PgError> {
+    let endpoint = db.endpoint();
+    let row = db
         .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified(schema, name)])
         .await
         .context(&endpoint, || format!("look for {schema}.{name}"))?;
     Ok(row.get(0))
 }
 
-pub async fn inspect(client: &Client, endpoint: &(dyn std::fmt::Display + Sync)) -> Result<Catalog, PgError> {
+pub async fn inspect(db: &Session) -> Result<Catalog, PgError> {
+    let (client, name): (&Client, &str) = (db, db.endpoint());
+    let endpoint: &(dyn std::fmt::Display + Sync) = &name;
     let q = |what: &'static str| move || format!("read the catalog ({what})");
     let server_version_num: i32 = client
         .query_one("SELECT current_setting('server_version_num')::int", &[])

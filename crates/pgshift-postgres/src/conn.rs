@@ -278,12 +278,8 @@ impl fmt::Debug for ConnInfo {
 /// Runs `work` in a transaction on `client`: committed when it succeeds, rolled back
 /// when it fails, so a failure leaves the database as it was. `what` names the work
 /// in errors ("commit the schema").
-pub async fn in_transaction<T, E: From<PgError>>(
-    client: &Client,
-    endpoint: &str,
-    what: &str,
-    work: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<T, E> {
+pub async fn in_transaction<T, E: From<PgError>>(client: &Session, what: &str, work: impl std::future::Future<Output = Result<T, E>>) -> Result<T, E> {
+    let endpoint = client.endpoint();
     client.batch_execute("BEGIN").await.map_err(|e| crate::error::query_error(&e, &endpoint, format!("begin {what}")))?;
     match work.await {
         Ok(v) => {

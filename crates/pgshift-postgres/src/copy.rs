@@ -5,8 +5,8 @@
 use bytes::{Bytes, BytesMut};
 use futures_util::{pin_mut, SinkExt, TryStreamExt};
 use tokio::sync::mpsc;
-use tokio_postgres::Client;
 
+use crate::conn::Session;
 use crate::catalog::Table;
 use crate::error::{Context, PgError};
 use crate::sql::column_list;
@@ -70,8 +70,8 @@ const WRITE_BATCH_BYTES: usize = 256 * 1024;
 /// Streams `COPY ... TO STDOUT` from `source` into `out` in pieces of about
 /// [`WRITE_BATCH_BYTES`]. Returns false when the receiver went away first (whoever
 /// reads `out` failed and says why), true when every row was sent.
-pub async fn copy_out_batched(source: (&Client, &str), out_sql: &str, out: &mpsc::Sender<Bytes>) -> Result<bool, PgError> {
-    let (src, src_name) = source;
+pub async fn copy_out_batched(src: &Session, out_sql: &str, out: &mpsc::Sender<Bytes>) -> Result<bool, PgError> {
+    let src_name = src.endpoint();
     let stream = src.copy_out(out_sql).await.context(&src_name, || format!("start {out_sql}"))?;
     pin_mut!(stream);
     let mut batch = BytesMut::with_capacity(WRITE_BATCH_BYTES);
@@ -88,12 +88,12 @@ pub async fn copy_out_batched(source: (&Client, &str), out_sql: &str, out: &mpsc
 /// whatever transaction the caller holds) until the sender is dropped.
 /// `progress(bytes)` is called with the running total as data goes.
 pub async fn copy_in_received(
-    target: (&Client, &str),
+    dst: &Session,
     in_sql: &str,
     received: &mut mpsc::Receiver<Bytes>,
     mut progress: impl FnMut(u64),
 ) -> Result<PipeStats, PgError> {
-    let (dst, dst_name) = target;
+    let dst_name = dst.endpoint();
     let sink = dst.copy_in::<_, Bytes>(in_sql).await.context(&dst_name, || format!("start {in_sql}"))?;
     pin_mut!(sink);
     let mut bytes = 0u64;

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
+use crate::conn::Session;
 use crate::error::{Context, PgError};
 use crate::objects::Grant;
 use crate::sql::{quote_ident, quote_literal};
@@ -43,8 +44,9 @@ struct State {
 }
 
 /// How many large objects the server holds.
-pub async fn count(client: &Client, endpoint: &str) -> Result<i64, PgError> {
-    Ok(client
+pub async fn count(db: &Session) -> Result<i64, PgError> {
+    let endpoint = db.endpoint();
+    Ok(db
         .query_one("SELECT count(*) FROM pg_largeobject_metadata", &[])
         .await
         .context(&endpoint, || "count the large objects".into())?
@@ -53,8 +55,9 @@ pub async fn count(client: &Client, endpoint: &str) -> Result<i64, PgError> {
 
 /// Why this session cannot read every large object (None: it can): reading needs
 /// SELECT on each, which their owners or a superuser have.
-pub async fn unreadable(client: &Client, endpoint: &str) -> Result<Option<String>, PgError> {
-    match client.batch_execute("SELECT lo_get(oid, 0, 1) FROM pg_largeobject_metadata").await {
+pub async fn unreadable(db: &Session) -> Result<Option<String>, PgError> {
+    let endpoint = db.endpoint();
+    match db.batch_execute("SELECT lo_get(oid, 0, 1) FROM pg_largeobject_metadata").await {
         Err(e) if e.as_db_error().is_some() => Ok(Some(format!(
             "{endpoint}: cannot read the large objects ({}): connect as their owner or a superuser, or GRANT SELECT ON LARGE OBJECT to this user",
             crate::error::describe(&e)
@@ -64,8 +67,9 @@ pub async fn unreadable(client: &Client, endpoint: &str) -> Result<Option<String
 }
 
 /// The roles large objects' owners and privileges name (never PUBLIC).
-pub async fn roles(client: &Client, endpoint: &str) -> Result<(Vec<String>, Vec<String>), PgError> {
-    let row = client
+pub async fn roles(db: &Session) -> Result<(Vec<String>, Vec<String>), PgError> {
+    let endpoint = db.endpoint();
+    let row = db
         .query_one(
             "SELECT ARRAY(SELECT DISTINCT pg_get_userbyid(lomowner)::text FROM pg_largeobject_metadata), \
                ARRAY(SELECT DISTINCT pg_get_userbyid(a.grantee)::text FROM pg_largeobject_metadata m, aclexplode(m.lomacl) a \
@@ -96,7 +100,8 @@ async fn states(client: &Client, endpoint: &str) -> Result<BTreeMap<u32, State>,
 }
 
 /// Makes the target's large objects the same as the source's.
-pub async fn sync((src, src_name): (&Client, &str), (dst, dst_name): (&Client, &str), carry: Carry) -> Result<Synced, PgError> {
+pub async fn sync(src: &Session, dst: &Session, carry: Carry) -> Result<Synced, PgError> {
+    let (src_name, dst_name) = (src.endpoint(), dst.endpoint());
     let (wanted, present) = (states(src, src_name).await?, states(dst, dst_name).await?);
     let mut out = Synced::default();
     let write = |sql: String| async move { dst.batch_execute(&sql).await.context(&dst_name, || sql.clone()) };

@@ -11,12 +11,12 @@
 
 use std::collections::HashSet;
 
+use pgshift_postgres::Session;
 use pgshift_postgres::catalog::{Catalog, Column};
 use pgshift_postgres::error::Context;
 use pgshift_postgres::schema_map::{SchemaMap, StatementRewriter};
 use pgshift_postgres::sql::{qualified, quote_ident, quote_literal};
 use serde::Deserialize;
-use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
 
@@ -25,7 +25,8 @@ const TRIGGER: &str = "pgshift_ddl";
 
 /// Why schema changes on the source will not be followed (None: they will): the
 /// event trigger that reports them needs a superuser to create. Read-only.
-pub async fn unfollowable(src: &Client, src_name: &str) -> Result<Option<String>> {
+pub async fn unfollowable(src: &Session) -> Result<Option<String>> {
+    let src_name = src.endpoint();
     let superuser: bool = src
         .query_one("SELECT rolsuper FROM pg_roles WHERE rolname = current_user", &[])
         .await
@@ -42,8 +43,9 @@ pub async fn unfollowable(src: &Client, src_name: &str) -> Result<Option<String>
 
 /// Installs the event trigger on the source (idempotent), where it can be; returns
 /// why not otherwise.
-pub async fn install(src: &Client, src_name: &str) -> Result<Option<String>> {
-    if let Some(reason) = unfollowable(src, src_name).await? {
+pub async fn install(src: &Session) -> Result<Option<String>> {
+    let src_name = src.endpoint();
+    if let Some(reason) = unfollowable(src).await? {
         return Ok(Some(reason));
     }
     // SECURITY DEFINER: the application's own role runs its migrations. A failure to
@@ -140,7 +142,8 @@ pub async fn install(src: &Client, src_name: &str) -> Result<Option<String>> {
 }
 
 /// Removes the event trigger once no pgshift slot on the source needs it.
-pub async fn remove_if_unused(src: &Client, src_name: &str) -> Result<()> {
+pub async fn remove_if_unused(src: &Session) -> Result<()> {
+    let src_name = src.endpoint();
     let in_use: bool = src
         .query_one("SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name LIKE 'pgshift%' AND database = current_database())", &[])
         .await

@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pgshift_postgres::Session;
 use pgshift_postgres::apply::{Applied, Applier};
 use pgshift_postgres::catalog::{self, Table};
 use pgshift_postgres::copy::CopyFormat;
@@ -179,31 +180,31 @@ async fn follow_once(
     totals: &mut Totals,
     shutdown: &mut Shutdown,
 ) -> Result<FollowReport> {
-    let (src_name, dst_name) = (source.endpoint(), target.endpoint());
-    let src = source.connect().await?;
-    let dst = target.connect().await?;
-    let store = Store::new(&dst, dst_name);
+    let src_name = source.endpoint();
+    let src = source.session().await?;
+    let dst = target.session().await?;
+    let store = Store::new(&dst);
     let (run, slot) = store.run_to_follow(src_name).await?;
-    slot::check(&src, src_name, &slot).await?;
+    slot::check(&src, &slot).await?;
     let version: i32 = src.query_one("SELECT current_setting('server_version_num')::int", &[]).await.context(&src_name, || "read the server version".into())?.get(0);
     if version < 140000 {
         return Err(Error::Setting(format!("catch-up needs PostgreSQL 14 or newer on the source ({src_name} runs {})", version / 10000)));
     }
 
-    let target_catalog = catalog::inspect(&dst, &dst_name).await?;
-    let tables = run_tables(&dst, dst_name, &run, &target_catalog).await?;
+    let target_catalog = catalog::inspect(&dst).await?;
+    let tables = run_tables(&dst, &run, &target_catalog).await?;
     // A column whose type changed on the way (migrate --cast) must arrive as text; the
     // source's names are compared as the target has them (schema map, extensions).
-    let installed = catalog::installed_extensions(&dst, dst_name).await?;
-    let source_raw = catalog::inspect(&src, &src_name).await?;
+    let installed = catalog::installed_extensions(&dst).await?;
+    let source_raw = catalog::inspect(&src).await?;
     let source_catalog = relocate_extensions(&run.schema_map.target_view(&source_raw), &installed);
     // Columns left out (vectors recomputed in place) are dropped from every change.
-    let left_out = Store::new(&dst, dst_name).left_out(run.run_id).await?;
+    let left_out = Store::new(&dst).left_out(run.run_id).await?;
     let binary = tables.iter().all(|t| CopyFormat::for_table(t) == CopyFormat::Binary) && !crate::plan::casts::types_differ(&source_catalog, &tables, &left_out);
     let format = if binary { CopyFormat::Binary } else { CopyFormat::Text };
-    let embed = catchup_embedding(&dst, dst_name, &run, (&target_catalog, &tables), opts).await?;
-    let apply_client = target.connect().await?;
-    let (mut applier, origin_lsn) = Applier::new(apply_client, dst_name, format, target_catalog.clone(), slot::origin_name(&slot)).await?;
+    let embed = catchup_embedding(&dst, &run, (&target_catalog, &tables), opts).await?;
+    let apply_client = target.session().await?;
+    let (mut applier, origin_lsn) = Applier::new(apply_client, format, target_catalog.clone(), slot::origin_name(&slot)).await?;
     let l0: Lsn = run.start_lsn.as_deref().unwrap_or("0/0").parse().map_err(Error::Internal)?;
     let converge_until: Option<Lsn> = run.converge_lsn.as_deref().map(str::parse).transpose().map_err(Error::Internal)?;
     let start = origin_lsn.max(l0);
@@ -221,7 +222,7 @@ async fn follow_once(
         options.push(("streaming", "on".to_string()));
     }
     if let Err(e) = repl.start_logical(&slot, start, &options).await {
-        return Err(slot::explain_stream_error(e, &src, src_name, &slot).await);
+        return Err(slot::explain_stream_error(e, &src, &slot).await);
     }
     let mut stream = LogicalStream::spawn(repl, STREAM_QUEUE);
     crate::progress::enter(&**progress, Stage::CatchUp);
@@ -230,7 +231,7 @@ async fn follow_once(
     totals.streamed = true;
 
     let probe = match opts.until {
-        Until::CaughtUp => Some(emit_mark(&src, &src, src_name, "caught-up").await?),
+        Until::CaughtUp => Some(emit_mark(&src, &src, "caught-up").await?),
         Until::Stopped | Until::Fence => None,
     };
     let mut f = Follower {
@@ -276,7 +277,7 @@ async fn follow_once(
                     Some(Ok(item)) => item,
                     // A finished cutover ends the stream (and drops the slot).
                     _ if store.is_done(run.run_id).await? => break,
-                    Some(Err(e)) => return Err(slot::explain_stream_error(e, &src, src_name, &slot).await),
+                    Some(Err(e)) => return Err(slot::explain_stream_error(e, &src, &slot).await),
                     None => return Err(Error::CatchUpStopped("the replication stream ended".into())),
                 };
                 match item {
@@ -313,7 +314,7 @@ async fn follow_once(
                 }
                 if last_check.elapsed() >= Duration::from_secs(2) {
                     last_check = Instant::now();
-                    let lag = slot::lag_bytes(&src, src_name, f.confirmed).await?;
+                    let lag = slot::lag_bytes(&src, f.confirmed).await?;
                     let secs = f.lag_seconds(lag);
                     metrics::LAG_BYTES.set(lag as i64);
                     metrics::LAG_SECONDS.set(secs);
@@ -343,7 +344,7 @@ async fn follow_once(
         run_id: run.run_id,
         slot_name: slot,
         confirmed_lsn: f.confirmed.to_string(),
-        lag_bytes: slot::lag_bytes(&src, src_name, f.confirmed).await?,
+        lag_bytes: slot::lag_bytes(&src, f.confirmed).await?,
         ..Default::default()
     })
 }
@@ -421,13 +422,12 @@ struct CatchupEmbedding {
 
 /// For a run that computes vectors: the embedder given must serve the run's specs.
 async fn catchup_embedding(
-    dst: &Client,
-    dst_name: &str,
+    dst: &Session,
     run: &Run,
     (target, tables): (&catalog::Catalog, &[&Table]),
     opts: &FollowOptions,
 ) -> Result<Option<CatchupEmbedding>> {
-    let recorded = Store::new(dst, dst_name).run_embeddings(run.run_id).await?;
+    let recorded = Store::new(dst).run_embeddings(run.run_id).await?;
     if recorded.is_empty() {
         return Ok(None);
     }
@@ -447,7 +447,7 @@ async fn catchup_embedding(
     let by_table = specs_by_table(setup, &back.target_view(target).same_tables(tables))?;
     let spec_of = |t: &Table| by_table.get(&back.target_display(&t.display_name())).map(|s| (t.clone(), s.clone()));
     let tables = tables.iter().filter(|t| t.holds_rows()).filter_map(|t| spec_of(t)).collect();
-    let vector_schema = catalog::vector_schema(&catalog::installed_extensions(dst, dst_name).await?, None);
+    let vector_schema = catalog::vector_schema(&catalog::installed_extensions(dst).await?, None);
     let pool = EmbedPool::start(setup.embedder.clone(), setup.threads, setup.batch_size);
     Ok(Some(CatchupEmbedding { pool, tables, vector_schema }))
 }
@@ -501,11 +501,10 @@ impl Follower<'_> {
                 // Vectors for the rows this transaction inserted or whose text it changed.
                 self.applier.flush().await?;
                 if self.applier.in_transaction() {
-                    let endpoint = self.applier.endpoint().to_string();
                     let client = self.applier.client().await?;
                     for (table, spec) in &embed.tables {
                         let column = VectorColumn { table, spec, vector_schema: &embed.vector_schema };
-                        embed_pending(client, &endpoint, &embed.pool, column).await?;
+                        embed_pending(client, &embed.pool, column).await?;
                     }
                 }
             }
@@ -544,8 +543,7 @@ impl Follower<'_> {
     async fn schema_change(&mut self, content: &[u8], follow_ddl: bool) -> Result<()> {
         let change = ddl::Change::parse(content)?;
         self.applier.flush().await?;
-        let endpoint = self.applier.endpoint().to_string();
-        let target = catalog::inspect(self.applier.client().await?, &endpoint).await?;
+        let target = catalog::inspect(self.applier.client().await?).await?;
         let plan = ddl::plan(&change, &target, self.schema_map, &self.following)?;
         if plan.statements.is_empty() {
             let ours = change.tables.iter().any(|t| self.following.followed.contains(&format!("{}.{}", self.schema_map.target_schema(&t.schema), t.name)));
@@ -567,15 +565,15 @@ impl Follower<'_> {
         // Cutover fences and counts the run's tables, verify compares them.
         let back = self.schema_map.inverse();
         for table in &plan.created {
-            Store::new(self.applier.client().await?, &endpoint).add_run_table(self.run_id, &back.target_display(table)).await?;
+            Store::new(self.applier.client().await?).add_run_table(self.run_id, &back.target_display(table)).await?;
             self.following.followed.insert(table.clone());
         }
         for table in &plan.dropped {
-            Store::new(self.applier.client().await?, &endpoint).remove_run_table(self.run_id, &back.target_display(table)).await?;
+            Store::new(self.applier.client().await?).remove_run_table(self.run_id, &back.target_display(table)).await?;
             self.following.followed.remove(table);
         }
         let statements = plan.statements;
-        let target = catalog::inspect(self.applier.client().await?, &endpoint).await?;
+        let target = catalog::inspect(self.applier.client().await?).await?;
         self.applier.set_target(target);
         metrics::SCHEMA_CHANGES.inc();
         self.schema_changed = true;
@@ -685,7 +683,8 @@ impl Follower<'_> {
 /// The walsender only sends flushed WAL, and a lone message record is not flushed by
 /// itself (until PostgreSQL 17's flush argument), so a tiny committed transaction on
 /// `flusher` (a connection outside any transaction) pushes it out.
-pub async fn emit_mark(client: &Client, flusher: &Client, src_name: &str, what: &str) -> Result<Lsn> {
+pub async fn emit_mark(client: &Client, flusher: &Session, what: &str) -> Result<Lsn> {
+    let src_name = flusher.endpoint();
     let lsn: String = client
         .query_one("SELECT pg_logical_emit_message(false, $1, $2)::text", &[&MARK_PREFIX, &what])
         .await
@@ -700,9 +699,9 @@ pub async fn emit_mark(client: &Client, flusher: &Client, src_name: &str, what: 
 
 /// The tables the run copies, as the target has them now (the chunks keep the
 /// source's names; the run's schema map says where they went).
-pub(crate) async fn run_tables<'a>(dst: &Client, dst_name: &str, run: &Run, target: &'a catalog::Catalog) -> Result<Vec<&'a Table>> {
+pub(crate) async fn run_tables<'a>(dst: &Session, run: &Run, target: &'a catalog::Catalog) -> Result<Vec<&'a Table>> {
     let names: Vec<String> =
-        Store::new(dst, dst_name).run_table_names(run.run_id).await?.iter().map(|n| run.schema_map.target_display(n)).collect();
+        Store::new(dst).run_table_names(run.run_id).await?.iter().map(|n| run.schema_map.target_display(n)).collect();
     Ok(target.tables.iter().filter(|t| names.contains(&t.display_name())).collect())
 }
 

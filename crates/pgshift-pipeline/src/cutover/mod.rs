@@ -306,7 +306,7 @@ impl Cutover<'_> {
                 // Logical decoding does not carry large objects: made the same here, while
                 // writers wait (a pause that grows with their size; none without them).
                 if let Some(carry) = self.large_objects {
-                    report.large_objects = Some(large_objects::sync((src, src.endpoint()), (dst, dst.endpoint()), carry).await?);
+                    report.large_objects = Some(large_objects::sync(src, dst, carry).await?);
                 }
             }
             Step::Snapshots => {
@@ -319,7 +319,7 @@ impl Cutover<'_> {
             }
             Step::Reverse => {
                 let forward = reverse::Forward { run_id: self.run.run_id, schema_map: &self.run.schema_map, large_objects: self.large_objects, left_out: self.left_out };
-                report.reverse_slot = Some(reverse::set_up((src, src.endpoint()), (dst, self.target), (self.tables, self.target_version), &forward).await?);
+                report.reverse_slot = Some(reverse::set_up(src, dst, (self.tables, self.target_version), &forward).await?);
             }
             Step::Rollback => {
                 let sql = format!("ALTER DATABASE {} RESET default_transaction_read_only", quote_ident(self.target.dbname()));
@@ -354,9 +354,9 @@ impl Cutover<'_> {
         if let Some(task) = own_follower {
             let _ = task.await;
         }
-        slot::drop(src, src.endpoint(), self.slot).await?;
-        crate::catchup::ddl::remove_if_unused(src, src.endpoint()).await?;
-        slot::drop_origin(dst, dst.endpoint(), self.slot).await;
+        slot::drop(src, self.slot).await?;
+        crate::catchup::ddl::remove_if_unused(src).await?;
+        slot::drop_origin(dst, self.slot).await;
         // From now on the application writes the vectors: catch-up's trigger goes.
         let embedded = store.run_embeddings(self.run.run_id).await?;
         for (s, t) in self.pairs.iter().filter(|(_, t)| t.partition_of.is_none()) {
@@ -368,11 +368,11 @@ impl Cutover<'_> {
         }
         // Replication back reports the new database's schema changes too (after pgshift's own cleanup above).
         if self.opts.reverse {
-            if let Some(reason) = crate::catchup::ddl::install(dst, dst.endpoint()).await? {
+            if let Some(reason) = crate::catchup::ddl::install(dst).await? {
                 tracing::warn!("{reason}");
             }
         }
-        report.foreign_keys = crate::load::links::validate_declared(dst, dst.endpoint()).await?;
+        report.foreign_keys = crate::load::links::validate_declared(dst).await?;
         Ok(())
     }
 }
@@ -384,17 +384,17 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
         // The old database was made read-only by the cutover; this session writes to it.
         dst.batch_execute("SET default_transaction_read_only = off").await.context(&dst.endpoint(), || "leave read-only mode".into())?;
     }
-    let store = Store::new(&dst, dst.endpoint());
+    let store = Store::new(&dst);
     let (run, slot) = store.run_to_follow(src.endpoint()).await?;
     let left_out = store.left_out(run.run_id).await?;
-    let SlotState::Usable { active: follower_running, confirmed } = slot::check(&src, src.endpoint(), &slot).await? else {
+    let SlotState::Usable { active: follower_running, confirmed } = slot::check(&src, &slot).await? else {
         unreachable!("check refuses missing and lost slots")
     };
     let confirmed: Lsn = confirmed.unwrap_or_default().parse().unwrap_or_default();
-    let lag = slot::lag_bytes(&src, src.endpoint(), confirmed).await?;
-    let catalog = catalog::inspect(&src, &src.endpoint()).await?;
-    let target_catalog = catalog::inspect(&dst, &dst.endpoint()).await?;
-    let tables = follow::run_tables(&dst, dst.endpoint(), &run, &target_catalog).await?;
+    let lag = slot::lag_bytes(&src, confirmed).await?;
+    let catalog = catalog::inspect(&src).await?;
+    let target_catalog = catalog::inspect(&dst).await?;
+    let tables = follow::run_tables(&dst, &run, &target_catalog).await?;
     let back = run.schema_map.inverse();
     let mut cut = Cutover {
         source,
@@ -413,7 +413,7 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
         pool: None,
     };
     if opts.reverse {
-        reverse::check_possible(&dst, dst.endpoint()).await?;
+        reverse::check_possible(&dst).await?;
     }
     if let Some(p) = &opts.pgbouncer {
         cut.pool = Some(p.prepare(source, target).await?);
@@ -518,7 +518,7 @@ impl StepClock {
 /// before the fence is applied. Gives up at `timeout` after the pause began.
 async fn apply_up_to_fence(fence: &Client, src: &Session, slot: &str, paused: Instant, timeout: Duration) -> Result<Lsn> {
     let src_name = src.endpoint();
-    let fence_lsn = emit_mark(fence, src, src_name, FENCE).await?;
+    let fence_lsn = emit_mark(fence, src, FENCE).await?;
     loop {
         let confirmed: Option<String> = src
             .query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", &[&slot])

@@ -8,12 +8,11 @@
 //! `pgshift` schema, so `pgshift follow --source NEW --target OLD` and
 //! `pgshift rollback` find it like any loaded run.
 
+use pgshift_postgres::Session;
 use pgshift_postgres::catalog::Table;
 use pgshift_postgres::error::Context;
 use pgshift_postgres::large_objects::Carry;
 use pgshift_postgres::schema_map::SchemaMap;
-use pgshift_postgres::ConnInfo;
-use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
 use crate::plan::LeftOut;
@@ -21,7 +20,8 @@ use crate::run::slot;
 use crate::run::store::Store;
 
 /// What must hold on the new database before a cutover promises a way back.
-pub async fn check_possible(new: &Client, new_name: &str) -> Result<()> {
+pub async fn check_possible(new: &Session) -> Result<()> {
+    let new_name = new.endpoint();
     let row = new
         .query_one(
             "SELECT current_setting('wal_level'), \
@@ -64,16 +64,16 @@ pub struct Forward<'a> {
 /// Creates publication and slot on the new database and records the reverse run in
 /// the old one. `tables` are the new database's (`version`: its server_version_num).
 /// Runs while the old database is fenced.
-pub async fn set_up((old, old_name): (&Client, &str), (new, new_info): (&Client, &ConnInfo), (tables, version): (&[&Table], i32), forward: &Forward<'_>) -> Result<String> {
-    let new_name = new_info.endpoint();
+pub async fn set_up(old: &Session, new: &Session, (tables, version): (&[&Table], i32), forward: &Forward<'_>) -> Result<String> {
+    let new_name = new.endpoint();
     let slot = slot::reverse_slot_name(forward.run_id);
     let left_out = |t: &Table| forward.left_out.get(&t.display_name()).cloned().unwrap_or_default();
     let entries: Vec<String> = tables.iter().map(|t| slot::publication_entry(t, &left_out(t), version)).collect();
     // A slot left over from an aborted cutover is remade: nothing streams from it yet.
-    let lsn = slot::create_without_snapshot(new, new_name, &slot, &entries).await?;
+    let lsn = slot::create_without_snapshot(new, &slot, &entries).await?;
     let names: Vec<String> = tables.iter().map(|t| t.display_name()).collect();
     let back = forward.schema_map.inverse();
     let left_out_back: LeftOut = forward.left_out.iter().map(|(table, columns)| (back.target_display(table), columns.clone())).collect();
-    Store::new(old, old_name).create_loaded_run(new_name, (&slot, &lsn), &names, &back, (forward.large_objects, &left_out_back)).await?;
+    Store::new(old).create_loaded_run(new_name, (&slot, &lsn), &names, &back, (forward.large_objects, &left_out_back)).await?;
     Ok(slot)
 }

@@ -4,10 +4,10 @@
 //! transaction, so a vector is never older than its text and a restart redoes
 //! nothing twice. Updates that leave the text alone keep their vector.
 
+use pgshift_postgres::Session;
 use pgshift_postgres::catalog::Table;
 use pgshift_postgres::error::Context;
 use pgshift_postgres::sql::quote_ident;
-use tokio_postgres::Client;
 
 use super::{has_text_sql, vector_literal, vectors_for, Cache, EmbedPool, EmbeddingSpec};
 use crate::error::{Error, Result};
@@ -98,7 +98,8 @@ impl VectorColumn<'_> {
 
 /// Gives every row of the table that has text (not blank) but no vector its vector,
 /// inside the caller's open transaction on `client`. Returns how many rows got one.
-pub async fn embed_pending(client: &Client, endpoint: &str, pool: &EmbedPool, column: VectorColumn<'_>) -> Result<u64> {
+pub async fn embed_pending(client: &Session, pool: &EmbedPool, column: VectorColumn<'_>) -> Result<u64> {
+    let endpoint = client.endpoint();
     let (table, col, spec) = (column.table.qualified(), quote_ident(&column.spec.column), column.spec);
     let select = format!(
         "SELECT ctid::text, ({})::text FROM ONLY {table} WHERE {col} IS NULL AND {} LIMIT {ROWS_PER_ROUND}",
@@ -106,7 +107,7 @@ pub async fn embed_pending(client: &Client, endpoint: &str, pool: &EmbedPool, co
         has_text_sql(spec)
     );
     let update = column.store_by_ctid_sql(None);
-    let cache = Cache { store: Store::new(client, endpoint) };
+    let cache = Cache { store: Store::new(client) };
     let mut total = 0;
     loop {
         let rows = client.query(&select, &[]).await.context(&endpoint, || format!("find rows of {table} without a vector"))?;

@@ -6,12 +6,12 @@
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{pin_mut, SinkExt, StreamExt, TryStreamExt};
+use pgshift_postgres::Session;
 use pgshift_postgres::catalog::Table;
 use pgshift_postgres::copy::PipeStats;
 use pgshift_postgres::copy_binary::{header, put_row_with, trailer, vector_value, RowSplitter, SplitRow};
 use pgshift_postgres::error::Context;
 use pgshift_postgres::sql::{column_list, quote_ident};
-use tokio_postgres::Client;
 
 use super::{vectors_for, Cache, EmbedPool, EmbeddingSpec};
 use crate::error::{Error, Result};
@@ -49,7 +49,7 @@ pub struct EmbedTarget<'a> {
 /// PostgreSQL COPY, or rows read from SQLite) whose last field is the text to embed.
 pub async fn embed_stream<S>(
     stream: S,
-    (dst, dst_name): (&Client, &str),
+    dst: &Session,
     embed: &EmbedTarget<'_>,
     in_sql: &str,
     name: &str,
@@ -58,6 +58,7 @@ pub async fn embed_stream<S>(
 where
     S: futures_util::Stream<Item = Result<Bytes>>,
 {
+    let dst_name = dst.endpoint();
     let (row_tx, row_rx) = tokio::sync::mpsc::channel::<Vec<SplitRow>>(IN_FLIGHT);
     let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Bytes>(IN_FLIGHT);
 

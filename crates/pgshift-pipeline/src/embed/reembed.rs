@@ -8,13 +8,13 @@
 
 use std::time::Instant;
 
+use pgshift_postgres::Session;
 use pgshift_postgres::catalog::{self, Table};
 use pgshift_postgres::error::Context;
 use pgshift_postgres::sql::{quote_ident, quote_literal};
 use pgshift_postgres::ConnInfo;
 use serde::Serialize;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Client;
 
 use super::catchup::{self as embed_catchup, VectorColumn};
 use super::{has_text_sql, vector_literal, vectors_for, Cache, EmbedPool};
@@ -72,8 +72,8 @@ pub async fn reembed(target: &ConnInfo, options: &ReembedOptions, progress: std:
     let started = Instant::now();
     let endpoint = target.endpoint();
     let spec = options.setup.specs.first().ok_or_else(|| Error::Setting("reembed: name the table, text and column".into()))?;
-    let client = target.connect().await?;
-    let catalog = catalog::inspect(&client, &endpoint).await?;
+    let client = target.session().await?;
+    let catalog = catalog::inspect(&client).await?;
     // The catalog is read with search_path = pg_catalog; the text expression and the
     // vector type resolve as the application's own queries do.
     client.batch_execute("RESET search_path").await.context(&endpoint, || "reset search_path".into())?;
@@ -90,7 +90,7 @@ pub async fn reembed(target: &ConnInfo, options: &ReembedOptions, progress: std:
     client.batch_execute(&probe).await.map_err(|e| {
         Error::Data(format!("reembed: the text expression {:?} fails on {}: {}", spec.text, table.display_name(), pgshift_postgres::error::describe(&e)))
     })?;
-    let Some(vector_schema) = catalog::installed_extensions(&client, endpoint).await?.remove("vector") else {
+    let Some(vector_schema) = catalog::installed_extensions(&client).await?.remove("vector") else {
         return Err(Error::Setting(format!("reembed: {endpoint} has no pgvector extension: CREATE EXTENSION vector first")));
     };
     let n = names(table, spec);
@@ -123,7 +123,7 @@ pub async fn reembed(target: &ConnInfo, options: &ReembedOptions, progress: std:
         return Ok(report);
     }
 
-    let store = Store::new(&client, endpoint);
+    let store = Store::new(&client);
     store.ensure_schema().await?;
     let mut last_key: Option<Vec<String>> = None;
     match store.reembed(&report.table, &spec.column).await? {
@@ -153,7 +153,6 @@ pub async fn reembed(target: &ConnInfo, options: &ReembedOptions, progress: std:
     let pool = EmbedPool::start(options.setup.embedder.clone(), options.setup.threads, options.setup.batch_size);
     let backfill = Backfill {
         client: &client,
-        endpoint,
         table,
         spec: &shadow_spec,
         column: &spec.column,
@@ -212,8 +211,7 @@ fn unquoted(ident: &str) -> String {
 }
 
 struct Backfill<'a> {
-    client: &'a Client,
-    endpoint: &'a str,
+    client: &'a Session,
     table: &'a Table,
     /// The spec with the shadow column as its column.
     spec: &'a EmbeddingSpec,
@@ -262,7 +260,7 @@ impl Backfill<'_> {
                 has_text = has_text_sql(self.spec)
             );
             let params: Vec<&(dyn ToSql + Sync)> = from.iter().flatten().map(|v| v as &(dyn ToSql + Sync)).collect();
-            let rows = self.client.query(&select, &params).await.context(&self.endpoint, || format!("read {table}"))?;
+            let rows = self.client.query(&select, &params).await.context(&self.client.endpoint(), || format!("read {table}"))?;
             let Some(last) = rows.last() else { return Ok(total) };
             let next: Vec<String> = last.get(2);
             let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
@@ -278,7 +276,7 @@ impl Backfill<'_> {
     /// still the one embedded (a row changed meanwhile waits for the next pass), with
     /// the checkpoint in the same transaction.
     async fn store(&self, ids: &[String], texts: &[Option<String>], checkpoint: &[String]) -> Result<u64> {
-        let store = Store::new(self.client, self.endpoint);
+        let store = Store::new(self.client);
         let cache = Cache { store };
         let vectors: Vec<Option<String>> = vectors_for(self.pool, &cache, self.spec, texts)
             .await?
@@ -289,25 +287,25 @@ impl Backfill<'_> {
         let unchanged = format!("({})::text = ($3::text[])[array_position($1::text[]::tid[], ctid)]", self.spec.text);
         let update = self.shadow().store_by_ctid_sql(Some(&unchanged));
         let write = async {
-            let written = self.client.execute(&update, &[&ids, &vectors, &plain]).await.context(&self.endpoint, || "store vectors".into())?;
+            let written = self.client.execute(&update, &[&ids, &vectors, &plain]).await.context(&self.client.endpoint(), || "store vectors".into())?;
             store.checkpoint_reembed(&self.table.display_name(), self.column, checkpoint, written).await?;
             Ok::<_, Error>(written)
         };
-        pgshift_postgres::conn::in_transaction(self.client, self.endpoint, "a backfill batch", write).await
+        pgshift_postgres::conn::in_transaction(self.client, "a backfill batch", write).await
     }
 }
 
 /// The swap: writers wait (readers do not) while the last changed rows get their
 /// vectors, then column and index names change and the old ones go, in one transaction.
 async fn swap(b: &Backfill<'_>, n: &Names, spec: &EmbeddingSpec, old_exists: bool, lock_timeout_ms: u64) -> Result<Option<String>> {
-    let (client, endpoint) = (b.client, b.endpoint);
+    let (client, endpoint) = (b.client, b.client.endpoint());
     let work = async {
         client
             .batch_execute(&format!("SET LOCAL lock_timeout = {lock_timeout_ms}; LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE", n.table))
             .await
             .context(&endpoint, || format!("lock {} for the swap (writers were busy for longer than the lock timeout: try again)", n.table))?;
         // Rows changed since the last pass; no writer can change them again under the lock.
-        embed_catchup::embed_pending(client, endpoint, b.pool, b.shadow()).await?;
+        embed_catchup::embed_pending(client, b.pool, b.shadow()).await?;
         // The index of the old column keeps its name for the new one.
         let old_index: Option<String> = if old_exists {
             client
@@ -342,5 +340,5 @@ async fn swap(b: &Backfill<'_>, n: &Names, spec: &EmbeddingSpec, old_exists: boo
         }
         Ok::<_, Error>(final_index)
     };
-    pgshift_postgres::conn::in_transaction(client, endpoint, "the swap", work).await
+    pgshift_postgres::conn::in_transaction(client, "the swap", work).await
 }

@@ -92,7 +92,7 @@ pub async fn build(
     if work.iter().all(|w| w.spec.index == VectorIndex::None) {
         return Ok(warnings);
     }
-    let client = target.connect().await?;
+    let client = target.session().await?;
     for w in work {
         let (spec, display) = (w.spec, format!("{}.{}", w.schema, w.name));
         let name = w.index.map_or_else(|| index_name(w.name, spec), str::to_string);
@@ -139,7 +139,7 @@ pub async fn build(
 
 /// Polls the build's progress view until aborted.
 async fn watch(target: ConnInfo, table: String, name: String, progress: Arc<dyn Progress>) {
-    let Ok(client) = target.connect().await else { return };
+    let Ok(client) = target.session().await else { return };
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let row = client

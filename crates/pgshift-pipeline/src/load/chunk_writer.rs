@@ -3,10 +3,10 @@
 //! of a worker on another host) a chunk is either complete and marked done, or absent
 //! and back in the queue; `--resume` copies exactly the chunks not marked.
 
+use pgshift_postgres::Session;
 use pgshift_postgres::conn::in_transaction;
 use pgshift_postgres::copy::PipeStats;
 use pgshift_postgres::error::Context;
-use tokio_postgres::Client;
 
 use crate::error::Result;
 use crate::run::store::{ClaimedChunk, Store};
@@ -15,12 +15,13 @@ use crate::run::store::{ClaimedChunk, Store};
 /// claim, see [`Store::claim_chunk`]), clears its range when it must, runs `write`
 /// (which fills the chunk's rows through `client`) and marks it done. Any failure
 /// rolls all of it back. None: no chunk is free now.
-pub async fn copy_next_chunk<F>(client: &Client, endpoint: &str, run_id: i64, write: F) -> Result<Option<(ClaimedChunk, PipeStats)>>
+pub async fn copy_next_chunk<F>(client: &Session, run_id: i64, write: F) -> Result<Option<(ClaimedChunk, PipeStats)>>
 where
     F: AsyncFnOnce(&ClaimedChunk) -> Result<PipeStats>,
 {
+    let endpoint = client.endpoint();
     let work = async {
-        let store = Store::new(client, endpoint);
+        let store = Store::new(client);
         let Some(chunk) = store.claim_chunk(run_id).await? else { return Ok(None) };
         if let Some(sql) = chunk.clear_sql() {
             client.batch_execute(&sql).await.context(&endpoint, || format!("clear {} before re-copy", chunk.table_name))?;
@@ -29,5 +30,5 @@ where
         store.mark_chunk_done(run_id, &chunk.table_name, chunk.chunk_no, stats.rows, stats.bytes).await?;
         Ok(Some((chunk, stats)))
     };
-    in_transaction(client, endpoint, &format!("a chunk of run {run_id}"), work).await
+    in_transaction(client, &format!("a chunk of run {run_id}"), work).await
 }

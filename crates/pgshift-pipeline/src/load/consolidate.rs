@@ -50,8 +50,8 @@ pub async fn consolidate(
     progress: Arc<dyn Progress>,
 ) -> Result<ConsolidateReport> {
     let mut report = ConsolidateReport::default();
-    let (dst_name, dst) = (target.endpoint(), target.connect().await?);
-    let store = Store::new(&dst, dst_name);
+    let dst = target.session().await?;
+    let store = Store::new(&dst);
     let mut todo = Vec::new();
     for s in sources {
         let name = s.source.endpoint();

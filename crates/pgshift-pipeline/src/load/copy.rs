@@ -12,13 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use pgshift_postgres::Session;
 use pgshift_postgres::copy::{copy_in_received, PipeStats};
 use pgshift_postgres::error::Context;
 use pgshift_postgres::ConnInfo;
 use serde::Serialize;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
-use tokio_postgres::Client;
 
 use super::chunk_writer::copy_next_chunk;
 use crate::embed::copy::{embed_stream, EmbedTarget};
@@ -90,9 +90,8 @@ impl<T> Shared<T> {
 /// Copies the run's open chunks with `ctx.jobs` workers, until every chunk of the run
 /// is done (by this process or another). Returns the tables finished meanwhile.
 pub async fn copy_chunks<R: ChunkReader>(source: Arc<R>, ctx: Arc<CopyContext>, table_of: TableOf<R::Table>) -> Result<Vec<TableSummary>> {
-    let dst_name = ctx.target.endpoint();
-    let control = ctx.target.connect().await?;
-    let store = Store::new(&control, dst_name);
+    let control = ctx.target.session().await?;
+    let store = Store::new(&control);
     let host = host_name();
     let me = format!("{host}:{}", std::process::id());
     store.register_worker(ctx.run_id, &me, &host, ctx.jobs as i32).await?;
@@ -199,26 +198,26 @@ impl Watch {
 async fn worker<R: ChunkReader>(source: &R, ctx: &CopyContext, shared: &Shared<R::Table>) -> Result<()> {
     let dst_name = ctx.target.endpoint();
     let mut reader = source.reader().await?;
-    let target = ctx.target.connect().await?;
+    let target = ctx.target.session().await?;
     // A lost commit after a target crash only loses the chunk's checkpoint with its
     // rows, and the chunk is copied again: safe, and much faster.
     target.batch_execute("SET synchronous_commit = off").await.context(&dst_name, || "configure copy session".into())?;
     // The embedding cache is read while the chunk's COPY holds `target`: its own session.
-    let mut cache_client: Option<Client> = None;
+    let mut cache_client: Option<Session> = None;
     while !shared.failed.load(Ordering::SeqCst) {
         let mut holding = None;
-        let copied = copy_next_chunk(&target, dst_name, ctx.run_id, async |chunk: &ClaimedChunk| {
+        let copied = copy_next_chunk(&target, ctx.run_id, async |chunk: &ClaimedChunk| {
             let table = (shared.table_of)(chunk)?;
             shared.start(&*ctx.progress, &table.name, table.size_bytes.max(0) as u64);
             let label = format!("{}#{}", chunk.table_name, chunk.chunk_no);
             shared.mine.lock().unwrap().copying.push(label.clone());
             holding = Some(label);
             if table.embedding.is_some() && cache_client.is_none() {
-                cache_client = Some(ctx.target.connect().await?);
+                cache_client = Some(ctx.target.session().await?);
             }
             let (out, received) = mpsc::channel::<Bytes>(READ_AHEAD);
             let read = source.read_chunk(&mut reader, ctx.snapshot.as_deref(), &table, chunk.predicate.as_deref(), out);
-            let write = write_rows(ctx, (&target, dst_name), cache_client.as_ref(), &table, received);
+            let write = write_rows(ctx, &target, cache_client.as_ref(), &table, received);
             // Both run to their end (a failed side ends the other); a reader's error is
             // the cause when both fail (the writer then only saw the rows stop).
             let (read, write) = tokio::join!(read, write);
@@ -238,7 +237,7 @@ async fn worker<R: ChunkReader>(source: &R, ctx: &CopyContext, shared: &Shared<R
             }
             // Every chunk is taken: wait for the others, and take over a chunk whose
             // worker died (its lock went with its session).
-            None if Store::new(&target, dst_name).chunks_left(ctx.run_id).await? == 0 => break,
+            None if Store::new(&target).chunks_left(ctx.run_id).await? == 0 => break,
             None => tokio::time::sleep(POLL).await,
         }
     }
@@ -249,8 +248,8 @@ async fn worker<R: ChunkReader>(source: &R, ctx: &CopyContext, shared: &Shared<R
 /// computed for the text in its last field. Counts bytes as they arrive.
 async fn write_rows<T>(
     ctx: &CopyContext,
-    (target, dst_name): (&Client, &str),
-    cache_client: Option<&Client>,
+    target: &Session,
+    cache_client: Option<&Session>,
     table: &TableLoad<T>,
     mut received: mpsc::Receiver<Bytes>,
 ) -> Result<PipeStats> {
@@ -262,11 +261,11 @@ async fn write_rows<T>(
         reported = bytes;
     };
     if let (Some(spec), Some(pool), Some(cache)) = (&table.embedding, &ctx.embedding, cache_client) {
-        let embed = EmbedTarget { pool, cache: Cache { store: Store::new(cache, dst_name) }, spec };
+        let embed = EmbedTarget { pool, cache: Cache { store: Store::new(cache) }, spec };
         let stream = futures_util::stream::unfold(received, |mut rx| async { rx.recv().await.map(|b| (Ok::<_, Error>(b), rx)) });
-        return embed_stream(stream, (target, dst_name), &embed, in_sql, name, report).await;
+        return embed_stream(stream, target, &embed, in_sql, name, report).await;
     }
-    Ok(copy_in_received((target, dst_name), in_sql, &mut received, report).await?)
+    Ok(copy_in_received(target, in_sql, &mut received, report).await?)
 }
 
 /// This host's name, for `pgshift status` (the worker's id adds the process id).

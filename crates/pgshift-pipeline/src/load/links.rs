@@ -10,11 +10,11 @@
 //! When rows break it, they are listed (and the key is dropped at a load, where the
 //! error stops the run, or left NOT VALID at a cutover, which already happened).
 
+use pgshift_postgres::Session;
 use pgshift_postgres::catalog::relation_exists;
 use pgshift_postgres::error::Context;
 use pgshift_postgres::ddl::{add_foreign_key_sql, foreign_key_definition, validate_sql, StepOwner};
 use pgshift_postgres::sql::quote_ident;
-use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
 use crate::plan::links::{qualified, split_table, DeclaredForeignKey};
@@ -43,14 +43,15 @@ async fn spanned_runs(store: &Store<'_>, fk: &DeclaredForeignKey) -> Result<(Vec
 /// Adds each declared key whose two tables exist (NOT VALID), and validates it when
 /// every run it spans is done; returns notes on the rest. At a load (`at_load`), a
 /// key the data breaks is an error listing offending rows, and is dropped again.
-pub async fn add_declared(client: &Client, endpoint: &str, keys: &[DeclaredForeignKey], at_load: bool) -> Result<Vec<String>> {
-    let store = Store::new(client, endpoint);
+pub async fn add_declared(client: &Session, keys: &[DeclaredForeignKey], at_load: bool) -> Result<Vec<String>> {
+    let endpoint = client.endpoint();
+    let store = Store::new(client);
     let mut notes = Vec::new();
     for fk in keys {
         let mut missing = Vec::new();
         for t in [&fk.table, &fk.references] {
             let (s, n) = split_table(t);
-            if !relation_exists(client, endpoint, &s, &n).await? {
+            if !relation_exists(client, &s, &n).await? {
                 missing.push(t.clone());
             }
         }
@@ -90,7 +91,7 @@ pub async fn add_declared(client: &Client, endpoint: &str, keys: &[DeclaredForei
         }
         let validate = validate_sql(owner, &fk.name());
         if let Err(e) = client.batch_execute(&validate).await {
-            let offending = offending_rows(client, endpoint, fk).await?;
+            let offending = offending_rows(client, fk).await?;
             let rows = format!(
                 "foreign key {} does not hold ({}); rows of {} whose ({}) have no match: {}",
                 fk.describe(),
@@ -116,13 +117,14 @@ pub async fn add_declared(client: &Client, endpoint: &str, keys: &[DeclaredForei
 
 /// At a cutover: every key declared by any run on the target, validated where every
 /// run it spans is now done. Returns what happened to each.
-pub async fn validate_declared(client: &Client, endpoint: &str) -> Result<Vec<String>> {
-    let keys = Store::new(client, endpoint).declared_foreign_keys().await?;
-    add_declared(client, endpoint, &keys, false).await
+pub async fn validate_declared(client: &Session) -> Result<Vec<String>> {
+    let keys = Store::new(client).declared_foreign_keys().await?;
+    add_declared(client, &keys, false).await
 }
 
 /// Up to [`SHOWN`] referencing values without a referenced row, as text.
-async fn offending_rows(client: &Client, endpoint: &str, fk: &DeclaredForeignKey) -> Result<Vec<String>> {
+async fn offending_rows(client: &Session, fk: &DeclaredForeignKey) -> Result<Vec<String>> {
+    let endpoint = client.endpoint();
     let cols: Vec<String> = fk.columns.iter().map(|c| format!("c.{}", quote_ident(c))).collect();
     let matches: Vec<String> =
         fk.columns.iter().zip(&fk.ref_columns).map(|(c, r)| format!("p.{} = c.{}", quote_ident(r), quote_ident(c))).collect();

@@ -85,10 +85,10 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
     let dst_name = target.endpoint();
     let follow = opts.follow && source.can_follow();
     crate::progress::enter(&*progress, Stage::Inspect);
-    let dst = target.connect().await?;
-    let store = Store::new(&dst, dst_name);
+    let dst = target.session().await?;
+    let store = Store::new(&dst);
     let resuming = store.run_to_resume(source.name(), opts.resume, &opts.schema_map).await?;
-    let plan = source.plan((&dst, dst_name), opts, resuming.as_ref()).await?;
+    let plan = source.plan(&dst, opts, resuming.as_ref()).await?;
     if opts.jobs == 0 && plan.tables.first().is_some_and(|t| source.copy_out(t, None).is_none()) {
         return Err(Error::Setting("--jobs 0 leaves the copy to `pgshift worker` processes, which cannot read this source (a file): use --jobs 1 or more".into()));
     }
@@ -153,7 +153,7 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
     report.run_id = Some(run.run_id);
 
     // The snapshot must stay exported until every chunk transaction has imported it.
-    let (run, snapshot) = source.open((&dst, dst_name), run, &plan, follow).await?;
+    let (run, snapshot) = source.open(&dst, run, &plan, follow).await?;
     report.slot_name = if follow { run.slot_name.clone() } else { None };
     report.start_lsn = run.start_lsn.clone();
     let plan = Arc::new(plan);
@@ -185,7 +185,7 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
         let shared_snapshot = snapshot.name.is_some();
         snapshot.release().await;
         report.tables = copied?;
-        source.after_copy((&dst, dst_name), &run, shared_snapshot, follow).await?;
+        source.after_copy(&dst, &run, shared_snapshot, follow).await?;
         report.copy_seconds = copy_started.elapsed().as_secs_f64();
         report.embedding_endpoints = crate::metrics::embedding_endpoints();
         store.advance(run.run_id, Phase::Copy, Phase::PostData).await?;
@@ -208,7 +208,7 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
     for sql in plan.after_load.iter().chain(&plan.catchup_ddl).chain(&plan.sequence_values) {
         dst.batch_execute(sql).await.context(&dst_name, || sql.clone())?;
     }
-    for line in source.finish_load((&dst, dst_name), &plan).await? {
+    for line in source.finish_load(&dst, &plan).await? {
         progress.step(&line);
     }
     report.post_data_seconds = post_started.elapsed().as_secs_f64();
@@ -219,7 +219,7 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
     if !opts.foreign_keys.is_empty() {
         store.set_run_foreign_keys(run.run_id, &opts.foreign_keys).await?;
     }
-    report.foreign_keys = links::add_declared(&dst, dst_name, &opts.foreign_keys, true).await?;
+    report.foreign_keys = links::add_declared(&dst, &opts.foreign_keys, true).await?;
     report.total_seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
@@ -227,7 +227,7 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
 /// Creates the extensions (name, schema) in template1 (databases created from it get them).
 async fn extensions_in_template1(target: &ConnInfo, wanted: &[(String, String)]) -> Result<()> {
     let template = target.with_dbname("template1");
-    let client = template.connect().await?;
+    let client = template.session().await?;
     for (name, schema) in wanted {
         let sql = create_extension_sql(name, schema);
         client

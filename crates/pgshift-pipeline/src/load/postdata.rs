@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
+use pgshift_postgres::Session;
 use pgshift_postgres::ddl::{PostDataKind, PostDataStep};
 use pgshift_postgres::error::Context;
 use pgshift_postgres::ConnInfo;
-use tokio_postgres::Client;
 
 use crate::error::Result;
 use crate::progress::Progress;
@@ -34,10 +34,10 @@ pub async fn run(target: &ConnInfo, steps: &[PostDataStep], options: &PostDataOp
         run_workers(jobs, batch, |queue| {
             let (target, progress, settings) = (target.clone(), progress.clone(), settings.clone());
             async move {
-                let client = target.connect().await?;
+                let client = target.session().await?;
                 client.batch_execute(&settings).await.context(&target.endpoint(), || "configure index session".into())?;
                 while let Some(step) = queue.pop() {
-                    if !already_done(&client, target.endpoint(), &step).await? {
+                    if !already_done(&client, &step).await? {
                         progress.step(&format!("{}: {}", step.table, first_words(&step.sql)));
                         client.batch_execute(&step.sql).await.context(&target.endpoint(), || step.sql.clone())?;
                     }
@@ -51,7 +51,8 @@ pub async fn run(target: &ConnInfo, steps: &[PostDataStep], options: &PostDataOp
     Ok(())
 }
 
-async fn already_done(client: &Client, endpoint: &str, step: &PostDataStep) -> Result<bool> {
+async fn already_done(client: &Session, step: &PostDataStep) -> Result<bool> {
+    let endpoint = client.endpoint();
     let sql = match step.kind {
         PostDataKind::Comment => return Ok(false),
         PostDataKind::Validate => {

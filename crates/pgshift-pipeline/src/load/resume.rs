@@ -51,13 +51,14 @@ pub async fn open_copy<S: LoadSource>(store: &Store<'_>, run: &Run, plan: &LoadP
         let mine: Vec<&ChunkState> = states.iter().filter(|c| c.table_name == table.name).collect();
         let what = resume_table(&mine, resumed);
         if what.truncate {
-            let (client, endpoint) = store.connection();
+            let client = store.connection();
+            let endpoint = client.endpoint();
             let sql = format!("TRUNCATE ONLY {}", table.target);
             let work = async {
                 client.batch_execute(&sql).await.context(&endpoint, || format!("clear {} for a whole re-copy", table.name))?;
                 store.reset_table_chunks(run.run_id, &table.name).await
             };
-            in_transaction(client, endpoint, &format!("the re-copy of {}", table.name), work).await?;
+            in_transaction(client, &format!("the re-copy of {}", table.name), work).await?;
         }
         tables.push(CopyTable { table_name: table.name.clone(), target: table.target.clone(), copy_in: table.copy_in.clone(), embedding: table.embedding.clone() });
         for (chunk_no, clear_first) in what.todo {

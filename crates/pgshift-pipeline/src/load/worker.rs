@@ -48,8 +48,8 @@ pub struct WorkerReport {
 /// restarted after the copy ended, say by a Kubernetes Job, ends without an error).
 pub async fn join(target: &ConnInfo, run_id: Option<i64>, wait: Duration, progress: &dyn Progress) -> Result<Option<OpenRun>> {
     let dst_name = target.endpoint();
-    let dst = target.connect().await?;
-    let store = Store::new(&dst, dst_name);
+    let dst = target.session().await?;
+    let store = Store::new(&dst);
     let started = Instant::now();
     let mut said = false;
     loop {
@@ -135,9 +135,8 @@ pub async fn work(
 /// The snapshot of the run's copy once it is opened again under another one (None
 /// inside: chunks read their own); None when that does not happen within `wait`.
 async fn reopened(target: &ConnInfo, run_id: i64, gone: Option<&str>, wait: Duration) -> Result<Option<Option<String>>> {
-    let dst_name = target.endpoint();
-    let dst = target.connect().await?;
-    let store = Store::new(&dst, dst_name);
+    let dst = target.session().await?;
+    let store = Store::new(&dst);
     let started = Instant::now();
     while started.elapsed() < wait {
         if let Some((_, snapshot)) = store.open_copy_run(Some(run_id)).await? {

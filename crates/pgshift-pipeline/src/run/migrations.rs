@@ -5,7 +5,7 @@
 //! lock, so two pgshift processes starting on one target do not race.
 
 use pgshift_postgres::error::Context;
-use tokio_postgres::Client;
+use pgshift_postgres::Session;
 
 use crate::error::{Error, Result};
 
@@ -135,7 +135,8 @@ pub fn pending(current: i32) -> impl Iterator<Item = &'static (i32, &'static str
 
 /// Brings the state schema to [`latest`]. Must run inside a transaction on `client`
 /// (the advisory lock is held until it ends). Refuses a schema newer than this pgshift.
-pub async fn apply(client: &Client, endpoint: &str) -> Result<()> {
+pub async fn apply(client: &Session) -> Result<()> {
+    let endpoint = client.endpoint();
     let ctx = || "create or upgrade the pgshift state schema".to_string();
     client
         .batch_execute(

@@ -23,8 +23,8 @@ use crate::plan::embedding::EmbeddingSpec;
 /// The embedding specs of the run that `follow` and `cutover` take up for `source`
 /// (none without such a run: the command itself then says why).
 pub async fn recorded_embeddings(source: &ConnInfo, target: &ConnInfo) -> Result<Vec<EmbeddingSpec>> {
-    let dst = target.connect().await?;
-    let store = store::Store::new(&dst, target.endpoint());
+    let dst = target.session().await?;
+    let store = store::Store::new(&dst);
     match store.run_to_follow(source.endpoint()).await {
         Ok((run, _)) => store.run_embeddings(run.run_id).await,
         Err(_) => Ok(Vec::new()),

@@ -8,13 +8,13 @@
 //! or the slot missing), never by the server's message text, which depends on
 //! `lc_messages`.
 
+use pgshift_postgres::Session;
 use pgshift_postgres::error::Context;
 use pgshift_postgres::replication::{CreatedSlot, ReplicationConn};
 use pgshift_postgres::catalog::Table;
 use pgshift_postgres::sql::{column_list, quote_ident, quote_literal};
 use pgshift_postgres::lsn::Lsn;
 use pgshift_postgres::{ConnInfo, PgError};
-use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
 
@@ -72,9 +72,9 @@ pub fn publication_sql(slot: &str, tables: &[String]) -> String {
 /// must exist before the slot's consistent point, or changes right after L0 fail.
 /// A slot left by a run that died before recording L0 cannot be trusted: it is remade.
 /// The returned connection must stay open while the snapshot is in use.
-pub async fn create_with_snapshot(source: &ConnInfo, src: &Client, slot: &str, tables: &[String]) -> Result<(ReplicationConn, CreatedSlot)> {
+pub async fn create_with_snapshot(source: &ConnInfo, src: &Session, slot: &str, tables: &[String]) -> Result<(ReplicationConn, CreatedSlot)> {
     let src_name = source.endpoint();
-    drop_if_inactive(src, src_name, slot).await?;
+    drop_if_inactive(src, slot).await?;
     let publication = publication_sql(slot, tables);
     src.batch_execute(&publication).await.context(&src_name, || publication.clone())?;
     let mut conn = ReplicationConn::connect(source).await?;
@@ -85,10 +85,11 @@ pub async fn create_with_snapshot(source: &ConnInfo, src: &Client, slot: &str, t
 
 /// Creates publication and slot on a database that nobody writes to yet (the new
 /// database inside a cutover's fence); returns the slot's consistent point.
-pub async fn create_without_snapshot(client: &Client, endpoint: &str, slot: &str, tables: &[String]) -> Result<String> {
+pub async fn create_without_snapshot(client: &Session, slot: &str, tables: &[String]) -> Result<String> {
+    let endpoint = client.endpoint();
     let publication = publication_sql(slot, tables);
     client.batch_execute(&publication).await.context(&endpoint, || publication.clone())?;
-    drop_if_inactive(client, endpoint, slot).await?;
+    drop_if_inactive(client, slot).await?;
     Ok(client
         .query_one("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot])
         .await
@@ -97,7 +98,8 @@ pub async fn create_without_snapshot(client: &Client, endpoint: &str, slot: &str
 }
 
 /// Drops a slot nobody streams from (left over from an aborted attempt).
-async fn drop_if_inactive(client: &Client, endpoint: &str, slot: &str) -> Result<()> {
+async fn drop_if_inactive(client: &Session, slot: &str) -> Result<()> {
+    let endpoint = client.endpoint();
     client
         .execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active", &[&slot])
         .await
@@ -114,7 +116,8 @@ pub enum SlotState {
     Usable { active: bool, confirmed: Option<String> },
 }
 
-pub async fn state(src: &Client, src_name: &str, slot: &str) -> Result<SlotState> {
+pub async fn state(src: &Session, slot: &str) -> Result<SlotState> {
+    let src_name = src.endpoint();
     let row = src
         .query_opt("SELECT wal_status, active, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
         .await
@@ -127,8 +130,8 @@ pub async fn state(src: &Client, src_name: &str, slot: &str) -> Result<SlotState
 }
 
 /// Refuses a slot that is gone or lost WAL it needed; returns its state otherwise.
-pub async fn check(src: &Client, src_name: &str, slot: &str) -> Result<SlotState> {
-    match state(src, src_name, slot).await? {
+pub async fn check(src: &Session, slot: &str) -> Result<SlotState> {
+    match state(src, slot).await? {
         SlotState::Missing => Err(missing(slot)),
         SlotState::Lost => Err(lost(slot)),
         usable => Ok(usable),
@@ -152,8 +155,8 @@ fn lost(slot: &str) -> Error {
 
 /// Explains a streaming error: when the catalog says the slot is gone or lost, that
 /// is the error (with what to do); otherwise the server's own error stands.
-pub async fn explain_stream_error(e: PgError, src: &Client, src_name: &str, slot: &str) -> Error {
-    match state(src, src_name, slot).await {
+pub async fn explain_stream_error(e: PgError, src: &Session, slot: &str) -> Error {
+    match state(src, slot).await {
         Ok(SlotState::Missing) => missing(slot),
         Ok(SlotState::Lost) => lost(slot),
         _ => e.into(),
@@ -162,7 +165,8 @@ pub async fn explain_stream_error(e: PgError, src: &Client, src_name: &str, slot
 
 /// Ends any stream from the slot, then drops publication and slot on `src`.
 /// A slot that cannot be dropped is reported, not fatal: the switch already happened.
-pub async fn drop(src: &Client, src_name: &str, slot: &str) -> Result<()> {
+pub async fn drop(src: &Session, slot: &str) -> Result<()> {
+    let src_name = src.endpoint();
     let sql = format!(
         "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = {s} AND active_pid IS NOT NULL; \
          DROP PUBLICATION IF EXISTS {p}",
@@ -185,7 +189,8 @@ pub async fn drop(src: &Client, src_name: &str, slot: &str) -> Result<()> {
 
 /// Drops the run's replication origin on the target once nothing applies from the
 /// slot any more; left in place (with a note) if a session still uses it.
-pub async fn drop_origin(dst: &Client, dst_name: &str, slot: &str) {
+pub async fn drop_origin(dst: &Session, slot: &str) {
+    let dst_name = dst.endpoint();
     let origin = origin_name(slot);
     let sql = "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = $1";
     for _ in 0..50 {
@@ -203,7 +208,8 @@ pub async fn drop_origin(dst: &Client, dst_name: &str, slot: &str) {
 }
 
 /// How many bytes of WAL the source has written past `confirmed` (a slot's position).
-pub async fn lag_bytes(src: &Client, src_name: &str, confirmed: Lsn) -> Result<u64> {
+pub async fn lag_bytes(src: &Session, confirmed: Lsn) -> Result<u64> {
+    let src_name = src.endpoint();
     let current: String = src
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
         .await

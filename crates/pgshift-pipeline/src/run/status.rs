@@ -54,9 +54,8 @@ pub struct StatusReport {
 }
 
 pub async fn status(source: Option<&ConnInfo>, target: &ConnInfo) -> Result<StatusReport> {
-    let dst_name = target.endpoint();
-    let dst = target.connect().await?;
-    let store = Store::new(&dst, dst_name);
+    let dst = target.session().await?;
+    let store = Store::new(&dst);
     let mut report = StatusReport::default();
     // Every run, newest first; the report's own fields describe the newest.
     let runs = store.all_runs().await?;
@@ -92,9 +91,9 @@ pub async fn status(source: Option<&ConnInfo>, target: &ConnInfo) -> Result<Stat
     report.chunks_done = report.tables.iter().map(|t| t.chunks_done).sum();
     report.chunks_total = report.tables.iter().map(|t| t.chunks_total).sum();
     if let (Some(source), Some(slot)) = (source, &report.slot_name) {
-        let src = source.connect().await?;
-        if let SlotState::Usable { active, confirmed } = slot::state(&src, source.endpoint(), slot).await? {
-            report.lag_bytes = Some(crate::run::slot::lag_bytes(&src, source.endpoint(), confirmed.and_then(|c| c.parse().ok()).unwrap_or_default()).await?);
+        let src = source.session().await?;
+        if let SlotState::Usable { active, confirmed } = slot::state(&src, slot).await? {
+            report.lag_bytes = Some(crate::run::slot::lag_bytes(&src, confirmed.and_then(|c| c.parse().ok()).unwrap_or_default()).await?);
             report.following = Some(active);
         }
     }

@@ -1,10 +1,10 @@
 //! `--cast` on a PostgreSQL source: every value of a cast column is checked before
 //! anything is written (what a cast is: `plan::casts`).
 
+use pgshift_postgres::Session;
 use pgshift_postgres::catalog::Table;
 use pgshift_postgres::error::Context;
 use pgshift_postgres::sql::{quote_ident, quote_literal};
-use tokio_postgres::Client;
 
 use crate::error::Result;
 
@@ -15,7 +15,8 @@ const SHOWN: i64 = 10;
 /// not. Read-only SQL, so it works on a replica: `pg_input_is_valid` on PostgreSQL 16
 /// and newer; before, a DO block that tries each value (a subtransaction per value,
 /// which writes nothing) and reports the first ones that fail.
-pub async fn check(src: &Client, src_name: &str, tables: &[&Table]) -> Result<Vec<String>> {
+pub async fn check(src: &Session, tables: &[&Table]) -> Result<Vec<String>> {
+    let src_name = src.endpoint();
     let mut problems = Vec::new();
     let mut version: Option<i32> = None;
     for t in tables.iter().filter(|t| t.holds_rows()) {

@@ -2,29 +2,30 @@
 //! on an integer or uuid first key column, otherwise into ctid (block) ranges. Verify
 //! uses the same ranges, so a mismatch points at one.
 
+use pgshift_postgres::Session;
 use pgshift_postgres::catalog::Table;
 use pgshift_postgres::error::Context;
 use pgshift_postgres::sql::{quote_ident, quote_literal};
-use tokio_postgres::Client;
 
 use crate::error::Result;
 use crate::plan::chunks::{Chunk, SplitKind};
 
 /// One chunk for a table of at most `split_rows` (estimated) rows, else ranges of
 /// about that many rows. Verify calls this too, to check the ranges the copy used.
-pub async fn chunk_table(source: &Client, endpoint: &str, t: &Table, split_rows: u64) -> Result<(SplitKind, Vec<Chunk>)> {
+pub async fn chunk_table(source: &Session, t: &Table, split_rows: u64) -> Result<(SplitKind, Vec<Chunk>)> {
     let pieces = (t.row_estimate.max(0) as u64).div_ceil(split_rows.max(1));
     if pieces <= 1 {
         return Ok(whole_table());
     }
-    split_table(source, endpoint, t, pieces).await
+    split_table(source, t, pieces).await
 }
 
 fn whole_table() -> (SplitKind, Vec<Chunk>) {
     (SplitKind::Whole, vec![Chunk { no: 0, predicate: None }])
 }
 
-async fn split_table(source: &Client, endpoint: &str, t: &Table, pieces: u64) -> Result<(SplitKind, Vec<Chunk>)> {
+async fn split_table(source: &Session, t: &Table, pieces: u64) -> Result<(SplitKind, Vec<Chunk>)> {
+    let endpoint = source.endpoint();
     let key = t.primary_key.as_ref().map(|k| (k.columns[0].clone(), k.first_type.as_str()));
     let (kind, column, bounds): (SplitKind, String, Vec<String>) = match key {
         Some((col, "smallint" | "integer" | "bigint")) => {

@@ -64,22 +64,22 @@ pub struct InspectReport {
 
 /// `schema_map` says where the tables would go on the target (`--map-schema`).
 pub async fn inspect(source: &ConnInfo, target: Option<&ConnInfo>, exact_counts: bool, schema_map: &SchemaMap) -> Result<InspectReport> {
-    let src = source.connect().await?;
-    let catalog = catalog::inspect(&src, &source.endpoint()).await?;
+    let src = source.session().await?;
+    let catalog = catalog::inspect(&src).await?;
     let mut view = schema_map.target_view(&catalog);
     let target_catalog = match target {
         Some(t) => {
-            let dst = t.connect().await?;
+            let dst = t.session().await?;
             // Compared as migrate would create them: extensions where the target has them.
-            view = relocate_extensions(&view, &catalog::installed_extensions(&dst, t.endpoint()).await?);
-            Some((catalog::inspect(&dst, &t.endpoint()).await?, dst, t.endpoint().to_string()))
+            view = relocate_extensions(&view, &catalog::installed_extensions(&dst).await?);
+            Some((catalog::inspect(&dst).await?, dst))
         }
         None => None,
     };
     let all: Vec<&Table> = catalog.tables.iter().collect();
     let mut problems = preflight::identity_problems(&all);
-    if let Some((_, dst, name)) = &target_catalog {
-        problems.extend(preflight::extension_problems((dst, name), &catalog).await?);
+    if let Some((_, dst)) = &target_catalog {
+        problems.extend(preflight::extension_problems(dst, &catalog).await?);
     }
     let mut tables = Vec::new();
     for (t, tv) in catalog.tables.iter().zip(&view.tables) {
@@ -90,7 +90,7 @@ pub async fn inspect(source: &ConnInfo, target: Option<&ConnInfo>, exact_counts:
             None
         };
         let (in_target, target_differences) = match &target_catalog {
-            Some((tc, _, _)) => match tc.table(&tv.schema, &tv.name) {
+            Some((tc, _)) => match tc.table(&tv.schema, &tv.name) {
                 Some(other) => (Some(true), differences(tv, other)),
                 None => (Some(false), Vec::new()),
             },
@@ -124,7 +124,7 @@ pub async fn inspect(source: &ConnInfo, target: Option<&ConnInfo>, exact_counts:
         });
     }
     // Languages: the target's when given (what it will take), else the source's own.
-    let language_server = target_catalog.as_ref().map_or(&src, |(_, dst, _)| dst);
+    let language_server = target_catalog.as_ref().map_or(&src, |(_, dst)| dst);
     let mut languages: std::collections::BTreeSet<String> = language_server
         .query("SELECT lanname::text FROM pg_language", &[])
         .await
@@ -133,8 +133,8 @@ pub async fn inspect(source: &ConnInfo, target: Option<&ConnInfo>, exact_counts:
         .map(|r| r.get(0))
         .collect();
     languages.extend(catalog.extensions.iter().map(|e| e.name.clone()));
-    let objects = pgshift_postgres::objects::inspect(&src, source.endpoint(), &all, &languages, false).await?;
-    let schema_changes = match crate::catchup::ddl::unfollowable(&src, source.endpoint()).await? {
+    let objects = pgshift_postgres::objects::inspect(&src, &all, &languages, false).await?;
+    let schema_changes = match crate::catchup::ddl::unfollowable(&src).await? {
         None => "followed during catch-up (an event trigger on the source reports them)".to_string(),
         Some(reason) => reason,
     };

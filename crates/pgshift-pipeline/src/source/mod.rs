@@ -23,11 +23,10 @@ use std::future::Future;
 use bytes::Bytes;
 use pgshift_postgres::copy::CopyFormat;
 use pgshift_postgres::ddl::PostDataStep;
-use pgshift_postgres::ConnInfo;
+use pgshift_postgres::{ConnInfo, Session};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio_postgres::Client;
 
 use crate::error::Result;
 use crate::plan::chunks::{Chunk, SplitKind};
@@ -223,11 +222,11 @@ pub trait LoadSource: ChunkReader {
 
     /// Tables, chunks and DDL, with every problem found before anything is written
     /// (`Error::Preflight` lists them all). `resuming` is the run a `--resume` continues.
-    fn plan(&self, target: (&Client, &str), options: &MigrateOptions, resuming: Option<&Run>) -> impl Future<Output = Result<LoadPlan<Self::Table>>> + Send;
+    fn plan(&self, target: &Session, options: &MigrateOptions, resuming: Option<&Run>) -> impl Future<Output = Result<LoadPlan<Self::Table>>> + Send;
 
     /// Opens what the copy reads under (after the run is recorded); may record the
     /// run's start position. Returns the run as it now stands.
-    fn open(&self, target: (&Client, &str), run: Run, plan: &LoadPlan<Self::Table>, follow: bool) -> impl Future<Output = Result<(Run, Snapshot)>> + Send;
+    fn open(&self, target: &Session, run: Run, plan: &LoadPlan<Self::Table>, follow: bool) -> impl Future<Output = Result<(Run, Snapshot)>> + Send;
 
     /// The statement another process (`pgshift worker`) reads a chunk with; None
     /// when only this process can read the source (a SQLite file).
@@ -237,13 +236,13 @@ pub trait LoadSource: ChunkReader {
 
     /// After the last chunk: what catch-up must know of how the chunks were read
     /// (`shared_snapshot`: all under the run's first snapshot).
-    fn after_copy(&self, _target: (&Client, &str), _run: &Run, _shared_snapshot: bool, _follow: bool) -> impl Future<Output = Result<()>> + Send {
+    fn after_copy(&self, _target: &Session, _run: &Run, _shared_snapshot: bool, _follow: bool) -> impl Future<Output = Result<()>> + Send {
         async { Ok(()) }
     }
 
     /// The load's last step, run again by a resumed load: what the source has besides
     /// its tables' rows (large objects). Returns what to report.
-    fn finish_load(&self, _target: (&Client, &str), _plan: &LoadPlan<Self::Table>) -> impl Future<Output = Result<Vec<String>>> + Send {
+    fn finish_load(&self, _target: &Session, _plan: &LoadPlan<Self::Table>) -> impl Future<Output = Result<Vec<String>>> + Send {
         async { Ok(Vec::new()) }
     }
 }

@@ -6,6 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use bytes::Bytes;
+use pgshift_postgres::Session;
 use pgshift_postgres::catalog::{self, Catalog, Table};
 use pgshift_postgres::copy::{copy_in_sql, copy_out_batched, copy_out_sql, CopyFormat};
 use pgshift_postgres::ddl;
@@ -16,7 +17,6 @@ use pgshift_postgres::schema_map::relocate_extensions;
 use pgshift_postgres::sql::quote_literal;
 use pgshift_postgres::ConnInfo;
 use tokio::sync::mpsc;
-use tokio_postgres::Client;
 
 use super::chunks::chunk_table;
 use crate::plan::select::{select_tables, with_partition_parents};
@@ -54,13 +54,13 @@ impl LoadSource for PostgresSource {
         true
     }
 
-    async fn plan(&self, (dst, dst_name): (&Client, &str), opts: &MigrateOptions, resuming: Option<&Run>) -> Result<LoadPlan<Table>> {
-        let src_name = self.conn.endpoint();
-        let src = self.conn.connect().await?;
-        let mut catalog = catalog::inspect(&src, &src_name).await?;
+    async fn plan(&self, dst: &Session, opts: &MigrateOptions, resuming: Option<&Run>) -> Result<LoadPlan<Table>> {
+        let dst_name = dst.endpoint();
+        let src = self.conn.session().await?;
+        let mut catalog = catalog::inspect(&src).await?;
         crate::plan::casts::apply(&mut catalog, &opts.casts)?;
         let tables = match resuming {
-            Some(run) => tables_of_run(&Store::new(dst, dst_name).run_table_names(run.run_id).await?, run, &catalog)?,
+            Some(run) => tables_of_run(&Store::new(dst).run_table_names(run.run_id).await?, run, &catalog)?,
             None => select_tables(&catalog, &opts.plan.patterns)?,
         };
         let needs_slot = opts.follow && resuming.is_none_or(|r| r.start_lsn.is_none());
@@ -71,23 +71,23 @@ impl LoadSource for PostgresSource {
         // The tables that get vectors (partitions take theirs from the parent).
         let embedded: Vec<(&Table, &EmbeddingSpec)> =
             tables.iter().filter(|t| t.partition_of.is_none()).filter_map(|t| specs.get(&t.display_name()).map(|s| (*t, s))).collect();
-        let mut problems = preflight::embedding_problems((&src, src_name), (dst, dst_name), &tables, &specs).await?;
-        problems.extend(super::casts::check(&src, src_name, &tables).await?);
+        let mut problems = preflight::embedding_problems(&src, dst, &tables, &specs).await?;
+        problems.extend(super::casts::check(&src, &tables).await?);
         if !problems.is_empty() {
             return Err(Error::Preflight(problems));
         }
         // The catalog and the tables as the target gets them (other schemas with
         // --map-schema, extensions where the target already has them).
-        let installed = catalog::installed_extensions(dst, dst_name).await?;
+        let installed = catalog::installed_extensions(dst).await?;
         let view = relocate_extensions(&opts.schema_map.target_view(&catalog), &installed);
         let target_tables = view.same_tables(&tables);
         let checks = Checks { needs_slot, resume: resuming.is_some(), follow: opts.follow };
-        let objects = schema_objects((&src, src_name), (dst, dst_name), &catalog, &tables, &opts.schema_map).await?;
+        let objects = schema_objects(&src, dst, &catalog, &tables, &opts.schema_map).await?;
         let access = &objects.access;
-        let large_objects = large_objects::count(&src, src_name).await?;
+        let large_objects = large_objects::count(&src).await?;
         let (lo_owners, lo_grantees) = match large_objects {
             0 => Default::default(),
-            _ => large_objects::roles(&src, src_name).await?,
+            _ => large_objects::roles(&src).await?,
         };
         let owner_roles: BTreeSet<String> = access.owner_roles.iter().cloned().chain(lo_owners).collect();
         let mut needed: BTreeSet<String> = objects.roles.iter().cloned().collect();
@@ -97,19 +97,19 @@ impl LoadSource for PostgresSource {
         if opts.owners {
             needed.extend(owner_roles.iter().cloned());
         }
-        let missing = preflight::missing_roles((dst, dst_name), &needed).await?;
+        let missing = preflight::missing_roles(dst, &needed).await?;
         let mut problems = match (opts.create_roles, missing.is_empty()) {
             (_, true) | (true, _) => Vec::new(),
             (false, false) => vec![preflight::roles_problem(dst_name, &missing)],
         };
         if opts.owners {
-            problems.extend(preflight::owner_problems((dst, dst_name), &owner_roles).await?);
+            problems.extend(preflight::owner_problems(dst, &owner_roles).await?);
         }
         // The target's large objects are made the same as the source's: ones it holds
         // already would be replaced or removed.
-        let on_target = if large_objects > 0 && resuming.is_none() { large_objects::count(dst, dst_name).await? } else { 0 };
+        let on_target = if large_objects > 0 && resuming.is_none() { large_objects::count(dst).await? } else { 0 };
         if large_objects > 0 {
-            problems.extend(large_objects::unreadable(&src, src_name).await?);
+            problems.extend(large_objects::unreadable(&src).await?);
         }
         if on_target > 0 {
             problems.push(format!(
@@ -117,7 +117,7 @@ impl LoadSource for PostgresSource {
                  the same as the source's and would replace or remove those; move them elsewhere first (or migrate into an empty database)"
             ));
         }
-        if let Err(Error::Preflight(more)) = preflight::check((&src, src_name), (dst, dst_name), &catalog, (&tables, &target_tables), &checks).await {
+        if let Err(Error::Preflight(more)) = preflight::check(&src, dst, &catalog, (&tables, &target_tables), &checks).await {
             problems.extend(more);
         }
         if !problems.is_empty() {
@@ -127,7 +127,7 @@ impl LoadSource for PostgresSource {
         let mut plan = LoadPlan::new(catalog::vector_schema(&installed, Some(&view)));
         let vector_schema = plan.vector_schema.clone();
         for (t, tt) in tables.iter().zip(&target_tables).filter(|(t, _)| t.holds_rows()) {
-            let (split, chunks) = chunk_table(&src, src_name, t, opts.plan.split_rows).await?;
+            let (split, chunks) = chunk_table(&src, t, opts.plan.split_rows).await?;
             let embedding = specs.get(&t.display_name()).cloned();
             let copy_in = match &embedding {
                 Some(spec) => embed_copy::copy_in_sql(tt, spec),
@@ -178,7 +178,7 @@ impl LoadSource for PostgresSource {
         // source lacks, which on a shared target may be another source's.
         plan.large_objects = (large_objects > 0).then_some(Carry { owners: opts.owners, privileges: opts.privileges });
         if opts.follow {
-            plan.warnings.extend(crate::catchup::ddl::unfollowable(&src, src_name).await?);
+            plan.warnings.extend(crate::catchup::ddl::unfollowable(&src).await?);
         }
         if large_objects > 0 && opts.follow {
             plan.warnings.push(format!(
@@ -239,17 +239,17 @@ impl LoadSource for PostgresSource {
     /// With catch-up: a new slot exports the snapshot and fixes L0. Without: a plain
     /// exported snapshot. A resumed run whose L0 is already recorded reads each chunk
     /// under a fresh snapshot; catch-up from L0 makes the target converge.
-    async fn open(&self, (dst, dst_name): (&Client, &str), run: Run, plan: &LoadPlan<Table>, follow: bool) -> Result<(Run, Snapshot)> {
+    async fn open(&self, dst: &Session, run: Run, plan: &LoadPlan<Table>, follow: bool) -> Result<(Run, Snapshot)> {
         let src_name = self.conn.endpoint();
-        let src = self.conn.connect().await?;
+        let src = self.conn.session().await?;
         if run.start_lsn.is_some() {
             if let Some(slot) = &run.slot_name {
-                slot::check(&src, src_name, slot).await?;
+                slot::check(&src, slot).await?;
             }
             return Ok((run, Snapshot::none()));
         }
         if !follow {
-            let holder = self.conn.connect().await?;
+            let holder = self.conn.session().await?;
             holder
                 .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 .await
@@ -259,11 +259,11 @@ impl LoadSource for PostgresSource {
         }
         let slot_name = run.slot_name.clone().expect("runs that follow get a slot name when created");
         // Before the slot: schema changes from its first position on are reported.
-        if let Some(reason) = crate::catchup::ddl::install(&src, src_name).await? {
+        if let Some(reason) = crate::catchup::ddl::install(&src).await? {
             tracing::warn!("{reason}");
         }
         let (conn, created) = slot::create_with_snapshot(&self.conn, &src, &slot_name, &plan.publication_tables).await?;
-        let store = Store::new(dst, dst_name);
+        let store = Store::new(dst);
         store.set_start_lsn(run.run_id, &created.consistent_point).await?;
         let run = store.run(run.run_id).await?;
         Ok((run, Snapshot::held(created.snapshot_name, move || conn.close())))
@@ -275,11 +275,10 @@ impl LoadSource for PostgresSource {
 
     /// Large objects, made the same as the source's (again on a resumed load: only
     /// what differs is written).
-    async fn finish_load(&self, (dst, dst_name): (&Client, &str), plan: &LoadPlan<Table>) -> Result<Vec<String>> {
+    async fn finish_load(&self, dst: &Session, plan: &LoadPlan<Table>) -> Result<Vec<String>> {
         let Some(carry) = plan.large_objects else { return Ok(Vec::new()) };
-        let src_name = self.conn.endpoint();
-        let src = self.conn.connect().await?;
-        let synced = large_objects::sync((&src, src_name), (dst, dst_name), carry).await?;
+        let src = self.conn.session().await?;
+        let synced = large_objects::sync(&src, dst, carry).await?;
         Ok(match synced.copied + synced.removed {
             0 => Vec::new(),
             _ => vec![format!("large objects: {} copied ({} bytes), {} removed", synced.copied, synced.bytes, synced.removed)],
@@ -288,31 +287,31 @@ impl LoadSource for PostgresSource {
 
     /// Chunks read under fresh snapshots (a resumed run) may hold rows newer than L0:
     /// catch-up applies idempotently until it passes the position recorded here.
-    async fn after_copy(&self, (dst, dst_name): (&Client, &str), run: &Run, shared_snapshot: bool, follow: bool) -> Result<()> {
+    async fn after_copy(&self, dst: &Session, run: &Run, shared_snapshot: bool, follow: bool) -> Result<()> {
         if shared_snapshot || !follow {
             return Ok(());
         }
         let src_name = self.conn.endpoint();
-        let src = self.conn.connect().await?;
+        let src = self.conn.session().await?;
         let lsn: String = src
             .query_one("SELECT pg_current_wal_lsn()::text", &[])
             .await
             .context(&src_name, || "read the source's WAL position".into())?
             .get(0);
-        Store::new(dst, dst_name).set_converge_lsn(run.run_id, &lsn).await
+        Store::new(dst).set_converge_lsn(run.run_id, &lsn).await
     }
 }
 
 impl ChunkReader for PostgresSource {
     type Table = Table;
-    type Reader = Client;
+    type Reader = Session;
 
-    async fn reader(&self) -> Result<Client> {
-        Ok(self.conn.connect().await?)
+    async fn reader(&self) -> Result<Session> {
+        Ok(self.conn.session().await?)
     }
 
-    async fn read_chunk(&self, src: &mut Client, snapshot: Option<&str>, table: &TableLoad<Table>, predicate: Option<&str>, out: mpsc::Sender<Bytes>) -> Result<()> {
-        read_copy_out((src, self.conn.endpoint()), snapshot, &table.name, &copy_out_statement(table, predicate), out).await
+    async fn read_chunk(&self, src: &mut Session, snapshot: Option<&str>, table: &TableLoad<Table>, predicate: Option<&str>, out: mpsc::Sender<Bytes>) -> Result<()> {
+        read_copy_out(src, snapshot, &table.name, &copy_out_statement(table, predicate), out).await
     }
 }
 
@@ -332,19 +331,20 @@ pub struct RecordedStatements {
 
 impl ChunkReader for RecordedStatements {
     type Table = String;
-    type Reader = Client;
+    type Reader = Session;
 
-    async fn reader(&self) -> Result<Client> {
-        Ok(self.conn.connect().await?)
+    async fn reader(&self) -> Result<Session> {
+        Ok(self.conn.session().await?)
     }
 
-    async fn read_chunk(&self, src: &mut Client, snapshot: Option<&str>, table: &TableLoad<String>, _predicate: Option<&str>, out: mpsc::Sender<Bytes>) -> Result<()> {
-        read_copy_out((src, self.conn.endpoint()), snapshot, &table.name, &table.source, out).await
+    async fn read_chunk(&self, src: &mut Session, snapshot: Option<&str>, table: &TableLoad<String>, _predicate: Option<&str>, out: mpsc::Sender<Bytes>) -> Result<()> {
+        read_copy_out(src, snapshot, &table.name, &table.source, out).await
     }
 }
 
 /// Streams `copy_out` into `out` in a read-only transaction, under `snapshot` when given.
-async fn read_copy_out((src, src_name): (&mut Client, &str), snapshot: Option<&str>, table: &str, copy_out: &str, out: mpsc::Sender<Bytes>) -> Result<()> {
+async fn read_copy_out(src: &Session, snapshot: Option<&str>, table: &str, copy_out: &str, out: mpsc::Sender<Bytes>) -> Result<()> {
+    let src_name = src.endpoint();
     let mut begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY".to_string();
     if let Some(s) = snapshot {
         begin.push_str(&format!("; SET TRANSACTION SNAPSHOT {}", quote_literal(s)));
@@ -356,7 +356,7 @@ async fn read_copy_out((src, src_name): (&mut Client, &str), snapshot: Option<&s
         }
         return Err(pgshift_postgres::error::query_error(&e, &src_name, format!("open snapshot for {table}")).into());
     }
-    if !copy_out_batched((src, src_name), copy_out, &out).await? {
+    if !copy_out_batched(src, copy_out, &out).await? {
         return Ok(());
     }
     src.batch_execute("COMMIT").await.context(&src_name, || "end snapshot transaction".into())?;
@@ -366,12 +366,13 @@ async fn read_copy_out((src, src_name): (&mut Client, &str), snapshot: Option<&s
 /// The routines, views, triggers, row security and the rest of the schema that go
 /// with `tables`; under a schema map, their statements rewritten for the target.
 async fn schema_objects(
-    (src, src_name): (&Client, &str),
-    (dst, dst_name): (&Client, &str),
+    src: &Session,
+    dst: &Session,
     catalog: &Catalog,
     tables: &[&Table],
     schema_map: &pgshift_postgres::schema_map::SchemaMap,
 ) -> Result<SchemaObjects> {
+    let dst_name = dst.endpoint();
     let mut languages: BTreeSet<String> = dst
         .query("SELECT lanname::text FROM pg_language", &[])
         .await
@@ -381,7 +382,7 @@ async fn schema_objects(
         .collect();
     // Languages that come as extensions (plpython3u, plperl) are created with them.
     languages.extend(catalog.extensions.iter().map(|e| e.name.clone()));
-    let mut objects = objects::inspect(src, src_name, tables, &languages, schema_map.target_schema("public") != "public").await?;
+    let mut objects = objects::inspect(src, tables, &languages, schema_map.target_schema("public") != "public").await?;
     if schema_map.is_empty() {
         return Ok(objects);
     }

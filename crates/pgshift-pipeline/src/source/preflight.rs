@@ -1,9 +1,9 @@
 //! Checks that run before anything is written, each problem with its fix. All
 //! problems are collected so a user fixes them in one round.
 
+use pgshift_postgres::Session;
 use pgshift_postgres::catalog::{relation_exists, Catalog, Table};
 use pgshift_postgres::error::Context;
-use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
 
@@ -34,8 +34,8 @@ pub fn identity_problems(tables: &[&Table]) -> Vec<String> {
 }
 
 pub async fn check(
-    source: (&Client, &str),
-    target: (&Client, &str),
+    source: &Session,
+    target: &Session,
     catalog: &Catalog,
     (tables, target_tables): (&[&Table], &[&Table]),
     checks: &Checks,
@@ -62,7 +62,8 @@ pub async fn check(
 /// Columns whose collation (other than their type's) is a system one the target
 /// lacks (those of the user schemas are created with them): locales differ between
 /// servers (ICU versions, libc locales installed).
-async fn collation_problems((client, endpoint): (&Client, &str), target_tables: &[&Table]) -> Result<Vec<String>> {
+async fn collation_problems(client: &Session, target_tables: &[&Table]) -> Result<Vec<String>> {
+    let endpoint = client.endpoint();
     let mut wanted: Vec<(&str, String)> = Vec::new();
     for t in target_tables {
         for c in t.columns.iter().filter(|c| c.cast_to.is_none()) {
@@ -95,7 +96,8 @@ async fn collation_problems((client, endpoint): (&Client, &str), target_tables: 
         .collect())
 }
 
-async fn source_replication((client, endpoint): (&Client, &str), problems: &mut Vec<String>) -> Result<()> {
+async fn source_replication(client: &Session, problems: &mut Vec<String>) -> Result<()> {
+    let endpoint = client.endpoint();
     let row = client
         .query_one(
             "SELECT current_setting('wal_level'), current_setting('max_replication_slots')::int, \
@@ -136,7 +138,8 @@ async fn source_replication((client, endpoint): (&Client, &str), problems: &mut 
 }
 
 /// Extensions the source uses that the target cannot create.
-pub async fn extension_problems((client, endpoint): (&Client, &str), catalog: &Catalog) -> Result<Vec<String>> {
+pub async fn extension_problems(client: &Session, catalog: &Catalog) -> Result<Vec<String>> {
+    let endpoint = client.endpoint();
     let mut problems = Vec::new();
     let rows = client
         .query("SELECT name FROM pg_available_extensions", &[])
@@ -162,9 +165,10 @@ pub async fn extension_problems((client, endpoint): (&Client, &str), catalog: &C
     Ok(problems)
 }
 
-async fn target_tables_absent((client, endpoint): (&Client, &str), tables: &[&Table], problems: &mut Vec<String>) -> Result<()> {
+async fn target_tables_absent(client: &Session, tables: &[&Table], problems: &mut Vec<String>) -> Result<()> {
+    let endpoint = client.endpoint();
     for t in tables {
-        let exists = relation_exists(client, endpoint, &t.schema, &t.name).await?;
+        let exists = relation_exists(client, &t.schema, &t.name).await?;
         if !exists {
             continue;
         }
@@ -194,7 +198,8 @@ async fn target_tables_absent((client, endpoint): (&Client, &str), tables: &[&Ta
 }
 
 /// The target must offer pgvector for embedding columns.
-pub async fn pgvector_problem(dst: &Client, dst_name: &str) -> Result<Option<String>> {
+pub async fn pgvector_problem(dst: &Session) -> Result<Option<String>> {
+    let dst_name = dst.endpoint();
     let has_vector: bool = dst
         .query_one("SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'vector')", &[])
         .await
@@ -212,16 +217,17 @@ pub async fn pgvector_problem(dst: &Client, dst_name: &str) -> Result<Option<Str
 /// that must be copied as text, or no pgvector on the target. (A vector column the
 /// source already has is recomputed in place: catch-up leaves its old values out.)
 pub async fn embedding_problems(
-    (src, src_name): (&Client, &str),
-    (dst, dst_name): (&Client, &str),
+    src: &Session,
+    dst: &Session,
     tables: &[&Table],
     specs: &std::collections::HashMap<String, crate::plan::embedding::EmbeddingSpec>,
 ) -> Result<Vec<String>> {
+    let src_name = src.endpoint();
     let mut problems = Vec::new();
     if specs.is_empty() {
         return Ok(problems);
     }
-    problems.extend(pgvector_problem(dst, dst_name).await?);
+    problems.extend(pgvector_problem(dst).await?);
     for t in tables.iter().filter(|t| specs.contains_key(&t.display_name()) && t.partition_of.is_none()) {
         let spec = &specs[&t.display_name()];
         let probe = format!("SELECT ({})::text FROM ONLY {} LIMIT 0", spec.text, t.qualified());
@@ -245,7 +251,8 @@ pub async fn embedding_problems(
 }
 
 /// Of `roles` (which owners, grants and policies name), those the target lacks.
-pub async fn missing_roles((client, endpoint): (&Client, &str), roles: &std::collections::BTreeSet<String>) -> Result<Vec<String>> {
+pub async fn missing_roles(client: &Session, roles: &std::collections::BTreeSet<String>) -> Result<Vec<String>> {
+    let endpoint = client.endpoint();
     let roles: Vec<&String> = roles.iter().collect();
     let rows = client
         .query("SELECT r FROM unnest($1::text[]) r WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) ORDER BY 1", &[&roles])
@@ -267,7 +274,8 @@ pub fn roles_problem(endpoint: &str, missing: &[String]) -> String {
 }
 
 /// Owners the target's user cannot give objects to (it must be a superuser or a member).
-pub async fn owner_problems((client, endpoint): (&Client, &str), owners: &std::collections::BTreeSet<String>) -> Result<Vec<String>> {
+pub async fn owner_problems(client: &Session, owners: &std::collections::BTreeSet<String>) -> Result<Vec<String>> {
+    let endpoint = client.endpoint();
     let owners: Vec<&String> = owners.iter().collect();
     let rows = client
         .query(

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
+use pgshift_postgres::Session;
 use pgshift_postgres::catalog::relation_exists;
 use pgshift_postgres::copy::CopyFormat;
 use pgshift_postgres::ddl::{foreign_key_definition, foreign_key_steps, identity_past_max_sql, PostDataKind, PostDataStep, StepOwner};
@@ -20,7 +21,6 @@ use pgshift_sqlite::schema::{inspect, Overrides, Table};
 use pgshift_sqlite::types::PgType;
 use pgshift_sqlite::Connection;
 use tokio::sync::mpsc;
-use tokio_postgres::Client;
 
 use crate::plan::chunks::{Chunk, SplitKind};
 use crate::plan::select::{name_matches, select};
@@ -241,7 +241,8 @@ impl LoadSource for SqliteSource {
         false
     }
 
-    async fn plan(&self, (dst, dst_name): (&Client, &str), opts: &MigrateOptions, resuming: Option<&Run>) -> Result<LoadPlan<Table>> {
+    async fn plan(&self, dst: &Session, opts: &MigrateOptions, resuming: Option<&Run>) -> Result<LoadPlan<Table>> {
+        let dst_name = dst.endpoint();
         let tables = self.select(&opts.plan.patterns).await?;
         let schema = target_schema(&opts.schema_map)?;
         run_map(&schema)?;
@@ -249,7 +250,7 @@ impl LoadSource for SqliteSource {
             Some(setup) => specs_for(setup, &tables)?,
             None => HashMap::new(),
         };
-        let installed = pgshift_postgres::catalog::installed_extensions(dst, dst_name).await?;
+        let installed = pgshift_postgres::catalog::installed_extensions(dst).await?;
         let mut plan = LoadPlan::new(pgshift_postgres::catalog::vector_schema(&installed, None));
         let vector_schema = plan.vector_schema.clone();
         for t in &tables {
@@ -298,7 +299,7 @@ impl LoadSource for SqliteSource {
         if resuming.is_none() {
             let mut present = Vec::new();
             for t in &tables {
-                if relation_exists(dst, dst_name, &schema, &t.name).await? {
+                if relation_exists(dst, &schema, &t.name).await? {
                     present.push(format!("{schema}.{}", t.name));
                 }
             }
@@ -307,7 +308,7 @@ impl LoadSource for SqliteSource {
             }
         }
         if needs_pgvector {
-            problems.extend(crate::source::preflight::pgvector_problem(dst, dst_name).await?);
+            problems.extend(crate::source::preflight::pgvector_problem(dst).await?);
         }
         if !specs.is_empty() {
             problems.extend(embedding_problems(&self.path, &tables, &specs).await?);
@@ -319,7 +320,7 @@ impl LoadSource for SqliteSource {
     }
 
     /// Each table is read in its own SQLite read transaction: nothing is shared.
-    async fn open(&self, _target: (&Client, &str), run: Run, _plan: &LoadPlan<Table>, _follow: bool) -> Result<(Run, Snapshot)> {
+    async fn open(&self, _target: &Session, run: Run, _plan: &LoadPlan<Table>, _follow: bool) -> Result<(Run, Snapshot)> {
         self.rejects()?;
         Ok((run, Snapshot::none()))
     }

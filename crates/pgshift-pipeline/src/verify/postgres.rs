@@ -24,16 +24,16 @@ struct Unit {
 }
 
 pub async fn verify_postgres(source: &ConnInfo, target: &ConnInfo, opts: &VerifyOptions) -> Result<VerifyReport> {
-    let src = source.connect().await?;
-    let dst = target.connect().await?;
-    let (run, computed) = Store::new(&dst, target.endpoint()).newest_run_and_embeddings(source.endpoint()).await?;
+    let src = source.session().await?;
+    let dst = target.session().await?;
+    let (run, computed) = Store::new(&dst).newest_run_and_embeddings(source.endpoint()).await?;
     let schema_map = match (opts.schema_map.is_empty(), &run) {
         (true, Some(run)) => run.schema_map.clone(),
         _ => opts.schema_map.clone(),
     };
-    let mut catalog = catalog::inspect(&src, &source.endpoint()).await?;
+    let mut catalog = catalog::inspect(&src).await?;
     // Columns migrate cast (text -> uuid) are compared as the target holds them.
-    crate::plan::casts::follow_target_types(&mut catalog, &catalog::inspect(&dst, &target.endpoint()).await?, &schema_map);
+    crate::plan::casts::follow_target_types(&mut catalog, &catalog::inspect(&dst).await?, &schema_map);
     let view = schema_map.target_view(&catalog);
     let tables = select_tables(&catalog, &opts.patterns)?;
     let mut checks = Vec::new();
@@ -45,7 +45,7 @@ pub async fn verify_postgres(source: &ConnInfo, target: &ConnInfo, opts: &Verify
         let names = |pattern: &str| [Some(t), parent].into_iter().flatten().any(|x| table_matches(x, pattern));
         let not_compared = not_compared(&computed, names, t.columns.iter().map(|c| c.name.as_str()));
         let columns: Vec<String> = t.columns.iter().map(|c| c.name.clone()).filter(|c| !not_compared.contains(c)).collect();
-        let exists = catalog::relation_exists(&dst, target.endpoint(), &tt.schema, &tt.name).await?;
+        let exists = catalog::relation_exists(&dst, &tt.schema, &tt.name).await?;
         let mut check = TableCheck {
             table: t.display_name(),
             qualified: pgshift_postgres::sql::display_qualified(&t.schema, &t.name),
@@ -58,7 +58,7 @@ pub async fn verify_postgres(source: &ConnInfo, target: &ConnInfo, opts: &Verify
             not_compared,
         };
         // Only key ranges hold the same rows on both sides; block ranges do not.
-        let ranges: Vec<Option<String>> = match chunk_table(&src, source.endpoint(), t, opts.split_rows).await? {
+        let ranges: Vec<Option<String>> = match chunk_table(&src, t, opts.split_rows).await? {
             (SplitKind::IntKey | SplitKind::UuidKey, chunks) => chunks.into_iter().map(|c| c.predicate).collect(),
             _ => vec![None],
         };
@@ -72,7 +72,7 @@ pub async fn verify_postgres(source: &ConnInfo, target: &ConnInfo, opts: &Verify
     let done = run_workers(opts.jobs, units, |queue| {
         let (source, target) = (source.clone(), target.clone());
         async move {
-            let (src, dst) = (source.connect().await?, target.connect().await?);
+            let (src, dst) = (source.session().await?, target.session().await?);
             let mut results = Vec::new();
             while let Some(unit) = queue.pop() {
                 let (table, target_table) = &*unit.table;

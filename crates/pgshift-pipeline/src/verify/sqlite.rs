@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use futures_util::{pin_mut, TryStreamExt};
+use pgshift_postgres::Session;
 use pgshift_postgres::error::Context;
 use pgshift_postgres::sql::{display_qualified, qualified};
 use pgshift_postgres::ConnInfo;
 use pgshift_sqlite::schema::Table;
 use pgshift_sqlite::verify::{canonical_from_pg, column_types, digest, pg_select_expr, TableDigest};
-use tokio_postgres::Client;
 
 use super::{not_compared, TableCheck, VerifyOptions, VerifyReport};
 use crate::error::{Error, Result};
@@ -18,10 +18,9 @@ use crate::source::sqlite::{on_sqlite, table_matches_sqlite, SqliteSource, SQLIT
 use crate::workers::run_workers;
 
 pub async fn verify_sqlite(source: &SqliteSource, target: &ConnInfo, opts: &VerifyOptions) -> Result<VerifyReport> {
-    let dst_name = target.endpoint();
     let tables = source.select(&opts.patterns).await?;
-    let dst = target.connect().await?;
-    let (run, computed) = Store::new(&dst, dst_name).newest_run_and_embeddings(crate::source::LoadSource::name(source)).await?;
+    let dst = target.session().await?;
+    let (run, computed) = Store::new(&dst).newest_run_and_embeddings(crate::source::LoadSource::name(source)).await?;
     // Where the tables are: as asked, else where the source's run put them.
     let schema = match (opts.schema_map.is_empty(), &run) {
         (false, _) => crate::source::sqlite::target_schema(&opts.schema_map)?,
@@ -40,10 +39,10 @@ pub async fn verify_sqlite(source: &SqliteSource, target: &ConnInfo, opts: &Veri
     let checks = run_workers(opts.jobs, work, |queue| {
         let (target, path, schema) = (target.clone(), path.clone(), schema.clone());
         async move {
-            let dst = target.connect().await?;
+            let dst = target.session().await?;
             let mut checks = Vec::new();
             while let Some((table, skipped)) = queue.pop() {
-                checks.push(check_table(&path, (&dst, target.endpoint()), &schema, table, skipped).await?);
+                checks.push(check_table(&path, &dst, &schema, table, skipped).await?);
             }
             Ok(checks)
         }
@@ -55,7 +54,8 @@ pub async fn verify_sqlite(source: &SqliteSource, target: &ConnInfo, opts: &Veri
 }
 
 /// One table: the source's digest on a blocking thread, the target's from its rows.
-async fn check_table(path: &std::path::Path, (dst, dst_name): (&Client, &str), schema: &str, table: Table, not_compared: Vec<String>) -> Result<TableCheck> {
+async fn check_table(path: &std::path::Path, dst: &Session, schema: &str, table: Table, not_compared: Vec<String>) -> Result<TableCheck> {
+    let dst_name = dst.endpoint();
     let t = table.clone();
     let source = on_sqlite(path, &format!("reading {}", table.name), move |conn, path| Ok(digest(conn, path, &t)?)).await?;
     let types = column_types(&table);

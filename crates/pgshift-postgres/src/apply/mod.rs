@@ -27,7 +27,6 @@ use std::collections::{HashMap, HashSet};
 use bytes::{Bytes, BytesMut};
 use futures_util::{pin_mut, SinkExt};
 use tokio::task::JoinHandle;
-use tokio_postgres::Client;
 
 use crate::catalog::Catalog;
 use crate::copy::CopyFormat;
@@ -149,8 +148,7 @@ pub struct Applied {
 /// The target session: everything that writes. Owned by the [`Applier`], or by the
 /// task that writes and commits a batch in the background.
 struct Writer {
-    client: Client,
-    endpoint: String,
+    client: crate::conn::Session,
     format: CopyFormat,
     /// The tables as the Applier knows them (kept in step: a new Relation waits for
     /// the writer first).
@@ -193,8 +191,8 @@ pub struct Applier {
 impl Applier {
     /// `origin` names the replication origin the target's transactions advance.
     /// Returns the applier and the origin's progress (where streaming should resume).
-    pub async fn new(client: Client, endpoint: &str, format: CopyFormat, target: Catalog, origin: &str) -> Result<(Applier, Lsn), PgError> {
-        let ep = endpoint.to_string();
+    pub async fn new(client: crate::conn::Session, format: CopyFormat, target: Catalog, origin: &str) -> Result<(Applier, Lsn), PgError> {
+        let ep = client.endpoint().to_string();
         client
             .batch_execute(&format!(
                 "SELECT pg_replication_origin_create({o}) WHERE NOT EXISTS \
@@ -217,7 +215,6 @@ impl Applier {
         let lsn = progress.and_then(|p| p.parse().ok()).unwrap_or_default();
         let writer = Writer {
             client,
-            endpoint: ep.clone(),
             format,
             tables: HashMap::new(),
             converge: false,
@@ -286,7 +283,7 @@ impl Applier {
     }
 
     /// The target session, once nothing is being written in the background.
-    pub async fn client(&mut self) -> Result<&Client, PgError> {
+    pub async fn client(&mut self) -> Result<&crate::conn::Session, PgError> {
         Ok(&self.writer().await?.client)
     }
 
@@ -448,7 +445,7 @@ impl Applier {
         self.flush().await?;
         let writer = self.writer().await?;
         writer.begin().await?;
-        writer.client.batch_execute(sql).await.context(&writer.endpoint, || sql.to_string())
+        writer.client.batch_execute(sql).await.context(&writer.client.endpoint(), || sql.to_string())
     }
 
     /// The target's catalog after a schema change: tables are rebuilt from it at their
@@ -528,7 +525,7 @@ impl Applier {
 impl Writer {
     async fn begin(&mut self) -> Result<(), PgError> {
         if !self.in_transaction {
-            self.client.batch_execute("BEGIN").await.context(&self.endpoint, || "begin apply transaction".into())?;
+            self.client.batch_execute("BEGIN").await.context(&self.client.endpoint(), || "begin apply transaction".into())?;
             self.in_transaction = true;
         }
         Ok(())
@@ -553,7 +550,7 @@ impl Writer {
             return Ok(());
         }
         let sql = format!("SELECT pg_replication_origin_xact_setup('{end_lsn}', now()); COMMIT");
-        self.client.batch_execute(&sql).await.context(&self.endpoint, || format!("commit applied changes up to {end_lsn}"))?;
+        self.client.batch_execute(&sql).await.context(&self.client.endpoint(), || format!("commit applied changes up to {end_lsn}"))?;
         self.in_transaction = false;
         self.staged.clear();
         Ok(())
@@ -570,7 +567,7 @@ impl Writer {
         match self.write_keyed(oid, (stage, direct), &statements).await {
             Ok(()) => self.count(inserts, updates, deletes),
             Err(e) if e.sqlstate().is_some_and(|c| ORDER_SENSITIVE_STATES.contains(&c)) => {
-                tracing::info!("{}: a set-based batch of {} collided ({}); applying it in source order", self.endpoint, self.tables[&oid].qualified, e);
+                tracing::info!("{}: a set-based batch of {} collided ({}); applying it in source order", self.client.endpoint(), self.tables[&oid].qualified, e);
                 self.savepoint("ROLLBACK TO SAVEPOINT pgshift_batch").await?;
                 // The staging table may have been made, or filled, after the savepoint.
                 self.staging_made.remove(&oid);
@@ -590,7 +587,7 @@ impl Writer {
     }
 
     async fn savepoint(&self, sql: &str) -> Result<(), PgError> {
-        self.client.batch_execute(sql).await.context(&self.endpoint, || sql.to_string())
+        self.client.batch_execute(sql).await.context(&self.client.endpoint(), || sql.to_string())
     }
 
     /// The set-based statements of one keyed table's batch.
@@ -601,7 +598,7 @@ impl Writer {
             self.prepare_stage(oid).await?;
             self.copy_in(&in_stage, stage).await?;
             for sql in statements {
-                self.client.batch_execute(sql).await.context(&self.endpoint, || sql.clone())?;
+                self.client.batch_execute(sql).await.context(&self.client.endpoint(), || sql.clone())?;
             }
             self.staged.insert(oid);
         }
@@ -635,7 +632,7 @@ impl Writer {
             if let Err(e) = result {
                 let table = &self.tables[&oid];
                 return Err(PgError::Query {
-                    endpoint: self.endpoint.clone(),
+                    endpoint: self.client.endpoint().to_string(),
                     context: format!(
                         "table {}: the {what} of key {} (change {} of {total} in this batch) fails in the source's order too, so the \
                          target holds something the source does not (a row, constraint or trigger of its own): compare them \
@@ -672,7 +669,7 @@ impl Writer {
         } else {
             return Ok(());
         };
-        self.client.batch_execute(&sql).await.context(&self.endpoint, || sql.clone())?;
+        self.client.batch_execute(&sql).await.context(&self.client.endpoint(), || sql.clone())?;
         self.staging_made.insert(oid);
         Ok(())
     }
@@ -714,20 +711,20 @@ impl Writer {
     /// One statement with its row's values; returns the rows it touched.
     async fn exec_row(&self, (sql, params): (String, Vec<RowParam>)) -> Result<u64, PgError> {
         let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.iter().map(|p| p as _).collect();
-        self.client.execute(&sql, &refs).await.context(&self.endpoint, || sql.clone())
+        self.client.execute(&sql, &refs).await.context(&self.client.endpoint(), || sql.clone())
     }
 
     async fn copy_in(&self, sql: &str, rows: BytesMut) -> Result<(), PgError> {
-        let sink = self.client.copy_in::<_, Bytes>(sql).await.context(&self.endpoint, || sql.to_string())?;
+        let sink = self.client.copy_in::<_, Bytes>(sql).await.context(&self.client.endpoint(), || sql.to_string())?;
         pin_mut!(sink);
         if self.format == CopyFormat::Binary {
-            sink.send(Bytes::from_static(BINARY_HEADER)).await.context(&self.endpoint, || sql.to_string())?;
+            sink.send(Bytes::from_static(BINARY_HEADER)).await.context(&self.client.endpoint(), || sql.to_string())?;
         }
-        sink.send(rows.freeze()).await.context(&self.endpoint, || sql.to_string())?;
+        sink.send(rows.freeze()).await.context(&self.client.endpoint(), || sql.to_string())?;
         if self.format == CopyFormat::Binary {
-            sink.send(Bytes::from_static(BINARY_TRAILER)).await.context(&self.endpoint, || sql.to_string())?;
+            sink.send(Bytes::from_static(BINARY_TRAILER)).await.context(&self.client.endpoint(), || sql.to_string())?;
         }
-        sink.finish().await.context(&self.endpoint, || sql.to_string())?;
+        sink.finish().await.context(&self.client.endpoint(), || sql.to_string())?;
         Ok(())
     }
 }

@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use tokio_postgres::Client;
 
+use crate::conn::Session;
 use crate::catalog::Table;
 use crate::error::{Context, PgError};
 use crate::sql::{qualified, quote_ident, quote_literal};
@@ -146,7 +147,8 @@ fn comment(kind_sql: &str, name: &str, text: Option<String>) -> Option<String> {
 /// or will get (CREATE EXTENSION), for functions written in them. `public_moves`:
 /// the public schema goes to another schema (`--map-schema`), which gets its owner
 /// and privileges (the target's own public keeps its defaults otherwise).
-pub async fn inspect(client: &Client, endpoint: &str, tables: &[&Table], languages: &BTreeSet<String>, public_moves: bool) -> Result<SchemaObjects, PgError> {
+pub async fn inspect(db: &Session, tables: &[&Table], languages: &BTreeSet<String>, public_moves: bool) -> Result<SchemaObjects, PgError> {
+    let (client, endpoint): (&Client, &str) = (db, db.endpoint());
     let q = |what: &'static str| move || format!("read the catalog ({what})");
     let mut out = SchemaObjects::default();
     let copied: BTreeSet<u32> = tables.iter().map(|t| t.oid).collect();

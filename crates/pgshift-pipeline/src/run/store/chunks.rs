@@ -161,7 +161,7 @@ impl Store<'_> {
                 .await?;
             Ok::<_, Error>(())
         };
-        in_transaction(self.client, self.endpoint, "open the copy to workers", work).await
+        in_transaction(self.db, "open the copy to workers", work).await
     }
 
     /// After the last chunk: workers find nothing more to join.

@@ -14,8 +14,9 @@ mod workers;
 use pgshift_postgres::catalog::relation_exists;
 use pgshift_postgres::conn::in_transaction;
 use pgshift_postgres::error::Context;
+use pgshift_postgres::Session;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Row};
+use tokio_postgres::Row;
 
 pub use chunks::{ChunkState, ChunkWork, ClaimedChunk, CopyTable, TableTotals};
 pub use reembeds::ReembedState;
@@ -28,35 +29,34 @@ use crate::error::Result;
 /// The target's `pgshift` schema through one connection.
 #[derive(Clone, Copy)]
 pub struct Store<'a> {
-    client: &'a Client,
-    endpoint: &'a str,
+    db: &'a Session,
 }
 
 impl<'a> Store<'a> {
-    pub fn new(client: &'a Client, endpoint: &'a str) -> Store<'a> {
-        Store { client, endpoint }
+    pub fn new(db: &'a Session) -> Store<'a> {
+        Store { db }
     }
 
     /// The connection, for the statements on the user's tables that must share a
     /// transaction with the run's state (a chunk's rows and its checkpoint).
-    pub fn connection(&self) -> (&'a Client, &'a str) {
-        (self.client, self.endpoint)
+    pub fn connection(&self) -> &'a Session {
+        self.db
     }
 
     async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)], what: &str) -> Result<Vec<Row>> {
-        Ok(self.client.query(sql, params).await.context(&self.endpoint, || what.to_string())?)
+        Ok(self.db.query(sql, params).await.context(&self.db.endpoint(), || what.to_string())?)
     }
 
     async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)], what: impl FnOnce() -> String) -> Result<u64> {
-        Ok(self.client.execute(sql, params).await.context(&self.endpoint, what)?)
+        Ok(self.db.execute(sql, params).await.context(&self.db.endpoint(), what)?)
     }
 
     pub async fn exists(&self) -> Result<bool> {
-        Ok(relation_exists(self.client, self.endpoint, "pgshift", "runs").await?)
+        Ok(relation_exists(self.db, "pgshift", "runs").await?)
     }
 
     /// Creates or upgrades the state schema, in its own transaction.
     pub async fn ensure_schema(&self) -> Result<()> {
-        in_transaction(self.client, self.endpoint, "the pgshift state schema", migrations::apply(self.client, self.endpoint)).await
+        in_transaction(self.db, "the pgshift state schema", migrations::apply(self.db)).await
     }
 }

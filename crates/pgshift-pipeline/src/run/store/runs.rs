@@ -70,7 +70,7 @@ impl Store<'_> {
         self.runs_where("run_id = $1", &[&run_id])
             .await?
             .pop()
-            .ok_or_else(|| Error::Internal(format!("{}: run {run_id} is not in pgshift.runs", self.endpoint)))
+            .ok_or_else(|| Error::Internal(format!("{}: run {run_id} is not in pgshift.runs", self.db.endpoint())))
     }
 
     /// The newest run from `source` whose load has not finished, if any. Runs from
@@ -97,7 +97,7 @@ impl Store<'_> {
     /// (127.0.0.1 for localhost). Several from other sources: the error lists them.
     pub async fn loaded_run(&self, source: &str) -> Result<Option<Run>> {
         let runs = self.runs_where("phase = $1", &[&Phase::Loaded.as_str()]).await?;
-        pick_loaded_run(runs, source, self.endpoint)
+        pick_loaded_run(runs, source, self.db.endpoint())
     }
 
     /// The loaded run from `source` (see [`Store::loaded_run`]) and its slot: what
@@ -106,7 +106,7 @@ impl Store<'_> {
         let run = self
             .loaded_run(source)
             .await?
-            .ok_or_else(|| Error::Internal(format!("{} holds no loaded pgshift run to follow: run pgshift migrate first", self.endpoint)))?;
+            .ok_or_else(|| Error::Internal(format!("{} holds no loaded pgshift run to follow: run pgshift migrate first", self.db.endpoint())))?;
         let slot = run.slot_name.clone().ok_or_else(|| Error::Internal(format!("run {} has no replication slot", run.run_id)))?;
         Ok((run, slot))
     }
@@ -128,13 +128,13 @@ impl Store<'_> {
     /// a failure leaves the target as it was. Returns the run.
     pub async fn create_schema_and_run(&self, pre_data: &[String], run: &NewRun<'_>) -> Result<Run> {
         let work = async {
-            migrations::apply(self.client, self.endpoint).await?;
+            migrations::apply(self.db).await?;
             for sql in pre_data {
-                self.client.batch_execute(sql).await.context(&self.endpoint, || sql.clone())?;
+                self.db.batch_execute(sql).await.context(&self.db.endpoint(), || sql.clone())?;
             }
             self.create_run(run).await
         };
-        let run_id = in_transaction(self.client, self.endpoint, "the schema", work).await?;
+        let run_id = in_transaction(self.db, "the schema", work).await?;
         self.run(run_id).await
     }
 
@@ -147,14 +147,14 @@ impl Store<'_> {
         let large_objects = run.large_objects.map(|c| serde_json::to_string(&c).expect("settings serialize"));
         let left_out = (!run.left_out.is_empty()).then(|| serde_json::to_string(run.left_out).expect("columns serialize"));
         let row = self
-            .client
+            .db
             .query_one(
                 "INSERT INTO pgshift.runs (source, phase, schema_map, embeddings, at_cutover, large_objects, left_out) \
                  VALUES ($1, $2, $3::text::jsonb, $4::text::jsonb, $5::text::jsonb, $6::text::jsonb, $7::text::jsonb) RETURNING run_id",
                 &[&run.source, &Phase::Copy.as_str(), &map, &specs, &at_cutover, &large_objects, &left_out],
             )
             .await
-            .context(&self.endpoint, ctx)?;
+            .context(&self.db.endpoint(), ctx)?;
         let run_id: i64 = row.get(0);
         if run.slot {
             let slot = slot::slot_name(run_id);
@@ -187,14 +187,14 @@ impl Store<'_> {
         let large_objects = large_objects.map(|c| serde_json::to_string(&c).expect("settings serialize"));
         let left_out = (!left_out.is_empty()).then(|| serde_json::to_string(left_out).expect("columns serialize"));
         let row = self
-            .client
+            .db
             .query_one(
                 "INSERT INTO pgshift.runs (source, slot_name, start_lsn, phase, finished_at, schema_map, large_objects, left_out) \
                  VALUES ($1, $2, $3::text::pg_lsn, $4, now(), $5::text::jsonb, $6::text::jsonb, $7::text::jsonb) RETURNING run_id",
                 &[&source, &slot, &start_lsn, &Phase::Loaded.as_str(), &map, &large_objects, &left_out],
             )
             .await
-            .context(&self.endpoint, ctx)?;
+            .context(&self.db.endpoint(), ctx)?;
         let run_id: i64 = row.get(0);
         for table in tables {
             self.execute(
