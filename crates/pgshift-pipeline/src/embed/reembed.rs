@@ -88,7 +88,7 @@ pub async fn reembed(target: &ConnInfo, options: &ReembedOptions, progress: std:
     options.setup.check_dims(spec, "reembed")?;
     let probe = format!("SELECT ({})::text FROM ONLY {} LIMIT 0", spec.text, table.qualified());
     client.batch_execute(&probe).await.map_err(|e| {
-        Error::Data(format!("reembed: the text expression {:?} fails on {}: {}", spec.text, table.display_name(), pgshift_postgres::error::describe(&e)))
+        Error::Setting(format!("reembed: the text expression {:?} fails on {}: {}", spec.text, table.display_name(), pgshift_postgres::error::describe(&e)))
     })?;
     let Some(vector_schema) = catalog::installed_extensions(&client).await?.remove("vector") else {
         return Err(Error::Setting(format!("reembed: {endpoint} has no pgvector extension: CREATE EXTENSION vector first")));

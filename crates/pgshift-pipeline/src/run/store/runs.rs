@@ -106,8 +106,8 @@ impl Store<'_> {
         let run = self
             .loaded_run(source)
             .await?
-            .ok_or_else(|| Error::Internal(format!("{} holds no loaded pgshift run to follow: run pgshift migrate first", self.db.endpoint())))?;
-        let slot = run.slot_name.clone().ok_or_else(|| Error::Internal(format!("run {} has no replication slot", run.run_id)))?;
+            .ok_or_else(|| Error::RunState(format!("{} holds no loaded pgshift run to follow: run pgshift migrate first", self.db.endpoint())))?;
+        let slot = run.slot_name.clone().ok_or_else(|| Error::RunState(format!("run {} has no replication slot", run.run_id)))?;
         Ok((run, slot))
     }
 
