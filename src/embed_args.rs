@@ -8,7 +8,7 @@ use anyhow::{bail, Context as _};
 use pgshift_embed::http::{HttpConfig, HttpEmbedder};
 use pgshift_embed::onnx::{OnnxConfig, OnnxEmbedder};
 use pgshift_embed::{Embedder, MINILM, MINILM_DIMS};
-use pgshift_pipeline::plan::embedding::{EmbeddingSetup, EmbeddingSpec, VectorIndex};
+use pgshift_pipeline::plan::embedding::{ChunkSpec, EmbeddingSetup, EmbeddingSpec, VectorIndex};
 use pgshift_postgres::ConnInfo;
 use serde::{Deserialize, Serialize};
 
@@ -52,7 +52,31 @@ pub struct EmbedSpecArg {
     #[serde(default)]
     #[arg(long)]
     pub embed_blank: bool,
+    /// Send the vectors to a chunk table (created on the target: the table's key, chunk_seq, chunk, and
+    /// the vector column), one row per chunk of the text, so long texts are embedded whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(skip)]
+    pub chunk_table: Option<String>,
+    /// The most tokens of a chunk as the model reads it (default: the model's window, 256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(skip)]
+    pub chunk_tokens: Option<usize>,
+    /// Tokens each chunk repeats from the one before (default 32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(skip)]
+    pub chunk_overlap: Option<usize>,
+    /// SQL over the row put before every chunk when it is embedded, e.g. "title || E'\\n\\n'" (not stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(skip)]
+    pub chunk_context: Option<String>,
 }
+
+/// Chunk tables' defaults for all-MiniLM-L6-v2: its whole window, and an overlap of
+/// an eighth so a sentence cut at a chunk's end is whole in the next.
+const DEFAULT_CHUNK_TOKENS: usize = pgshift_embed::onnx::MAX_TOKENS;
+const DEFAULT_CHUNK_OVERLAP: usize = 32;
+/// The vector column of a chunk table made by the short form.
+const CHUNK_VECTOR_COLUMN: &str = "embedding";
 
 fn default_model() -> String {
     MINILM.into()
@@ -63,7 +87,8 @@ fn default_index() -> String {
 }
 
 impl EmbedSpecArg {
-    /// `--embed` values: a JSON array or object, or `TABLE.COLUMN=EXPR`.
+    /// `--embed` values: a JSON array or object, `TABLE.COLUMN=EXPR` (a vector column),
+    /// or `TABLE->CHUNK_TABLE=EXPR` (a chunk table).
     pub fn parse(value: &str) -> Result<Vec<EmbedSpecArg>, String> {
         let v = value.trim();
         if v.starts_with('[') {
@@ -72,11 +97,10 @@ impl EmbedSpecArg {
         if v.starts_with('{') {
             return serde_json::from_str(v).map(|s| vec![s]).map_err(|e| format!("--embed: {e}"));
         }
-        let (target, text) = v.split_once('=').ok_or_else(|| format!("--embed {v:?}: write TABLE.COLUMN=EXPRESSION"))?;
-        let (table, column) =
-            target.trim().rsplit_once('.').ok_or_else(|| format!("--embed {v:?}: name the column as TABLE.COLUMN"))?;
-        Ok(vec![EmbedSpecArg {
-            table: table.into(),
+        let (target, text) =
+            v.split_once('=').ok_or_else(|| format!("--embed {v:?}: write TABLE.COLUMN=EXPRESSION or TABLE->CHUNK_TABLE=EXPRESSION"))?;
+        let spec = |table: &str, column: &str, chunk_table: Option<String>| EmbedSpecArg {
+            table: table.trim().into(),
             text: text.trim().into(),
             column: column.into(),
             model: default_model(),
@@ -85,7 +109,20 @@ impl EmbedSpecArg {
             halfvec: false,
             index: default_index(),
             embed_blank: false,
-        }])
+            chunk_table,
+            chunk_tokens: None,
+            chunk_overlap: None,
+            chunk_context: None,
+        };
+        if let Some((table, chunks)) = target.split_once("->") {
+            if table.trim().is_empty() || chunks.trim().is_empty() {
+                return Err(format!("--embed {v:?}: write TABLE->CHUNK_TABLE=EXPRESSION, e.g. public.pages->public.page_chunks=body"));
+            }
+            return Ok(vec![spec(table, CHUNK_VECTOR_COLUMN, Some(chunks.trim().into()))]);
+        }
+        let (table, column) =
+            target.trim().rsplit_once('.').ok_or_else(|| format!("--embed {v:?}: name the column as TABLE.COLUMN"))?;
+        Ok(vec![spec(table, column, None)])
     }
 
     /// A spec that only names a model (`pgshift embed`).
@@ -100,6 +137,10 @@ impl EmbedSpecArg {
             halfvec: false,
             index: "none".into(),
             embed_blank: false,
+            chunk_table: None,
+            chunk_tokens: None,
+            chunk_overlap: None,
+            chunk_context: None,
         }
     }
 
@@ -130,6 +171,21 @@ impl EmbedSpecArg {
                 out.push(format!("{key}.url: {} is not an http(s) URL", pgshift_embed::http::redact(url)));
             }
         }
+        if self.chunk_table.is_none() && (self.chunk_tokens.is_some() || self.chunk_overlap.is_some() || self.chunk_context.is_some()) {
+            out.push(format!("{key}.chunk_table: chunk_tokens, chunk_overlap and chunk_context cut texts into a chunk table: name it"));
+        }
+        if let Some(tokens) = self.chunk_tokens {
+            let overlap = self.chunk_overlap.unwrap_or(DEFAULT_CHUNK_OVERLAP);
+            if tokens < 16 || overlap * 2 > tokens {
+                out.push(format!("{key}.chunk_tokens: {tokens} tokens with an overlap of {overlap}: use at least 16, and at least twice the overlap"));
+            }
+            if self.local() && tokens > DEFAULT_CHUNK_TOKENS {
+                out.push(format!("{key}.chunk_tokens: {MINILM} reads {DEFAULT_CHUNK_TOKENS} tokens at most, not {tokens}"));
+            }
+        }
+        if self.chunk_table.is_some() && !self.local() && self.chunk_tokens.is_none() {
+            out.push(format!("{key}.chunk_tokens: give the most tokens the server's model {} reads", self.model));
+        }
         if !["hnsw", "ivfflat", "none"].contains(&self.index.as_str()) {
             out.push(format!("{key}.index: {:?}: use hnsw, ivfflat or none", self.index));
         }
@@ -157,6 +213,12 @@ impl EmbedSpecArg {
             embed_blank: self.embed_blank,
             model: self.model.clone(),
             url: self.url.iter().map(|u| pgshift_embed::http::redact(u)).collect(),
+            chunks: self.chunk_table.as_ref().map(|table| ChunkSpec {
+                table: table.clone(),
+                tokens: self.chunk_tokens.unwrap_or(DEFAULT_CHUNK_TOKENS),
+                overlap: self.chunk_overlap.unwrap_or(DEFAULT_CHUNK_OVERLAP),
+                context: self.chunk_context.clone(),
+            }),
         }
     }
 
@@ -173,6 +235,10 @@ impl EmbedSpecArg {
             halfvec: spec.halfvec,
             index: spec.index.name().into(),
             embed_blank: spec.embed_blank,
+            chunk_table: spec.chunks.as_ref().map(|c| c.table.clone()),
+            chunk_tokens: spec.chunks.as_ref().map(|c| c.tokens),
+            chunk_overlap: spec.chunks.as_ref().map(|c| c.overlap),
+            chunk_context: spec.chunks.as_ref().and_then(|c| c.context.clone()),
         }
     }
 }
@@ -289,6 +355,24 @@ mod tests {
         let fleet = EmbedSpecArg::parse(r#"{"table": "d", "text": "b", "column": "v", "dims": 8, "url": ["http://a/embed", "http://b/embed"]}"#).unwrap();
         assert_eq!(fleet[0].spec().url, ["http://a/embed", "http://b/embed"]);
         assert!(EmbedSpecArg::parse(r#"{"table": "docs", "txt": "body", "column": "v"}"#).unwrap_err().contains("txt"));
+    }
+
+    #[test]
+    fn chunk_tables_in_the_short_and_json_forms() {
+        let s = EmbedSpecArg::parse("public.pages->public.page_chunks = title || body").unwrap().remove(0).spec();
+        assert_eq!((s.table.as_str(), s.column.as_str(), s.text.as_str()), ("public.pages", "embedding", "title || body"));
+        assert_eq!(s.chunks, Some(ChunkSpec { table: "public.page_chunks".into(), tokens: 256, overlap: 32, context: None }));
+        let json = r#"{"table": "pages", "text": "body", "column": "v", "chunk_table": "chunks", "chunk_tokens": 128, "chunk_overlap": 0, "chunk_context": "title"}"#;
+        let s = EmbedSpecArg::parse(json).unwrap().remove(0);
+        assert!(s.problems("e").is_empty(), "{:?}", s.problems("e"));
+        assert_eq!(s.spec().chunks.unwrap(), ChunkSpec { table: "chunks".into(), tokens: 128, overlap: 0, context: Some("title".into()) });
+        assert_eq!(EmbedSpecArg::from_spec(&s.spec()).spec(), s.spec(), "a recorded spec gives back its flags");
+        assert!(EmbedSpecArg::parse("pages->=body").unwrap_err().contains("TABLE->CHUNK_TABLE"));
+        let mut s = EmbedSpecArg::parse("pages->chunks=body").unwrap().remove(0);
+        s.chunk_tokens = Some(512);
+        assert!(s.problems("e")[0].contains("reads 256 tokens at most"), "{:?}", s.problems("e"));
+        s.chunk_table = None;
+        assert!(s.problems("e")[0].contains("chunk_table"), "{:?}", s.problems("e"));
     }
 
     #[test]

@@ -156,6 +156,13 @@ pub fn print_migrate(r: &MigrateReport) {
         r.post_data_seconds,
         r.total_seconds
     );
+    if r.truncated_texts > 0 {
+        println!(
+            "{} text(s) were longer than the model's window (the longest {} tokens) and were embedded from their start only: \
+             a chunk table embeds them whole (--embed 'TABLE->CHUNK_TABLE=EXPRESSION')",
+            r.truncated_texts, r.longest_text_tokens
+        );
+    }
     if let (Some(slot), Some(lsn)) = (&r.slot_name, &r.start_lsn) {
         println!(
             "replication slot {slot} holds changes since {lsn} for catch-up (pgshift follow). It keeps WAL on the \

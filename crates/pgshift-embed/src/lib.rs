@@ -41,6 +41,11 @@ pub trait Embedder: Send + Sync {
     fn parallel_batches(&self) -> usize {
         1
     }
+    /// How the model reads text (its tokenizer and window), when this process has it:
+    /// to cut documents into chunks that fit, and to count texts the model cuts short.
+    fn tokens(&self) -> Option<std::sync::Arc<dyn chunk::Tokens>> {
+        None
+    }
 }
 
 /// Scales a vector to unit length (a zero vector stays zero), as sentence-transformers'

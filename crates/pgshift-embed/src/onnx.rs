@@ -3,10 +3,12 @@
 //! runtime library is loaded at run time, so nothing is downloaded.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use fastembed::{InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel};
 
+use crate::chunk::Tokens;
+use crate::tokens::ModelTokens;
 use crate::{EmbedError, Embedder, Result, MINILM, MINILM_DIMS};
 
 /// Where the model and the runtime are; `None` = from the environment, else from the
@@ -66,6 +68,7 @@ fn not_found(what: &str) -> EmbedError {
 pub struct OnnxEmbedder {
     // fastembed's embed() takes &mut self; one session already uses every core.
     model: Mutex<TextEmbedding>,
+    tokens: Arc<ModelTokens>,
 }
 
 /// The model's directory: the configured one, `$PGSHIFT_MODEL_DIR`, or the first install directory holding it.
@@ -116,7 +119,7 @@ impl OnnxEmbedder {
             };
             EmbedError::Setup(format!("cannot load {} as {MINILM}: {e}{gpu}", dir.display()))
         })?;
-        Ok(OnnxEmbedder { model: Mutex::new(model) })
+        Ok(OnnxEmbedder { model: Mutex::new(model), tokens: Arc::new(ModelTokens::load(&dir, MAX_TOKENS)?) })
     }
 }
 
@@ -154,6 +157,10 @@ impl Embedder for OnnxEmbedder {
 
     fn dims(&self) -> usize {
         MINILM_DIMS
+    }
+
+    fn tokens(&self) -> Option<Arc<dyn Tokens>> {
+        Some(self.tokens.clone())
     }
 
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {

@@ -96,6 +96,14 @@ metric!(EMBEDDING_CACHE_HITS: IntCounter = register_int_counter_with_registry(
     "pgshift_embedding_cache_hits_total",
     "Vectors reused instead of computed: from the content-hash cache or a text repeated in the same batch"
 ));
+metric!(EMBEDDING_TRUNCATED: IntCounter = register_int_counter_with_registry(
+    "pgshift_embedding_truncated_texts_total",
+    "Texts longer than the model's window, so embedded from their start only (a chunk table embeds them whole)"
+));
+metric!(EMBEDDING_LONGEST_TOKENS: IntGauge = register_int_gauge_with_registry(
+    "pgshift_embedding_longest_text_tokens",
+    "Tokens of the longest text embedded into a column (beyond the model's window it was cut)"
+));
 metric!(EMBEDDING_BATCH_SECONDS: Histogram = register_histogram_with_registry(
     "pgshift_embedding_batch_seconds",
     "Time to embed one batch",
@@ -126,7 +134,7 @@ metric!(EMBEDDING_ENDPOINT_BUSY: CounterVec = register_counter_vec_with_registry
 metric!(ERRORS: IntCounterVec = register_int_counter_vec_with_registry("pgshift_errors_total", "Errors that stopped a command, by kind", &["kind"]));
 
 /// Every metric, registered on first use.
-fn all() -> [&'static dyn Collector; 25] {
+fn all() -> [&'static dyn Collector; 27] {
     [
         &*PHASE,
         &*ROWS_COPIED,
@@ -146,6 +154,8 @@ fn all() -> [&'static dyn Collector; 25] {
         &*APPLY_BATCH_SECONDS,
         &*EMBEDDINGS,
         &*EMBEDDING_CACHE_HITS,
+        &*EMBEDDING_TRUNCATED,
+        &*EMBEDDING_LONGEST_TOKENS,
         &*EMBEDDING_BATCH_SECONDS,
         &*EMBEDDING_QUEUE,
         &*EMBEDDING_REQUESTS,

@@ -20,13 +20,16 @@ pub fn trailer() -> Bytes {
     Bytes::from_static(&[0xff, 0xff])
 }
 
-/// One row: every field but the last as raw bytes (with their length words), and the
-/// last field's value (None = NULL).
+/// One row: every field but the last (or the last few) as raw bytes (with their
+/// length words), and the last field's value (None = NULL); with a splitter that takes
+/// more than one field off the end, the fields before the last in `tail`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SplitRow {
     pub kept_fields: i16,
     pub kept: Bytes,
     pub last: Option<Bytes>,
+    /// The fields between `kept` and `last` (values, None = NULL), in order.
+    pub tail: Vec<Option<Bytes>>,
 }
 
 /// Splits a binary COPY stream into rows, whatever the message boundaries are.
@@ -35,9 +38,16 @@ pub struct RowSplitter {
     buf: BytesMut,
     header_seen: bool,
     ended: bool,
+    /// Fields taken off the end of each row besides the last (see [`SplitRow::tail`]).
+    tail: usize,
 }
 
 impl RowSplitter {
+    /// A splitter that takes `tail` fields off the end of each row besides the last.
+    pub fn with_tail(tail: usize) -> RowSplitter {
+        RowSplitter { tail, ..RowSplitter::default() }
+    }
+
     pub fn push(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);
     }
@@ -67,17 +77,18 @@ impl RowSplitter {
             self.buf.advance(2);
             return Ok(None);
         }
-        if count < 1 {
+        let split = 1 + self.tail;
+        if (count as usize) < split {
             return Err(format!("binary COPY row with {count} fields"));
         }
         // Walk the fields without consuming until the whole row is here.
         let mut pos = 2;
-        let mut last_start = 0;
+        let mut starts = Vec::with_capacity(count as usize);
         for _ in 0..count {
             if self.buf.len() < pos + 4 {
                 return Ok(None);
             }
-            last_start = pos;
+            starts.push(pos - 2);
             let len = i32::from_be_bytes(self.buf[pos..pos + 4].try_into().unwrap());
             pos += 4 + len.max(0) as usize;
             if self.buf.len() < pos {
@@ -86,17 +97,26 @@ impl RowSplitter {
         }
         let mut row = self.buf.split_to(pos).freeze();
         row.advance(2);
-        let last_start = last_start - 2;
-        let kept = row.slice(..last_start);
-        let len = i32::from_be_bytes(row[last_start..last_start + 4].try_into().unwrap());
-        let last = (len >= 0).then(|| row.slice(last_start + 4..));
-        Ok(Some(SplitRow { kept_fields: count - 1, kept, last }))
+        let value = |start: usize| {
+            let len = i32::from_be_bytes(row[start..start + 4].try_into().unwrap());
+            (len >= 0).then(|| row.slice(start + 4..start + 4 + len as usize))
+        };
+        let first_split = starts[count as usize - split];
+        let mut split_off: Vec<Option<Bytes>> = starts[count as usize - split..].iter().map(|&s| value(s)).collect();
+        let last = split_off.pop().flatten();
+        Ok(Some(SplitRow { kept_fields: count - split as i16, kept: row.slice(..first_split), last, tail: split_off }))
     }
 
     /// True once the trailer was read.
     pub fn ended(&self) -> bool {
         self.ended
     }
+}
+
+/// Writes `row`'s kept fields as a row of their own.
+pub fn put_kept(out: &mut BytesMut, row: &SplitRow) {
+    out.put_i16(row.kept_fields);
+    out.put_slice(&row.kept);
 }
 
 /// Writes `row`'s kept fields followed by one more field (None = NULL).
@@ -171,6 +191,25 @@ mod tests {
             put_row_with(&mut out, &rows[0], Some(b"xy"));
             assert_eq!(&out[..], b"\0\x02\0\0\0\x04\0\0\0\x01\0\0\0\x02xy");
         }
+    }
+
+    #[test]
+    fn the_last_few_fields_come_off_together() {
+        let mut stream = BytesMut::new();
+        stream.put_slice(&header());
+        stream.put_i16(4);
+        field(&mut stream, Some(b"a"));
+        field(&mut stream, Some(b"key"));
+        field(&mut stream, None);
+        field(&mut stream, Some(b"text"));
+        stream.put_slice(&trailer());
+        let mut s = RowSplitter::with_tail(2);
+        s.push(&stream);
+        let row = s.next_row().unwrap().unwrap();
+        assert_eq!((row.kept_fields, &row.kept[..]), (1, &b"\0\0\0\x01a"[..]));
+        assert_eq!(row.tail, [Some(Bytes::from_static(b"key")), None]);
+        assert_eq!(row.last.as_deref(), Some(&b"text"[..]));
+        assert!(RowSplitter::with_tail(4).next_row().unwrap().is_none(), "no data yet");
     }
 
     #[test]

@@ -24,6 +24,7 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use crate::embed::catchup::{embed_pending, VectorColumn};
+use crate::embed::chunks::{self, ChunkTable, Cutter};
 use crate::embed::EmbedPool;
 use crate::error::{Error, Result};
 use crate::metrics::{self, Stage};
@@ -503,8 +504,16 @@ impl Follower<'_> {
                 if self.applier.in_transaction() {
                     let client = self.applier.client().await?;
                     for (table, spec) in &embed.tables {
-                        let column = VectorColumn { table, spec, vector_schema: &embed.vector_schema };
-                        embed_pending(client, &embed.pool, column).await?;
+                        match ChunkTable::of(table, spec) {
+                            Some(chunks) => {
+                                let cutter = Arc::new(Cutter::new(&embed.pool, chunks.chunks));
+                                chunks::embed_pending(client, &embed.pool, &chunks, &cutter, &embed.vector_schema).await?;
+                            }
+                            None => {
+                                let column = VectorColumn { table, spec, vector_schema: &embed.vector_schema };
+                                embed_pending(client, &embed.pool, column).await?;
+                            }
+                        }
                     }
                 }
             }
@@ -656,7 +665,11 @@ impl Follower<'_> {
                 self.applier.delete(relation, old.1).await?
             }
             LogicalMessage::Truncate { relations, cascade, restart_identity } => {
-                self.applier.truncate(&relations, cascade, restart_identity).await?
+                // A table with a chunk table is truncated with it (its foreign key would refuse).
+                let chunked = self.embed.is_some_and(|e| {
+                    relations.iter().any(|r| e.tables.iter().any(|(t, s)| s.chunks.is_some() && self.applier.qualified(*r) == Some(t.qualified().as_str())))
+                });
+                self.applier.truncate(&relations, cascade || chunked, restart_identity).await?
             }
             LogicalMessage::Message { prefix, transactional: true, content, .. } if prefix == ddl::PREFIX => self.schema_change(&content, opts.follow_ddl).await?,
             LogicalMessage::Message { prefix, lsn, transactional: false, content } if prefix == MARK_PREFIX => {

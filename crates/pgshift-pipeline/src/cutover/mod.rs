@@ -361,7 +361,11 @@ impl Cutover<'_> {
         let embedded = store.run_embeddings(self.run.run_id).await?;
         for (s, t) in self.pairs.iter().filter(|(_, t)| t.partition_of.is_none()) {
             for spec in embedded.iter().filter(|spec| crate::plan::select::table_matches(s, &spec.table)) {
-                for sql in crate::embed::catchup::drop_catchup_ddl(t, spec) {
+                let ddl = match crate::embed::chunks::ChunkTable::of(t, spec) {
+                    Some(chunks) => chunks.drop_catchup_ddl(),
+                    None => crate::embed::catchup::drop_catchup_ddl(t, spec),
+                };
+                for sql in ddl {
                     dst.batch_execute(&sql).await.context(&dst.endpoint(), || sql.clone())?;
                 }
             }

@@ -13,6 +13,9 @@ use pgshift_postgres::copy_binary::{header, put_row_with, trailer, vector_value,
 use pgshift_postgres::error::Context;
 use pgshift_postgres::sql::{column_list, quote_ident};
 
+use std::sync::Arc;
+
+use super::chunks::{self, ChunkCopy, Cutter};
 use super::{vectors_for, Cache, EmbedPool, EmbeddingSpec};
 use crate::error::{Error, Result};
 
@@ -43,10 +46,22 @@ pub struct EmbedTarget<'a> {
     pub pool: &'a EmbedPool,
     pub cache: Cache<'a>,
     pub spec: &'a EmbeddingSpec,
+    /// The chunk table the vectors go to, and how texts are cut (None: a column).
+    pub chunks: Option<(&'a ChunkCopy, Arc<Cutter>)>,
+}
+
+/// A batch of rows as the target takes it.
+enum Encoded {
+    /// Rows with their vectors, for the table's one COPY.
+    Rows(Bytes),
+    /// Rows for the table and their chunks for the chunk table, written batch by batch.
+    Chunked(chunks::Encoded),
 }
 
 /// Writes a chunk into `in_sql` with its vectors: `stream` is binary COPY data (a
 /// PostgreSQL COPY, or rows read from SQLite) whose last field is the text to embed.
+/// With a chunk table, each batch's rows are one COPY into `in_sql` and their chunks
+/// one into the chunk table, all in the caller's transaction.
 pub async fn embed_stream<S>(
     stream: S,
     dst: &Session,
@@ -60,11 +75,11 @@ where
 {
     let dst_name = dst.endpoint();
     let (row_tx, row_rx) = tokio::sync::mpsc::channel::<Vec<SplitRow>>(IN_FLIGHT);
-    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Bytes>(IN_FLIGHT);
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Encoded>(IN_FLIGHT);
 
     let reader = async {
         pin_mut!(stream);
-        let mut splitter = RowSplitter::default();
+        let mut splitter = RowSplitter::with_tail(embed.chunks.as_ref().map_or(0, |(c, _)| c.tail));
         let mut batch = Vec::with_capacity(ROWS_PER_BATCH);
         let mut bytes = 0u64;
         while let Some(data) = stream.try_next().await? {
@@ -103,10 +118,20 @@ where
     };
 
     let writer = async {
+        if let Some((chunk_table, _)) = &embed.chunks {
+            let mut rows = 0;
+            while let Some(encoded) = out_rx.recv().await {
+                let Encoded::Chunked(batch) = encoded else { unreachable!("a chunk table's batches are chunked") };
+                rows += copy_batch(dst, in_sql, batch.parents).await?;
+                copy_batch(dst, &chunk_table.copy_in, batch.chunks).await?;
+            }
+            return Ok::<_, Error>(rows);
+        }
         let sink = dst.copy_in::<_, Bytes>(in_sql).await.context(&dst_name, || format!("start {in_sql}"))?;
         pin_mut!(sink);
         sink.send(header()).await.context(&dst_name, || format!("write {in_sql}"))?;
-        while let Some(data) = out_rx.recv().await {
+        while let Some(encoded) = out_rx.recv().await {
+            let Encoded::Rows(data) = encoded else { unreachable!("a column's batches are rows") };
             sink.send(data).await.context(&dst_name, || format!("write {in_sql}"))?;
         }
         sink.send(trailer()).await.context(&dst_name, || format!("write {in_sql}"))?;
@@ -118,8 +143,23 @@ where
     Ok(PipeStats { rows, bytes })
 }
 
-/// The rows with their vectors in place of their texts, as binary COPY data.
-async fn encode(embed: &EmbedTarget<'_>, rows: Vec<SplitRow>) -> Result<Bytes> {
+/// One COPY of a batch's rows (header, rows, trailer); returns the rows written.
+async fn copy_batch(dst: &Session, sql: &str, rows: Bytes) -> Result<u64> {
+    let name = dst.endpoint();
+    let sink = dst.copy_in::<_, Bytes>(sql).await.context(&name, || format!("start {sql}"))?;
+    pin_mut!(sink);
+    for part in [header(), rows, trailer()] {
+        sink.send(part).await.context(&name, || format!("write {sql}"))?;
+    }
+    Ok(sink.finish().await.context(&name, || format!("finish {sql}"))?)
+}
+
+/// The rows with their vectors in place of their texts (or, with a chunk table, the
+/// rows and their chunks), as binary COPY data.
+async fn encode(embed: &EmbedTarget<'_>, rows: Vec<SplitRow>) -> Result<Encoded> {
+    if let Some((_, cutter)) = &embed.chunks {
+        return Ok(Encoded::Chunked(chunks::encode(embed.pool, &embed.cache, embed.spec, cutter.clone(), rows).await?));
+    }
     let texts: Vec<Option<String>> =
         rows.iter().map(|r| r.last.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())).collect();
     let vectors = vectors_for(embed.pool, &embed.cache, embed.spec, &texts).await?;
@@ -128,7 +168,7 @@ async fn encode(embed: &EmbedTarget<'_>, rows: Vec<SplitRow>) -> Result<Bytes> {
         let value = vector.map(|v| vector_value(&v, embed.spec.halfvec));
         put_row_with(&mut out, row, value.as_deref());
     }
-    Ok(out.freeze())
+    Ok(Encoded::Rows(out.freeze()))
 }
 
 /// `ALTER TABLE` that gives the target table the vector column in the spec's type

@@ -10,6 +10,7 @@
 //! in Rust and in SQL, so a row skipped by one is never picked up again by the other.
 
 pub mod catchup;
+pub mod chunks;
 pub mod copy;
 pub mod reembed;
 pub mod vector_index;
@@ -18,7 +19,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use pgshift_embed::chunk::Tokens;
 use pgshift_embed::hash::content_hash;
+use pgshift_embed::tokens::{ApproxTokens, ModelTokens};
 use pgshift_embed::{batch::embed_bucketed, Embedder};
 
 use crate::error::{Error, Result};
@@ -33,11 +36,43 @@ pub struct EmbedPool {
     threads: Vec<std::thread::JoinHandle<()>>,
     model: String,
     dims: usize,
+    tokens: Arc<dyn Tokens>,
 }
 
 struct Job {
     texts: Vec<String>,
+    /// Count the texts the model cuts short (a column's texts; chunks fit by construction).
+    check_window: bool,
     reply: tokio::sync::oneshot::Sender<pgshift_embed::Result<Vec<Vec<f32>>>>,
+}
+
+/// How the embedder's model reads text: its own tokenizer when this process has it
+/// (the local model; all-MiniLM-L6-v2 served elsewhere, when its files are installed
+/// here), else an estimate that errs towards more tokens (chunks then a little shorter).
+fn tokens_of(embedder: &dyn Embedder) -> Arc<dyn Tokens> {
+    embedder
+        .tokens()
+        .or_else(|| {
+            (embedder.model().eq_ignore_ascii_case(pgshift_embed::MINILM))
+                .then(|| ModelTokens::minilm(&Default::default()).ok())
+                .flatten()
+                .map(|t| Arc::new(t) as Arc<dyn Tokens>)
+        })
+        .unwrap_or_else(|| Arc::new(ApproxTokens { window: usize::MAX }))
+}
+
+/// Counts the texts longer than the model's window (it embeds their start only).
+fn count_truncated(tokens: &dyn Tokens, texts: &[String]) {
+    for text in texts {
+        if let Ok(n) = tokens.count(text) {
+            if n > tokens.window() {
+                metrics::EMBEDDING_TRUNCATED.inc();
+            }
+            if n as i64 > metrics::EMBEDDING_LONGEST_TOKENS.get() {
+                metrics::EMBEDDING_LONGEST_TOKENS.set(n as i64);
+            }
+        }
+    }
 }
 
 impl EmbedPool {
@@ -45,14 +80,18 @@ impl EmbedPool {
     /// texts of similar length.
     pub fn start(embedder: Arc<dyn Embedder>, threads: usize, batch_size: usize) -> EmbedPool {
         let (sender, receiver) = crossbeam_channel::bounded::<Job>(threads.max(1) * 2);
+        let tokens = tokens_of(&*embedder);
         let threads = (0..threads.max(1))
             .map(|i| {
-                let (embedder, receiver) = (embedder.clone(), receiver.clone());
+                let (embedder, receiver, tokens) = (embedder.clone(), receiver.clone(), tokens.clone());
                 std::thread::Builder::new()
                     .name(format!("pgshift-embed-{i}"))
                     .spawn(move || {
                         for job in receiver {
                             metrics::EMBEDDING_QUEUE.sub(job.texts.len() as i64);
+                            if job.check_window {
+                                count_truncated(&*tokens, &job.texts);
+                            }
                             let started = Instant::now();
                             let refs: Vec<&str> = job.texts.iter().map(String::as_str).collect();
                             let result = embed_bucketed(&*embedder, &refs, batch_size);
@@ -66,7 +105,12 @@ impl EmbedPool {
                     .expect("start an embedding thread")
             })
             .collect();
-        EmbedPool { sender: Some(sender), threads, model: embedder.model().to_string(), dims: embedder.dims() }
+        EmbedPool { sender: Some(sender), threads, model: embedder.model().to_string(), dims: embedder.dims(), tokens }
+    }
+
+    /// How the model reads text (see [`tokens_of`]).
+    pub fn tokens(&self) -> Arc<dyn Tokens> {
+        self.tokens.clone()
     }
 
     pub fn model(&self) -> &str {
@@ -77,7 +121,8 @@ impl EmbedPool {
         self.dims
     }
 
-    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
+    /// Vectors for `texts`; `check_window`: count those the model cuts short.
+    pub async fn embed(&self, texts: Vec<String>, check_window: bool) -> Result<Vec<Vec<f32>>> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
@@ -85,7 +130,7 @@ impl EmbedPool {
         metrics::EMBEDDING_QUEUE.add(texts.len() as i64);
         let sender = self.sender.clone().expect("pool is running");
         // The channel is bounded: wait for room on a blocking thread, not the runtime.
-        tokio::task::spawn_blocking(move || sender.send(Job { texts, reply }))
+        tokio::task::spawn_blocking(move || sender.send(Job { texts, check_window, reply }))
             .await
             .map_err(|e| Error::Internal(format!("embedding queue: {e}")))?
             .map_err(|_| Error::Internal("the embedding threads stopped".into()))?;
@@ -165,7 +210,7 @@ pub async fn vectors_for(pool: &EmbedPool, cache: &Cache<'_>, spec: &EmbeddingSp
             }
         }
     }
-    let computed = pool.embed(missing.iter().map(|(_, t)| t.clone()).collect()).await?;
+    let computed = pool.embed(missing.iter().map(|(_, t)| t.clone()).collect(), spec.chunks.is_none()).await?;
     metrics::EMBEDDING_CACHE_HITS.inc_by((hashes.iter().flatten().count() - missing.len()) as u64);
     let fresh: Vec<(Vec<u8>, Vec<f32>)> = missing.into_iter().map(|(h, _)| h).zip(computed).collect();
     cache.put(pool.model(), &fresh).await?;
@@ -196,6 +241,7 @@ mod tests {
             embed_blank: false,
             model: pgshift_embed::MINILM.into(),
             url: Vec::new(),
+            chunks: None,
         };
         assert_eq!(has_text_sql(&spec), r"((body)::text) ~ '[^ \t\n\r\f]'");
         spec.embed_blank = true;

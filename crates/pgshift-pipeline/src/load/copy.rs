@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 
 use super::chunk_writer::copy_next_chunk;
+use crate::embed::chunks::Cutter;
 use crate::embed::copy::{embed_stream, EmbedTarget};
 use crate::embed::{Cache, EmbedPool};
 use crate::error::{Error, Result};
@@ -215,6 +216,11 @@ async fn worker<R: ChunkReader>(source: &R, ctx: &CopyContext, shared: &Shared<R
             if table.embedding.is_some() && cache_client.is_none() {
                 cache_client = Some(ctx.target.session().await?);
             }
+            // The range's rows were cleared before this (see `copy_next_chunk`); their
+            // chunks go too (the foreign key that would cascade comes after the load).
+            if let Some(sql) = table.chunk_table.as_ref().filter(|_| chunk.clear_first).map(|c| c.clear_sql(chunk.predicate.as_deref())) {
+                target.batch_execute(&sql).await.context(&dst_name, || format!("clear the chunks of {} before re-copy", chunk.table_name))?;
+            }
             let (out, received) = mpsc::channel::<Bytes>(READ_AHEAD);
             let read = source.read_chunk(&mut reader, ctx.snapshot.as_deref(), &table, chunk.predicate.as_deref(), out);
             let write = write_rows(ctx, &target, cache_client.as_ref(), &table, received);
@@ -261,7 +267,10 @@ async fn write_rows<T>(
         reported = bytes;
     };
     if let (Some(spec), Some(pool), Some(cache)) = (&table.embedding, &ctx.embedding, cache_client) {
-        let embed = EmbedTarget { pool, cache: Cache { store: Store::new(cache) }, spec };
+        let chunks = table.chunk_table.as_ref().zip(spec.chunks.as_ref()).map(|(copy, c)| {
+            (copy, Arc::new(Cutter::new(pool, c)))
+        });
+        let embed = EmbedTarget { pool, cache: Cache { store: Store::new(cache) }, spec, chunks };
         let stream = futures_util::stream::unfold(received, |mut rx| async { rx.recv().await.map(|b| (Ok::<_, Error>(b), rx)) });
         return embed_stream(stream, target, &embed, in_sql, name, report).await;
     }

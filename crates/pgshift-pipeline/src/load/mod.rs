@@ -66,6 +66,10 @@ pub struct MigrateReport {
     pub tables: Vec<TableSummary>,
     /// Embedding servers this process used during the copy: requests, failures, texts.
     pub embedding_endpoints: Vec<crate::metrics::EndpointUse>,
+    /// Texts embedded into a column that were longer than the model's window (embedded
+    /// from their start only), and the longest one's tokens.
+    pub truncated_texts: u64,
+    pub longest_text_tokens: u64,
     pub copy_seconds: f64,
     pub post_data_seconds: f64,
     pub total_seconds: f64,
@@ -89,6 +93,11 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
     let store = Store::new(&dst);
     let resuming = store.run_to_resume(source.name(), opts.resume, &opts.schema_map).await?;
     let plan = source.plan(&dst, opts, resuming.as_ref()).await?;
+    if opts.jobs == 0 && plan.tables.iter().any(|t| t.chunk_table.is_some()) {
+        return Err(Error::Setting(
+            "--jobs 0 leaves the copy to `pgshift worker` processes, which do not copy chunk tables yet: use --jobs 1 or more".into(),
+        ));
+    }
     if opts.jobs == 0 && plan.tables.first().is_some_and(|t| source.copy_out(t, None).is_none()) {
         return Err(Error::Setting("--jobs 0 leaves the copy to `pgshift worker` processes, which cannot read this source (a file): use --jobs 1 or more".into()));
     }
@@ -188,6 +197,8 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
         source.after_copy(&dst, &run, shared_snapshot, follow).await?;
         report.copy_seconds = copy_started.elapsed().as_secs_f64();
         report.embedding_endpoints = crate::metrics::embedding_endpoints();
+        report.truncated_texts = crate::metrics::EMBEDDING_TRUNCATED.get();
+        report.longest_text_tokens = crate::metrics::EMBEDDING_LONGEST_TOKENS.get().max(0) as u64;
         store.advance(run.run_id, Phase::Copy, Phase::PostData).await?;
     } else {
         snapshot.release().await;

@@ -53,7 +53,11 @@ pub async fn open_copy<S: LoadSource>(store: &Store<'_>, run: &Run, plan: &LoadP
         if what.truncate {
             let client = store.connection();
             let endpoint = client.endpoint();
-            let sql = format!("TRUNCATE ONLY {}", table.target);
+            // A chunk table goes with its parent (no foreign key joins them during the load).
+            let sql = match &table.chunk_table {
+                Some(chunks) => format!("TRUNCATE ONLY {}; {}", table.target, chunks.clear_sql(None)),
+                None => format!("TRUNCATE ONLY {}", table.target),
+            };
             let work = async {
                 client.batch_execute(&sql).await.context(&endpoint, || format!("clear {} for a whole re-copy", table.name))?;
                 store.reset_table_chunks(run.run_id, &table.name).await

@@ -63,6 +63,41 @@ pub struct EmbeddingSpec {
     pub model: String,
     #[serde(default, deserialize_with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
     pub url: Vec<String>,
+    /// The vectors go to a chunk table, one row per chunk of the text, instead of a
+    /// column of the table (`column` is then the chunk table's vector column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<ChunkSpec>,
+}
+
+/// Where a spec's chunks go, and how its texts are cut.
+///
+/// The chunk table holds the parent's key columns (same names and types), then
+/// [`CHUNK_SEQ`], [`CHUNK_TEXT`] and the spec's vector column; its key is (parent key,
+/// chunk_seq), and a foreign key to the parent deletes a row's chunks with it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChunkSpec {
+    /// `schema.table`, or `table` in the parent's schema.
+    pub table: String,
+    /// The most tokens of a chunk as the model reads it (special tokens and context included).
+    pub tokens: usize,
+    /// Tokens each chunk repeats from the one before.
+    pub overlap: usize,
+    /// SQL over the parent row put before each chunk when it is embedded (a title, say);
+    /// its tokens count against the window, and the stored chunk stays the text's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+}
+
+/// The chunk table's position column (0, 1, ... in the text's order).
+pub const CHUNK_SEQ: &str = "chunk_seq";
+/// The chunk table's text column: the piece of the text that was embedded.
+pub const CHUNK_TEXT: &str = "chunk";
+
+impl ChunkSpec {
+    /// The chunk table's schema and name: its own schema, else the parent's (as the target has it).
+    pub fn schema_and_name<'a>(&'a self, parent_schema: &'a str) -> (&'a str, &'a str) {
+        self.table.split_once('.').unwrap_or((parent_schema, &self.table))
+    }
 }
 
 fn default_model() -> String {
@@ -219,6 +254,7 @@ mod tests {
             embed_blank: false,
             model: default_model(),
             url: Vec::new(),
+            chunks: None,
         };
         EmbeddingSetup { specs: tables.iter().map(spec).collect(), embedder: Arc::new(Dims(384)), threads: 1, batch_size: 8 }
     }

@@ -30,6 +30,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::Result;
 use crate::plan::chunks::{Chunk, SplitKind};
+use crate::embed::chunks::ChunkCopy;
 use crate::plan::embedding::EmbeddingSpec;
 use crate::plan::MigrateOptions;
 use crate::run::Run;
@@ -69,6 +70,9 @@ pub struct TableLoad<T> {
     /// Set when the table gets vectors computed on the way: the chunk's COPY stream
     /// then carries the text to embed as its last field.
     pub embedding: Option<EmbeddingSpec>,
+    /// Set when those vectors go to a chunk table (the stream then carries the key and
+    /// the context before the text).
+    pub chunk_table: Option<ChunkCopy>,
 }
 
 /// Everything a load does on the target besides copying rows, decided before

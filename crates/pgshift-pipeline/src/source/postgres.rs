@@ -22,6 +22,7 @@ use super::chunks::chunk_table;
 use crate::plan::select::{select_tables, with_partition_parents};
 use super::{ChunkReader, LoadPlan, LoadSource, Snapshot, TableLoad};
 use crate::embed::catchup::catchup_ddl;
+use crate::embed::chunks::{ChunkCopy, ChunkTable};
 use crate::embed::copy as embed_copy;
 use crate::error::{Error, Result};
 use crate::plan::embedding::{specs_by_table, EmbeddingSpec};
@@ -117,6 +118,21 @@ impl LoadSource for PostgresSource {
                  the same as the source's and would replace or remove those; move them elsewhere first (or migrate into an empty database)"
             ));
         }
+        // A chunk table is made by the load: the target must not have one by that name.
+        for (t, spec) in &embedded {
+            let tt = view.same_tables(&[t])[0];
+            if let Some(chunks) = ChunkTable::of(tt, spec) {
+                let (schema, name) = chunks.schema_and_name();
+                let copied = target_tables.iter().any(|x| x.schema == schema && x.name == name);
+                if copied || (resuming.is_none() && catalog::relation_exists(dst, schema, name).await?) {
+                    problems.push(format!(
+                        "embedding for {}: the chunk table {schema}.{name} {}: name another chunk table",
+                        t.display_name(),
+                        if copied { "is a table being copied" } else { "already exists on the target" }
+                    ));
+                }
+            }
+        }
         if let Err(Error::Preflight(more)) = preflight::check(&src, dst, &catalog, (&tables, &target_tables), &checks).await {
             problems.extend(more);
         }
@@ -129,9 +145,10 @@ impl LoadSource for PostgresSource {
         for (t, tt) in tables.iter().zip(&target_tables).filter(|(t, _)| t.holds_rows()) {
             let (split, chunks) = chunk_table(&src, t, opts.plan.split_rows).await?;
             let embedding = specs.get(&t.display_name()).cloned();
+            let chunk_table = embedding.as_ref().and_then(|s| ChunkTable::of(tt, s)).map(|c| ChunkCopy::of(&c));
             let copy_in = match &embedding {
-                Some(spec) => embed_copy::copy_in_sql(tt, spec),
-                None => copy_in_sql(tt, CopyFormat::for_table(t)),
+                Some(spec) if chunk_table.is_none() => embed_copy::copy_in_sql(tt, spec),
+                _ => copy_in_sql(tt, CopyFormat::for_table(t)),
             };
             plan.tables.push(TableLoad {
                 source: (*t).clone(),
@@ -144,6 +161,7 @@ impl LoadSource for PostgresSource {
                 rows_estimate: t.row_estimate,
                 size_bytes: t.size_bytes,
                 embedding,
+                chunk_table,
             });
         }
         // Largest first keeps the workers busy to the end.
@@ -190,8 +208,12 @@ impl LoadSource for PostgresSource {
         if !embedded_targets.is_empty() && !view.extensions.iter().any(|e| e.name == "vector") {
             plan.pre_data.push(pgshift_postgres::ddl::create_extension_sql("vector", &vector_schema));
         }
-        plan.pre_data.extend(embedded_targets.iter().map(|(t, s)| embed_copy::vector_column_ddl(t, s, &vector_schema)));
+        plan.pre_data.extend(embedded_targets.iter().map(|(t, s)| match ChunkTable::of(t, s) {
+            Some(chunks) => chunks.create_sql(&vector_schema),
+            None => embed_copy::vector_column_ddl(t, s, &vector_schema),
+        }));
         plan.post_data = ddl::post_data(&target_tables);
+        plan.post_data.extend(embedded_targets.iter().filter_map(|(t, s)| ChunkTable::of(t, s)).flat_map(|c| c.post_data()));
         // An index the source has on a column whose vectors are recomputed is built
         // once, on the new vectors, with the spec's settings and the source's name.
         let mut replaced: Vec<(String, String, String)> = Vec::new();
@@ -206,13 +228,22 @@ impl LoadSource for PostgresSource {
         });
         plan.vector_indexes = embedded_targets
             .iter()
-            .map(|(t, s)| {
-                let name = replaced.iter().find(|(sc, n, _)| *sc == t.schema && *n == t.name).map(|r| r.2.clone());
-                (t.schema.clone(), t.name.clone(), (*s).clone(), name)
+            .map(|(t, s)| match ChunkTable::of(t, s) {
+                Some(chunks) => {
+                    let (schema, name) = chunks.schema_and_name();
+                    (schema.to_string(), name.to_string(), (*s).clone(), None)
+                }
+                None => {
+                    let name = replaced.iter().find(|(sc, n, _)| *sc == t.schema && *n == t.name).map(|r| r.2.clone());
+                    (t.schema.clone(), t.name.clone(), (*s).clone(), name)
+                }
             })
             .collect();
         if opts.follow {
-            plan.catchup_ddl = embedded_targets.iter().flat_map(|(t, s)| catchup_ddl(t, s)).collect();
+            plan.catchup_ddl = embedded_targets
+                .iter()
+                .flat_map(|(t, s)| ChunkTable::of(t, s).map_or_else(|| catchup_ddl(t, s), |c| c.catchup_ddl()))
+                .collect();
             // A vector column recomputed in place: catch-up keeps the target's vectors
             // and leaves the source's out (every table that holds rows, partitions too).
             for t in tables.iter().filter(|t| t.holds_rows()) {
@@ -318,7 +349,10 @@ impl ChunkReader for PostgresSource {
 /// What a chunk's rows are read with on the source (recorded in the run for workers).
 fn copy_out_statement(table: &TableLoad<Table>, predicate: Option<&str>) -> String {
     match &table.embedding {
-        Some(spec) => embed_copy::copy_out_sql(&table.source, spec, predicate),
+        Some(spec) => match ChunkTable::of(&table.source, spec) {
+            Some(chunks) => chunks.copy_out_sql(&table.source, &table.source.copy_columns().map(|c| c.select_expr()).collect::<Vec<_>>(), predicate),
+            None => embed_copy::copy_out_sql(&table.source, spec, predicate),
+        },
         None => copy_out_sql(&table.source, predicate, table.format),
     }
 }

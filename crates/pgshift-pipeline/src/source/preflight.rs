@@ -239,6 +239,28 @@ pub async fn embedding_problems(
                 pgshift_postgres::error::describe(&e)
             ));
         }
+        if let Some(chunks) = &spec.chunks {
+            if t.primary_key.is_none() {
+                problems.push(format!(
+                    "embedding for {}: a chunk table holds its parent's key, and {} has no primary key: add one on the source, or embed into a column",
+                    t.display_name(),
+                    t.display_name()
+                ));
+            }
+            if !t.holds_rows() {
+                problems.push(format!("embedding for {}: chunk tables of partitioned tables are not supported yet: embed into a column", t.display_name()));
+            }
+            if let Some(context) = &chunks.context {
+                let probe = format!("SELECT ({context})::text FROM ONLY {} LIMIT 0", t.qualified());
+                if let Err(e) = src.batch_execute(&probe).await {
+                    problems.push(format!(
+                        "embedding for {}: the chunk context {context:?} fails on the source {src_name}: {}",
+                        t.display_name(),
+                        pgshift_postgres::error::describe(&e)
+                    ));
+                }
+            }
+        }
         if pgshift_postgres::copy::CopyFormat::for_table(t) != pgshift_postgres::copy::CopyFormat::Binary {
             problems.push(format!(
                 "embedding for {}: the table has columns that binary COPY cannot carry between clusters \

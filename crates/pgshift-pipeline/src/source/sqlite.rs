@@ -221,7 +221,14 @@ fn specs_for(setup: &crate::plan::embedding::EmbeddingSetup, tables: &[Table]) -
         .iter()
         .map(|t| SpecCandidate { key: t.name.clone(), parent: None, matches: Box::new(move |p: &str| table_matches_sqlite(p, &t.name)) })
         .collect();
-    match_specs(setup, &candidates, "of the SQLite file being copied (check the name and --tables)")
+    let specs = match_specs(setup, &candidates, "of the SQLite file being copied (check the name and --tables)")?;
+    if let Some(spec) = specs.values().find(|s| s.chunks.is_some()) {
+        return Err(Error::Setting(format!(
+            "embedding for {}: chunk tables are not made from SQLite sources yet: embed into a column (TABLE.COLUMN=EXPR)",
+            spec.table
+        )));
+    }
+    Ok(specs)
 }
 
 /// The run records where `main` went (nothing when it went to public).
@@ -284,6 +291,7 @@ impl LoadSource for SqliteSource {
                 rows_estimate: t.rows,
                 size_bytes: 0,
                 embedding: spec.cloned(),
+                chunk_table: None,
             });
             if let Some(spec) = spec {
                 plan.vector_indexes.push((schema.clone(), t.name.clone(), spec.clone(), None));

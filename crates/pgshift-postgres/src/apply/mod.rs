@@ -426,6 +426,11 @@ impl Applier {
         Ok(())
     }
 
+    /// The target table a relation of the stream is applied to (`schema.table`, quoted).
+    pub fn qualified(&self, relation: u32) -> Option<&str> {
+        self.tables.get(&relation).map(|t| t.qualified.as_str())
+    }
+
     pub async fn truncate(&mut self, oids: &[u32], cascade: bool, restart_identity: bool) -> Result<(), PgError> {
         let names: Vec<String> = oids.iter().map(|o| self.table(*o).map(|t| t.qualified.clone())).collect::<Result<_, _>>()?;
         let sql = format!(

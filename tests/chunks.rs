@@ -1,0 +1,264 @@
+//! Documents longer than the model's window, embedded whole into a chunk table: the
+//! load, catch-up (insert, an edit in the middle of a document, an unrelated update,
+//! a delete), the cutover and a resumed load; and texts cut short in a column counted.
+//! Token counts are the model's as its reference tokenizer (Python, from the infinity
+//! environment that bootstrap makes) reads them; vectors the local model's.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use pgshift_embed::Embedder;
+use pgshift_testkit::{cache_dir, Cluster, PgVersion};
+
+const SPEC: &str = "public.pages->public.page_chunks=body";
+
+/// A document of `paragraphs` paragraphs, different for every `seed`: sentences of
+/// varied length, some punctuation, a few non-ASCII words.
+fn document(seed: u64, paragraphs: usize) -> String {
+    let words = [
+        "replication", "slot", "keeps", "the", "write-ahead", "log", "until", "subscriber", "confirms", "every", "change", "vector",
+        "index", "search", "finds", "nearest", "neighbours", "quickly", "café", "naïve", "résumé", "database", "moves", "without",
+        "downtime", "while", "application", "writes", "chunk", "window", "tokens", "model", "reads", "paragraph", "sentence",
+    ];
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut next = |n: usize| {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (x >> 33) as usize % n
+    };
+    let mut text = String::new();
+    for p in 0..paragraphs {
+        for _ in 0..(2 + next(5)) {
+            let len = 4 + next(22);
+            let sentence: Vec<&str> = (0..len).map(|_| words[next(words.len())]).collect();
+            text.push_str(&format!("{}{} (§{p}). ", &sentence.join(" ")[..1].to_uppercase(), &sentence.join(" ")[1..]));
+        }
+        text.push_str("\n\n");
+    }
+    text.trim_end().to_string()
+}
+
+fn pgshift_env(args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift")).args(args).envs(model_env()).output().unwrap();
+    assert!(!format!("{}{}", stdout(&out), stderr(&out)).contains(pgshift_testkit::PASSWORD));
+    out
+}
+
+/// Token counts of `texts` by the model's reference tokenizer (special tokens included).
+fn reference_token_counts(texts: &[String]) -> Vec<usize> {
+    let infinity = cache_dir().join("infinity-0.0.78");
+    let mut child = std::process::Command::new(infinity.join("venv/bin/python"))
+        .args([
+            "-c",
+            "import sys, json; from transformers import AutoTokenizer; \
+             t = AutoTokenizer.from_pretrained(sys.argv[1]); \
+             print(json.dumps([len(t(x)['input_ids']) for x in json.load(sys.stdin)]))",
+        ])
+        .arg(infinity.join("all-MiniLM-L6-v2"))
+        .envs([("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("DO_NOT_TRACK", "1")])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the infinity environment's Python (scripts/fetch_infinity.sh)");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(serde_json::to_string(texts).unwrap().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The chunks of every page: id -> [(chunk_seq, chunk)].
+fn chunks_of(target: &Cluster) -> BTreeMap<i64, Vec<(i32, String)>> {
+    let json = target.psql("app", "SELECT coalesce(json_agg(json_build_array(id, chunk_seq, chunk) ORDER BY id, chunk_seq), '[]') FROM page_chunks");
+    let rows: Vec<(i64, i32, String)> = serde_json::from_str(&json).unwrap();
+    let mut out: BTreeMap<i64, Vec<(i32, String)>> = BTreeMap::new();
+    for (id, seq, chunk) in rows {
+        out.entry(id).or_default().push((seq, chunk));
+    }
+    out
+}
+
+/// Each chunk is a piece of the body, in order, consecutive pieces touching or
+/// overlapping, the first at the body's start and the last at its end: every word is in one.
+fn assert_covers(id: i64, body: &str, chunks: &[(i32, String)]) {
+    let mut end_before = 0;
+    let mut start_before = None;
+    for (i, (seq, chunk)) in chunks.iter().enumerate() {
+        assert_eq!(*seq, i as i32, "page {id}: positions 0, 1, ...");
+        let from = start_before.map_or(0, |s: usize| s + 1);
+        let at = body[from..].find(chunk.as_str()).map(|p| p + from).unwrap_or_else(|| panic!("page {id} chunk {seq} is not a piece of the body after the one before"));
+        assert!(at <= end_before || body[end_before..at].trim().is_empty(), "page {id}: text between chunk {} and {seq} is in neither", seq - 1);
+        start_before = Some(at);
+        end_before = at + chunk.len();
+    }
+    assert_eq!(start_before.map(|_| end_before), Some(body.trim_end().len()), "page {id}: the last chunk ends the body");
+    assert!(body.starts_with(chunks[0].1.as_str()), "page {id}: the first chunk starts the body");
+}
+
+#[test]
+fn long_documents_go_to_a_chunk_table_through_load_catch_up_and_cutover() {
+    let (source, target) = pair(PgVersion::V15, PgVersion::V16);
+    source.psql("app", "CREATE TABLE pages (id bigint PRIMARY KEY, title text NOT NULL, body text)");
+    let mut bodies: BTreeMap<i64, Option<String>> = BTreeMap::new();
+    for id in 1..=6 {
+        bodies.insert(id, Some(document(id as u64, 10 + 4 * id as usize)));
+    }
+    // One word of 2,700 letters: all-MiniLM-L6-v2's tokenizer reads a word over 100
+    // characters as one unknown token, so it fits one chunk.
+    bodies.insert(7, Some(format!("A short page. {} and the end.", "Pneumonoultramicroscopicsilicovolcanoconiosis".repeat(60))));
+    bodies.insert(8, Some("One line only.".into()));
+    bodies.insert(9, Some("  \n ".into()));
+    bodies.insert(10, None);
+    for (id, body) in &bodies {
+        let body = body.as_ref().map_or("NULL".to_string(), |b| format!("$b${b}$b$"));
+        source.psql("app", &format!("INSERT INTO pages VALUES ({id}, 'page {id}', {body})"));
+    }
+    let (s, t) = (source.url("app"), target.url("app"));
+    let port = pgshift_testkit::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let env = model_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let migrate =
+        Background::pgshift_with_env(&["migrate", "--source", &s, "--target", &t, "--embed", SPEC, "--split-rows", "3", "--metrics-addr", &addr], &env);
+    let metrics_url = format!("http://{addr}/metrics");
+    wait_until("the load to end", Duration::from_secs(300), || {
+        common::http::sample(&common::http::get(&metrics_url, None).body, "pgshift_phase{phase=\"catch-up\"}") == Some(1.0)
+    });
+
+    // The chunk table as the spec makes it.
+    let columns = target.psql("app", "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'page_chunks'::regclass AND attnum > 0");
+    assert_eq!(columns, "id bigint, chunk_seq integer, chunk text, embedding vector(384)");
+    let keys = target.psql("app", "SELECT string_agg(pg_get_constraintdef(oid), '; ' ORDER BY contype) FROM pg_constraint WHERE conrelid = 'page_chunks'::regclass");
+    assert_eq!(keys, "FOREIGN KEY (id) REFERENCES pages(id) ON UPDATE CASCADE ON DELETE CASCADE; PRIMARY KEY (id, chunk_seq)");
+    assert!(target.psql("app", "SELECT indexdef FROM pg_indexes WHERE tablename = 'page_chunks'").contains("USING hnsw (embedding vector_cosine_ops)"));
+
+    let loaded = chunks_of(&target);
+    assert_eq!(loaded.keys().copied().collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>(), "blank and NULL bodies have no chunks");
+    assert!(loaded[&6].len() > 10, "a long document has many chunks: {}", loaded[&6].len());
+    assert_eq!(loaded[&8], [(0, "One line only.".to_string())]);
+    for (id, chunks) in &loaded {
+        assert_covers(*id, bodies[id].as_deref().unwrap(), chunks);
+    }
+
+    // During catch-up: a new long page, an edit in the middle of one, an update of
+    // another column, a delete.
+    let new_body = document(99, 12);
+    let edited = {
+        let body = bodies[&3].clone().unwrap();
+        let middle = body.len() / 2;
+        let at = body[middle..].find(". ").unwrap() + middle + 2;
+        format!("{}Zanzibar lighthouse keepers archive their logbooks. {}", &body[..at], &body[at..])
+    };
+    let untouched = target.psql("app", "SELECT string_agg(xmin::text, ',' ORDER BY chunk_seq) FROM page_chunks WHERE id = 4");
+    source.psql(
+        "app",
+        &format!(
+            "INSERT INTO pages VALUES (11, 'page 11', $b${new_body}$b$);
+             UPDATE pages SET body = $b${edited}$b$ WHERE id = 3;
+             UPDATE pages SET title = 'renamed' WHERE id = 4;
+             DELETE FROM pages WHERE id = 5;"
+        ),
+    );
+    wait_until("catch-up to apply them", Duration::from_secs(120), || target.psql("app", "SELECT count(*) FROM pages WHERE title = 'renamed'") == "1");
+    let out = pgshift_env(&["cutover", "--source", &s, "--target", &t]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    migrate.wait(Duration::from_secs(60));
+
+    let after = chunks_of(&target);
+    assert_eq!(after.keys().copied().collect::<Vec<_>>(), [1, 2, 3, 4, 6, 7, 8, 11], "page 5's chunks went with it");
+    assert_covers(11, &new_body, &after[&11]);
+    assert_covers(3, &edited, &after[&3]);
+    assert!(after[&3].iter().any(|(_, c)| c.contains("Zanzibar lighthouse")), "the edited text is in the chunks");
+    assert_eq!(after[&4], loaded[&4], "an update that leaves the text alone keeps the chunks");
+    assert_eq!(target.psql("app", "SELECT string_agg(xmin::text, ',' ORDER BY chunk_seq) FROM page_chunks WHERE id = 4"), untouched, "not even rewritten");
+    assert_eq!(after[&1], loaded[&1]);
+    assert_eq!(target.psql("app", "SELECT count(*) FROM page_chunks WHERE chunk_seq < 0 OR embedding IS NULL"), "0");
+    assert_eq!(target.psql("app", "SELECT count(*) FROM pg_trigger WHERE tgname = 'pgshift_chunks_stale'"), "0", "the application owns the chunks after the cutover");
+
+    // Every chunk fits the model's window, as the model's own tokenizer counts it.
+    let all: Vec<String> = after.values().flatten().map(|(_, c)| c.clone()).collect();
+    let counts = reference_token_counts(&all);
+    let longest = counts.iter().max().copied().unwrap();
+    assert!(longest <= 256, "a chunk of {longest} tokens");
+    assert!(longest > 200, "chunks use the window: the longest has {longest} tokens");
+
+    // Each stored vector is the local model's embedding of its chunk.
+    let model = local_model();
+    for (id, seq) in [(1, 0), (6, 3), (3, after[&3].iter().find(|(_, c)| c.contains("Zanzibar")).unwrap().0), (7, 0), (11, 2)] {
+        let chunk = &after[&id][seq as usize].1;
+        let want = model.embed(&[chunk.as_str()]).unwrap().remove(0);
+        let got = parse_vector(&target.psql("app", &format!("SELECT embedding::text FROM page_chunks WHERE id = {id} AND chunk_seq = {seq}")));
+        let c = cosine(&got, &want);
+        assert!(c > 0.9999, "page {id} chunk {seq}: cosine {c}");
+    }
+    // A passage deep inside a long document is found by what it says.
+    let question = model.embed(&["Zanzibar lighthouse keepers archive their logbooks"]).unwrap().remove(0);
+    let literal = format!("[{}]", question.iter().map(f32::to_string).collect::<Vec<_>>().join(","));
+    let nearest = target.psql("app", &format!("SELECT id FROM page_chunks ORDER BY embedding <=> '{literal}' LIMIT 1"));
+    assert_eq!(nearest, "3");
+}
+
+#[test]
+fn a_killed_chunked_load_resumes_without_duplicate_chunks() {
+    let (source, target) = pair(PgVersion::V15, PgVersion::V16);
+    let other = Cluster::start(PgVersion::V16);
+    other.create_database("app");
+    source.psql("app", "CREATE TABLE pages (id bigint PRIMARY KEY, title text NOT NULL, body text)");
+    for id in 1..=24 {
+        source.psql("app", &format!("INSERT INTO pages VALUES ({id}, 'page {id}', $b${}$b$)", document(id, 6)));
+    }
+    let s = source.url("app");
+    let (t, o) = (target.url("app"), other.url("app"));
+    let env = model_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let args = |t: &str| ["migrate", "--source", &s, "--target", t, "--embed", SPEC, "--split-rows", "4", "--jobs", "1", "--no-follow"].map(String::from);
+    let first = args(&t);
+    let first: Vec<&str> = first.iter().map(String::as_str).collect();
+    let mut doomed = Background::pgshift_with_env(&first, &env);
+    wait_until("the run to be recorded", Duration::from_secs(60), || target.psql("app", "SELECT to_regclass('pgshift.chunks') IS NOT NULL") == "t");
+    wait_until("a chunk of the load to be done", Duration::from_secs(120), || {
+        target.psql("app", "SELECT count(*) FROM pgshift.chunks WHERE done_at IS NOT NULL").parse::<i64>().unwrap_or(0) >= 2 || !doomed.running()
+    });
+    assert!(doomed.running(), "the load was still copying when killed");
+    let _ = doomed.stop();
+    let done: i64 = target.psql("app", "SELECT count(*) FROM pgshift.chunks WHERE done_at IS NOT NULL").parse().unwrap();
+    assert!((2..6).contains(&done), "killed midway: {done} of 6 chunks done");
+
+    let mut resume = args(&t).to_vec();
+    resume.push("--resume".into());
+    let resume: Vec<&str> = resume.iter().map(String::as_str).collect();
+    let out = pgshift_env(&resume);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The same chunks as a load that was never interrupted, each once (the primary key holds).
+    let whole = args(&o);
+    let whole: Vec<&str> = whole.iter().map(String::as_str).collect();
+    let out = pgshift_env(&whole);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let listing = "SELECT md5(string_agg(id || ':' || chunk_seq || ':' || chunk, '|' ORDER BY id, chunk_seq)), count(*) FROM page_chunks";
+    assert_eq!(target.psql("app", listing), other.psql("app", listing));
+    assert_eq!(target.psql("app", "SELECT count(*) FROM pg_constraint WHERE conrelid = 'page_chunks'::regclass AND contype = 'p'"), "1");
+}
+
+#[test]
+fn texts_a_column_cuts_short_are_counted() {
+    let (source, target) = pair(PgVersion::V15, PgVersion::V16);
+    source.psql("app", "CREATE TABLE pages (id bigint PRIMARY KEY, body text)");
+    let bodies: Vec<String> = (1..=6).map(|i| if i % 2 == 0 { document(i, 8) } else { format!("short page {i}") }).collect();
+    for (i, b) in bodies.iter().enumerate() {
+        source.psql("app", &format!("INSERT INTO pages VALUES ({i}, $b${b}$b$)"));
+    }
+    let (s, t) = (source.url("app"), target.url("app"));
+    let out = pgshift_env(&["migrate", "--source", &s, "--target", &t, "--embed", "pages.embedding=body", "--no-follow", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let counts = reference_token_counts(&bodies);
+    let longer = counts.iter().filter(|&&n| n > 256).count();
+    assert!(longer >= 2, "the fixture has long pages: {counts:?}");
+    assert_eq!(report["truncated_texts"], longer as u64, "{report}");
+    assert_eq!(report["longest_text_tokens"], *counts.iter().max().unwrap() as u64, "{report}");
+    let out = pgshift_env(&["migrate", "--source", &s, "--target", &target.url("postgres"), "--embed", "pages.embedding=body", "--no-follow"]);
+    assert!(stdout(&out).contains("embedded from their start only"), "{}", stdout(&out));
+}
