@@ -70,6 +70,9 @@ pub enum Command {
     /// Print the vector pgshift computes for a text (pgvector's text form, one line per text), e.g. to search
     /// the new database: SELECT title FROM docs ORDER BY embedding <=> '<vector>' LIMIT 5.
     Embed(EmbedTextArgs),
+    /// Find the rows (or chunks) of a table nearest to a question, with the model and spec a run recorded for
+    /// that table: pgshift search --target DB --table pages "how do I reset a password?"
+    Search(SearchArgs),
     /// Move several databases into one target: each source is loaded by its own run, then all are followed at once.
     Consolidate(ConsolidateArgs),
     /// Work with configuration files.
@@ -557,6 +560,25 @@ pub struct EmbedTextArgs {
     /// Dimensions the server's model makes.
     #[arg(long)]
     pub dims: Option<usize>,
+    #[command(flatten)]
+    pub embed: EmbedRuntime,
+}
+
+#[derive(Args)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    pub target: TargetArg,
+    /// The table whose vectors to search (schema.table or table, as the target has it); a table whose
+    /// vectors went to a chunk table finds chunks.
+    #[arg(long)]
+    pub table: String,
+    /// The question (or any text): embedded by the table's recorded model, compared by cosine distance.
+    pub question: String,
+    /// How many rows or chunks to show.
+    #[arg(long, default_value_t = 10)]
+    pub limit: usize,
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub embed: EmbedRuntime,
 }

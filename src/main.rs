@@ -173,6 +173,16 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Search(a) => {
+            let target = ConnInfo::parse(&a.target.target, "--target")?;
+            let (spec, table) = pgshift_pipeline::embed::search::recorded_spec(&target, &a.table).await?;
+            let setup = a.embed.setup_for(vec![embed_args::EmbedSpecArg::from_spec(&spec)])?.expect("one spec");
+            let question = a.question.clone();
+            let vector = tokio::task::spawn_blocking(move || setup.embedder.embed(&[question.as_str()])).await??.remove(0);
+            let report = pgshift_pipeline::embed::search::search(&target, &spec, &table, vector, a.limit.max(1)).await?;
+            emit(a.json, &report, output::print_search)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Reembed(a) => {
             let target = ConnInfo::parse(&a.target.target, "--target")?;
             let setup = a.embed.setup_for(vec![a.spec.clone()])?.expect("one spec");

@@ -173,6 +173,25 @@ pub fn print_migrate(r: &MigrateReport) {
     print_problems(&r.warnings);
 }
 
+pub fn print_search(r: &pgshift_pipeline::embed::search::SearchReport) {
+    let rows: Vec<Vec<String>> = r
+        .hits
+        .iter()
+        .map(|h| {
+            let mut key = h.key.join(", ");
+            if let Some(seq) = h.chunk_seq {
+                key.push_str(&format!(" #{seq}"));
+            }
+            let text: String = h.text.split_whitespace().collect::<Vec<_>>().join(" ");
+            let shown: String = text.chars().take(100).collect();
+            let more = if shown.len() < text.len() { "..." } else { "" };
+            vec![format!("{:.4}", h.distance), key, format!("{shown}{more}")]
+        })
+        .collect();
+    println!("{} nearest in {} ({}):", r.hits.len(), r.table, r.model);
+    table(&["distance", &r.key.join(", "), "text"], &rows);
+}
+
 pub fn print_follow(r: &FollowReport) {
     println!(
         "run {}: applied {} transactions ({} inserts, {} updates, {} deletes, {} truncated tables) in {:.1}s; \

@@ -194,11 +194,20 @@ fn long_documents_go_to_a_chunk_table_through_load_catch_up_and_cutover() {
         let c = cosine(&got, &want);
         assert!(c > 0.9999, "page {id} chunk {seq}: cosine {c}");
     }
-    // A passage deep inside a long document is found by what it says.
-    let question = model.embed(&["Zanzibar lighthouse keepers archive their logbooks"]).unwrap().remove(0);
-    let literal = format!("[{}]", question.iter().map(f32::to_string).collect::<Vec<_>>().join(","));
-    let nearest = target.psql("app", &format!("SELECT id FROM page_chunks ORDER BY embedding <=> '{literal}' LIMIT 1"));
-    assert_eq!(nearest, "3");
+    // A passage deep inside a long document is found by what it says, with the model the run recorded.
+    let out = pgshift_env(&["search", "--target", &t, "--table", "pages", "lighthouse keepers in Zanzibar keep logbooks", "--limit", "3", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(found["table"], "public.page_chunks", "{found}");
+    assert_eq!(found["hits"].as_array().unwrap().len(), 3, "{found}");
+    let first = &found["hits"][0];
+    assert_eq!(first["key"], serde_json::json!(["3"]), "{found}");
+    assert!(first["text"].as_str().unwrap().contains("Zanzibar lighthouse"), "{found}");
+    let out = pgshift_env(&["search", "--target", &t, "--table", "pages", "lighthouse keepers"]);
+    assert!(stdout(&out).contains("nearest in public.page_chunks (all-MiniLM-L6-v2)"), "{}", stdout(&out));
+    let out = pgshift_env(&["search", "--target", &t, "--table", "nothing", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("tables with vectors: public.pages"), "{}", stderr(&out));
 }
 
 #[test]

@@ -13,6 +13,7 @@ pub mod catchup;
 pub mod chunks;
 pub mod copy;
 pub mod reembed;
+pub mod search;
 pub mod vector_index;
 
 use std::collections::HashMap;
