@@ -113,6 +113,20 @@ SELECT 1 + i % ($ROWS / 10), 'remember item ' || i,
        ARRAY(SELECT sin(i * d) FROM generate_series(1, 8) d),
        to_jsonb(ARRAY(SELECT round(sin(i * d)::numeric, 6) FROM generate_series(1, 8) d))
 FROM generate_series(1, $ROWS / 2) i;
+-- Manual pages far longer than the model's window (256 tokens): embedded whole, as chunks.
+CREATE TABLE pages (id int PRIMARY KEY, title text NOT NULL, body text NOT NULL);
+INSERT INTO pages
+SELECT p, t, string_agg(format('%s, part %s. %s', t, s,
+         repeat((ARRAY['Read the whole section before you start, and keep the tools you need within reach. ',
+                       'Most problems come from skipping a step that looked optional the first time. ',
+                       'When in doubt, undo the last change and try again more slowly. '])[1 + (p + s) % 3], 3)), E'\n\n' ORDER BY s)
+FROM (VALUES (1, 'Bicycle maintenance'), (2, 'Sourdough baking'), (3, 'Home espresso'), (4, 'Container gardening')) AS v(p, t),
+     generate_series(1, 40) s
+GROUP BY p, t;
+-- A passage deep inside the first page, far past what a single vector would read.
+UPDATE pages SET body = body || E'\n\nA worn chain stretches and skips on the sprockets: measure it with a chain checker, '
+  || 'open the quick link with pliers, fit the new chain with the same number of links, and oil it lightly.'
+  || E'\n\n' || body WHERE id = 1;
 CREATE TABLE audit_log (at timestamptz NOT NULL, actor text, action text);
 -- No key: catch-up can carry its rows only with the whole row as identity.
 ALTER TABLE audit_log REPLICA IDENTITY FULL;
@@ -124,23 +138,25 @@ ANALYZE;
 export PGPASSWORD=$PASSWORD
 SRC="postgresql://postgres@127.0.0.1:$SOURCE_PORT/app"
 DST="postgresql://postgres@127.0.0.1:$TARGET_PORT/app"
-# The documents get vectors of their titles on the way (the source has none).
+# The documents get vectors of their titles on the way (the source has none), and the
+# long manual pages are cut into chunks that each fit the model, in a chunk table.
 EMBED="documents.embedding=title"
+CHUNKS="pages->page_chunks=body"
 echo "== pgshift inspect"
 "$PGSHIFT" inspect --source "$SRC" --target "$DST" | sed -n '1,12p'
-echo "== pgshift migrate --embed $EMBED (load only; the slot keeps every change made from now on)"
-"$PGSHIFT" migrate --source "$SRC" --target "$DST" --jobs 2 --load-only --embed "$EMBED"
+echo "== pgshift migrate --embed $EMBED --embed $CHUNKS (load only; the slot keeps every change made from now on)"
+"$PGSHIFT" migrate --source "$SRC" --target "$DST" --jobs 2 --load-only --embed "$EMBED" --embed "$CHUNKS"
 echo "== the application keeps writing to the source"
 psql_at "$SOURCE_PORT" app "UPDATE documents SET title = 'Patching a punctured inner tube at the roadside' WHERE id IN (SELECT id FROM documents ORDER BY id LIMIT 2);
          INSERT INTO documents (id, owner_id, title, body) VALUES (md5('new doc')::uuid, 1, 'Fixing a flat bicycle tyre in five minutes', 'Tyre levers, a patch kit and a pump.');
          UPDATE documents SET title = title || ' (edited)' WHERE owner_id % 50 = 0;
          INSERT INTO audit_log VALUES (now(), 'demo', 'edited documents');"
 echo "== pgshift follow --until-caught-up (changed titles get fresh vectors)"
-"$PGSHIFT" follow --source "$SRC" --target "$DST" --until-caught-up --embed "$EMBED"
+"$PGSHIFT" follow --source "$SRC" --target "$DST" --until-caught-up --embed "$EMBED" --embed "$CHUNKS"
 echo "== pgshift verify"
 "$PGSHIFT" verify --source "$SRC" --target "$DST"
 echo "== pgshift cutover --reverse"
-"$PGSHIFT" cutover --source "$SRC" --target "$DST" --reverse --embed "$EMBED"
+"$PGSHIFT" cutover --source "$SRC" --target "$DST" --reverse --embed "$EMBED" --embed "$CHUNKS"
 
 QUERY="my bike has a flat tyre, how do I repair it?"
 echo "== semantic search on the new database: \"$QUERY\""
@@ -148,6 +164,9 @@ VECTOR=$("$PGSHIFT" embed "$QUERY")
 "$PG16/psql" -X -q -h 127.0.0.1 -U postgres -p "$TARGET_PORT" -d app -c \
   "SELECT title, round((embedding <=> '$VECTOR')::numeric, 3) AS cosine_distance
    FROM documents ORDER BY embedding <=> '$VECTOR' LIMIT 5"
+QUESTION="how do I replace a worn bicycle chain?"
+echo "== a passage deep inside a long page: pgshift search --table pages \"$QUESTION\""
+"$PGSHIFT" search --target "$DST" --table pages "$QUESTION" --limit 3
 
 cat <<MSG
 
@@ -157,6 +176,7 @@ Done: the target is the primary now, with a vector(384) embedding for every docu
 Both servers are still running (password: $PASSWORD):
   source (PostgreSQL 15):             psql "postgresql://postgres@127.0.0.1:$SOURCE_PORT/app"
   target (PostgreSQL 16 + pgvector):  psql "postgresql://postgres@127.0.0.1:$TARGET_PORT/app"
-Search it yourself: pgshift embed "your question"  gives the vector to order by (embedding <=> '...').
+Search it yourself: pgshift search --target "postgresql://postgres@127.0.0.1:$TARGET_PORT/app" --table pages "your question"
+(or --table documents); pgshift embed "your question" gives the vector to order by (embedding <=> '...').
 Stop and remove them with: make demo-stop
 MSG

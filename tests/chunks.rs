@@ -163,6 +163,7 @@ fn long_documents_go_to_a_chunk_table_through_load_catch_up_and_cutover() {
         ),
     );
     wait_until("catch-up to apply them", Duration::from_secs(120), || target.psql("app", "SELECT count(*) FROM pages WHERE title = 'renamed'") == "1");
+    assert_verified(&source, &target);
     let out = pgshift_env(&["cutover", "--source", &s, "--target", &t]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     migrate.wait(Duration::from_secs(60));
