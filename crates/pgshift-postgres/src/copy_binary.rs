@@ -83,12 +83,14 @@ impl RowSplitter {
         }
         // Walk the fields without consuming until the whole row is here.
         let mut pos = 2;
-        let mut starts = Vec::with_capacity(count as usize);
-        for _ in 0..count {
+        let mut first_split = 0;
+        for i in 0..count as usize {
             if self.buf.len() < pos + 4 {
                 return Ok(None);
             }
-            starts.push(pos - 2);
+            if i == count as usize - split {
+                first_split = pos - 2;
+            }
             let len = i32::from_be_bytes(self.buf[pos..pos + 4].try_into().unwrap());
             pos += 4 + len.max(0) as usize;
             if self.buf.len() < pos {
@@ -97,14 +99,17 @@ impl RowSplitter {
         }
         let mut row = self.buf.split_to(pos).freeze();
         row.advance(2);
-        let value = |start: usize| {
-            let len = i32::from_be_bytes(row[start..start + 4].try_into().unwrap());
-            (len >= 0).then(|| row.slice(start + 4..start + 4 + len as usize))
+        // The split-off fields, read again from where they start (the row is all here).
+        let mut at = first_split;
+        let mut next_value = || {
+            let len = i32::from_be_bytes(row[at..at + 4].try_into().unwrap());
+            let value = (len >= 0).then(|| row.slice(at + 4..at + 4 + len as usize));
+            at += 4 + len.max(0) as usize;
+            value
         };
-        let first_split = starts[count as usize - split];
-        let mut split_off: Vec<Option<Bytes>> = starts[count as usize - split..].iter().map(|&s| value(s)).collect();
-        let last = split_off.pop().flatten();
-        Ok(Some(SplitRow { kept_fields: count - split as i16, kept: row.slice(..first_split), last, tail: split_off }))
+        let tail: Vec<Option<Bytes>> = (0..self.tail).map(|_| next_value()).collect();
+        let last = next_value();
+        Ok(Some(SplitRow { kept_fields: count - split as i16, kept: row.slice(..first_split), last, tail }))
     }
 
     /// True once the trailer was read.
