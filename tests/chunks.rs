@@ -261,6 +261,11 @@ fn texts_a_column_cuts_short_are_counted() {
         source.psql("app", &format!("INSERT INTO pages VALUES ({i}, $b${b}$b$)"));
     }
     let (s, t) = (source.url("app"), target.url("app"));
+    // The plan samples the texts and says which would be cut.
+    let out = pgshift_env(&["migrate", "--source", &s, "--target", &t, "--embed", "pages.embedding=body", "--no-follow", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(said.contains("3 of 6 sampled texts are longer than the model's 256-token window") && said.contains("--embed 'public.pages->public.pages_chunks=body'"), "{said}");
     let out = pgshift_env(&["migrate", "--source", &s, "--target", &t, "--embed", "pages.embedding=body", "--no-follow", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

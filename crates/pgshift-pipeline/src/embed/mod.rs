@@ -23,6 +23,9 @@ use std::time::Instant;
 use pgshift_embed::chunk::Tokens;
 use pgshift_embed::hash::content_hash;
 use pgshift_embed::tokens::{ApproxTokens, ModelTokens};
+use pgshift_postgres::catalog::Table;
+use pgshift_postgres::error::Context;
+use pgshift_postgres::Session;
 use pgshift_embed::{batch::embed_bucketed, Embedder};
 
 use crate::error::{Error, Result};
@@ -50,7 +53,7 @@ struct Job {
 /// How the embedder's model reads text: its own tokenizer when this process has it
 /// (the local model; all-MiniLM-L6-v2 served elsewhere, when its files are installed
 /// here), else an estimate that errs towards more tokens (chunks then a little shorter).
-fn tokens_of(embedder: &dyn Embedder) -> Arc<dyn Tokens> {
+pub fn tokens_of(embedder: &dyn Embedder) -> Arc<dyn Tokens> {
     embedder
         .tokens()
         .or_else(|| {
@@ -60,6 +63,45 @@ fn tokens_of(embedder: &dyn Embedder) -> Arc<dyn Tokens> {
                 .map(|t| Arc::new(t) as Arc<dyn Tokens>)
         })
         .unwrap_or_else(|| Arc::new(ApproxTokens { window: usize::MAX }))
+}
+
+/// Rows a plan reads to estimate how many texts a column would cut short.
+const SAMPLE_ROWS: i64 = 500;
+
+/// For a spec that fills a column: how many of a sample of the table's texts are
+/// longer than the model's window, as a warning that suggests a chunk table (None when
+/// none are, or the spec already has one).
+pub async fn window_warning(src: &Session, table: &Table, spec: &EmbeddingSpec, tokens: &Arc<dyn Tokens>) -> Result<Option<String>> {
+    if spec.chunks.is_some() || tokens.window() == usize::MAX {
+        return Ok(None);
+    }
+    // About SAMPLE_ROWS rows from across the table (every row of a small one).
+    let percent = (100.0 * SAMPLE_ROWS as f64 / table.row_estimate.max(1) as f64).clamp(0.01, 100.0);
+    let sql = format!(
+        "SELECT ({})::text FROM ONLY {} TABLESAMPLE SYSTEM ({percent}) WHERE ({}) IS NOT NULL LIMIT {SAMPLE_ROWS}",
+        spec.text,
+        table.qualified(),
+        spec.text
+    );
+    let texts: Vec<String> = src.query(&sql, &[]).await.context(&src.endpoint(), || format!("sample the texts of {}", table.display_name()))?.iter().map(|r| r.get(0)).collect();
+    let tokens = tokens.clone();
+    let counts = tokio::task::spawn_blocking(move || texts.iter().map(|t| tokens.count(t)).collect::<pgshift_embed::Result<Vec<usize>>>().map(|c| (c, tokens.window())))
+        .await
+        .map_err(|e| Error::Internal(format!("counting tokens: {e}")))??;
+    let (counts, window) = counts;
+    let longer = counts.iter().filter(|&&n| n > window).count();
+    Ok((longer > 0).then(|| {
+        format!(
+            "embedding for {}: {longer} of {} sampled texts are longer than the model's {window}-token window (the longest {} tokens) \
+             and would be embedded from their start only: a chunk table embeds them whole (--embed '{}->{}_chunks={}')",
+            table.display_name(),
+            counts.len(),
+            counts.iter().max().unwrap_or(&0),
+            table.display_name(),
+            table.display_name(),
+            spec.text
+        )
+    }))
 }
 
 /// Counts the texts longer than the model's window (it embeds their start only).

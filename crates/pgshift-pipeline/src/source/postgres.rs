@@ -192,6 +192,12 @@ impl LoadSource for PostgresSource {
         }
         plan.warnings.extend(objects.not_carried.iter().map(|n| format!("not carried: {n}")));
         plan.warnings.extend(objects.warnings.iter().cloned());
+        if let Some(setup) = &opts.embedding {
+            let tokens = crate::embed::tokens_of(&*setup.embedder);
+            for (t, spec) in &embedded {
+                plan.warnings.extend(crate::embed::window_warning(&src, t, spec, &tokens).await?);
+            }
+        }
         // Only a source that has large objects carries them: syncing removes those the
         // source lacks, which on a shared target may be another source's.
         plan.large_objects = (large_objects > 0).then_some(Carry { owners: opts.owners, privileges: opts.privileges });
