@@ -90,11 +90,12 @@ impl<'a> ChunkTable<'a> {
         steps
     }
 
-    /// What the source's COPY reads for the parent: its columns, then the key, the
-    /// context and the text (`kept` are the parent's columns as the copy selects them).
-    pub fn copy_out_sql(&self, source: &Table, kept: &[String], predicate: Option<&str>) -> String {
-        let mut fields: Vec<String> = kept.to_vec();
-        fields.extend(self.key().iter().map(|k| quote_ident(k)));
+    /// What the source's COPY reads for the parent: its columns, then the key (cast
+    /// as the target has it, like the columns), the context and the text.
+    pub fn copy_out_sql(&self, source: &Table, predicate: Option<&str>) -> String {
+        let select = |c: &pgshift_postgres::catalog::Column| c.select_expr();
+        let mut fields: Vec<String> = source.copy_columns().map(select).collect();
+        fields.extend(self.key().iter().filter_map(|k| source.columns.iter().find(|c| &c.name == k)).map(select));
         fields.push(format!("({})::text", self.chunks.context.as_deref().unwrap_or("NULL")));
         fields.push(format!("({})::text", self.spec.text));
         let filter = predicate.map(|p| format!(" WHERE {p}")).unwrap_or_default();
@@ -179,13 +180,13 @@ fn cut(cutter: &Cutter, context: Option<&str>, text: &str, embed_blank: bool) ->
 
 /// A batch of parent rows as two COPY payloads: the rows as the parent takes them,
 /// and their chunks for the chunk table (key, position, text, vector).
-pub struct Encoded {
+pub struct ChunkedBatch {
     pub parents: Bytes,
     pub chunks: Bytes,
 }
 
 /// Cuts, embeds (cache first) and encodes a batch of rows read by [`ChunkTable::copy_out_sql`].
-pub async fn encode(pool: &EmbedPool, cache: &Cache<'_>, spec: &EmbeddingSpec, cutter: Arc<Cutter>, rows: Vec<SplitRow>) -> Result<Encoded> {
+pub async fn encode(pool: &EmbedPool, cache: &Cache<'_>, spec: &EmbeddingSpec, cutter: Arc<Cutter>, rows: Vec<SplitRow>) -> Result<ChunkedBatch> {
     // Tokenizing is CPU work: off the runtime's threads.
     let embed_blank = spec.embed_blank;
     let (rows, cuts) = tokio::task::spawn_blocking(move || {
@@ -220,7 +221,7 @@ pub async fn encode(pool: &EmbedPool, cache: &Cache<'_>, spec: &EmbeddingSpec, c
             put_field(&mut chunks, vector.as_deref());
         }
     }
-    Ok(Encoded { parents: parents.freeze(), chunks: chunks.freeze() })
+    Ok(ChunkedBatch { parents: parents.freeze(), chunks: chunks.freeze() })
 }
 
 fn put_field(out: &mut BytesMut, value: Option<&[u8]>) {

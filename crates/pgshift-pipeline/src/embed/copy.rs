@@ -4,6 +4,8 @@
 //! vector in place of the text. Reader, embedder and writer run at once, joined by
 //! bounded queues, so I/O hides behind the embedding.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use futures_util::{pin_mut, SinkExt, StreamExt, TryStreamExt};
 use pgshift_postgres::Session;
@@ -12,8 +14,6 @@ use pgshift_postgres::copy::PipeStats;
 use pgshift_postgres::copy_binary::{header, put_row_with, trailer, vector_value, RowSplitter, SplitRow};
 use pgshift_postgres::error::Context;
 use pgshift_postgres::sql::{column_list, quote_ident};
-
-use std::sync::Arc;
 
 use super::chunks::{self, ChunkCopy, Cutter};
 use super::{vectors_for, Cache, EmbedPool, EmbeddingSpec};
@@ -55,7 +55,7 @@ enum Encoded {
     /// Rows with their vectors, for the table's one COPY.
     Rows(Bytes),
     /// Rows for the table and their chunks for the chunk table, written batch by batch.
-    Chunked(chunks::Encoded),
+    Chunked(chunks::ChunkedBatch),
 }
 
 /// Writes a chunk into `in_sql` with its vectors: `stream` is binary COPY data (a

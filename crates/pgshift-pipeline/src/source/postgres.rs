@@ -356,7 +356,7 @@ impl ChunkReader for PostgresSource {
 fn copy_out_statement(table: &TableLoad<Table>, predicate: Option<&str>) -> String {
     match &table.embedding {
         Some(spec) => match ChunkTable::of(&table.source, spec) {
-            Some(chunks) => chunks.copy_out_sql(&table.source, &table.source.copy_columns().map(|c| c.select_expr()).collect::<Vec<_>>(), predicate),
+            Some(chunks) => chunks.copy_out_sql(&table.source, predicate),
             None => embed_copy::copy_out_sql(&table.source, spec, predicate),
         },
         None => copy_out_sql(&table.source, predicate, table.format),
