@@ -128,7 +128,12 @@ pub fn put_kept(out: &mut BytesMut, row: &SplitRow) {
 pub fn put_row_with(out: &mut BytesMut, row: &SplitRow, extra: Option<&[u8]>) {
     out.put_i16(row.kept_fields + 1);
     out.put_slice(&row.kept);
-    match extra {
+    put_field(out, extra);
+}
+
+/// One field: its length word and value (None = NULL, length -1).
+pub fn put_field(out: &mut BytesMut, value: Option<&[u8]>) {
+    match value {
         Some(v) => {
             out.put_i32(v.len() as i32);
             out.put_slice(v);
@@ -157,15 +162,6 @@ pub fn vector_value(v: &[f32], half: bool) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn field(out: &mut BytesMut, v: Option<&[u8]>) {
-        match v {
-            Some(v) => {
-                out.put_i32(v.len() as i32);
-                out.put_slice(v);
-            }
-            None => out.put_i32(-1),
-        }
-    }
 
     #[test]
     fn rows_split_across_any_message_boundary() {
@@ -173,8 +169,8 @@ mod tests {
         stream.put_slice(&header());
         for (id, text) in [(&b"\0\0\0\x01"[..], Some(&b"hello"[..])), (b"\0\0\0\x02", None), (b"\0\0\0\x03", Some(b""))] {
             stream.put_i16(2);
-            field(&mut stream, Some(id));
-            field(&mut stream, text);
+            put_field(&mut stream, Some(id));
+            put_field(&mut stream, text);
         }
         stream.put_slice(&trailer());
         for step in [1, 3, 7, stream.len()] {
@@ -203,10 +199,10 @@ mod tests {
         let mut stream = BytesMut::new();
         stream.put_slice(&header());
         stream.put_i16(4);
-        field(&mut stream, Some(b"a"));
-        field(&mut stream, Some(b"key"));
-        field(&mut stream, None);
-        field(&mut stream, Some(b"text"));
+        put_field(&mut stream, Some(b"a"));
+        put_field(&mut stream, Some(b"key"));
+        put_field(&mut stream, None);
+        put_field(&mut stream, Some(b"text"));
         stream.put_slice(&trailer());
         let mut s = RowSplitter::with_tail(2);
         s.push(&stream);

@@ -19,7 +19,7 @@ use pgshift_embed::chunk::{chunk, Chunking, Tokens};
 use pgshift_postgres::catalog::Table;
 use pgshift_postgres::error::Context;
 use pgshift_postgres::Session;
-use pgshift_postgres::copy_binary::{put_kept, vector_value, SplitRow};
+use pgshift_postgres::copy_binary::{put_field, put_kept, vector_value, SplitRow};
 use pgshift_postgres::ddl::{foreign_key_definition, foreign_key_steps, PostDataKind, PostDataStep, StepOwner};
 use pgshift_postgres::sql::{column_list, qualified, quote_ident};
 
@@ -222,16 +222,6 @@ pub async fn encode(pool: &EmbedPool, cache: &Cache<'_>, spec: &EmbeddingSpec, c
         }
     }
     Ok(ChunkedBatch { parents: parents.freeze(), chunks: chunks.freeze() })
-}
-
-fn put_field(out: &mut BytesMut, value: Option<&[u8]>) {
-    match value {
-        Some(v) => {
-            out.put_i32(v.len() as i32);
-            out.put_slice(v);
-        }
-        None => out.put_i32(-1),
-    }
 }
 
 /// The trigger that marks a row's chunks stale during catch-up.
