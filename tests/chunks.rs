@@ -199,6 +199,9 @@ fn long_documents_go_to_a_chunk_table_through_load_catch_up_and_cutover() {
     let out = pgshift_env(&["search", "--target", &t, "--table", "pages", "lighthouse keepers in Zanzibar keep logbooks", "--limit", "3", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut keys: Vec<&String> = found.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["hits", "key", "model", "table"], "as docs/JSON.md shows it");
     assert_eq!(found["table"], "public.page_chunks", "{found}");
     assert_eq!(found["hits"].as_array().unwrap().len(), 3, "{found}");
     let first = &found["hits"][0];
