@@ -215,7 +215,7 @@ fn long_documents_go_to_a_chunk_table_through_load_catch_up_and_cutover() {
 }
 
 #[test]
-fn a_killed_chunked_load_resumes_without_duplicate_chunks() {
+fn a_killed_chunked_load_resumes_without_duplicate_chunks_and_workers_copy_chunk_tables() {
     let (source, target) = pair(PgVersion::V15, PgVersion::V16);
     let other = Cluster::start(PgVersion::V16);
     other.create_database("app");
@@ -253,6 +253,19 @@ fn a_killed_chunked_load_resumes_without_duplicate_chunks() {
     let listing = "SELECT md5(string_agg(id || ':' || chunk_seq || ':' || chunk, '|' ORDER BY id, chunk_seq)), count(*) FROM page_chunks";
     assert_eq!(target.psql("app", listing), other.psql("app", listing));
     assert_eq!(target.psql("app", "SELECT count(*) FROM pg_constraint WHERE conrelid = 'page_chunks'::regclass AND contype = 'p'"), "1");
+
+    // The same load through a `pgshift worker` (the coordinator copies nothing itself).
+    target.create_database("viaworkers");
+    let w = target.url("viaworkers");
+    let coordinator = ["migrate", "--source", &s, "--target", &w, "--embed", SPEC, "--split-rows", "4", "--jobs", "0", "--no-follow"];
+    let coordinator = Background::pgshift_with_env(&coordinator, &env);
+    let worker = Background::pgshift_with_env(&["worker", "--source", &s, "--target", &w, "--jobs", "2", "--wait", "60"], &env);
+    let out = coordinator.wait(Duration::from_secs(300));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = worker.wait(Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(target.psql("viaworkers", listing), other.psql("app", listing), "the worker wrote the same chunks");
+    assert_eq!(target.psql("viaworkers", "SELECT count(*) FROM page_chunks WHERE embedding IS NULL"), "0");
 }
 
 #[test]

@@ -25,7 +25,7 @@ use pgshift_postgres::sql::{column_list, qualified, quote_ident};
 
 use super::{vectors_for, Cache, EmbedPool};
 use crate::error::{Error, Result};
-use crate::plan::embedding::{ChunkSpec, EmbeddingSpec, CHUNK_SEQ, CHUNK_TEXT};
+use crate::plan::embedding::{ChunkCopy, ChunkSpec, EmbeddingSpec, CHUNK_SEQ, CHUNK_TEXT};
 
 /// A spec's chunk table beside its parent (the target's table).
 pub struct ChunkTable<'a> {
@@ -107,36 +107,14 @@ impl<'a> ChunkTable<'a> {
         self.key().len() + 1
     }
 
+    /// What a copy worker needs of the chunk table (recorded with the copy's tables).
+    pub fn copy(&self) -> ChunkCopy {
+        ChunkCopy { table: self.qualified(), copy_in: self.copy_in_sql(), tail: self.tail_fields() }
+    }
+
     pub fn copy_in_sql(&self) -> String {
         let cols = column_list(self.key().iter().map(String::as_str).chain([CHUNK_SEQ, CHUNK_TEXT, self.spec.column.as_str()]));
         format!("COPY {} ({cols}) FROM STDIN (FORMAT binary)", self.qualified())
-    }
-}
-
-/// What a copy worker needs of a table's chunk table (decided by the plan).
-#[derive(Clone, Debug)]
-pub struct ChunkCopy {
-    /// The chunk table, qualified.
-    pub table: String,
-    /// `COPY chunk_table (key, chunk_seq, chunk, vector) FROM STDIN (FORMAT binary)`.
-    pub copy_in: String,
-    /// Fields after the parent's row besides the text: key and context.
-    pub tail: usize,
-}
-
-impl ChunkCopy {
-    pub fn of(t: &ChunkTable<'_>) -> ChunkCopy {
-        ChunkCopy { table: t.qualified(), copy_in: t.copy_in_sql(), tail: t.tail_fields() }
-    }
-
-    /// Clears the chunks of a range of the load copied again, before its rows: the
-    /// range's predicate is over the parent's first key column, which the chunk table
-    /// has by the same name; a whole table (no predicate) goes whole.
-    pub fn clear_sql(&self, predicate: Option<&str>) -> String {
-        match predicate {
-            None => format!("TRUNCATE {}", self.table),
-            Some(p) => format!("DELETE FROM {} WHERE {p}", self.table),
-        }
     }
 }
 

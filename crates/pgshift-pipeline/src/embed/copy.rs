@@ -15,7 +15,8 @@ use pgshift_postgres::copy_binary::{header, put_row_with, trailer, vector_value,
 use pgshift_postgres::error::Context;
 use pgshift_postgres::sql::{column_list, quote_ident};
 
-use super::chunks::{self, ChunkCopy, Cutter};
+use super::chunks::{self, Cutter};
+use crate::plan::embedding::ChunkCopy;
 use super::{vectors_for, Cache, EmbedPool, EmbeddingSpec};
 use crate::error::{Error, Result};
 

@@ -93,11 +93,6 @@ pub async fn load<S: LoadSource + Clone>(source: &S, target: &ConnInfo, opts: &M
     let store = Store::new(&dst);
     let resuming = store.run_to_resume(source.name(), opts.resume, &opts.schema_map).await?;
     let plan = source.plan(&dst, opts, resuming.as_ref()).await?;
-    if opts.jobs == 0 && plan.tables.iter().any(|t| t.chunk_table.is_some()) {
-        return Err(Error::Setting(
-            "--jobs 0 leaves the copy to `pgshift worker` processes, which do not copy chunk tables yet: use --jobs 1 or more".into(),
-        ));
-    }
     if opts.jobs == 0 && plan.tables.first().is_some_and(|t| source.copy_out(t, None).is_none()) {
         return Err(Error::Setting("--jobs 0 leaves the copy to `pgshift worker` processes, which cannot read this source (a file): use --jobs 1 or more".into()));
     }

@@ -64,7 +64,13 @@ pub async fn open_copy<S: LoadSource>(store: &Store<'_>, run: &Run, plan: &LoadP
             };
             in_transaction(client, &format!("the re-copy of {}", table.name), work).await?;
         }
-        tables.push(CopyTable { table_name: table.name.clone(), target: table.target.clone(), copy_in: table.copy_in.clone(), embedding: table.embedding.clone() });
+        tables.push(CopyTable {
+            table_name: table.name.clone(),
+            target: table.target.clone(),
+            copy_in: table.copy_in.clone(),
+            embedding: table.embedding.clone(),
+            chunk_table: table.chunk_table.clone(),
+        });
         for (chunk_no, clear_first) in what.todo {
             let predicate = mine.iter().find(|c| c.chunk_no == chunk_no).and_then(|c| c.predicate.clone());
             let copy_out = source.copy_out(table, predicate.as_deref());

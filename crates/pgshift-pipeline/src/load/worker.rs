@@ -159,13 +159,6 @@ fn recorded_tables(run_id: i64) -> TableOf<String> {
                 chunk.chunk_no, chunk.table_name
             )));
         };
-        if chunk.embedding.as_ref().is_some_and(|s| s.chunks.is_some()) {
-            return Err(Error::Setting(format!(
-                "run {run_id} sends the vectors of {} to a chunk table, which pgshift worker processes do not copy yet: \
-                 let migrate copy it (--jobs 1 or more)",
-                chunk.table_name
-            )));
-        }
         Ok(Arc::new(TableLoad {
             source: copy_out,
             name: chunk.table_name.clone(),
@@ -177,7 +170,7 @@ fn recorded_tables(run_id: i64) -> TableOf<String> {
             rows_estimate: 0,
             size_bytes: 0,
             embedding: chunk.embedding.clone(),
-            chunk_table: None,
+            chunk_table: chunk.chunk_table.clone(),
         }))
     })
 }

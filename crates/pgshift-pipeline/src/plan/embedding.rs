@@ -100,6 +100,30 @@ impl ChunkSpec {
     }
 }
 
+/// What a copy worker needs of a table's chunk table (decided by the plan).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChunkCopy {
+    /// The chunk table, qualified.
+    pub table: String,
+    /// `COPY chunk_table (key, chunk_seq, chunk, vector) FROM STDIN (FORMAT binary)`.
+    pub copy_in: String,
+    /// Fields after the parent's row besides the text: key and context.
+    pub tail: usize,
+}
+
+impl ChunkCopy {
+    /// Clears the chunks of a range of the load copied again, before its rows: the
+    /// range's predicate is over the parent's first key column, which the chunk table
+    /// has by the same name; a whole table (no predicate) goes whole.
+    pub fn clear_sql(&self, predicate: Option<&str>) -> String {
+        match predicate {
+            None => format!("TRUNCATE {}", self.table),
+            Some(p) => format!("DELETE FROM {} WHERE {p}", self.table),
+        }
+    }
+}
+
+
 fn default_model() -> String {
     pgshift_embed::MINILM.into()
 }

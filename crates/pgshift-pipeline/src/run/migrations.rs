@@ -121,6 +121,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
             PRIMARY KEY (run_id, worker)
         )",
     ),
+    (
+        12,
+        "the chunk table a copied table's vectors go to (what a worker needs to write them)",
+        "ALTER TABLE pgshift.copy_tables ADD COLUMN IF NOT EXISTS chunk_table jsonb",
+    ),
 ];
 
 /// The newest version this pgshift knows.

@@ -30,8 +30,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::Result;
 use crate::plan::chunks::{Chunk, SplitKind};
-use crate::embed::chunks::ChunkCopy;
-use crate::plan::embedding::EmbeddingSpec;
+use crate::plan::embedding::{ChunkCopy, EmbeddingSpec};
 use crate::plan::MigrateOptions;
 use crate::run::Run;
 

@@ -22,7 +22,7 @@ use super::chunks::chunk_table;
 use crate::plan::select::{select_tables, with_partition_parents};
 use super::{ChunkReader, LoadPlan, LoadSource, Snapshot, TableLoad};
 use crate::embed::catchup::catchup_ddl;
-use crate::embed::chunks::{ChunkCopy, ChunkTable};
+use crate::embed::chunks::ChunkTable;
 use crate::embed::copy as embed_copy;
 use crate::error::{Error, Result};
 use crate::plan::embedding::{specs_by_table, EmbeddingSpec};
@@ -145,7 +145,7 @@ impl LoadSource for PostgresSource {
         for (t, tt) in tables.iter().zip(&target_tables).filter(|(t, _)| t.holds_rows()) {
             let (split, chunks) = chunk_table(&src, t, opts.plan.split_rows).await?;
             let embedding = specs.get(&t.display_name()).cloned();
-            let chunk_table = embedding.as_ref().and_then(|s| ChunkTable::of(tt, s)).map(|c| ChunkCopy::of(&c));
+            let chunk_table = embedding.as_ref().and_then(|s| ChunkTable::of(tt, s)).map(|c| c.copy());
             let copy_in = match &embedding {
                 Some(spec) if chunk_table.is_none() => embed_copy::copy_in_sql(tt, spec),
                 _ => copy_in_sql(tt, CopyFormat::for_table(t)),

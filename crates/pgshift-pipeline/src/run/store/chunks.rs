@@ -7,7 +7,7 @@ use super::Store;
 use super::runs::{run_from, RUN_COLUMNS};
 use crate::error::{Error, Result};
 use crate::plan::chunks::SplitKind;
-use crate::plan::embedding::EmbeddingSpec;
+use crate::plan::embedding::{ChunkCopy, EmbeddingSpec};
 use crate::run::Run;
 
 /// One chunk as the run records it.
@@ -28,6 +28,8 @@ pub struct CopyTable {
     pub copy_in: String,
     /// The vectors computed on the way (the chunk's last field is their text).
     pub embedding: Option<EmbeddingSpec>,
+    /// The chunk table those vectors go to.
+    pub chunk_table: Option<ChunkCopy>,
 }
 
 /// A chunk still to copy, as [`Store::open_copy`] publishes it.
@@ -52,6 +54,7 @@ pub struct ClaimedChunk {
     pub target: String,
     pub copy_in: String,
     pub embedding: Option<EmbeddingSpec>,
+    pub chunk_table: Option<ChunkCopy>,
 }
 
 impl ClaimedChunk {
@@ -138,10 +141,12 @@ impl Store<'_> {
             let targets: Vec<&str> = tables.iter().map(|t| t.target.as_str()).collect();
             let copy_in: Vec<&str> = tables.iter().map(|t| t.copy_in.as_str()).collect();
             let specs: Vec<Option<String>> = tables.iter().map(|t| t.embedding.as_ref().map(|s| serde_json::to_string(s).expect("specs serialize"))).collect();
+            let chunk_tables: Vec<Option<String>> =
+                tables.iter().map(|t| t.chunk_table.as_ref().map(|c| serde_json::to_string(c).expect("chunk tables serialize"))).collect();
             self.execute(
-                "INSERT INTO pgshift.copy_tables (run_id, table_name, ord, target, copy_in, embedding) \
-                 SELECT $1, n, o::int, t, c, e::jsonb FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS u(n, t, c, e, o)",
-                &[&run_id, &names, &targets, &copy_in, &specs],
+                "INSERT INTO pgshift.copy_tables (run_id, table_name, ord, target, copy_in, embedding, chunk_table) \
+                 SELECT $1, n, o::int, t, c, e::jsonb, k::jsonb FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY AS u(n, t, c, e, k, o)",
+                &[&run_id, &names, &targets, &copy_in, &specs, &chunk_tables],
                 || "record the copy's tables".into(),
             )
             .await?;
@@ -199,7 +204,7 @@ impl Store<'_> {
     pub async fn claim_chunk(&self, run_id: i64) -> Result<Option<ClaimedChunk>> {
         let rows = self
             .query(
-                "SELECT c.table_name, c.chunk_no, c.predicate, c.copy_out, coalesce(c.clear_first, false), t.target, t.copy_in, t.embedding::text \
+                "SELECT c.table_name, c.chunk_no, c.predicate, c.copy_out, coalesce(c.clear_first, false), t.target, t.copy_in, t.embedding::text, t.chunk_table::text \
                  FROM pgshift.chunks c JOIN pgshift.copy_tables t USING (run_id, table_name) \
                  WHERE c.run_id = $1 AND c.done_at IS NULL ORDER BY t.ord, c.chunk_no \
                  LIMIT 1 FOR UPDATE OF c SKIP LOCKED",
@@ -216,6 +221,7 @@ impl Store<'_> {
             target: r.get(5),
             copy_in: r.get(6),
             embedding: r.get::<_, Option<String>>(7).map(|s| serde_json::from_str(&s)).transpose().map_err(|e| Error::Internal(format!("pgshift.copy_tables: {e}")))?,
+            chunk_table: r.get::<_, Option<String>>(8).map(|s| serde_json::from_str(&s)).transpose().map_err(|e| Error::Internal(format!("pgshift.copy_tables: {e}")))?,
         }))
         .transpose()
     }
