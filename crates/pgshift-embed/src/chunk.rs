@@ -173,7 +173,7 @@ mod tests {
         }
     }
 
-    fn chunks<'a>(text: &'a str, tokens: usize, overlap: usize, prefix: usize) -> Vec<&'a str> {
+    fn chunks(text: &str, tokens: usize, overlap: usize, prefix: usize) -> Vec<&str> {
         chunk(text, &Words(256), Chunking { tokens, overlap }, prefix).unwrap().into_iter().map(|r| &text[r]).collect()
     }
 
@@ -215,7 +215,7 @@ mod tests {
         let parts = chunks(text, 12, 3, 0);
         assert_eq!(parts[0], "a b c d e f g h i j");
         assert_eq!(parts[1], "h i j k l m n o p q");
-        assert_eq!(parts.last().unwrap().split(' ').last(), Some("z"));
+        assert_eq!(parts.last().unwrap().split(' ').next_back(), Some("z"));
     }
 
     #[test]
