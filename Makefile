@@ -29,3 +29,4 @@ bench: build
 	./benches/embed.sh
 	./benches/large_txn.sh
 	./benches/workers.sh
+	./benches/chunks.sh
