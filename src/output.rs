@@ -174,22 +174,27 @@ pub fn print_migrate(r: &MigrateReport) {
 }
 
 pub fn print_search(r: &pgshift_pipeline::embed::search::SearchReport) {
-    let rows: Vec<Vec<String>> = r
-        .hits
-        .iter()
-        .map(|h| {
-            let mut key = h.key.join(", ");
-            if let Some(seq) = h.chunk_seq {
-                key.push_str(&format!(" #{seq}"));
+    println!("{} nearest in {} ({}), by cosine distance:", r.hits.len(), r.table, r.model);
+    for h in &r.hits {
+        let key: Vec<String> = r.key.iter().zip(&h.key).map(|(k, v)| format!("{k} = {v}")).collect();
+        let chunk = h.chunk_seq.map(|s| format!(", chunk {s}")).unwrap_or_default();
+        println!("\n{:.4}  {}{chunk}", h.distance, key.join(", "));
+        // The whole chunk (or the row's text as far as search read it), wrapped.
+        let mut line = String::new();
+        for word in h.text.split_whitespace() {
+            if !line.is_empty() && line.len() + word.len() > 96 {
+                println!("    {line}");
+                line.clear();
             }
-            let text: String = h.text.split_whitespace().collect::<Vec<_>>().join(" ");
-            let shown: String = text.chars().take(100).collect();
-            let more = if shown.len() < text.len() { "..." } else { "" };
-            vec![format!("{:.4}", h.distance), key, format!("{shown}{more}")]
-        })
-        .collect();
-    println!("{} nearest in {} ({}):", r.hits.len(), r.table, r.model);
-    table(&["distance", &r.key.join(", "), "text"], &rows);
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+        if !line.is_empty() {
+            println!("    {line}");
+        }
+    }
 }
 
 pub fn print_follow(r: &FollowReport) {

@@ -209,6 +209,7 @@ fn long_documents_go_to_a_chunk_table_through_load_catch_up_and_cutover() {
     assert!(first["text"].as_str().unwrap().contains("Zanzibar lighthouse"), "{found}");
     let out = pgshift_env(&["search", "--target", &t, "--table", "pages", "lighthouse keepers"]);
     assert!(stdout(&out).contains("nearest in public.page_chunks (all-MiniLM-L6-v2)"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("id = 3, chunk ") && stdout(&out).contains("Zanzibar lighthouse keepers"), "the passage is shown: {}", stdout(&out));
     let out = pgshift_env(&["search", "--target", &t, "--table", "nothing", "x"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("tables with vectors: public.pages"), "{}", stderr(&out));
