@@ -14,6 +14,7 @@ use pgshift_embed::Embedder;
 use pgshift_testkit::{cache_dir, Cluster, PgVersion};
 
 const SPEC: &str = "public.pages->public.page_chunks=body";
+const NOTES: &str = "notes->note_chunks=body";
 
 /// A document of `paragraphs` paragraphs, different for every `seed`: sentences of
 /// varied length, some punctuation, a few non-ASCII words.
@@ -102,6 +103,8 @@ fn assert_covers(id: i64, body: &str, chunks: &[(i32, String)]) {
 fn long_documents_go_to_a_chunk_table_through_load_catch_up_and_cutover() {
     let (source, target) = pair(PgVersion::V15, PgVersion::V16);
     source.psql("app", "CREATE TABLE pages (id bigint PRIMARY KEY, title text NOT NULL, body text)");
+    // A second chunked table, for a key that changes and a truncate during catch-up.
+    source.psql("app", "CREATE TABLE notes (id int PRIMARY KEY, body text); INSERT INTO notes VALUES (1, 'first note. It has two sentences.'), (2, 'second note')");
     let mut bodies: BTreeMap<i64, Option<String>> = BTreeMap::new();
     for id in 1..=6 {
         bodies.insert(id, Some(document(id as u64, 10 + 4 * id as usize)));
@@ -121,12 +124,13 @@ fn long_documents_go_to_a_chunk_table_through_load_catch_up_and_cutover() {
     let addr = format!("127.0.0.1:{port}");
     let env = model_env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let migrate =
-        Background::pgshift_with_env(&["migrate", "--source", &s, "--target", &t, "--embed", SPEC, "--split-rows", "3", "--metrics-addr", &addr], &env);
+    let mut migrate =
+        Background::pgshift_with_env(&["migrate", "--source", &s, "--target", &t, "--embed", SPEC, "--embed", NOTES, "--split-rows", "3", "--metrics-addr", &addr], &env);
     let metrics_url = format!("http://{addr}/metrics");
     wait_until("the load to end", Duration::from_secs(300), || {
-        common::http::sample(&common::http::get(&metrics_url, None).body, "pgshift_phase{phase=\"catch-up\"}") == Some(1.0)
+        !migrate.running() || common::http::sample(&common::http::get(&metrics_url, None).body, "pgshift_phase{phase=\"catch-up\"}") == Some(1.0)
     });
+    assert!(migrate.running(), "migrate ended: {:?}", migrate.printed());
 
     // The chunk table as the spec makes it.
     let columns = target.psql("app", "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'page_chunks'::regclass AND attnum > 0");
@@ -164,6 +168,15 @@ fn long_documents_go_to_a_chunk_table_through_load_catch_up_and_cutover() {
     );
     wait_until("catch-up to apply them", Duration::from_secs(120), || target.psql("app", "SELECT count(*) FROM pages WHERE title = 'renamed'") == "1");
     assert_verified(&source, &target);
+    // A changed key takes its chunks along; a truncate takes them all (the foreign key
+    // neither cascades nor refuses while catch-up applies as a replica).
+    assert_eq!(target.psql("app", "SELECT string_agg(id::text, ',' ORDER BY id) FROM note_chunks"), "1,2");
+    source.psql("app", "UPDATE notes SET id = 101 WHERE id = 1");
+    wait_until("the new key", Duration::from_secs(60), || target.psql("app", "SELECT count(*) FROM notes WHERE id = 101") == "1");
+    assert_eq!(target.psql("app", "SELECT string_agg(id || ':' || chunk, ',' ORDER BY id) FROM note_chunks"), "2:second note,101:first note. It has two sentences.");
+    source.psql("app", "TRUNCATE notes; INSERT INTO notes VALUES (7, 'after the truncate')");
+    wait_until("the truncate", Duration::from_secs(60), || target.psql("app", "SELECT count(*) FROM notes WHERE id = 7") == "1");
+    assert_eq!(target.psql("app", "SELECT string_agg(id || ':' || chunk, ',') FROM note_chunks"), "7:after the truncate");
     let out = pgshift_env(&["cutover", "--source", &s, "--target", &t]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     migrate.wait(Duration::from_secs(60));
@@ -212,7 +225,7 @@ fn long_documents_go_to_a_chunk_table_through_load_catch_up_and_cutover() {
     assert!(stdout(&out).contains("id = 3, chunk ") && stdout(&out).contains("Zanzibar lighthouse keepers"), "the passage is shown: {}", stdout(&out));
     let out = pgshift_env(&["search", "--target", &t, "--table", "nothing", "x"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("tables with vectors: public.pages"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("tables with vectors: public.notes, public.pages"), "{}", stderr(&out));
 }
 
 #[test]

@@ -433,7 +433,7 @@ async fn catchup_embedding(
         return Ok(None);
     }
     let setup = match &opts.embedding {
-        Some(setup) if setup.specs == recorded => setup,
+        Some(setup) if setup.same_specs(&recorded) => setup,
         _ => {
             let specs: Vec<String> = recorded.iter().map(|s| format!("{}.{}={}", s.table, s.column, s.text)).collect();
             return Err(Error::Setting(format!(

@@ -182,6 +182,11 @@ pub struct EmbeddingSetup {
 }
 
 impl EmbeddingSetup {
+    /// Whether these are the specs a run recorded, in whatever order they were given.
+    pub fn same_specs(&self, recorded: &[EmbeddingSpec]) -> bool {
+        self.specs.len() == recorded.len() && self.specs.iter().all(|s| recorded.contains(s))
+    }
+
     /// The spec must ask for the dimensions the model makes; `what` starts the error.
     pub fn check_dims(&self, spec: &EmbeddingSpec, what: &str) -> Result<()> {
         if spec.dims == self.embedder.dims() {
