@@ -65,8 +65,11 @@ pub fn tokens_of(embedder: &dyn Embedder) -> Arc<dyn Tokens> {
         .unwrap_or_else(|| Arc::new(ApproxTokens { window: usize::MAX }))
 }
 
-/// Rows a plan reads to estimate how many texts a column would cut short.
-const SAMPLE_ROWS: i64 = 500;
+/// Rows a plan reads to estimate how many texts a column would cut short, and the
+/// characters of each it tokenizes (far past any model's window, and a plan's cost
+/// stays bounded whatever the texts' size).
+const SAMPLE_ROWS: i64 = 200;
+const SAMPLE_CHARS: i64 = 16_384;
 
 /// For a spec that fills a column: how many of a sample of the table's texts are
 /// longer than the model's window, as a warning that suggests a chunk table (None when
@@ -78,12 +81,13 @@ pub async fn window_warning(src: &Session, table: &Table, spec: &EmbeddingSpec, 
     // About SAMPLE_ROWS rows from across the table (every row of a small one).
     let percent = (100.0 * SAMPLE_ROWS as f64 / table.row_estimate.max(1) as f64).clamp(0.01, 100.0);
     let sql = format!(
-        "SELECT ({})::text FROM ONLY {} TABLESAMPLE SYSTEM ({percent}) WHERE ({}) IS NOT NULL LIMIT {SAMPLE_ROWS}",
+        "SELECT left(({})::text, {SAMPLE_CHARS}) FROM ONLY {} TABLESAMPLE SYSTEM ({percent}) WHERE ({}) IS NOT NULL LIMIT {SAMPLE_ROWS}",
         spec.text,
         table.qualified(),
         spec.text
     );
     let texts: Vec<String> = src.query(&sql, &[]).await.context(&src.endpoint(), || format!("sample the texts of {}", table.display_name()))?.iter().map(|r| r.get(0)).collect();
+    let cut = texts.iter().any(|t| t.chars().count() as i64 >= SAMPLE_CHARS);
     let tokens = tokens.clone();
     let counts = tokio::task::spawn_blocking(move || texts.iter().map(|t| tokens.count(t)).collect::<pgshift_embed::Result<Vec<usize>>>().map(|c| (c, tokens.window())))
         .await
@@ -92,10 +96,11 @@ pub async fn window_warning(src: &Session, table: &Table, spec: &EmbeddingSpec, 
     let longer = counts.iter().filter(|&&n| n > window).count();
     Ok((longer > 0).then(|| {
         format!(
-            "embedding for {}: {longer} of {} sampled texts are longer than the model's {window}-token window (the longest {} tokens) \
+            "embedding for {}: {longer} of {} sampled texts are longer than the model's {window}-token window (the longest {}{} tokens) \
              and would be embedded from their start only: a chunk table embeds them whole (--embed '{}->{}_chunks={}')",
             table.display_name(),
             counts.len(),
+            if cut { "over " } else { "" },
             counts.iter().max().unwrap_or(&0),
             table.display_name(),
             table.display_name(),
