@@ -246,10 +246,12 @@ impl EmbedSpecArg {
 /// Which tables get vectors, and how the embedder runs (migrate, follow, cutover, serve).
 #[derive(clap::Args, Clone)]
 pub struct EmbedSettings {
-    /// Compute vectors while copying: TABLE.COLUMN=EXPRESSION (e.g. 'docs.embedding=title || body'),
-    /// or a JSON object / array with table, text, column, model, url, dims, halfvec, index. Repeatable.
-    /// A column the source already has is recomputed in place (catch-up leaves its old values out).
-    /// follow and cutover take the run's own specs when none are given.
+    /// Compute vectors while copying: TABLE.COLUMN=EXPRESSION (e.g. 'docs.embedding=title || body'), or
+    /// TABLE->CHUNK_TABLE=EXPRESSION (e.g. 'pages->page_chunks=body': long texts cut into chunks that fit the
+    /// model, one vector each, in a chunk table pgshift creates), or a JSON object / array with table, text,
+    /// column, model, url, dims, halfvec, index, chunk_table, chunk_tokens, chunk_overlap, chunk_context.
+    /// Repeatable. A column the source already has is recomputed in place (catch-up leaves its old values
+    /// out). follow and cutover take the run's own specs when none are given.
     #[arg(long, env = "PGSHIFT_EMBED")]
     pub embed: Vec<String>,
     #[command(flatten)]
