@@ -220,6 +220,8 @@ struct Pause {
     fence: Session,
     snapshots: (Session, Session),
     began: Instant,
+    /// The fence's statement, made before the pause begins.
+    lock: String,
     activation: Vec<String>,
 }
 
@@ -276,12 +278,7 @@ impl Cutover<'_> {
         match step {
             Step::PoolerPause => self.pool.as_mut().expect("planned with a pool").pause(self.opts.timeout).await?,
             Step::Lock => {
-                let lock = format!(
-                    "BEGIN; SET LOCAL lock_timeout = {}; LOCK TABLE {} IN EXCLUSIVE MODE",
-                    self.opts.timeout.as_millis(),
-                    if self.pairs.is_empty() { "pg_catalog.pg_class".to_string() } else { self.names().join(", ") }
-                );
-                pause.fence.batch_execute(&lock).await.context(&src.endpoint(), || "fence writes (LOCK TABLE ... IN EXCLUSIVE MODE)".into())?;
+                pause.fence.batch_execute(&pause.lock).await.context(&src.endpoint(), || "fence writes (LOCK TABLE ... IN EXCLUSIVE MODE)".into())?;
             }
             Step::LastChanges => {
                 let fence_lsn = apply_up_to_fence(&pause.fence, src, self.slot, pause.began, self.opts.timeout).await?;
@@ -468,14 +465,22 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
 
     crate::metrics::set_phase(Stage::Cutover);
     let release_at = steps.iter().position(|s| *s == Step::Release).expect("every plan releases the fence");
+    let planned = report.steps.clone();
     let activation = store.at_cutover(run.run_id).await?;
     // Every connection the pause needs is made before it begins.
     let (fence, snapshots) = (source.session().await?, (source.session().await?, target.session().await?));
-    let pause = Pause { fence, snapshots, began: Instant::now(), activation };
+    let lock = format!(
+        "BEGIN; SET LOCAL lock_timeout = {}; LOCK TABLE {} IN EXCLUSIVE MODE",
+        opts.timeout.as_millis(),
+        if cut.pairs.is_empty() { "pg_catalog.pg_class".to_string() } else { cut.names().join(", ") }
+    );
+    let pause = Pause { fence, snapshots, began: Instant::now(), lock, activation };
     let mut clock = StepClock::new();
+    // What each step does, as the plan said it (described once, not again inside the pause).
+    let said = |step: Step| &planned[steps.iter().position(|s| *s == step).expect("a planned step")];
     let paused = async {
         for &step in &steps[..release_at] {
-            tracing::info!("cutover: {}", cut.describe(step));
+            tracing::info!("cutover: {}", said(step));
             cut.pause_step(step, &pause, &mut report).await?;
             *step.pause_part(&mut report.pause_steps).expect("a step of the pause") += clock.lap();
         }
@@ -489,14 +494,14 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
         }
         return Err(Error::CutoverAborted(format!("cutover aborted, writes on the source resumed and nothing was switched: {e}")));
     }
-    tracing::info!("cutover: {}", cut.describe(Step::Release));
+    tracing::info!("cutover: {}", said(Step::Release));
     cut.release(&pause, &mut report).await?;
     *Step::Release.pause_part(&mut report.pause_steps).expect("the pause's last step") += clock.lap();
     report.write_pause_ms = pause.began.elapsed().as_secs_f64() * 1000.0;
 
-    tracing::info!("writes resumed after {:.0} ms; cutover: {}", report.write_pause_ms, cut.describe(Step::Counts));
+    tracing::info!("writes resumed after {:.0} ms; cutover: {}", report.write_pause_ms, said(Step::Counts));
     let counted = compare_counts(&pause.snapshots.0, &pause.snapshots.1, &cut.pairs).await;
-    tracing::info!("cutover: {}", cut.describe(Step::Finish));
+    tracing::info!("cutover: {}", said(Step::Finish));
     cut.finish(&store, own_follower, &mut report).await?;
     crate::metrics::set_phase(Stage::Done);
     report.counts = counted?;
