@@ -87,12 +87,11 @@ pub async fn window_warning(src: &Session, table: &Table, spec: &EmbeddingSpec, 
         spec.text
     );
     let texts: Vec<String> = src.query(&sql, &[]).await.context(&src.endpoint(), || format!("sample the texts of {}", table.display_name()))?.iter().map(|r| r.get(0)).collect();
-    let cut = texts.iter().any(|t| t.chars().count() as i64 >= SAMPLE_CHARS);
-    let tokens = tokens.clone();
-    let counts = tokio::task::spawn_blocking(move || texts.iter().map(|t| tokens.count(t)).collect::<pgshift_embed::Result<Vec<usize>>>().map(|c| (c, tokens.window())))
+    let capped = texts.iter().any(|t| t.chars().count() as i64 >= SAMPLE_CHARS);
+    let (tokens, window) = (tokens.clone(), tokens.window());
+    let counts = tokio::task::spawn_blocking(move || texts.iter().map(|t| tokens.count(t)).collect::<pgshift_embed::Result<Vec<usize>>>())
         .await
         .map_err(|e| Error::Internal(format!("counting tokens: {e}")))??;
-    let (counts, window) = counts;
     let longer = counts.iter().filter(|&&n| n > window).count();
     Ok((longer > 0).then(|| {
         format!(
@@ -100,7 +99,7 @@ pub async fn window_warning(src: &Session, table: &Table, spec: &EmbeddingSpec, 
              and would be embedded from their start only: a chunk table embeds them whole (--embed '{}->{}_chunks={}')",
             table.display_name(),
             counts.len(),
-            if cut { "over " } else { "" },
+            if capped { "over " } else { "" },
             counts.iter().max().unwrap_or(&0),
             table.display_name(),
             table.display_name(),
