@@ -7,7 +7,7 @@
 use pgshift_postgres::Session;
 use pgshift_postgres::catalog::Table;
 use pgshift_postgres::error::Context;
-use pgshift_postgres::sql::quote_ident;
+use pgshift_postgres::sql::{name_head, name_tail, quote_ident};
 
 use super::{has_text_sql, vector_literal, vectors_for, Cache, EmbedPool, EmbeddingSpec};
 use crate::error::{Error, Result};
@@ -18,19 +18,14 @@ const ROWS_PER_ROUND: i64 = 1000;
 
 /// Names derived from the table's OID-free identity, stable across runs.
 fn function_name(t: &Table, spec: &EmbeddingSpec) -> String {
-    let mut name = format!("stale_{}_{}_{}", t.schema, t.name, spec.column);
-    name.truncate(63);
+    let name = name_head(&format!("stale_{}_{}_{}", t.schema, t.name, spec.column));
     format!("pgshift.{}", quote_ident(&name))
 }
 
 pub const TRIGGER: &str = "pgshift_embedding_stale";
 
 fn pending_index(t: &Table, spec: &EmbeddingSpec) -> String {
-    let mut name = format!("{}_{}_pending_idx", t.name, spec.column);
-    while name.len() > 63 {
-        name.remove(0);
-    }
-    name
+    name_tail(&format!("{}_{}_pending_idx", t.name, spec.column))
 }
 
 /// A trigger (fired by replication sessions too: ENABLE ALWAYS) that clears the

@@ -21,7 +21,7 @@ use pgshift_postgres::error::Context;
 use pgshift_postgres::Session;
 use pgshift_postgres::copy_binary::{put_field, put_kept, vector_value, SplitRow};
 use pgshift_postgres::ddl::{foreign_key_definition, foreign_key_steps, PostDataKind, PostDataStep, StepOwner};
-use pgshift_postgres::sql::{column_list, qualified, quote_ident};
+use pgshift_postgres::sql::{column_list, name_head, name_tail, qualified, quote_ident};
 
 use super::{vectors_for, Cache, EmbedPool};
 use crate::error::{Error, Result};
@@ -120,11 +120,7 @@ impl<'a> ChunkTable<'a> {
 
 /// `<table>_<what>`, cut to PostgreSQL's 63 bytes from the front of the table's name.
 fn constraint_name(table: &str, what: &str) -> String {
-    let mut name = format!("{table}_{what}");
-    while name.len() > 63 {
-        name.remove(0);
-    }
-    name
+    name_tail(&format!("{table}_{what}"))
 }
 
 /// How one row's text is cut and embedded.
@@ -208,8 +204,7 @@ pub const TRIGGER: &str = "pgshift_chunks_stale";
 impl ChunkTable<'_> {
     fn function_name(&self) -> String {
         let (_, name) = self.schema_and_name();
-        let mut function = format!("chunks_{}_{}_{name}", self.parent.schema, self.parent.name);
-        function.truncate(63);
+        let function = name_head(&format!("chunks_{}_{}_{name}", self.parent.schema, self.parent.name));
         format!("pgshift.{}", quote_ident(&function))
     }
 

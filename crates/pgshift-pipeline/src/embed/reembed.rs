@@ -59,7 +59,7 @@ struct Names {
 }
 
 fn names(t: &Table, spec: &EmbeddingSpec) -> Names {
-    let short = |s: String| if s.len() > 63 { s[s.len() - 63..].to_string() } else { s };
+    let short = |s: String| pgshift_postgres::sql::name_tail(&s);
     Names {
         table: t.qualified(),
         column: quote_ident(&spec.column),

@@ -28,11 +28,7 @@ pub struct VectorIndexOptions {
 /// Index name: `<table>_<column>_<method>_idx`, cut to PostgreSQL's 63 bytes.
 pub fn index_name(table: &str, spec: &EmbeddingSpec) -> String {
     let method = if spec.index == VectorIndex::IvfFlat { "ivfflat" } else { "hnsw" };
-    let mut name = format!("{table}_{}_{method}_idx", spec.column);
-    while name.len() > 63 {
-        name.remove(0);
-    }
-    name
+    pgshift_postgres::sql::name_tail(&format!("{table}_{}_{method}_idx", spec.column))
 }
 
 /// Memory an HNSW build wants to keep its graph in memory: per row the vector, the

@@ -46,9 +46,7 @@ impl DeclaredForeignKey {
 
     pub fn name(&self) -> String {
         let (_, t) = split_table(&self.table);
-        let mut name = format!("{t}_{}_fkey", self.columns.join("_"));
-        name.truncate(63);
-        name
+        pgshift_postgres::sql::name_head(&format!("{t}_{}_fkey", self.columns.join("_")))
     }
 
     pub fn describe(&self) -> String {
