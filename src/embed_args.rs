@@ -8,7 +8,7 @@ use anyhow::{bail, Context as _};
 use pgshift_embed::http::{HttpConfig, HttpEmbedder};
 use pgshift_embed::onnx::{OnnxConfig, OnnxEmbedder};
 use pgshift_embed::{Embedder, MINILM, MINILM_DIMS};
-use pgshift_pipeline::plan::embedding::{ChunkSpec, EmbeddingSetup, EmbeddingSpec, VectorIndex};
+use pgshift_pipeline::plan::embedding::{ChunkColumns, ChunkSpec, EmbeddingSetup, EmbeddingSpec, VectorIndex};
 use pgshift_postgres::ConnInfo;
 use serde::{Deserialize, Serialize};
 
@@ -69,6 +69,13 @@ pub struct EmbedSpecArg {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[arg(skip)]
     pub chunk_context: Option<String>,
+    /// The chunk table is the application's own (it exists on the source): which of its columns take the
+    /// parent's key (key, in the key's order), the chunk's text (text), its position (seq, optional), and
+    /// values from the parent row (values = { user_id = "user_id" }); `column` is its vector column. Its
+    /// source rows (the old vectors) are not copied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(skip)]
+    pub chunk_columns: Option<ChunkColumns>,
 }
 
 /// Chunk tables' defaults for all-MiniLM-L6-v2: its whole window, and an overlap of
@@ -113,6 +120,7 @@ impl EmbedSpecArg {
             chunk_tokens: None,
             chunk_overlap: None,
             chunk_context: None,
+            chunk_columns: None,
         };
         if let Some((table, chunks)) = target.split_once("->") {
             if table.trim().is_empty() || chunks.trim().is_empty() {
@@ -141,6 +149,7 @@ impl EmbedSpecArg {
             chunk_tokens: None,
             chunk_overlap: None,
             chunk_context: None,
+            chunk_columns: None,
         }
     }
 
@@ -171,8 +180,18 @@ impl EmbedSpecArg {
                 out.push(format!("{key}.url: {} is not an http(s) URL", pgshift_embed::http::redact(url)));
             }
         }
-        if self.chunk_table.is_none() && (self.chunk_tokens.is_some() || self.chunk_overlap.is_some() || self.chunk_context.is_some()) {
-            out.push(format!("{key}.chunk_table: chunk_tokens, chunk_overlap and chunk_context cut texts into a chunk table: name it"));
+        if self.chunk_table.is_none()
+            && (self.chunk_tokens.is_some() || self.chunk_overlap.is_some() || self.chunk_context.is_some() || self.chunk_columns.is_some())
+        {
+            out.push(format!("{key}.chunk_table: chunk_tokens, chunk_overlap, chunk_context and chunk_columns are for a chunk table: name it"));
+        }
+        if let Some(columns) = &self.chunk_columns {
+            if columns.key.is_empty() || columns.key.iter().any(|c| c.trim().is_empty()) {
+                out.push(format!("{key}.chunk_columns.key: name the chunk table's column(s) that take the parent's key"));
+            }
+            if columns.text.trim().is_empty() {
+                out.push(format!("{key}.chunk_columns.text: name the chunk table's column that takes the chunk's text"));
+            }
         }
         if let Some(tokens) = self.chunk_tokens {
             let overlap = self.chunk_overlap.unwrap_or(DEFAULT_CHUNK_OVERLAP);
@@ -218,6 +237,7 @@ impl EmbedSpecArg {
                 tokens: self.chunk_tokens.unwrap_or(DEFAULT_CHUNK_TOKENS),
                 overlap: self.chunk_overlap.unwrap_or(DEFAULT_CHUNK_OVERLAP),
                 context: self.chunk_context.clone(),
+                columns: self.chunk_columns.clone(),
             }),
         }
     }
@@ -239,6 +259,7 @@ impl EmbedSpecArg {
             chunk_tokens: spec.chunks.as_ref().map(|c| c.tokens),
             chunk_overlap: spec.chunks.as_ref().map(|c| c.overlap),
             chunk_context: spec.chunks.as_ref().and_then(|c| c.context.clone()),
+            chunk_columns: spec.chunks.as_ref().and_then(|c| c.columns.clone()),
         }
     }
 }
@@ -363,11 +384,11 @@ mod tests {
     fn chunk_tables_in_the_short_and_json_forms() {
         let s = EmbedSpecArg::parse("public.pages->public.page_chunks = title || body").unwrap().remove(0).spec();
         assert_eq!((s.table.as_str(), s.column.as_str(), s.text.as_str()), ("public.pages", "embedding", "title || body"));
-        assert_eq!(s.chunks, Some(ChunkSpec { table: "public.page_chunks".into(), tokens: 256, overlap: 32, context: None }));
+        assert_eq!(s.chunks, Some(ChunkSpec { table: "public.page_chunks".into(), tokens: 256, overlap: 32, context: None, columns: None }));
         let json = r#"{"table": "pages", "text": "body", "column": "v", "chunk_table": "chunks", "chunk_tokens": 128, "chunk_overlap": 0, "chunk_context": "title"}"#;
         let s = EmbedSpecArg::parse(json).unwrap().remove(0);
         assert!(s.problems("e").is_empty(), "{:?}", s.problems("e"));
-        assert_eq!(s.spec().chunks.unwrap(), ChunkSpec { table: "chunks".into(), tokens: 128, overlap: 0, context: Some("title".into()) });
+        assert_eq!(s.spec().chunks.unwrap(), ChunkSpec { table: "chunks".into(), tokens: 128, overlap: 0, context: Some("title".into()), columns: None });
         assert_eq!(EmbedSpecArg::from_spec(&s.spec()).spec(), s.spec(), "a recorded spec gives back its flags");
         assert!(EmbedSpecArg::parse("pages->=body").unwrap_err().contains("TABLE->CHUNK_TABLE"));
         let mut s = EmbedSpecArg::parse("pages->chunks=body").unwrap().remove(0);
@@ -375,6 +396,28 @@ mod tests {
         assert!(s.problems("e")[0].contains("reads 256 tokens at most"), "{:?}", s.problems("e"));
         s.chunk_table = None;
         assert!(s.problems("e")[0].contains("chunk_table"), "{:?}", s.problems("e"));
+    }
+
+    #[test]
+    fn an_applications_chunk_table_names_its_columns() {
+        let toml = r#"
+            table = "documents"
+            text = "content"
+            column = "embedding"
+            chunk_table = "vector_embeddings"
+            chunk_columns = { key = "document_id", text = "content", values = { user_id = "user_id" } }
+        "#;
+        let s: EmbedSpecArg = toml::from_str(toml).unwrap();
+        assert!(s.problems("e").is_empty(), "{:?}", s.problems("e"));
+        let columns = s.spec().chunks.unwrap().columns.unwrap();
+        assert_eq!((columns.key, columns.text.as_str(), columns.seq), (vec!["document_id".to_string()], "content", None));
+        assert_eq!(columns.values["user_id"], "user_id");
+        assert_eq!(EmbedSpecArg::from_spec(&s.spec()).spec(), s.spec(), "a recorded spec gives back its columns");
+        let bad = r#"{"table": "d", "text": "c", "column": "e", "chunk_table": "ve", "chunk_columns": {"key": [], "text": " "}}"#;
+        let problems = EmbedSpecArg::parse(bad).unwrap().remove(0).problems("e");
+        assert!(problems.iter().any(|p| p.contains("chunk_columns.key")) && problems.iter().any(|p| p.contains("chunk_columns.text")), "{problems:?}");
+        let unknown = r#"{"table": "d", "text": "c", "column": "e", "chunk_table": "ve", "chunk_columns": {"key": "id", "text": "t", "sequence": "n"}}"#;
+        assert!(EmbedSpecArg::parse(unknown).unwrap_err().contains("sequence"));
     }
 
     #[test]

@@ -276,6 +276,9 @@ pub fn print_verify(r: &VerifyReport) {
         })
         .collect();
     table(&["table", "source rows", "target rows", "ranges", "result"], &rows);
+    for t in &r.made_by_run {
+        println!("  {t}: not compared (the application's chunk table: the run made its rows from the new vectors' texts)");
+    }
     for t in r.tables.iter().filter(|t| !t.not_compared.is_empty()) {
         println!("  {}: {} not compared (vectors computed by the run replaced the source's values)", t.qualified, t.not_compared.join(", "));
     }

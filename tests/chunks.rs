@@ -307,3 +307,131 @@ fn texts_a_column_cuts_short_are_counted() {
     let out = pgshift_env(&["migrate", "--source", &s, "--target", &target.url("postgres"), "--embed", "pages.embedding=body", "--no-follow"]);
     assert!(stdout(&out).contains("embedded from their start only"), "{}", stdout(&out));
 }
+
+/// The seed journey: an application keeps `documents` and its own chunk table
+/// `vector_embeddings` (1536-d vectors of another model, filled by its indexDocument);
+/// on the new database the same tables hold 384-d chunks of every document, made by
+/// pgshift, through the load and catch-up (while the old application still writes its
+/// own chunks, which are not carried), and verify and the cutover know the table.
+#[test]
+fn the_applications_own_chunk_table_gets_the_new_models_chunks() {
+    let (source, target) = pair(PgVersion::V16, PgVersion::V16);
+    source.psql(
+        "app",
+        "CREATE EXTENSION vector;
+         CREATE TABLE documents (id serial PRIMARY KEY, user_id int NOT NULL, title text, content text);
+         CREATE TABLE vector_embeddings (id serial PRIMARY KEY, document_id int NOT NULL REFERENCES documents (id) ON DELETE CASCADE,
+             user_id int NOT NULL, content text NOT NULL, embedding vector(1536));
+         CREATE INDEX vector_embeddings_embedding_idx ON vector_embeddings USING hnsw (embedding vector_cosine_ops);",
+    );
+    let mut contents: BTreeMap<i64, String> = BTreeMap::new();
+    for id in 1..=6i64 {
+        let content = document(100 + id as u64, 3 + 3 * id as usize);
+        source.psql("app", &format!("INSERT INTO documents (user_id, title, content) VALUES ({}, 'doc {id}', $b${content}$b$)", 10 + id % 3));
+        contents.insert(id, content);
+    }
+    source.psql("app", "INSERT INTO documents (user_id, title, content) VALUES (10, 'empty', NULL)");
+    // The old model's chunks: two per document.
+    let old_chunks = "INSERT INTO vector_embeddings (document_id, user_id, content, embedding) \
+         SELECT d.id, d.user_id, 'old model chunk ' || n, array_fill(0.01, ARRAY[1536])::vector FROM documents d, generate_series(1, 2) n";
+    source.psql("app", old_chunks);
+    let spec = serde_json::json!({
+        "table": "documents", "text": "content", "column": "embedding", "chunk_table": "vector_embeddings",
+        "chunk_columns": {"key": "document_id", "text": "content", "values": {"user_id": "user_id"}},
+    })
+    .to_string();
+    let (s, t) = (source.url("app"), target.url("app"));
+
+    let out = pgshift_env(&["migrate", "--source", &s, "--target", &t, "--embed", &spec, "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        format!("{}{}", stdout(&out), stderr(&out)).contains("not copied: the rows of public.vector_embeddings on the source"),
+        "the dry run says the old chunks stay behind: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let bad = spec.replace("\"user_id\":\"user_id\"", "\"owner\":\"user_id\"");
+    let out = pgshift_env(&["migrate", "--source", &s, "--target", &t, "--embed", &bad, "--dry-run"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("chunk_columns.values names owner, which public.vector_embeddings does not have"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("column user_id of public.vector_embeddings is NOT NULL without a default"), "{}", stderr(&out));
+
+    let port = pgshift_testkit::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let env = model_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut migrate = Background::pgshift_with_env(&["migrate", "--source", &s, "--target", &t, "--embed", &spec, "--split-rows", "3", "--metrics-addr", &addr], &env);
+    let metrics_url = format!("http://{addr}/metrics");
+    wait_until("the load to end", Duration::from_secs(300), || {
+        !migrate.running() || common::http::sample(&common::http::get(&metrics_url, None).body, "pgshift_phase{phase=\"catch-up\"}") == Some(1.0)
+    });
+    assert!(migrate.running(), "migrate ended: {:?}", migrate.printed());
+    assert_eq!(target.psql("app", "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'vector_embeddings'::regclass AND attname = 'embedding'"), "vector(384)");
+    assert_eq!(target.psql("app", "SELECT count(*) FROM vector_embeddings WHERE content LIKE 'old model chunk%'"), "0", "the old vectors are not carried");
+    let indexes = target.psql("app", "SELECT string_agg(indexname || ' ' || indexdef, '; ') FROM pg_indexes WHERE tablename = 'vector_embeddings' AND indexdef LIKE '%embedding%'");
+    assert!(indexes.starts_with("vector_embeddings_embedding_idx ") && indexes.contains("USING hnsw") && !indexes.contains(";"), "one vector index, the source's: {indexes}");
+
+    // During catch-up: a new document, an edit in the middle of one, a new owner for
+    // another, an unrelated update, a delete; and the old application indexing with
+    // its old model (those rows stay on the source).
+    let new_content = document(999, 8);
+    let edited = format!("{} The lighthouse of Zanzibar keeps a logbook of ships.", contents[&2]);
+    source.psql(
+        "app",
+        &format!(
+            "INSERT INTO documents (id, user_id, title, content) VALUES (50, 12, 'new', $b${new_content}$b$);
+             UPDATE documents SET content = $b${edited}$b$ WHERE id = 2;
+             UPDATE documents SET user_id = 99 WHERE id = 3;
+             UPDATE documents SET title = 'renamed' WHERE id = 4;
+             DELETE FROM documents WHERE id = 5;
+             INSERT INTO vector_embeddings (document_id, user_id, content, embedding) SELECT 50, 12, 'old model chunk', array_fill(0.02, ARRAY[1536])::vector;"
+        ),
+    );
+    contents.insert(50, new_content);
+    contents.insert(2, edited);
+    contents.remove(&5);
+    let untouched = target.psql("app", "SELECT string_agg(xmin::text, ',' ORDER BY id) FROM vector_embeddings WHERE document_id = 4");
+    wait_until("catch-up to apply them", Duration::from_secs(120), || target.psql("app", "SELECT count(*) FROM documents WHERE title = 'renamed'") == "1");
+    let out = verify(&source, &target, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("public.vector_embeddings: not compared"), "{}", stdout(&out));
+    let out = pgshift_env(&["cutover", "--source", &s, "--target", &t]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    migrate.wait(Duration::from_secs(60));
+
+    // Every document's chunks cover it, in order, with its owner; nothing of the old model.
+    let json = target.psql(
+        "app",
+        "SELECT json_agg(json_build_array(document_id, user_id, content) ORDER BY document_id, id) FROM vector_embeddings",
+    );
+    let rows: Vec<(i64, i64, String)> = serde_json::from_str(&json).unwrap();
+    let mut chunks: BTreeMap<i64, Vec<(i32, String)>> = BTreeMap::new();
+    for (document, user, content) in rows {
+        let owner: i64 = target.psql("app", &format!("SELECT user_id FROM documents WHERE id = {document}")).parse().unwrap();
+        assert_eq!(user, owner, "document {document}'s chunks carry its user_id");
+        let seq = chunks.get(&document).map_or(0, |c| c.len() as i32);
+        chunks.entry(document).or_default().push((seq, content));
+    }
+    assert_eq!(chunks.keys().copied().collect::<Vec<_>>(), contents.keys().copied().collect::<Vec<_>>(), "NULL content has no chunks, a deleted document none");
+    for (id, content) in &contents {
+        assert_covers(*id, content, &chunks[id]);
+    }
+    assert!(chunks[&6].len() > 1, "a long document has several chunks");
+    assert_eq!(target.psql("app", "SELECT string_agg(xmin::text, ',' ORDER BY id) FROM vector_embeddings WHERE document_id = 4"), untouched, "an unrelated update rewrites nothing");
+    assert_eq!(target.psql("app", "SELECT count(*) FROM vector_embeddings WHERE embedding IS NULL"), "0");
+    let model = local_model();
+    let (id, chunk) = (2, chunks[&2].last().unwrap().1.clone());
+    let got = parse_vector(&target.psql("app", &format!("SELECT embedding::text FROM vector_embeddings WHERE document_id = {id} ORDER BY id DESC LIMIT 1")));
+    let c = cosine(&got, &model.embed(&[chunk.as_str()]).unwrap().remove(0));
+    assert!(c > 0.9999, "the edited document's last chunk: cosine {c}");
+    // The source keeps its own chunks, the old application's write during catch-up too.
+    assert_eq!(source.psql("app", "SELECT count(*) FROM vector_embeddings WHERE content LIKE 'old model chunk%'"), "13");
+    // The application's next write after the cutover gets a fresh id: pgshift's rows
+    // moved the target's sequence, and it was not set back to the source's.
+    target.psql("app", "INSERT INTO vector_embeddings (document_id, user_id, content) VALUES (1, 11, 'written by the application')");
+    let out = pgshift_env(&["search", "--target", &t, "--table", "documents", "lighthouse of Zanzibar logbook", "--limit", "1", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(found["table"], "public.vector_embeddings", "{found}");
+    assert_eq!(found["hits"][0]["key"], serde_json::json!(["2"]), "{found}");
+}

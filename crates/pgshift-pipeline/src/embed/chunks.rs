@@ -25,7 +25,7 @@ use pgshift_postgres::sql::{column_list, name_head, name_tail, qualified, quote_
 
 use super::{vectors_for, Cache, EmbedPool};
 use crate::error::{Error, Result};
-use crate::plan::embedding::{ChunkCopy, ChunkSpec, EmbeddingSpec, CHUNK_SEQ, CHUNK_TEXT};
+use crate::plan::embedding::{ChunkColumns, ChunkCopy, ChunkSpec, EmbeddingSpec, CHUNK_SEQ, CHUNK_TEXT};
 
 /// A spec's chunk table beside its parent (the target's table).
 pub struct ChunkTable<'a> {
@@ -54,8 +54,46 @@ impl<'a> ChunkTable<'a> {
         qualified(schema, name)
     }
 
-    /// `CREATE TABLE` for the chunk table (its keys come after the load).
+    /// The application's own chunk table, when the spec names one.
+    pub fn application(&self) -> Option<&'a ChunkColumns> {
+        self.chunks.columns.as_ref()
+    }
+
+    /// The chunk table's columns that take the parent's key.
+    pub fn chunk_key(&self) -> &'a [String] {
+        self.application().map_or(self.key(), |c| c.key.as_slice())
+    }
+
+    /// The chunk table's position column, if it has one.
+    pub fn seq_column(&self) -> Option<&'a str> {
+        match self.application() {
+            Some(c) => c.seq.as_deref(),
+            None => Some(CHUNK_SEQ),
+        }
+    }
+
+    /// The chunk table's text column.
+    pub fn text_column(&self) -> &'a str {
+        self.application().map_or(CHUNK_TEXT, |c| c.text.as_str())
+    }
+
+    /// Columns of the chunk table that take a value from the parent row, and the SQL for it.
+    pub fn values(&self) -> Vec<(&'a str, &'a str)> {
+        self.application().map(|c| c.values.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()).unwrap_or_default()
+    }
+
+    /// Makes the chunk table on the target: pgshift's own is created (its keys come
+    /// after the load); the application's comes with the schema, and its vector column
+    /// takes the spec's type (its source rows, the old model's vectors, are not carried).
     pub fn create_sql(&self, vector_schema: &str) -> String {
+        let column_type = self.spec.column_type(vector_schema);
+        if self.application().is_some() {
+            return format!(
+                "ALTER TABLE {} ALTER COLUMN {} TYPE {column_type} USING NULL::{column_type}",
+                self.qualified(),
+                quote_ident(&self.spec.column)
+            );
+        }
         let keys = self.key().iter().map(|k| {
             let c = self.parent.columns.iter().find(|c| &c.name == k).expect("key columns are columns");
             format!("{} {} NOT NULL", quote_ident(&c.name), c.target_type())
@@ -64,14 +102,18 @@ impl<'a> ChunkTable<'a> {
             .chain([
                 format!("{} integer NOT NULL", quote_ident(CHUNK_SEQ)),
                 format!("{} text NOT NULL", quote_ident(CHUNK_TEXT)),
-                format!("{} {}", quote_ident(&self.spec.column), self.spec.column_type(vector_schema)),
+                format!("{} {column_type}", quote_ident(&self.spec.column)),
             ])
             .collect();
         format!("CREATE TABLE {} ({})", self.qualified(), columns.join(", "))
     }
 
-    /// The chunk table's primary key, then its foreign key to the parent (NOT VALID, then validated).
+    /// pgshift's chunk table's primary key, then its foreign key to the parent (NOT
+    /// VALID, then validated); an application's table keeps its own.
     pub fn post_data(&self) -> Vec<PostDataStep> {
+        if self.application().is_some() {
+            return Vec::new();
+        }
         let (schema, name) = self.schema_and_name();
         let owner = StepOwner { schema, relname: name };
         let key = column_list(self.key().iter().map(String::as_str));
@@ -91,30 +133,52 @@ impl<'a> ChunkTable<'a> {
     }
 
     /// What the source's COPY reads for the parent: its columns, then the key (cast
-    /// as the target has it, like the columns), the context and the text.
-    pub fn copy_out_sql(&self, source: &Table, predicate: Option<&str>) -> String {
+    /// as the target has it, like the columns), the values for the chunk table (in
+    /// its columns' types, `copy.value_types`), the context and the text.
+    pub fn copy_out_sql(&self, source: &Table, copy: &ChunkCopy, predicate: Option<&str>) -> String {
         let select = |c: &pgshift_postgres::catalog::Column| c.select_expr();
         let mut fields: Vec<String> = source.copy_columns().map(select).collect();
         fields.extend(self.key().iter().filter_map(|k| source.columns.iter().find(|c| &c.name == k)).map(select));
+        fields.extend(self.values().iter().zip(&copy.value_types).map(|((_, expr), t)| format!("({expr})::{t}")));
         fields.push(format!("({})::text", self.chunks.context.as_deref().unwrap_or("NULL")));
         fields.push(format!("({})::text", self.spec.text));
         let filter = predicate.map(|p| format!(" WHERE {p}")).unwrap_or_default();
         format!("COPY (SELECT {} FROM ONLY {}{filter}) TO STDOUT (FORMAT binary)", fields.join(", "), source.qualified())
     }
 
-    /// The fields after the parent's row in [`ChunkTable::copy_out_sql`]: key and context (the text is last).
-    pub fn tail_fields(&self) -> usize {
-        self.key().len() + 1
+    /// What the load needs of the chunk table (recorded with the copy's tables for
+    /// workers); `chunk_table` is the application's, as the target has it.
+    pub fn copy(&self, chunk_table: Option<&Table>) -> ChunkCopy {
+        let values = self.values();
+        let value_types = values
+            .iter()
+            .map(|(name, _)| {
+                chunk_table.and_then(|t| t.columns.iter().find(|c| &c.name == name)).map(|c| c.target_type().to_string()).unwrap_or_else(|| "text".into())
+            })
+            .collect();
+        ChunkCopy {
+            table: self.qualified(),
+            copy_in: self.copy_in_sql(),
+            tail: self.key().len() + values.len() + 1,
+            values: values.len(),
+            seq: self.seq_column().is_some(),
+            parent: self.parent.qualified(),
+            parent_key: self.key().to_vec(),
+            key: self.chunk_key().to_vec(),
+            value_types,
+        }
     }
 
-    /// What a copy worker needs of the chunk table (recorded with the copy's tables).
-    pub fn copy(&self) -> ChunkCopy {
-        ChunkCopy { table: self.qualified(), copy_in: self.copy_in_sql(), tail: self.tail_fields() }
-    }
-
-    pub fn copy_in_sql(&self) -> String {
-        let cols = column_list(self.key().iter().map(String::as_str).chain([CHUNK_SEQ, CHUNK_TEXT, self.spec.column.as_str()]));
-        format!("COPY {} ({cols}) FROM STDIN (FORMAT binary)", self.qualified())
+    fn copy_in_sql(&self) -> String {
+        let values = self.values();
+        let cols = self
+            .chunk_key()
+            .iter()
+            .map(String::as_str)
+            .chain(self.seq_column())
+            .chain([self.text_column(), self.spec.column.as_str()])
+            .chain(values.iter().map(|(c, _)| *c));
+        format!("COPY {} ({}) FROM STDIN (FORMAT binary)", self.qualified(), column_list(cols))
     }
 }
 
@@ -159,8 +223,9 @@ pub struct ChunkedBatch {
     pub chunks: Bytes,
 }
 
-/// Cuts, embeds (cache first) and encodes a batch of rows read by [`ChunkTable::copy_out_sql`].
-pub async fn encode(pool: &EmbedPool, cache: &Cache<'_>, spec: &EmbeddingSpec, cutter: Arc<Cutter>, rows: Vec<SplitRow>) -> Result<ChunkedBatch> {
+/// Cuts, embeds (cache first) and encodes a batch of rows read by [`ChunkTable::copy_out_sql`]
+/// into the columns of `copy.copy_in`.
+pub async fn encode(pool: &EmbedPool, cache: &Cache<'_>, spec: &EmbeddingSpec, copy: &ChunkCopy, cutter: Arc<Cutter>, rows: Vec<SplitRow>) -> Result<ChunkedBatch> {
     // Tokenizing is CPU work: off the runtime's threads.
     let embed_blank = spec.embed_blank;
     let (rows, cuts) = tokio::task::spawn_blocking(move || {
@@ -183,16 +248,21 @@ pub async fn encode(pool: &EmbedPool, cache: &Cache<'_>, spec: &EmbeddingSpec, c
     let mut chunks = BytesMut::new();
     for (row, (text, ranges, _)) in rows.iter().zip(&cuts) {
         put_kept(&mut parents, row);
-        let key = &row.tail[..row.tail.len() - 1];
+        let (key, values) = row.tail[..row.tail.len() - 1].split_at(row.tail.len() - 1 - copy.values);
         for (seq, range) in ranges.iter().enumerate() {
             let vector = vectors.next().flatten().map(|v| vector_value(&v, spec.halfvec));
-            chunks.put_i16((key.len() + 3) as i16);
+            chunks.put_i16((key.len() + usize::from(copy.seq) + 2 + values.len()) as i16);
             for field in key {
                 put_field(&mut chunks, field.as_deref());
             }
-            put_field(&mut chunks, Some(&(seq as i32).to_be_bytes()));
+            if copy.seq {
+                put_field(&mut chunks, Some(&(seq as i32).to_be_bytes()));
+            }
             put_field(&mut chunks, Some(text[range.clone()].as_bytes()));
             put_field(&mut chunks, vector.as_deref());
+            for field in values {
+                put_field(&mut chunks, field.as_deref());
+            }
         }
     }
     Ok(ChunkedBatch { parents: parents.freeze(), chunks: chunks.freeze() })
@@ -201,6 +271,10 @@ pub async fn encode(pool: &EmbedPool, cache: &Cache<'_>, spec: &EmbeddingSpec, c
 /// The trigger that marks a row's chunks stale during catch-up.
 pub const TRIGGER: &str = "pgshift_chunks_stale";
 
+/// Rows whose chunks are to be made again, by chunk table (the parent's key as text);
+/// the catch-up triggers fill it, [`embed_pending`] empties it before each commit.
+const STALE: &str = "pgshift.stale_chunks";
+
 impl ChunkTable<'_> {
     fn function_name(&self) -> String {
         let (_, name) = self.schema_and_name();
@@ -208,64 +282,52 @@ impl ChunkTable<'_> {
         format!("pgshift.{}", quote_ident(&function))
     }
 
-    fn pending_index(&self) -> String {
-        let (_, name) = self.schema_and_name();
-        constraint_name(name, "pending_idx")
-    }
-
     /// For catch-up: a trigger on the parent (fired by replication sessions too: ENABLE
-    /// ALWAYS) that replaces an inserted row's chunks, or those of a row whose text or
-    /// context changed, with one placeholder (chunk_seq -1) that [`embed_pending`]
-    /// turns into the row's chunks before the transaction commits; a partial index
-    /// finds the placeholders. A deleted row's chunks go with it, and a changed key's
+    /// ALWAYS) that queues an inserted row, or one whose text, context or values for
+    /// the chunk table changed, in [`STALE`]; [`embed_pending`] makes its chunks before
+    /// the transaction commits. A deleted row's chunks go with it, and a changed key's
     /// chunks are made again under the new key: catch-up applies changes as a replica
-    /// (`session_replication_role`), where foreign keys do not cascade.
+    /// (`session_replication_role`), where foreign keys do not cascade. The queue is
+    /// a table of its own, not placeholder rows in the chunk table: an application's
+    /// chunk table may have columns no placeholder could fill.
     pub fn catchup_ddl(&self) -> Vec<String> {
         let (table, chunks, function) = (self.parent.qualified(), self.qualified(), self.function_name());
         let value_of = |expr: &str, row: &str| format!("(SELECT ({expr})::text FROM (SELECT {row}.*) AS r)");
-        let context = self.chunks.context.as_deref().unwrap_or("NULL");
-        let keys: Vec<String> = self.key().iter().map(|k| quote_ident(k)).collect();
-        let key_of = |row: &str| keys.iter().map(|k| format!("{row}.{k}")).collect::<Vec<_>>().join(", ");
-        let key = keys.join(", ");
+        let unchanged: Vec<String> = [self.spec.text.as_str(), self.chunks.context.as_deref().unwrap_or("NULL")]
+            .into_iter()
+            .chain(self.values().iter().map(|(_, expr)| *expr))
+            .map(|expr| format!("{} IS NOT DISTINCT FROM {}", value_of(expr, "NEW"), value_of(expr, "OLD")))
+            .collect();
+        let key_of = |row: &str| self.key().iter().map(|k| format!("{row}.{}", quote_ident(k))).collect::<Vec<_>>().join(", ");
+        let key_text = self.key().iter().map(|k| format!("NEW.{}::text", quote_ident(k))).collect::<Vec<_>>().join(", ");
+        let chunk_key = column_list(self.chunk_key().iter().map(String::as_str));
         vec![
+            format!("CREATE TABLE IF NOT EXISTS {STALE} (chunk_table text NOT NULL, key text[] NOT NULL)"),
             format!(
                 "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $pgshift$ BEGIN \
                  IF TG_OP IN ('UPDATE', 'DELETE') AND (TG_OP = 'DELETE' OR ({old}) IS DISTINCT FROM ({new})) THEN \
-                   DELETE FROM {chunks} WHERE ({key}) = ({old}); \
-                 ELSIF TG_OP = 'UPDATE' AND {} IS NOT DISTINCT FROM {} AND {} IS NOT DISTINCT FROM {} THEN RETURN NULL; \
+                   DELETE FROM {chunks} WHERE ({chunk_key}) = ({old}); \
+                 ELSIF TG_OP = 'UPDATE' AND {} THEN RETURN NULL; \
                  END IF; \
                  IF TG_OP = 'DELETE' THEN RETURN NULL; END IF; \
-                 DELETE FROM {chunks} WHERE ({key}) = ({new}); \
-                 INSERT INTO {chunks} ({key}, {}, {}) VALUES ({new}, -1, ''); \
+                 INSERT INTO {STALE} VALUES ({}, ARRAY[{key_text}]); \
                  RETURN NULL; END $pgshift$",
-                value_of(&self.spec.text, "NEW"),
-                value_of(&self.spec.text, "OLD"),
-                value_of(context, "NEW"),
-                value_of(context, "OLD"),
-                quote_ident(CHUNK_SEQ),
-                quote_ident(CHUNK_TEXT),
+                unchanged.join(" AND "),
+                pgshift_postgres::sql::quote_literal(&chunks),
                 old = key_of("OLD"),
                 new = key_of("NEW"),
             ),
             format!("DROP TRIGGER IF EXISTS {TRIGGER} ON {table}"),
             format!("CREATE TRIGGER {TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON {table} FOR EACH ROW EXECUTE FUNCTION {function}()"),
             format!("ALTER TABLE {table} ENABLE ALWAYS TRIGGER {TRIGGER}"),
-            format!(
-                "CREATE INDEX IF NOT EXISTS {} ON {chunks} ({}) WHERE {} < 0",
-                quote_ident(&self.pending_index()),
-                quote_ident(CHUNK_SEQ),
-                quote_ident(CHUNK_SEQ)
-            ),
         ]
     }
 
-    /// Undoes [`ChunkTable::catchup_ddl`] (at the cutover).
+    /// Undoes [`ChunkTable::catchup_ddl`] (at the cutover; the queue is empty after every commit).
     pub fn drop_catchup_ddl(&self) -> Vec<String> {
-        let (schema, _) = self.schema_and_name();
         vec![
             format!("DROP TRIGGER IF EXISTS {TRIGGER} ON {}", self.parent.qualified()),
             format!("DROP FUNCTION IF EXISTS {}()", self.function_name()),
-            format!("DROP INDEX IF EXISTS {}.{}", quote_ident(schema), quote_ident(&self.pending_index())),
         ]
     }
 }
@@ -273,57 +335,75 @@ impl ChunkTable<'_> {
 /// Rows whose chunks are made per statement while a catch-up transaction commits.
 const ROWS_PER_ROUND: i64 = 200;
 
-/// Turns every placeholder of the chunk table into its row's chunks, inside the
-/// caller's open transaction on `client` (see [`ChunkTable::catchup_ddl`]). Returns how
-/// many rows got their chunks.
+/// Makes the chunks of every row queued for the chunk table (see
+/// [`ChunkTable::catchup_ddl`]), inside the caller's open transaction on `client`:
+/// the queue's entries, the rows' old chunks and their new ones change together.
+/// Returns how many rows got their chunks.
 pub async fn embed_pending(client: &Session, pool: &EmbedPool, table: &ChunkTable<'_>, cutter: &Arc<Cutter>, vector_schema: &str) -> Result<u64> {
     let endpoint = client.endpoint();
     let (chunks, parent) = (table.qualified(), table.parent.qualified());
     let key = column_list(table.key().iter().map(String::as_str));
+    let chunk_key = column_list(table.chunk_key().iter().map(String::as_str));
     let key_types: Vec<String> = table
         .key()
         .iter()
         .map(|k| table.parent.columns.iter().find(|c| &c.name == k).map(|c| c.target_type().to_string()).unwrap_or_default())
         .collect();
     let as_text = table.key().iter().map(|k| format!("{}::text", quote_ident(k))).collect::<Vec<_>>().join(", ");
-    let pending = format!("SELECT {as_text} FROM {chunks} WHERE {} < 0 LIMIT {ROWS_PER_ROUND}", quote_ident(CHUNK_SEQ));
+    let pop = format!(
+        "DELETE FROM {STALE} WHERE ctid IN (SELECT ctid FROM {STALE} WHERE chunk_table = $1 LIMIT {ROWS_PER_ROUND}) RETURNING key"
+    );
     // Keys travel as text arrays, one per key column, cast back to the key's type.
-    let unnest = |first_param: usize, extra: &[(&str, &str)]| {
-        let arrays: Vec<String> = (0..key_types.len()).map(|i| format!("${}::text[]", first_param + i)).chain(extra.iter().map(|(p, _)| p.to_string())).collect();
-        let names: Vec<String> = (0..key_types.len()).map(|i| format!("k{i}")).chain(extra.iter().map(|(_, n)| n.to_string())).collect();
-        let keys: Vec<String> = key_types.iter().enumerate().map(|(i, t)| format!("u.k{i}::{t}")).collect();
-        (format!("unnest({}) AS u({})", arrays.join(", "), names.join(", ")), keys.join(", "))
-    };
-    let (keys_from, keys_cast) = unnest(1, &[]);
+    let n = key_types.len();
+    let arrays: Vec<String> = (1..=n).map(|i| format!("${i}::text[]")).collect();
+    let names: Vec<String> = (0..n).map(|i| format!("k{i}")).collect();
+    let keys_cast = key_types.iter().enumerate().map(|(i, t)| format!("u.k{i}::{t}")).collect::<Vec<_>>().join(", ");
+    let keys_from = format!("unnest({}) AS u({})", arrays.join(", "), names.join(", "));
     let context = table.chunks.context.as_deref().unwrap_or("NULL");
     let rows_sql = format!(
         "SELECT {as_text}, ({context})::text, ({})::text FROM ONLY {parent} WHERE ({key}) IN (SELECT {keys_cast} FROM {keys_from})",
         table.spec.text
     );
-    let delete = format!("DELETE FROM {chunks} WHERE ({key}) IN (SELECT {keys_cast} FROM {keys_from})");
-    let n = key_types.len();
-    let extra = [
-        (format!("${}::int[]", n + 1), "seq"),
-        (format!("${}::text[]", n + 2), "chunk"),
-        (format!("${}::text[]", n + 3), "v"),
-    ];
-    let extra_refs: Vec<(&str, &str)> = extra.iter().map(|(p, name)| (p.as_str(), *name)).collect();
-    let (all_from, all_keys) = unnest(1, &extra_refs);
-    let insert = format!(
-        "INSERT INTO {chunks} ({key}, {}, {}, {}) SELECT {all_keys}, u.seq, u.chunk, u.v::{} FROM {all_from}",
-        quote_ident(CHUNK_SEQ),
-        quote_ident(CHUNK_TEXT),
-        quote_ident(&table.spec.column),
-        table.spec.column_type(vector_schema)
+    let delete = format!("DELETE FROM {chunks} WHERE ({chunk_key}) IN (SELECT {keys_cast} FROM {keys_from})");
+    let all_from = format!(
+        "unnest({}, ${}::int[], ${}::text[], ${}::text[]) AS u({}, seq, chunk, v)",
+        arrays.join(", "),
+        n + 1,
+        n + 2,
+        n + 3,
+        names.join(", ")
     );
+    // Values from the parent row are read beside each chunk (the parent's own columns
+    // are the nearest names inside the lateral query).
+    let values = table.values();
+    let value_select = match values.is_empty() {
+        true => String::new(),
+        false => {
+            let exprs: Vec<String> = values.iter().enumerate().map(|(i, (_, expr))| format!("({expr}) AS pgshift_v{i}")).collect();
+            format!(" CROSS JOIN LATERAL (SELECT {} FROM ONLY {parent} WHERE ({key}) = ({keys_cast})) AS p", exprs.join(", "))
+        }
+    };
+    let columns = column_list(
+        table.chunk_key().iter().map(String::as_str).chain(table.seq_column()).chain([table.text_column(), table.spec.column.as_str()]).chain(values.iter().map(|(c, _)| *c)),
+    );
+    let selected: Vec<String> = [keys_cast.clone()]
+        .into_iter()
+        .chain(table.seq_column().map(|_| "u.seq".to_string()))
+        .chain(["u.chunk".to_string(), format!("u.v::{}", table.spec.column_type(vector_schema))])
+        .chain((0..values.len()).map(|i| format!("p.pgshift_v{i}")))
+        .collect();
+    let insert = format!("INSERT INTO {chunks} ({columns}) SELECT {} FROM {all_from}{value_select}", selected.join(", "));
     let cache = Cache { store: crate::run::store::Store::new(client) };
     let mut total = 0;
     loop {
-        let keys = client.query(&pending, &[]).await.context(&endpoint, || format!("find rows of {parent} whose chunks are stale"))?;
-        if keys.is_empty() {
+        let popped = client.query(&pop, &[&chunks]).await.context(&endpoint, || format!("find rows of {parent} whose chunks are stale"))?;
+        if popped.is_empty() {
             return Ok(total);
         }
-        let key_arrays: Vec<Vec<String>> = (0..n).map(|i| keys.iter().map(|r| r.get::<_, String>(i)).collect()).collect();
+        let mut keys: Vec<Vec<String>> = popped.iter().map(|r| r.get::<_, Vec<String>>(0)).collect();
+        keys.sort();
+        keys.dedup();
+        let key_arrays: Vec<Vec<String>> = (0..n).map(|i| keys.iter().map(|k| k[i].clone()).collect()).collect();
         let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = key_arrays.iter().map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
         let rows = client.query(&rows_sql, &params).await.context(&endpoint, || format!("read the texts of {parent}"))?;
         let cuts: Vec<(Vec<String>, Vec<Range<usize>>, String, Vec<String>)> = {

@@ -158,8 +158,8 @@ async fn copy_batch(dst: &Session, sql: &str, rows: Bytes) -> Result<u64> {
 /// The rows with their vectors in place of their texts (or, with a chunk table, the
 /// rows and their chunks), as binary COPY data.
 async fn encode(embed: &EmbedTarget<'_>, rows: Vec<SplitRow>) -> Result<Encoded> {
-    if let Some((_, cutter)) = &embed.chunks {
-        return Ok(Encoded::Chunked(chunks::encode(embed.pool, &embed.cache, embed.spec, cutter.clone(), rows).await?));
+    if let Some((copy, cutter)) = &embed.chunks {
+        return Ok(Encoded::Chunked(chunks::encode(embed.pool, &embed.cache, embed.spec, copy, cutter.clone(), rows).await?));
     }
     let texts: Vec<Option<String>> =
         rows.iter().map(|r| r.last.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())).collect();

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::chunks::ChunkTable;
 use super::vector_literal;
 use crate::error::{Error, Result};
-use crate::plan::embedding::{EmbeddingSpec, CHUNK_SEQ, CHUNK_TEXT};
+use crate::plan::embedding::EmbeddingSpec;
 use crate::plan::select::name_matches;
 use crate::run::store::Store;
 
@@ -86,9 +86,10 @@ pub async fn search(target: &ConnInfo, spec: &EmbeddingSpec, table: &str, vector
         Some(chunks) => (
             format!("{}.{}", chunks.schema_and_name().0, chunks.schema_and_name().1),
             format!(
-                "SELECT ARRAY[{key_text}], {seq}, {text}, {d}::float8 FROM {t} WHERE {col} IS NOT NULL ORDER BY {d} LIMIT {limit}",
-                seq = quote_ident(CHUNK_SEQ),
-                text = quote_ident(CHUNK_TEXT),
+                "SELECT ARRAY[{}], {seq}, {text}, {d}::float8 FROM {t} WHERE {col} IS NOT NULL ORDER BY {d} LIMIT {limit}",
+                chunks.chunk_key().iter().map(|k| format!("{}::text", quote_ident(k))).collect::<Vec<_>>().join(", "),
+                seq = chunks.seq_column().map_or("NULL::int".to_string(), |c| format!("{}::int", quote_ident(c))),
+                text = quote_ident(chunks.text_column()),
                 d = distance(&spec.column),
                 t = chunks.qualified(),
                 col = quote_ident(&spec.column),

@@ -86,6 +86,29 @@ pub struct ChunkSpec {
     /// its tokens count against the window, and the stored chunk stays the text's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
+    /// The application's own chunk table (it exists on the source): which of its
+    /// columns take what. None: pgshift makes the chunk table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<ChunkColumns>,
+}
+
+/// The columns of an application's chunk table that pgshift fills; its other columns
+/// take their defaults. Its source rows (the old model's chunks) are not carried.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkColumns {
+    /// The columns that take the parent's primary key, in the key's order.
+    #[serde(deserialize_with = "one_or_many")]
+    pub key: Vec<String>,
+    /// The column that takes the chunk's text.
+    pub text: String,
+    /// The column that takes the chunk's position (0, 1, ...), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<String>,
+    /// Columns that take a value from the parent row: column -> SQL over the parent
+    /// row (e.g. `user_id = "user_id"`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub values: std::collections::BTreeMap<String, String>,
 }
 
 /// The chunk table's position column (0, 1, ... in the text's order).
@@ -107,18 +130,46 @@ pub struct ChunkCopy {
     pub table: String,
     /// `COPY chunk_table (key, chunk_seq, chunk, vector) FROM STDIN (FORMAT binary)`.
     pub copy_in: String,
-    /// Fields after the parent's row besides the text: key and context.
+    /// Fields after the parent's row besides the text: key, values and context.
     pub tail: usize,
+    /// Of those, the values from the parent row (after the key); the chunk table's
+    /// COPY takes the key, the position (when `seq`), the text, the vector, the values.
+    #[serde(default)]
+    pub values: usize,
+    #[serde(default = "yes")]
+    pub seq: bool,
+    /// The parent, qualified, and its key columns: a resumed range's chunks are found
+    /// through the parent's rows of that range.
+    #[serde(default)]
+    pub parent: String,
+    #[serde(default)]
+    pub parent_key: Vec<String>,
+    /// The chunk table's columns for the parent's key.
+    #[serde(default)]
+    pub key: Vec<String>,
+    /// The types of the chunk table's value columns, which the source's COPY casts to.
+    #[serde(default)]
+    pub value_types: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl ChunkCopy {
     /// Clears the chunks of a range of the load copied again, before its rows: the
-    /// range's predicate is over the parent's first key column, which the chunk table
-    /// has by the same name; a whole table (no predicate) goes whole.
+    /// range's predicate is over the parent's key, which pgshift's own chunk table has
+    /// by the same names; an application's is reached through the parent's rows (every
+    /// chunk is written in the transaction of its parent row). A whole table (no
+    /// predicate) goes whole.
     pub fn clear_sql(&self, predicate: Option<&str>) -> String {
         match predicate {
             None => format!("TRUNCATE {}", self.table),
-            Some(p) => format!("DELETE FROM {} WHERE {p}", self.table),
+            Some(p) if self.key == self.parent_key || self.key.is_empty() => format!("DELETE FROM {} WHERE {p}", self.table),
+            Some(p) => {
+                let list = |cols: &[String]| cols.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
+                format!("DELETE FROM {} WHERE ({}) IN (SELECT {} FROM ONLY {} WHERE {p})", self.table, list(&self.key), list(&self.parent_key), self.parent)
+            }
         }
     }
 }

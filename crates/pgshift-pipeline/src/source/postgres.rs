@@ -74,9 +74,16 @@ impl LoadSource for PostgresSource {
             tables.iter().filter(|t| t.partition_of.is_none()).filter_map(|t| specs.get(&t.display_name()).map(|s| (*t, s))).collect();
         let mut problems = preflight::embedding_problems(&src, dst, &tables, &specs).await?;
         problems.extend(super::casts::check(&src, &tables).await?);
+        // The application's own chunk tables get their schema with the tables, and
+        // their rows from pgshift, not from the source.
+        let (application_chunks, more) = preflight::application_chunk_tables(&catalog, &embedded);
+        problems.extend(more);
         if !problems.is_empty() {
             return Err(Error::Preflight(problems));
         }
+        let copied = |t: &Table| !application_chunks.iter().any(|a| a.oid == t.oid);
+        let mut tables = tables;
+        tables.extend(application_chunks.iter().filter(|a| !tables.iter().any(|t| t.oid == a.oid)).copied().collect::<Vec<_>>());
         // The catalog and the tables as the target gets them (other schemas with
         // --map-schema, extensions where the target already has them).
         let installed = catalog::installed_extensions(dst).await?;
@@ -118,10 +125,10 @@ impl LoadSource for PostgresSource {
                  the same as the source's and would replace or remove those; move them elsewhere first (or migrate into an empty database)"
             ));
         }
-        // A chunk table is made by the load: the target must not have one by that name.
+        // pgshift's own chunk table is made by the load: the target must not have one by that name.
         for (t, spec) in &embedded {
             let tt = view.same_tables(&[t])[0];
-            if let Some(chunks) = ChunkTable::of(tt, spec) {
+            if let Some(chunks) = ChunkTable::of(tt, spec).filter(|c| c.application().is_none()) {
                 let (schema, name) = chunks.schema_and_name();
                 let copied = target_tables.iter().any(|x| x.schema == schema && x.name == name);
                 if copied || (resuming.is_none() && catalog::relation_exists(dst, schema, name).await?) {
@@ -133,7 +140,8 @@ impl LoadSource for PostgresSource {
                 }
             }
         }
-        if let Err(Error::Preflight(more)) = preflight::check(&src, dst, &catalog, (&tables, &target_tables), &checks).await {
+        let (copied_tables, copied_targets): (Vec<&Table>, Vec<&Table>) = tables.iter().zip(&target_tables).filter(|(t, _)| copied(t)).map(|(t, tt)| (*t, *tt)).unzip();
+        if let Err(Error::Preflight(more)) = preflight::check(&src, dst, &catalog, (&copied_tables, &copied_targets), &checks).await {
             problems.extend(more);
         }
         if !problems.is_empty() {
@@ -142,10 +150,14 @@ impl LoadSource for PostgresSource {
 
         let mut plan = LoadPlan::new(catalog::vector_schema(&installed, Some(&view)));
         let vector_schema = plan.vector_schema.clone();
-        for (t, tt) in tables.iter().zip(&target_tables).filter(|(t, _)| t.holds_rows()) {
+        for (t, tt) in copied_tables.iter().zip(&copied_targets).filter(|(t, _)| t.holds_rows()) {
             let (split, chunks) = chunk_table(&src, t, opts.plan.split_rows).await?;
             let embedding = specs.get(&t.display_name()).cloned();
-            let chunk_table = embedding.as_ref().and_then(|s| ChunkTable::of(tt, s)).map(|c| c.copy());
+            let chunk_table = embedding.as_ref().and_then(|s| ChunkTable::of(tt, s)).map(|c| {
+                let in_source = ChunkTable::of(t, c.spec).expect("the same spec");
+                let application = application_chunks.iter().find(|a| chunk_table_is(&in_source, a)).map(|a| view.same_tables(&[a])[0]);
+                c.copy(application)
+            });
             let copy_in = match &embedding {
                 Some(spec) if chunk_table.is_none() => embed_copy::copy_in_sql(tt, spec),
                 _ => copy_in_sql(tt, CopyFormat::for_table(t)),
@@ -191,6 +203,16 @@ impl LoadSource for PostgresSource {
             false => plan.after_load.extend(last),
         }
         plan.warnings.extend(objects.not_carried.iter().map(|n| format!("not carried: {n}")));
+        for (t, spec) in &embedded {
+            if let Some(chunks) = ChunkTable::of(t, spec).filter(|c| c.application().is_some()) {
+                plan.warnings.push(format!(
+                    "not copied: the rows of {} on the source (the old vectors): pgshift makes its rows from {}'s {}, one per chunk",
+                    chunks.qualified(),
+                    t.display_name(),
+                    spec.text
+                ));
+            }
+        }
         plan.warnings.extend(objects.warnings.iter().cloned());
         if let Some(setup) = &opts.embedding {
             let tokens = crate::embed::tokens_of(&*setup.embedder);
@@ -220,29 +242,34 @@ impl LoadSource for PostgresSource {
         }));
         plan.post_data = ddl::post_data(&target_tables);
         plan.post_data.extend(embedded_targets.iter().filter_map(|(t, s)| ChunkTable::of(t, s)).flat_map(|c| c.post_data()));
-        // An index the source has on a column whose vectors are recomputed is built
-        // once, on the new vectors, with the spec's settings and the source's name.
-        let mut replaced: Vec<(String, String, String)> = Vec::new();
-        plan.post_data.retain(|step| {
-            let hit = embedded_targets.iter().find(|(t, s)| {
-                step.kind == ddl::PostDataKind::Index && step.schema == t.schema && step.relname == t.name && indexes_column(&step.sql, &s.column)
-            });
-            if let Some((t, _)) = hit {
-                replaced.push((t.schema.clone(), t.name.clone(), step.object.clone()));
-            }
-            hit.is_none()
-        });
-        plan.vector_indexes = embedded_targets
+        // An index the source has on a column whose vectors are recomputed (in the
+        // table, or in the application's chunk table) is built once, on the new
+        // vectors, with the spec's settings and the source's name.
+        let vectors_in: Vec<(String, String, &EmbeddingSpec)> = embedded_targets
             .iter()
             .map(|(t, s)| match ChunkTable::of(t, s) {
                 Some(chunks) => {
                     let (schema, name) = chunks.schema_and_name();
-                    (schema.to_string(), name.to_string(), (*s).clone(), None)
+                    (schema.to_string(), name.to_string(), *s)
                 }
-                None => {
-                    let name = replaced.iter().find(|(sc, n, _)| *sc == t.schema && *n == t.name).map(|r| r.2.clone());
-                    (t.schema.clone(), t.name.clone(), (*s).clone(), name)
-                }
+                None => (t.schema.clone(), t.name.clone(), *s),
+            })
+            .collect();
+        let mut replaced: Vec<(String, String, String)> = Vec::new();
+        plan.post_data.retain(|step| {
+            let hit = vectors_in.iter().find(|(schema, name, s)| {
+                step.kind == ddl::PostDataKind::Index && step.schema == *schema && step.relname == *name && indexes_column(&step.sql, &s.column)
+            });
+            if let Some((schema, name, _)) = hit {
+                replaced.push((schema.clone(), name.clone(), step.object.clone()));
+            }
+            hit.is_none()
+        });
+        plan.vector_indexes = vectors_in
+            .into_iter()
+            .map(|(schema, name, s)| {
+                let index = replaced.iter().find(|(sc, n, _)| *sc == schema && *n == name).map(|r| r.2.clone());
+                (schema, name, s.clone(), index)
             })
             .collect();
         if opts.follow {
@@ -258,7 +285,8 @@ impl LoadSource for PostgresSource {
                 }
             }
         }
-        plan.sequence_values = ddl::sequence_values(&view, &target_tables);
+        // An application's chunk table keeps the target's sequences: its rows are pgshift's.
+        plan.sequence_values = ddl::sequence_values(&view, &copied_targets);
         plan.embeddings = embedded.iter().map(|(_, s)| (*s).clone()).collect();
         plan.extensions = view.extensions.iter().map(|e| (e.name.clone(), e.schema.clone())).collect();
         if !specs.is_empty() && !plan.extensions.iter().any(|(n, _)| n == "vector") {
@@ -352,11 +380,16 @@ impl ChunkReader for PostgresSource {
     }
 }
 
+/// Whether `t` is the chunk table of `chunks`.
+fn chunk_table_is(chunks: &ChunkTable<'_>, t: &Table) -> bool {
+    chunks.schema_and_name() == (t.schema.as_str(), t.name.as_str())
+}
+
 /// What a chunk's rows are read with on the source (recorded in the run for workers).
 fn copy_out_statement(table: &TableLoad<Table>, predicate: Option<&str>) -> String {
     match &table.embedding {
         Some(spec) => match ChunkTable::of(&table.source, spec) {
-            Some(chunks) => chunks.copy_out_sql(&table.source, predicate),
+            Some(chunks) => chunks.copy_out_sql(&table.source, table.chunk_table.as_ref().expect("chunked tables record their chunk table"), predicate),
             None => embed_copy::copy_out_sql(&table.source, spec, predicate),
         },
         None => copy_out_sql(&table.source, predicate, table.format),

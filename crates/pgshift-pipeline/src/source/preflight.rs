@@ -272,6 +272,76 @@ pub async fn embedding_problems(
     Ok(problems)
 }
 
+/// The application's own chunk tables that `embedded` name (found in the source's
+/// catalog), and what is wrong with them: each must exist, hold a column for each of
+/// the parent's key columns, the text, the position and every value named, and give
+/// every other NOT NULL column a default (pgshift writes only the columns named).
+pub fn application_chunk_tables<'a>(catalog: &'a Catalog, embedded: &[(&Table, &crate::plan::embedding::EmbeddingSpec)]) -> (Vec<&'a Table>, Vec<String>) {
+    let mut found = Vec::new();
+    let mut problems = Vec::new();
+    for (t, spec) in embedded {
+        let Some(chunks) = crate::embed::chunks::ChunkTable::of(t, spec) else { continue };
+        let (schema, name) = chunks.schema_and_name();
+        let what = format!("embedding for {}", t.display_name());
+        let existing = catalog.table(schema, name);
+        let Some(columns) = chunks.application() else {
+            if existing.is_some() {
+                problems.push(format!(
+                    "{what}: the chunk table {schema}.{name} is a table of the source: to fill it as the application's own chunk table, \
+                     say which of its columns take what (chunk_columns = {{ key = \"...\", text = \"...\" }}), or name another chunk table \
+                     for pgshift to make"
+                ));
+            }
+            continue;
+        };
+        let Some(table) = existing else {
+            problems.push(format!(
+                "{what}: chunk_columns name the application's chunk table {schema}.{name}, which the source lacks: \
+                 leave chunk_columns out for pgshift to make the chunk table"
+            ));
+            continue;
+        };
+        if columns.key.len() != chunks.key().len() {
+            problems.push(format!(
+                "{what}: chunk_columns.key names {} column(s) of {schema}.{name} for the key of {}, which has {} ({})",
+                columns.key.len(),
+                t.display_name(),
+                chunks.key().len(),
+                chunks.key().join(", ")
+            ));
+        }
+        let named: Vec<(&str, &str)> = columns
+            .key
+            .iter()
+            .map(|c| ("chunk_columns.key", c.as_str()))
+            .chain([("chunk_columns.text", columns.text.as_str()), ("column", spec.column.as_str())])
+            .chain(columns.seq.iter().map(|c| ("chunk_columns.seq", c.as_str())))
+            .chain(columns.values.keys().map(|c| ("chunk_columns.values", c.as_str())))
+            .collect();
+        for (setting, column) in &named {
+            if !table.columns.iter().any(|c| c.name == *column) {
+                problems.push(format!("{what}: {setting} names {column}, which {schema}.{name} does not have"));
+            }
+        }
+        if let Some(c) = table.columns.iter().find(|c| c.name == spec.column).filter(|c| !c.type_name.contains("vector")) {
+            problems.push(format!("{what}: column {} of {schema}.{name} is {}, not a vector column", c.name, c.type_name));
+        }
+        for c in table.columns.iter().filter(|c| c.not_null && c.default.is_none() && c.generated.is_none() && c.identity.is_empty()) {
+            if !named.iter().any(|(_, n)| *n == c.name) {
+                problems.push(format!(
+                    "{what}: column {} of {schema}.{name} is NOT NULL without a default: give it a value from the parent row \
+                     (chunk_columns.values = {{ {} = \"...\" }})",
+                    c.name, c.name
+                ));
+            }
+        }
+        if !found.iter().any(|f: &&Table| f.oid == table.oid) {
+            found.push(table);
+        }
+    }
+    (found, problems)
+}
+
 /// Of `roles` (which owners, grants and policies name), those the target lacks.
 pub async fn missing_roles(client: &Session, roles: &std::collections::BTreeSet<String>) -> Result<Vec<String>> {
     let endpoint = client.endpoint();

@@ -58,6 +58,10 @@ pub struct TableCheck {
 pub struct VerifyReport {
     pub ok: bool,
     pub tables: Vec<TableCheck>,
+    /// Applications' chunk tables, whose rows the run made from their parents'
+    /// texts (the source's are the old vectors): not compared.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub made_by_run: Vec<String>,
 }
 
 /// Verifies any source against the target.
@@ -66,6 +70,20 @@ pub async fn verify(source: &Source, target: &ConnInfo, opts: &VerifyOptions) ->
         Source::Postgres(s) => postgres::verify_postgres(s.conn(), target, opts).await,
         Source::Sqlite(s) => sqlite::verify_sqlite(s, target, opts).await,
     }
+}
+
+/// The applications' chunk tables of the specs a run computed, as `schema.table`
+/// (`parent_schema` finds a spec's table's schema: the chunk table is in it unless named).
+pub(crate) fn made_by_run(computed: &[EmbeddingSpec], parent_schema: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    computed
+        .iter()
+        .filter_map(|s| s.chunks.as_ref().filter(|c| c.columns.is_some()).map(|c| (s, c)))
+        .filter_map(|(s, c)| {
+            let schema = parent_schema(&s.table)?;
+            let (schema, name) = c.schema_and_name(&schema);
+            Some(format!("{schema}.{name}"))
+        })
+        .collect()
 }
 
 /// The columns of a table that a run replaced with computed vectors: the specs'
@@ -81,6 +99,6 @@ pub(crate) fn not_compared<'a>(computed: &[EmbeddingSpec], names: impl Fn(&str) 
 
 impl VerifyReport {
     pub fn new(tables: Vec<TableCheck>) -> VerifyReport {
-        VerifyReport { ok: tables.iter().all(|c| c.matches), tables }
+        VerifyReport { ok: tables.iter().all(|c| c.matches), tables, made_by_run: Vec::new() }
     }
 }

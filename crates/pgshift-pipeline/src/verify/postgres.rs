@@ -36,9 +36,15 @@ pub async fn verify_postgres(source: &ConnInfo, target: &ConnInfo, opts: &Verify
     crate::plan::casts::follow_target_types(&mut catalog, &catalog::inspect(&dst).await?, &schema_map);
     let view = schema_map.target_view(&catalog);
     let tables = select_tables(&catalog, &opts.patterns)?;
+    let made_by_run = super::made_by_run(&computed, |pattern| catalog.tables.iter().find(|t| table_matches(t, pattern)).map(|t| t.schema.clone()));
     let mut checks = Vec::new();
     let mut units = Vec::new();
+    let mut skipped = Vec::new();
     for t in tables.into_iter().filter(|t| t.holds_rows()) {
+        if made_by_run.contains(&t.display_name()) {
+            skipped.push(t.display_name());
+            continue;
+        }
         let tt = view.same_tables(&[t])[0];
         // A partition's vectors come from its parent's spec.
         let parent = t.partition_of.as_ref().and_then(|(s, n, _)| catalog.table(s, n));
@@ -103,5 +109,7 @@ pub async fn verify_postgres(source: &ConnInfo, target: &ConnInfo, opts: &Verify
     for c in &mut checks {
         c.mismatched_ranges.sort_by(|a, b| a.range.cmp(&b.range));
     }
-    Ok(VerifyReport::new(checks))
+    let mut report = VerifyReport::new(checks);
+    report.made_by_run = skipped;
+    Ok(report)
 }
