@@ -368,7 +368,7 @@ fn the_applications_own_chunk_table_gets_the_new_models_chunks() {
     assert!(migrate.running(), "migrate ended: {:?}", migrate.printed());
     assert_eq!(target.psql("app", "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'vector_embeddings'::regclass AND attname = 'embedding'"), "vector(384)");
     assert_eq!(target.psql("app", "SELECT count(*) FROM vector_embeddings WHERE content LIKE 'old model chunk%'"), "0", "the old vectors are not carried");
-    let indexes = target.psql("app", "SELECT string_agg(indexname || ' ' || indexdef, '; ') FROM pg_indexes WHERE tablename = 'vector_embeddings' AND indexdef LIKE '%embedding%'");
+    let indexes = target.psql("app", "SELECT string_agg(indexname || ' ' || indexdef, '; ') FROM pg_indexes WHERE tablename = 'vector_embeddings' AND indexdef LIKE '%(embedding %'");
     assert!(indexes.starts_with("vector_embeddings_embedding_idx ") && indexes.contains("USING hnsw") && !indexes.contains(";"), "one vector index, the source's: {indexes}");
 
     // During catch-up: a new document, an edit in the middle of one, a new owner for

@@ -206,8 +206,9 @@ impl LoadSource for PostgresSource {
         for (t, spec) in &embedded {
             if let Some(chunks) = ChunkTable::of(t, spec).filter(|c| c.application().is_some()) {
                 plan.warnings.push(format!(
-                    "not copied: the rows of {} on the source (the old vectors): pgshift makes its rows from {}'s {}, one per chunk",
-                    chunks.qualified(),
+                    "not copied: the rows of {}.{} on the source (the old vectors): pgshift makes its rows from {}'s {}, one per chunk",
+                    chunks.schema_and_name().0,
+                    chunks.schema_and_name().1,
                     t.display_name(),
                     spec.text
                 ));
