@@ -73,6 +73,11 @@ pub enum Command {
     /// Find the rows (or chunks) of a table nearest to a question, with the model and spec a run recorded for
     /// that table: pgshift search --target DB --table pages "how do I reset a password?"
     Search(SearchArgs),
+    /// Keep a database's vectors current while its application writes (after `cutover`, with the specs the
+    /// run recorded; on any pgvector database with --embed): inserted rows get vectors (or chunks), changed
+    /// texts are embedded again, other updates cost nothing. Runs until stopped (SIGTERM/Ctrl-C), or
+    /// --until-done for a scheduled run. One per database.
+    Vectorize(VectorizeArgs),
     /// Move several databases into one target: each source is loaded by its own run, then all are followed at once.
     Consolidate(ConsolidateArgs),
     /// Work with configuration files.
@@ -581,6 +586,31 @@ pub struct SearchArgs {
     pub json: bool,
     #[command(flatten)]
     pub embed: EmbedRuntime,
+}
+
+#[derive(Args)]
+pub struct VectorizeArgs {
+    #[command(flatten)]
+    pub target: TargetArg,
+    /// Which tables get vectors and how the embedder runs (as for migrate); without --embed, the specs of
+    /// the newest run recorded on the target. A vector column or pgshift's chunk table that is missing is
+    /// created (the rows then wait for their vectors, oldest first).
+    #[command(flatten)]
+    pub embed: EmbedSettings,
+    /// Stop once no row waits for its vector (a scheduled run, e.g. a Kubernetes CronJob).
+    #[arg(long)]
+    pub until_done: bool,
+    /// Wait between looks when nothing waits (e.g. 250ms, 1s).
+    #[arg(long, env = "PGSHIFT_VECTORIZE_POLL", default_value = "250ms", value_parser = parse_duration)]
+    pub poll: Duration,
+    /// While the database is unreachable (restart, failover), keep reconnecting this long before giving up.
+    #[arg(long, env = "PGSHIFT_RECONNECT_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
+    pub reconnect_timeout: Duration,
+    /// Print what it would set up (columns, chunk tables, triggers, indexes); write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// One source of `consolidate`, as `[[sources]]` in the config or PGSHIFT_SOURCES (JSON).

@@ -173,6 +173,38 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Vectorize(a) => {
+            let target = ConnInfo::parse(&a.target.target, "--target")?;
+            let setup = match a.embed.embed.is_empty() {
+                false => a.embed.setup()?,
+                true => {
+                    let recorded = pgshift_pipeline::run::newest_specs_on_target(&target).await?;
+                    if recorded.is_empty() {
+                        anyhow::bail!(
+                            "vectorize: no run on {} recorded embedding specs: give them with --embed (e.g. --embed 'docs.embedding=title || body')",
+                            target.endpoint()
+                        );
+                    }
+                    a.embed.runtime.setup_for(recorded.iter().map(embed_args::EmbedSpecArg::from_spec).collect())?
+                }
+            };
+            let options = pgshift_pipeline::vectorize::VectorizeOptions {
+                setup: setup.expect("specs were given"),
+                poll: a.poll,
+                until_done: a.until_done,
+                reconnect_timeout: a.reconnect_timeout,
+                dry_run: a.dry_run,
+            };
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                tracing::info!("vectorize: stopping after this round");
+                let _ = stop.send(true);
+            });
+            let report = pgshift_pipeline::vectorize::vectorize(&target, &options, stopped).await?;
+            emit(a.json, &report, output::print_vectorize)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Search(a) => {
             let target = ConnInfo::parse(&a.target.target, "--target")?;
             let (spec, table) = pgshift_pipeline::embed::search::recorded_spec(&target, &a.table).await?;
@@ -284,11 +316,18 @@ async fn serve(a: ServeArgs, progress: Arc<dyn pgshift_pipeline::progress::Progr
     let listener = server::bind(&a.addr, "pgshift serve").await?;
     eprintln!("pgshift: serving on http://{}/", listener.local_addr()?);
     axum::serve(listener, server::serve_routes(control))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C, or SIGTERM (what `docker stop` and Kubernetes send).
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
 
 /// Cutover (old -> new) or rollback (new -> old, so the roles swap).

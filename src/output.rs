@@ -173,6 +173,23 @@ pub fn print_migrate(r: &MigrateReport) {
     print_problems(&r.warnings);
 }
 
+pub fn print_vectorize(r: &pgshift_pipeline::vectorize::VectorizeReport) {
+    if r.dry_run {
+        println!("dry run: nothing was written\n\nvectorize would keep current: {}\n\n-- set up first", r.tables.join(", "));
+        for s in &r.steps {
+            println!("{s};");
+        }
+        return;
+    }
+    println!(
+        "vectorize: {} row(s) embedded in {:.1}s ({}){}",
+        r.rows,
+        r.seconds,
+        r.tables.join(", "),
+        if r.reconnects > 0 { format!(", {} reconnect(s)", r.reconnects) } else { String::new() }
+    );
+}
+
 pub fn print_search(r: &pgshift_pipeline::embed::search::SearchReport) {
     println!("{} nearest in {} ({}), by cosine distance:", r.hits.len(), r.table, r.model);
     for h in &r.hits {

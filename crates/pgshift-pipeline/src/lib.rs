@@ -9,12 +9,14 @@
 //!   |
 //! verify/   counts and checksums, source vs target
 //! cutover/  fence, last changes, sequences, switch; reverse replication and rollback
+//!   |
+//! vectorize keeps the vectors current afterwards (or on any database), through embed/
 //! ```
 //!
 //! Imports point one way, down this list of layers (never back up, never in a circle):
 //!
 //! ```text
-//! cutover/, verify/   the last steps
+//! cutover/, verify/   the last steps; vectorize (after them, or alone)
 //! load/               reads a source/, follows with catchup/ (consolidate)
 //! source/             plans from the catalog; installs the schema-change capture of catchup/
 //! catchup/            applies changes; recomputes vectors through embed/
@@ -37,6 +39,7 @@ pub mod plan;
 pub mod progress;
 pub mod run;
 pub mod source;
+pub mod vectorize;
 pub mod verify;
 pub mod workers;
 

@@ -131,10 +131,24 @@ metric!(EMBEDDING_ENDPOINT_BUSY: CounterVec = register_counter_vec_with_registry
     "Time each embedding server had requests in flight (rate() is its utilisation, 0 to 1)",
     &["endpoint"]
 ));
+metric!(VECTORIZE_BACKLOG: IntGaugeVec = register_int_gauge_vec_with_registry(
+    "pgshift_vectorize_backlog_rows",
+    "Rows whose text has no vector yet (or whose chunks are stale), by table, as vectorize last counted them",
+    &["table"]
+));
+metric!(VECTORIZE_LAG: Gauge = register_gauge_with_registry(
+    "pgshift_vectorize_lag_seconds",
+    "Age of the oldest text vectorize has not embedded yet (0 with no backlog; texts written before it started count from its start)"
+));
+metric!(VECTORIZE_ROWS: IntCounterVec = register_int_counter_vec_with_registry(
+    "pgshift_vectorize_rows_total",
+    "Rows vectorize embedded (or re-chunked), by table (rate() is rows per second)",
+    &["table"]
+));
 metric!(ERRORS: IntCounterVec = register_int_counter_vec_with_registry("pgshift_errors_total", "Errors that stopped a command, by kind", &["kind"]));
 
 /// Every metric, registered on first use.
-fn all() -> [&'static dyn Collector; 27] {
+fn all() -> [&'static dyn Collector; 30] {
     [
         &*PHASE,
         &*ROWS_COPIED,
@@ -162,6 +176,9 @@ fn all() -> [&'static dyn Collector; 27] {
         &*EMBEDDING_REQUEST_TEXTS,
         &*EMBEDDING_REQUEST_SECONDS,
         &*EMBEDDING_ENDPOINT_BUSY,
+        &*VECTORIZE_BACKLOG,
+        &*VECTORIZE_LAG,
+        &*VECTORIZE_ROWS,
         &*ERRORS,
     ]
 }

@@ -23,6 +23,11 @@ use crate::error::{Error, Result};
 pub const PREFIX: &str = "pgshift.ddl";
 const TRIGGER: &str = "pgshift_ddl";
 
+/// A session setting that marks pgshift's own schema changes on a database whose
+/// changes are captured (vectorize's triggers and indexes on the new database while
+/// reverse replication runs): they are not sent to the other side.
+pub const INTERNAL: &str = "pgshift.internal";
+
 /// Why schema changes on the source will not be followed (None: they will): the
 /// event trigger that reports them needs a superuser to create. Read-only.
 pub async fn unfollowable(src: &Session) -> Result<Option<String>> {
@@ -75,7 +80,7 @@ pub async fn install(src: &Session) -> Result<Option<String>> {
          CREATE OR REPLACE FUNCTION pgshift.ddl_message() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$ \
          DECLARE t record; p record; tables jsonb := '[]'; renamed jsonb; indexes jsonb; enums jsonb; created boolean; published boolean; \
          BEGIN \
-           IF tg_tag LIKE '% PUBLICATION' OR tg_tag LIKE '% SUBSCRIPTION' OR NOT EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() c \
+           IF tg_tag LIKE '% PUBLICATION' OR tg_tag LIKE '% SUBSCRIPTION' OR current_setting('{INTERNAL}', true) = 'on' OR NOT EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() c \
                           WHERE coalesce(c.schema_name, '') <> 'pgshift' AND coalesce(c.schema_name, '') NOT LIKE 'pg_temp%') THEN \
              RETURN; \
            END IF; \

@@ -30,6 +30,7 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use crate::catchup::{self as follow, emit_mark, FollowOptions, Until, FENCE};
+use crate::embed::Keeper;
 use crate::error::{Error, Result};
 use crate::metrics::Stage;
 use crate::plan::LeftOut;
@@ -254,7 +255,7 @@ impl Cutover<'_> {
                 let mut step = "on the target: create a publication and a slot for replication back to the source".to_string();
                 let columns: Vec<String> = self.left_out.iter().flat_map(|(t, cs)| cs.iter().map(move |c| format!("{t}.{c}"))).collect();
                 if !columns.is_empty() {
-                    step.push_str(&format!(", leaving out {} (vectors pgshift recomputed: the old database's column keeps its own)", columns.join(", ")));
+                    step.push_str(&format!(", leaving out {} (vectors pgshift computed: the old database keeps its own column, or has none)", columns.join(", ")));
                 }
                 step
             }
@@ -359,8 +360,8 @@ impl Cutover<'_> {
         for (s, t) in self.pairs.iter().filter(|(_, t)| t.partition_of.is_none()) {
             for spec in embedded.iter().filter(|spec| crate::plan::select::table_matches(s, &spec.table)) {
                 let ddl = match crate::embed::chunks::ChunkTable::of(t, spec) {
-                    Some(chunks) => chunks.drop_catchup_ddl(),
-                    None => crate::embed::catchup::drop_catchup_ddl(t, spec),
+                    Some(chunks) => chunks.drop_stale_ddl(Keeper::CatchUp),
+                    None => crate::embed::catchup::drop_stale_ddl(t, spec, Keeper::CatchUp),
                 };
                 for sql in ddl {
                     dst.batch_execute(&sql).await.context(&dst.endpoint(), || sql.clone())?;
@@ -397,6 +398,23 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
     let target_catalog = catalog::inspect(&dst).await?;
     let tables = follow::run_tables(&dst, &run, &target_catalog).await?;
     let back = run.schema_map.inverse();
+    // On the way back, columns the old database lacks (vector columns --embed added)
+    // are left out too, beside those recomputed in place.
+    let mut left_out = left_out;
+    for t in &tables {
+        if let Some(s) = catalog.table(back.target_schema(&t.schema), &t.name) {
+            let added = t.columns.iter().filter(|c| !s.columns.iter().any(|x| x.name == c.name)).map(|c| c.name.clone());
+            let entry = left_out.entry(t.display_name()).or_default();
+            for c in added {
+                if !entry.contains(&c) {
+                    entry.push(c);
+                }
+            }
+            if entry.is_empty() {
+                left_out.remove(&t.display_name());
+            }
+        }
+    }
     let mut cut = Cutover {
         source,
         target,

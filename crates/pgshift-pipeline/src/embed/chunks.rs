@@ -23,7 +23,7 @@ use pgshift_postgres::copy_binary::{put_field, put_kept, vector_value, SplitRow}
 use pgshift_postgres::ddl::{foreign_key_definition, foreign_key_steps, PostDataKind, PostDataStep, StepOwner};
 use pgshift_postgres::sql::{column_list, name_head, name_tail, qualified, quote_ident};
 
-use super::{vectors_for, Cache, EmbedPool};
+use super::{vectors_for, Cache, EmbedPool, Keeper};
 use crate::error::{Error, Result};
 use crate::plan::embedding::{ChunkColumns, ChunkCopy, ChunkSpec, EmbeddingSpec, CHUNK_SEQ, CHUNK_TEXT};
 
@@ -268,17 +268,18 @@ pub async fn encode(pool: &EmbedPool, cache: &Cache<'_>, spec: &EmbeddingSpec, c
     Ok(ChunkedBatch { parents: parents.freeze(), chunks: chunks.freeze() })
 }
 
-/// The trigger that marks a row's chunks stale during catch-up.
-pub const TRIGGER: &str = "pgshift_chunks_stale";
-
 /// Rows whose chunks are to be made again, by chunk table (the parent's key as text);
 /// the catch-up triggers fill it, [`embed_pending`] empties it before each commit.
 const STALE: &str = "pgshift.stale_chunks";
 
 impl ChunkTable<'_> {
-    fn function_name(&self) -> String {
+    fn function_name(&self, keeper: Keeper) -> String {
         let (_, name) = self.schema_and_name();
-        let function = name_head(&format!("chunks_{}_{}_{name}", self.parent.schema, self.parent.name));
+        let word = match keeper {
+            Keeper::CatchUp => "chunks",
+            Keeper::Vectorize => "vectorize_chunks",
+        };
+        let function = name_head(&format!("{word}_{}_{}_{name}", self.parent.schema, self.parent.name));
         format!("pgshift.{}", quote_ident(&function))
     }
 
@@ -290,8 +291,8 @@ impl ChunkTable<'_> {
     /// (`session_replication_role`), where foreign keys do not cascade. The queue is
     /// a table of its own, not placeholder rows in the chunk table: an application's
     /// chunk table may have columns no placeholder could fill.
-    pub fn catchup_ddl(&self) -> Vec<String> {
-        let (table, chunks, function) = (self.parent.qualified(), self.qualified(), self.function_name());
+    pub fn stale_ddl(&self, keeper: Keeper) -> Vec<String> {
+        let (table, chunks, function, trigger) = (self.parent.qualified(), self.qualified(), self.function_name(keeper), keeper.chunks_trigger());
         let value_of = |expr: &str, row: &str| format!("(SELECT ({expr})::text FROM (SELECT {row}.*) AS r)");
         let unchanged: Vec<String> = [self.spec.text.as_str(), self.chunks.context.as_deref().unwrap_or("NULL")]
             .into_iter()
@@ -317,17 +318,22 @@ impl ChunkTable<'_> {
                 old = key_of("OLD"),
                 new = key_of("NEW"),
             ),
-            format!("DROP TRIGGER IF EXISTS {TRIGGER} ON {table}"),
-            format!("CREATE TRIGGER {TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON {table} FOR EACH ROW EXECUTE FUNCTION {function}()"),
-            format!("ALTER TABLE {table} ENABLE ALWAYS TRIGGER {TRIGGER}"),
+            format!("DROP TRIGGER IF EXISTS {trigger} ON {table}"),
+            format!("CREATE TRIGGER {trigger} AFTER INSERT OR UPDATE OR DELETE ON {table} FOR EACH ROW EXECUTE FUNCTION {function}()"),
+            format!("ALTER TABLE {table} ENABLE ALWAYS TRIGGER {trigger}"),
         ]
     }
 
-    /// Undoes [`ChunkTable::catchup_ddl`] (at the cutover; the queue is empty after every commit).
-    pub fn drop_catchup_ddl(&self) -> Vec<String> {
+    /// Catch-up's [`ChunkTable::stale_ddl`].
+    pub fn catchup_ddl(&self) -> Vec<String> {
+        self.stale_ddl(Keeper::CatchUp)
+    }
+
+    /// Undoes [`ChunkTable::stale_ddl`] (catch-up's at the cutover; the queue is empty after every commit).
+    pub fn drop_stale_ddl(&self, keeper: Keeper) -> Vec<String> {
         vec![
-            format!("DROP TRIGGER IF EXISTS {TRIGGER} ON {}", self.parent.qualified()),
-            format!("DROP FUNCTION IF EXISTS {}()", self.function_name()),
+            format!("DROP TRIGGER IF EXISTS {} ON {}", keeper.chunks_trigger(), self.parent.qualified()),
+            format!("DROP FUNCTION IF EXISTS {}()", self.function_name(keeper)),
         ]
     }
 }
@@ -336,10 +342,20 @@ impl ChunkTable<'_> {
 const ROWS_PER_ROUND: i64 = 200;
 
 /// Makes the chunks of every row queued for the chunk table (see
-/// [`ChunkTable::catchup_ddl`]), inside the caller's open transaction on `client`:
+/// [`ChunkTable::stale_ddl`]), inside the caller's open transaction on `client`:
 /// the queue's entries, the rows' old chunks and their new ones change together.
 /// Returns how many rows got their chunks.
 pub async fn embed_pending(client: &Session, pool: &EmbedPool, table: &ChunkTable<'_>, cutter: &Arc<Cutter>, vector_schema: &str) -> Result<u64> {
+    make_chunks(client, pool, table, cutter, vector_schema, false).await
+}
+
+/// One round of [`embed_pending`] (up to [`ROWS_PER_ROUND`] rows), for a caller that
+/// commits after each.
+pub async fn embed_round(client: &Session, pool: &EmbedPool, table: &ChunkTable<'_>, cutter: &Arc<Cutter>, vector_schema: &str) -> Result<u64> {
+    make_chunks(client, pool, table, cutter, vector_schema, true).await
+}
+
+async fn make_chunks(client: &Session, pool: &EmbedPool, table: &ChunkTable<'_>, cutter: &Arc<Cutter>, vector_schema: &str, once: bool) -> Result<u64> {
     let endpoint = client.endpoint();
     let (chunks, parent) = (table.qualified(), table.parent.qualified());
     let key = column_list(table.key().iter().map(String::as_str));
@@ -397,7 +413,7 @@ pub async fn embed_pending(client: &Session, pool: &EmbedPool, table: &ChunkTabl
     let mut total = 0;
     loop {
         let popped = client.query(&pop, &[&chunks]).await.context(&endpoint, || format!("find rows of {parent} whose chunks are stale"))?;
-        if popped.is_empty() {
+        if popped.is_empty() || (once && total > 0) {
             return Ok(total);
         }
         let mut keys: Vec<Vec<String>> = popped.iter().map(|r| r.get::<_, Vec<String>>(0)).collect();

@@ -219,6 +219,49 @@ pub fn vector_literal(v: Option<Vec<f32>>) -> Option<String> {
     v.map(|v| format!("[{}]", v.iter().map(f32::to_string).collect::<Vec<_>>().join(",")))
 }
 
+/// Who keeps a table's vectors current with triggers on it: catch-up (on a target,
+/// until the cutover) or `vectorize` (after it, or on any database). Each has its own
+/// triggers, functions and indexes, so one can start before the other's are gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keeper {
+    CatchUp,
+    Vectorize,
+}
+
+impl Keeper {
+    /// The first word of its functions' names.
+    fn word(self) -> &'static str {
+        match self {
+            Keeper::CatchUp => "stale",
+            Keeper::Vectorize => "vectorize",
+        }
+    }
+
+    /// Its partial index's last word.
+    fn index_suffix(self) -> &'static str {
+        match self {
+            Keeper::CatchUp => "pending_idx",
+            Keeper::Vectorize => "vectorize_idx",
+        }
+    }
+
+    /// The trigger that clears a vector column's stale vectors.
+    pub fn column_trigger(self) -> &'static str {
+        match self {
+            Keeper::CatchUp => "pgshift_embedding_stale",
+            Keeper::Vectorize => "pgshift_vectorize_stale",
+        }
+    }
+
+    /// The trigger that queues a chunk table's stale rows.
+    pub fn chunks_trigger(self) -> &'static str {
+        match self {
+            Keeper::CatchUp => "pgshift_chunks_stale",
+            Keeper::Vectorize => "pgshift_vectorize_chunks",
+        }
+    }
+}
+
 /// Whether a text gets no vector: empty, or only ASCII whitespace.
 pub fn is_blank(text: &str) -> bool {
     text.chars().all(|c| c.is_ascii_whitespace())

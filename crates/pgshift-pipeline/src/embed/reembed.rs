@@ -17,7 +17,7 @@ use serde::Serialize;
 use tokio_postgres::types::ToSql;
 
 use super::catchup::{self as embed_catchup, VectorColumn};
-use super::{has_text_sql, vector_literal, vectors_for, Cache, EmbedPool};
+use super::{has_text_sql, vector_literal, vectors_for, Cache, EmbedPool, Keeper};
 use crate::embed::vector_index::hnsw_memory_mb;
 use crate::error::{Error, Result};
 use crate::plan::embedding::{EmbeddingSetup, EmbeddingSpec, VectorIndex};
@@ -146,7 +146,7 @@ pub async fn reembed(target: &ConnInfo, options: &ReembedOptions, progress: std:
     }
     let add = format!("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}", n.table, n.shadow, spec.column_type(&vector_schema));
     client.batch_execute(&add).await.context(&endpoint, || add.clone())?;
-    for sql in embed_catchup::trigger_ddl(table, &shadow_spec) {
+    for sql in embed_catchup::trigger_ddl(table, &shadow_spec, Keeper::CatchUp) {
         client.batch_execute(&sql).await.context(&endpoint, || sql.clone())?;
     }
 
@@ -327,7 +327,7 @@ async fn swap(b: &Backfill<'_>, n: &Names, spec: &EmbeddingSpec, old_exists: boo
             sql.push(format!("ALTER TABLE {} DROP COLUMN {}", n.table, n.column));
         }
         sql.push(format!("ALTER TABLE {} RENAME COLUMN {} TO {}", n.table, n.shadow, n.column));
-        sql.extend(embed_catchup::drop_trigger_ddl(b.table, b.spec));
+        sql.extend(embed_catchup::drop_trigger_ddl(b.table, b.spec, Keeper::CatchUp));
         let final_index = if spec.index == VectorIndex::None {
             None
         } else {

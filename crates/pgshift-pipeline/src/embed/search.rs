@@ -13,7 +13,6 @@ use super::vector_literal;
 use crate::error::{Error, Result};
 use crate::plan::embedding::EmbeddingSpec;
 use crate::plan::select::name_matches;
-use crate::run::store::Store;
 
 /// Characters of a row's text shown with a hit (a chunk is shown whole).
 const SHOWN_CHARS: i32 = 300;
@@ -22,18 +21,14 @@ const SHOWN_CHARS: i32 = 300;
 /// `table`), the newest run's first, and the table as the target has it.
 pub async fn recorded_spec(target: &ConnInfo, table: &str) -> Result<(EmbeddingSpec, String)> {
     let dst = target.session().await?;
-    let store = Store::new(&dst);
     let mut known = Vec::new();
-    for run in store.all_runs().await? {
-        for spec in store.run_embeddings(run.run.run_id).await? {
-            let source_name = if spec.table.contains('.') { spec.table.clone() } else { format!("public.{}", spec.table) };
-            let on_target = run.run.schema_map.target_display(&source_name);
-            let (schema, name) = on_target.split_once('.').expect("qualified");
-            if name_matches(table, schema, name) {
-                return Ok((spec, on_target));
-            }
-            known.push(on_target);
+    for (_, spec) in crate::run::specs_on_target(&dst).await? {
+        let (schema, name) = spec.table.split_once('.').expect("qualified");
+        if name_matches(table, schema, name) {
+            let on_target = spec.table.clone();
+            return Ok((spec, on_target));
         }
+        known.push(spec.table);
     }
     Err(Error::Setting(match known.is_empty() {
         true => format!("{}: no pgshift run recorded vectors for any table: search needs a table migrated with --embed", target.endpoint()),

@@ -14,7 +14,7 @@ pub mod status;
 pub mod store;
 
 use pgshift_postgres::schema_map::SchemaMap;
-use pgshift_postgres::ConnInfo;
+use pgshift_postgres::{ConnInfo, Session};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -29,6 +29,28 @@ pub async fn recorded_embeddings(source: &ConnInfo, target: &ConnInfo) -> Result
         Ok((run, _)) => store.run_embeddings(run.run_id).await,
         Err(_) => Ok(Vec::new()),
     }
+}
+
+/// Every spec the target's runs recorded, newest run first (grouped by run id), each
+/// naming its table as the target has it (`schema.table`, after the run's --map-schema).
+pub async fn specs_on_target(dst: &Session) -> Result<Vec<(i64, EmbeddingSpec)>> {
+    let store = store::Store::new(dst);
+    let mut out = Vec::new();
+    for run in store.all_runs().await? {
+        for spec in store.run_embeddings(run.run.run_id).await? {
+            let source_name = if spec.table.contains('.') { spec.table.clone() } else { format!("public.{}", spec.table) };
+            out.push((run.run.run_id, EmbeddingSpec { table: run.run.schema_map.target_display(&source_name), ..spec }));
+        }
+    }
+    Ok(out)
+}
+
+/// The specs of the newest run on the target that computed vectors: what `vectorize`
+/// keeps current after a cutover.
+pub async fn newest_specs_on_target(target: &ConnInfo) -> Result<Vec<EmbeddingSpec>> {
+    let all = specs_on_target(&target.session().await?).await?;
+    let newest = all.first().map(|(run, _)| *run);
+    Ok(all.into_iter().filter(|(run, _)| Some(*run) == newest).map(|(_, spec)| spec).collect())
 }
 
 /// Where a run stands. A run moves forward only: copy -> post-data -> loaded (when
