@@ -90,7 +90,7 @@ fn mounts(service: &Value) -> Vec<(String, String)> {
 fn docker_compose_wires_every_service() {
     let compose = yaml("docker-compose.yml");
     let names: BTreeSet<&str> = compose["services"].as_mapping().unwrap().keys().map(|k| k.as_str().unwrap()).collect();
-    assert_eq!(names, BTreeSet::from(["source", "target", "pgshift", "worker", "prometheus", "grafana"]));
+    assert_eq!(names, BTreeSet::from(["source", "target", "pgshift", "worker", "vectorize", "prometheus", "grafana"]));
 
     let source = service(&compose, "source");
     assert!(source["image"].as_str().unwrap().starts_with("postgres:"));
@@ -117,6 +117,14 @@ fn docker_compose_wires_every_service() {
         assert_eq!(worker["environment"][key], env[key], "{key}");
     }
 
+    // Vectorize keeps the target's vectors, started only with its profile, its metrics scraped.
+    let vectorize = service(&compose, "vectorize");
+    let command = strings(&vectorize["command"]);
+    assert_eq!(command[0], "vectorize");
+    assert_eq!(strings(&vectorize["profiles"]), ["vectorize"]);
+    assert_eq!(vectorize["environment"]["PGSHIFT_TARGET"], env["PGSHIFT_TARGET"]);
+    let metrics_port = command.iter().find_map(|a| a.strip_prefix("0.0.0.0:")).expect("its metrics listen on all interfaces");
+
     // Prometheus scrapes pgshift where it listens.
     let prometheus = service(&compose, "prometheus");
     let (host, container) = mounts(prometheus).into_iter().next().expect("prometheus config mounted");
@@ -125,6 +133,8 @@ fn docker_compose_wires_every_service() {
     let job = &config["scrape_configs"][0];
     assert_eq!(job["metrics_path"], "/metrics");
     assert_eq!(strings(&job["static_configs"][0]["targets"]), [format!("pgshift:{listen_port}")]);
+    let scraped: Vec<String> = config["scrape_configs"].as_sequence().unwrap().iter().flat_map(|j| strings(&j["static_configs"][0]["targets"])).collect();
+    assert!(scraped.contains(&format!("vectorize:{metrics_port}")), "{scraped:?}");
 
     // Grafana gets the provisioning and the dashboards where the provider looks.
     let grafana = mounts(service(&compose, "grafana"));
@@ -152,6 +162,24 @@ fn the_kubernetes_job_runs_workers_that_end_by_themselves() {
     for e in container["env"].as_sequence().unwrap().iter().filter(|e| ["PGSHIFT_SOURCE", "PGSHIFT_TARGET"].contains(&e["name"].as_str().unwrap())) {
         assert!(e["valueFrom"]["secretKeyRef"].is_mapping(), "connection strings come from a Secret");
     }
+}
+
+#[test]
+fn the_kubernetes_vectorize_is_one_replica_that_never_overlaps() {
+    let deployment = yaml("deploy/kubernetes/pgshift-vectorize.yaml");
+    assert_eq!(deployment["kind"], "Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate", "a second vectorize on the database refuses: no rolling overlap");
+    let template = &deployment["spec"]["template"];
+    assert_eq!(deployment["spec"]["selector"]["matchLabels"], template["metadata"]["labels"]);
+    let container = &template["spec"]["containers"][0];
+    let args = strings(&container["args"]);
+    assert_eq!(args[0], "vectorize");
+    let port: u64 = args.iter().find_map(|a| a.strip_prefix("0.0.0.0:")).expect("metrics on all interfaces").parse().unwrap();
+    assert_eq!(container["ports"][0]["containerPort"].as_u64(), Some(port));
+    assert_eq!(template["metadata"]["annotations"]["prometheus.io/port"].as_str().unwrap().parse::<u64>().unwrap(), port);
+    let target = container["env"].as_sequence().unwrap().iter().find(|e| e["name"] == "PGSHIFT_TARGET").expect("PGSHIFT_TARGET");
+    assert!(target["valueFrom"]["secretKeyRef"].is_mapping(), "the connection string comes from a Secret");
 }
 
 /// Every file the architecture notes name (`name.rs`, `dir/name.rs`) exists in the
