@@ -136,10 +136,23 @@ fn a_database_never_migrated_gets_its_vectors_and_one_vectorize_at_a_time() {
     db.psql(
         "app",
         "CREATE EXTENSION vector; CREATE TABLE notes (id bigint PRIMARY KEY, body text);
-         INSERT INTO notes SELECT i, CASE WHEN i % 10 = 0 THEN NULL ELSE 'Note number ' || i || ' about the weather' END FROM generate_series(1, 300) i",
+         INSERT INTO notes SELECT i, CASE WHEN i % 10 = 0 THEN NULL ELSE 'Note number ' || i || ' about the weather' END FROM generate_series(1, 300) i;
+         CREATE TABLE pages (id int PRIMARY KEY, body text);
+         INSERT INTO pages VALUES (1, repeat('Winds turn west before the rain. ', 70)), (2, NULL)",
     );
     let u = db.url("app");
     let spec = "notes.embedding=body";
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args(["vectorize", "--target", &u, "--embed", "pages->page_chunks=body", "--until-done"])
+        .envs(env())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // pgshift's own chunk table, made as migrate makes it: keys valid, chunks for page 1 only.
+    let keys = db.psql("app", "SELECT string_agg(contype::text || ':' || convalidated, ',' ORDER BY contype) FROM pg_constraint WHERE conrelid = 'page_chunks'::regclass");
+    assert_eq!(keys, "f:true,p:true");
+    assert_eq!(db.psql("app", "SELECT string_agg(DISTINCT id::text, ',') FROM page_chunks"), "1");
+    assert!(db.psql("app", "SELECT count(*) FROM page_chunks WHERE embedding IS NOT NULL").parse::<i64>().unwrap() >= 2);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
         .args(["vectorize", "--target", &u, "--embed", spec, "--until-done", "--json"])
         .envs(env())

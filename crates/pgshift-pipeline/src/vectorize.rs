@@ -231,6 +231,11 @@ fn setup_steps(kept: &[Kept], vector_schema: &str) -> Vec<(String, Option<String
                     out.push((chunks.create_sql(vector_schema).replacen("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1), None));
                     let (_, name) = chunks.schema_and_name();
                     for step in chunks.post_data() {
+                        // Validating a valid constraint does nothing: only additions need a guard.
+                        if step.sql.contains("VALIDATE CONSTRAINT") {
+                            out.push((step.sql, None));
+                            continue;
+                        }
                         // Only when missing: the steps add constraints, which have no IF NOT EXISTS.
                         let guard = format!(
                             "DO $pgshift$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = {} AND conrelid = {}::regclass) THEN EXECUTE {}; END IF; END $pgshift$",
@@ -238,14 +243,13 @@ fn setup_steps(kept: &[Kept], vector_schema: &str) -> Vec<(String, Option<String
                             pgshift_postgres::sql::quote_literal(&chunks.qualified()),
                             pgshift_postgres::sql::quote_literal(&step.sql)
                         );
-                        if !step.sql.contains("VALIDATE") {
-                            out.push((guard, None));
-                        }
+                        out.push((guard, None));
                     }
                     let index = crate::embed::vector_index::index_name(name, &k.spec);
                     out.extend(k.spec.index_sql(&chunks.qualified(), &index, false, vector_schema).map(|sql| (sql, None)));
                 }
                 out.extend(chunks.stale_ddl(Keeper::Vectorize).into_iter().map(|sql| (sql, None)));
+                out.push((chunks.queue_missing_sql(), None));
             }
             None => {
                 if !k.table.columns.iter().any(|c| c.name == k.spec.column) {

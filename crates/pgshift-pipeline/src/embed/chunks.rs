@@ -324,6 +324,21 @@ impl ChunkTable<'_> {
         ]
     }
 
+    /// Queues every row of the parent that has text but no chunk at all (rows written
+    /// before any trigger queued them: a chunk table made just now, or a parent written
+    /// between the cutover and the first vectorize).
+    pub fn queue_missing_sql(&self) -> String {
+        let key_text = self.key().iter().map(|k| format!("p.{}::text", quote_ident(k))).collect::<Vec<_>>().join(", ");
+        let joined = self.chunk_key().iter().zip(self.key()).map(|(c, k)| format!("c.{} = p.{}", quote_ident(c), quote_ident(k))).collect::<Vec<_>>().join(" AND ");
+        format!(
+            "INSERT INTO {STALE} SELECT {}, ARRAY[{key_text}] FROM ONLY {} AS p WHERE {} AND NOT EXISTS (SELECT 1 FROM {} AS c WHERE {joined})",
+            pgshift_postgres::sql::quote_literal(&self.qualified()),
+            self.parent.qualified(),
+            super::has_text_sql(self.spec),
+            self.qualified()
+        )
+    }
+
     /// Catch-up's [`ChunkTable::stale_ddl`].
     pub fn catchup_ddl(&self) -> Vec<String> {
         self.stale_ddl(Keeper::CatchUp)
