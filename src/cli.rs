@@ -544,6 +544,11 @@ pub struct ReembedArgs {
     pub lock_timeout: Duration,
     #[command(flatten)]
     pub embed: EmbedRuntime,
+    /// Replace the whole column (shadow column, new index, swap) even when it already holds this model's
+    /// vectors; by default such a column is brought up to date in place: only rows whose text changed
+    /// since their vector was made are embedded again (a scheduled re-index costs only what changed).
+    #[arg(long)]
+    pub full: bool,
     /// Print the steps; write nothing.
     #[arg(long)]
     pub dry_run: bool,

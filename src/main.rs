@@ -224,6 +224,7 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
                 dry_run: a.dry_run,
                 lock_timeout_ms: a.lock_timeout.as_millis() as u64,
                 index_memory_mb: a.embed.vector_index_memory,
+                full: a.full,
             };
             let report = pgshift_pipeline::embed::reembed::reembed(&target, &options, progress).await?;
             emit(a.json, &report, output::print_reembed)?;

@@ -376,6 +376,13 @@ pub fn print_reembed(r: &ReembedReport) {
         }
         return;
     }
+    if r.mode == "in-place" {
+        println!(
+            "{}.{} brought up to date in place with {}: {} of {} rows differed from their text and were embedded again; {:.1}s in all",
+            r.table, r.column, r.model, r.rows_embedded, r.rows_checked, r.seconds
+        );
+        return;
+    }
     println!(
         "{}.{} re-embedded with {}{}: {} rows in {} pass(es), index {}, swap held the table {:.0} ms; {:.1}s in all",
         r.table,

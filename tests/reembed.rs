@@ -155,3 +155,54 @@ fn reembed_refuses_bad_input_before_writing() {
     }
     assert_eq!(target.psql("app", "SELECT count(*) FROM pg_namespace WHERE nspname = 'pgshift'"), "0");
 }
+
+/// A scheduled re-index with the same model costs only what changed: in place, no
+/// shadow column, no new index; rows whose text changed (or that lack a vector, or
+/// whose text became NULL) are the only ones embedded again.
+#[test]
+fn reembed_with_the_same_model_embeds_only_what_changed_in_place() {
+    let target = Cluster::start(PgVersion::V16);
+    target.create_database("app");
+    target.psql("app", TABLE);
+    let out = reembed(&target, &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let first: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(first["mode"], "swap", "another model's 3-d vectors are replaced: {first}");
+
+    let shape = "SELECT string_agg(c.relname || ':' || c.oid, ',' ORDER BY c.relname) FROM pg_class c WHERE c.relname LIKE 'docs%'";
+    let before = target.psql("app", shape);
+    let out = reembed(&target, &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let unchanged: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((unchanged["mode"].as_str(), unchanged["rows_checked"].as_u64(), unchanged["rows_embedded"].as_u64()), (Some("in-place"), Some(400), Some(0)), "{unchanged}");
+
+    // The application changes 10 texts, empties one, adds a row without a vector.
+    target.psql(
+        "app",
+        "UPDATE docs SET body = 'rewritten body ' || id WHERE id BETWEEN 101 AND 110;
+         UPDATE docs SET title = '', body = NULL WHERE id = 200;
+         INSERT INTO docs (id, title, body) VALUES (5000, 'a new row', 'written without a vector')",
+    );
+    let untouched = target.psql("app", "SELECT string_agg(xmin::text, ',' ORDER BY id) FROM docs WHERE id BETWEEN 300 AND 310");
+    let out = reembed(&target, &["--dry-run"]);
+    assert!(stdout(&out).contains("in place"), "{}", stdout(&out));
+    let out = reembed(&target, &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let changed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((changed["mode"].as_str(), changed["rows_embedded"].as_u64()), (Some("in-place"), Some(12)), "{changed}");
+    assert_eq!(target.psql("app", shape), before, "no new column, index or table");
+    assert_eq!(target.psql("app", "SELECT string_agg(xmin::text, ',' ORDER BY id) FROM docs WHERE id BETWEEN 300 AND 310"), untouched, "rows that did not change were not rewritten");
+    let model = local_model();
+    for id in [101, 110, 5000] {
+        let row = target.psql("app", &format!("SELECT {TEXT} || E'\\t' || embedding::text FROM docs WHERE id = {id}"));
+        let (text, stored) = row.split_once('\t').unwrap();
+        let c = cosine(&parse_vector(stored), &model.embed(&[text]).unwrap()[0]);
+        assert!(c > 0.9999, "row {id}: cosine {c}");
+    }
+    assert_eq!(target.psql("app", "SELECT embedding IS NULL FROM docs WHERE id = 200"), "t", "a text that became blank has no vector");
+
+    // --full replaces the column anyway.
+    let out = reembed(&target, &["--full", "--json"]);
+    let full: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((full["mode"].as_str(), full["rows_embedded"].as_u64()), (Some("swap"), Some(400)), "every row with text, cached or not: {full}");
+}

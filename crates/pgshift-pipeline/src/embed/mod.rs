@@ -200,8 +200,11 @@ pub struct Cache<'a> {
 }
 
 impl Cache<'_> {
-    pub async fn get(&self, model: &str, hashes: &[Vec<u8>]) -> Result<HashMap<Vec<u8>, Vec<f32>>> {
-        Ok(self.store.cached_vectors(model, hashes).await?.into_iter().map(|(h, v)| (h, from_le_bytes(&v))).collect())
+    /// The cached vectors among `hashes`, and those cached before their digest was kept.
+    pub async fn get(&self, model: &str, hashes: &[Vec<u8>]) -> Result<(HashMap<Vec<u8>, Vec<f32>>, Vec<Vec<u8>>)> {
+        let rows = self.store.cached_vectors(model, hashes).await?;
+        let undigested = rows.iter().filter(|(_, _, digested)| !digested).map(|(h, _, _)| h.clone()).collect();
+        Ok((rows.into_iter().map(|(h, v, _)| (h, from_le_bytes(&v))).collect(), undigested))
     }
 
     pub async fn put(&self, model: &str, entries: &[(Vec<u8>, Vec<f32>)]) -> Result<()> {
@@ -210,8 +213,17 @@ impl Cache<'_> {
         }
         let hashes: Vec<&Vec<u8>> = entries.iter().map(|(h, _)| h).collect();
         let vectors: Vec<Vec<u8>> = entries.iter().map(|(_, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
-        self.store.cache_vectors(model, &hashes, &vectors).await
+        let digests: Vec<Vec<u8>> = entries.iter().map(|(_, v)| vector_digest(v).to_vec()).collect();
+        self.store.cache_vectors(model, &hashes, &vectors, &digests).await
     }
+}
+
+/// SHA-256 of a vector as pgvector sends it (`vector_send`: dimensions, a zero, the
+/// floats big-endian), so SQL can tell whether a stored vector is the one cached for
+/// a text: `sha256(vector_send(column)) = digest`.
+pub fn vector_digest(v: &[f32]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(pgshift_postgres::copy_binary::vector_value(v, false)).into()
 }
 
 /// A vector as pgvector's text input, `[0.1,0.2,...]`; None (no text) stays NULL.
@@ -290,7 +302,7 @@ pub async fn vectors_for(pool: &EmbedPool, cache: &Cache<'_>, spec: &EmbeddingSp
     let mut unique: Vec<Vec<u8>> = hashes.iter().flatten().cloned().collect();
     unique.sort();
     unique.dedup();
-    let mut known = cache.get(pool.model(), &unique).await?;
+    let (mut known, undigested) = cache.get(pool.model(), &unique).await?;
     let mut missing: Vec<(Vec<u8>, String)> = Vec::new();
     let mut queued = std::collections::HashSet::new();
     for (hash, text) in hashes.iter().zip(&texts) {
@@ -302,8 +314,15 @@ pub async fn vectors_for(pool: &EmbedPool, cache: &Cache<'_>, spec: &EmbeddingSp
     }
     let computed = pool.embed(missing.iter().map(|(_, t)| t.clone()).collect(), spec.chunks.is_none()).await?;
     metrics::EMBEDDING_CACHE_HITS.inc_by((hashes.iter().flatten().count() - missing.len()) as u64);
-    let fresh: Vec<(Vec<u8>, Vec<f32>)> = missing.into_iter().map(|(h, _)| h).zip(computed).collect();
+    let mut fresh: Vec<(Vec<u8>, Vec<f32>)> = missing.into_iter().map(|(h, _)| h).zip(computed).collect();
+    let computed_now = fresh.len();
+    // Entries cached before digests were kept get theirs now (reembed compares with them).
+    fresh.extend(undigested.into_iter().map(|h| {
+        let v = known[&h].clone();
+        (h, v)
+    }));
     cache.put(pool.model(), &fresh).await?;
+    fresh.truncate(computed_now);
     known.extend(fresh);
     Ok(hashes.into_iter().map(|h| h.map(|h| known[&h].clone())).collect())
 }

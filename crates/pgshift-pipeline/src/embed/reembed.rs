@@ -32,6 +32,9 @@ pub struct ReembedOptions {
     /// Longest wait for the table lock of the swap.
     pub lock_timeout_ms: u64,
     pub index_memory_mb: u64,
+    /// Always replace the column (shadow, index, swap), even when its vectors are the
+    /// same model's and only changed rows would be embedded again in place.
+    pub full: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -43,6 +46,11 @@ pub struct ReembedReport {
     /// What it does (or, with --dry-run, would do), in order.
     pub steps: Vec<String>,
     pub resumed: bool,
+    /// `in-place` (the column holds this model's vectors: only rows whose text
+    /// changed are embedded again) or `swap` (shadow column, new index, swap).
+    pub mode: String,
+    /// In place: the rows compared, of which `rows_embedded` differed.
+    pub rows_checked: u64,
     pub rows_embedded: u64,
     pub passes: u32,
     pub index: Option<String>,
@@ -100,8 +108,12 @@ pub async fn reembed(target: &ConnInfo, options: &ReembedOptions, progress: std:
         column: spec.column.clone(),
         model: options.setup.embedder.model().to_string(),
         dry_run: options.dry_run,
+        mode: "swap".into(),
         ..Default::default()
     };
+    if !options.full && same_model_in_column(&client, table, spec, &report.model).await? {
+        return in_place(&client, table, spec, options, report, &vector_schema, progress, started).await;
+    }
     report.steps = vec![
         format!("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}", n.table, n.shadow, spec.column_type(&vector_schema)),
         format!("trigger: clear {} when the text changes", n.shadow),
@@ -202,6 +214,111 @@ pub async fn reembed(target: &ConnInfo, options: &ReembedOptions, progress: std:
     report.swap_ms = swap_started.elapsed().as_secs_f64() * 1000.0;
     report.index = final_index.or(report.index);
     store.finish_reembed(&report.table, &spec.column).await?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Whether the column holds vectors of this model in this type, as pgshift recorded
+/// it (a finished re-embed of the column, or a run that computed it): then only rows
+/// whose text changed need their vectors again. halfvec columns are always swapped
+/// (the cache's digests are of full-precision vectors).
+async fn same_model_in_column(client: &Session, table: &Table, spec: &EmbeddingSpec, model: &str) -> Result<bool> {
+    let Some(column) = table.columns.iter().find(|c| c.name == spec.column) else { return Ok(false) };
+    if spec.halfvec || !column.type_name.ends_with(&format!("vector({})", spec.dims)) || column.type_name.contains("halfvec") {
+        return Ok(false);
+    }
+    let same = |s: &EmbeddingSpec, m: &str| m == model && s.column == spec.column && s.dims == spec.dims && !s.halfvec && s.chunks.is_none();
+    let store = Store::new(client);
+    if !store.exists().await? {
+        return Ok(false);
+    }
+    if let Some(r) = store.reembed(&table.display_name(), &spec.column).await? {
+        // The newest record of the column decides: an unfinished swap with another model is not this model's.
+        return Ok(r.finished && r.spec.as_ref().is_some_and(|s| same(s, &r.model)));
+    }
+    let recorded = crate::run::specs_on_target(client).await?;
+    Ok(recorded.iter().any(|(_, s)| crate::plan::select::table_matches(table, &s.table) && same(s, &s.model)))
+}
+
+/// Re-embeds in place only the rows whose vector is not their current text's: one scan
+/// compares each row's vector (`sha256(vector_send(v))`) with the digest the cache
+/// keeps for its text (by the same content hash the cache is keyed by), keeping the
+/// differing rows' ctids in a temporary table; then those rows are embedded in
+/// batches, each stored only where the row still has the text embedded (a row changed
+/// meanwhile is left for the next run). No shadow column, no new index.
+#[allow(clippy::too_many_arguments)]
+async fn in_place(
+    client: &Session,
+    table: &Table,
+    spec: &EmbeddingSpec,
+    options: &ReembedOptions,
+    mut report: ReembedReport,
+    vector_schema: &str,
+    progress: std::sync::Arc<dyn Progress>,
+    started: Instant,
+) -> Result<ReembedReport> {
+    let endpoint = client.endpoint();
+    let (name, qualified, col) = (table.display_name(), table.qualified(), quote_ident(&spec.column));
+    report.mode = "in-place".into();
+    report.steps = vec![
+        format!("compare every row of {qualified}: its {col} with the cached vector of its current text (model {})", report.model),
+        format!("embed again, in place, the rows that differ, {} per statement (no shadow column, no new index)", options.batch_rows),
+    ];
+    if options.dry_run {
+        report.seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+    let text = format!("(({})::text)", spec.text);
+    let scan = format!(
+        "CREATE TEMP TABLE IF NOT EXISTS pgshift_reembed_differs (n bigint GENERATED ALWAYS AS IDENTITY, id tid); \
+         TRUNCATE pgshift_reembed_differs RESTART IDENTITY"
+    );
+    client.batch_execute(&scan).await.context(&endpoint, || scan.clone())?;
+    let compare = format!(
+        "WITH rows AS ( \
+           SELECT t.ctid AS id, CASE WHEN coalesce({has_text}, false) \
+             THEN t.{col} IS NULL OR c.digest IS DISTINCT FROM sha256({vs}.vector_send(t.{col})) \
+             ELSE t.{col} IS NOT NULL END AS differs \
+           FROM ONLY {qualified} AS t LEFT JOIN pgshift.embedding_cache AS c \
+             ON c.model = $1 AND c.hash = sha256(convert_to($1, 'UTF8') || '\\x00'::bytea || convert_to({text}, 'UTF8'))), \
+         kept AS (INSERT INTO pgshift_reembed_differs (id) SELECT id FROM rows WHERE differs) \
+         SELECT count(*), count(*) FILTER (WHERE differs) FROM rows",
+        has_text = has_text_sql(spec),
+        vs = quote_ident(vector_schema),
+    );
+    progress.step(&format!("{name}: comparing vectors with texts"));
+    let row = client.query_one(&compare, &[&report.model]).await.context(&endpoint, || format!("compare the vectors of {qualified} with their texts"))?;
+    report.rows_checked = row.get::<_, i64>(0) as u64;
+    let differing: i64 = row.get(1);
+    let pool = EmbedPool::start(options.setup.embedder.clone(), options.setup.threads, options.setup.batch_size);
+    let column = VectorColumn { table, spec, vector_schema };
+    let unchanged = format!("{text} IS NOT DISTINCT FROM ($3::text[])[array_position($1::text[]::tid[], ctid)]");
+    let update = column.store_by_ctid_sql(Some(&unchanged));
+    let cache = Cache { store: Store::new(client) };
+    let mut after = 0i64;
+    while after < differing {
+        let batch = client
+            .query(
+                &format!("SELECT t.ctid::text, {text} FROM ONLY {qualified} AS t WHERE t.ctid = ANY(ARRAY(SELECT id FROM pgshift_reembed_differs WHERE n > $1 ORDER BY n LIMIT $2))"),
+                &[&after, &options.batch_rows],
+            )
+            .await
+            .context(&endpoint, || format!("read the rows of {qualified} that differ"))?;
+        after += options.batch_rows;
+        if batch.is_empty() {
+            continue;
+        }
+        let ids: Vec<String> = batch.iter().map(|r| r.get(0)).collect();
+        let texts: Vec<Option<String>> = batch.iter().map(|r| r.get(1)).collect();
+        let vectors: Vec<Option<String>> = vectors_for(&pool, &cache, spec, &texts).await?.into_iter().map(vector_literal).collect();
+        let written = client.execute(&update, &[&ids, &vectors, &texts]).await.context(&endpoint, || format!("store vectors of {qualified}"))?;
+        report.rows_embedded += written;
+        progress.step(&format!("{name}: {} of {differing} differing rows embedded again", report.rows_embedded));
+    }
+    let store = Store::new(client);
+    store.start_reembed(&name, spec, &report.model).await?;
+    store.finish_reembed(&name, &spec.column).await?;
+    report.passes = 1;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

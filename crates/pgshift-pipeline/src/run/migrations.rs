@@ -126,6 +126,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "the chunk table a copied table's vectors go to (what a worker needs to write them)",
         "ALTER TABLE pgshift.copy_tables ADD COLUMN IF NOT EXISTS chunk_table jsonb",
     ),
+    (
+        13,
+        "a digest of each cached vector as pgvector sends it (reembed finds the rows whose vector is not their text's)",
+        "ALTER TABLE pgshift.embedding_cache ADD COLUMN IF NOT EXISTS digest bytea",
+    ),
 ];
 
 /// The newest version this pgshift knows.
