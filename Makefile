@@ -30,3 +30,4 @@ bench: build
 	./benches/large_txn.sh
 	./benches/workers.sh
 	./benches/chunks.sh
+	./benches/reembed.sh

@@ -51,6 +51,8 @@ pub struct ReembedReport {
     pub mode: String,
     /// In place: the rows compared, of which `rows_embedded` differed.
     pub rows_checked: u64,
+    /// In place: how long the comparing scan took.
+    pub scan_seconds: f64,
     pub rows_embedded: u64,
     pub passes: u32,
     pub index: Option<String>,
@@ -241,7 +243,7 @@ async fn same_model_in_column(client: &Session, table: &Table, spec: &EmbeddingS
 }
 
 /// Re-embeds in place only the rows whose vector is not their current text's: one scan
-/// compares each row's vector (`sha256(vector_send(v))`) with the digest the cache
+/// compares each row's vector (`md5(vector_send(v))`) with the digest the cache
 /// keeps for its text (by the same content hash the cache is keyed by), keeping the
 /// differing rows' ctids in a temporary table; then those rows are embedded in
 /// batches, each stored only where the row still has the text embedded (a row changed
@@ -277,7 +279,7 @@ async fn in_place(
     let compare = format!(
         "WITH rows AS ( \
            SELECT t.ctid AS id, CASE WHEN coalesce({has_text}, false) \
-             THEN t.{col} IS NULL OR c.digest IS DISTINCT FROM sha256({vs}.vector_send(t.{col})) \
+             THEN t.{col} IS NULL OR c.digest IS DISTINCT FROM decode(md5({vs}.vector_send(t.{col})), 'hex') \
              ELSE t.{col} IS NOT NULL END AS differs \
            FROM ONLY {qualified} AS t LEFT JOIN pgshift.embedding_cache AS c \
              ON c.model = $1 AND c.hash = sha256(convert_to($1, 'UTF8') || '\\x00'::bytea || convert_to({text}, 'UTF8'))), \
@@ -287,7 +289,9 @@ async fn in_place(
         vs = quote_ident(vector_schema),
     );
     progress.step(&format!("{name}: comparing vectors with texts"));
+    let scan_started = Instant::now();
     let row = client.query_one(&compare, &[&report.model]).await.context(&endpoint, || format!("compare the vectors of {qualified} with their texts"))?;
+    report.scan_seconds = scan_started.elapsed().as_secs_f64();
     report.rows_checked = row.get::<_, i64>(0) as u64;
     let differing: i64 = row.get(1);
     let pool = EmbedPool::start(options.setup.embedder.clone(), options.setup.threads, options.setup.batch_size);
