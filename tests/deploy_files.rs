@@ -182,6 +182,28 @@ fn the_kubernetes_vectorize_is_one_replica_that_never_overlaps() {
     assert!(target["valueFrom"]["secretKeyRef"].is_mapping(), "the connection string comes from a Secret");
 }
 
+#[test]
+fn the_kubernetes_reembed_runs_on_a_schedule_and_never_overlaps() {
+    let cron = yaml("deploy/kubernetes/pgshift-reembed-cronjob.yaml");
+    assert_eq!(cron["kind"], "CronJob");
+    assert_eq!(cron["spec"]["schedule"].as_str().unwrap().split_whitespace().count(), 5);
+    assert_eq!(cron["spec"]["concurrencyPolicy"], "Forbid", "two re-indexes of one column must not overlap");
+    let container = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
+    let args = strings(&container["args"]);
+    assert_eq!(args[0], "reembed");
+    for flag in ["--table", "--text", "--column"] {
+        assert!(args.iter().any(|a| a == flag), "{flag} missing: {args:?}");
+    }
+    // The arguments parse as pgshift's own (no --target: it comes from the Secret).
+    let mut argv = vec!["pgshift".to_string()];
+    argv.extend(args);
+    argv.extend(["--target".to_string(), "postgresql://x@h/db".to_string()]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift")).args(&argv[1..]).arg("--help").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let target = container["env"].as_sequence().unwrap().iter().find(|e| e["name"] == "PGSHIFT_TARGET").expect("PGSHIFT_TARGET");
+    assert!(target["valueFrom"]["secretKeyRef"].is_mapping());
+}
+
 /// Every file the architecture notes name (`name.rs`, `dir/name.rs`) exists in the
 /// tree, so the map cannot drift from the code unseen.
 #[test]
