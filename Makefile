@@ -31,3 +31,4 @@ bench: build
 	./benches/workers.sh
 	./benches/chunks.sh
 	./benches/reembed.sh
+	./benches/vectorize.sh
