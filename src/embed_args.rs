@@ -53,21 +53,22 @@ pub struct EmbedSpecArg {
     #[arg(long)]
     pub embed_blank: bool,
     /// Send the vectors to a chunk table (created on the target: the table's key, chunk_seq, chunk, and
-    /// the vector column), one row per chunk of the text, so long texts are embedded whole.
+    /// the vector column), one row per chunk of the text, so long texts are embedded whole. For reembed:
+    /// the chunk table to make again (every text cut and embedded anew, then swapped in).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[arg(skip)]
+    #[arg(long)]
     pub chunk_table: Option<String>,
     /// The most tokens of a chunk as the model reads it (default: the model's window, 256).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[arg(skip)]
+    #[arg(long)]
     pub chunk_tokens: Option<usize>,
     /// Tokens each chunk repeats from the one before (default 32).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[arg(skip)]
+    #[arg(long)]
     pub chunk_overlap: Option<usize>,
     /// SQL over the row put before every chunk when it is embedded, e.g. "title || E'\\n\\n'" (not stored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[arg(skip)]
+    #[arg(long)]
     pub chunk_context: Option<String>,
     /// The chunk table is the application's own (it exists on the source): which of its columns take the
     /// parent's key (key, in the key's order), the chunk's text (text), its position (seq, optional), and

@@ -435,3 +435,54 @@ fn the_applications_own_chunk_table_gets_the_new_models_chunks() {
     assert_eq!(found["table"], "public.vector_embeddings", "{found}");
     assert_eq!(found["hits"][0]["key"], serde_json::json!(["2"]), "{found}");
 }
+
+/// `reembed` of a chunk table: every document cut and embedded again (here with a
+/// smaller window) into a shadow chunk table, then swapped in with the old one's
+/// names; nothing of the shadow is left.
+#[test]
+fn a_chunk_table_is_made_again_by_reembed_and_swapped_in() {
+    let db = Cluster::start(PgVersion::V16);
+    db.create_database("app");
+    db.psql("app", "CREATE EXTENSION vector; CREATE TABLE pages (id bigint PRIMARY KEY, title text NOT NULL, body text)");
+    for id in 1..=5 {
+        db.psql("app", &format!("INSERT INTO pages VALUES ({id}, 'page {id}', $b${}$b$)", document(200 + id as u64, 6 + 2 * id as usize)));
+    }
+    db.psql("app", "INSERT INTO pages VALUES (6, 'empty', NULL)");
+    let u = db.url("app");
+    let out = pgshift_env(&["vectorize", "--target", &u, "--embed", SPEC, "--until-done"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let before: i64 = db.psql("app", "SELECT count(*) FROM page_chunks").parse().unwrap();
+    let names = "SELECT string_agg(name, ',' ORDER BY name) FROM (SELECT conname::text AS name FROM pg_constraint WHERE conrelid = 'page_chunks'::regclass \
+                 UNION ALL SELECT indexname FROM pg_indexes WHERE tablename = 'page_chunks') n";
+    let names_before = db.psql("app", names);
+
+    let reembed = ["reembed", "--target", &u, "--table", "pages", "--text", "body", "--column", "embedding", "--chunk-table", "page_chunks", "--chunk-tokens", "128"];
+    let mut dry = reembed.to_vec();
+    dry.push("--dry-run");
+    let out = pgshift_env(&dry);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("page_chunks__pgshift_new"), "{}", stdout(&out));
+    assert_eq!(db.psql("app", "SELECT to_regclass('page_chunks__pgshift_new') IS NULL"), "t", "a dry run writes nothing");
+    let mut json = reembed.to_vec();
+    json.push("--json");
+    let out = pgshift_env(&json);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((report["mode"].as_str(), report["rows_embedded"].as_u64()), (Some("swap"), Some(5)), "{report}");
+
+    let after = chunks_of(&db);
+    assert!(after.values().map(Vec::len).sum::<usize>() as i64 > before, "a smaller window makes more chunks: {before} before");
+    let bodies: BTreeMap<i64, String> = serde_json::from_str::<Vec<(i64, String)>>(&db.psql("app", "SELECT json_agg(json_build_array(id, body) ORDER BY id) FROM pages WHERE body IS NOT NULL")).unwrap().into_iter().collect();
+    assert_eq!(after.keys().collect::<Vec<_>>(), bodies.keys().collect::<Vec<_>>());
+    for (id, chunks) in &after {
+        assert_covers(*id, &bodies[id], chunks);
+    }
+    let all: Vec<String> = after.values().flatten().map(|(_, c)| c.clone()).collect();
+    assert!(reference_token_counts(&all).into_iter().max().unwrap() <= 128, "every chunk within the new window");
+    assert_eq!(db.psql("app", names), names_before, "keys and index keep their names");
+    assert_eq!(db.psql("app", "SELECT count(*) FROM pg_class WHERE relname LIKE '%pgshift_new%'"), "0");
+    assert_eq!(db.psql("app", "SELECT count(*) FROM pg_trigger WHERE tgname = 'pgshift_reembed_chunks'"), "0");
+    let (chunk, stored) = db.psql("app", "SELECT chunk || E'\\t' || embedding::text FROM page_chunks WHERE id = 3 AND chunk_seq = 1").split_once('\t').map(|(a, b)| (a.to_string(), b.to_string())).unwrap();
+    let c = cosine(&parse_vector(&stored), &local_model().embed(&[chunk.as_str()]).unwrap()[0]);
+    assert!(c > 0.9999, "cosine {c}");
+}

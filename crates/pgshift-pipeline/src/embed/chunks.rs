@@ -278,6 +278,7 @@ impl ChunkTable<'_> {
         let word = match keeper {
             Keeper::CatchUp => "chunks",
             Keeper::Vectorize => "vectorize_chunks",
+            Keeper::Reembed => "reembed_chunks",
         };
         let function = name_head(&format!("{word}_{}_{}_{name}", self.parent.schema, self.parent.name));
         format!("pgshift.{}", quote_ident(&function))

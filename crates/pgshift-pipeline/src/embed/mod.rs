@@ -13,6 +13,7 @@ pub mod catchup;
 pub mod chunks;
 pub mod copy;
 pub mod reembed;
+pub mod reembed_chunks;
 pub mod search;
 pub mod vector_index;
 
@@ -240,6 +241,8 @@ pub fn vector_literal(v: Option<Vec<f32>>) -> Option<String> {
 pub enum Keeper {
     CatchUp,
     Vectorize,
+    /// A chunk table's re-embed keeps its shadow chunk table current.
+    Reembed,
 }
 
 impl Keeper {
@@ -248,6 +251,7 @@ impl Keeper {
         match self {
             Keeper::CatchUp => "stale",
             Keeper::Vectorize => "vectorize",
+            Keeper::Reembed => "reembed",
         }
     }
 
@@ -256,6 +260,7 @@ impl Keeper {
         match self {
             Keeper::CatchUp => "pending_idx",
             Keeper::Vectorize => "vectorize_idx",
+            Keeper::Reembed => "reembed_idx",
         }
     }
 
@@ -264,6 +269,7 @@ impl Keeper {
         match self {
             Keeper::CatchUp => "pgshift_embedding_stale",
             Keeper::Vectorize => "pgshift_vectorize_stale",
+            Keeper::Reembed => "pgshift_reembed_stale",
         }
     }
 
@@ -272,6 +278,7 @@ impl Keeper {
         match self {
             Keeper::CatchUp => "pgshift_chunks_stale",
             Keeper::Vectorize => "pgshift_vectorize_chunks",
+            Keeper::Reembed => "pgshift_reembed_chunks",
         }
     }
 }

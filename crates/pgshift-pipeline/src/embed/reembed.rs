@@ -103,6 +103,16 @@ pub async fn reembed(target: &ConnInfo, options: &ReembedOptions, progress: std:
     let Some(vector_schema) = catalog::installed_extensions(&client).await?.remove("vector") else {
         return Err(Error::Setting(format!("reembed: {endpoint} has no pgvector extension: CREATE EXTENSION vector first")));
     };
+    if spec.chunks.is_some() {
+        let report = ReembedReport {
+            table: table.display_name(),
+            column: spec.column.clone(),
+            model: options.setup.embedder.model().to_string(),
+            dry_run: options.dry_run,
+            ..Default::default()
+        };
+        return super::reembed_chunks::reembed_chunks(&client, table, spec, options, report, (&vector_schema, progress, started)).await;
+    }
     let n = names(table, spec);
     let old_exists = table.columns.iter().any(|c| c.name == spec.column);
     let mut report = ReembedReport {
