@@ -314,6 +314,21 @@ pub fn print_verify(r: &VerifyReport) {
 }
 
 pub fn print_status(r: &StatusReport) {
+    if let Some(v) = &r.vectorize {
+        let state = match v.running {
+            true => format!("running ({})", v.worker),
+            false => format!("not running (last seen {:.0} s ago, {})", v.seen_seconds_ago, v.worker),
+        };
+        println!(
+            "vectorize: {state}; {} row(s) embedded since {} ({:.1}/s), {} waiting, lag {:.1} s; keeps {}",
+            v.rows,
+            v.started_at,
+            v.rows_per_second,
+            v.backlog,
+            v.lag_seconds,
+            v.tables.join(", ")
+        );
+    }
     let Some(run_id) = r.run_id.filter(|_| r.has_run) else {
         println!("the target holds no pgshift run");
         return;

@@ -109,6 +109,10 @@ fn vectors_stay_current_after_the_cutover_through_a_kill_and_a_server_restart() 
             && metric(&metrics_url, "pgshift_vectorize_backlog_rows") == 0.0
     });
     assert_current(&new, "docs");
+    let out = run(&["status", "--target", &n, "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["vectorize"]["running"], true, "{status}");
+    assert_eq!(status["vectorize"]["backlog"], 0, "{status}");
     assert_eq!(new.psql("app", "SELECT string_agg(xmin::text, ',' ORDER BY id) FROM docs WHERE id BETWEEN 16 AND 20"), untouched.split(',').skip(2).collect::<Vec<_>>().join(","), "rows that did not change were not rewritten");
     let chunks = new.psql("app", "SELECT string_agg(chunk, '|' ORDER BY chunk_seq) FROM page_chunks WHERE id = 2");
     assert_eq!(chunks, "The page now talks about lighthouses and their keepers.");
@@ -161,6 +165,8 @@ fn a_database_never_migrated_gets_its_vectors_and_one_vectorize_at_a_time() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["rows"], 270, "{report}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift")).args(["status", "--target", &u]).output().unwrap();
+    assert!(stdout(&out).contains("vectorize: not running") && stdout(&out).contains("the target holds no pgshift run"), "{}", stdout(&out));
     assert_eq!(db.psql("app", "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'notes'::regclass AND attname = 'embedding'"), "vector(384)");
     assert!(db.psql("app", "SELECT indexdef FROM pg_indexes WHERE tablename = 'notes' AND indexdef LIKE '%hnsw%'").contains("vector_cosine_ops"));
     assert_current(&db, "notes");

@@ -110,6 +110,8 @@ pub async fn vectorize(target: &ConnInfo, opts: &VectorizeOptions, stop: tokio::
         }
     }
     tracing::info!("vectorize: keeping {} current", report.tables.join(", "));
+    let worker = format!("{}:{}", crate::workers::host_name(), std::process::id());
+    Store::new(&session).vectorize_started(&worker, &report.tables).await?;
 
     let pool = EmbedPool::start(opts.setup.embedder.clone(), opts.setup.threads, opts.setup.batch_size);
     let mut session = session;
@@ -121,10 +123,15 @@ pub async fn vectorize(target: &ConnInfo, opts: &VectorizeOptions, stop: tokio::
         if *stop.borrow() {
             break;
         }
+        let rows_so_far = report.rows;
         let pass = async {
             let done = round(&session, &pool, &kept, &vector_schema).await?;
             let backlog = match counted.is_none_or(|c: Instant| c.elapsed() >= COUNT_EVERY) || done == 0 {
-                true => Some(count_backlog(&session, &kept, &mut clock, started).await?),
+                true => {
+                    let (backlog, lag) = count_backlog(&session, &kept, &mut clock, started).await?;
+                    Store::new(&session).vectorize_seen((rows_so_far + done) as i64, backlog as i64, lag).await?;
+                    Some(backlog)
+                }
                 false => None,
             };
             Ok::<_, Error>((done, backlog))
@@ -171,6 +178,7 @@ pub async fn vectorize(target: &ConnInfo, opts: &VectorizeOptions, stop: tokio::
             Err(e) => return Err(e),
         }
     }
+    Store::new(&session).vectorize_stopped().await?;
     drop(lock);
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
@@ -316,8 +324,9 @@ impl XidClock {
     }
 }
 
-/// Counts every table's waiting rows into the metrics and sets the lag; returns the total.
-async fn count_backlog(session: &Session, kept: &[Kept], clock: &mut XidClock, started: Instant) -> Result<u64> {
+/// Counts every table's waiting rows into the metrics and sets the lag; returns the
+/// total and the lag.
+async fn count_backlog(session: &Session, kept: &[Kept], clock: &mut XidClock, started: Instant) -> Result<(u64, f64)> {
     let endpoint = session.endpoint();
     let mut total = 0;
     let mut oldest_age: Option<i64> = None;
@@ -351,7 +360,7 @@ async fn count_backlog(session: &Session, kept: &[Kept], clock: &mut XidClock, s
     };
     clock.sample(next);
     metrics::VECTORIZE_LAG.set(lag);
-    Ok(total)
+    Ok((total, lag))
 }
 
 /// Takes the database's vectorize lock on a connection of its own, held while it runs;

@@ -60,3 +60,13 @@ where
     }
     first_error.map_or(Ok(results), Err)
 }
+
+/// This host's name, for `pgshift status` (a process's id adds its pid: `host:pid`).
+pub fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}

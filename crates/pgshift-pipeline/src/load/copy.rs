@@ -93,7 +93,7 @@ impl<T> Shared<T> {
 pub async fn copy_chunks<R: ChunkReader>(source: Arc<R>, ctx: Arc<CopyContext>, table_of: TableOf<R::Table>) -> Result<Vec<TableSummary>> {
     let control = ctx.target.session().await?;
     let store = Store::new(&control);
-    let host = host_name();
+    let host = crate::workers::host_name();
     let me = format!("{host}:{}", std::process::id());
     store.register_worker(ctx.run_id, &me, &host, ctx.jobs as i32).await?;
     let shared = Arc::new(Shared { table_of, started: Mutex::default(), mine: Mutex::default(), chunk_done: Notify::new(), failed: AtomicBool::new(false) });
@@ -277,12 +277,3 @@ async fn write_rows<T>(
     Ok(copy_in_received(target, in_sql, &mut received, report).await?)
 }
 
-/// This host's name, for `pgshift status` (the worker's id adds the process id).
-fn host_name() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}

@@ -131,6 +131,21 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "a digest of each cached vector as pgvector sends it (reembed finds the rows whose vector is not their text's)",
         "ALTER TABLE pgshift.embedding_cache ADD COLUMN IF NOT EXISTS digest bytea",
     ),
+    (
+        14,
+        "the vectorize keeping this database's vectors, as it last reported (one per database)",
+        "CREATE TABLE IF NOT EXISTS pgshift.vectorizers (
+            one         boolean PRIMARY KEY DEFAULT true CHECK (one),
+            worker      text NOT NULL,
+            tables      text[] NOT NULL,
+            started_at  timestamptz NOT NULL DEFAULT now(),
+            seen_at     timestamptz NOT NULL DEFAULT now(),
+            stopped_at  timestamptz,
+            rows        bigint NOT NULL DEFAULT 0,
+            backlog     bigint NOT NULL DEFAULT 0,
+            lag_seconds float8 NOT NULL DEFAULT 0
+        )",
+    ),
 ];
 
 /// The newest version this pgshift knows.

@@ -51,12 +51,14 @@ pub struct StatusReport {
     pub workers: Vec<WorkerState>,
     /// All runs, newest first; the fields above describe the newest.
     pub runs: Vec<RunSummary>,
+    /// The `pgshift vectorize` of this database, if one ever ran (also without a run).
+    pub vectorize: Option<super::store::VectorizeState>,
 }
 
 pub async fn status(source: Option<&ConnInfo>, target: &ConnInfo) -> Result<StatusReport> {
     let dst = target.session().await?;
     let store = Store::new(&dst);
-    let mut report = StatusReport::default();
+    let mut report = StatusReport { vectorize: store.vectorize_state().await?, ..Default::default() };
     // Every run, newest first; the report's own fields describe the newest.
     let runs = store.all_runs().await?;
     let Some(newest) = runs.first() else {

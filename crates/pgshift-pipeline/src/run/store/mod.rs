@@ -1,14 +1,18 @@
 //! The run store: every statement on the target's `pgshift` schema is here, and
 //! nowhere else, one file per thing it keeps: [`runs`] (a run, its phase and the
 //! settings it was started with), [`chunks`] (the chunks and the copy queue workers
-//! take from), [`workers`] (who is copying), [`cache`] (the embedding cache) and
-//! [`reembeds`]. A chunk is marked done in the same transaction that writes its rows
+//! take from), [`workers`] (who is copying), [`cache`] (the embedding cache),
+//! [`reembeds`] and [`vectorizers`]. Two exceptions, which live with the triggers that
+//! fill them: `pgshift.stale_chunks` (written by chunk tables' triggers inside the
+//! application's transactions, read in `embed::chunks`) and the comparing scan of an
+//! in-place re-embed (`embed::reembed`), a join of the user's table with the cache. A chunk is marked done in the same transaction that writes its rows
 //! (see `load::chunk_writer`), so a chunk is either fully there and marked, or neither.
 
 mod cache;
 mod chunks;
 mod reembeds;
 mod runs;
+mod vectorizers;
 mod workers;
 
 use pgshift_postgres::catalog::relation_exists;
@@ -21,6 +25,7 @@ use tokio_postgres::Row;
 pub use chunks::{ChunkState, ChunkWork, ClaimedChunk, CopyTable, TableTotals};
 pub use reembeds::ReembedState;
 pub use runs::{NewRun, RunTimes};
+pub use vectorizers::VectorizeState;
 pub use workers::{WorkerState, WORKER_GONE_AFTER_SECONDS};
 
 use super::migrations;
