@@ -527,6 +527,10 @@ pub struct ServeArgs {
     pub follow: FollowTuning,
     #[command(flatten)]
     pub pause: PauseSettings,
+    /// Once the target's run is cut over, keep its vectors current as `pgshift vectorize` does (with the
+    /// run's specs, or --embed), until serve stops.
+    #[arg(long, env = "PGSHIFT_VECTORIZE")]
+    pub vectorize: bool,
 }
 
 #[derive(Args)]

@@ -175,21 +175,14 @@ async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress
         }
         Command::Vectorize(a) => {
             let target = ConnInfo::parse(&a.target.target, "--target")?;
-            let setup = match a.embed.embed.is_empty() {
-                false => a.embed.setup()?,
-                true => {
-                    let recorded = pgshift_pipeline::run::newest_specs_on_target(&target).await?;
-                    if recorded.is_empty() {
-                        anyhow::bail!(
-                            "vectorize: no run on {} recorded embedding specs: give them with --embed (e.g. --embed 'docs.embedding=title || body')",
-                            target.endpoint()
-                        );
-                    }
-                    a.embed.runtime.setup_for(recorded.iter().map(embed_args::EmbedSpecArg::from_spec).collect())?
-                }
+            let Some(setup) = vectorize_setup(&a.embed, &target).await? else {
+                anyhow::bail!(
+                    "vectorize: no run on {} recorded embedding specs: give them with --embed (e.g. --embed 'docs.embedding=title || body')",
+                    target.endpoint()
+                );
             };
             let options = pgshift_pipeline::vectorize::VectorizeOptions {
-                setup: setup.expect("specs were given"),
+                setup,
                 poll: a.poll,
                 until_done: a.until_done,
                 reconnect_timeout: a.reconnect_timeout,
@@ -313,13 +306,71 @@ async fn serve(a: ServeArgs, progress: Arc<dyn pgshift_pipeline::progress::Progr
     };
     let follow = FollowOptions { embedding: embedding.clone(), ..a.follow.options() };
     let cutover = CutoverOptions { embedding, ..a.pause.options()? };
+    let target_for_vectorize = target.clone();
     let control = Arc::new(jobs::Control::new((source, target), token, (load, follow, cutover), progress));
     let listener = server::bind(&a.addr, "pgshift serve").await?;
     eprintln!("pgshift: serving on http://{}/", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let vectorize = a.vectorize.then(|| tokio::spawn(vectorize_after_cutover(target_for_vectorize, a.load.embed.clone(), stopped)));
     axum::serve(listener, server::serve_routes(control))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        })
         .await?;
+    if let Some(task) = vectorize {
+        let _ = task.await;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What vectorize keeps: `--embed` when given, else the specs of the newest run on the
+/// target that recorded any (None: there are none yet).
+async fn vectorize_setup(embed: &embed_args::EmbedSettings, target: &ConnInfo) -> Result<Option<pgshift_pipeline::plan::embedding::EmbeddingSetup>> {
+    if !embed.embed.is_empty() {
+        return embed.setup();
+    }
+    let recorded = pgshift_pipeline::run::newest_specs_on_target(target).await?;
+    embed.runtime.setup_for(recorded.iter().map(embed_args::EmbedSpecArg::from_spec).collect())
+}
+
+/// `serve --vectorize`: once the target's newest run is cut over (or loaded without
+/// catch-up), keeps its vectors current until the server stops. Its errors are
+/// logged and end it (`status` shows it stopped); a restart of serve starts it again.
+async fn vectorize_after_cutover(target: ConnInfo, embed: embed_args::EmbedSettings, stop: tokio::sync::watch::Receiver<bool>) {
+    let ready = async {
+        loop {
+            let status = pgshift_pipeline::run::status::status(None, &target).await?;
+            if status.phase == Some(pgshift_pipeline::run::Phase::Done) {
+                if let Some(setup) = vectorize_setup(&embed, &target).await? {
+                    return Ok::<_, anyhow::Error>(setup);
+                }
+            }
+            let mut stop = stop.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                _ = stop.changed() => anyhow::bail!("stopped before a run was cut over"),
+            }
+        }
+    };
+    let setup = match ready.await {
+        Ok(setup) => setup,
+        Err(e) => return tracing::info!("vectorize: {e:#}"),
+    };
+    let options = pgshift_pipeline::vectorize::VectorizeOptions {
+        setup,
+        poll: std::time::Duration::from_millis(250),
+        until_done: false,
+        reconnect_timeout: std::time::Duration::from_secs(3600),
+        dry_run: false,
+    };
+    match pgshift_pipeline::vectorize::vectorize(&target, &options, stop).await {
+        Ok(r) => tracing::info!("vectorize: stopped after {} row(s)", r.rows),
+        Err(e) => {
+            pgshift_pipeline::metrics::count_error(&e);
+            tracing::error!("vectorize stopped: {e}");
+        }
+    }
 }
 
 /// Ctrl-C, or SIGTERM (what `docker stop` and Kubernetes send).

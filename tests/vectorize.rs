@@ -185,3 +185,33 @@ fn a_database_never_migrated_gets_its_vectors_and_one_vectorize_at_a_time() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("give them with --embed"), "{}", stderr(&out));
 }
+
+/// `serve --vectorize` keeps the vectors once the run is done, shows it on /api/status,
+/// and stops it cleanly with the server (SIGTERM).
+#[test]
+fn serve_runs_vectorize_after_the_run_is_done() {
+    let (source, target) = pair(PgVersion::V15, PgVersion::V16);
+    source.psql("app", "CREATE TABLE docs (id serial PRIMARY KEY, body text); INSERT INTO docs (body) VALUES ('first'), ('second')");
+    let (s, t) = (source.url("app"), target.url("app"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args(["migrate", "--source", &s, "--target", &t, "--embed", "docs.embedding=body", "--no-follow"])
+        .envs(env())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let addr = format!("127.0.0.1:{}", pgshift_testkit::free_port());
+    let serve = start_vectorize(&["serve", "--source", &s, "--target", &t, "--addr", &addr, "--vectorize"]);
+    target.psql("app", "INSERT INTO docs (body) VALUES ('written after the move')");
+    wait_until("serve's vectorize to embed the new row", Duration::from_secs(60), || {
+        target.psql("app", "SELECT count(*) FROM docs WHERE embedding IS NULL") == "0"
+    });
+    assert_current(&target, "docs");
+    let status = common::http::get(&format!("http://{addr}/api/status"), None);
+    assert_eq!(status.json()["run"]["vectorize"]["running"], true, "{}", status.body);
+    let term = std::process::Command::new("kill").args(["-TERM", &serve.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let out = serve.wait(Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift")).args(["status", "--target", &t]).output().unwrap();
+    assert!(stdout(&out).contains("vectorize: not running"), "stopped with the server: {}", stdout(&out));
+}
