@@ -153,6 +153,10 @@ pub struct Column {
     /// (e.g. text -> uuid when two databases are consolidated).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cast_to: Option<String>,
+    /// `ALTER COLUMN` settings the source made: `SET STORAGE ...`, `SET COMPRESSION ...`,
+    /// `SET STATISTICS n`, `SET (n_distinct=...)` (the server's internal options left out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub settings: Vec<String>,
 }
 
 impl Column {
@@ -545,7 +549,14 @@ async fn read_columns(client: &Client, endpoint: &(dyn std::fmt::Display + Sync)
               OR (bt.oid < 16384 AND bt.typname LIKE 'reg%')), \
              col_description(a.attrelid, a.attnum), \
              (SELECT format('%I.%I', cn.nspname, co.collname) FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace \
-              WHERE co.oid = a.attcollation AND a.attcollation <> t.typcollation) \
+              WHERE co.oid = a.attcollation AND a.attcollation <> t.typcollation), \
+             concat_ws(E'\\n', \
+               CASE WHEN a.attstorage <> t.typstorage THEN 'SET STORAGE ' || \
+                 CASE a.attstorage WHEN 'p' THEN 'PLAIN' WHEN 'e' THEN 'EXTERNAL' WHEN 'm' THEN 'MAIN' ELSE 'EXTENDED' END END, \
+               CASE to_jsonb(a) ->> 'attcompression' WHEN 'p' THEN 'SET COMPRESSION pglz' WHEN 'l' THEN 'SET COMPRESSION lz4' END, \
+               CASE WHEN (to_jsonb(a) ->> 'attstattarget')::int >= 0 THEN 'SET STATISTICS ' || (to_jsonb(a) ->> 'attstattarget') END, \
+               (SELECT 'SET (' || string_agg(o, ', ') || ')' FROM unnest(a.attoptions) o \
+                 WHERE o LIKE 'n\\_distinct=%' OR o LIKE 'n\\_distinct\\_inherited=%')) \
              FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
              JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END \
              LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum \
@@ -568,6 +579,7 @@ async fn read_columns(client: &Client, endpoint: &(dyn std::fmt::Display + Sync)
             comment: r.get(8),
             collation: r.get(9),
             cast_to: None,
+            settings: r.get::<_, String>(10).lines().map(String::from).collect(),
         })
         .collect())
 }

@@ -91,6 +91,7 @@ pub fn pre_data(catalog: &Catalog, tables: &[&Table], before_types: &[String], r
     }
     for t in tables {
         out.push(create_table(t));
+        out.extend(column_settings(t));
     }
     for s in &sequences {
         if let Some((schema, table, column)) = &s.owned_by {
@@ -142,6 +143,13 @@ pub fn create_table(t: &Table) -> String {
         }
     }
     s
+}
+
+/// The source's `ALTER COLUMN ... SET STORAGE/COMPRESSION/STATISTICS/(options)`.
+pub fn column_settings(t: &Table) -> impl Iterator<Item = String> + '_ {
+    t.columns
+        .iter()
+        .flat_map(move |c| c.settings.iter().map(move |s| format!("ALTER TABLE ONLY {} ALTER COLUMN {} {s}", t.qualified(), quote_ident(&c.name))))
 }
 
 /// `name type [COLLATE] [GENERATED ... | DEFAULT ...] [NOT NULL]`.

@@ -501,6 +501,7 @@ fn column_definition(c: &ChangedColumn, rewriter: &StatementRewriter) -> String 
         comment: None,
         collation: c.collation.clone().flatten().map(|x| rewriter.rewrite(&x)),
         cast_to: None,
+        settings: Vec::new(),
     })
 }
 

@@ -133,7 +133,7 @@ pub async fn inspect(source: &ConnInfo, target: Option<&ConnInfo>, exact_counts:
         .map(|r| r.get(0))
         .collect();
     languages.extend(catalog.extensions.iter().map(|e| e.name.clone()));
-    let objects = pgshift_postgres::objects::inspect(&src, &all, &languages, false).await?;
+    let objects = pgshift_postgres::objects::inspect(&src, &all, &languages).await?;
     let schema_changes = match crate::catchup::ddl::unfollowable(&src).await? {
         None => "followed during catch-up (an event trigger on the source reports them)".to_string(),
         Some(reason) => reason,

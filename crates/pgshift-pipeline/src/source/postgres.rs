@@ -185,6 +185,18 @@ impl LoadSource for PostgresSource {
         let routines = [SchemaObjects::statements(&objects.routines), SchemaObjects::statements(&objects.operators)].concat();
         plan.pre_data.extend(ddl::pre_data(&view, &target_tables, &SchemaObjects::statements(&objects.before_types), &routines));
         plan.pre_data.extend(SchemaObjects::statements(&objects.routines_after_tables));
+        // A server built without lz4 cannot take a column compressed with it: the
+        // column keeps the target's default compression, and the plan says so.
+        let lz4: bool = dst
+            .query_one("SELECT coalesce('lz4' = ANY(enumvals), false) FROM pg_settings WHERE name = 'default_toast_compression'", &[])
+            .await
+            .context(&dst_name, || "ask whether the target has lz4".into())?
+            .get(0);
+        if !lz4 {
+            let (kept, dropped): (Vec<String>, Vec<String>) = plan.pre_data.drain(..).partition(|s| !s.ends_with(" SET COMPRESSION lz4"));
+            plan.pre_data = kept;
+            plan.warnings.extend(dropped.iter().map(|s| format!("not carried: {s} (the target server is built without lz4)")));
+        }
         plan.after_load = SchemaObjects::statements(&objects.views);
         plan.after_load.extend(SchemaObjects::statements(&objects.statistics));
         plan.after_load.extend(SchemaObjects::statements(&objects.comments));
@@ -437,6 +449,33 @@ async fn read_copy_out(src: &Session, snapshot: Option<&str>, table: &str, copy_
     Ok(())
 }
 
+/// The source's `public` schema is carried (owner, privileges, comment) only where the
+/// target's differs: a target whose `public` is already as the source's gets no
+/// statement on it (so a role that may not change `public` can still migrate such a
+/// database).
+async fn leave_public_as_it_is(src: &Session, dst: &Session, objects: &mut SchemaObjects) -> Result<()> {
+    let (Some((src_owner, src_acl, src_comment)), Some((dst_owner, dst_acl, dst_comment))) = (public_schema(src).await?, public_schema(dst).await?) else {
+        return Ok(());
+    };
+    if src_owner == dst_owner {
+        objects.access.owners.retain(|s| !s.starts_with("ALTER SCHEMA public OWNER TO "));
+    }
+    if src_owner == dst_owner && src_acl == dst_acl {
+        objects.access.grants.retain(|s| !s.contains(" ON SCHEMA public "));
+    }
+    if src_comment == dst_comment {
+        objects.before_types.retain(|o| !(o.kind == ObjectKind::Schema && o.name == "public"));
+    }
+    Ok(())
+}
+
+/// The `public` schema's owner, privileges and comment, if the database has one.
+async fn public_schema(s: &Session) -> Result<Option<(String, Option<String>, Option<String>)>> {
+    let sql = "SELECT pg_get_userbyid(nspowner)::text, nspacl::text, obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = 'public'";
+    let row = s.query_opt(sql, &[]).await.context(&s.endpoint(), || "read the public schema".into())?;
+    Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
+}
+
 /// The routines, views, triggers, row security and the rest of the schema that go
 /// with `tables`; under a schema map, their statements rewritten for the target.
 async fn schema_objects(
@@ -456,7 +495,10 @@ async fn schema_objects(
         .collect();
     // Languages that come as extensions (plpython3u, plperl) are created with them.
     languages.extend(catalog.extensions.iter().map(|e| e.name.clone()));
-    let mut objects = objects::inspect(src, tables, &languages, schema_map.target_schema("public") != "public").await?;
+    let mut objects = objects::inspect(src, tables, &languages).await?;
+    if schema_map.target_schema("public") == "public" {
+        leave_public_as_it_is(src, dst, &mut objects).await?;
+    }
     if schema_map.is_empty() {
         return Ok(objects);
     }

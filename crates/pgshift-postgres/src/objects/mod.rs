@@ -144,10 +144,9 @@ fn comment(kind_sql: &str, name: &str, text: Option<String>) -> Option<String> {
 /// Reads the objects that belong with `tables` (the tables being copied): routines
 /// of every user schema, views whose every relation is copied, triggers and row
 /// security of copied tables. `languages`: the procedural languages the target has
-/// or will get (CREATE EXTENSION), for functions written in them. `public_moves`:
-/// the public schema goes to another schema (`--map-schema`), which gets its owner
-/// and privileges (the target's own public keeps its defaults otherwise).
-pub async fn inspect(db: &Session, tables: &[&Table], languages: &BTreeSet<String>, public_moves: bool) -> Result<SchemaObjects, PgError> {
+/// or will get (CREATE EXTENSION), for functions written in them. The `public` schema's
+/// owner, privileges and comment are carried like any schema's.
+pub async fn inspect(db: &Session, tables: &[&Table], languages: &BTreeSet<String>) -> Result<SchemaObjects, PgError> {
     let (client, endpoint): (&Client, &str) = (db, db.endpoint());
     let q = |what: &'static str| move || format!("read the catalog ({what})");
     let mut out = SchemaObjects::default();
@@ -218,7 +217,7 @@ pub async fn inspect(db: &Session, tables: &[&Table], languages: &BTreeSet<Strin
         }
     }
 
-    out.before_types = operators::before_types(client, endpoint, public_moves).await?;
+    out.before_types = operators::before_types(client, endpoint).await?;
     out.operators = operators::after_routines(client, endpoint, &mut out.not_carried).await?;
 
     // Views and materialized views, with what they read.
@@ -446,7 +445,7 @@ pub async fn inspect(db: &Session, tables: &[&Table], languages: &BTreeSet<Strin
     out.operators.extend(on_types);
     out.comments = after_load;
     let relations: Vec<u32> = copied.iter().chain(&carried).copied().collect();
-    out.access = access(client, endpoint, &relations, &carried_routines, public_moves).await?;
+    out.access = access(client, endpoint, &relations, &carried_routines).await?;
     Ok(out)
 }
 
@@ -509,7 +508,7 @@ pub(crate) fn grants_of(acl: &str, owner: &str) -> String {
 /// versions) unless it moves, the owners of the user schemas' types (and their
 /// privileges), collations, operators, operator classes and text search objects, and
 /// the default privileges.
-async fn access(client: &Client, endpoint: &str, relations: &[u32], routines: &[u32], public_moves: bool) -> Result<Access, PgError> {
+async fn access(client: &Client, endpoint: &str, relations: &[u32], routines: &[u32]) -> Result<Access, PgError> {
     let q = |what: &'static str| move || format!("read the catalog ({what})");
     let relations: Vec<i64> = relations.iter().map(|o| *o as i64).collect();
     let routines: Vec<i64> = routines.iter().map(|o| *o as i64).collect();
@@ -517,7 +516,7 @@ async fn access(client: &Client, endpoint: &str, relations: &[u32], routines: &[
     let rows = client
         .query(
             &format!(
-                "SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END,                         format('%I.%I', n.nspname, c.relname), pg_get_userbyid(c.relowner),                         {rel_grants}, c.relacl IS NOT NULL,                         EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i')                                 AND d.refclassid = 'pg_class'::regclass)                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace                  WHERE c.oid = ANY($1::int8[]::oid[])                     OR (c.relkind = 'S' AND {SKIP_SCHEMAS} AND {ext} AND (NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i'))                         OR EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i') AND d.refobjid = ANY($1::int8[]::oid[]))))                  UNION ALL                  SELECT CASE p.prokind WHEN 'p' THEN 'PROCEDURE' WHEN 'a' THEN 'AGGREGATE' ELSE 'FUNCTION' END,                         format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)), pg_get_userbyid(p.proowner),                         {pro_grants}, p.proacl IS NOT NULL, false                  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.oid = ANY($2::int8[]::oid[])                  UNION ALL                  SELECT 'SCHEMA', format('%I', n.nspname), pg_get_userbyid(n.nspowner),                         {nsp_grants}, n.nspacl IS NOT NULL, false                  FROM pg_namespace n WHERE {SKIP_SCHEMAS} AND (n.nspname <> 'public' OR $3) AND {nsp_ext} {others}",
+                "SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END,                         format('%I.%I', n.nspname, c.relname), pg_get_userbyid(c.relowner),                         {rel_grants}, c.relacl IS NOT NULL,                         EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i')                                 AND d.refclassid = 'pg_class'::regclass)                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace                  WHERE c.oid = ANY($1::int8[]::oid[])                     OR (c.relkind = 'S' AND {SKIP_SCHEMAS} AND {ext} AND (NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i'))                         OR EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i') AND d.refobjid = ANY($1::int8[]::oid[]))))                  UNION ALL                  SELECT CASE p.prokind WHEN 'p' THEN 'PROCEDURE' WHEN 'a' THEN 'AGGREGATE' ELSE 'FUNCTION' END,                         format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)), pg_get_userbyid(p.proowner),                         {pro_grants}, p.proacl IS NOT NULL, false                  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.oid = ANY($2::int8[]::oid[])                  UNION ALL                  SELECT 'SCHEMA', format('%I', n.nspname), pg_get_userbyid(n.nspowner),                         {nsp_grants}, n.nspacl IS NOT NULL, false                  FROM pg_namespace n WHERE {SKIP_SCHEMAS} AND {nsp_ext} {others}",
                 ext = not_from_extension("c.oid"),
                 nsp_ext = not_from_extension("n.oid"),
                 rel_grants = grants_of("c.relacl", "c.relowner"),
@@ -525,7 +524,7 @@ async fn access(client: &Client, endpoint: &str, relations: &[u32], routines: &[
                 nsp_grants = grants_of("n.nspacl", "n.nspowner"),
                 others = other_owners()
             ),
-            &[&relations, &routines, &public_moves],
+            &[&relations, &routines],
         )
         .await
         .context(&endpoint, q("privileges"))?;
@@ -538,7 +537,9 @@ async fn access(client: &Client, endpoint: &str, relations: &[u32], routines: &[
             out.owners.push(format!("ALTER {kind} {object} OWNER TO {}", quote_ident(&owner)));
             out.owner_roles.insert(owner.clone());
         }
-        if !has_acl {
+        // `public` is made by every server with its version's defaults: the source's
+        // privileges replace the target's even when the source's are its defaults.
+        if !has_acl && !(kind == "SCHEMA" && object == "public") {
             continue;
         }
         // The object's own kind word for GRANT: views and materialized views are TABLEs there.

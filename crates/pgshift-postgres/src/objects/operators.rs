@@ -23,18 +23,17 @@ fn operator_name(expr: &str) -> String {
     format!("(SELECT format('OPERATOR(%I.%s)', xn.nspname, x.oprname) FROM pg_operator x JOIN pg_namespace xn ON xn.oid = x.oprnamespace WHERE x.oid = {expr})")
 }
 
-/// Comments on the user schemas (which pre-data creates; `public` only when it moves
-/// to another schema, as the target's own may not be pgshift's to comment on) and
-/// their collations: before the types.
-pub(super) async fn before_types(client: &Client, endpoint: &str, public_moves: bool) -> Result<Vec<ObjectDdl>, PgError> {
+/// Comments on the user schemas (which pre-data creates; `public` too, as the source
+/// has it) and their collations: before the types.
+pub(super) async fn before_types(client: &Client, endpoint: &str) -> Result<Vec<ObjectDdl>, PgError> {
     let schemas = client
         .query(
             &format!(
                 "SELECT n.nspname, obj_description(n.oid, 'pg_namespace') FROM pg_namespace n \
-                 WHERE {SKIP_SCHEMAS} AND {} AND (n.nspname <> 'public' OR $1) AND obj_description(n.oid, 'pg_namespace') IS NOT NULL ORDER BY n.oid",
+                 WHERE {SKIP_SCHEMAS} AND {} AND (obj_description(n.oid, 'pg_namespace') IS NOT NULL OR n.nspname = 'public') ORDER BY n.oid",
                 not_from_extension("n.oid")
             ),
-            &[&public_moves],
+            &[],
         )
         .await
         .context(&endpoint, || "read the catalog (schema comments)".into())?;
@@ -43,7 +42,11 @@ pub(super) async fn before_types(client: &Client, endpoint: &str, public_moves: 
         .map(|r| ObjectDdl {
             kind: ObjectKind::Schema,
             name: r.get(0),
-            statements: comment("SCHEMA", &quote_ident(&r.get::<_, String>(0)), r.get(1)).into_iter().collect(),
+            // `public` without a comment loses the one the target's server gave it.
+            statements: match (r.get::<_, String>(0).as_str(), r.get::<_, Option<String>>(1)) {
+                ("public", None) => vec!["COMMENT ON SCHEMA public IS NULL".to_string()],
+                (name, text) => comment("SCHEMA", &quote_ident(name), text).into_iter().collect(),
+            },
         })
         .collect();
     out.extend(collations(client, endpoint).await?);
