@@ -90,9 +90,13 @@ pub async fn install(src: &Session) -> Result<Option<String>> {
              SELECT coalesce(jsonb_agg(jsonb_build_array(s.name, a.attname)), '[]') INTO renamed FROM pgshift.ddl_columns s \
                JOIN pg_attribute a ON a.attrelid = s.relid AND a.attnum = s.attnum AND NOT a.attisdropped WHERE s.relid = t.oid AND s.name <> a.attname; \
              created := NOT EXISTS (SELECT 1 FROM pgshift.ddl_columns WHERE relid = t.oid) AND tg_tag IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO'); \
-             published := created AND NOT (SELECT relispartition FROM pg_class WHERE oid = t.oid) \
+             published := created AND (SELECT relkind = 'r' FROM pg_class WHERE oid = t.oid) \
+               AND (NOT (SELECT relispartition FROM pg_class WHERE oid = t.oid) \
+                    OR EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication pp ON pp.oid = pr.prpubid \
+                               WHERE pp.pubname LIKE 'pgshift%' AND pg_partition_root(pr.prrelid) = pg_partition_root(t.oid))) \
                AND ((SELECT relreplident IN ('f', 'i') FROM pg_class WHERE oid = t.oid) \
-                    OR EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = t.oid AND k.contype = 'p')); \
+                    OR EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = t.oid AND k.contype = 'p') \
+                    OR EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = t.oid AND i.indisprimary)); \
              IF published THEN \
                FOR p IN SELECT pubname FROM pg_publication WHERE pubname LIKE 'pgshift%' AND NOT puballtables LOOP \
                  EXECUTE format('ALTER PUBLICATION %I ADD TABLE %I.%I', p.pubname, t.nspname, t.relname); \
@@ -102,6 +106,13 @@ pub async fn install(src: &Session) -> Result<Option<String>> {
              INSERT INTO pgshift.ddl_columns SELECT t.oid, a.attnum, a.attname FROM pg_attribute a WHERE a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped; \
              tables := tables || jsonb_build_object('schema', t.nspname, 'name', t.relname, 'renamed', renamed, 'columns', {columns}, \
                'created', created, 'published', published, 'partition', (SELECT relispartition FROM pg_class WHERE oid = t.oid), \
+               'parent', (SELECT jsonb_build_array(pn.nspname, pc.relname) FROM pg_inherits i JOIN pg_class pc ON pc.oid = i.inhparent \
+                          JOIN pg_namespace pn ON pn.oid = pc.relnamespace WHERE i.inhrelid = t.oid AND (SELECT relispartition FROM pg_class WHERE oid = t.oid)), \
+               'bound', (SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE oid = t.oid), \
+               'partition_key', (SELECT pg_get_partkeydef(oid) FROM pg_class WHERE oid = t.oid AND relkind = 'p'), \
+               'partitions', (SELECT coalesce(jsonb_agg(jsonb_build_array(cn.nspname, cc.relname, pg_get_expr(cc.relpartbound, cc.oid)) ORDER BY cc.relname), '[]') \
+                              FROM pg_inherits i JOIN pg_class cc ON cc.oid = i.inhrelid JOIN pg_namespace cn ON cn.oid = cc.relnamespace \
+                              WHERE i.inhparent = t.oid AND cc.relispartition), \
                'key', (SELECT pg_get_constraintdef(k.oid) FROM pg_constraint k WHERE k.conrelid = t.oid AND k.contype = 'p'), \
                'constraints', (SELECT coalesce(jsonb_agg(jsonb_build_object('name', k.conname, 'definition', pg_get_constraintdef(k.oid)) ORDER BY k.conname), '[]') \
                                FROM pg_constraint k WHERE k.conrelid = t.oid AND k.contype IN ('c', 'u', 'f', 'x') AND k.conislocal AND k.conparentid = 0)); \
@@ -239,6 +250,18 @@ pub struct ChangedTable {
     pub key: Option<String>,
     #[serde(default)]
     pub partition: bool,
+    /// A partition's parent (schema, name) and bound (`FOR VALUES ...`).
+    #[serde(default)]
+    pub parent: Option<(String, String)>,
+    #[serde(default)]
+    pub bound: Option<String>,
+    /// A partitioned table's key (`RANGE (created_at)`).
+    #[serde(default)]
+    pub partition_key: Option<String>,
+    /// A partitioned table's partitions now: (schema, name, bound). Partitions attached
+    /// or detached on the source are attached or detached on the target.
+    #[serde(default)]
+    pub partitions: Vec<(String, String, String)>,
     /// Added to pgshift's publications (it has a primary key or replica identity:
     /// without one, the source would refuse its updates once published).
     #[serde(default)]
@@ -381,10 +404,26 @@ pub fn plan(change: &Change, target: &Catalog, map: &SchemaMap, f: &Following) -
         let key = format!("{schema}.{name}");
         let Some(table) = target.table(schema, name) else {
             if t.created && t.partition {
-                return Err(stop(format!(
-                    "{key} is a new partition, which pgshift does not follow yet: create it on the target (CREATE TABLE ... PARTITION OF), \
-                     add it to the run's publication on the source (ALTER PUBLICATION ... ADD TABLE) and copy the rows written to it before that"
-                )));
+                // Its rows arrive from the next change on: it was added to the run's
+                // publication in the transaction that made it, before any row.
+                let (Some((parent_schema, parent_name)), Some(bound)) = (&t.parent, &t.bound) else {
+                    return Err(stop(format!("{key} is a new partition whose parent the event trigger could not name")));
+                };
+                let parent = qualified(map.target_schema(parent_schema), parent_name);
+                let leaf = t.partition_key.is_none();
+                if leaf && !t.published {
+                    return Err(stop(format!(
+                        "{key} is a new partition of a table whose partitions the run does not publish, or without a primary key or replica identity: \
+                         create it on the target (CREATE TABLE ... PARTITION OF), add it to the run's publication on the source and copy the rows written to it before that"
+                    )));
+                }
+                let by = t.partition_key.as_ref().map(|k| format!(" PARTITION BY {}", f.rewriter.rewrite(k))).unwrap_or_default();
+                out.push(format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema)));
+                out.push(format!("CREATE TABLE IF NOT EXISTS {} PARTITION OF {parent} {}{by}", qualified(schema, name), f.rewriter.rewrite(bound)));
+                if leaf {
+                    plan.created.push(key);
+                }
+                continue;
             }
             if t.created && !t.published {
                 return Err(stop(format!(
@@ -414,6 +453,24 @@ pub fn plan(change: &Change, target: &Catalog, map: &SchemaMap, f: &Following) -
             }
             continue;
         };
+        // Partitions attached to or detached from it on the source (pg_partman makes a
+        // table, then attaches it), where the target has the table.
+        if table.kind == pgshift_postgres::catalog::TableKind::Partitioned {
+            let on_target: Vec<&pgshift_postgres::catalog::Table> =
+                target.tables.iter().filter(|p| p.partition_of.as_ref().is_some_and(|(ps, pn, _)| ps == schema && pn == name)).collect();
+            for (ps, pn, bound) in &t.partitions {
+                let ps = map.target_schema(ps);
+                if !on_target.iter().any(|p| p.schema == ps && &p.name == pn) && target.table(ps, pn).is_some() {
+                    out.push(format!("ALTER TABLE {} ATTACH PARTITION {} {}", qualified(schema, name), qualified(ps, pn), f.rewriter.rewrite(bound)));
+                }
+            }
+            for p in on_target.iter().filter(|p| !t.partitions.iter().any(|(ps, pn, _)| map.target_schema(ps) == p.schema && *pn == p.name)) {
+                // Dropped partitions go with their own message; only detached ones are still on the source.
+                if !change.dropped.iter().any(|d| map.target_schema(&d.schema) == p.schema && d.name == p.name) && change.tag == "ALTER TABLE" {
+                    out.push(format!("ALTER TABLE {} DETACH PARTITION {}", qualified(schema, name), p.qualified()));
+                }
+            }
+        }
         if !f.followed.contains(&key) {
             continue;
         }
