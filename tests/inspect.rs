@@ -50,3 +50,23 @@ fn inspect_reports_types_keys_problems_and_target_shape() {
     let text = stdout(&pgshift_expect(0, &["inspect", "--source", &s]));
     assert!(text.contains("public.no_pk") && text.contains("problems:"), "{text}");
 }
+
+/// Whether schema changes can be followed is found out by trying to create the event
+/// trigger (and rolling back), not from the superuser flag: a role that may not says
+/// so, names itself and who can, and the trial leaves nothing behind.
+#[test]
+fn inspect_tries_the_event_trigger_and_names_the_role_that_cannot() {
+    let source = pgshift_testkit::Cluster::start(PgVersion::V16);
+    source.create_database("app");
+    source.psql("app", "CREATE ROLE app_admin LOGIN PASSWORD 'not-a-superuser' CREATEROLE; GRANT CREATE ON DATABASE app TO app_admin; CREATE TABLE t (id int PRIMARY KEY); GRANT SELECT ON t TO app_admin");
+    let admin = format!("postgresql://app_admin:not-a-superuser@127.0.0.1:{}/app", source.port);
+    let out = pgshift(&["inspect", "--source", &admin]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("role app_admin cannot create the event trigger") && text.contains("rds_superuser"), "{text}");
+    assert!(!text.contains("not-a-superuser"), "no password in the output");
+    assert_eq!(source.psql("app", "SELECT count(*) FROM pg_namespace WHERE nspname = 'pgshift'"), "0", "the trial is rolled back");
+    let out = pgshift(&["inspect", "--source", &source.url("app")]);
+    assert!(stdout(&out).contains("followed during catch-up"), "{}", stdout(&out));
+    assert_eq!(source.psql("app", "SELECT count(*) FROM pg_event_trigger"), "0");
+}

@@ -32,18 +32,29 @@ pub const INTERNAL: &str = "pgshift.internal";
 /// event trigger that reports them needs a superuser to create. Read-only.
 pub async fn unfollowable(src: &Session) -> Result<Option<String>> {
     let src_name = src.endpoint();
-    let superuser: bool = src
-        .query_one("SELECT rolsuper FROM pg_roles WHERE rolname = current_user", &[])
+    // Found out by trying, in a transaction that is rolled back: managed services let
+    // admin roles that are not superusers create event triggers (RDS's rds_superuser,
+    // Supabase's postgres), and a superuser flag says nothing about them.
+    let probe = "BEGIN; CREATE SCHEMA IF NOT EXISTS pgshift; \
+                 CREATE OR REPLACE FUNCTION pgshift.event_trigger_probe() RETURNS event_trigger LANGUAGE plpgsql AS $f$ BEGIN END $f$; \
+                 CREATE EVENT TRIGGER pgshift_probe ON ddl_command_end EXECUTE FUNCTION pgshift.event_trigger_probe(); ROLLBACK";
+    let Err(e) = src.batch_execute(probe).await else { return Ok(None) };
+    let _ = src.batch_execute("ROLLBACK").await;
+    let error = pgshift_postgres::error::query_error(&e, &src_name, "try an event trigger".into());
+    if error.is_transient() {
+        return Err(error.into());
+    }
+    let role: String = src
+        .query_one("SELECT current_user::text", &[])
         .await
         .context(&src_name, || "check whether schema changes can be followed".into())?
         .get(0);
-    Ok((!superuser).then(|| {
-        format!(
-            "schema changes on {src_name} during catch-up will not be followed: the event trigger that reports them needs a superuser \
-             to create (on a managed service, the provider's admin role); make each schema change on the target too, before the \
-             changes that use it"
-        )
-    }))
+    Ok(Some(format!(
+        "schema changes on {src_name} during catch-up will not be followed: role {role} cannot create the event trigger that reports them \
+         ({}); a superuser can, and on a managed service its admin role (RDS: rds_superuser; Supabase: postgres): migrate as that role, \
+         or make each schema change on the target too, before the changes that use it",
+        pgshift_postgres::error::describe(&e)
+    )))
 }
 
 /// Installs the event trigger on the source (idempotent), where it can be; returns
