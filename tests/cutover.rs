@@ -119,3 +119,36 @@ fn cutover_with_reverse_replication_then_rollback_returns_to_the_old_database() 
         .unwrap();
     assert!(String::from_utf8_lossy(&fresh.stderr).contains("read-only transaction"), "{fresh:?}");
 }
+
+/// A small table without a key is not followed (the source would refuse its updates
+/// once published), and the cutover copies it again inside its write pause; after
+/// `--reverse` the new database takes the application's updates of it, and a rollback
+/// copies it back the same way.
+#[test]
+fn a_small_table_without_a_key_is_copied_in_the_pause_both_ways() {
+    let (old, new) = pair(PgVersion::V15, PgVersion::V16);
+    old.psql(
+        "app",
+        "CREATE TABLE items (id int PRIMARY KEY, v text); INSERT INTO items SELECT i, 'v' || i FROM generate_series(1, 100) i;
+         CREATE TABLE audit (at timestamptz DEFAULT now(), msg text); INSERT INTO audit (msg) SELECT 'loaded ' || i FROM generate_series(1, 50) i;",
+    );
+    let (o, n) = (old.url("app"), new.url("app"));
+    let out = pgshift_expect(0, &["migrate", "--source", &o, "--target", &n, "--dry-run"]);
+    assert!(stdout(&out).contains("public.audit has no primary key or replica identity") && stdout(&out).contains("inside its write pause"), "{}", stdout(&out));
+    migrate(&old, &new, &[]);
+    old.psql("app", "INSERT INTO audit (msg) VALUES ('during catch-up'); UPDATE audit SET msg = 'changed' WHERE msg = 'loaded 1'; DELETE FROM audit WHERE msg = 'loaded 2'; UPDATE items SET v = 'x' WHERE id = 1");
+    let rows = "SELECT md5(string_agg(format('%s|%s', at, msg), ',' ORDER BY at, msg)) FROM audit";
+    let out = pgshift_expect(0, &["cutover", "--source", &o, "--target", &n, "--reverse", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["steps"].to_string().contains("copy again the tables catch-up does not follow") && report["steps"].to_string().contains("public.audit"), "{report}");
+    assert!(report["pause_steps"]["unfollowed_ms"].as_f64().is_some(), "{report}");
+    assert_eq!(new.psql("app", rows), old.psql("app", rows));
+    assert_eq!(new.psql("app", "SELECT v FROM items WHERE id = 1"), "x");
+
+    // The application updates it on the new database (it is not in the reverse publication).
+    new.psql("app", "UPDATE audit SET msg = 'on the new database' WHERE msg = 'changed'; INSERT INTO items VALUES (101, 'new')");
+    pgshift_expect(0, &["follow", "--source", &n, "--target", &o, "--until-caught-up"]);
+    pgshift_expect(0, &["rollback", "--source", &o, "--target", &n]);
+    assert_eq!(old.psql("app", rows), new.psql("app", rows), "the rollback copied it back");
+    assert_eq!(old.psql("app", "SELECT count(*) FROM items"), "101");
+}

@@ -105,3 +105,18 @@ pub async fn copy_in_received(
     let rows = sink.finish().await.context(&dst_name, || format!("finish {in_sql}"))?;
     Ok(PipeStats { rows, bytes })
 }
+
+/// Copies what `out_sql` reads on `src` into `in_sql` on `dst` (inside whatever
+/// transactions the callers hold), a few batches in flight.
+pub async fn pipe(src: &Session, out_sql: &str, dst: &Session, in_sql: &str) -> Result<PipeStats, PgError> {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+    let read = async move {
+        let sent = copy_out_batched(src, out_sql, &tx).await;
+        drop(tx);
+        sent
+    };
+    let (sent, written) = tokio::join!(read, copy_in_received(dst, in_sql, &mut rx, |_| {}));
+    let stats = written?;
+    sent?;
+    Ok(stats)
+}

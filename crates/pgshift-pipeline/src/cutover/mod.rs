@@ -80,6 +80,8 @@ pub struct PauseSteps {
     pub lock_ms: f64,
     /// Writing the fence mark and waiting until the target applied it.
     pub last_changes_ms: f64,
+    /// Copying again the tables catch-up does not follow (small, without a key).
+    pub unfollowed_ms: f64,
     pub sequences_ms: f64,
     /// Bringing large objects up to date (grows with their size).
     pub large_objects_ms: f64,
@@ -141,6 +143,8 @@ enum Step {
     Lock,
     /// The fence mark, and the wait until the target applied it.
     LastChanges,
+    /// The run's tables catch-up does not follow (small, without a key) copied again.
+    Unfollowed,
     /// Sequence values; the target's triggers and row security switched on.
     Sequences,
     LargeObjects,
@@ -166,6 +170,7 @@ impl Step {
         match self {
             Step::PoolerPause | Step::Lock => Some(&mut parts.lock_ms),
             Step::LastChanges => Some(&mut parts.last_changes_ms),
+            Step::Unfollowed => Some(&mut parts.unfollowed_ms),
             Step::Sequences => Some(&mut parts.sequences_ms),
             Step::LargeObjects => Some(&mut parts.large_objects_ms),
             Step::Snapshots => Some(&mut parts.snapshots_ms),
@@ -177,12 +182,16 @@ impl Step {
 }
 
 /// The cutover's steps for these options, in the order they run.
-fn plan(opts: &CutoverOptions, pooled: bool) -> Vec<Step> {
+fn plan(opts: &CutoverOptions, pooled: bool, unfollowed: bool) -> Vec<Step> {
     let mut steps = Vec::new();
     if pooled {
         steps.push(Step::PoolerPause);
     }
-    steps.extend([Step::Lock, Step::LastChanges, Step::Sequences, Step::LargeObjects, Step::Snapshots]);
+    steps.extend([Step::Lock, Step::LastChanges]);
+    if unfollowed {
+        steps.push(Step::Unfollowed);
+    }
+    steps.extend([Step::Sequences, Step::LargeObjects, Step::Snapshots]);
     if opts.reverse {
         steps.push(Step::Reverse);
     }
@@ -211,6 +220,8 @@ struct Cutover<'a> {
     target_version: i32,
     /// Each run table as the source and as the target has it (schemas may differ: --map-schema).
     pairs: Vec<(&'a Table, &'a Table)>,
+    /// Those the run's publication leaves out (small, without a key): copied in the pause.
+    unfollowed: Vec<(&'a Table, &'a Table)>,
     large_objects: Option<large_objects::Carry>,
     left_out: &'a LeftOut,
     pool: Option<PoolSwitch>,
@@ -242,6 +253,10 @@ impl Cutover<'_> {
             Step::PoolerPause => format!("PgBouncer: PAUSE {} (transactions in flight finish, new queries wait)", database()),
             Step::Lock => format!("on the source: LOCK TABLE {} IN EXCLUSIVE MODE (lock_timeout {} ms)", self.names().join(", "), self.opts.timeout.as_millis()),
             Step::LastChanges => "write a fence mark into the source's WAL and wait until the target applied it".into(),
+            Step::Unfollowed => format!(
+                "copy again the tables catch-up does not follow (no primary key or replica identity): {}",
+                self.unfollowed.iter().map(|(s, _)| format!("{} ({} KiB)", s.display_name(), s.size_bytes.max(0) / 1024)).collect::<Vec<_>>().join(", ")
+            ),
             Step::Sequences => format!(
                 "copy {} sequence values to the target, switch on its triggers and row security",
                 ddl::sequence_values(self.catalog, &self.source_tables()).len()
@@ -284,6 +299,19 @@ impl Cutover<'_> {
             Step::LastChanges => {
                 let fence_lsn = apply_up_to_fence(&pause.fence, src, self.slot, pause.began, self.opts.timeout).await?;
                 report.fence_lsn = Some(fence_lsn.to_string());
+            }
+            Step::Unfollowed => {
+                // Read by the fence's session, which holds the lock: nothing writes them now.
+                for (s, t) in &self.unfollowed {
+                    let format = pgshift_postgres::copy::CopyFormat::for_table(s);
+                    let (out_sql, in_sql) = (pgshift_postgres::copy::copy_out_sql(s, None, format), pgshift_postgres::copy::copy_in_sql(t, format));
+                    let truncate = format!("TRUNCATE ONLY {}", t.qualified());
+                    let copy = async {
+                        dst.batch_execute(&truncate).await.context(&dst.endpoint(), || truncate.clone())?;
+                        Ok::<_, Error>(pgshift_postgres::copy::pipe(&pause.fence, &out_sql, dst, &in_sql).await?)
+                    };
+                    pgshift_postgres::conn::in_transaction(dst, "copy a table catch-up does not follow", copy).await?;
+                }
             }
             Step::Sequences => {
                 report.sequences_synced = sync_sequences(&pause.fence, dst, (self.catalog, &self.run.schema_map), &self.source_tables()).await?;
@@ -427,6 +455,7 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
         tables: &tables,
         target_version: target_catalog.server_version_num,
         pairs: tables.iter().filter_map(|t| catalog.table(back.target_schema(&t.schema), &t.name).map(|s| (s, *t))).collect(),
+        unfollowed: Vec::new(),
         large_objects: store.large_objects(run.run_id).await?,
         left_out: &left_out,
         pool: None,
@@ -437,7 +466,8 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
     if let Some(p) = &opts.pgbouncer {
         cut.pool = Some(p.prepare(source, target).await?);
     }
-    let steps = plan(opts, cut.pool.is_some());
+    cut.unfollowed = unfollowed(&src, &slot, &cut.pairs).await?;
+    let steps = plan(opts, cut.pool.is_some(), !cut.unfollowed.is_empty());
     let mut report = CutoverReport {
         run_id: run.run_id,
         dry_run: opts.dry_run,
@@ -597,6 +627,19 @@ async fn wait_until_caught_up(src: &Session, slot: &str, timeout: Duration, own:
     }
 }
 
+/// The run's tables its publication (named like its slot) leaves out: those without a
+/// key, which catch-up cannot carry and the pause copies again.
+async fn unfollowed<'a>(src: &Session, publication: &str, pairs: &[(&'a Table, &'a Table)]) -> Result<Vec<(&'a Table, &'a Table)>> {
+    let published: Vec<(String, String)> = src
+        .query("SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1", &[&publication])
+        .await
+        .context(&src.endpoint(), || format!("list the tables of publication {publication}"))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    Ok(pairs.iter().filter(|(s, _)| s.holds_rows() && !published.iter().any(|(sc, n)| *sc == s.schema && *n == s.name)).copied().collect())
+}
+
 /// Sets every sequence of the run on the target to the source's current value.
 async fn sync_sequences(fence: &Session, dst: &Session, (catalog, schema_map): (&Catalog, &SchemaMap), tables: &[&Table]) -> Result<usize> {
     let mut current = catalog.clone();
@@ -681,18 +724,18 @@ mod tests {
     #[test]
     fn the_plan_lists_the_steps_in_the_order_they_run() {
         use Step::*;
-        assert_eq!(plan(&options(false, false), false), [Lock, LastChanges, Sequences, LargeObjects, Snapshots, Release, Counts, Finish]);
+        assert_eq!(plan(&options(false, false), false, false), [Lock, LastChanges, Sequences, LargeObjects, Snapshots, Release, Counts, Finish]);
         assert_eq!(
-            plan(&options(true, false), true),
+            plan(&options(true, false), true, false),
             [PoolerPause, Lock, LastChanges, Sequences, LargeObjects, Snapshots, Reverse, PoolerSwitch, Release, Counts, Finish],
             "the pool resumes on the new database before the fence is released"
         );
-        assert_eq!(plan(&options(false, true), false)[5], Rollback);
+        assert_eq!(plan(&options(false, true), false, false)[5], Rollback);
     }
 
     #[test]
     fn every_step_before_the_release_counts_in_the_pause() {
-        for steps in [plan(&options(true, false), true), plan(&options(false, true), false)] {
+        for steps in [plan(&options(true, false), true, false), plan(&options(false, true), false, false)] {
             let release = steps.iter().position(|s| *s == Step::Release).unwrap();
             for step in &steps[..=release] {
                 assert!(step.pause_part(&mut PauseSteps::default()).is_some(), "{step:?}");

@@ -68,7 +68,10 @@ pub async fn set_up(old: &Session, new: &Session, (tables, version): (&[&Table],
     let new_name = new.endpoint();
     let slot = slot::reverse_slot_name(forward.run_id);
     let left_out = |t: &Table| forward.left_out.get(&t.display_name()).cloned().unwrap_or_default();
-    let entries: Vec<String> = tables.iter().map(|t| slot::publication_entry(t, &left_out(t), version)).collect();
+    // A table without a key is left out (published, the new database would refuse the
+    // application's updates of it): a rollback copies it again in its pause, as the cutover did.
+    let entries: Vec<String> =
+        tables.iter().filter(|t| !t.holds_rows() || t.has_replica_identity()).map(|t| slot::publication_entry(t, &left_out(t), version)).collect();
     // A slot left over from an aborted cutover is remade: nothing streams from it yet.
     let lsn = slot::create_without_snapshot(new, &slot, &entries).await?;
     let names: Vec<String> = tables.iter().map(|t| t.display_name()).collect();

@@ -307,9 +307,24 @@ impl LoadSource for PostgresSource {
         }
         if needs_slot {
             let left_out = |t: &Table| plan.left_out.get(&opts.schema_map.target_display(&t.display_name())).cloned().unwrap_or_default();
-            plan.publication_tables =
-                plan.tables.iter().map(|t| slot::publication_entry(&t.source, &left_out(&t.source), catalog.server_version_num)).collect();
+            // Small tables without a key are not published: the cutover copies them in its pause.
+            plan.publication_tables = plan
+                .tables
+                .iter()
+                .filter(|t| !preflight::copied_in_the_fence(&t.source))
+                .map(|t| slot::publication_entry(&t.source, &left_out(&t.source), catalog.server_version_num))
+                .collect();
             plan.publication = Some(slot::publication_sql("<slot name>", &plan.publication_tables));
+        }
+        if opts.follow {
+            for t in plan.tables.iter().filter(|t| preflight::copied_in_the_fence(&t.source)) {
+                plan.warnings.push(format!(
+                    "{} has no primary key or replica identity, so catch-up cannot carry its updates: it is small ({} KiB), and the \
+                     cutover copies it again inside its write pause (which grows with it); give it a key on the source to have it followed",
+                    t.name,
+                    t.size_bytes.max(0) / 1024
+                ));
+            }
         }
         Ok(plan)
     }

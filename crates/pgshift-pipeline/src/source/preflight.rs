@@ -16,6 +16,16 @@ pub struct Checks {
     pub follow: bool,
 }
 
+/// A table without a primary key or replica identity up to this size is not followed
+/// (the source would refuse its updates once published): the cutover copies it again
+/// inside its write pause, which grows with it (about 0.1 s per MiB here).
+pub const FENCE_COPY_MAX_BYTES: i64 = 8 << 20;
+
+/// Whether catch-up leaves `t` to the cutover's pause: it has no replica identity and is small.
+pub fn copied_in_the_fence(t: &Table) -> bool {
+    t.holds_rows() && !t.has_replica_identity() && t.size_bytes <= FENCE_COPY_MAX_BYTES
+}
+
 /// Tables whose updates and deletes logical replication cannot carry. Errors when
 /// the run follows the source, warnings for a plain copy.
 pub fn identity_problems(tables: &[&Table]) -> Vec<String> {
@@ -46,7 +56,13 @@ pub async fn check(
     }
     problems.extend(extension_problems(target, catalog).await?);
     if checks.follow {
-        problems.extend(identity_problems(tables).into_iter().map(|p| p + ", or copy without catch-up (--no-follow)"));
+        let large: Vec<&Table> = tables.iter().copied().filter(|t| !copied_in_the_fence(t)).collect();
+        problems.extend(identity_problems(&large).into_iter().map(|p| {
+            p + &format!(
+                ", or copy without catch-up (--no-follow); tables up to {} MiB without one are copied again inside the cutover's write pause instead",
+                FENCE_COPY_MAX_BYTES >> 20
+            )
+        }));
     }
     if !checks.resume {
         target_tables_absent(target, target_tables, &mut problems).await?;
