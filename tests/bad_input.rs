@@ -39,12 +39,14 @@ fn target_without_pgvector_and_table_without_identity_are_refused_together() {
     // Source with pgvector (PG16), target without (Debian PG15).
     let (source, target) = pair(PgVersion::V16, PgVersion::V15);
     source.psql("app", "CREATE EXTENSION vector; CREATE TABLE items (id int PRIMARY KEY, embedding vector(3)); INSERT INTO items VALUES (1, '[1,2,3]')");
-    source.psql("app", "CREATE TABLE notes (body text); INSERT INTO notes VALUES ('no key')");
+    // Over 8 MiB: too large to copy again inside the cutover's pause.
+    source.psql("app", "CREATE TABLE notes (body text); INSERT INTO notes SELECT (SELECT string_agg(md5(i::text || j::text), '') FROM generate_series(1, 30) j) FROM generate_series(1, 10000) i");
     let err = migrate_fails(&source.url("app"), &target.url("app"));
     assert!(err.contains("has no pgvector"), "{err}");
     assert!(err.contains("pgvector/pgvector:pg16"), "{err}");
     // Catch-up could not carry its updates: refused with the statement that fixes it.
     assert!(err.contains(r#"ALTER TABLE "public"."notes" REPLICA IDENTITY FULL"#), "{err}");
+    assert!(err.contains("tables up to 8 MiB without one are copied again inside the cutover's write pause"), "{err}");
     nothing_written(&target);
     assert_eq!(source.psql("app", "SELECT count(*) FROM pg_replication_slots"), "0");
 }
