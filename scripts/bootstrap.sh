@@ -46,7 +46,7 @@ apt_install postgresql-15 postgresql-client-15 postgresql-contrib unzip
 if [ "$TESTS" = "1" ]; then
   # Cutovers through a connection pooler are tested against Debian's PgBouncer (it
   # installs without starting a service; tests run their own, as the server user).
-  apt_install pgbouncer
+  apt_install pgbouncer postgresql-15-partman
   # The status page test drives Debian's headless Chromium through chromedriver.
   apt_install chromium chromium-driver
 fi

@@ -140,7 +140,7 @@ fn a_small_table_without_a_key_is_copied_in_the_pause_both_ways() {
     let rows = "SELECT md5(string_agg(format('%s|%s', at, msg), ',' ORDER BY at, msg)) FROM audit";
     let out = pgshift_expect(0, &["cutover", "--source", &o, "--target", &n, "--reverse", "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(report["steps"].to_string().contains("copy again the tables catch-up does not follow") && report["steps"].to_string().contains("public.audit"), "{report}");
+    assert!(report["steps"].to_string().contains("copy again what catch-up does not follow") && report["steps"].to_string().contains("public.audit"), "{report}");
     assert!(report["pause_steps"]["unfollowed_ms"].as_f64().is_some(), "{report}");
     assert_eq!(new.psql("app", rows), old.psql("app", rows));
     assert_eq!(new.psql("app", "SELECT v FROM items WHERE id = 1"), "x");

@@ -89,7 +89,7 @@ pub async fn install(src: &Session) -> Result<Option<String>> {
            WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped AND {SKIP} \
            ON CONFLICT (relid, attnum) DO UPDATE SET name = EXCLUDED.name; \
          CREATE OR REPLACE FUNCTION pgshift.ddl_message() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$ \
-         DECLARE t record; p record; tables jsonb := '[]'; renamed jsonb; indexes jsonb; enums jsonb; created boolean; published boolean; \
+         DECLARE t record; p record; l record; tables jsonb := '[]'; renamed jsonb; indexes jsonb; enums jsonb; created boolean; published boolean; \
          BEGIN \
            IF tg_tag LIKE '% PUBLICATION' OR tg_tag LIKE '% SUBSCRIPTION' OR current_setting('{INTERNAL}', true) = 'on' OR NOT EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() c \
                           WHERE coalesce(c.schema_name, '') <> 'pgshift' AND coalesce(c.schema_name, '') NOT LIKE 'pg_temp%') THEN \
@@ -111,6 +111,17 @@ pub async fn install(src: &Session) -> Result<Option<String>> {
              IF published THEN \
                FOR p IN SELECT pubname FROM pg_publication WHERE pubname LIKE 'pgshift%' AND NOT puballtables LOOP \
                  EXECUTE format('ALTER PUBLICATION %I ADD TABLE %I.%I', p.pubname, t.nspname, t.relname); \
+               END LOOP; \
+             END IF; \
+             IF (SELECT relkind FROM pg_class WHERE oid = t.oid) = 'p' THEN \
+               FOR l IN SELECT lc.oid, ln.nspname, lc.relname FROM pg_partition_tree(t.oid) pt JOIN pg_class lc ON lc.oid = pt.relid \
+                        JOIN pg_namespace ln ON ln.oid = lc.relnamespace \
+                        WHERE pt.isleaf AND (lc.relreplident IN ('f', 'i') OR EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = lc.oid AND i.indisprimary)) LOOP \
+                 FOR p IN SELECT pp.pubname FROM pg_publication pp WHERE pp.pubname LIKE 'pgshift%' AND NOT pp.puballtables \
+                          AND EXISTS (SELECT 1 FROM pg_publication_rel pr WHERE pr.prpubid = pp.oid AND pg_partition_root(pr.prrelid) = pg_partition_root(l.oid)) \
+                          AND NOT EXISTS (SELECT 1 FROM pg_publication_rel pr WHERE pr.prpubid = pp.oid AND pr.prrelid = l.oid) LOOP \
+                   EXECUTE format('ALTER PUBLICATION %I ADD TABLE %I.%I', p.pubname, l.nspname, l.relname); \
+                 END LOOP; \
                END LOOP; \
              END IF; \
              DELETE FROM pgshift.ddl_columns WHERE relid = t.oid; \
@@ -437,11 +448,14 @@ pub fn plan(change: &Change, target: &Catalog, map: &SchemaMap, f: &Following) -
                 continue;
             }
             if t.created && !t.published {
-                return Err(stop(format!(
-                    "{key} is a new table without a primary key, which pgshift does not publish (the source would refuse its updates and \
-                     deletes): give it a primary key on the source, add it to the run's publication there (ALTER PUBLICATION ... ADD TABLE), \
-                     create it on the target and copy the rows written to it before that"
-                )));
+                // Not published (the source would refuse its updates and deletes): made
+                // here, and copied again inside the cutover's pause like the run's other
+                // tables without a key. Attached to a followed partitioned table later
+                // (pg_partman's way), it is published then, and followed from there.
+                tracing::warn!(
+                    "{key} is a new table without a primary key or replica identity: catch-up cannot carry its changes, so the cutover \
+                     copies it again inside its write pause; give it a key on the source to have it followed"
+                );
             }
             if t.created {
                 // A serial column's sequence comes first (an identity column makes its own).

@@ -222,6 +222,8 @@ struct Cutover<'a> {
     pairs: Vec<(&'a Table, &'a Table)>,
     /// Those the run's publication leaves out (small, without a key): copied in the pause.
     unfollowed: Vec<(&'a Table, &'a Table)>,
+    /// The extensions' configuration tables and sequences, carried again in the pause.
+    extension_config: Vec<crate::source::extension_config::ConfigRelation>,
     large_objects: Option<large_objects::Carry>,
     left_out: &'a LeftOut,
     pool: Option<PoolSwitch>,
@@ -253,10 +255,11 @@ impl Cutover<'_> {
             Step::PoolerPause => format!("PgBouncer: PAUSE {} (transactions in flight finish, new queries wait)", database()),
             Step::Lock => format!("on the source: LOCK TABLE {} IN EXCLUSIVE MODE (lock_timeout {} ms)", self.names().join(", "), self.opts.timeout.as_millis()),
             Step::LastChanges => "write a fence mark into the source's WAL and wait until the target applied it".into(),
-            Step::Unfollowed => format!(
-                "copy again the tables catch-up does not follow (no primary key or replica identity): {}",
-                self.unfollowed.iter().map(|(s, _)| format!("{} ({} KiB)", s.display_name(), s.size_bytes.max(0) / 1024)).collect::<Vec<_>>().join(", ")
-            ),
+            Step::Unfollowed => {
+                let tables: Vec<String> = self.unfollowed.iter().map(|(s, _)| format!("{} ({} KiB, no primary key or replica identity)", s.display_name(), s.size_bytes.max(0) / 1024)).collect();
+                let config: Vec<String> = self.extension_config.iter().map(|c| format!("{}'s {}", c.extension, c.relation)).collect();
+                format!("copy again what catch-up does not follow: {}", [tables, config].concat().join(", "))
+            }
             Step::Sequences => format!(
                 "copy {} sequence values to the target, switch on its triggers and row security",
                 ddl::sequence_values(self.catalog, &self.source_tables()).len()
@@ -312,6 +315,8 @@ impl Cutover<'_> {
                     };
                     pgshift_postgres::conn::in_transaction(dst, "copy a table catch-up does not follow", copy).await?;
                 }
+                let notes = crate::source::extension_config::carry(&pause.fence, dst, &self.extension_config).await?;
+                report.skipped.extend(notes.into_iter().filter(|n| n.starts_with("not carried")));
             }
             Step::Sequences => {
                 report.sequences_synced = sync_sequences(&pause.fence, dst, (self.catalog, &self.run.schema_map), &self.source_tables()).await?;
@@ -456,6 +461,7 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
         target_version: target_catalog.server_version_num,
         pairs: tables.iter().filter_map(|t| catalog.table(back.target_schema(&t.schema), &t.name).map(|s| (s, *t))).collect(),
         unfollowed: Vec::new(),
+        extension_config: crate::source::extension_config::of_source(&src).await?,
         large_objects: store.large_objects(run.run_id).await?,
         left_out: &left_out,
         pool: None,
@@ -467,7 +473,7 @@ pub async fn cutover(source: &ConnInfo, target: &ConnInfo, opts: &CutoverOptions
         cut.pool = Some(p.prepare(source, target).await?);
     }
     cut.unfollowed = unfollowed(&src, &slot, &cut.pairs).await?;
-    let steps = plan(opts, cut.pool.is_some(), !cut.unfollowed.is_empty());
+    let steps = plan(opts, cut.pool.is_some(), !cut.unfollowed.is_empty() || !cut.extension_config.is_empty());
     let mut report = CutoverReport {
         run_id: run.run_id,
         dry_run: opts.dry_run,

@@ -11,6 +11,7 @@
 
 pub mod casts;
 pub mod chunks;
+pub mod extension_config;
 pub mod inspect;
 pub mod postgres;
 pub mod preflight;

@@ -369,13 +369,17 @@ impl LoadSource for PostgresSource {
     /// Large objects, made the same as the source's (again on a resumed load: only
     /// what differs is written).
     async fn finish_load(&self, dst: &Session, plan: &LoadPlan<Table>) -> Result<Vec<String>> {
-        let Some(carry) = plan.large_objects else { return Ok(Vec::new()) };
         let src = self.conn.session().await?;
-        let synced = large_objects::sync(&src, dst, carry).await?;
-        Ok(match synced.copied + synced.removed {
-            0 => Vec::new(),
-            _ => vec![format!("large objects: {} copied ({} bytes), {} removed", synced.copied, synced.bytes, synced.removed)],
-        })
+        let mut notes = Vec::new();
+        if let Some(carry) = plan.large_objects {
+            let synced = large_objects::sync(&src, dst, carry).await?;
+            if synced.copied + synced.removed > 0 {
+                notes.push(format!("large objects: {} copied ({} bytes), {} removed", synced.copied, synced.bytes, synced.removed));
+            }
+        }
+        let config = super::extension_config::of_source(&src).await?;
+        notes.extend(super::extension_config::carry(&src, dst, &config).await?);
+        Ok(notes)
     }
 
     /// Chunks read under fresh snapshots (a resumed run) may hold rows newer than L0:
