@@ -45,7 +45,8 @@ apt_install() {
 apt_install postgresql-15 postgresql-client-15 postgresql-contrib unzip
 if [ "$TESTS" = "1" ]; then
   # Cutovers through a connection pooler are tested against Debian's PgBouncer (it
-  # installs without starting a service; tests run their own, as the server user).
+  # installs without starting a service; tests run their own, as the server user);
+  # a pg_partman setup is moved PG15 -> PG15 (the extension exists for Debian's 15 only).
   apt_install pgbouncer postgresql-15-partman
   # The status page test drives Debian's headless Chromium through chromedriver.
   apt_install chromium chromium-driver
