@@ -169,6 +169,12 @@ pub struct InspectArgs {
     /// Compare with the target's tables in these schemas (as migrate --map-schema would put them).
     #[command(flatten)]
     pub schemas: SchemaMapArg,
+    /// Show columns as migrate --cast would make them (TABLE.COLUMN=TYPE), so the preview is the plan that runs.
+    #[arg(long = "cast", env = "PGSHIFT_CASTS", value_delimiter = ';')]
+    pub casts: Vec<String>,
+    /// A SQLite source's types as migrate --sqlite-type would make them.
+    #[command(flatten)]
+    pub sqlite: SqliteArgs,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,

@@ -69,14 +69,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 async fn dispatch(command: Command, progress: Arc<dyn pgshift_pipeline::progress::Progress>) -> Result<ExitCode> {
     match command {
         Command::Inspect(a) if pgshift_sqlite::path_of(&a.source.source).is_some() => {
-            let Source::Sqlite(source) = source_of(&a.source.source, &cli::SqliteArgs::default())? else { unreachable!("a SQLite path") };
+            if !a.casts.is_empty() {
+                bail!("--cast is for PostgreSQL sources: a SQLite column's type is set with --sqlite-type TABLE.COLUMN=TYPE");
+            }
+            let Source::Sqlite(source) = source_of(&a.source.source, &a.sqlite)? else { unreachable!("a SQLite path") };
             emit(a.json, &source.read_schema().await?, output::print_sqlite_inspect)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect(a) => {
             let source = ConnInfo::parse(&a.source.source, "--source")?;
             let target = a.target.as_deref().map(|t| ConnInfo::parse(t, "--target")).transpose()?;
-            let report = pgshift_pipeline::source::inspect::inspect(&source, target.as_ref(), a.count, &a.schemas.map()?).await?;
+            if !a.sqlite.types.is_empty() {
+                bail!("--sqlite-type is for SQLite sources: a PostgreSQL column's type on the target is set with --cast TABLE.COLUMN=TYPE");
+            }
+            let casts = cli::parse_all(&a.casts, pgshift_pipeline::plan::casts::ColumnCast::parse)?;
+            let report = pgshift_pipeline::source::inspect::inspect(&source, target.as_ref(), a.count, (&a.schemas.map()?, &casts)).await?;
             emit(a.json, &report, output::print_inspect)?;
             Ok(ExitCode::SUCCESS)
         }

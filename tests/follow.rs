@@ -252,7 +252,17 @@ fn schema_changes_during_catch_up_arrive_at_their_place_in_the_stream() {
          COMMIT;
          INSERT INTO orders (id, item, amount, note) VALUES (53, 'later', 1, NULL);",
     );
+    // Functions and views made, replaced and dropped.
+    source.psql(
+        "app",
+        "CREATE FUNCTION twice(x int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT x * 2';
+         CREATE VIEW cheap AS SELECT id, item FROM orders WHERE id < 10;
+         CREATE OR REPLACE VIEW cheap AS SELECT id, item, twice(id) AS doubled FROM orders WHERE id < 10;
+         CREATE FUNCTION gone() RETURNS int LANGUAGE sql AS 'SELECT 1'; DROP FUNCTION gone();",
+    );
     follow(&source, &target, &[]);
+    assert_eq!(target.psql("app", "SELECT sum(doubled) FROM cheap"), "90");
+    assert_eq!(target.psql("app", "SELECT to_regprocedure('gone()') IS NULL"), "t");
     let rows = "SELECT md5(string_agg(format('%s:%s:%s:%s:%s', id, item, amount, note, mood), ',' ORDER BY id)) FROM orders";
     assert_eq!(target.psql("app", rows), source.psql("app", rows));
     let labels = "SELECT string_agg(enumlabel, ',' ORDER BY enumsortorder) FROM pg_enum WHERE enumtypid = 'mood'::regtype";

@@ -49,6 +49,16 @@ fn inspect_reports_types_keys_problems_and_target_shape() {
     // The human form names the same things.
     let text = stdout(&pgshift_expect(0, &["inspect", "--source", &s]));
     assert!(text.contains("public.no_pk") && text.contains("problems:"), "{text}");
+
+    // migrate's overrides: the preview shows the types and names the load will use.
+    let out = pgshift_expect(0, &["inspect", "--source", &s, "--target", &t, "--cast", "public.wide.big_text=varchar(10)", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let wide = report["tables"].as_array().unwrap().iter().find(|x| x["table"] == "public.wide").unwrap().clone();
+    let big = wide["columns"].as_array().unwrap().iter().find(|c| c["name"] == "big_text").unwrap()["type"].clone();
+    assert_eq!(big, "varchar(10)", "{wide}");
+    let out = pgshift(&["inspect", "--source", &s, "--cast", "public.wide.nothing=int"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("nothing"), "{}", stderr(&out));
 }
 
 /// Whether schema changes can be followed is found out by trying to create the event

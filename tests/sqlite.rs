@@ -76,6 +76,12 @@ fn an_app_database_moves_with_mapped_types_keys_and_search() {
     let messages = inspected.as_array().unwrap().iter().find(|t| t["name"] == "messages").unwrap();
     let meta = messages["columns"].as_array().unwrap().iter().find(|c| c["name"] == "meta").unwrap();
     assert_eq!((meta["declared"].as_str(), meta["pg"].as_str()), (Some("TEXT"), Some("jsonb")), "{meta}");
+    // With migrate's overrides, the preview shows the types the load will use.
+    let out = pgshift_expect(0, &["inspect", "--source", &db, "--sqlite-type", "messages.sent_at=timestamptz", "--json"]);
+    let inspected: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let messages = inspected.as_array().unwrap().iter().find(|t| t["name"] == "messages").unwrap();
+    let sent = messages["columns"].as_array().unwrap().iter().find(|c| c["name"] == "sent_at").unwrap();
+    assert_eq!(sent["pg"].as_str(), Some("timestamptz"), "{sent}");
 
     let out = pgshift_expect(0, &migrate_args(&db, &t, &["--dry-run", "--json"]));
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

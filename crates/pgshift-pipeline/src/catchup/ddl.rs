@@ -89,7 +89,7 @@ pub async fn install(src: &Session) -> Result<Option<String>> {
            WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped AND {SKIP} \
            ON CONFLICT (relid, attnum) DO UPDATE SET name = EXCLUDED.name; \
          CREATE OR REPLACE FUNCTION pgshift.ddl_message() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$ \
-         DECLARE t record; p record; l record; tables jsonb := '[]'; renamed jsonb; indexes jsonb; enums jsonb; created boolean; published boolean; \
+         DECLARE t record; p record; l record; tables jsonb := '[]'; renamed jsonb; indexes jsonb; enums jsonb; objects jsonb; created boolean; published boolean; \
          BEGIN \
            IF tg_tag LIKE '% PUBLICATION' OR tg_tag LIKE '% SUBSCRIPTION' OR current_setting('{INTERNAL}', true) = 'on' OR NOT EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() c \
                           WHERE coalesce(c.schema_name, '') <> 'pgshift' AND coalesce(c.schema_name, '') NOT LIKE 'pg_temp%') THEN \
@@ -147,23 +147,35 @@ pub async fn install(src: &Session) -> Result<Option<String>> {
                'labels', (SELECT jsonb_agg(e.enumlabel ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = y.oid))), '[]') \
              INTO enums FROM pg_event_trigger_ddl_commands() o \
              JOIN pg_type y ON o.classid = 'pg_type'::regclass AND y.oid = o.objid AND y.typtype = 'e' JOIN pg_namespace n ON n.oid = y.typnamespace; \
+           SELECT coalesce(jsonb_agg(x.o ORDER BY x.n), '[]') INTO objects FROM ( \
+             SELECT o.objid AS n, jsonb_build_object('kind', 'function', 'name', o.object_identity, 'ddl', pg_get_functiondef(o.objid)) AS o \
+               FROM pg_event_trigger_ddl_commands() o JOIN pg_proc f ON o.classid = 'pg_proc'::regclass AND f.oid = o.objid AND f.prokind IN ('f', 'p') \
+               WHERE o.schema_name <> 'pgshift' AND o.schema_name NOT LIKE 'pg_temp%' \
+             UNION ALL \
+             SELECT o.objid, jsonb_build_object('kind', 'view', 'name', o.object_identity, \
+                      'ddl', format('CREATE OR REPLACE VIEW %s AS %s', o.object_identity, pg_get_viewdef(o.objid))) \
+               FROM pg_event_trigger_ddl_commands() o JOIN pg_class c ON o.classid = 'pg_class'::regclass AND c.oid = o.objid AND c.relkind = 'v' \
+               WHERE o.schema_name <> 'pgshift' AND o.schema_name NOT LIKE 'pg_temp%') x; \
            PERFORM pg_logical_emit_message(true, '{PREFIX}', jsonb_build_object('tag', tg_tag, 'statement', current_query(), 'tables', tables, \
-             'indexes', indexes, 'enums', enums)::text); \
+             'indexes', indexes, 'enums', enums, 'objects', objects)::text); \
          EXCEPTION WHEN others THEN \
            PERFORM pg_logical_emit_message(true, '{PREFIX}', jsonb_build_object('tag', tg_tag, 'statement', current_query(), 'tables', '[]'::jsonb, 'error', SQLERRM)::text); \
          END $f$; \
          CREATE OR REPLACE FUNCTION pgshift.ddl_drop_message() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$ \
-         DECLARE dropped jsonb; indexes jsonb; constraints jsonb; \
+         DECLARE dropped jsonb; indexes jsonb; constraints jsonb; objects jsonb; \
          BEGIN \
+           SELECT coalesce(jsonb_agg(jsonb_build_object('kind', d.object_type, 'name', d.object_identity)), '[]') INTO objects \
+             FROM pg_event_trigger_dropped_objects() d WHERE d.object_type IN ('view', 'function', 'procedure') AND d.original \
+             AND d.schema_name <> 'pgshift' AND d.schema_name NOT LIKE 'pg_temp%'; \
            SELECT coalesce(jsonb_agg(jsonb_build_object('schema', d.schema_name, 'name', d.object_name)), '[]') INTO dropped \
              FROM pg_event_trigger_dropped_objects() d WHERE d.object_type = 'table' AND d.original; \
            SELECT coalesce(jsonb_agg(jsonb_build_object('schema', d.address_names[1], 'name', d.address_names[2])), '[]') INTO indexes \
              FROM pg_event_trigger_dropped_objects() d WHERE d.object_type = 'index' AND d.original; \
            SELECT coalesce(jsonb_agg(jsonb_build_object('schema', d.address_names[1], 'table', d.address_names[2], 'name', d.address_names[3])), '[]') \
              INTO constraints FROM pg_event_trigger_dropped_objects() d WHERE d.object_type = 'table constraint' AND d.original; \
-           IF jsonb_array_length(dropped) + jsonb_array_length(indexes) + jsonb_array_length(constraints) > 0 THEN \
+           IF jsonb_array_length(dropped) + jsonb_array_length(indexes) + jsonb_array_length(constraints) + jsonb_array_length(objects) > 0 THEN \
              PERFORM pg_logical_emit_message(true, '{PREFIX}', jsonb_build_object('tag', tg_tag, 'statement', current_query(), 'tables', '[]'::jsonb, \
-               'dropped', dropped, 'dropped_indexes', indexes, 'dropped_constraints', constraints)::text); \
+               'dropped', dropped, 'dropped_indexes', indexes, 'dropped_constraints', constraints, 'dropped_objects', objects)::text); \
            END IF; \
          EXCEPTION WHEN others THEN \
            PERFORM pg_logical_emit_message(true, '{PREFIX}', jsonb_build_object('tag', tg_tag, 'statement', current_query(), 'tables', '[]'::jsonb, 'error', SQLERRM)::text); \
@@ -216,9 +228,27 @@ pub struct Change {
     pub dropped_indexes: Vec<Dropped>,
     #[serde(default)]
     pub dropped_constraints: Vec<DroppedConstraint>,
+    /// Functions, procedures and views the command created or replaced, each with the
+    /// statement that makes it as the source's catalog has it then.
+    #[serde(default)]
+    pub objects: Vec<ChangedObject>,
+    /// Functions, procedures and views the command dropped.
+    #[serde(default)]
+    pub dropped_objects: Vec<ChangedObject>,
     /// The event trigger could not describe the change.
     #[serde(default)]
     pub error: Option<String>,
+}
+
+/// A function, procedure or view: its kind (`function`, `procedure`, `view`), its name
+/// as the catalog identifies it (`public.total(integer)`) and, made or replaced, its
+/// definition.
+#[derive(Debug, Deserialize)]
+pub struct ChangedObject {
+    pub kind: String,
+    pub name: String,
+    #[serde(default)]
+    pub ddl: Option<String>,
 }
 
 /// A dropped table or index: `schema.name`.
@@ -405,6 +435,22 @@ pub fn plan(change: &Change, target: &Catalog, map: &SchemaMap, f: &Following) -
             out.push(definition.replacen("CREATE UNIQUE INDEX ", "CREATE UNIQUE INDEX IF NOT EXISTS ", 1).replacen("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1));
         }
     }
+    // Functions before the tables' changes (a default or a check may call one), with
+    // bodies not checked: they may name what a later statement of the change makes.
+    if change.objects.iter().any(|o| o.kind == "function") {
+        out.push("SET LOCAL check_function_bodies = off".into());
+    }
+    for o in change.objects.iter().filter(|o| o.kind == "function") {
+        out.extend(o.ddl.as_ref().map(|d| f.rewriter.rewrite(d)));
+    }
+    for o in &change.dropped_objects {
+        let kind = match o.kind.as_str() {
+            "view" => "VIEW",
+            "procedure" => "PROCEDURE",
+            _ => "FUNCTION",
+        };
+        out.push(format!("DROP {kind} IF EXISTS {}", f.rewriter.rewrite(&o.name)));
+    }
     for d in &change.dropped_indexes {
         out.push(format!("DROP INDEX IF EXISTS {}", qualified(map.target_schema(&d.schema), &d.name)));
     }
@@ -552,6 +598,10 @@ pub fn plan(change: &Change, target: &Catalog, map: &SchemaMap, f: &Following) -
             }
             out.push(alter(format!("DROP COLUMN IF EXISTS {}", quote_ident(gone))));
         }
+    }
+    // Views after the tables they read have their new columns.
+    for o in change.objects.iter().filter(|o| o.kind == "view") {
+        out.extend(o.ddl.as_ref().map(|d| f.rewriter.rewrite(d)));
     }
     Ok(plan)
 }

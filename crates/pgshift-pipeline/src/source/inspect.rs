@@ -63,9 +63,13 @@ pub struct InspectReport {
 }
 
 /// `schema_map` says where the tables would go on the target (`--map-schema`).
-pub async fn inspect(source: &ConnInfo, target: Option<&ConnInfo>, exact_counts: bool, schema_map: &SchemaMap) -> Result<InspectReport> {
+/// `overrides`: migrate's --map-schema and --cast, so the report shows the names and
+/// types the load will use.
+pub async fn inspect(source: &ConnInfo, target: Option<&ConnInfo>, exact_counts: bool, overrides: (&SchemaMap, &[crate::plan::casts::ColumnCast])) -> Result<InspectReport> {
+    let (schema_map, casts) = overrides;
     let src = source.session().await?;
-    let catalog = catalog::inspect(&src).await?;
+    let mut catalog = catalog::inspect(&src).await?;
+    crate::plan::casts::apply(&mut catalog, casts)?;
     let mut view = schema_map.target_view(&catalog);
     let target_catalog = match target {
         Some(t) => {
@@ -118,7 +122,7 @@ pub async fn inspect(source: &ConnInfo, target: Option<&ConnInfo>, exact_counts:
                 _ => "index",
             },
             copy_format: CopyFormat::for_table(t),
-            columns: t.columns.iter().map(|c| ColumnReport { name: c.name.clone(), type_name: c.type_name.clone() }).collect(),
+            columns: t.columns.iter().map(|c| ColumnReport { name: c.name.clone(), type_name: c.target_type().to_string() }).collect(),
             in_target,
             target_differences,
         });
