@@ -170,15 +170,25 @@ pub async fn vectorize(target: &ConnInfo, opts: &VectorizeOptions, stop: tokio::
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
                 if let Ok(s) = target.session().await {
+                    // A lock whose connection went (a server restart) is taken again; another
+                    // vectorize may have taken over meanwhile, and then this one stops.
+                    if lock.is_closed() {
+                        match hold_lock(target).await {
+                            Ok(l) => lock = l,
+                            Err(e) if e.is_transient() => continue,
+                            Err(e) => return Err(e),
+                        }
+                    }
                     session = s;
-                    // The lock went with the old connection; another vectorize may have taken over.
-                    lock = hold_lock(target).await?;
                 }
             }
             Err(e) => return Err(e),
         }
     }
-    Store::new(&session).vectorize_stopped().await?;
+    // Best effort: status says it stopped; a lost connection says so by the report's age.
+    if let Err(e) = Store::new(&session).vectorize_stopped().await {
+        tracing::warn!("vectorize: could not record that it stopped: {e}");
+    }
     drop(lock);
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
