@@ -26,8 +26,7 @@ use crate::embed::chunks::{self, ChunkTable, Cutter};
 use crate::embed::{has_text_sql, EmbedPool, Keeper};
 use crate::error::{Error, Result};
 use crate::metrics;
-use crate::plan::embedding::{match_specs, EmbeddingSetup, EmbeddingSpec, SpecCandidate};
-use crate::plan::select::table_matches;
+use crate::plan::embedding::{match_specs, table_candidates, EmbeddingSetup, EmbeddingSpec};
 use crate::run::store::Store;
 
 /// The advisory lock (two-key form: "pgsh", 1) that one vectorize per database holds.
@@ -197,16 +196,7 @@ pub async fn vectorize(target: &ConnInfo, opts: &VectorizeOptions, stop: tokio::
 /// The tables of the specs as this database has them (a partitioned table's
 /// partitions each take its spec); each spec must name one table.
 fn kept_tables(catalog: &Catalog, setup: &EmbeddingSetup, endpoint: &str) -> Result<Vec<Kept>> {
-    let candidates: Vec<SpecCandidate> = catalog
-        .tables
-        .iter()
-        .map(|t| SpecCandidate {
-            key: t.display_name(),
-            parent: t.partition_of.as_ref().map(|(s, n, _)| format!("{s}.{n}")),
-            matches: Box::new(move |pattern: &str| table_matches(t, pattern)),
-        })
-        .collect();
-    let specs = match_specs(setup, &candidates, &format!("of {endpoint}"))?;
+    let specs = match_specs(setup, &table_candidates(&catalog.tables), &format!("of {endpoint}"))?;
     let mut kept = Vec::new();
     for t in catalog.tables.iter().filter(|t| t.holds_rows()) {
         let Some(spec) = specs.get(&t.display_name()) else { continue };
@@ -223,9 +213,8 @@ fn kept_tables(catalog: &Catalog, setup: &EmbeddingSetup, endpoint: &str) -> Res
                 return Err(Error::Setting(format!("{what}: chunk_columns name the chunk table {schema}.{name}, which {endpoint} lacks")));
             }
         } else if let Some(c) = t.columns.iter().find(|c| c.name == spec.column) {
-            let wanted = spec.column_type("x");
-            let wanted = wanted.split_once('.').map_or(wanted.as_str(), |(_, t)| t).to_string();
-            if !c.type_name.ends_with(&wanted) {
+            if !spec.holds_its_vectors(&c.type_name) {
+                let wanted = spec.type_name();
                 return Err(Error::Setting(format!(
                     "{what}: column {} is {}, not {wanted} as the model {} makes: change the model's vectors with pgshift reembed first",
                     c.name, c.type_name, spec.model

@@ -236,7 +236,7 @@ pub async fn reembed(target: &ConnInfo, options: &ReembedOptions, progress: std:
 /// (the cache's digests are of full-precision vectors).
 async fn same_model_in_column(client: &Session, table: &Table, spec: &EmbeddingSpec, model: &str) -> Result<bool> {
     let Some(column) = table.columns.iter().find(|c| c.name == spec.column) else { return Ok(false) };
-    if spec.halfvec || !column.type_name.ends_with(&format!("vector({})", spec.dims)) || column.type_name.contains("halfvec") {
+    if spec.halfvec || !spec.holds_its_vectors(&column.type_name) {
         return Ok(false);
     }
     let same = |s: &EmbeddingSpec, m: &str| m == model && s.column == spec.column && s.dims == spec.dims && !s.halfvec && s.chunks.is_none();

@@ -197,7 +197,18 @@ impl EmbeddingSpec {
     /// The column's type, qualified with the schema pgvector lives in (pgshift's
     /// sessions run with `search_path = pg_catalog`).
     pub fn column_type(&self, vector_schema: &str) -> String {
-        format!("{}.{}({})", quote_ident(vector_schema), if self.halfvec { "halfvec" } else { "vector" }, self.dims)
+        format!("{}.{}", quote_ident(vector_schema), self.type_name())
+    }
+
+    /// The column's type unqualified, as `format_type` shows it: `vector(384)`, `halfvec(384)`.
+    pub fn type_name(&self) -> String {
+        format!("{}({})", if self.halfvec { "halfvec" } else { "vector" }, self.dims)
+    }
+
+    /// Whether a column of `type_name` (as the catalog states it, maybe qualified) holds this spec's vectors.
+    pub fn holds_its_vectors(&self, type_name: &str) -> bool {
+        let wanted = self.type_name();
+        type_name == wanted || type_name.ends_with(&format!(".{wanted}"))
     }
 
     /// The operator class for cosine distance (the model's vectors are normalised).
@@ -291,18 +302,22 @@ pub fn match_specs(setup: &EmbeddingSetup, candidates: &[SpecCandidate<'_>], amo
     Ok(out)
 }
 
-/// The embedding spec of each table (partitions take their parent's); every spec
-/// must name exactly one table being copied.
-pub fn specs_by_table(setup: &EmbeddingSetup, tables: &[&Table]) -> Result<HashMap<String, EmbeddingSpec>> {
-    let candidates: Vec<SpecCandidate> = tables
-        .iter()
+/// PostgreSQL tables as spec candidates (a partition names its parent).
+pub fn table_candidates<'a>(tables: impl IntoIterator<Item = &'a Table>) -> Vec<SpecCandidate<'a>> {
+    tables
+        .into_iter()
         .map(|t| SpecCandidate {
             key: t.display_name(),
             parent: t.partition_of.as_ref().map(|(s, n, _)| format!("{s}.{n}")),
             matches: Box::new(move |pattern: &str| table_matches(t, pattern)),
         })
-        .collect();
-    match_specs(setup, &candidates, "being copied (check the name and --tables)")
+        .collect()
+}
+
+/// The embedding spec of each table (partitions take their parent's); every spec
+/// must name exactly one table being copied.
+pub fn specs_by_table(setup: &EmbeddingSetup, tables: &[&Table]) -> Result<HashMap<String, EmbeddingSpec>> {
+    match_specs(setup, &table_candidates(tables.iter().copied()), "being copied (check the name and --tables)")
 }
 
 #[cfg(test)]
