@@ -125,11 +125,17 @@ pub async fn vectorize(target: &ConnInfo, opts: &VectorizeOptions, stop: tokio::
         let rows_so_far = report.rows;
         let pass = async {
             let done = round(&session, &pool, &kept, &vector_schema).await?;
-            let backlog = match counted.is_none_or(|c: Instant| c.elapsed() >= COUNT_EVERY) || done == 0 {
+            // Counting is reads (and dates the lag to a poll's precision when idle); the
+            // status row it reports to is written every COUNT_EVERY only, not at every
+            // idle poll.
+            let due = counted.is_none_or(|c: Instant| c.elapsed() >= COUNT_EVERY);
+            let backlog = match due || done == 0 {
                 true => {
                     let (backlog, lag) = count_backlog(&session, &kept, &mut clock, started).await?;
-                    Store::new(&session).vectorize_seen((rows_so_far + done) as i64, backlog as i64, lag).await?;
-                    Some(backlog)
+                    if due {
+                        Store::new(&session).vectorize_seen((rows_so_far + done) as i64, backlog as i64, lag).await?;
+                    }
+                    Some((backlog, due))
                 }
                 false => None,
             };
@@ -140,8 +146,10 @@ pub async fn vectorize(target: &ConnInfo, opts: &VectorizeOptions, stop: tokio::
                 lost_since = None;
                 backoff = Duration::from_millis(500);
                 report.rows += done;
-                if let Some(backlog) = backlog {
-                    counted = Some(Instant::now());
+                if let Some((backlog, reported)) = backlog {
+                    if reported {
+                        counted = Some(Instant::now());
+                    }
                     if backlog == 0 && done == 0 && opts.until_done {
                         break;
                     }
@@ -185,7 +193,7 @@ pub async fn vectorize(target: &ConnInfo, opts: &VectorizeOptions, stop: tokio::
         }
     }
     // Best effort: status says it stopped; a lost connection says so by the report's age.
-    if let Err(e) = Store::new(&session).vectorize_stopped().await {
+    if let Err(e) = Store::new(&session).vectorize_stopped(report.rows as i64).await {
         tracing::warn!("vectorize: could not record that it stopped: {e}");
     }
     drop(lock);

@@ -48,8 +48,9 @@ impl Store<'_> {
         Ok(())
     }
 
-    pub async fn vectorize_stopped(&self) -> Result<()> {
-        self.execute("UPDATE pgshift.vectorizers SET stopped_at = now(), seen_at = now()", &[], || "record that vectorize stopped".into()).await?;
+    pub async fn vectorize_stopped(&self, rows: i64) -> Result<()> {
+        self.execute("UPDATE pgshift.vectorizers SET stopped_at = now(), seen_at = now(), rows = $1", &[&rows], || "record that vectorize stopped".into())
+            .await?;
         Ok(())
     }
 
