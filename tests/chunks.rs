@@ -41,12 +41,6 @@ fn document(seed: u64, paragraphs: usize) -> String {
     text.trim_end().to_string()
 }
 
-fn pgshift_env(args: &[&str]) -> std::process::Output {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift")).args(args).envs(model_env()).output().unwrap();
-    assert!(!format!("{}{}", stdout(&out), stderr(&out)).contains(pgshift_testkit::PASSWORD));
-    out
-}
-
 /// Token counts of `texts` by the model's reference tokenizer (special tokens included).
 fn reference_token_counts(texts: &[String]) -> Vec<usize> {
     let infinity = cache_dir().join("infinity-0.0.78");
@@ -120,17 +114,7 @@ fn long_documents_go_to_a_chunk_table_through_load_catch_up_and_cutover() {
         source.psql("app", &format!("INSERT INTO pages VALUES ({id}, 'page {id}', {body})"));
     }
     let (s, t) = (source.url("app"), target.url("app"));
-    let port = pgshift_testkit::free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let env = model_env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut migrate =
-        Background::pgshift_with_env(&["migrate", "--source", &s, "--target", &t, "--embed", SPEC, "--embed", NOTES, "--split-rows", "3", "--metrics-addr", &addr], &env);
-    let metrics_url = format!("http://{addr}/metrics");
-    wait_until("the load to end", Duration::from_secs(300), || {
-        !migrate.running() || common::http::sample(&common::http::get(&metrics_url, None).body, "pgshift_phase{phase=\"catch-up\"}") == Some(1.0)
-    });
-    assert!(migrate.running(), "migrate ended: {:?}", migrate.printed());
+    let migrate = migrate_until_catch_up(&["migrate", "--source", &s, "--target", &t, "--embed", SPEC, "--embed", NOTES, "--split-rows", "3"], Duration::from_secs(300));
 
     // The chunk table as the spec makes it.
     let columns = target.psql("app", "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'page_chunks'::regclass AND attnum > 0");
@@ -356,16 +340,7 @@ fn the_applications_own_chunk_table_gets_the_new_models_chunks() {
     assert!(stderr(&out).contains("chunk_columns.values names owner, which public.vector_embeddings does not have"), "{}", stderr(&out));
     assert!(stderr(&out).contains("column user_id of public.vector_embeddings is NOT NULL without a default"), "{}", stderr(&out));
 
-    let port = pgshift_testkit::free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let env = model_env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut migrate = Background::pgshift_with_env(&["migrate", "--source", &s, "--target", &t, "--embed", &spec, "--split-rows", "3", "--metrics-addr", &addr], &env);
-    let metrics_url = format!("http://{addr}/metrics");
-    wait_until("the load to end", Duration::from_secs(300), || {
-        !migrate.running() || common::http::sample(&common::http::get(&metrics_url, None).body, "pgshift_phase{phase=\"catch-up\"}") == Some(1.0)
-    });
-    assert!(migrate.running(), "migrate ended: {:?}", migrate.printed());
+    let migrate = migrate_until_catch_up(&["migrate", "--source", &s, "--target", &t, "--embed", &spec, "--split-rows", "3"], Duration::from_secs(300));
     assert_eq!(target.psql("app", "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'vector_embeddings'::regclass AND attname = 'embedding'"), "vector(384)");
     assert_eq!(target.psql("app", "SELECT count(*) FROM vector_embeddings WHERE content LIKE 'old model chunk%'"), "0", "the old vectors are not carried");
     let indexes = target.psql("app", "SELECT string_agg(indexname || ' ' || indexdef, '; ') FROM pg_indexes WHERE tablename = 'vector_embeddings' AND indexdef LIKE '%(embedding %'");

@@ -23,13 +23,7 @@ fn partitions_made_during_catch_up_are_followed() {
          INSERT INTO events SELECT i, date '2026-11-01' + (i % 60), 'event ' || i FROM generate_series(1, 600) i;",
     );
     let (s, t) = (source.url("app"), target.url("app"));
-    let addr = format!("127.0.0.1:{}", pgshift_testkit::free_port());
-    let mut migrate = Background::pgshift(&["migrate", "--source", &s, "--target", &t, "--metrics-addr", &addr]);
-    let metrics_url = format!("http://{addr}/metrics");
-    wait_until("the load to end", Duration::from_secs(120), || {
-        !migrate.running() || common::http::sample(&common::http::get(&metrics_url, None).body, "pgshift_phase{phase=\"catch-up\"}") == Some(1.0)
-    });
-    assert!(migrate.running(), "migrate ended: {:?}", migrate.printed());
+    let migrate = migrate_until_catch_up(&["migrate", "--source", &s, "--target", &t], Duration::from_secs(120));
 
     // Maintenance makes the next three months in one transaction; the application writes into them at once.
     source.psql(

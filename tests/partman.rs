@@ -26,13 +26,7 @@ fn a_pg_partman_table_moves_with_catch_up_and_partman_goes_on_after_the_cutover(
     let out = pgshift(&["migrate", "--source", &s, "--target", &t, "--dry-run"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("partman.template_public_app_events has no primary key"), "{}", stdout(&out));
-    let addr = format!("127.0.0.1:{}", pgshift_testkit::free_port());
-    let mut migrate = Background::pgshift(&["migrate", "--source", &s, "--target", &t, "--metrics-addr", &addr]);
-    let metrics_url = format!("http://{addr}/metrics");
-    wait_until("the load to end", Duration::from_secs(120), || {
-        !migrate.running() || common::http::sample(&common::http::get(&metrics_url, None).body, "pgshift_phase{phase=\"catch-up\"}") == Some(1.0)
-    });
-    assert!(migrate.running(), "migrate ended: {:?}", migrate.printed());
+    let migrate = migrate_until_catch_up(&["migrate", "--source", &s, "--target", &t], Duration::from_secs(120));
     let config = "SELECT parent_table || ' ' || partition_interval || ' ' || premake FROM partman.part_config";
     assert_eq!(target.psql("app", config), source.psql("app", config), "partman's configuration carried with the load");
 

@@ -11,12 +11,8 @@ use common::*;
 use pgshift_embed::Embedder;
 use pgshift_testkit::{Cluster, PgVersion};
 
-fn env() -> Vec<(String, String)> {
-    model_env()
-}
-
 fn start_vectorize(args: &[&str]) -> Background {
-    let env = env();
+    let env = model_env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     Background::pgshift_with_env(args, &env)
 }
@@ -54,9 +50,7 @@ fn vectors_stay_current_after_the_cutover_through_a_kill_and_a_server_restart() 
          INSERT INTO pages VALUES (1, repeat('A paragraph about harbours and ships. ', 80)), (2, 'short page')",
     );
     let (o, n) = (old.url("app"), new.url("app"));
-    let env = env();
-    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let run = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_pgshift")).args(args).envs(env_refs.clone()).output().unwrap();
+    let run = pgshift_env;
     let out = run(&["migrate", "--source", &o, "--target", &n, "--embed", "docs.embedding=body", "--embed", "pages->page_chunks=body", "--load-only"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let out = run(&["cutover", "--source", &o, "--target", &n, "--reverse"]);
@@ -146,42 +140,30 @@ fn a_database_never_migrated_gets_its_vectors_and_one_vectorize_at_a_time() {
     );
     let u = db.url("app");
     let spec = "notes.embedding=body";
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
-        .args(["vectorize", "--target", &u, "--embed", "pages->page_chunks=body", "--until-done"])
-        .envs(env())
-        .output()
-        .unwrap();
+    let out = pgshift_env(&["vectorize", "--target", &u, "--embed", "pages->page_chunks=body", "--until-done"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     // pgshift's own chunk table, made as migrate makes it: keys valid, chunks for page 1 only.
     let keys = db.psql("app", "SELECT string_agg(contype::text || ':' || convalidated, ',' ORDER BY contype) FROM pg_constraint WHERE conrelid = 'page_chunks'::regclass");
     assert_eq!(keys, "f:true,p:true");
     assert_eq!(db.psql("app", "SELECT string_agg(DISTINCT id::text, ',') FROM page_chunks"), "1");
     assert!(db.psql("app", "SELECT count(*) FROM page_chunks WHERE embedding IS NOT NULL").parse::<i64>().unwrap() >= 2);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
-        .args(["vectorize", "--target", &u, "--embed", spec, "--until-done", "--json"])
-        .envs(env())
-        .output()
-        .unwrap();
+    let out = pgshift_env(&["vectorize", "--target", &u, "--embed", spec, "--until-done", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["rows"], 270, "{report}");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift")).args(["status", "--target", &u]).output().unwrap();
+    let out = pgshift_env(&["status", "--target", &u]);
     assert!(stdout(&out).contains("vectorize: not running") && stdout(&out).contains("the target holds no pgshift run"), "{}", stdout(&out));
     assert_eq!(db.psql("app", "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'notes'::regclass AND attname = 'embedding'"), "vector(384)");
     assert!(db.psql("app", "SELECT indexdef FROM pg_indexes WHERE tablename = 'notes' AND indexdef LIKE '%hnsw%'").contains("vector_cosine_ops"));
     assert_current(&db, "notes");
     // A scheduled run with nothing to do embeds nothing.
     db.psql("app", "UPDATE notes SET body = 'Changed ' || id WHERE id <= 3");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
-        .args(["vectorize", "--target", &u, "--embed", spec, "--until-done", "--json"])
-        .envs(env())
-        .output()
-        .unwrap();
+    let out = pgshift_env(&["vectorize", "--target", &u, "--embed", spec, "--until-done", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["rows"], 3, "only the changed texts: {report}");
     assert_current(&db, "notes");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift")).args(["vectorize", "--target", &u]).envs(env()).output().unwrap();
+    let out = pgshift_env(&["vectorize", "--target", &u]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("give them with --embed"), "{}", stderr(&out));
 }
@@ -193,11 +175,7 @@ fn serve_runs_vectorize_after_the_run_is_done() {
     let (source, target) = pair(PgVersion::V15, PgVersion::V16);
     source.psql("app", "CREATE TABLE docs (id serial PRIMARY KEY, body text); INSERT INTO docs (body) VALUES ('first'), ('second')");
     let (s, t) = (source.url("app"), target.url("app"));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
-        .args(["migrate", "--source", &s, "--target", &t, "--embed", "docs.embedding=body", "--no-follow"])
-        .envs(env())
-        .output()
-        .unwrap();
+    let out = pgshift_env(&["migrate", "--source", &s, "--target", &t, "--embed", "docs.embedding=body", "--no-follow"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let addr = format!("127.0.0.1:{}", pgshift_testkit::free_port());
     let serve = start_vectorize(&["serve", "--source", &s, "--target", &t, "--addr", &addr, "--vectorize"]);
@@ -212,6 +190,6 @@ fn serve_runs_vectorize_after_the_run_is_done() {
     assert!(term.success());
     let out = serve.wait(Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift")).args(["status", "--target", &t]).output().unwrap();
+    let out = pgshift_env(&["status", "--target", &t]);
     assert!(stdout(&out).contains("vectorize: not running"), "stopped with the server: {}", stdout(&out));
 }

@@ -183,6 +183,30 @@ pub fn local_model() -> pgshift_embed::onnx::OnnxEmbedder {
     .expect("the model from scripts/fetch_model.sh")
 }
 
+/// pgshift with the local model's environment (commands that embed); no password in what it prints.
+pub fn pgshift_env(args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift")).args(args).envs(model_env()).output().unwrap();
+    assert!(!format!("{}{}", stdout(&out), stderr(&out)).contains(pgshift_testkit::PASSWORD));
+    out
+}
+
+/// `pgshift migrate` with `args` (and the local model's environment) in the background,
+/// returned once its load is done and catch-up follows; its metrics tell when.
+pub fn migrate_until_catch_up(args: &[&str], timeout: std::time::Duration) -> Background {
+    let addr = format!("127.0.0.1:{}", pgshift_testkit::free_port());
+    let env = model_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut args = args.to_vec();
+    args.extend(["--metrics-addr", &addr]);
+    let mut migrate = Background::pgshift_with_env(&args, &env);
+    let metrics_url = format!("http://{addr}/metrics");
+    wait_until("the load to end", timeout, || {
+        !migrate.running() || http::sample(&http::get(&metrics_url, None).body, "pgshift_phase{phase=\"catch-up\"}") == Some(1.0)
+    });
+    assert!(migrate.running(), "migrate ended: {:?}", migrate.printed());
+    migrate
+}
+
 /// A background process (pgshift, pgbench) killed when the test ends, pass or fail.
 /// pgshift's output goes to files, so a chatty process never blocks on a full pipe.
 pub struct Background {
